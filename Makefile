@@ -44,7 +44,6 @@ browser-deps:
 
 test: install browser-deps lint
 	$(BIN)/pytest -q host_tests
-	$(BIN)/python -m twtools.mprun host_tests/device
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,87 @@
+# Device configuration: `twomes.json` at the filesystem root, deployed with the code, kept across OTA.
+# Every key has a default; a missing file, bad JSON or a bad value gives one clear boot message and the
+# default for that key, never a device that does not start.
+import json
+
+from micropython import const
+
+FILE = "twomes.json"
+_MAX_FILE = const(4096)
+
+# key: (default, type, min, max). Strings: min/max bound the length.
+_SPEC = {
+    "server_url": ("http://127.0.0.1:8000", str, 8, 200),
+    "device_type": ("Generic-Test", str, 1, 64),
+    "name_prefix": ("TWOMES-", str, 1, 16),
+    "button_pin": (0, int, 0, 48),
+    "led_pin": (2, int, 0, 48),
+    "led_active_low": (False, bool, 0, 1),
+    "portal_port": (0, int, 0, 65535),  # 0: the standard 80
+    "dns_port": (0, int, 0, 65535),  # 0: the standard 53
+    "ap_open": (False, bool, 0, 1),
+    "wifi_timeout_s": (30, int, 3, 120),
+    "portal_idle_s": (300, int, 10, 86400),
+    "portal_retry_s": (60, int, 5, 3600),
+    "http_timeout_s": (20, int, 2, 120),
+    "retry_base_s": (5, int, 1, 3600),
+    "retry_max_s": (600, int, 5, 86400),
+    "heartbeat_s": (600, int, 5, 86400),
+    "fw_check_s": (172800, int, 60, 2592000),
+    "queue_max": (50, int, 1, 500),
+    "confirm_boots": (3, int, 1, 10),
+    "hold_wifi_s": (3, int, 1, 30),
+    "hold_factory_s": (10, int, 2, 60),
+}
+
+
+class Config:
+    def __init__(self, values=None):
+        for key in _SPEC:
+            setattr(self, key, _SPEC[key][0])
+        self.problems = []
+        if values:
+            self.update(values)
+
+    def update(self, values):
+        if not isinstance(values, dict):
+            self.problems.append("not a JSON object")
+            return
+        for key in values:
+            value = values[key]
+            spec = _SPEC.get(key)
+            if spec is None:
+                self.problems.append("unknown key %s" % key)
+                continue
+            default, kind, lo, hi = spec
+            if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+                self.problems.append("%s must be %s" % (key, kind.__name__))
+                continue
+            size = len(value) if kind is str else value
+            if kind is not bool and not lo <= size <= hi:
+                self.problems.append("%s out of range %d..%d" % (key, lo, hi))
+                continue
+            if key == "server_url" and not (value.startswith("http://") or value.startswith("https://")):
+                self.problems.append("server_url must start with http:// or https://")
+                continue
+            setattr(self, key, value)
+
+
+def load(path=FILE):
+    """Read the config file; problems are listed in cfg.problems (the app prints them at boot)."""
+    cfg = Config()
+    try:
+        with open(path) as f:
+            text = f.read(_MAX_FILE + 1)
+    except OSError:
+        cfg.problems.append("%s missing, using defaults" % path)
+        return cfg
+    if len(text) > _MAX_FILE:
+        cfg.problems.append("%s larger than %d bytes, using defaults" % (path, _MAX_FILE))
+        return cfg
+    try:
+        values = json.loads(text)
+    except ValueError:
+        cfg.problems.append("%s is not valid JSON, using defaults" % path)
+        return cfg
+    cfg.update(values)
+    return cfg

@@ -1,0 +1,95 @@
+# The one module that touches hardware. Everything else gets a Board (constructor injection), so the
+# virtual board and the CPython fakes plug in here and nowhere else. Nothing happens at import time.
+import sys
+import time
+
+from micropython import const
+
+_PORTAL_PORT = const(80)
+_DNS_PORT = const(53)
+
+
+class Board:
+    """Wi-Fi interfaces, NVS, flash partitions, button, LED, clock, console and reset of one ESP32.
+
+    `machine`, `network` and `esp32` default to the firmware's own modules; the virtual board and the
+    host tests pass simulations with the same API.
+    """
+
+    def __init__(self, cfg, machine=None, network=None, esp32=None, clock=None):
+        if machine is None:
+            import machine
+        if network is None:
+            import network
+        if esp32 is None:
+            import esp32
+        self.machine = machine
+        self.network = network
+        self.esp32 = esp32
+        self.cfg = cfg
+        self.clock = clock or time  # ticks_ms/ticks_diff; host fakes pass their own
+        self.sta = network.WLAN(network.STA_IF)
+        self.ap = network.WLAN(network.AP_IF)
+        pin = machine.Pin
+        self.button = pin(cfg.button_pin, pin.IN, pin.PULL_UP)
+        self.led = pin(cfg.led_pin, pin.OUT)
+        self._led_on = 0 if cfg.led_active_low else 1
+        self.led_set(False)
+
+    # identity
+    def mac(self):
+        self.sta.active(True)
+        return self.sta.config("mac")
+
+    # outputs / inputs
+    def led_set(self, on):
+        self.led.value(self._led_on if on else 1 - self._led_on)
+
+    def button_pressed(self):
+        return self.button.value() == 0  # BOOT button: pulled up, pressed pulls to ground
+
+    # storage
+    def nvs(self, namespace):
+        return self.esp32.NVS(namespace)
+
+    def partition(self, which):
+        """`which` is "running", "next" (next OTA slot) or a label."""
+        p = self.esp32.Partition
+        if which == "running":
+            return p(p.RUNNING)
+        if which == "next":
+            return p(p.RUNNING).get_next_update()
+        found = p.find(p.TYPE_APP, label=which) or p.find(p.TYPE_DATA, label=which)
+        return found[0] if found else None
+
+    # network endpoints of AP mode (192.168.4.1 on the chip; loopback on the virtual board)
+    def ap_ip(self):
+        return self.ap.ifconfig()[0]
+
+    def portal_port(self):
+        return self.cfg.portal_port or _PORTAL_PORT
+
+    def dns_port(self):
+        return self.cfg.dns_port or _DNS_PORT
+
+    # clock
+    def ticks_ms(self):
+        return self.clock.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return self.clock.ticks_diff(a, b)
+
+    # console
+    def console_in(self):
+        return sys.stdin.buffer
+
+    def console_write(self, data):
+        sys.stdout.write(data)
+
+    def kbd_intr(self, ch):
+        import micropython
+
+        micropython.kbd_intr(ch)
+
+    def reset(self):
+        self.machine.reset()

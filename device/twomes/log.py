@@ -1,0 +1,20 @@
+# One line per event on the serial console: "[  12.345] tag: message".
+# Never pass a secret (Wi-Fi password, session token) here; say "stored" instead.
+import time
+
+_t0 = None
+
+
+def log(tag, msg):
+    global _t0
+    try:
+        now = time.ticks_ms()
+        if _t0 is None:
+            _t0 = now
+        t = time.ticks_diff(now, _t0)
+    except AttributeError:  # CPython host tests
+        now = time.monotonic()
+        if _t0 is None:
+            _t0 = now
+        t = int((now - _t0) * 1000)
+    print("[%4d.%03d] %s: %s" % (t // 1000, t % 1000, tag, msg))

@@ -1,0 +1,73 @@
+# Typed access to one NVS namespace. A missing key reads as None; every value is one atomic NVS item,
+# and nothing is durable before commit(). All keys of the app are listed here (NVS keys: <= 15 chars).
+import errno
+
+from micropython import const
+
+_BUF = const(256)
+_ESP_ERR_NVS_NOT_FOUND = const(-4354)  # what some esp32 builds raise instead of ENOENT
+
+ACT_TOKEN = "act_token"  # activation token (digits), made once, survives Wi-Fi resets
+AP_SECRET = "ap_secret"  # seed of the AP password
+SESSION = "session"  # device session token from /device/activate
+WIFI_SSID = "wifi_ssid"
+WIFI_PASS = "wifi_pass"
+FW_CONFIRMED = "fw_ok"  # version last confirmed to the server
+FW_FAILED = "fw_bad"  # version that failed to install/boot (not retried until the target changes)
+FW_FAILS = "fw_fails"  # consecutive failed attempts for the current target
+DL_STATE = "dl_state"  # resumable download: "<release id> <offset>"
+ALL_KEYS = (ACT_TOKEN, AP_SECRET, SESSION, WIFI_SSID, WIFI_PASS, FW_CONFIRMED, FW_FAILED, FW_FAILS, DL_STATE)
+
+
+def _missing(e):
+    return e.errno in (errno.ENOENT, _ESP_ERR_NVS_NOT_FOUND) or (e.args and e.args[0] == _ESP_ERR_NVS_NOT_FOUND)
+
+
+class Store:
+    def __init__(self, nvs):
+        self._nvs = nvs
+        self._buf = bytearray(_BUF)
+
+    def get(self, key):
+        try:
+            n = self._nvs.get_blob(key, self._buf)
+        except OSError as e:
+            if _missing(e):
+                return None
+            raise
+        try:
+            return bytes(self._buf[:n]).decode()
+        except UnicodeError:
+            return None  # damaged value: treat as absent
+
+    def put(self, key, value):
+        data = value.encode()
+        if len(data) > _BUF:
+            raise ValueError("value too long")
+        self._nvs.set_blob(key, data)
+
+    def get_int(self, key, default=0):
+        try:
+            return self._nvs.get_i32(key)
+        except OSError as e:
+            if _missing(e):
+                return default
+            raise
+
+    def put_int(self, key, value):
+        self._nvs.set_i32(key, value)
+
+    def delete(self, key):
+        try:
+            self._nvs.erase_key(key)
+        except OSError as e:
+            if not _missing(e):
+                raise
+
+    def commit(self):
+        self._nvs.commit()
+
+    def erase_all(self):
+        for key in ALL_KEYS:
+            self.delete(key)
+        self._nvs.commit()

@@ -1,0 +1,121 @@
+"""Test setup shared by all host tests.
+
+Files under host_tests/device/ hold device-logic tests written for BOTH runtimes: pytest runs them on
+CPython (device modules from device/, simulated hardware as fakes), and this plugin runs the same test
+functions inside the MicroPython unix port with the device code compiled to .mpy. Each test therefore
+shows up twice: ``test_x`` (CPython) and ``test_x[micropython]``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HW = ROOT / "tools" / "twtools" / "vboard" / "hw"
+for p in (ROOT / "device", ROOT / "host_tests" / "shims", HW, ROOT / "host_tests" / "device"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+DEVICE_TESTS = ROOT / "host_tests" / "device"
+MP_HEAP = "1M"
+_results: dict[Path, dict[str, dict]] = {}
+_build: Path | None = None
+
+
+def _mp_build(tmp_root: Path) -> Path:
+    global _build
+    if _build is None:
+        from twtools.build import compile_tree
+
+        out = tmp_root / "mp-lib"
+        compile_tree(out)
+        _build = out
+    return _build
+
+
+def _run_file(path: Path, tmp_root: Path) -> dict[str, dict]:
+    if path not in _results:
+        from twtools.vboard.runner import micropython_bin
+
+        lib = _mp_build(tmp_root)
+        work = tmp_root / ("mp-" + path.stem)
+        work.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
+        env["MICROPYPATH"] = f"{HW}:{lib}"  # device code as .mpy only; no device/ sources on the path
+        env["TW_TMP"] = str(work)
+        proc = subprocess.run(
+            [micropython_bin(), "-X", f"heapsize={MP_HEAP}", str(ROOT / "tools" / "twtools" / "mpunit.py"),
+             str(path.parent), path.stem],
+            cwd=work, env=env, capture_output=True, text=True, timeout=240,
+        )
+        results = {}
+        for line in proc.stdout.splitlines():
+            if line.startswith("@@RESULT "):
+                r = json.loads(line[9:])
+                results[r["name"]] = r
+        if proc.returncode != 0:
+            results["__crash__"] = {"ok": False, "error": f"micropython exited {proc.returncode}\n"
+                                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"}
+        _results[path] = results
+    return _results[path]
+
+
+class MicroPythonItem(pytest.Item):
+    def __init__(self, *, func: str, **kw):
+        super().__init__(**kw)
+        self.func = func
+
+    def runtest(self) -> None:
+        tmp_root = Path(self.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+        results = _run_file(self.path, tmp_root)
+        r = results.get(self.func)
+        if r is None:
+            crash = results.get("__crash__", {}).get("error", "")
+            raise AssertionError(f"{self.func} did not run on MicroPython\n{crash}")
+        if not r["ok"]:
+            raise AssertionError("failed on the MicroPython unix port:\n" + r["error"])
+
+    def repr_failure(self, excinfo):  # type: ignore[override]
+        return str(excinfo.value)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.func}[micropython]"
+
+
+class MicroPythonFile(pytest.File):
+    def collect(self):
+        tree = ast.parse(self.path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                yield MicroPythonItem.from_parent(self, name=f"{node.name}[micropython]", func=node.name)
+
+
+def pytest_collect_file(parent, file_path: Path):
+    if file_path.parent == DEVICE_TESTS and file_path.name.startswith("test_") and file_path.suffix == ".py":
+        return MicroPythonFile.from_parent(parent, path=file_path, name=file_path.name + "@micropython")
+    return None
+
+
+def pytest_terminal_summary(terminalreporter):
+    counts = {"micropython": {}, "cpython": {}}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            if getattr(rep, "when", "call") not in ("call", "setup"):
+                continue
+            if rep.when == "setup" and outcome == "passed":
+                continue
+            runtime = "micropython" if "[micropython]" in rep.nodeid else "cpython"
+            counts[runtime][outcome] = counts[runtime].get(outcome, 0) + 1
+    tr = terminalreporter
+    tr.section("tests per runtime")
+    for runtime, label in (("cpython", "CPython (host tools, server, device logic)"),
+                           ("micropython", "MicroPython unix port (device logic as .mpy)")):
+        c = counts[runtime]
+        tr.write_line(f"{label}: " + ", ".join(f"{c.get(k, 0)} {k}" for k in ("passed", "failed", "skipped")))

