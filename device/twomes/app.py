@@ -1,0 +1,579 @@
+# The device's life in one state machine:
+#
+#   boot -> (no Wi-Fi credentials) portal -> joining -> activating -> confirming -> checking
+#        -> updating -> rebooting            (new version: boots, confirms, and only then is kept)
+#        -> running (LED solid; heartbeat + booted_fw uploads)
+#
+# Every state has a timeout and a way out; retries back off exponentially with a per-device jitter
+# (from the MAC) so a fleet does not retry in step. A long button press forgets Wi-Fi (portal again),
+# a very long one is a factory reset. Secrets never reach the console: we say "stored".
+import asyncio
+import gc
+import os
+
+from micropython import const
+
+from twomes import VERSION, store, wifi
+from twomes.errors import BadImage, Error, HttpError, NetError, NoFirmwareApi
+from twomes.log import log
+
+BOOT = "boot"
+PORTAL = "portal"
+JOINING = "joining"
+ACTIVATING = "activating"
+CONFIRMING = "confirming"
+CHECKING = "checking"
+UPDATING = "updating"
+REBOOTING = "rebooting"
+RUNNING = "running"
+OFFLINE = "offline"
+RESETTING = "resetting"
+
+# LED patterns: (on ms, off ms)
+_LED = {
+    PORTAL: (500, 500),  # AP mode: once per second, as the B00M users know it
+    JOINING: (100, 200),
+    ACTIVATING: (100, 200),
+    CONFIRMING: (100, 200),
+    CHECKING: (100, 200),
+    UPDATING: (50, 50),
+    REBOOTING: (50, 50),
+    OFFLINE: (100, 900),
+    "error": (100, 100, 100, 700),  # double blink: waiting for the operator (not registered/attached)
+    "hold_wifi": (0, 1000),  # button held past the Wi-Fi-reset time: LED off
+    "hold_factory": (30, 30),  # past the factory-reset time: flicker
+}
+_BUF = const(1024)
+_POLL_MS = const(50)
+_GRACE_MS = const(4000)  # after a portal join: time for the phone to see the result page
+_CONFIRM_TRIES = const(6)
+_FW_FAILS_MAX = const(3)
+_UPLOAD_BATCH = const(20)
+
+
+class Backoff:
+    """Exponential backoff, capped, scaled by a fixed per-device factor in [0.75, 1.25)."""
+
+    def __init__(self, base_s, max_s, mac):
+        self.base = base_s
+        self.max = max_s
+        self.factor = 0.75 + ((mac[4] << 8 | mac[5]) % 1000) / 2000
+        self.n = 0
+
+    def next_s(self):
+        d = min(self.max, self.base * (1 << min(self.n, 16)))
+        self.n += 1
+        return d * self.factor
+
+    def reset(self):
+        self.n = 0
+
+
+class Restart(Exception):
+    """Leave the state machine and reset the board (button actions, update installed)."""
+
+
+class App:
+    def __init__(self, board, cfg, st, ident, api, clock):
+        self.board = board
+        self.cfg = cfg
+        self.st = st
+        self.ident = ident
+        self.api = api
+        self.clock = clock
+        self.state = BOOT
+        self.led_override = None
+        self.message = ""
+        self.wifi_result = None
+        self.wifi_ssid = None
+        self._joined = None  # (ssid, password) accepted through the portal/Improv
+        self._busy = False
+        self._nets = []
+        self._queue = []  # [(property, ticks, unix or None, value)]
+        self._mac = board.mac()
+        self._buf = memoryview(bytearray(_BUF))
+        self._hinted = None
+        self._fw_api = True
+        self._restart = asyncio.Event()
+
+    # ---- small helpers ---------------------------------------------------------------------------
+    def set_state(self, state, message=""):
+        if state != self.state:
+            log("state", state + (" - " + message if message else ""))
+        self.state = state
+        self.message = message
+
+    def backoff(self):
+        return Backoff(self.cfg.retry_base_s, self.cfg.retry_max_s, self._mac)
+
+    async def sleep_s(self, seconds):
+        """Sleep, but wake at once when a button action asks for a restart."""
+        try:
+            await asyncio.wait_for(self._restart.wait(), seconds)
+        except asyncio.TimeoutError:
+            return
+        raise Restart()
+
+    def activated(self):
+        return self.st.get(store.SESSION) is not None
+
+    def print_identity(self):
+        if not self.activated():
+            # exactly one line, valid JSON: the operator registers the device with it
+            print(self.ident.activation_json())
+        if not self.cfg.ap_open:
+            log("setup", "access point %s, password %s" % (self.ident.name, self.ident.ap_password))
+
+    # ---- controller API for the portal and Improv ------------------------------------------------
+    def status(self):
+        return {
+            "state": self.state,
+            "wifi": self.wifi_result,
+            "ssid": self.wifi_ssid,
+            "message": self.message,
+        }
+
+    def info(self):
+        return {
+            "name": self.ident.name,
+            "device_type": self.ident.device_type,
+            "version": VERSION,
+            "state": self.state,
+        }
+
+    def networks(self):
+        return self._nets
+
+    async def rescan(self):
+        try:
+            self._nets = wifi.scan(self.board)
+        except OSError as e:
+            log("wifi", "scan failed: %s" % e)
+        return self._nets
+
+    async def submit(self, ssid, password, name=None):
+        problem = wifi.check_credentials(ssid, password)
+        if problem:
+            raise ValueError(problem)
+        if self._busy:
+            raise ValueError("busy: already testing a network")
+        self._busy = True
+        prev = self.state
+        try:
+            self.set_state(JOINING, "testing %s" % ssid)
+            self.wifi_ssid = ssid
+            self.wifi_result = None
+            result = await wifi.join(self.board, ssid, password, self.cfg.wifi_timeout_s * 1000)
+            self.wifi_result = result
+            log("wifi", "%s: %s" % (ssid, wifi.REASONS[result]))
+            if result == wifi.JOINED:
+                self.store_wifi(ssid, password, name)
+                self._joined = (ssid, password)
+                self.message = "connected to %s" % ssid
+            else:
+                self.state = prev
+                self.message = wifi.REASONS[result]
+            return result
+        finally:
+            self._busy = False
+
+    def store_wifi(self, ssid, password, name=None):
+        self.st.put(store.WIFI_SSID, ssid)
+        self.st.put(store.WIFI_PASS, password)
+        self.st.commit()
+        log("wifi", "credentials for %s stored" % ssid)
+        if name:
+            log("wifi", "device name from setup: %s" % name[:32])
+
+    # ---- tasks -----------------------------------------------------------------------------------
+    async def led_task(self):
+        while True:
+            pattern = self.led_override or _LED.get(self.state)
+            if pattern is None:  # running: solid; boot: off
+                self.board.led_set(self.state == RUNNING)
+                await asyncio.sleep(_POLL_MS / 1000)
+                continue
+            for i in range(len(pattern)):
+                self.board.led_set(i % 2 == 0 and pattern[i] > 0)
+                await asyncio.sleep(pattern[i] / 1000)
+
+    async def button_task(self):
+        """Polled and debounced. Short press: show state. Hold: forget Wi-Fi. Very long: factory reset.
+        The action is decided on release, so holding to the long time never triggers the short one."""
+        b = self.board
+        down_since = None
+        while True:
+            await asyncio.sleep(_POLL_MS / 1000)
+            pressed = b.button_pressed()
+            now = b.ticks_ms()
+            if pressed and down_since is None:
+                await asyncio.sleep(_POLL_MS / 1000)  # debounce: must still be down
+                if b.button_pressed():
+                    down_since = now
+                continue
+            if down_since is None:
+                continue
+            held = b.ticks_diff(now, down_since)
+            if pressed:
+                if held >= self.cfg.hold_factory_s * 1000:
+                    self.led_override = _LED["hold_factory"]
+                elif held >= self.cfg.hold_wifi_s * 1000:
+                    self.led_override = _LED["hold_wifi"]
+                continue
+            down_since = None
+            self.led_override = None
+            if held >= self.cfg.hold_factory_s * 1000:
+                self.factory_reset()
+            elif held >= self.cfg.hold_wifi_s * 1000:
+                self.forget_wifi()
+            else:
+                log(
+                    "button",
+                    "state %s, firmware %s, device %s%s"
+                    % (self.state, VERSION, self.ident.name, ", " + self.message if self.message else ""),
+                )
+
+    def forget_wifi(self):
+        log("button", "long press: forgetting Wi-Fi, back to setup (identity and activation kept)")
+        self.st.delete(store.WIFI_SSID)
+        self.st.delete(store.WIFI_PASS)
+        self.st.commit()
+        self.set_state(RESETTING)
+        self._restart.set()
+
+    def factory_reset(self):
+        log("button", "very long press: factory reset, everything forgotten")
+        self.st.erase_all()
+        self.set_state(RESETTING)
+        self._restart.set()
+
+    # ---- the flow --------------------------------------------------------------------------------
+    async def run(self):
+        """Run until a restart is due (button action, update installed, confirmation impossible)."""
+        tasks = [asyncio.create_task(self.led_task()), asyncio.create_task(self.button_task())]
+        try:
+            await self.flow()
+        except Restart:
+            pass
+        finally:
+            for t in tasks:
+                t.cancel()
+        self.set_state(RESETTING)
+        await asyncio.sleep(0.2)  # let the last lines out
+
+    async def flow(self):
+        while True:
+            creds = (self.st.get(store.WIFI_SSID), self.st.get(store.WIFI_PASS))
+            if creds[0] is None or creds[1] is None:
+                await self.portal(None)
+            elif await self.join(creds) != wifi.JOINED:
+                await self.portal(creds)
+            else:
+                self._joined = creds
+            if self._joined is None:
+                continue  # the portal closed without a working network: try the saved one again
+            await self.online(self._joined)
+
+    async def join(self, creds):
+        self.set_state(JOINING, "joining %s" % creds[0])
+        self.wifi_ssid = creds[0]
+        result = await wifi.join(self.board, creds[0], creds[1], self.cfg.wifi_timeout_s * 1000)
+        self.wifi_result = result
+        log("wifi", "%s: %s" % (creds[0], wifi.REASONS[result]))
+        return result
+
+    async def portal(self, saved):
+        """AP + captive portal (+ Improv on serial) until credentials work. With saved credentials the
+        saved network is retried now and then, and the portal closes when nobody uses it."""
+        from twomes.portal import Improv, Portal
+
+        self._joined = None
+        await self.rescan()  # before the AP starts: a scan disturbs clients of the AP
+        gc.collect()
+        portal = Portal(self.board, self.ident, self.cfg, self)
+        improv = Improv(self.board, self.ident, self, VERSION)
+        await portal.start()
+        improv_task = asyncio.create_task(improv.run())
+        self.set_state(PORTAL, "waiting for Wi-Fi settings")
+        log(
+            "portal",
+            "access point %s (%s), page http://%s:%d/"
+            % (
+                self.ident.name,
+                "open" if self.cfg.ap_open else "password " + self.ident.ap_password,
+                self.board.ap_ip(),
+                self.board.portal_port(),
+            ),
+        )
+        retry_ms = self.cfg.portal_retry_s * 1000
+        last_try = self.board.ticks_ms()
+        try:
+            while True:
+                await self.sleep_s(0.25)
+                if self._joined:
+                    await asyncio.sleep(_GRACE_MS / 1000)
+                    return
+                if saved is None or self._busy:
+                    continue
+                now = self.board.ticks_ms()
+                if self.board.ticks_diff(now, last_try) >= retry_ms:
+                    last_try = now
+                    if await self.submit(saved[0], saved[1]) == wifi.JOINED:
+                        return
+                    self.set_state(PORTAL, "waiting for Wi-Fi settings")
+                if portal.idle_ms() >= self.cfg.portal_idle_s * 1000:
+                    log(
+                        "portal",
+                        "no visitors for %d s: closing, trying %s again" % (self.cfg.portal_idle_s, saved[0]),
+                    )
+                    return
+        finally:
+            improv_task.cancel()
+            await portal.stop()
+            gc.collect()
+
+    async def online(self, creds):
+        """Connected: activate, confirm, check firmware, run. Returns when Wi-Fi is lost for good."""
+        await self.activate()
+        await self.confirm()
+        await self.check_firmware()
+        await self.running(creds)
+
+    async def activate(self):
+        if self.activated():
+            self.api.session = self.st.get(store.SESSION)
+            return
+        self.set_state(ACTIVATING)
+        back = self.backoff()
+        while True:
+            try:
+                token = await self.api.activate(self.ident.activation_token)
+                self.st.put(store.SESSION, token)
+                self.st.commit()
+                self._hinted = None
+                log("activate", "activated; session token stored")
+                return
+            except HttpError as e:
+                if e.status == 404:
+                    self.hint(
+                        "not registered on the server yet: the operator registers the activation "
+                        "line printed at boot"
+                    )
+                elif e.status == 403:
+                    self.hint("registered, but not attached to an owner yet: waiting for the owner")
+                else:
+                    log("activate", "server answered %d %s" % (e.status, e.detail))
+            except NetError as e:
+                log("activate", "no answer: %s" % e)
+            await self.sleep_s(back.next_s())
+
+    def hint(self, text):
+        if self._hinted != text:  # one clear line per condition, not one per retry
+            self._hinted = text
+            log("activate", text)
+
+    async def authed(self, coro_fn, *args):
+        """Call the API; on 401 the session was revoked: re-activate once and retry."""
+        try:
+            return await coro_fn(*args)
+        except HttpError as e:
+            if e.status != 401:
+                raise
+        log("activate", "session token refused (401): activating again")
+        self.st.delete(store.SESSION)
+        self.st.commit()
+        await self.activate()
+        return await coro_fn(*args)
+
+    async def confirm(self):
+        """A version that has not been confirmed yet (fresh flash or first boot after an update) tells the
+        server what it runs; only after the server has it is the version kept."""
+        if self.st.get(store.FW_CONFIRMED) == VERSION:
+            return
+        self.set_state(CONFIRMING, VERSION)
+        back = self.backoff()
+        for _ in range(_CONFIRM_TRIES):
+            try:
+                await self.authed(self.api.confirm, VERSION)
+                break
+            except NoFirmwareApi:
+                log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
+                self._fw_api = False
+                break
+            except Error as e:
+                log("firmware", "confirm failed: %s" % e)
+            await self.sleep_s(back.next_s())
+        else:
+            # never confirmed: reboot; the boot selector rolls back after confirm_boots boots
+            log("firmware", "could not confirm %s: restarting" % VERSION)
+            raise Restart()
+        from twomes import ota
+
+        if ota.mark_valid():
+            log("firmware", "version %s confirmed and kept" % VERSION)
+        self.mark_image_valid()
+        self.st.put(store.FW_CONFIRMED, VERSION)
+        self.st.delete(store.FW_FAILED)
+        self.st.delete(store.FW_FAILS)
+        self.st.commit()
+        log("firmware", "running %s, confirmed to the server" % VERSION)
+
+    def mark_image_valid(self):
+        try:
+            self.board.esp32.Partition.mark_app_valid_cancel_rollback()
+        except OSError as e:
+            if e.args and e.args[0] == -261:
+                return  # bootloader without rollback: nothing to cancel (docs: README, OTA)
+            log("firmware", "could not mark the app image valid: %s" % e)
+
+    async def check_firmware(self):
+        if not self._fw_api:
+            return
+        self.set_state(CHECKING)
+        try:
+            rel = await self.authed(self.api.target)
+        except NoFirmwareApi:
+            log("firmware", "server has no firmware API: updates skipped")
+            self._fw_api = False
+            return
+        except Error as e:
+            log("firmware", "check failed: %s" % e)
+            return
+        if rel is None:
+            log("firmware", "no target version set on the server; running %s" % VERSION)
+            return
+        if rel["version"] == VERSION:
+            log("firmware", "up to date (%s)" % VERSION)
+            return
+        failed = self.st.get(store.FW_FAILED)
+        fails = self.st.get_int(store.FW_FAILS, 0) if failed == rel["version"] else 0
+        if fails >= _FW_FAILS_MAX:
+            log(
+                "firmware",
+                "target %s failed %d times: not trying it again until the target changes"
+                % (rel["version"], fails),
+            )
+            return
+        log("firmware", "target %s, running %s: updating" % (rel["version"], VERSION))
+        self.set_state(UPDATING, rel["version"])
+        try:
+            await self.update(rel)
+        except Error as e:
+            log("firmware", "update to %s failed: %s" % (rel["version"], e))
+            self.st.put(store.FW_FAILED, rel["version"])
+            self.st.put_int(store.FW_FAILS, fails + 1)
+            self.st.commit()
+            return
+        self.set_state(REBOOTING, rel["version"])
+        raise Restart()
+
+    async def update(self, rel):
+        gc.collect()
+        if rel["kind"] != "bundle":
+            try:
+                from twomes import ota_image
+            except ImportError:
+                raise BadImage("this build cannot install ESP32 app images")
+            await ota_image.install(self, rel)
+            return
+        from twomes import ota
+
+        resp, _ = await self.authed(self.api.open_image, rel, 0)
+        try:
+            await ota.install_bundle(resp, rel, self._buf, VERSION, self.cfg.confirm_boots, log)
+        finally:
+            await resp.close()
+            gc.collect()
+
+    # ---- running ---------------------------------------------------------------------------------
+    def measure(self, prop, value):
+        if len(self._queue) >= self.cfg.queue_max:
+            self._queue.pop(0)  # bounded: the oldest goes first
+            log("upload", "queue full: oldest measurement dropped")
+        self._queue.append((prop, self.board.ticks_ms(), self.clock.now(), value))
+
+    async def upload(self):
+        while self._queue:
+            batch = self._queue[:_UPLOAD_BATCH]
+            items = []
+            for prop, ticks, ts, value in batch:
+                items.append((prop, ts if ts is not None else self.clock.at(ticks), value))
+            if any(ts is None for _p, ts, _v in items):
+                raise NetError("clock not set yet")
+            await self.authed(self.api.upload, items)
+            del self._queue[: len(batch)]
+            log("upload", "%d measurement(s) sent" % len(batch))
+
+    async def running(self, creds):
+        self.set_state(RUNNING, "firmware %s" % VERSION)
+        self.measure("booted_fw", VERSION)
+        hb_ms = self.cfg.heartbeat_s * 1000
+        fw_ms = self.cfg.fw_check_s * 1000
+        last_hb = last_fw = self.board.ticks_ms()
+        self.measure("heartbeat", "1")
+        back = self.backoff()
+        next_upload = 0
+        while True:
+            now = self.board.ticks_ms()
+            if not self.board.sta.isconnected():
+                if not await self.reconnect(creds):
+                    return
+                self.set_state(RUNNING, "firmware %s" % VERSION)
+            if self.board.ticks_diff(now, last_hb) >= hb_ms:
+                last_hb = now
+                self.measure("heartbeat", "1")
+            if self._queue and self.board.ticks_diff(now, next_upload) >= 0:
+                try:
+                    await self.upload()
+                    back.reset()
+                except Error as e:
+                    delay = back.next_s()
+                    log("upload", "failed (%s); %d kept, retry in %d s" % (e, len(self._queue), delay))
+                    next_upload = self.board.ticks_ms() + int(delay * 1000)
+            if self.board.ticks_diff(now, last_fw) >= fw_ms:
+                last_fw = now
+                await self.check_firmware()
+                self.set_state(RUNNING, "firmware %s" % VERSION)
+            await self.sleep_s(0.5)
+
+    async def reconnect(self, creds):
+        """Wi-Fi lost: rejoin with backoff; after 3 failures open the portal (which keeps retrying)."""
+        self.set_state(OFFLINE, "Wi-Fi lost")
+        back = self.backoff()
+        for _ in range(3):
+            if await self.join(creds) == wifi.JOINED:
+                return True
+            await self.sleep_s(back.next_s())
+        self.set_state(OFFLINE, "Wi-Fi gone")
+        return False
+
+
+def main():
+    """Entry point from main.py: build the real board and run until a restart is due."""
+    from twomes import config, identity
+    from twomes.api import Api
+    from twomes.clock import Clock
+    from twomes.hw import Board
+
+    cfg = config.load()
+    log("boot", "twomes firmware %s" % VERSION)
+    for problem in cfg.problems:
+        log("config", problem)
+    board = Board(cfg)
+    try:
+        st = store.Store(board.nvs("twomes"))
+        ident = identity.load(st, board.mac(), cfg, os.urandom)
+        log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
+        clock = Clock(board)
+        app = App(board, cfg, st, ident, Api(cfg.server_url, cfg.http_timeout_s, clock), clock)
+        app.print_identity()
+        asyncio.run(app.run())
+    except Exception as e:  # noqa: BLE001 - the last line of defence: log and restart, never hang
+        import sys
+
+        sys.print_exception(e)
+        log("boot", "unexpected error: restarting in 5 s")
+        import time
+
+        time.sleep(5)
+    board.reset()
