@@ -66,6 +66,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     run.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    run.add_argument("--watch-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document (JSON)")
@@ -224,6 +225,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if token is not None:
         print(f"{TOKEN_LINE}{token}", flush=True)
 
+    if args.watch_parent:
+        _exit_with_parent(args.watch_parent)
     config = uvicorn.Config(
         app,
         log_level=args.log_level,
@@ -236,6 +239,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     return 0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Stop gracefully (SIGTERM to ourselves) once process ``parent`` is gone (test harness runs)."""
+    import signal
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
