@@ -13,7 +13,7 @@ class HttpError(Error):
     """The server answered with a status we did not want."""
 
     def __init__(self, status, detail=""):
-        Error.__init__(self, "HTTP %d %s" % (status, detail))
+        super().__init__("HTTP %d %s" % (status, detail))
         self.status = status
         self.detail = detail
 
