@@ -831,7 +831,10 @@ _UPLOAD_OPENAPI: dict[str, Any] = {
     response_model=s.Release,
     responses={
         **_errors(400, 409, 413, 415),
-        422: {"description": "Validation error (FastAPI error list)."},
+        422: {
+            "description": "Validation Error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+        },
     },
     openapi_extra=_UPLOAD_OPENAPI,
     summary="Publish a firmware release (multipart upload, streamed to disk)",
