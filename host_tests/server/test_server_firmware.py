@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -537,3 +539,28 @@ def test_plain_twomes_paths_are_not_marked(http: httpx.Client, tw: Twomes, dev: 
 
 def test_the_framing_check_is_active(http: httpx.Client) -> None:
     assert check_framing in http.event_hooks["response"]
+
+
+def test_abandoned_upload_leaves_nothing_behind(tw: Twomes, server: ReferenceServer) -> None:
+    before = _release_files(server)
+    releases = tw.http.get("/admin/firmware", headers=tw.admin).json()
+    host, port = server.url.removeprefix("http://").split(":")
+    head = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n\r\n' + os.urandom(
+        200_000
+    )
+    request = (
+        f"POST /admin/firmware HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {server.admin_token}\r\n"
+        "Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 5000000\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request + head)
+        deadline = time.monotonic() + 10
+        while _no_temp_files(server):  # the server streams the file part to a temporary file ...
+            assert time.monotonic() < deadline, "no temporary upload file appeared"
+            time.sleep(0.02)
+    # ... and removes it once the client is gone.
+    deadline = time.monotonic() + 10
+    while not _no_temp_files(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _release_files(server) == before
+    assert tw.http.get("/admin/firmware", headers=tw.admin).json() == releases

@@ -225,6 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if token is not None:
         print(f"{TOKEN_LINE}{token}", flush=True)
 
+    _configure_logging(args.log_level)
     if args.watch_parent:
         _exit_with_parent(args.watch_parent)
     config = uvicorn.Config(
@@ -239,6 +240,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     return 0
+
+
+def _configure_logging(level: str) -> None:
+    """The server's own messages, formatted like uvicorn's (``WARNING:  ...``) on stderr."""
+    import logging
+
+    from uvicorn.logging import DefaultFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s", use_colors=False))
+    logger = logging.getLogger("twtools.server")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
 
 
 def _exit_with_parent(parent: int) -> None:
