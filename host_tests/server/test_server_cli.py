@@ -334,3 +334,27 @@ def test_module_entry_point_help() -> None:
         "token",
     ):
         assert command in out
+
+
+def test_run_on_a_busy_port_creates_nothing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        db = tmp_path / "db.sqlite3"
+        assert (
+            main(["server", "run", "--port", str(port), "--db", str(db), "--files", str(tmp_path / "f")]) == 1
+        )
+    assert capsys.readouterr().err.startswith(f"error: cannot listen on 127.0.0.1:{port}")
+    assert not db.exists()  # so the first admin token is printed on the next, successful, start
+
+
+def test_run_rejects_a_foreign_database(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "other.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.close()
+    assert main(["server", "run", "--port", "0", "--db", str(db), "--files", str(tmp_path / "f")]) == 1
+    assert "not a Twomes reference server one" in capsys.readouterr().err

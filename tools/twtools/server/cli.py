@@ -197,9 +197,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .app import create_app
     from .db import SchemaError
 
+    _configure_logging(args.log_level)
+    # Listen first: if the port is taken, nothing is created (a first admin token is never lost).
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        return _error(f"cannot listen on {args.host}:{args.port}: {exc}")
     try:
         app = create_app(args.db, args.files, max_upload=args.max_upload)
     except (SchemaError, OSError) as exc:
+        sock.close()
         return _error(str(exc))
     token: str | None = app.state.initial_admin_token
     if token is not None and args.admin_token_file is not None:
@@ -210,22 +221,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             "(`twomes server token` makes a new one)",
             file=sys.stderr,
         )
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        return _error(f"cannot listen on {args.host}:{args.port}: {exc}")
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"{URL_LINE}http://{shown}:{port}", flush=True)
     if token is not None:
         print(f"{TOKEN_LINE}{token}", flush=True)
 
-    _configure_logging(args.log_level)
     if args.watch_parent:
         _exit_with_parent(args.watch_parent)
     config = uvicorn.Config(
