@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from . import db as dbm
@@ -831,7 +832,10 @@ _UPLOAD_OPENAPI: dict[str, Any] = {
     response_model=s.Release,
     responses={
         **_errors(400, 409, 413, 415),
-        422: {"description": "Validation error (FastAPI error list)."},
+        422: {
+            "description": "Validation Error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+        },
     },
     openapi_extra=_UPLOAD_OPENAPI,
     summary="Publish a firmware release (multipart upload, streamed to disk)",
@@ -842,6 +846,9 @@ async def release_create(request: Request, _admin: Admin) -> dict[str, Any]:
         upload = await receive_upload(request, state.files_dir, state.max_upload)
     except UploadRejected as exc:
         raise RequestValidationError(exc.errors) from None
+    except ClientDisconnect:
+        log.warning("firmware upload abandoned by the client; nothing stored")
+        raise HTTPException(status_code=400, detail="Upload interrupted") from None
     try:
         form = _validate_release_form(upload)
         return await anyio.to_thread.run_sync(_publish_release, state.db, state.files_dir, upload, form)

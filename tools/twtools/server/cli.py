@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "server",
         help="reference provisioning server (run it, print its API, administer it)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="Run the Twomes reference server, print its OpenAPI document, administer it "
+        "(admin commands: --url/$TWOMES_URL, --admin-token/$TWOMES_ADMIN_TOKEN).",
     )
     add_commands(parser)
 
@@ -197,9 +198,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .app import create_app
     from .db import SchemaError
 
+    _configure_logging(args.log_level)
+    # Listen first: if the port is taken, nothing is created (a first admin token is never lost).
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        return _error(f"cannot listen on {args.host}:{args.port}: {exc}")
     try:
         app = create_app(args.db, args.files, max_upload=args.max_upload)
     except (SchemaError, OSError) as exc:
+        sock.close()
         return _error(str(exc))
     token: str | None = app.state.initial_admin_token
     if token is not None and args.admin_token_file is not None:
@@ -210,15 +222,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             "(`twomes server token` makes a new one)",
             file=sys.stderr,
         )
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        return _error(f"cannot listen on {args.host}:{args.port}: {exc}")
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"{URL_LINE}http://{shown}:{port}", flush=True)
@@ -239,6 +242,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     return 0
+
+
+def _configure_logging(level: str) -> None:
+    """The server's own messages, formatted like uvicorn's (``WARNING:  ...``) on stderr."""
+    import logging
+
+    from uvicorn.logging import DefaultFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s", use_colors=False))
+    logger = logging.getLogger("twtools.server")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
 
 
 def _exit_with_parent(parent: int) -> None:
