@@ -9,8 +9,9 @@ _FW_HEADER = "x-twomes-firmware-api"
 
 
 class Api:
-    def __init__(self, base_url, timeout_s, clock, open_connection=None):
+    def __init__(self, base_url, timeout_s, clock, open_connection=None, head_buf=None):
         self.base = base_url.rstrip("/")
+        self.head = head_buf
         self.timeout = timeout_s
         self.clock = clock
         self.session = None
@@ -24,7 +25,9 @@ class Api:
             headers["Content-Type"] = "application/json"
         if auth:
             headers["Authorization"] = "Bearer " + self.session
-        resp = await http.request(method, self.base + path, headers, body, self.timeout, self._open)
+        resp = await http.request(
+            method, self.base + path, headers, body, self.timeout, self._open, self.head
+        )
         try:
             if "date" in resp.headers:
                 self.clock.sync(resp.headers["date"])
@@ -74,7 +77,9 @@ class Api:
         headers = {"Authorization": "Bearer " + self.session}
         if offset:
             headers["Range"] = "bytes=%d-" % offset
-        resp = await http.request("GET", self.base + release["url"], headers, None, self.timeout, self._open)
+        resp = await http.request(
+            "GET", self.base + release["url"], headers, None, self.timeout, self._open, self.head
+        )
         if resp.status == 206 and offset:
             cr = resp.headers.get("content-range", "")
             if not cr.startswith("bytes %d-" % offset):

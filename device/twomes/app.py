@@ -14,7 +14,6 @@ import os
 from micropython import const
 
 from twomes import VERSION, store, wifi
-from twomes.errors import BadImage, Error, HttpError, NetError, NoFirmwareApi
 from twomes.log import log
 
 BOOT = "boot"
@@ -46,9 +45,6 @@ _LED = {
 _BUF = const(1024)
 _POLL_MS = const(50)
 _GRACE_MS = const(4000)  # after a portal join: time for the phone to see the result page
-_CONFIRM_TRIES = const(6)
-_FW_FAILS_MAX = const(3)
-_UPLOAD_BATCH = const(20)
 
 
 class Backoff:
@@ -73,14 +69,27 @@ class Restart(Exception):
     """Leave the state machine and reset the board (button actions, update installed)."""
 
 
+def unload(*names):
+    """Forget modules of a finished phase so their code leaves the heap."""
+    import sys
+
+    import twomes
+
+    for n in names:
+        sys.modules.pop("twomes." + n, None)
+        twomes.__dict__.pop(n, None)
+    gc.collect()
+
+
 class App:
-    def __init__(self, board, cfg, st, ident, api, clock):
+    Restart = Restart
+    unload = staticmethod(unload)
+
+    def __init__(self, board, cfg, st, ident):
         self.board = board
         self.cfg = cfg
         self.st = st
         self.ident = ident
-        self.api = api
-        self.clock = clock
         self.state = BOOT
         self.led_override = None
         self.message = ""
@@ -89,17 +98,18 @@ class App:
         self._joined = None  # (ssid, password) accepted through the portal/Improv
         self._busy = False
         self._nets = []
-        self._queue = []  # [(property, ticks, unix or None, value)]
+        self.queue = []  # measurements waiting for upload: [(property, ticks, unix or None, value)]
         self._mac = board.mac()
-        self._buf = memoryview(bytearray(_BUF))
-        self._hinted = None
-        self._fw_api = True
+        # preallocated once, before the heap fragments: the streaming buffer and the HTTP header buffer
+        self.buf = memoryview(bytearray(_BUF))
+        self.head_buf = bytearray(_BUF)
         self._restart = asyncio.Event()
 
     # ---- small helpers ---------------------------------------------------------------------------
     def set_state(self, state, message=""):
         if state != self.state:
-            log("state", state + (" - " + message if message else ""))
+            gc.collect()
+            log("state", "%s%s (free heap %d)" % (state, " - " + message if message else "", gc.mem_free()))
         self.state = state
         self.message = message
 
@@ -120,7 +130,7 @@ class App:
     def print_identity(self):
         if not self.activated():
             # exactly one line, valid JSON: the operator registers the device with it
-            print(self.ident.activation_json())
+            print(self.ident.activation_line)
         if not self.cfg.ap_open:
             log("setup", "access point %s, password %s" % (self.ident.name, self.ident.ap_password))
 
@@ -274,6 +284,16 @@ class App:
                 continue  # the portal closed without a working network: try the saved one again
             await self.online(self._joined)
 
+    async def online(self, creds):
+        from twomes.online import Online
+
+        phase = Online(self)
+        try:
+            await phase.run(creds)
+        finally:
+            phase = None
+            unload("online", "api", "http", "clock", "ota")
+
     async def join(self, creds):
         self.set_state(JOINING, "joining %s" % creds[0])
         self.wifi_ssid = creds[0]
@@ -287,6 +307,7 @@ class App:
         saved network is retried now and then, and the portal closes when nobody uses it."""
         from twomes.portal import Improv, Portal
 
+        unload("online", "api", "http", "clock", "ota")
         self._joined = None
         await self.rescan()  # before the AP starts: a scan disturbs clients of the AP
         gc.collect()
@@ -330,229 +351,13 @@ class App:
         finally:
             improv_task.cancel()
             await portal.stop()
-            gc.collect()
-
-    async def online(self, creds):
-        """Connected: activate, confirm, check firmware, run. Returns when Wi-Fi is lost for good."""
-        await self.activate()
-        await self.confirm()
-        await self.check_firmware()
-        await self.running(creds)
-
-    async def activate(self):
-        if self.activated():
-            self.api.session = self.st.get(store.SESSION)
-            return
-        self.set_state(ACTIVATING)
-        back = self.backoff()
-        while True:
-            try:
-                token = await self.api.activate(self.ident.activation_token)
-                self.st.put(store.SESSION, token)
-                self.st.commit()
-                self._hinted = None
-                log("activate", "activated; session token stored")
-                return
-            except HttpError as e:
-                if e.status == 404:
-                    self.hint(
-                        "not registered on the server yet: the operator registers the activation "
-                        "line printed at boot"
-                    )
-                elif e.status == 403:
-                    self.hint("registered, but not attached to an owner yet: waiting for the owner")
-                else:
-                    log("activate", "server answered %d %s" % (e.status, e.detail))
-            except NetError as e:
-                log("activate", "no answer: %s" % e)
-            await self.sleep_s(back.next_s())
-
-    def hint(self, text):
-        if self._hinted != text:  # one clear line per condition, not one per retry
-            self._hinted = text
-            log("activate", text)
-
-    async def authed(self, coro_fn, *args):
-        """Call the API; on 401 the session was revoked: re-activate once and retry."""
-        try:
-            return await coro_fn(*args)
-        except HttpError as e:
-            if e.status != 401:
-                raise
-        log("activate", "session token refused (401): activating again")
-        self.st.delete(store.SESSION)
-        self.st.commit()
-        await self.activate()
-        return await coro_fn(*args)
-
-    async def confirm(self):
-        """A version that has not been confirmed yet (fresh flash or first boot after an update) tells the
-        server what it runs; only after the server has it is the version kept."""
-        if self.st.get(store.FW_CONFIRMED) == VERSION:
-            return
-        self.set_state(CONFIRMING, VERSION)
-        back = self.backoff()
-        for _ in range(_CONFIRM_TRIES):
-            try:
-                await self.authed(self.api.confirm, VERSION)
-                break
-            except NoFirmwareApi:
-                log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
-                self._fw_api = False
-                break
-            except Error as e:
-                log("firmware", "confirm failed: %s" % e)
-            await self.sleep_s(back.next_s())
-        else:
-            # never confirmed: reboot; the boot selector rolls back after confirm_boots boots
-            log("firmware", "could not confirm %s: restarting" % VERSION)
-            raise Restart()
-        from twomes import ota
-
-        if ota.mark_valid():
-            log("firmware", "version %s confirmed and kept" % VERSION)
-        self.mark_image_valid()
-        self.st.put(store.FW_CONFIRMED, VERSION)
-        self.st.delete(store.FW_FAILED)
-        self.st.delete(store.FW_FAILS)
-        self.st.commit()
-        log("firmware", "running %s, confirmed to the server" % VERSION)
-
-    def mark_image_valid(self):
-        try:
-            self.board.esp32.Partition.mark_app_valid_cancel_rollback()
-        except OSError as e:
-            if e.args and e.args[0] == -261:
-                return  # bootloader without rollback: nothing to cancel (docs: README, OTA)
-            log("firmware", "could not mark the app image valid: %s" % e)
-
-    async def check_firmware(self):
-        if not self._fw_api:
-            return
-        self.set_state(CHECKING)
-        try:
-            rel = await self.authed(self.api.target)
-        except NoFirmwareApi:
-            log("firmware", "server has no firmware API: updates skipped")
-            self._fw_api = False
-            return
-        except Error as e:
-            log("firmware", "check failed: %s" % e)
-            return
-        if rel is None:
-            log("firmware", "no target version set on the server; running %s" % VERSION)
-            return
-        if rel["version"] == VERSION:
-            log("firmware", "up to date (%s)" % VERSION)
-            return
-        failed = self.st.get(store.FW_FAILED)
-        fails = self.st.get_int(store.FW_FAILS, 0) if failed == rel["version"] else 0
-        if fails >= _FW_FAILS_MAX:
-            log(
-                "firmware",
-                "target %s failed %d times: not trying it again until the target changes"
-                % (rel["version"], fails),
-            )
-            return
-        log("firmware", "target %s, running %s: updating" % (rel["version"], VERSION))
-        self.set_state(UPDATING, rel["version"])
-        try:
-            await self.update(rel)
-        except Error as e:
-            log("firmware", "update to %s failed: %s" % (rel["version"], e))
-            self.st.put(store.FW_FAILED, rel["version"])
-            self.st.put_int(store.FW_FAILS, fails + 1)
-            self.st.commit()
-            return
-        self.set_state(REBOOTING, rel["version"])
-        raise Restart()
-
-    async def update(self, rel):
-        gc.collect()
-        if rel["kind"] != "bundle":
-            try:
-                from twomes import ota_image
-            except ImportError:
-                raise BadImage("this build cannot install ESP32 app images")
-            await ota_image.install(self, rel)
-            return
-        from twomes import ota
-
-        resp, _ = await self.authed(self.api.open_image, rel, 0)
-        try:
-            await ota.install_bundle(resp, rel, self._buf, VERSION, self.cfg.confirm_boots, log)
-        finally:
-            await resp.close()
-            gc.collect()
-
-    # ---- running ---------------------------------------------------------------------------------
-    def measure(self, prop, value):
-        if len(self._queue) >= self.cfg.queue_max:
-            self._queue.pop(0)  # bounded: the oldest goes first
-            log("upload", "queue full: oldest measurement dropped")
-        self._queue.append((prop, self.board.ticks_ms(), self.clock.now(), value))
-
-    async def upload(self):
-        while self._queue:
-            batch = self._queue[:_UPLOAD_BATCH]
-            items = []
-            for prop, ticks, ts, value in batch:
-                items.append((prop, ts if ts is not None else self.clock.at(ticks), value))
-            if any(ts is None for _p, ts, _v in items):
-                raise NetError("clock not set yet")
-            await self.authed(self.api.upload, items)
-            del self._queue[: len(batch)]
-            log("upload", "%d measurement(s) sent" % len(batch))
-
-    async def running(self, creds):
-        self.set_state(RUNNING, "firmware %s" % VERSION)
-        self.measure("booted_fw", VERSION)
-        hb_ms = self.cfg.heartbeat_s * 1000
-        fw_ms = self.cfg.fw_check_s * 1000
-        last_hb = last_fw = self.board.ticks_ms()
-        self.measure("heartbeat", "1")
-        back = self.backoff()
-        next_upload = 0
-        while True:
-            now = self.board.ticks_ms()
-            if not self.board.sta.isconnected():
-                if not await self.reconnect(creds):
-                    return
-                self.set_state(RUNNING, "firmware %s" % VERSION)
-            if self.board.ticks_diff(now, last_hb) >= hb_ms:
-                last_hb = now
-                self.measure("heartbeat", "1")
-            if self._queue and self.board.ticks_diff(now, next_upload) >= 0:
-                try:
-                    await self.upload()
-                    back.reset()
-                except Error as e:
-                    delay = back.next_s()
-                    log("upload", "failed (%s); %d kept, retry in %d s" % (e, len(self._queue), delay))
-                    next_upload = self.board.ticks_ms() + int(delay * 1000)
-            if self.board.ticks_diff(now, last_fw) >= fw_ms:
-                last_fw = now
-                await self.check_firmware()
-                self.set_state(RUNNING, "firmware %s" % VERSION)
-            await self.sleep_s(0.5)
-
-    async def reconnect(self, creds):
-        """Wi-Fi lost: rejoin with backoff; after 3 failures open the portal (which keeps retrying)."""
-        self.set_state(OFFLINE, "Wi-Fi lost")
-        back = self.backoff()
-        for _ in range(3):
-            if await self.join(creds) == wifi.JOINED:
-                return True
-            await self.sleep_s(back.next_s())
-        self.set_state(OFFLINE, "Wi-Fi gone")
-        return False
+            portal = improv = None
+            unload("portal", "captive_dns", "improv", "httpserv")
 
 
 def main():
     """Entry point from main.py: build the real board and run until a restart is due."""
     from twomes import config, identity
-    from twomes.api import Api
-    from twomes.clock import Clock
     from twomes.hw import Board
 
     cfg = config.load()
@@ -564,8 +369,8 @@ def main():
         st = store.Store(board.nvs("twomes"))
         ident = identity.load(st, board.mac(), cfg, os.urandom)
         log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
-        clock = Clock(board)
-        app = App(board, cfg, st, ident, Api(cfg.server_url, cfg.http_timeout_s, clock), clock)
+        unload("identity", "config")
+        app = App(board, cfg, st, ident)
         app.print_identity()
         asyncio.run(app.run())
     except Exception as e:  # noqa: BLE001 - the last line of defence: log and restart, never hang

@@ -6,7 +6,7 @@ from micropython import const
 
 from twomes.errors import HttpError, NetError
 
-_HEAD_MAX = const(2048)  # status line + headers
+_HEAD_MAX = const(1024)  # status line + headers: the caller's preallocated buffer has this size
 _KEEP = (
     "content-length",
     "content-type",
@@ -52,13 +52,13 @@ async def _readinto(reader, mv):
 
 
 class Response:
-    def __init__(self, reader, writer, timeout_s):
+    def __init__(self, reader, writer, timeout_s, head_buf):
         self._r = reader
         self._w = writer
         self._t = timeout_s
         self.status = 0
         self.headers = {}
-        self._head = bytearray(_HEAD_MAX)
+        self._head = head_buf  # preallocated once by the app: no 1 KB allocation per request
         self._pos = 0  # unread body bytes already in _head: _head[_pos:_end]
         self._end = 0
         self.length = None  # Content-Length, or None
@@ -68,7 +68,7 @@ class Response:
         mv = memoryview(self._head)
         end = 0
         while True:
-            if end >= _HEAD_MAX:
+            if end >= len(mv):
                 raise NetError("response headers too large")
             n = await asyncio.wait_for(_readinto(self._r, mv[end:]), self._t)
             if not n:
@@ -188,7 +188,7 @@ class Response:
             pass
 
 
-async def request(method, url, headers=None, body=None, timeout_s=20, open_connection=None):
+async def request(method, url, headers=None, body=None, timeout_s=20, open_connection=None, head_buf=None):
     """Send one request; returns a Response whose headers are read. The caller closes it (finally)."""
     tls, host, port, path = split_url(url)
     if open_connection is None:
@@ -202,7 +202,7 @@ async def request(method, url, headers=None, body=None, timeout_s=20, open_conne
         raise NetError("connect timeout")
     except OSError as e:
         raise NetError("cannot connect (%s)" % e)
-    resp = Response(r, w, timeout_s)
+    resp = Response(r, w, timeout_s, head_buf if head_buf is not None else bytearray(_HEAD_MAX))
     try:
         hdr = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: twomes-mpy\r\n" % (
             method,

@@ -8,7 +8,7 @@ import os
 from micropython import const
 
 import otaboot
-from twomes.errors import BadImage, NetError
+from twomes.errors import BadImage
 
 _MAGIC = b"TWOMES-BUNDLE 1 "
 _MANIFEST_MAX = const(4096)
@@ -210,17 +210,3 @@ async def install_bundle(resp, release, buf, running_version, max_boots, log):
     )
     log("ota", "slot %s holds %s, verified; it runs after the reboot" % (slot, version))
     return version
-
-
-def mark_valid():
-    """The running bundle confirmed itself to the server: keep it."""
-    st = slot_state()
-    if st.get("slot") and st.get("state") != "valid":
-        st["state"] = "valid"
-        st["boots"] = 0
-        otaboot.write(st)
-        return True
-    return False
-
-
-__all__ = ("install_bundle", "mark_valid", "NetError")
