@@ -305,7 +305,8 @@ class App:
     async def portal(self, saved):
         """AP + captive portal (+ Improv on serial) until credentials work. With saved credentials the
         saved network is retried now and then, and the portal closes when nobody uses it."""
-        from twomes.portal import Improv, Portal
+        from twomes.improv import Improv
+        from twomes.portal import Portal
 
         unload("online", "api", "http", "clock", "ota")
         self._joined = None
@@ -352,7 +353,7 @@ class App:
             improv_task.cancel()
             await portal.stop()
             portal = improv = None
-            unload("portal", "captive_dns", "improv", "httpserv")
+            unload("portal", "portal_page", "captive_dns", "improv", "httpserv")
 
 
 def main():

@@ -12,6 +12,7 @@ import sys
 
 # Order is the order of `twomes --help`.
 _MODULES = [
+    "twtools.sim",
     "twtools.server.cli",
 ]
 
