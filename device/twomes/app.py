@@ -109,7 +109,8 @@ class App:
     def set_state(self, state, message=""):
         if state != self.state:
             gc.collect()
-            log("state", "%s%s (free heap %d)" % (state, " - " + message if message else "", gc.mem_free()))
+            free = gc.mem_free() if hasattr(gc, "mem_free") else -1  # -1: CPython host tests
+            log("state", "%s%s (free heap %d)" % (state, " - " + message if message else "", free))
         self.state = state
         self.message = message
 

@@ -22,12 +22,12 @@ def hexdigest(h):
 
 def rmtree(path):
     try:
-        entries = list(os.ilistdir(path))
+        names = os.listdir(path)
     except OSError:
         return
-    for e in entries:
-        p = path + "/" + e[0]
-        if e[1] == 0x4000:
+    for name in names:
+        p = path + "/" + name
+        if os.stat(p)[0] & 0x4000:  # directory
             rmtree(p)
         else:
             os.remove(p)
