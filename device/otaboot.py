@@ -5,11 +5,18 @@
 #                  "prev": slot or null, "version": "...", "max_boots": n, "failed": version or null}
 # new -> pending (boots=1) -> valid once the app confirmed itself to the server; a slot still pending
 # after max_boots boots is abandoned: the previous slot (or the factory app in /lib) comes back.
+# "base": the app partition (ESP32 image) the bundle was installed on; while another image runs (a
+# newer image, until it is confirmed or rolled back) the bundle is not used.
+#
+# ota/boots: boots in a row that did not end well (the app calls healthy() once it has run for a
+# while or confirmed itself). From SAFE_AFTER + 1 on the app starts in safe mode (no update attempts).
 import json
 import os
 import sys
 
 STATE = "ota/state.json"
+BOOTS = "ota/boots"
+SAFE_AFTER = 5  # failed boots in a row before safe mode
 
 
 def read():
@@ -39,10 +46,56 @@ def mark_valid():
     return False
 
 
+def failed_boots():
+    """Boots since the app last said healthy(), this one included."""
+    try:
+        with open(BOOTS) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+def count_boot():
+    n = failed_boots() + 1
+    try:
+        f = open(BOOTS, "w")
+    except OSError:
+        os.mkdir("ota")
+        f = open(BOOTS, "w")
+    with f:
+        f.write(str(n))
+    return n
+
+
+def healthy():
+    """This boot went well: the boot-loop counter starts again."""
+    if failed_boots():
+        os.remove(BOOTS)
+
+
+def running_partition():
+    """Label of the app partition running (ESP32), or None where there is none (host tests)."""
+    try:
+        import esp32
+
+        return esp32.Partition(esp32.Partition.RUNNING).info()[4]
+    except Exception:  # noqa: BLE001 - no esp32 module, no partition table: no image in play
+        return None
+
+
 def select():
-    """Put the chosen slot first on sys.path; returns (slot or None, state dict or None)."""
+    """Count this boot, put the chosen slot first on sys.path; returns (slot or None, state or None)."""
+    try:
+        n = count_boot()
+        if n > SAFE_AFTER:
+            print("boot: %d boots in a row did not end well: safe mode" % (n - 1))
+    except OSError as e:
+        print("boot: cannot count boots (%s)" % e)
     st = read()
     if not st or not st.get("slot"):
+        return None, st
+    if st.get("base") is not None and st["base"] != running_partition():
+        print("boot: bundle %s belongs to the image in %s: not used" % (st.get("version"), st["base"]))
         return None, st
     state = st.get("state")
     if state == "new":
@@ -60,6 +113,7 @@ def select():
                 "prev": None,
                 "version": st.get("prev_version"),
                 "failed": st.get("version"),
+                "base": st.get("base"),
             }
             write(st)
         else:

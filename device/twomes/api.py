@@ -77,6 +77,7 @@ class Api:
         headers = {"Authorization": "Bearer " + self.session}
         if offset:
             headers["Range"] = "bytes=%d-" % offset
+            headers["If-Range"] = '"%s"' % release["sha256"]  # another file: the whole of it (200)
         resp = await http.request(
             "GET", self.base + release["url"], headers, None, self.timeout, self._open, self.head
         )

@@ -45,6 +45,8 @@ _LED = {
 _BUF = const(1024)
 _POLL_MS = const(50)
 _GRACE_MS = const(4000)  # after a portal join: time for the phone to see the result page
+_GOOD_BOOT_S = const(60)  # up this long: a good boot (the boot-loop counter of otaboot starts again)
+_SAFE_S = const(600)  # safe mode lasts this long, then a normal restart
 
 
 class Backoff:
@@ -100,6 +102,7 @@ class App:
         self._nets = []
         self.queue = []  # measurements waiting for upload: [(property, ticks, unix or None, value)]
         self._mac = board.mac()
+        self.safe = False  # safe mode (boot loop): no update attempts (main() decides, otaboot counts)
         # preallocated once, before the heap fragments: the streaming buffer and the HTTP header buffer
         self.buf = memoryview(bytearray(_BUF))
         self.head_buf = bytearray(_BUF)
@@ -244,6 +247,15 @@ class App:
                     % (self.state, VERSION, self.ident.name, ", " + self.message if self.message else ""),
                 )
 
+    async def good_boot(self):
+        """Up for a while: this boot went well. In safe mode, after a while a normal restart."""
+        await asyncio.sleep(_GOOD_BOOT_S)
+        boot_guard(True)
+        if self.safe:
+            await asyncio.sleep(_SAFE_S - _GOOD_BOOT_S)
+            log("boot", "safe mode over: restarting normally")
+            self._restart.set()
+
     def forget_wifi(self):
         log("button", "long press: forgetting Wi-Fi, back to setup (identity and activation kept)")
         self.st.delete(store.WIFI_SSID)
@@ -261,7 +273,7 @@ class App:
     # ---- the flow --------------------------------------------------------------------------------
     async def run(self):
         """Run until a restart is due (button action, update installed, confirmation impossible)."""
-        tasks = [asyncio.create_task(self.led_task()), asyncio.create_task(self.button_task())]
+        tasks = [asyncio.create_task(t) for t in (self.led_task(), self.button_task(), self.good_boot())]
         try:
             await self.flow()
         except Restart:
@@ -357,6 +369,23 @@ class App:
             unload("portal", "portal_page", "captive_dns", "improv", "httpserv")
 
 
+def boot_guard(good=False):
+    """Failed boots in a row as otaboot counts them (good=True: this one went well, start again)."""
+    import sys
+
+    try:
+        import otaboot
+
+        n = otaboot.failed_boots()
+        if good and n:
+            otaboot.healthy()
+        return n, otaboot.SAFE_AFTER
+    except Exception:  # noqa: BLE001 - the guard must never stop the app
+        return 0, 1
+    finally:
+        sys.modules.pop("otaboot", None)
+
+
 def main():
     """Entry point from main.py: build the real board and run until a restart is due."""
     from twomes import config, identity
@@ -373,6 +402,10 @@ def main():
         log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
         unload("identity", "config")
         app = App(board, cfg, st, ident)
+        n, limit = boot_guard()
+        if n > limit:
+            app.safe = True
+            log("boot", "safe mode: %d boots in a row did not end well; no update attempts" % (n - 1))
         app.print_identity()
         asyncio.run(app.run())
     except Exception as e:  # noqa: BLE001 - the last line of defence: log and restart, never hang

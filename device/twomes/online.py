@@ -87,6 +87,13 @@ class Online:
     async def confirm(self):
         """A version that has not been confirmed yet (fresh flash or first boot after an update) tells the
         server what it runs; only after the server has it is the version kept."""
+        img = self.st.get(store.IMG_NEW)
+        if img is not None and img.split(" ")[0] != VERSION:
+            from twomes import ota_image  # an image was installed, but this version runs: rolled back
+
+            ota_image.rolled_back(self.st, img, VERSION)
+            self.app.unload("ota_image")
+            img = None
         if self.st.get(store.FW_CONFIRMED) == VERSION:
             return
         self.set_state("confirming", VERSION)
@@ -105,11 +112,16 @@ class Online:
         else:
             # never confirmed: reboot; the boot selector rolls back after confirm_boots boots
             log("firmware", "could not confirm %s: restarting" % VERSION)
+            if img is not None:  # a new image: back to the previous app now (ota_image.give_up)
+                from twomes import ota_image
+
+                ota_image.give_up(self.board)
             raise self.app.Restart()
         import otaboot
 
         if otaboot.mark_valid():
             log("firmware", "version %s confirmed and kept" % VERSION)
+        otaboot.healthy()  # a good boot: the boot-loop counter starts again
         otaboot = None
         import sys
 
@@ -117,6 +129,7 @@ class Online:
         if self.st.get(store.IMG_NEW) is not None:
             self.mark_image_valid()
             self.st.delete(store.IMG_NEW)
+            self.st.delete(store.DL_STATE)
         self.st.put(store.FW_CONFIRMED, VERSION)
         self.st.delete(store.FW_FAILED)
         self.st.delete(store.FW_FAILS)
@@ -127,12 +140,16 @@ class Online:
         try:
             self.board.esp32.Partition.mark_app_valid_cancel_rollback()
         except OSError as e:
-            if e.args and e.args[0] == -261:
-                return  # bootloader without rollback: nothing to cancel (docs: README, OTA)
+            if e.args and e.args[0] == -261:  # nothing to cancel; the app rolls back itself (docs/ota.md)
+                log("firmware", "bootloader without rollback support: image kept, no automatic rollback")
+                return
             log("firmware", "could not mark the app image valid: %s" % e)
 
     async def check_firmware(self):
         if not self._fw_api:
+            return
+        if self.app.safe:
+            log("firmware", "safe mode: no update attempts")
             return
         self.set_state("checking")
         try:
@@ -179,7 +196,10 @@ class Online:
                 from twomes import ota_image
             except ImportError:
                 raise BadImage("this build cannot install ESP32 app images")
-            await ota_image.install(self, rel)
+            try:
+                await ota_image.install(self, rel)
+            finally:
+                self.app.unload("ota_image")
             return
         from twomes import ota
 

@@ -70,16 +70,18 @@ class _Stream:
         self.sha = hashlib.sha256()
 
     async def read(self, n):
-        """Up to n (<= len(buf)) bytes into buf; returns the count (never 0 before the end)."""
+        """min(n, len(buf), bytes left) bytes into buf - always that many, however the network splits
+        them, so the writes that follow do not depend on packet sizes; returns the count."""
         n = min(n, len(self.buf), self.left)
-        if n <= 0:
-            return 0
-        got = await self.resp.readinto(self.buf[:n])
-        if not got:
-            raise BadImage("download ended early")
-        self.left -= got
-        self.sha.update(self.buf[:got])
-        return got
+        got = 0
+        while got < n:
+            k = await self.resp.readinto(self.buf[got:n])
+            if not k:
+                raise BadImage("download ended early")
+            got += k
+        self.left -= n
+        self.sha.update(self.buf[:n])
+        return n
 
     async def exactly(self, n, out):
         """n bytes into the bytearray `out` (small things: header, manifest)."""
@@ -197,15 +199,20 @@ async def install_bundle(resp, release, buf, running_version, max_boots, log):
     with open(root + "/manifest.json", "w") as f:
         f.write(json.dumps({"version": version, "sha256": release["sha256"]}))
     cur = slot_state()
+    base = otaboot.running_partition()
+    prev = cur.get("slot")
+    if cur.get("base") is not None and cur.get("base") != base:
+        prev = None  # that bundle belongs to another image; this image's own app is what runs now
     otaboot.write(
         {
             "slot": slot,
             "state": "new",
             "boots": 0,
-            "prev": cur.get("slot"),
+            "prev": prev,
             "prev_version": running_version,
             "version": version,
             "max_boots": max_boots,
+            "base": base,
         }
     )
     log("ota", "slot %s holds %s, verified; it runs after the reboot" % (slot, version))

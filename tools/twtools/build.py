@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from twtools import DEVICE_DIR, REPO
@@ -98,11 +100,17 @@ def read_version(src: Path = DEVICE_DIR) -> str:
     return m.group(1)
 
 
-def build_bundle(dest: Path, version: str, src: Path = DEVICE_DIR) -> tuple[int, str]:
-    """Write an app bundle of the device code stamped with ``version``; returns (size, sha256)."""
-    work = BUILD_DIR / "bundle-work"
+def build_bundle(
+    dest: Path, version: str, src: Path = DEVICE_DIR, exclude: Iterable[str] = NOT_IN_BUNDLE
+) -> tuple[int, str]:
+    """Write an app bundle of the device code stamped with ``version``; returns (size, sha256).
+
+    ``exclude``: module file names left out (an ESP32 app image carries all of them: ``exclude=()``).
+    """
+    work = BUILD_DIR / f"bundle-work-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
-    files = [f for f in compile_tree(work, version, src) if f.with_suffix(".py").name not in NOT_IN_BUNDLE]
+    skip = set(exclude)
+    files = [f for f in compile_tree(work, version, src) if f.with_suffix(".py").name not in skip]
     entries = []
     for f in files:
         data = f.read_bytes()

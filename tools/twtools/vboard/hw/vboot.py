@@ -6,12 +6,14 @@ import sys
 
 _hw = os.getenv("VBOARD_HW")
 sys.path.insert(0, _hw)
+import vcut  # noqa: E402
 import vflash  # noqa: E402
 
 import vesp32  # noqa: E402
 import vmachine  # noqa: E402
 import vnetwork  # noqa: E402
 
+_cut = vcut.arm()  # power-cut harness only (VBOARD_CUT / VBOARD_TRACE); a no-op otherwise
 sys.path.remove(_hw)
 sys.modules["machine"] = vmachine
 sys.modules["network"] = vnetwork
@@ -21,6 +23,7 @@ try:
     import vimage  # firmware-image support (frozen app of the booted partition), when present
 
     vflash.image_check = vimage.check
+    vesp32.images = True  # esp32.Partition.set_boot checks images as esp_ota_set_boot_partition does
 except ImportError:
     vimage = None
 
@@ -31,6 +34,13 @@ del vflash, vimage
 for _m in ("vflash", "vimage"):
     sys.modules.pop(_m, None)
 sys.path[:] = ["", _frozen or ".frozen", "lib"]
+if _cut:
+    sys.path.append(_hw)
+    vcut.install_fs()  # the app's file writes, renames, removes become cut points too
+    sys.path.remove(_hw)
+else:
+    sys.modules.pop("vcut", None)
+    del vcut
 
 
 def _run(name):

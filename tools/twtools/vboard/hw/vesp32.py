@@ -78,12 +78,14 @@ class NVS:
             return
         data = vstate.read_json(_NVS_FILE, {}) or {}
         ns = data.get(self._ns, {})
+        data[self._ns] = ns
         for key in pend:
+            if vstate.cut is not None:  # each key is one atomic NVS write: a cut may fall between keys
+                vstate.cut("nvs %s" % key, lambda: vstate.write_json(_NVS_FILE, data))
             if pend[key] is None:
                 ns.pop(key, None)
             else:
                 ns[key] = list(pend[key])
-        data[self._ns] = ns
         vstate.write_json(_NVS_FILE, data)
         _pending[self._ns] = {}
 
@@ -92,6 +94,20 @@ def nvs_drop_uncommitted():
     """What a power cut does to NVS writes that were never committed (used by the host tests)."""
     for ns in _pending:
         _pending[ns] = {}
+
+
+images = False  # set by vboot when the board has image support (vimage): set_boot checks images
+
+
+def _image_check(label):
+    import sys
+
+    import vimage
+
+    try:
+        return vimage.check(label)
+    finally:
+        sys.modules.pop("vimage", None)  # the bootloader's code: not kept in the app's heap
 
 
 def __getattr__(name):
@@ -104,5 +120,7 @@ def __getattr__(name):
             sys.path.append(hw)
         import vflash
 
+        if images and vflash.image_check is None:
+            vflash.image_check = _image_check
         return vflash.Partition
     raise AttributeError(name)

@@ -119,13 +119,27 @@ class Partition:
         if offset is None:  # whole blocks: erase first
             for b in range(len(buf) // self.block_size + (1 if len(buf) % self.block_size else 0)):
                 self.ioctl(6, block_num + b)
+        if vstate.cut is not None:  # a power cut while programming: only the first half gets there
+            half = bytes(buf[: len(buf) // 2])
+            vstate.cut(
+                "flash %s write 0x%x+%d" % (self._row[0], start, len(buf)), lambda: self._program(start, half)
+            )
+        self._program(start, buf)
+
+    def _program(self, start, buf):
+        n = len(buf)
         with self._file() as f:
             f.seek(start)
-            old = f.read(len(buf))
+            old = f.read(n)
             # NOR flash: programming can only clear bits
-            new = bytes(a & b for a, b in zip(old, bytes(buf)))
+            new = (int.from_bytes(old, "little") & int.from_bytes(bytes(buf), "little")).to_bytes(n, "little")
             f.seek(start)
             f.write(new)
+
+    def _erase(self, start, n):
+        with self._file() as f:
+            f.seek(start)
+            f.write(b"\xff" * n)
 
     def ioctl(self, cmd, arg=None):
         if cmd == 4:
@@ -136,9 +150,11 @@ class Partition:
             start = arg * self.block_size
             if start < 0 or start + _BLOCK > self._row[4]:
                 raise OSError(errno.EINVAL, "invalid argument")
-            with self._file() as f:
-                f.seek(arg * self.block_size)
-                f.write(b"\xff" * self.block_size)
+            if vstate.cut is not None:  # a power cut while erasing: half of the block erased
+                vstate.cut(
+                    "flash %s erase 0x%x" % (self._row[0], start), lambda: self._erase(start, _BLOCK // 2)
+                )
+            self._erase(start, self.block_size)
             return 0
         return 0  # init / deinit / sync
 

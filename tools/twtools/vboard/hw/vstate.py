@@ -6,6 +6,9 @@ import os
 
 _dir = None
 _board = None
+# Set by vcut when the board is armed for power cuts: called before every durable write (the flash
+# files, otadata, each NVS key of a commit); None otherwise.
+cut = None
 
 
 def configure(state_dir):
@@ -58,6 +61,8 @@ def read_text(name, default=""):
 
 
 def write_bytes(name, data):
+    if cut is not None and name == "otadata.json":
+        cut(name)
     tmp = path(name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)

@@ -1,0 +1,247 @@
+# ESP32 app-image updates (release kind "image"): the image is streamed into the next OTA partition
+# through the app's one 1 KB buffer (each 4 KB block erased just before its first write), resumable
+# after a dropped connection or a power cut (HTTP Range from the last durable offset), verified by
+# reading the flash back, and only then made bootable. The new image must confirm itself to the server
+# after the reboot (Online.confirm); until then the bootloader rolls it back at the next reset.
+#
+# NVS: DL_STATE = "<release id> <sha256[:16]> <partition> <offset>" - the bytes [0, offset) of that
+# image are in that partition; written every 64 KB (a bounded number of NVS writes per update) and
+# kept until the new image has confirmed itself, so an install interrupted after the download resumes
+# without downloading again. IMG_NEW = "<version> <partition>": set (and committed) before set_boot;
+# the new image marks itself valid when it sees it, the old one knows it was rolled back.
+# Loaded only for an update and unloaded afterwards (docs/ota.md).
+import asyncio
+import hashlib
+
+from micropython import const
+
+from twomes import store
+from twomes.errors import BadImage, HttpError, NetError
+from twomes.log import log
+
+_BLOCK = const(4096)  # flash erase unit
+_CHECKPOINT = const(65536)  # durable resume offset every 64 KB
+_TRIES = const(4)  # connections per install attempt (the first and three resumes)
+_HEAD = const(80)  # image header (24) + first segment header (8) + esp_app_desc_t up to version[32]
+# The whole download must finish within SLACK_S + size / MIN_BPS seconds: a server that drips a byte
+# now and then is cut off (the per-read timeout alone would wait forever). Module globals: tests
+# shorten them.
+MIN_BPS = 2048
+SLACK_S = 60
+
+
+def hexdigest(h):
+    return "".join("%02x" % b for b in h.digest())
+
+
+def check_head(b, version):
+    """The first _HEAD bytes of an image: an ESP32 app image of `version`? Raises BadImage."""
+    if b[0] != 0xE9:
+        raise BadImage("not an ESP32 app image (magic %02x)" % b[0])
+    chip = b[12] | b[13] << 8
+    if chip != 0:
+        raise BadImage("image is for another chip (chip id %d, this is an ESP32: 0)" % chip)
+    if not 0 < b[1] <= 16:
+        raise BadImage("bad image header (%d segments)" % b[1])
+    if (b[32] | b[33] << 8 | b[34] << 16 | b[35] << 24) != 0xABCD5432:
+        raise BadImage("image has no app description")
+    v = bytes(b[48:80])
+    try:
+        v = (v[: v.find(b"\0")] if b"\0" in v else v).decode()
+    except UnicodeError:
+        v = "?"
+    if v != version:
+        raise BadImage("image is version %s, release says %s" % (v, version))
+
+
+def _resume_at(st, key, size):
+    """Durable offset to resume an interrupted download of this image into this partition, or 0."""
+    ds = st.get(store.DL_STATE)
+    if ds is None or not ds.startswith(key + " "):
+        return 0
+    try:
+        off = int(ds[len(key) + 1 :])
+    except ValueError:
+        return 0
+    return off if 0 < off <= size and (off % _CHECKPOINT == 0 or off == size) else 0
+
+
+def _forget(st):
+    """The partition's content is no longer (a prefix of) the image named in DL_STATE."""
+    if st.get(store.DL_STATE) is not None:
+        st.delete(store.DL_STATE)
+        st.commit()
+
+
+def _detach_bundle(label):
+    """An app bundle installed on top of the image in `label` is gone with it: forget the bundle."""
+    import sys
+
+    import otaboot
+
+    try:
+        st = otaboot.read()
+        if st and st.get("slot") and st.get("base") == label:
+            otaboot.write({"slot": None, "state": "valid", "boots": 0, "prev": None})
+            log("ota", "app bundle %s ran on the image in %s, which is replaced" % (st.get("version"), label))
+    finally:
+        sys.modules.pop("otaboot", None)
+
+
+async def install(online, rel):
+    """Download, verify and switch to the image of release `rel`. Raises BadImage / NetError /
+    HttpError; on return the next boot runs the new image (the caller reboots)."""
+    board, st, buf = online.board, online.st, online._buf
+    size, want, version = rel["size"], rel["sha256"], rel["version"]
+    try:
+        part = board.partition("next")
+        label = part.info()[4]
+        cap = part.ioctl(4, 0) * part.ioctl(5, 0)
+    except (OSError, AttributeError) as e:
+        raise BadImage("no OTA partition to install an image into (%s)" % e)
+    if size > cap:
+        raise BadImage("image of %d bytes does not fit partition %s (%d bytes)" % (size, label, cap))
+    if size < _HEAD:
+        raise BadImage("image of %d bytes is too small" % size)
+    if _BLOCK % len(buf):
+        raise BadImage("buffer size must divide the flash block size")
+    key = "%s %s %s" % (rel.get("id", 0), want[:16], label)
+    pos = _resume_at(st, key, size)
+    if pos == 0:
+        _forget(st)  # before the first erase: a stale offset must never describe new bytes
+        _detach_bundle(label)
+    if 0 < pos < size:
+        log("ota", "resuming the download of %s at %d of %d bytes" % (version, pos, size))
+    try:
+        await _fetch(online, rel, part, pos, key)
+        await verify(part, size, want, version, buf)
+    except BadImage:
+        _forget(st)  # what is in the partition is not worth resuming: the next attempt starts at zero
+        raise
+    running = board.partition("running").info()[4]
+    st.put(store.IMG_NEW, "%s %s %s" % (version, label, running))
+    st.commit()
+    try:
+        part.set_boot()
+    except OSError as e:
+        st.delete(store.IMG_NEW)
+        st.delete(store.DL_STATE)
+        st.commit()
+        raise BadImage("the bootloader refused the image in %s (%s)" % (label, e))
+    log("ota", "%s holds %s (%d bytes), verified; it runs after the reboot" % (label, version, size))
+
+
+async def _fetch(online, rel, part, pos, key):
+    """Download into the partition from `pos`, resuming after dropped connections and 5xx answers
+    (bounded tries, backoff, one overall deadline)."""
+    board, st, size = online.board, online.st, rel["size"]
+    deadline = board.ticks_ms() + (SLACK_S + size // MIN_BPS) * 1000
+    back = online.backoff()
+    tries = 0
+    at = [pos]  # bytes [0, at[0]) are in flash; _download moves it on
+    while at[0] < size:
+        tries += 1
+        try:
+            await _download(online, rel, part, at, key, deadline)
+        except (NetError, HttpError) as e:
+            pos = at[0]
+            if isinstance(e, HttpError) and e.status == 416 and pos:
+                at[0] = 0  # the server's file is not the one we have half of: start over
+                _forget(st)
+            elif isinstance(e, HttpError) and e.status < 500:
+                raise
+            if tries >= _TRIES or board.ticks_diff(deadline, board.ticks_ms()) <= 0:
+                raise
+            delay = back.next_s()
+            log("ota", "download stopped at %d of %d bytes (%s): resuming in %d s" % (pos, size, e, delay))
+            await online.sleep_s(delay)
+
+
+async def _download(online, rel, part, at, key, deadline):
+    """One connection: from at[0] (or 0 if the server ignores the range) to the end; at[0] follows the
+    bytes written, so after an error the caller resumes where this stopped."""
+    board, st, buf = online.board, online.st, online._buf
+    size = rel["size"]
+    pos = at[0]
+    resp, got = await online.authed(online.api.open_image, rel, pos)
+    try:
+        if got != pos:
+            log("ota", "server ignored the range request: downloading %s from the start" % rel["version"])
+            pos = at[0] = 0
+            _forget(st)
+        left = size - pos
+        if resp.length != left:
+            raise BadImage("server sends %s bytes, %d expected" % (resp.length, left))
+        if pos and not resp.headers.get("content-range", "").endswith("/%d" % size):
+            raise BadImage("server's range is of another file")
+        while pos < size:
+            n = min(len(buf), size - pos)
+            got = 0
+            while got < n:
+                if board.ticks_diff(deadline, board.ticks_ms()) <= 0:
+                    raise NetError("download too slow (%d of %d bytes)" % (pos + got, size))
+                k = await resp.readinto(buf[got:n])
+                if not k:
+                    raise NetError("download ended at %d of %d bytes" % (pos + got, size))
+                got += k
+            if pos == 0:
+                check_head(buf, rel["version"])  # before anything is written
+            blk, off = pos // _BLOCK, pos % _BLOCK
+            if off == 0:
+                part.ioctl(6, blk)  # erase the block just before its first write
+            m = (n + 3) & ~3  # flash writes in whole words; the pad (0xFF) leaves erased bits as they are
+            for i in range(n, m):
+                buf[i] = 0xFF
+            part.writeblocks(blk, buf[:m], off)
+            pos += n
+            at[0] = pos
+            if pos % _CHECKPOINT == 0 or pos == size:
+                st.put(store.DL_STATE, "%s %d" % (key, pos))
+                st.commit()
+    finally:
+        await resp.close()
+
+
+async def verify(part, size, want, version, buf):
+    """Read the image back from flash: header, size and sha256 must be the release's."""
+    h = hashlib.sha256()
+    pos = 0
+    while pos < size:
+        n = min(len(buf), size - pos)
+        part.readblocks(pos // _BLOCK, buf[:n], pos % _BLOCK)
+        if pos == 0:
+            check_head(buf, version)
+        h.update(buf[:n])
+        pos += n
+        if pos % _CHECKPOINT == 0:
+            await asyncio.sleep(0)  # stay responsive (button, LED) while a large image is hashed
+    if hexdigest(h) != want:
+        raise BadImage("image read back from flash does not match its sha256")
+
+
+def rolled_back(st, img, running_version):
+    """At boot, IMG_NEW names another version than the one running: the new image was rolled back (or
+    the power went between IMG_NEW and set_boot). Count it as a failed attempt; this version tells the
+    server again what runs (the new one may have confirmed itself just before it was rolled back)."""
+    version = img.split(" ")[0]
+    log(
+        "firmware",
+        "image %s is not running (rolled back or never switched to): %s runs" % (version, running_version),
+    )
+    st.delete(store.IMG_NEW)
+    st.delete(store.FW_CONFIRMED)
+    st.commit()
+    fails = st.get_int(store.FW_FAILS, 0) if st.get(store.FW_FAILED) == version else 0
+    st.put(store.FW_FAILED, version)
+    st.put_int(store.FW_FAILS, fails + 1)
+    st.commit()
+
+
+def give_up(board):
+    """The new image could not confirm itself: mark it invalid and boot the previous app now. Works
+    with and without rollback support in the bootloader (docs/ota.md)."""
+    log("firmware", "new image never confirmed: going back to the previous app")
+    try:
+        board.esp32.Partition.mark_app_invalid_rollback_and_reboot()
+    except OSError as e:
+        log("firmware", "rollback not possible (%s): restarting" % e)
