@@ -89,10 +89,10 @@ class Online:
         server what it runs; only after the server has it is the version kept."""
         img = self.st.get(store.IMG_NEW)
         if img is not None and img.split(" ")[0] != VERSION:
-            from twomes import ota_image  # an image was installed, but this version runs: rolled back
+            from twomes import rollback  # an image was installed, but this version runs: rolled back
 
-            ota_image.rolled_back(self.st, img, VERSION)
-            self.app.unload("ota_image")
+            rollback.rolled_back(self.st, img, VERSION)
+            self.app.unload("rollback")
             img = None
         if self.st.get(store.FW_CONFIRMED) == VERSION:
             return
@@ -112,10 +112,10 @@ class Online:
         else:
             # never confirmed: reboot; the boot selector rolls back after confirm_boots boots
             log("firmware", "could not confirm %s: restarting" % VERSION)
-            if img is not None:  # a new image: back to the previous app now (ota_image.give_up)
-                from twomes import ota_image
+            if img is not None:  # a new image: back to the previous app now
+                from twomes import rollback
 
-                ota_image.give_up(self.board)
+                rollback.give_up(self.board)
             raise self.app.Restart()
         import otaboot
 
@@ -148,9 +148,6 @@ class Online:
     async def check_firmware(self):
         if not self._fw_api:
             return
-        if self.app.safe:
-            log("firmware", "safe mode: no update attempts")
-            return
         self.set_state("checking")
         try:
             rel = await self.authed(self.api.target)
@@ -174,6 +171,12 @@ class Online:
                 "firmware",
                 "target %s failed %d times: not trying it again until the target changes"
                 % (rel["version"], fails),
+            )
+            return
+        if self.app.safe:
+            log(
+                "firmware",
+                "target %s, running %s: no update attempts in safe mode" % (rel["version"], VERSION),
             )
             return
         log("firmware", "target %s, running %s: updating" % (rel["version"], VERSION))

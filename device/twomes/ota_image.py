@@ -217,31 +217,3 @@ async def verify(part, size, want, version, buf):
             await asyncio.sleep(0)  # stay responsive (button, LED) while a large image is hashed
     if hexdigest(h) != want:
         raise BadImage("image read back from flash does not match its sha256")
-
-
-def rolled_back(st, img, running_version):
-    """At boot, IMG_NEW names another version than the one running: the new image was rolled back (or
-    the power went between IMG_NEW and set_boot). Count it as a failed attempt; this version tells the
-    server again what runs (the new one may have confirmed itself just before it was rolled back)."""
-    version = img.split(" ")[0]
-    log(
-        "firmware",
-        "image %s is not running (rolled back or never switched to): %s runs" % (version, running_version),
-    )
-    st.delete(store.IMG_NEW)
-    st.delete(store.FW_CONFIRMED)
-    st.commit()
-    fails = st.get_int(store.FW_FAILS, 0) if st.get(store.FW_FAILED) == version else 0
-    st.put(store.FW_FAILED, version)
-    st.put_int(store.FW_FAILS, fails + 1)
-    st.commit()
-
-
-def give_up(board):
-    """The new image could not confirm itself: mark it invalid and boot the previous app now. Works
-    with and without rollback support in the bootloader (docs/ota.md)."""
-    log("firmware", "new image never confirmed: going back to the previous app")
-    try:
-        board.esp32.Partition.mark_app_invalid_rollback_and_reboot()
-    except OSError as e:
-        log("firmware", "rollback not possible (%s): restarting" % e)

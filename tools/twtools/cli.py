@@ -14,6 +14,7 @@ import sys
 _MODULES = [
     "twtools.sim",
     "twtools.server.cli",
+    "twtools.powercut",
 ]
 
 

@@ -70,6 +70,7 @@ class VirtualBoard:
         self.portal_port = free_port()
         self.dns_port = free_port()
         self.config = {"portal_port": self.portal_port, "dns_port": self.dns_port, **(config or {})}
+        self.env: dict[str, str] = {}  # extra environment of the next starts (e.g. VBOARD_CUT)
         self.raw = bytearray()
         self.lines: list[str] = []
         self.boots = 0
@@ -138,7 +139,7 @@ class VirtualBoard:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
-        env.update({"VBOARD": str(self.state), "VBOARD_HW": str(self._hw)})
+        env.update({"VBOARD": str(self.state), "VBOARD_HW": str(self._hw), **self.env})
         cmd = [micropython_bin(), "-X", f"heapsize={self.heap}", str(HW_DIR / "vboot.py")]
         if self._pty_master is not None:
             return subprocess.Popen(

@@ -33,7 +33,9 @@ _frozen = vimage.load(_label) if vimage else None
 del vflash, vimage
 for _m in ("vflash", "vimage"):
     sys.modules.pop(_m, None)
-sys.path[:] = ["", _frozen or ".frozen", "lib"]
+# an image's frozen app comes first; the port's own .frozen (asyncio...) stands for the rest of the
+# MicroPython firmware that is in every image
+sys.path[:] = ["", _frozen, ".frozen", "lib"] if _frozen else ["", ".frozen", "lib"]
 if _cut:
     sys.path.append(_hw)
     vcut.install_fs()  # the app's file writes, renames, removes become cut points too

@@ -6,6 +6,8 @@ import vstate
 
 ESP_ERR_NOT_FOUND = -261  # what mark_app_valid_cancel_rollback() raises without bootloader rollback
 _BLOCK = 4096
+_PIECE = 256
+_ERASED = b"\xff" * _PIECE
 _EMPTY_SEQ = 0xFFFFFFFF
 # otadata entry states (esp_ota_img_states_t)
 NEW = "new"
@@ -95,9 +97,8 @@ class Partition:
             return open(p, "r+b")
         except OSError:
             with open(p, "wb") as f:
-                chunk = b"\xff" * _BLOCK
-                for _ in range(self._row[4] // _BLOCK):
-                    f.write(chunk)
+                for _ in range(self._row[4] // _PIECE):
+                    f.write(_ERASED)
             return open(p, "r+b")
 
     def _span(self, block_num, offset, n):
@@ -120,26 +121,32 @@ class Partition:
             for b in range(len(buf) // self.block_size + (1 if len(buf) % self.block_size else 0)):
                 self.ioctl(6, block_num + b)
         if vstate.cut is not None:  # a power cut while programming: only the first half gets there
-            half = bytes(buf[: len(buf) // 2])
             vstate.cut(
-                "flash %s write 0x%x+%d" % (self._row[0], start, len(buf)), lambda: self._program(start, half)
+                "flash %s write 0x%x+%d" % (self._row[0], start, len(buf)),
+                lambda: self._program(start, memoryview(buf)[: len(buf) // 2]),
             )
         self._program(start, buf)
 
+    # On the chip this is C and costs no heap; here every allocation is at most _PIECE bytes, so the
+    # simulation does not fail where the app's heap is fragmented.
     def _program(self, start, buf):
-        n = len(buf)
+        mv = memoryview(buf)
         with self._file() as f:
-            f.seek(start)
-            old = f.read(n)
-            # NOR flash: programming can only clear bits
-            new = (int.from_bytes(old, "little") & int.from_bytes(bytes(buf), "little")).to_bytes(n, "little")
-            f.seek(start)
-            f.write(new)
+            for i in range(0, len(mv), _PIECE):
+                piece = mv[i : i + _PIECE]
+                n = len(piece)
+                f.seek(start + i)
+                old = f.read(n)
+                # NOR flash: programming can only clear bits
+                new = int.from_bytes(old, "little") & int.from_bytes(bytes(piece), "little")
+                f.seek(start + i)
+                f.write(new.to_bytes(n, "little"))
 
     def _erase(self, start, n):
         with self._file() as f:
             f.seek(start)
-            f.write(b"\xff" * n)
+            for _ in range(n // _PIECE):
+                f.write(_ERASED)
 
     def ioctl(self, cmd, arg=None):
         if cmd == 4:

@@ -11,7 +11,7 @@ import vstate
 
 _HDR = 24  # image header (8) + extended header (16)
 _DESC = 32  # esp_app_desc_t: right after the header and the first segment's header
-_CHUNK = 4096
+_CHUNK = 512  # small reads: set_boot runs this check inside the app's heap
 
 
 def _flash(label):
@@ -117,9 +117,9 @@ def _rmtree(path):
 
 
 def _mkdirs(path):
-    cur = ""
+    cur = None
     for part in path.split("/"):
-        cur = part if not cur else cur + "/" + part
+        cur = part if cur is None else cur + "/" + part
         if cur:
             try:
                 os.mkdir(cur)

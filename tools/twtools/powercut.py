@@ -1,0 +1,385 @@
+"""`twomes powercut`: pull the plug on virtual boards at every durable write of a firmware update.
+
+For each installer (app bundle, ESP32 app image) a virtual board running version 1 - activated, on
+Wi-Fi, confirmed - gets a target version 2 from a real reference server on 127.0.0.1. A calibration
+run records every durable write of the whole update, across its reboots (``VBOARD_TRACE``: flash
+program/erase, otadata, each key of an NVS commit, every file the app creates, writes, renames or
+removes; see ``vboard/hw/vcut.py``). Then, for each of those writes, a fresh copy of the board is
+started with ``VBOARD_CUT=<boot>:<n>``: the simulated hardware kills the process (SIGKILL) at exactly
+that write - flash writes and erases are left torn, half done. The board is powered on again and must:
+
+* come back running version 1 or version 2 (the first boot after the cut says which),
+* still be activated with the same session token (no new activation line, no re-activation),
+* end up running version 2, confirmed to the server (``installed_version``).
+
+Two boards (two device identities) share the cut points between them, one per core. Prints
+``cuts=N recovered=M`` per installer and in total; the exit code is 0 only if every cut recovered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twtools import DEVICE_DIR
+from twtools.build import build_bundle, read_version
+from twtools.vboard.images import build_sim_image
+from twtools.vboard.runner import VirtualBoard
+
+KINDS = ("bundle", "image")
+NET = {"ssid": "Powercut lab", "password": "unplug me often", "rssi": -50, "channel": 6, "join_ms": 30}
+MACS = ("24:6F:28:C0:7C:01", "24:6F:28:C0:7C:02", "24:6F:28:C0:7C:03", "24:6F:28:C0:7C:04")
+CONFIG = {
+    "retry_base_s": 1,
+    "retry_max_s": 5,
+    "http_timeout_s": 5,
+    "heartbeat_s": 3600,
+    "fw_check_s": 3600,
+    "confirm_boots": 3,
+}
+BALLAST_KB = 160  # the bundle's stand-in for the rest of a field app (see Lab.app_with_ballast)
+RUN_TIMEOUT = 120.0  # one cut run: to the cut, then back up on the target version
+
+
+def _blob(text: str) -> list[str]:
+    return ["blob", text.encode().hex()]
+
+
+def device_name(mac: str) -> str:
+    return "TWOMES-" + "".join(mac.split(":")[3:]).upper()
+
+
+@dataclass
+class Identity:
+    mac: str
+    name: str
+    template: Path
+    session: str = ""
+
+
+@dataclass
+class Result:
+    cut: tuple[int, int, str]
+    ok: bool
+    missed: bool = False  # the cut point was never reached (the write sequence differed)
+    first: str = ""  # version of the first boot after the cut
+    why: str = ""
+    seconds: float = 0.0
+    tail: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Installer:
+    kind: str
+    old: str
+    new: str
+    release_id: int
+    plan: list[tuple[int, int, str]] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+
+
+class Lab:
+    """A reference server, releases, and board templates (one per identity) to copy for every run."""
+
+    def __init__(self, work: Path, server: Any, heap: str = "128K", log: Callable[[str], None] = print):
+        self.work = work
+        self.server = server
+        self.heap = heap
+        self.log = log
+        self.config = {"server_url": server.url, **CONFIG}
+        base = read_version()
+        self.old = f"{base}-pc.1"
+        self.installers: dict[str, Installer] = {}
+        self.identities: list[Identity] = []
+
+    # ---- setup ----------------------------------------------------------------------------------
+    def publish(self, kinds: tuple[str, ...]) -> None:
+        for kind in kinds:
+            new = f"{read_version()}-pc.2-{kind}"
+            path = self.work / f"{new}.{kind}"
+            if kind == "bundle":
+                size, _ = build_bundle(path, new, self.app_with_ballast())
+            else:
+                size, _ = build_sim_image(path, new)
+            rel = self.server.client.publish(path, new, kind)
+            self.installers[kind] = Installer(kind, self.old, new, int(rel["id"]))
+            self.log(f"[powercut] {kind} {new}: {size} bytes, release {rel['id']}")
+
+    def app_with_ballast(self) -> Path:
+        """device/ plus a module of BALLAST_KB constant bytes (never imported): the bundle gets the size
+        of a whole field app (portal pages, drivers), not just this repository's 33 KB of code."""
+        src = self.work / "src-ballast"
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.copytree(DEVICE_DIR, src, ignore=shutil.ignore_patterns("__pycache__"))
+        rows = [f"    {bytes((i * 7 + j) % 256 for j in range(64))!r}\n" for i in range(BALLAST_KB * 16)]
+        (src / "twomes" / "ballast.py").write_text(
+            "# size stand-in, never imported\nDATA = (\n" + "".join(rows) + ")\n"
+        )
+        return src
+
+    def board(self, state: Path, mac: str, **kw: Any) -> VirtualBoard:
+        return VirtualBoard(state, mac=mac, config=dict(self.config), heap=self.heap, **kw)
+
+    def make_identity(self, mac: str) -> Identity:
+        """A board with version 1 installed, Wi-Fi settings in NVS, registered, attached, activated by
+        itself and confirmed: the state every cut run starts from."""
+        name = device_name(mac)
+        ident = Identity(mac, name, self.work / f"template-{name}")
+        shutil.rmtree(ident.template, ignore_errors=True)
+        board = self.board(ident.template, mac, air=[NET])
+        board.install_app(version=self.old)
+        token = "".join(str((int(c, 16) * 7 + i) % 10) for i, c in enumerate(mac.replace(":", "") * 2))[:16]
+        nvs = {
+            "twomes": {
+                "act_token": _blob(token),
+                "ap_secret": _blob("powercut-ap-secret-" + name),
+                "wifi_ssid": _blob(NET["ssid"]),
+                "wifi_pass": _blob(NET["password"]),
+            }
+        }
+        (ident.template / "nvs.json").write_text(json.dumps(nvs))
+        client = self.server.client
+        client.register_device({"name": name, "device_type": "Generic-Test", "activation_token": token})
+        client.attach(name)
+        try:
+            board.start()
+            board.wait_for(rf"state: running - firmware {re.escape(self.old)}", 60)
+        finally:
+            board.stop()
+        session = board.nvs().get("twomes", {}).get("session")
+        if not session:
+            raise RuntimeError(f"{name}: no session token after activation")
+        ident.session = bytes.fromhex(session[1]).decode()
+        for junk in ("led", "ap.json", "button"):
+            (ident.template / junk).unlink(missing_ok=True)
+        self.identities.append(ident)
+        return ident
+
+    def target(self, inst: Installer) -> None:
+        for ident in self.identities:
+            self.server.client.set_device_target(ident.name, inst.release_id)
+
+    # ---- runs -----------------------------------------------------------------------------------
+    def _copy(self, ident: Identity, tag: str) -> Path:
+        run = self.work / f"run-{ident.name}-{tag}"
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(ident.template, run)
+        return run
+
+    def calibrate(self, inst: Installer, ident: Identity) -> list[tuple[int, int, str]]:
+        """The update without cuts, every durable write traced: the cut plan."""
+        run = self._copy(ident, f"{inst.kind}-calibration")
+        board = self.board(run, ident.mac)
+        board.env = {"VBOARD_TRACE": "1"}
+        try:
+            board.start()
+            board.wait_for(rf"state: running - firmware {re.escape(inst.new)}", RUN_TIMEOUT)
+        finally:
+            board.stop()
+            (self.work / f"calibration-{inst.kind}.log").write_text("\n".join(board.lines) + "\n")
+        trace = (run / "cut.trace").read_text()
+        (self.work / f"calibration-{inst.kind}.trace").write_text(trace)
+        plan = []
+        for line in trace.splitlines():
+            b, n, what = line.split(" ", 2)
+            plan.append((int(b), int(n), what))
+        shutil.rmtree(run, ignore_errors=True)
+        return plan
+
+    def cut_run(self, inst: Installer, ident: Identity, cut: tuple[int, int, str]) -> Result:
+        t0 = time.monotonic()
+        boot, n, what = cut
+        run = self._copy(ident, f"{inst.kind}-{boot}-{n}")
+        board = self.board(run, ident.mac)
+        res = Result(cut, False)
+        done = rf"state: running - firmware {re.escape(inst.new)}"
+        try:
+            board.env = {"VBOARD_CUT": f"{boot}:{n}"}
+            board.start()
+            m = board.wait_for(rf"\[vboard: power cut at|{done}", RUN_TIMEOUT)
+            if "power cut" not in m.group(0):
+                res.missed = True
+                res.why = "the cut point was not reached"
+                return res
+            deadline = time.monotonic() + 15
+            while board.running and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if board.running:
+                res.why = "the board did not die at the cut"
+                return res
+            if board._supervisor:
+                board._supervisor.join(10)
+            board.env = {}
+            mark = board.mark()
+            board.power_on()
+            first = board.wait_for(r"boot: twomes firmware (\S+)", 30, start=mark).group(1)
+            res.first = first
+            if first not in (inst.old, inst.new):
+                res.why = f"came back running {first}"
+                return res
+            board.wait_for(done, RUN_TIMEOUT, start=mark)
+            after = board.lines[mark:]
+            if any(ln.startswith('{"name":') or "activate: activated" in ln for ln in after):
+                res.why = "the device activated again (its session was lost)"
+                return res
+            session = board.nvs().get("twomes", {}).get("session")
+            if not session or bytes.fromhex(session[1]).decode() != ident.session:
+                res.why = "the session token in NVS changed"
+                return res
+            dev = self.server.client.device(ident.name)
+            if dev.get("installed_version") != inst.new:
+                res.why = f"the server has installed_version {dev.get('installed_version')}"
+                return res
+            res.ok = True
+            return res
+        except (TimeoutError, RuntimeError, OSError) as e:
+            res.why = str(e).splitlines()[0]
+            return res
+        finally:
+            board.stop()
+            res.seconds = time.monotonic() - t0
+            if not res.ok:
+                res.tail = board.lines[-40:]
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def pick(plan: list[tuple[int, int, str]], limit: int | None) -> list[tuple[int, int, str]]:
+    """All cut points, or `limit` of them spread evenly over the update (first and last included)."""
+    if limit is None or limit >= len(plan):
+        return list(plan)
+    if limit <= 1:
+        return plan[:limit]
+    step = (len(plan) - 1) / (limit - 1)
+    return [plan[round(i * step)] for i in range(limit)]
+
+
+def run(
+    kinds: tuple[str, ...] = KINDS,
+    limit: int | None = None,
+    jobs: int = 2,
+    heap: str = "128K",
+    work: Path | None = None,
+    log: Callable[[str], None] = print,
+    verbose: bool = False,
+) -> dict[str, Installer]:
+    """The whole harness; returns the installers with their plans and results."""
+    from twtools.server.testing import ReferenceServer
+
+    own = work is None
+    work = Path(tempfile.mkdtemp(prefix="twomes-powercut-")) if work is None else work
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        with ReferenceServer(work / "server", access_log=False) as server:
+            lab = Lab(work, server, heap, log)
+            lab.publish(kinds)
+            for i in range(max(1, jobs)):
+                ident = lab.make_identity(MACS[i % len(MACS)])
+                log(f"[powercut] board {ident.name}: version {lab.old}, activated")
+            for kind in kinds:
+                inst = lab.installers[kind]
+                lab.target(inst)
+                t0 = time.monotonic()
+                inst.plan = lab.calibrate(inst, lab.identities[0])
+                chosen = pick(inst.plan, limit)
+                boots = len({b for b, _, _ in inst.plan})
+                log(
+                    f"[powercut] {kind}: {len(inst.plan)} durable writes over {boots} boots in the update; "
+                    f"cutting at {len(chosen)} of them"
+                )
+                _run_cuts(lab, inst, chosen, log, verbose)
+                cuts = [r for r in inst.results if not r.missed]
+                ok = [r for r in cuts if r.ok]
+                missed = len(inst.results) - len(cuts)
+                log(
+                    f"[powercut] {kind}: cuts={len(cuts)} recovered={len(ok)}"
+                    + (f" (not reached: {missed})" if missed else "")
+                    + f" in {time.monotonic() - t0:.0f} s"
+                )
+            return lab.installers
+    finally:
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_cuts(
+    lab: Lab, inst: Installer, chosen: list[tuple[int, int, str]], log: Callable[[str], None], verbose: bool
+) -> None:
+    lock = threading.Lock()
+    queue = list(chosen)
+
+    def worker(ident: Identity) -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                cut = queue.pop(0)
+            res = lab.cut_run(inst, ident, cut)
+            with lock:
+                inst.results.append(res)
+                if not res.ok and not res.missed:
+                    log(
+                        f"[powercut] {inst.kind} FAILED at boot {cut[0]} write {cut[1]} ({cut[2]}): {res.why}"
+                    )
+                    for line in res.tail:
+                        log(f"    device | {line}")
+                elif verbose:
+                    state = "not reached" if res.missed else f"back as {res.first}, recovered"
+                    log(
+                        f"[powercut] {inst.kind} cut {cut[0]}:{cut[1]} {cut[2]}: {state} ({res.seconds:.1f} s)"
+                    )
+
+    threads = [threading.Thread(target=worker, args=(ident,), daemon=True) for ident in lab.identities]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    inst.results.sort(key=lambda r: (r.cut[0], r.cut[1]))
+
+
+def main(args: argparse.Namespace) -> int:
+    kinds = KINDS if args.installer == "both" else (args.installer,)
+    t0 = time.monotonic()
+    installers = run(
+        kinds,
+        None if args.cuts == 0 else args.cuts,
+        args.jobs,
+        args.heap,
+        Path(args.work) if args.work else None,
+        verbose=args.verbose,
+    )
+    n = sum(len([r for r in i.results if not r.missed]) for i in installers.values())
+    m = sum(len([r for r in i.results if r.ok]) for i in installers.values())
+    print(f"cuts={n} recovered={m} ({time.monotonic() - t0:.0f} s)", flush=True)
+    return 0 if n == m and n > 0 else 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "powercut",
+        help="cut the power of virtual boards at every durable write of an update (make powercut)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--installer", choices=("bundle", "image", "both"), default="both")
+    p.add_argument(
+        "--cuts", type=int, default=0, help="cut points per installer, spread evenly (default 0: all of them)"
+    )
+    p.add_argument("--jobs", type=int, default=2, help="boards in parallel (default 2: one per core)")
+    p.add_argument("--heap", default="128K", help="MicroPython heap size of the boards")
+    p.add_argument("--work", help="work directory (kept; default: a temporary one, removed)")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per cut")
+    p.set_defaults(func=main)
+
+
+if __name__ == "__main__":
+    sys.exit(main(argparse.ArgumentParser().parse_args()))
