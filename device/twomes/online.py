@@ -131,8 +131,9 @@ class Online:
             self.st.delete(store.IMG_NEW)
             self.st.delete(store.DL_STATE)
         self.st.put(store.FW_CONFIRMED, VERSION)
-        self.st.delete(store.FW_FAILED)
-        self.st.delete(store.FW_FAILS)
+        if self.st.get(store.FW_FAILED) == VERSION:  # another version's failures still count
+            self.st.delete(store.FW_FAILED)
+            self.st.delete(store.FW_FAILS)
         self.st.commit()
         log("firmware", "running %s, confirmed to the server" % VERSION)
 

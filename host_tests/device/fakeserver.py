@@ -6,13 +6,14 @@ import os
 
 
 class Reply:
-    def __init__(self, status=200, body=b"", headers=None, truncate=None, stall=0, raw=None):
+    def __init__(self, status=200, body=b"", headers=None, truncate=None, stall=0, raw=None, drip=None):
         self.status = status
         self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.headers = headers or {}
         self.truncate = truncate  # send only this many body bytes, then close
         self.stall = stall  # seconds to wait before answering
         self.raw = raw  # bytes sent instead of an HTTP response
+        self.drip = drip  # (bytes, seconds): the body sent this many bytes at a time, this far apart
 
 
 def fw(status=200, body=None):
@@ -78,7 +79,15 @@ class FakeServer:
                 for k in rep.headers:
                     head += "%s: %s\r\n" % (k, rep.headers[k])
                 w.write((head + "\r\n").encode())
-                w.write(rep.body if rep.truncate is None else rep.body[: rep.truncate])
+                body = rep.body if rep.truncate is None else rep.body[: rep.truncate]
+                if rep.drip:
+                    n, pause = rep.drip
+                    for i in range(0, len(body), n):
+                        w.write(body[i : i + n])
+                        await w.drain()
+                        await asyncio.sleep(pause)
+                else:
+                    w.write(body)
             await w.drain()
         except Exception as e:  # noqa: BLE001 - a broken test request must not kill the server
             print("fakeserver:", e)

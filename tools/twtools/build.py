@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -88,7 +89,12 @@ def compile_tree(out: Path, version: str | None = None, src: Path = DEVICE_DIR) 
             shutil.rmtree(cache / f"{key}.src", ignore_errors=True)
         dest = out / rel.with_suffix(".mpy")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cached, dest)
+        data = cached.read_bytes()
+        if not dest.exists() or dest.read_bytes() != data:
+            # atomically: a board that is starting right now may be reading the old file (parallel boards)
+            tmp = dest.with_name(f"{dest.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(dest)
         files.append(dest)
     return files
 
