@@ -112,6 +112,8 @@ async def install(online, rel):
         _detach_bundle(label)
     if 0 < pos < size:
         log("ota", "resuming the download of %s at %d of %d bytes" % (version, pos, size))
+    elif pos:
+        log("ota", "%s is already in %s: verifying it again" % (version, label))
     try:
         await _fetch(online, rel, part, pos, key)
         await verify(part, size, want, version, buf)

@@ -106,14 +106,19 @@ class Lab:
     def publish(self, kinds: tuple[str, ...]) -> None:
         for kind in kinds:
             new = f"{read_version()}-pc.2-{kind}"
-            path = self.work / f"{new}.{kind}"
-            if kind == "bundle":
-                size, _ = build_bundle(path, new, self.app_with_ballast())
-            else:
-                size, _ = build_sim_image(path, new)
-            rel = self.server.client.publish(path, new, kind)
+            src = self.app_with_ballast() if kind == "bundle" else DEVICE_DIR
+            rel = self.release(kind, new, src)
             self.installers[kind] = Installer(kind, self.old, new, int(rel["id"]))
-            self.log(f"[powercut] {kind} {new}: {size} bytes, release {rel['id']}")
+            self.log(f"[powercut] {kind} {new}: {rel['size']} bytes, release {rel['id']}")
+
+    def release(self, kind: str, version: str, src: Path = DEVICE_DIR, **kw: Any) -> dict[str, Any]:
+        """Build a bundle or a virtual-board image of `src` stamped `version` and publish it."""
+        path = self.work / f"{version}.{kind}"
+        if kind == "bundle":
+            build_bundle(path, version, src)
+        else:
+            build_sim_image(path, version, src, **kw)
+        return dict(self.server.client.publish(path, version, kind))
 
     def app_with_ballast(self) -> Path:
         """device/ plus a module of BALLAST_KB constant bytes (never imported): the bundle gets the size
@@ -164,6 +169,10 @@ class Lab:
             (ident.template / junk).unlink(missing_ok=True)
         self.identities.append(ident)
         return ident
+
+    def fresh(self, ident: Identity, tag: str, **kw: Any) -> VirtualBoard:
+        """A board started from a copy of the identity's template (not started yet)."""
+        return self.board(self._copy(ident, tag), ident.mac, **kw)
 
     def target(self, inst: Installer) -> None:
         for ident in self.identities:

@@ -1,0 +1,97 @@
+"""Virtual-board ESP32 app images: the host builder makes images esptool accepts, and the board's
+bootloader check (vimage.check) and frozen-app loader (vimage.load) read them like the chip would."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from twtools.build import BUNDLE_MAGIC
+from twtools.vboard.images import build_image, build_sim_image, build_sim_image_bytes
+
+HW = Path(__file__).resolve().parents[2] / "tools" / "twtools" / "vboard" / "hw"
+if str(HW) not in sys.path:
+    sys.path.insert(0, str(HW))
+
+import vimage  # noqa: E402
+import vstate  # noqa: E402
+
+PART = 0x180000
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return build_sim_image_bytes("3.1.4-test", runtime=16 * 1024)
+
+
+def _board(tmp: Path, images: dict[str, bytes]) -> Path:
+    (tmp / "board.json").write_text(json.dumps({"mac": "24:6F:28:00:00:01"}))
+    for label, data in images.items():
+        (tmp / f"flash_{label}.bin").write_bytes(data + b"\xff" * (PART - len(data)))
+    vstate.configure(str(tmp))
+    return tmp
+
+
+def test_esptool_accepts_the_image(tmp_path: Path) -> None:
+    size, sha = build_sim_image(tmp_path / "img.bin", "3.1.4-test", runtime=16 * 1024)
+    data = (tmp_path / "img.bin").read_bytes()
+    assert size == len(data) and data[0] == 0xE9
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "esptool"),
+            "--chip",
+            "esp32",
+            "image-info",
+            str(tmp_path / "img.bin"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert re.search(r"Checksum: 0x[0-9a-f]+ \(valid\)", out), out
+    assert re.search(r"Validation hash: [0-9a-f]+ \(valid\)", out), out
+    assert "Chip ID: 0 (ESP32)" in out
+    assert "App version: 3.1.4-test" in out and "Project name: twomes" in out
+
+
+def test_bootloader_check(tmp_path: Path, image: bytes) -> None:
+    bad_data = bytearray(image)
+    bad_data[400] ^= 1  # one bit in the frozen app
+    bad_sum = bytearray(image)
+    bad_sum[-33] ^= 0xFF  # the checksum byte
+    other_chip = build_image([(0x3F400020, image[32:288] + b"x" * 64)], chip_id=9)
+    _board(
+        tmp_path,
+        {"ota_0": image, "ota_1": bytes(bad_data), "factory": bytes(bad_sum), "nvs": other_chip},
+    )
+    assert vimage.check("ota_0") is True
+    assert vimage.check("ota_1") is False
+    assert vimage.check("factory") is False
+    assert vimage.check("nvs") is False
+    assert vimage.version("ota_0") == "3.1.4-test"
+    (tmp_path / "flash_ota_1.bin").write_bytes(b"\xff" * PART)  # erased partition
+    assert vimage.check("ota_1") is False
+
+
+def test_load_unpacks_the_frozen_app_once(tmp_path: Path, image: bytes) -> None:
+    _board(tmp_path, {"ota_0": image})
+    assert vimage.load("factory") is None  # the factory app is the filesystem's /lib
+    path = Path(vimage.load("ota_0"))
+    assert path.parent == tmp_path / "frozen" and path.name.startswith("ota_0-")
+    i = image.index(BUNDLE_MAGIC)
+    line = image[i : image.index(b"\n", i)]
+    manifest = json.loads(image[i + len(line) + 1 : i + len(line) + 1 + int(line.split()[2])])
+    names = sorted(str(p.relative_to(path)) for p in path.rglob("*.mpy"))
+    assert names == sorted(f[0] for f in manifest["files"]) and "otaboot.mpy" in names
+    stamp = (path / "twomes" / "__init__.mpy").stat().st_mtime_ns
+    assert Path(vimage.load("ota_0")) == path
+    assert (path / "twomes" / "__init__.mpy").stat().st_mtime_ns == stamp  # cached, not unpacked again
+    other = build_sim_image_bytes("3.1.5-test", runtime=0)
+    _board(tmp_path, {"ota_0": other})
+    again = Path(vimage.load("ota_0"))
+    assert again != path and not path.exists()  # the old image's app is gone
