@@ -165,6 +165,11 @@ class Online:
         if rel["version"] == VERSION:
             log("firmware", "up to date (%s)" % VERSION)
             return
+        if rel["kind"] == "bundle":  # did a bundle of this version roll back at boot?
+            from twomes import rollback
+
+            rollback.bundle_failed(self.st, rel["version"])
+            self.app.unload("rollback")
         failed = self.st.get(store.FW_FAILED)
         fails = self.st.get_int(store.FW_FAILS, 0) if failed == rel["version"] else 0
         if fails >= _FW_FAILS_MAX:

@@ -1,5 +1,5 @@
-# After an ESP32 app-image update (ota_image): what the old and the new image do at their next boot
-# about it. Tiny and loaded only when NVS IMG_NEW is set, so the online phase does not carry it.
+# After an update that did not stick: what the app does about it at its next boot (images) or next
+# firmware check (bundles). Tiny, and loaded only when there is something to do.
 from twomes import store
 from twomes.log import log
 
@@ -30,3 +30,25 @@ def give_up(board):
         board.esp32.Partition.mark_app_invalid_rollback_and_reboot()
     except OSError as e:
         log("firmware", "rollback not possible (%s): restarting" % e)
+
+
+def bundle_failed(st, version):
+    """otaboot gave up a bundle of `version` that never confirmed itself ("failed" in its state):
+    one failed attempt, so a bundle that cannot confirm is not installed again and again."""
+    import sys
+
+    import otaboot
+
+    try:
+        s = otaboot.read()
+        if not s or s.get("failed") != version:
+            return
+        s.pop("failed")
+        otaboot.write(s)  # first: a power cut in between loses a count, never doubles one
+        fails = st.get_int(store.FW_FAILS, 0) if st.get(store.FW_FAILED) == version else 0
+        st.put(store.FW_FAILED, version)
+        st.put_int(store.FW_FAILS, fails + 1)
+        st.commit()
+        log("firmware", "bundle %s never confirmed itself and was rolled back" % version)
+    finally:
+        sys.modules.pop("otaboot", None)

@@ -454,3 +454,20 @@ def test_safe_mode_checks_but_does_not_update():
         assert _downloads(srv, rel) == [] and app.st.get_int(store.FW_FAILS, 0) == 0
 
     _go(server(rel, ranged(img)), body)
+
+
+def test_bundle_rolled_back_by_otaboot_counts_as_a_failed_attempt():
+    import otaboot
+
+    rel = release(b"x" * 100, kind="bundle")
+
+    async def body(app, on, srv):
+        os.mkdir("ota")
+        otaboot.write({"slot": None, "state": "valid", "boots": 0, "failed": "9.9.9"})
+        on._fw_api = True
+        assert await _check(app, on) is False  # the download (404 here) fails: a second strike
+        assert otaboot.read().get("failed") is None
+        assert app.st.get(store.FW_FAILED) == "9.9.9" and app.st.get_int(store.FW_FAILS) == 2
+        assert _lines("bundle 9.9.9 never confirmed itself and was rolled back")
+
+    _go(server(rel, lambda h: fw(404, {"detail": "Release not found"})), body)

@@ -68,3 +68,51 @@ def test_damaged_state_file_means_factory():
     with open("ota/state.json", "w") as f:
         f.write(json.dumps([1, 2]))
     assert _select() == (None, None)
+
+
+def test_boot_counter_counts_boots_until_the_app_says_healthy():
+    _in(support.tmpdir("ota"))
+    os.rmdir("ota")  # a fresh filesystem: the counter makes its directory
+    for n in range(1, 4):
+        _select()
+        assert otaboot.failed_boots() == n
+    otaboot.healthy()
+    assert otaboot.failed_boots() == 0
+    _select()
+    assert otaboot.failed_boots() == 1
+
+
+def test_safe_mode_after_too_many_failed_boots():
+    from twomes import app
+
+    _in(support.tmpdir("ota"))
+    for _ in range(otaboot.SAFE_AFTER):
+        _select()
+    assert app.boot_guard() == (otaboot.SAFE_AFTER, otaboot.SAFE_AFTER)  # not yet: this boot may be good
+    _select()
+    n, limit = app.boot_guard()
+    assert n > limit  # main() starts the app in safe mode
+    assert app.boot_guard(True)[0] == n and otaboot.failed_boots() == 0  # a good boot: normal again
+
+
+def test_bundle_installed_on_another_image_is_not_used():
+    import vflash
+
+    import vesp32
+
+    d = support.new_board()
+    _in(d)
+    vflash.bootloader()  # the factory app runs
+    had = sys.modules.get("esp32")
+    sys.modules["esp32"] = vesp32
+    try:
+        assert otaboot.running_partition() == "factory"
+        otaboot.write({"slot": "a", "state": "valid", "version": "2.0.0", "base": "ota_0"})
+        assert _select()[0] is None  # the image in ota_0 is not the one running
+        otaboot.write({"slot": "a", "state": "valid", "version": "2.0.0", "base": "factory"})
+        assert _select()[0] == "a"
+    finally:
+        if had is None:
+            sys.modules.pop("esp32", None)
+        else:
+            sys.modules["esp32"] = had
