@@ -6,31 +6,41 @@ import sys
 
 _hw = os.getenv("VBOARD_HW")
 sys.path.insert(0, _hw)
-import vcut  # noqa: E402
 import vflash  # noqa: E402
 
 import vesp32  # noqa: E402
 import vmachine  # noqa: E402
 import vnetwork  # noqa: E402
 
-_cut = vcut.arm()  # power-cut harness only (VBOARD_CUT / VBOARD_TRACE); a no-op otherwise
-sys.path.remove(_hw)
+_cut = os.getenv("VBOARD_CUT") or os.getenv("VBOARD_TRACE")  # the power-cut harness only
+if _cut:
+    import vcut
+
+    vcut.arm()
 sys.modules["machine"] = vmachine
 sys.modules["network"] = vnetwork
 sys.modules["esp32"] = vesp32
 
-try:
-    import vimage  # firmware-image support (frozen app of the booted partition), when present
 
-    vflash.image_check = vimage.check
-    vesp32.images = True  # esp32.Partition.set_boot checks images as esp_ota_set_boot_partition does
-except ImportError:
-    vimage = None
+def _image_check(label):
+    # the bootloader's image check (vimage), loaded only when an OTA partition is a candidate
+    import vimage
 
+    return vimage.check(label)
+
+
+vflash.image_check = _image_check
+vesp32.images = True  # esp32.Partition.set_boot checks images as esp_ota_set_boot_partition does
 _label = vflash.bootloader()
-_frozen = vimage.load(_label) if vimage else None
+_frozen = None
+if _label and _label.startswith("ota_"):
+    import vimage
+
+    _frozen = vimage.load(_label)  # the booted image's frozen app
+    del vimage
+sys.path.remove(_hw)
 # the bootloader's code is not in the app's RAM on the chip: drop it (esp32.Partition reloads it)
-del vflash, vimage
+del vflash
 for _m in ("vflash", "vimage"):
     sys.modules.pop(_m, None)
 # an image's frozen app comes first; the port's own .frozen (asyncio...) stands for the rest of the
@@ -40,9 +50,6 @@ if _cut:
     sys.path.append(_hw)
     vcut.install_fs()  # the app's file writes, renames, removes become cut points too
     sys.path.remove(_hw)
-else:
-    sys.modules.pop("vcut", None)
-    del vcut
 
 
 def _run(name):
