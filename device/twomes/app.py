@@ -101,6 +101,7 @@ class App:
         self.buf = memoryview(bytearray(_BUF))
         self.head_buf = bytearray(_BUF)
         self._restart = asyncio.Event()
+        self._crash = None
 
     # ---- small helpers ---------------------------------------------------------------------------
     def set_state(self, state, message=""):
@@ -126,10 +127,11 @@ class App:
         return self.st.get(store.SESSION) is not None
 
     def print_identity(self):
-        if not self.activated():
-            # exactly one line, valid JSON: the operator registers the device with it
-            print(self.ident.activation_line)
-        if not self.cfg.ap_open:
+        if self.activated():
+            return
+        # exactly one line, valid JSON: the operator registers the device with it
+        print(self.ident.activation_line)
+        if not self.cfg.ap_open:  # the setup AP's password, as on a label (not a Wi-Fi secret of the owner)
             log("setup", "access point %s, password %s" % (self.ident.name, self.ident.ap_password))
 
     # ---- tasks -----------------------------------------------------------------------------------
@@ -196,17 +198,33 @@ class App:
 
     # ---- the flow --------------------------------------------------------------------------------
     async def run(self):
-        """Run until a restart is due (button action, update installed, confirmation impossible)."""
+        """Run until a restart is due (button action, update installed, confirmation impossible). The
+        flow runs as a task: a button action cancels it wherever it is (a join, a download)."""
         tasks = [asyncio.create_task(self.led_task()), asyncio.create_task(self.button_task())]
+        flow = asyncio.create_task(self._flow())
+        try:
+            await self._restart.wait()
+        finally:
+            for t in tasks + [flow]:
+                t.cancel()
+        try:
+            await flow
+        except asyncio.CancelledError:
+            pass
+        if self._crash is not None:
+            raise self._crash
+        self.set_state(RESETTING)
+        await asyncio.sleep(0.2)  # let the last lines out
+
+    async def _flow(self):
         try:
             await self.flow()
         except Restart:
             pass
+        except Exception as e:  # noqa: BLE001 - handed to main(), which logs it and restarts
+            self._crash = e
         finally:
-            for t in tasks:
-                t.cancel()
-        self.set_state(RESETTING)
-        await asyncio.sleep(0.2)  # let the last lines out
+            self._restart.set()
 
     async def flow(self):
         while True:
