@@ -247,7 +247,7 @@ class App:
             await phase.run(creds)
         finally:
             phase = None
-            unload("online", "api", "http", "clock", "ota")
+            unload("online", "api", "http", "fw", "ota", "ota_image")
 
     async def join(self, creds):
         self.set_state(JOINING, "joining %s" % creds[0])
@@ -259,7 +259,7 @@ class App:
 
     async def portal(self, saved):
         """AP mode: captive portal, app API and Improv until credentials work (twomes/setup.py)."""
-        unload("online", "api", "http", "clock", "ota")
+        unload("online", "api", "http", "fw", "ota", "ota_image")
         from twomes.setup import Setup
 
         phase = Setup(self)
