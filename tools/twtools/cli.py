@@ -13,6 +13,12 @@ import sys
 # Order is the order of `twomes --help`.
 _MODULES = [
     "twtools.server.cli",
+    "twtools.ports",
+    "twtools.flash",
+    "twtools.deploy",
+    "twtools.monitor",
+    "twtools.repurpose",
+    "twtools.release",
 ]
 
 
@@ -23,7 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _MODULES:
-        importlib.import_module(name).add_parser(sub)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            # a subcommand whose branch is not merged yet; any other missing import is a real error
+            if e.name is None or not name.startswith(e.name):
+                raise
+            continue
+        module.add_parser(sub)
     return parser
 
 
