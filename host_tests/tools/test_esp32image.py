@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from twtools import esp32image as e
 
 
@@ -82,7 +81,11 @@ def test_merged_firmware_esp32():
 
 
 def test_merged_firmware_esp32s3_offset_zero_and_non_ota_table():
-    table = [("nvs", 1, 2, 0x9000, 0x6000), ("factory", 0, 0, 0x10000, 0x1F0000), ("vfs", 1, 0x81, 0x200000, 0x200000)]
+    table = [
+        ("nvs", 1, 2, 0x9000, 0x6000),
+        ("factory", 0, 0, 0x10000, 0x1F0000),
+        ("vfs", 1, 0x81, 0x200000, 0x200000),
+    ]
     fw = e.inspect_firmware(e.build_merged_firmware(e.build_app_image(chip="esp32s3"), "esp32s3", table))
     assert fw.flash_offset == 0 and fw.chip == "esp32s3"
     assert not fw.ota_capable
@@ -117,7 +120,13 @@ def test_partition_table_parse():
     parts = e.parse_partition_table(e.build_partition_table(e.OTA_4MIB))
     assert len(parts) == 6
     ota0 = parts[3]
-    assert (ota0.label, ota0.offset, ota0.size, ota0.is_app, ota0.is_ota_slot) == ("ota_0", 0x10000, 0x180000, True, True)
+    assert (ota0.label, ota0.offset, ota0.size, ota0.is_app, ota0.is_ota_slot) == (
+        "ota_0",
+        0x10000,
+        0x180000,
+        True,
+        True,
+    )
     assert not parts[0].is_app
     with pytest.raises(e.ImageError, match="no partition table"):
         e.parse_partition_table(b"\xff" * 64)

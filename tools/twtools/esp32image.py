@@ -242,7 +242,9 @@ def parse_app_description(segment_data: bytes) -> AppDescription | None:
     """``esp_app_desc_t`` at the start of ``segment_data``, or None when its magic is absent."""
     if len(segment_data) < APP_DESC_SIZE:
         return None
-    magic, secure, _r1, version, project, time, date, idf, elf_sha, *_rest = _APP_DESC.unpack_from(segment_data)
+    magic, secure, _r1, version, project, time, date, idf, elf_sha, *_rest = _APP_DESC.unpack_from(
+        segment_data
+    )
     if magic != APP_DESC_MAGIC:
         return None
     return AppDescription(
@@ -428,7 +430,9 @@ def build_image(
     spi_size: int = 2,
 ) -> bytes:
     """An image with the given (load address, data) segments, correct checksum and optional SHA-256."""
-    out = bytearray(_HEADER.pack(IMAGE_MAGIC, len(segments), spi_mode, (spi_size << 4) | spi_speed, entry_addr))
+    out = bytearray(
+        _HEADER.pack(IMAGE_MAGIC, len(segments), spi_mode, (spi_size << 4) | spi_speed, entry_addr)
+    )
     out += _EXT_HEADER.pack(0xEE, bytes(3), CHIP_IDS[chip], 0, 0, 0xFFFF, bytes(4), int(hash_appended))
     checksum = CHECKSUM_SEED
     for load, body in segments:
@@ -451,7 +455,9 @@ _APP_SEGMENT_ADDRS = {
 }
 
 
-def build_app_image(version: str = "1.0.0", chip: str = "esp32", code: bytes = b"\x00" * 64, **kw: str) -> bytes:
+def build_app_image(
+    version: str = "1.0.0", chip: str = "esp32", code: bytes = b"\x00" * 64, **kw: str
+) -> bytes:
     """A small app image: DROM segment starting with ``esp_app_desc_t``, then one code segment."""
     desc = build_app_description(version=version, **kw)  # type: ignore[arg-type]
     drom, irom = _APP_SEGMENT_ADDRS.get(chip, (0x42800020, 0x42000020))

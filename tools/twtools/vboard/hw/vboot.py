@@ -9,7 +9,6 @@ sys.path.insert(0, _hw)
 import vesp32  # noqa: E402
 import vmachine  # noqa: E402
 import vnetwork  # noqa: E402
-import vstate  # noqa: E402
 
 sys.path.remove(_hw)
 sys.modules["machine"] = vmachine
