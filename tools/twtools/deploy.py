@@ -59,20 +59,20 @@ def _walk(d, files, dirs):
             files[p] = _h(p)
 _files = {}
 _dirs = []
-for _d in %(dirs)r:
+for _d in _DIRS:
     _walk(_d, _files, _dirs)
-for _p in %(root)r:
+for _p in _ROOT:
     try:
         _files[_p] = _h(_p)
     except OSError:
         pass
 try:
-    with open(%(config)r) as _f:
+    with open(_CONFIG) as _f:
         _cfg = _f.read()
 except OSError:
     _cfg = None
-print(%(mark)r + json.dumps({'files': _files, 'dirs': _dirs, 'config': _cfg}))
-""" % {"dirs": APP_DIRS, "root": (*ROOT_FILES, CONFIG_FILE), "config": CONFIG_FILE, "mark": MARK}
+print(_MARK + json.dumps({'files': _files, 'dirs': _dirs, 'config': _cfg}))
+"""
 
 # Runs on the board: forget every key the app keeps in NVS (activation token, Wi-Fi, session token...).
 NVS_ERASE_SCRIPT = """
@@ -81,19 +81,25 @@ try:
 except ImportError:
     esp32 = None
 if esp32 is None:
-    print(%(mark)r + '{"nvs": "no esp32 module"}')
+    print(_MARK + '{"nvs": "no esp32 module"}')
 else:
-    _n = esp32.NVS(%(ns)r)
+    _n = esp32.NVS(_NS)
     _gone = 0
-    for _k in %(keys)r:
+    for _k in _KEYS:
         try:
             _n.erase_key(_k)
             _gone += 1
         except OSError:
             pass
     _n.commit()
-    print(%(mark)r + '{"nvs": %%d}' %% _gone)
+    print(_MARK + '{"nvs": ' + str(_gone) + '}')
 """
+
+
+def board_script(script: str, **values: Any) -> str:
+    """``script`` preceded by ``_NAME = <repr(value)>`` lines (its parameters) and ``_MARK``."""
+    head = "".join(f"_{name.upper()} = {value!r}\n" for name, value in {"mark": MARK, **values}.items())
+    return head + script
 
 
 class DeployError(Exception):
@@ -351,12 +357,14 @@ def _marked(output: str) -> dict[str, Any]:
 
 
 def read_board(t: Transport) -> BoardState:
-    data = _marked(t.exec(BOARD_SCRIPT))
+    data = _marked(
+        t.exec(board_script(BOARD_SCRIPT, dirs=APP_DIRS, root=(*ROOT_FILES, CONFIG_FILE), config=CONFIG_FILE))
+    )
     return BoardState(files=dict(data["files"]), dirs=list(data["dirs"]), config=data["config"])
 
 
 def erase_nvs(t: Transport) -> str:
-    code = NVS_ERASE_SCRIPT % {"mark": MARK, "ns": devicecode.NVS_NAMESPACE, "keys": devicecode.nvs_keys()}
+    code = board_script(NVS_ERASE_SCRIPT, ns=devicecode.NVS_NAMESPACE, keys=devicecode.nvs_keys())
     result = _marked(t.exec(code))["nvs"]
     if isinstance(result, int):
         return f"erased {result} stored value(s) from NVS namespace '{devicecode.NVS_NAMESPACE}'"
