@@ -1,0 +1,486 @@
+"""`twomes server ...`: run the reference server, print its OpenAPI document, administer it.
+
+Admin commands talk to a running server through :class:`~twtools.server.client.AdminClient`; they take
+``--url`` / ``--admin-token`` (or the environment variables ``TWOMES_URL`` / ``TWOMES_ADMIN_TOKEN``).
+Server errors are printed as ``error: <the server's detail>`` with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import AdminClient
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_DB = Path("var/server/twomes.sqlite3")
+DEFAULT_FILES = Path("var/server/files")
+DEFAULT_MAX_UPLOAD = 128 * 1024 * 1024
+URL_LINE = "Twomes reference server: "
+TOKEN_LINE = "admin token: "
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``server`` and its subcommands to the ``twomes`` command line."""
+    parser = subparsers.add_parser(
+        "server",
+        help="reference provisioning server (run it, print its API, administer it)",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    add_commands(parser)
+
+
+def standalone_parser() -> argparse.ArgumentParser:
+    """The same commands as ``twomes server``, for ``python -m twtools.server``."""
+    parser = argparse.ArgumentParser(prog="python -m twtools.server", description="Twomes reference server.")
+    add_commands(parser)
+    return parser
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="server_command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run the server (127.0.0.1 by default)")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    run.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, help=f"SQLite database file (default {DEFAULT_DB})"
+    )
+    run.add_argument(
+        "--files", type=Path, default=DEFAULT_FILES, help=f"firmware store (default {DEFAULT_FILES})"
+    )
+    run.add_argument(
+        "--admin-token-file",
+        type=Path,
+        help="on first start, also write the admin token to this file (mode 0600)",
+    )
+    run.add_argument(
+        "--max-upload", type=_size, default=DEFAULT_MAX_UPLOAD, help="largest firmware file in bytes"
+    )
+    run.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    run.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    run.add_argument("--watch-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+
+    openapi = sub.add_parser("openapi", help="print the OpenAPI document (JSON)")
+    openapi.set_defaults(func=cmd_openapi)
+
+    def admin(
+        name: str, help_text: str, func: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--url", default=os.environ.get("TWOMES_URL", DEFAULT_URL), help="server URL ($TWOMES_URL)"
+        )
+        p.add_argument(
+            "--admin-token",
+            default=os.environ.get("TWOMES_ADMIN_TOKEN"),
+            help="admin token ($TWOMES_ADMIN_TOKEN)",
+        )
+        p.add_argument("--admin-token-file", type=Path, help="read the admin token from this file")
+        p.add_argument("--json", action="store_true", help="print the server's JSON answer")
+        p.set_defaults(func=func)
+        return p
+
+    p = admin("register", "register a device from the activation JSON it prints", cmd_register)
+    p.add_argument(
+        "source", metavar="FILE_OR_JSON", help="JSON text, a file holding it (a boot log will do), or -"
+    )
+
+    p = admin("account", "create an owner account (prints its session token)", cmd_account)
+    p.add_argument("name")
+
+    p = admin("attach", "attach a device to an account (a new owner account if none given)", cmd_attach)
+    p.add_argument("name", help="device name")
+    p.add_argument("--account-id", type=int)
+
+    p = admin("publish", "publish a firmware release", cmd_publish)
+    p.add_argument("file", type=Path)
+    p.add_argument("--version", required=True)
+    p.add_argument("--kind", required=True, choices=["bundle", "image"])
+    p.add_argument("--device-type", default="Generic-Test")
+    p.add_argument("--target", action="store_true", help="also make it the device type's target")
+
+    p = admin("target", "set (or clear) the target release of a device type or of one device", cmd_target)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--release-id", type=int)
+    which.add_argument("--clear", action="store_true", help="no target")
+    scope = p.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--device-type")
+    scope.add_argument("--device", metavar="NAME")
+
+    admin("devices", "list devices", cmd_devices)
+
+    p = admin("device", "show one device", cmd_device)
+    p.add_argument("name")
+
+    p = admin("measurements", "list a device's measurements (newest last)", cmd_measurements)
+    p.add_argument("name")
+    p.add_argument("--limit", type=int, help="only the newest N")
+
+    admin("releases", "list firmware releases", cmd_releases)
+
+    p = admin("rename", "rename a device (repurposing: NAME -> NAME-OLD)", cmd_rename)
+    p.add_argument("name")
+    p.add_argument("new_name", metavar="NEWNAME")
+
+    admin("token", "create another admin token", cmd_token)
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    factor = units.get(t[-1:], 1) if t else 1
+    number = t[:-1] if t[-1:] in units else t
+    try:
+        value = int(number) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (bytes, or with K/M/G)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 byte")
+    return value
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+    import socket
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+    os.replace(tmp, path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if not args.allow_remote and not _is_loopback(args.host):
+        return _error(
+            f"refusing to listen on {args.host}: not a loopback address (add --allow-remote to expose the server)"
+        )
+    if not 0 <= args.port <= 65535:
+        return _error(f"bad port {args.port}")
+
+    import socket
+
+    import uvicorn
+
+    from .app import create_app
+    from .db import SchemaError
+
+    _configure_logging(args.log_level)
+    # Listen first: if the port is taken, nothing is created (a first admin token is never lost).
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        return _error(f"cannot listen on {args.host}:{args.port}: {exc}")
+    try:
+        app = create_app(args.db, args.files, max_upload=args.max_upload)
+    except (SchemaError, OSError) as exc:
+        sock.close()
+        return _error(str(exc))
+    token: str | None = app.state.initial_admin_token
+    if token is not None and args.admin_token_file is not None:
+        _write_secret(args.admin_token_file, token)
+    elif args.admin_token_file is not None and not args.admin_token_file.exists():
+        print(
+            f"note: {args.db} already has admin tokens, so {args.admin_token_file} was not written "
+            "(`twomes server token` makes a new one)",
+            file=sys.stderr,
+        )
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"{URL_LINE}http://{shown}:{port}", flush=True)
+    if token is not None:
+        print(f"{TOKEN_LINE}{token}", flush=True)
+
+    if args.watch_parent:
+        _exit_with_parent(args.watch_parent)
+    config = uvicorn.Config(
+        app,
+        log_level=args.log_level,
+        access_log=not args.no_access_log,
+        timeout_graceful_shutdown=5,
+        server_header=False,
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    """The server's own messages, formatted like uvicorn's (``WARNING:  ...``) on stderr."""
+    import logging
+
+    from uvicorn.logging import DefaultFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s", use_colors=False))
+    logger = logging.getLogger("twtools.server")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Stop gracefully (SIGTERM to ourselves) once process ``parent`` is gone (test harness runs)."""
+    import signal
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from .app import openapi_json
+
+    sys.stdout.write(openapi_json())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- admin
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    from .client import AdminClient
+
+    token = args.admin_token
+    if args.admin_token_file is not None:
+        token = args.admin_token_file.read_text().strip()
+    if not token:
+        raise _UsageError(
+            "no admin token: pass --admin-token or --admin-token-file, or set TWOMES_ADMIN_TOKEN"
+        )
+    return AdminClient(args.url, token)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _admin_call(args: argparse.Namespace, action: Callable[[AdminClient], Any]) -> int:
+    import httpx
+
+    from .client import ServerError
+
+    try:
+        with _client(args) as client:
+            action(client)
+    except _UsageError as exc:
+        return _error(str(exc))
+    except OSError as exc:
+        return _error(str(exc))
+    except ServerError as exc:
+        return _error(exc.detail)
+    except httpx.HTTPError as exc:
+        return _error(f"cannot talk to the server at {args.url}: {exc}")
+    return 0
+
+
+def _show(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else text)
+
+
+def activation_payload(text: str) -> dict[str, Any]:
+    """The ``{"name", "device_type", "activation_token"}`` object in ``text`` (plain JSON or a boot log)."""
+    keys = {"name", "device_type", "activation_token"}
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None
+    if isinstance(whole, dict):
+        return whole
+    decoder = json.JSONDecoder()
+    found: dict[str, Any] | None = None
+    index = text.find("{")
+    while index != -1:
+        try:
+            obj, end = decoder.raw_decode(text, index)
+        except ValueError:
+            index = text.find("{", index + 1)
+            continue
+        if isinstance(obj, dict) and keys <= obj.keys():
+            found = obj
+        index = text.find("{", end)
+    if found is None:
+        raise ValueError('no JSON object with "name", "device_type" and "activation_token" found')
+    return found
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    source: str = args.source
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+        elif source.lstrip().startswith("{"):
+            text = source
+        else:
+            text = Path(source).read_text(errors="replace")
+        payload = activation_payload(text)
+    except (OSError, ValueError) as exc:
+        return _error(str(exc))
+
+    def action(client: AdminClient) -> None:
+        device = client.register_device(payload)
+        _show(args, device, f"registered {device['name']} ({device['device_type']['name']})")
+
+    return _admin_call(args, action)
+
+
+def cmd_account(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        account = client.create_account(args.name)
+        _show(
+            args,
+            account,
+            f"account {account['id']} {account['name']!r}\nsession token: {account['session_token']}",
+        )
+
+    return _admin_call(args, action)
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        device = client.attach(args.name, args.account_id)
+        _show(args, device, f"attached {device['name']} to account {device['account_id']}")
+
+    return _admin_call(args, action)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        return _error(f"{args.file}: no such file")
+
+    def action(client: AdminClient) -> None:
+        release = client.publish(args.file, args.version, args.kind, args.device_type)
+        text = (
+            f"published release {release['id']}: {release['device_type']} {release['version']} "
+            f"({release['kind']}, {release['size']} bytes, sha256 {release['sha256']})"
+        )
+        data: Any = release
+        if args.target:
+            device_type = client.set_type_target(release["device_type"], release["id"])
+            text += f"\ntarget of {device_type['name']}: release {release['id']}"
+            data = {"release": release, "device_type": device_type}
+        _show(args, data, text)
+
+    return _admin_call(args, action)
+
+
+def cmd_target(args: argparse.Namespace) -> int:
+    release_id: int | None = None if args.clear else args.release_id
+    what = "none" if release_id is None else f"release {release_id}"
+
+    def action(client: AdminClient) -> None:
+        if args.device_type is not None:
+            result: Any = client.set_type_target(args.device_type, release_id)
+            _show(args, result, f"target of device type {result['name']}: {what}")
+        else:
+            result = client.set_device_target(args.device, release_id)
+            _show(args, result, f"target of device {result['name']}: {what}")
+
+    return _admin_call(args, action)
+
+
+def _device_line(d: dict[str, Any]) -> str:
+    target = d["target"]
+    target_text = f"{target['version']} (#{target['id']}, {d['target_source']})" if target else "-"
+    return (
+        f"{d['name']:<20} {d['device_type']:<16} {d['state']:<10} {d['installed_version'] or '-':<12} "
+        f"{target_text:<28} {d['last_seen'] or '-'}"
+    )
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        devices = client.devices()
+        header = f"{'NAME':<20} {'TYPE':<16} {'STATE':<10} {'INSTALLED':<12} {'TARGET':<28} LAST SEEN"
+        lines = [header] + [_device_line(dict(d)) for d in devices]
+        _show(args, devices, "\n".join(lines) if devices else "no devices")
+
+    return _admin_call(args, action)
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        device = client.device(args.name)
+        print(json.dumps(device, indent=2))
+
+    return _admin_call(args, action)
+
+
+def cmd_measurements(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        rows = client.measurements(args.name, args.limit)
+        text = "\n".join(f"{m['timestamp']}  {m['property_name']:<16} {m['value']}" for m in rows)
+        _show(args, rows, text or "no measurements")
+
+    return _admin_call(args, action)
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        rows = client.releases()
+        text = "\n".join(
+            f"#{r['id']:<4} {r['device_type']:<16} {r['version']:<12} {r['kind']:<6} {r['size']:>10}  {r['sha256']}"
+            for r in rows
+        )
+        _show(args, rows, text or "no releases")
+
+    return _admin_call(args, action)
+
+
+def cmd_rename(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        device = client.rename(args.name, args.new_name)
+        _show(args, device, f"renamed {args.name} to {device['name']}")
+
+    return _admin_call(args, action)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        token = client.create_token()
+        _show(args, {"token": token}, token)
+
+    return _admin_call(args, action)

@@ -1,0 +1,255 @@
+"""Typed HTTP client of the reference server's admin API (plus device registration), over httpx.
+
+Every method maps to one endpoint and returns the decoded JSON; a non-2xx answer raises
+:class:`ServerError` carrying the status and the server's ``detail`` text.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypedDict, cast
+from urllib.parse import quote
+
+import httpx
+
+DEFAULT_DEVICE_TYPE = "Generic-Test"
+
+
+class Property(TypedDict):
+    name: str
+    unit: str
+
+
+class Release(TypedDict):
+    id: int
+    version: str
+    kind: Literal["bundle", "image"]
+    device_type: str
+    size: int
+    sha256: str
+    created_on: str
+    url: str
+
+
+class DeviceTypeInfo(TypedDict):
+    name: str
+    display_name: str
+    installation_manual_url: str
+
+
+class DeviceType(DeviceTypeInfo):
+    properties: list[Property]
+    target: Release | None
+
+
+class Device(TypedDict):
+    """What ``POST /device`` answers (the Twomes device item)."""
+
+    id: int
+    name: str
+    device_type: DeviceTypeInfo
+    created_on: str
+    activated_on: str | None
+
+
+class AdminDevice(TypedDict):
+    id: int
+    name: str
+    device_type: str
+    state: Literal["registered", "attached", "activated"]
+    account_id: int | None
+    created_on: str
+    activated_on: str | None
+    installed_version: str | None
+    installed_release_id: int | None
+    confirmed_on: str | None
+    last_seen: str | None
+    target: Release | None
+    target_source: Literal["device", "device_type"] | None
+
+
+class Account(TypedDict):
+    id: int
+    name: str
+    session_token: str
+
+
+class Measurement(TypedDict):
+    property_name: str
+    timestamp: str
+    value: str
+
+
+class ServerError(Exception):
+    """The server answered with an error status; ``detail`` is its ``detail`` text."""
+
+    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+        self.errors = errors or []
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ServerError:
+        try:
+            body = response.json()
+        except ValueError:
+            return cls(response.status_code, response.text.strip() or response.reason_phrase)
+        detail = body.get("detail") if isinstance(body, dict) else None
+        if isinstance(detail, str):
+            return cls(response.status_code, detail)
+        if isinstance(detail, list):
+            parts = []
+            for err in detail:
+                loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+                parts.append(f"{loc}: {err.get('msg', '')}" if loc else str(err.get("msg", "")))
+            return cls(response.status_code, "; ".join(parts), detail)
+        return cls(response.status_code, response.text.strip() or response.reason_phrase)
+
+
+class AdminClient:
+    """Admin API client: ``AdminClient(url, admin_token)``; use as a context manager or call close()."""
+
+    def __init__(self, url: str, admin_token: str, *, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.admin_token = admin_token
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=httpx.Timeout(timeout),
+            trust_env=False,
+        )
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.is_error:
+            raise ServerError.from_response(response)
+        return response.json()
+
+    # -- Twomes device API, admin side
+
+    def register_device(self, payload: dict[str, Any] | str) -> Device:
+        """``POST /device`` with the activation JSON a device prints (a dict or its JSON text)."""
+        body = json.loads(payload) if isinstance(payload, str) else payload
+        return cast(Device, self._request("POST", "/device", json=body))
+
+    # -- tokens, accounts
+
+    def create_token(self) -> str:
+        """A new admin token (``POST /admin/tokens``)."""
+        return cast(str, self._request("POST", "/admin/tokens")["token"])
+
+    def create_account(self, name: str) -> Account:
+        return cast(Account, self._request("POST", "/admin/accounts", json={"name": name}))
+
+    # -- device types
+
+    def device_types(self) -> list[DeviceType]:
+        return cast(list[DeviceType], self._request("GET", "/admin/device-types"))
+
+    def create_device_type(
+        self,
+        name: str,
+        display_name: str,
+        properties: list[Property] | list[dict[str, str]],
+        installation_manual_url: str = "",
+    ) -> DeviceType:
+        body = {
+            "name": name,
+            "display_name": display_name,
+            "installation_manual_url": installation_manual_url,
+            "properties": properties,
+        }
+        return cast(DeviceType, self._request("POST", "/admin/device-types", json=body))
+
+    def set_type_target(self, device_type: str, release_id: int | None) -> DeviceType:
+        return cast(
+            DeviceType,
+            self._request(
+                "PUT", f"/admin/device-types/{_seg(device_type)}/target", json={"release_id": release_id}
+            ),
+        )
+
+    # -- devices
+
+    def devices(self) -> list[AdminDevice]:
+        return cast(list[AdminDevice], self._request("GET", "/admin/devices"))
+
+    def device(self, name: str) -> AdminDevice:
+        return cast(AdminDevice, self._request("GET", f"/admin/devices/{_seg(name)}"))
+
+    def attach(self, name: str, account_id: int | None = None) -> AdminDevice:
+        """Attach a device to an account; without ``account_id`` a new owner account is created for it."""
+        if account_id is None:
+            account_id = self.create_account(f"owner of {name}")["id"]
+        return cast(
+            AdminDevice,
+            self._request("POST", f"/admin/devices/{_seg(name)}/attach", json={"account_id": account_id}),
+        )
+
+    def rename(self, name: str, new: str) -> AdminDevice:
+        return cast(AdminDevice, self._request("PATCH", f"/admin/devices/{_seg(name)}", json={"name": new}))
+
+    def set_device_target(self, name: str, release_id: int | None) -> AdminDevice:
+        return cast(
+            AdminDevice,
+            self._request("PUT", f"/admin/devices/{_seg(name)}/target", json={"release_id": release_id}),
+        )
+
+    def measurements(self, name: str, limit: int | None = None) -> list[Measurement]:
+        params = {"limit": limit} if limit is not None else None
+        return cast(
+            list[Measurement],
+            self._request("GET", f"/admin/devices/{_seg(name)}/measurements", params=params),
+        )
+
+    # -- firmware
+
+    def publish(
+        self,
+        path: str | Path,
+        version: str,
+        kind: Literal["bundle", "image"],
+        device_type: str = DEFAULT_DEVICE_TYPE,
+    ) -> Release:
+        """Upload a release file (streamed from disk, never read whole into memory)."""
+        path = Path(path)
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        with path.open("rb") as handle:
+            return cast(
+                Release,
+                self._request(
+                    "POST",
+                    "/admin/firmware",
+                    data={"version": version, "kind": kind, "device_type": device_type},
+                    files={"file": (path.name, handle, media_type)},
+                ),
+            )
+
+    def releases(self, device_type: str | None = None) -> list[Release]:
+        params = {"device_type": device_type} if device_type is not None else None
+        return cast(list[Release], self._request("GET", "/admin/firmware", params=params))
+
+    # -- misc
+
+    def openapi(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self._request("GET", "/openapi.json"))
+
+
+def _seg(value: str) -> str:
+    """One URL path segment."""
+    return quote(value, safe="")

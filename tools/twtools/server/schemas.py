@@ -1,0 +1,276 @@
+"""Request and response bodies of the reference server (pydantic models; they also make the OpenAPI doc)."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictInt,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+# The Twomes name check is anchored only at the start ("TWOMES-D3AD48-OLD" is a valid name).
+DEVICE_NAME_PATTERN = r"^TWOMES-[0-9A-F]{6}"
+VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._+-]*$"
+TYPE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# Latest instant a timestamp may name: 9999-12-31T23:59:59Z.
+MAX_UNIX_TIME = 253402300799
+
+DeviceName = Annotated[str, StringConstraints(pattern=DEVICE_NAME_PATTERN, max_length=255)]
+ActivationToken = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=1024)]
+_NUMBER_RE = re.compile(r"^\s*[0-9]+(\.[0-9]+)?\s*$")
+_TIMESTAMP_HELP = "unix seconds (a number) or an ISO-8601 time with a time zone"
+
+
+def _parse_timestamp(value: Any) -> datetime:
+    """Unix seconds (a JSON number, or a string of one) or an ISO-8601 time WITH a time zone."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"time without a time zone; expected {_TIMESTAMP_HELP}")
+        return value
+    if isinstance(value, str) and _NUMBER_RE.match(value):
+        value = float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or not 0 <= value <= MAX_UNIX_TIME:
+            raise ValueError(f"unix seconds out of range (0..{MAX_UNIX_TIME})")
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"not a time; expected {_TIMESTAMP_HELP}") from None
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            raise ValueError(f"time without a time zone; expected {_TIMESTAMP_HELP}")
+        return parsed
+    raise ValueError(f"expected {_TIMESTAMP_HELP}")
+
+
+# Unix seconds or an ISO-8601 string WITH a time zone; a naive time is rejected (422).
+Timestamp = Annotated[
+    datetime,
+    PlainValidator(_parse_timestamp),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": MAX_UNIX_TIME},
+                {"type": "string", "format": "date-time"},
+            ],
+            "description": "Unix seconds, or an ISO-8601 time with a time zone (a naive time is rejected).",
+        }
+    ),
+]
+Version = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ReleaseVersion = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=VERSION_PATTERN)]
+ReleaseKind = Literal["bundle", "image"]
+
+
+def timestamp_seconds(value: datetime) -> float:
+    """Unix seconds of a :data:`Timestamp` value."""
+    return value.timestamp()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# ------------------------------------------------------------------------------------ Twomes device API
+
+
+class DeviceCreate(_Strict):
+    name: DeviceName = Field(description="`TWOMES-` + 6 upper-case hex digits (checked at the start only).")
+    device_type: str = Field(max_length=255, description="Name of an existing device type.")
+    activation_token: ActivationToken
+
+
+class ActivationRequest(_Strict):
+    activation_token: ActivationToken
+
+
+class SessionToken(BaseModel):
+    session_token: str
+
+
+class DeviceTypeItem(BaseModel):
+    name: str
+    display_name: str
+    installation_manual_url: str
+
+
+class PropertyItem(BaseModel):
+    name: str
+    unit: str = ""
+
+
+class DeviceTypeWithProperties(DeviceTypeItem):
+    properties: list[PropertyItem]
+
+
+class DeviceItem(BaseModel):
+    id: int
+    name: str
+    device_type: DeviceTypeItem
+    created_on: datetime
+    activated_on: datetime | None
+
+
+class DeviceSelf(BaseModel):
+    """`GET /device`: the device, its type with the type's properties (also repeated at the top level)."""
+
+    id: int
+    name: str
+    device_type: DeviceTypeWithProperties
+    created_on: datetime
+    activated_on: datetime | None
+    properties: list[PropertyItem]
+
+
+class MeasurementValue(_Strict):
+    timestamp: Timestamp
+    value: str = Field(max_length=4096)
+
+
+class PropertyMeasurementsVariable(_Strict):
+    property_name: str = Field(max_length=255)
+    measurements: list[MeasurementValue]
+
+
+class MeasurementsUploadVariable(_Strict):
+    upload_time: Timestamp
+    property_measurements: list[PropertyMeasurementsVariable]
+
+
+class PropertyMeasurementsFixed(_Strict):
+    property_name: str = Field(max_length=255)
+    timestamp: Timestamp = Field(description="Time of the first (`start`) or the last (`end`) measurement.")
+    timestamp_type: Literal["start", "end"]
+    interval: Annotated[float, Field(gt=0, le=MAX_UNIX_TIME, allow_inf_nan=False)] = Field(
+        description="Seconds between two consecutive measurements."
+    )
+    measurements: list[Annotated[str, StringConstraints(max_length=4096)]]
+
+
+class MeasurementsUploadFixed(_Strict):
+    upload_time: Timestamp
+    property_measurements: list[PropertyMeasurementsFixed]
+
+
+class MeasurementsUploadResult(BaseModel):
+    server_time: datetime
+    size: int
+
+
+# ------------------------------------------------------------------------------------------ firmware API
+
+
+class Release(BaseModel):
+    id: int
+    version: str
+    kind: ReleaseKind
+    device_type: str
+    size: int = Field(description="Bytes.")
+    sha256: str = Field(description="Lower-case hex SHA-256 of the file.")
+    created_on: datetime
+    url: str = Field(description="Download path (device token): `/device/firmware/releases/{id}/image`.")
+
+
+class FirmwareTarget(BaseModel):
+    release: Release | None
+
+
+class InstalledFirmware(BaseModel):
+    version: str | None
+    release_id: int | None
+    confirmed_on: datetime | None
+
+
+class FirmwareConfirm(_Strict):
+    version: Version
+
+
+# --------------------------------------------------------------------------------------------- admin API
+
+
+class AdminToken(BaseModel):
+    token: str
+
+
+class PropertyCreate(_Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    unit: Annotated[str, StringConstraints(max_length=32)] = ""
+
+
+class DeviceTypeCreate(_Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TYPE_NAME_PATTERN)]
+    display_name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    installation_manual_url: Annotated[str, StringConstraints(max_length=2048)] = ""
+    properties: list[PropertyCreate] = Field(default_factory=list, max_length=256)
+
+
+class DeviceTypeAdmin(DeviceTypeWithProperties):
+    target: Release | None
+
+
+class AccountCreate(_Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class AccountCreated(BaseModel):
+    id: int
+    name: str
+    session_token: str
+
+
+class AttachRequest(_Strict):
+    account_id: StrictInt
+
+
+class DeviceRename(_Strict):
+    name: DeviceName
+
+
+class AdminDevice(BaseModel):
+    id: int
+    name: str
+    device_type: str
+    state: Literal["registered", "attached", "activated"]
+    account_id: int | None
+    created_on: datetime
+    activated_on: datetime | None
+    installed_version: str | None
+    installed_release_id: int | None
+    confirmed_on: datetime | None
+    last_seen: datetime | None
+    target: Release | None = Field(
+        description="Effective target: the device's own, else its type's, else null."
+    )
+    target_source: Literal["device", "device_type"] | None
+
+
+class Measurement(BaseModel):
+    property_name: str
+    timestamp: datetime
+    value: str
+
+
+class TargetRequest(_Strict):
+    release_id: StrictInt | None
+
+
+class ReleaseForm(_Strict):
+    """The text fields of the `POST /admin/firmware` multipart body."""
+
+    version: ReleaseVersion
+    kind: ReleaseKind
+    device_type: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class ErrorDetail(BaseModel):
+    detail: str
