@@ -7,12 +7,14 @@ MicroPython process (on a second pty): when the process ends it answers ``soft r
 starts a fresh interpreter on the same directory (the board's filesystem) and, if the raw REPL was on,
 enters it again - what a board does after a soft reset in raw mode.
 
-``esp32=True`` makes ``import esp32`` give the virtual board's simulated esp32 module (NVS in
-``<state>/nvs.json``), so on-board scripts that use NVS run for real.
+``esp32=True`` makes ``import esp32`` and ``import network`` give the virtual board's simulated modules
+(NVS in ``<state>/nvs.json``, the Wi-Fi MAC from ``<state>/board.json``), so on-board scripts that use
+NVS or read the MAC run for real.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
@@ -27,11 +29,16 @@ RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 
 
 class ReplBoard:
-    def __init__(self, fs: Path, state: Path | None = None, esp32: bool = False) -> None:
+    def __init__(
+        self, fs: Path, state: Path | None = None, esp32: bool = False, mac: str = "24:6F:28:D3:AD:48"
+    ) -> None:
         self.fs = Path(fs)
         self.fs.mkdir(parents=True, exist_ok=True)
         self.state = Path(state) if state else self.fs.parent / "state"
         self.state.mkdir(parents=True, exist_ok=True)
+        self.mac = mac
+        (self.state / "board.json").write_text(json.dumps({"mac": mac, "air": "air.json"}))
+        (self.state / "air.json").write_text("[]")
         self.esp32 = esp32
         self.boots = 0
         self.resets = 0

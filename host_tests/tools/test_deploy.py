@@ -79,12 +79,12 @@ def test_config_arguments_are_typed_and_checked_by_the_device_rules():
     with pytest.raises(d.DeployError, match="KEY=VALUE"):
         d.parse_config_args(["server_url"])
     with pytest.raises(d.DeployError, match="rejected by the device: server_url must start with http"):
-        d.merge_config(None, {"server_url": "ftp://x.org"}, erase=False)
+        d.merge_config(None, {"server_url": "ftp://x.org"})
     with pytest.raises(d.DeployError, match="heartbeat_s out of range"):
-        d.merge_config(None, {"heartbeat_s": 1}, erase=False)
-    kept = d.merge_config('{"device_type": "X", "gone": 1}', {"heartbeat_s": 60}, erase=False)
+        d.merge_config(None, {"heartbeat_s": 1})
+    kept = d.merge_config('{"device_type": "X", "gone": 1}', {"heartbeat_s": 60})
     assert kept == {"device_type": "X", "heartbeat_s": 60}
-    assert d.merge_config('{"device_type": "X"}', {}, erase=True) == {}
+    assert d.merge_config('{"device_type": "X"}', {}, fresh=True) == {}
 
 
 def test_deploy_end_to_end_with_mpremote(board, tmp_path, capsys):
@@ -125,7 +125,7 @@ def test_deploy_erase_clears_app_files_and_nvs(board, tmp_path, capsys):
     (board.fs / "ota" / "a").mkdir(parents=True)
     (board.fs / "ota" / "state.json").write_text('{"slot": "a", "state": "valid"}')
     (board.fs / "ota" / "a" / "x.mpy").write_bytes(b"x")
-    (board.fs / "twomes.json").write_text('{"device_type": "Old-Type"}')
+    (board.fs / "twomes.json").write_text('{"device_type": "Old-Type", "heartbeat_s": 60}')
     rc = main(
         ["deploy", "--port", board.port, "--no-reset", "--erase", "-c", "server_url=http://127.0.0.1:9"]
     )
@@ -135,8 +135,15 @@ def test_deploy_erase_clears_app_files_and_nvs(board, tmp_path, capsys):
     assert not (board.fs / "ota").exists()
     nvs = json.loads((board.state / "nvs.json").read_text())
     assert nvs.get("twomes", {}) == {} and nvs["other"] == {"keep": ["i32", 1]}  # only the app's namespace
-    assert json.loads((board.fs / "twomes.json").read_text()) == {"server_url": "http://127.0.0.1:9"}
+    # the config is not a secret: kept, with the change
+    assert json.loads((board.fs / "twomes.json").read_text()) == {
+        "device_type": "Old-Type",
+        "heartbeat_s": 60,
+        "server_url": "http://127.0.0.1:9",
+    }
     assert (board.fs / "lib" / "twomes" / "store.mpy").exists()
+    assert main(["deploy", "--port", board.port, "--no-reset", "--fresh-config", "-c", "heartbeat_s=90"]) == 0
+    assert json.loads((board.fs / "twomes.json").read_text()) == {"heartbeat_s": 90}
 
 
 def test_deploy_via_ampy(board, tmp_path, capsys):

@@ -194,10 +194,10 @@ def parse_config_args(items: list[str]) -> dict[str, Any]:
     return values
 
 
-def merge_config(board_text: str | None, changes: dict[str, Any], erase: bool) -> dict[str, Any]:
-    """The board's config (kept unless --erase) with ``changes``; refuses what the device would reject."""
+def merge_config(board_text: str | None, changes: dict[str, Any], fresh: bool = False) -> dict[str, Any]:
+    """The board's config (unless ``fresh``) with ``changes``; refuses what the device would reject."""
     current: dict[str, Any] = {}
-    if board_text and not erase:
+    if board_text and not fresh:
         try:
             loaded = json.loads(board_text)
             if isinstance(loaded, dict):
@@ -393,6 +393,7 @@ def deploy(
     reset: bool = True,
     soft_reset: bool = True,
     out: Path | None = None,
+    fresh_config: bool = False,
 ) -> int:
     changes = parse_config_args(config_items)
     try:
@@ -403,7 +404,7 @@ def deploy(
     t: Transport = Ampy(device) if via == "ampy" else Mpremote(device, soft_reset=soft_reset)
     print(f"reading what {device} has (via {t.name}) ...", flush=True)
     board = read_board(t)
-    config = merge_config(board.config, changes, erase)
+    config = merge_config(board.config, changes, fresh_config)
     if "server_url" not in config:
         print(
             "warning: no server_url configured; the device will use http://127.0.0.1:8000, which only a "
@@ -448,6 +449,7 @@ def run(args: argparse.Namespace) -> int:
             via=args.via,
             reset=not args.no_reset,
             soft_reset=not args.no_soft_reset,
+            fresh_config=args.fresh_config,
         )
     except DeployError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -472,7 +474,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--erase",
         action="store_true",
-        help="first remove the app's files (lib/, ota/) and its stored data (NVS: tokens, Wi-Fi)",
+        help="first remove the app's files (lib/, ota/) and its stored data (NVS: tokens, Wi-Fi); "
+        "twomes.json is kept (see --fresh-config)",
+    )
+    p.add_argument(
+        "--fresh-config",
+        action="store_true",
+        help="start twomes.json from the defaults, not from the board's",
     )
     p.add_argument(
         "--via", choices=("mpremote", "ampy"), default="mpremote", help="tool that talks to the board"
