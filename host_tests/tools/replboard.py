@@ -63,7 +63,8 @@ class ReplBoard:
             env.update({"VBOARD": str(self.state), "VBOARD_HW": str(HW_DIR)})
             cmd += [
                 "-c",
-                f"import sys; sys.path.insert(0, {str(HW_DIR)!r}); import vesp32; sys.modules['esp32'] = vesp32",
+                f"import sys; sys.path.insert(0, {str(HW_DIR)!r}); import vesp32, vnetwork; "
+                "sys.modules['esp32'] = vesp32; sys.modules['network'] = vnetwork; sys.path.pop(0)",
             ]
         self._proc = subprocess.Popen(cmd, cwd=self.fs, env=env, stdin=master, stdout=master, stderr=master)
         os.close(master)

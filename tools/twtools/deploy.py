@@ -356,16 +356,22 @@ def _marked(output: str) -> dict[str, Any]:
     raise DeployError(f"unexpected answer from the board: {output.strip()[-300:]!r}")
 
 
+def run_board_script(t: Transport, script: str, **values: Any) -> dict[str, Any]:
+    """Run ``script`` (which prints ``_MARK`` + JSON) on the board; the JSON it printed."""
+    return _marked(t.exec(board_script(script, **values)))
+
+
 def read_board(t: Transport) -> BoardState:
-    data = _marked(
-        t.exec(board_script(BOARD_SCRIPT, dirs=APP_DIRS, root=(*ROOT_FILES, CONFIG_FILE), config=CONFIG_FILE))
+    data = run_board_script(
+        t, BOARD_SCRIPT, dirs=APP_DIRS, root=(*ROOT_FILES, CONFIG_FILE), config=CONFIG_FILE
     )
     return BoardState(files=dict(data["files"]), dirs=list(data["dirs"]), config=data["config"])
 
 
 def erase_nvs(t: Transport) -> str:
-    code = board_script(NVS_ERASE_SCRIPT, ns=devicecode.NVS_NAMESPACE, keys=devicecode.nvs_keys())
-    result = _marked(t.exec(code))["nvs"]
+    result = run_board_script(t, NVS_ERASE_SCRIPT, ns=devicecode.NVS_NAMESPACE, keys=devicecode.nvs_keys())[
+        "nvs"
+    ]
     if isinstance(result, int):
         return f"erased {result} stored value(s) from NVS namespace '{devicecode.NVS_NAMESPACE}'"
     return f"NVS not erased ({result}: not an ESP32)"
