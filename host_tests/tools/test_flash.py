@@ -69,18 +69,7 @@ def test_the_esptool_calls(merged, monkeypatch, capsys):
     monkeypatch.setattr(f, "esptool", fake)
     assert f.flash(merged, port="/dev/ttyUSB0") == 0
     assert calls[0] == ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800", "erase-flash"]
-    write = [
-        "write-flash",
-        "-z",
-        "--flash-mode",
-        "keep",
-        "--flash-freq",
-        "keep",
-        "--flash-size",
-        "detect",
-        "0x1000",
-        str(merged),
-    ]
+    write = ["write-flash", "-z", "0x1000", str(merged)]
     assert calls[1] == ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800", *write]
     assert calls[2] == ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "115200", *write]
     out = capsys.readouterr()

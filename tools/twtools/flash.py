@@ -156,8 +156,8 @@ def flash(
         r = esptool([*common, "--baud", str(bauds[0]), "erase-flash"])
         if not r.ok:
             raise FlashError(explain(r, device))
-    write = ["write-flash", "-z", "--flash-mode", "keep", "--flash-freq", "keep", "--flash-size", "detect"]
-    write += [hex(fw.flash_offset if offset is None else offset), str(path)]
+    # as MicroPython's download page says (esptool's defaults for flash mode, frequency and size)
+    write = ["write-flash", "-z", hex(fw.flash_offset if offset is None else offset), str(path)]
     for i, baud in enumerate(bauds):
         r = esptool([*common, "--baud", str(baud), *write])
         if r.ok:
