@@ -28,6 +28,17 @@ def write(st):
     os.rename(tmp, STATE)  # atomic on LittleFS and POSIX: one small pointer write
 
 
+def mark_valid():
+    """The running slot confirmed itself to the server: keep it. True when something changed."""
+    st = read()
+    if st and st.get("slot") and st.get("state") != "valid":
+        st["state"] = "valid"
+        st["boots"] = 0
+        write(st)
+        return True
+    return False
+
+
 def select():
     """Put the chosen slot first on sys.path; returns (slot or None, state dict or None)."""
     st = read()
@@ -42,8 +53,14 @@ def select():
         st["boots"] = st.get("boots", 0) + 1
         if st["boots"] > st.get("max_boots", 3):
             print("boot: version %s never confirmed, rolling back" % st.get("version"))
-            st = {"slot": st.get("prev"), "state": "valid", "boots": 0, "prev": None,
-                  "version": st.get("prev_version"), "failed": st.get("version")}
+            st = {
+                "slot": st.get("prev"),
+                "state": "valid",
+                "boots": 0,
+                "prev": None,
+                "version": st.get("prev_version"),
+                "failed": st.get("version"),
+            }
             write(st)
         else:
             write(st)

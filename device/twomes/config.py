@@ -34,54 +34,60 @@ _SPEC = {
 }
 
 
-class Config:
-    def __init__(self, values=None):
-        for key in _SPEC:
-            setattr(self, key, _SPEC[key][0])
-        self.problems = []
-        if values:
-            self.update(values)
+def defaults():
+    from twomes import Record
 
-    def update(self, values):
-        if not isinstance(values, dict):
-            self.problems.append("not a JSON object")
-            return
-        for key in values:
-            value = values[key]
-            spec = _SPEC.get(key)
-            if spec is None:
-                self.problems.append("unknown key %s" % key)
-                continue
-            default, kind, lo, hi = spec
-            if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-                self.problems.append("%s must be %s" % (key, kind.__name__))
-                continue
-            size = len(value) if kind is str else value
-            if kind is not bool and not lo <= size <= hi:
-                self.problems.append("%s out of range %d..%d" % (key, lo, hi))
-                continue
-            if key == "server_url" and not (value.startswith("http://") or value.startswith("https://")):
-                self.problems.append("server_url must start with http:// or https://")
-                continue
-            setattr(self, key, value)
+    cfg = Record()
+    for key in _SPEC:
+        setattr(cfg, key, _SPEC[key][0])
+    cfg.problems = []
+    return cfg
+
+
+def update(cfg, values):
+    """Apply a dict of settings; bad ones are listed in cfg.problems and keep their defaults."""
+    if not isinstance(values, dict):
+        cfg.problems.append("not a JSON object")
+        return
+    for key in values:
+        value = values[key]
+        spec = _SPEC.get(key)
+        if spec is None:
+            cfg.problems.append("unknown key %s" % key)
+            continue
+        default, kind, lo, hi = spec
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            cfg.problems.append("%s must be %s" % (key, kind.__name__))
+            continue
+        size = len(value) if kind is str else value
+        if kind is not bool and not lo <= size <= hi:
+            cfg.problems.append("%s out of range %d..%d" % (key, lo, hi))
+            continue
+        if key == "server_url" and not (value.startswith("http://") or value.startswith("https://")):
+            cfg.problems.append("server_url must start with http:// or https://")
+            continue
+        setattr(cfg, key, value)
 
 
 def load(path=FILE):
     """Read the config file; problems are listed in cfg.problems (the app prints them at boot)."""
-    cfg = Config()
+    import os
+
+    cfg = defaults()
     try:
+        size = os.stat(path)[6]
+        if size > _MAX_FILE:
+            cfg.problems.append("%s larger than %d bytes, using defaults" % (path, _MAX_FILE))
+            return cfg
         with open(path) as f:
-            text = f.read(_MAX_FILE + 1)
+            text = f.read(size)
     except OSError:
         cfg.problems.append("%s missing, using defaults" % path)
-        return cfg
-    if len(text) > _MAX_FILE:
-        cfg.problems.append("%s larger than %d bytes, using defaults" % (path, _MAX_FILE))
         return cfg
     try:
         values = json.loads(text)
     except ValueError:
         cfg.problems.append("%s is not valid JSON, using defaults" % path)
         return cfg
-    cfg.update(values)
+    update(cfg, values)
     return cfg

@@ -31,18 +31,22 @@ def ap_password(secret, name):
     return "".join(_AP_ALPHABET[digest[i] % 32] for i in range(_AP_PASS_LEN))
 
 
-class Identity:
-    def __init__(self, name, device_type, token, ap_secret):
-        self.name = name
-        self.device_type = device_type
-        self.activation_token = token
-        self.ap_password = ap_password(ap_secret, name)
+def make(name, device_type, token, ap_secret):
+    from twomes import Record
 
-    def activation_json(self):
-        # fixed key order (MicroPython dicts are unordered), compact, one line: copy-paste ready
-        d = json.dumps
-        return '{"name":%s,"device_type":%s,"activation_token":%s}' % (
-            d(self.name), d(self.device_type), d(self.activation_token))
+    ident = Record()
+    ident.name = name
+    ident.device_type = device_type
+    ident.activation_token = token
+    ident.ap_password = ap_password(ap_secret, name)
+    # the line the operator registers: fixed key order (MicroPython dicts are unordered), compact
+    d = json.dumps
+    ident.activation_line = '{"name":%s,"device_type":%s,"activation_token":%s}' % (
+        d(name),
+        d(device_type),
+        d(token),
+    )
+    return ident
 
 
 def load(st, mac, cfg, urandom):
@@ -56,4 +60,4 @@ def load(st, mac, cfg, urandom):
         secret = new_token(urandom, 24)
         st.put(store.AP_SECRET, secret)
     st.commit()
-    return Identity(device_name(cfg.name_prefix, mac), cfg.device_type, token, secret)
+    return make(device_name(cfg.name_prefix, mac), cfg.device_type, token, secret)

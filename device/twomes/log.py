@@ -3,6 +3,7 @@
 import time
 
 _t0 = None
+sink = None  # a list: lines are also appended here (host tests read what the device said)
 
 
 def log(tag, msg):
@@ -17,4 +18,7 @@ def log(tag, msg):
         if _t0 is None:
             _t0 = now
         t = int((now - _t0) * 1000)
-    print("[%4d.%03d] %s: %s" % (t // 1000, t % 1000, tag, msg))
+    line = "[%4d.%03d] %s: %s" % (t // 1000, t % 1000, tag, msg)
+    print(line)
+    if sink is not None:
+        sink.append(line)

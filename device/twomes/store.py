@@ -16,11 +16,25 @@ FW_CONFIRMED = "fw_ok"  # version last confirmed to the server
 FW_FAILED = "fw_bad"  # version that failed to install/boot (not retried until the target changes)
 FW_FAILS = "fw_fails"  # consecutive failed attempts for the current target
 DL_STATE = "dl_state"  # resumable download: "<release id> <offset>"
-ALL_KEYS = (ACT_TOKEN, AP_SECRET, SESSION, WIFI_SSID, WIFI_PASS, FW_CONFIRMED, FW_FAILED, FW_FAILS, DL_STATE)
+IMG_NEW = "img_new"  # an ESP32 app image was just installed: mark it valid once confirmed
+ALL_KEYS = (
+    ACT_TOKEN,
+    AP_SECRET,
+    SESSION,
+    WIFI_SSID,
+    WIFI_PASS,
+    FW_CONFIRMED,
+    FW_FAILED,
+    FW_FAILS,
+    DL_STATE,
+    IMG_NEW,
+)
 
 
 def _missing(e):
-    return e.errno in (errno.ENOENT, _ESP_ERR_NVS_NOT_FOUND) or (e.args and e.args[0] == _ESP_ERR_NVS_NOT_FOUND)
+    return e.errno in (errno.ENOENT, _ESP_ERR_NVS_NOT_FOUND) or (
+        e.args and e.args[0] == _ESP_ERR_NVS_NOT_FOUND
+    )
 
 
 class Store:

@@ -19,8 +19,14 @@ def tmpdir(tag="t"):
 def new_board(mac="24:6F:28:D3:AD:48", air=None, partitions=None, rollback=True):
     """A fresh simulated board state directory, made current for the vmachine/vnetwork/vesp32 fakes."""
     d = tmpdir("board")
-    board = {"mac": mac, "ap_ip": "127.0.0.1", "air": "air.json", "button_pin": 0, "led_pin": 2,
-             "rollback": rollback}
+    board = {
+        "mac": mac,
+        "ap_ip": "127.0.0.1",
+        "air": "air.json",
+        "button_pin": 0,
+        "led_pin": 2,
+        "rollback": rollback,
+    }
     if partitions:
         board["partitions"] = partitions
     with open(d + "/board.json", "w") as f:
@@ -70,3 +76,51 @@ class Clock:
 
     def ticks_diff(self, a, b):
         return a - b
+
+
+class _MonoClock:
+    def ticks_ms(self):
+        import time
+
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+
+def clock():
+    import time
+
+    return time if hasattr(time, "ticks_ms") else _MonoClock()
+
+
+def make_app(url, **settings):
+    """The real App and Online phase on the simulated board (call new_board() first)."""
+    import vesp32
+    import vmachine
+    import vnetwork
+    from twomes import config, identity, store
+    from twomes.app import App
+    from twomes.hw import Board
+    from twomes.online import Online
+
+    cfg = config.defaults()
+    cfg.server_url = url
+    cfg.retry_base_s = 0.02  # tests: fast retries (the config file's minimum is 1 s)
+    cfg.retry_max_s = 0.1
+    cfg.http_timeout_s = 2
+    for k in settings:
+        setattr(cfg, k, settings[k])
+    board = Board(cfg, vmachine, vnetwork, vesp32, clock())
+    st = store.Store(board.nvs("twomes"))
+    ident = identity.load(st, board.mac(), cfg, os.urandom)
+    app = App(board, cfg, st, ident)
+    return app, Online(app)
+
+
+def logged():
+    from twomes import log
+
+    if log.sink is None:
+        log.sink = []
+    return log.sink

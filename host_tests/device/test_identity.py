@@ -5,14 +5,13 @@ import os
 import support
 import vesp32
 import vnetwork
-
 from twomes import config, identity, store
 
 
 def _load():
     st = store.Store(vesp32.NVS("twomes"))
     mac = vnetwork.WLAN(vnetwork.STA_IF).config("mac")
-    return identity.load(st, mac, config.Config(), os.urandom)
+    return identity.load(st, mac, config.defaults(), os.urandom)
 
 
 def test_name_from_mac():
@@ -54,11 +53,14 @@ def test_token_made_once_and_survives_reboot():
 def test_activation_line_is_valid_json_in_order():
     support.new_board(mac="24:6F:28:D3:AD:48")
     ident = _load()
-    line = ident.activation_json()
+    line = ident.activation_line
     assert line.startswith('{"name":"TWOMES-D3AD48","device_type":"Generic-Test","activation_token":"')
     assert "\n" not in line
-    assert json.loads(line) == {"name": "TWOMES-D3AD48", "device_type": "Generic-Test",
-                                "activation_token": ident.activation_token}
+    assert json.loads(line) == {
+        "name": "TWOMES-D3AD48",
+        "device_type": "Generic-Test",
+        "activation_token": ident.activation_token,
+    }
 
 
 def test_damaged_token_is_replaced():

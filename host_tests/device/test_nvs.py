@@ -3,7 +3,6 @@ import errno
 
 import support
 import vesp32
-
 from twomes import store
 
 

@@ -1,8 +1,9 @@
 # Flash partitions and the bootloader's OTA/rollback rule on the simulated board.
-import support
-import vesp32
+import vflash
 
-P = vesp32.Partition
+import support
+
+P = vflash.Partition
 
 
 def _write_app(label, fill):
@@ -45,57 +46,57 @@ def test_out_of_range_is_rejected():
 
 def test_first_boot_runs_factory_and_next_update_is_ota0():
     support.new_board()
-    assert vesp32.bootloader() == "factory"
+    assert vflash.bootloader() == "factory"
     assert P(P.RUNNING).info()[4] == "factory"
     assert P(P.RUNNING).get_next_update().info()[4] == "ota_0"
 
 
 def test_set_boot_new_then_pending_then_valid():
     support.new_board()
-    vesp32.bootloader()
+    vflash.bootloader()
     nxt = P(P.RUNNING).get_next_update()
     _write_app("ota_0", 0x11)
     nxt.set_boot()
-    assert vesp32.bootloader() == "ota_0"  # NEW -> PENDING_VERIFY, boots it
+    assert vflash.bootloader() == "ota_0"  # NEW -> PENDING_VERIFY, boots it
     P.mark_app_valid_cancel_rollback()
-    assert vesp32.bootloader() == "ota_0"  # stays
-    assert vesp32.bootloader() == "ota_0"
+    assert vflash.bootloader() == "ota_0"  # stays
+    assert vflash.bootloader() == "ota_0"
     assert P(P.RUNNING).get_next_update().info()[4] == "ota_1"
 
 
 def test_unconfirmed_app_rolls_back_at_next_boot():
     support.new_board()
-    vesp32.bootloader()
+    vflash.bootloader()
     P("ota_0").set_boot()
-    assert vesp32.bootloader() == "ota_0"
+    assert vflash.bootloader() == "ota_0"
     P.mark_app_valid_cancel_rollback()
     P("ota_1").set_boot()
-    assert vesp32.bootloader() == "ota_1"  # pending verify
-    assert vesp32.bootloader() == "ota_0"  # not confirmed: aborted, previous app comes back
-    assert vesp32.bootloader() == "ota_0"
+    assert vflash.bootloader() == "ota_1"  # pending verify
+    assert vflash.bootloader() == "ota_0"  # not confirmed: aborted, previous app comes back
+    assert vflash.bootloader() == "ota_0"
 
 
 def test_unconfirmed_first_update_falls_back_to_factory():
     support.new_board()
-    vesp32.bootloader()
+    vflash.bootloader()
     P("ota_0").set_boot()
-    assert vesp32.bootloader() == "ota_0"
-    assert vesp32.bootloader() == "factory"
+    assert vflash.bootloader() == "ota_0"
+    assert vflash.bootloader() == "factory"
 
 
 def test_without_rollback_support():
     support.new_board(rollback=False)
-    vesp32.bootloader()
+    vflash.bootloader()
     P("ota_0").set_boot()
-    assert vesp32.bootloader() == "ota_0"
+    assert vflash.bootloader() == "ota_0"
     e = support.raises(OSError, P.mark_app_valid_cancel_rollback)
     assert e.args[0] == -261
-    assert vesp32.bootloader() == "ota_0"  # no rollback: it just stays
+    assert vflash.bootloader() == "ota_0"  # no rollback: it just stays
 
 
 def test_set_boot_factory_clears_otadata():
     support.new_board()
     P("ota_0").set_boot()
-    vesp32.bootloader()
+    vflash.bootloader()
     P("factory").set_boot()
-    assert vesp32.bootloader() == "factory"
+    assert vflash.bootloader() == "factory"

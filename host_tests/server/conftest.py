@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from server_helpers import Twomes, check_framing
+
 from twtools.server.testing import ReferenceServer
 
 

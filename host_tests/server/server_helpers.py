@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
 from twtools.server.testing import ReferenceServer
 
 FIRMWARE_HEADER = "x-twomes-firmware-api"

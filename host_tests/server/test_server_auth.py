@@ -9,6 +9,7 @@ import sqlite3
 import httpx
 import pytest
 from server_helpers import Twomes, bearer, detail
+
 from twtools.server.testing import ReferenceServer
 
 ADMIN_ENDPOINTS = [

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from server_helpers import Twomes, bearer
+
 from twtools.cli import main
 from twtools.server.cli import _size, activation_payload
 from twtools.server.testing import ReferenceServer

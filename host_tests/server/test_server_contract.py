@@ -6,6 +6,7 @@ import json
 
 import httpx
 import pytest
+
 from twtools import REPO
 from twtools.cli import main
 

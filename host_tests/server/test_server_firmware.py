@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from server_helpers import FIRMWARE_HEADER, Provisioned, Twomes, bearer, check_framing, detail
+
 from twtools.server.testing import ReferenceServer
 
 

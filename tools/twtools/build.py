@@ -43,8 +43,16 @@ def mpy_version() -> str:
     return m.group(1)
 
 
+# top-level files of a source tree that are not modules to compile
+_NOT_MODULES = {"manifest.py", "vboot.py", "__init__.py"}
+
+
 def device_sources(src: Path = DEVICE_DIR) -> list[Path]:
-    return sorted(p for p in src.rglob("*.py") if p.name != "manifest.py" and "__pycache__" not in p.parts)
+    return sorted(
+        p
+        for p in src.rglob("*.py")
+        if not (p.parent == src and p.name in _NOT_MODULES) and "__pycache__" not in p.parts
+    )
 
 
 def compile_tree(out: Path, version: str | None = None, src: Path = DEVICE_DIR) -> list[Path]:

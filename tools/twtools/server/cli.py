@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "server",
         help="reference provisioning server (run it, print its API, administer it)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="Run the Twomes reference server, print its OpenAPI document, administer it "
+        "(admin commands: --url/$TWOMES_URL, --admin-token/$TWOMES_ADMIN_TOKEN).",
     )
     add_commands(parser)
 

@@ -77,20 +77,22 @@ def timestamp_seconds(value: datetime) -> float:
     return value.timestamp()
 
 
-class _Strict(BaseModel):
+class _Body(BaseModel):
+    """A request body: unknown fields are ignored (as FastAPI/Twomes do)."""
+
     model_config = ConfigDict(extra="ignore")
 
 
 # ------------------------------------------------------------------------------------ Twomes device API
 
 
-class DeviceCreate(_Strict):
+class DeviceCreate(_Body):
     name: DeviceName = Field(description="`TWOMES-` + 6 upper-case hex digits (checked at the start only).")
     device_type: str = Field(max_length=255, description="Name of an existing device type.")
     activation_token: ActivationToken
 
 
-class ActivationRequest(_Strict):
+class ActivationRequest(_Body):
     activation_token: ActivationToken
 
 
@@ -132,22 +134,22 @@ class DeviceSelf(BaseModel):
     properties: list[PropertyItem]
 
 
-class MeasurementValue(_Strict):
+class MeasurementValue(_Body):
     timestamp: Timestamp
     value: str = Field(max_length=4096)
 
 
-class PropertyMeasurementsVariable(_Strict):
+class PropertyMeasurementsVariable(_Body):
     property_name: str = Field(max_length=255)
     measurements: list[MeasurementValue]
 
 
-class MeasurementsUploadVariable(_Strict):
+class MeasurementsUploadVariable(_Body):
     upload_time: Timestamp
     property_measurements: list[PropertyMeasurementsVariable]
 
 
-class PropertyMeasurementsFixed(_Strict):
+class PropertyMeasurementsFixed(_Body):
     property_name: str = Field(max_length=255)
     timestamp: Timestamp = Field(description="Time of the first (`start`) or the last (`end`) measurement.")
     timestamp_type: Literal["start", "end"]
@@ -157,7 +159,7 @@ class PropertyMeasurementsFixed(_Strict):
     measurements: list[Annotated[str, StringConstraints(max_length=4096)]]
 
 
-class MeasurementsUploadFixed(_Strict):
+class MeasurementsUploadFixed(_Body):
     upload_time: Timestamp
     property_measurements: list[PropertyMeasurementsFixed]
 
@@ -191,7 +193,7 @@ class InstalledFirmware(BaseModel):
     confirmed_on: datetime | None
 
 
-class FirmwareConfirm(_Strict):
+class FirmwareConfirm(_Body):
     version: Version
 
 
@@ -202,12 +204,12 @@ class AdminToken(BaseModel):
     token: str
 
 
-class PropertyCreate(_Strict):
+class PropertyCreate(_Body):
     name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     unit: Annotated[str, StringConstraints(max_length=32)] = ""
 
 
-class DeviceTypeCreate(_Strict):
+class DeviceTypeCreate(_Body):
     name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TYPE_NAME_PATTERN)]
     display_name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     installation_manual_url: Annotated[str, StringConstraints(max_length=2048)] = ""
@@ -218,7 +220,7 @@ class DeviceTypeAdmin(DeviceTypeWithProperties):
     target: Release | None
 
 
-class AccountCreate(_Strict):
+class AccountCreate(_Body):
     name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
@@ -228,11 +230,11 @@ class AccountCreated(BaseModel):
     session_token: str
 
 
-class AttachRequest(_Strict):
+class AttachRequest(_Body):
     account_id: StrictInt
 
 
-class DeviceRename(_Strict):
+class DeviceRename(_Body):
     name: DeviceName
 
 
@@ -260,11 +262,11 @@ class Measurement(BaseModel):
     value: str
 
 
-class TargetRequest(_Strict):
+class TargetRequest(_Body):
     release_id: StrictInt | None
 
 
-class ReleaseForm(_Strict):
+class ReleaseForm(_Body):
     """The text fields of the `POST /admin/firmware` multipart body."""
 
     version: ReleaseVersion

@@ -14,6 +14,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import anyio
 from fastapi import HTTPException, Request
@@ -189,7 +190,8 @@ async def receive_upload(
     result = ReceivedUpload()
     result.temp_path = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     digest = hashlib.sha256()
-    handle = await anyio.to_thread.run_sync(lambda: open(result.temp_path, "xb"))  # noqa: SIM115
+    temp_path = result.temp_path
+    handle: BinaryIO = await anyio.to_thread.run_sync(lambda: open(temp_path, "xb"))  # noqa: SIM115
     try:
         try:
             async for chunk in request.stream():
@@ -220,15 +222,15 @@ async def receive_upload(
     return result
 
 
-def _write_blocks(handle: object, digest: hashlib._Hash, blocks: list[bytes]) -> None:
+def _write_blocks(handle: BinaryIO, digest: Any, blocks: list[bytes]) -> None:
     for block in blocks:
         digest.update(block)
-        handle.write(block)  # type: ignore[attr-defined]
+        handle.write(block)
 
 
-def _flush_and_sync(handle: object) -> None:
-    handle.flush()  # type: ignore[attr-defined]
-    os.fsync(handle.fileno())  # type: ignore[attr-defined]
+def _flush_and_sync(handle: BinaryIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 # -------------------------------------------------------------------------------------------- downloads

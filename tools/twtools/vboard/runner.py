@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from twtools import REPO
-from twtools.build import compile_tree
+from twtools.build import BUILD_DIR, compile_tree
 
 HW_DIR = Path(__file__).resolve().parent / "hw"
 REBOOT_EXIT = 93
@@ -32,6 +32,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def hw_modules() -> Path:
+    """The simulated hardware modules compiled to .mpy (on the chip they are C: no parsing in RAM)."""
+    out = BUILD_DIR / "vboard-hw"
+    compile_tree(out, src=HW_DIR)
+    return out
 
 
 def micropython_bin() -> str:
@@ -75,6 +82,7 @@ class VirtualBoard:
         self.pty_path: str | None = None
         self._pty_master: int | None = None
         self._pty_slave: int | None = None
+        self._hw = hw_modules()
         self.state.mkdir(parents=True, exist_ok=True)
         board_file = self.state / "board.json"
         board = json.loads(board_file.read_text()) if board_file.exists() else {}
@@ -130,7 +138,7 @@ class VirtualBoard:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
-        env.update({"VBOARD": str(self.state), "VBOARD_HW": str(HW_DIR)})
+        env.update({"VBOARD": str(self.state), "VBOARD_HW": str(self._hw)})
         cmd = [micropython_bin(), "-X", f"heapsize={self.heap}", str(HW_DIR / "vboot.py")]
         if self._pty_master is not None:
             return subprocess.Popen(

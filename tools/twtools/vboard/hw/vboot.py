@@ -6,6 +6,8 @@ import sys
 
 _hw = os.getenv("VBOARD_HW")
 sys.path.insert(0, _hw)
+import vflash  # noqa: E402
+
 import vesp32  # noqa: E402
 import vmachine  # noqa: E402
 import vnetwork  # noqa: E402
@@ -18,12 +20,16 @@ sys.modules["esp32"] = vesp32
 try:
     import vimage  # firmware-image support (frozen app of the booted partition), when present
 
-    vesp32.image_check = vimage.check
+    vflash.image_check = vimage.check
 except ImportError:
     vimage = None
 
-_label = vesp32.bootloader()
+_label = vflash.bootloader()
 _frozen = vimage.load(_label) if vimage else None
+# the bootloader's code is not in the app's RAM on the chip: drop it (esp32.Partition reloads it)
+del vflash, vimage
+for _m in ("vflash", "vimage"):
+    sys.modules.pop(_m, None)
 sys.path[:] = ["", _frozen or ".frozen", "lib"]
 
 

@@ -1,0 +1,386 @@
+# The device's life in one state machine:
+#
+#   boot -> (no Wi-Fi credentials) portal -> joining -> activating -> confirming -> checking
+#        -> updating -> rebooting            (new version: boots, confirms, and only then is kept)
+#        -> running (LED solid; heartbeat + booted_fw uploads)
+#
+# Every state has a timeout and a way out; retries back off exponentially with a per-device jitter
+# (from the MAC) so a fleet does not retry in step. A long button press forgets Wi-Fi (portal again),
+# a very long one is a factory reset. Secrets never reach the console: we say "stored".
+import asyncio
+import gc
+import os
+
+from micropython import const
+
+from twomes import VERSION, store, wifi
+from twomes.log import log
+
+BOOT = "boot"
+PORTAL = "portal"
+JOINING = "joining"
+ACTIVATING = "activating"
+CONFIRMING = "confirming"
+CHECKING = "checking"
+UPDATING = "updating"
+REBOOTING = "rebooting"
+RUNNING = "running"
+OFFLINE = "offline"
+RESETTING = "resetting"
+
+# LED patterns: (on ms, off ms)
+_LED = {
+    PORTAL: (500, 500),  # AP mode: once per second, as the B00M users know it
+    JOINING: (100, 200),
+    ACTIVATING: (100, 200),
+    CONFIRMING: (100, 200),
+    CHECKING: (100, 200),
+    UPDATING: (50, 50),
+    REBOOTING: (50, 50),
+    OFFLINE: (100, 900),
+    "error": (100, 100, 100, 700),  # double blink: waiting for the operator (not registered/attached)
+    "hold_wifi": (0, 1000),  # button held past the Wi-Fi-reset time: LED off
+    "hold_factory": (30, 30),  # past the factory-reset time: flicker
+}
+_BUF = const(1024)
+_POLL_MS = const(50)
+_GRACE_MS = const(4000)  # after a portal join: time for the phone to see the result page
+
+
+class Backoff:
+    """Exponential backoff, capped, scaled by a fixed per-device factor in [0.75, 1.25)."""
+
+    def __init__(self, base_s, max_s, mac):
+        self.base = base_s
+        self.max = max_s
+        self.factor = 0.75 + ((mac[4] << 8 | mac[5]) % 1000) / 2000
+        self.n = 0
+
+    def next_s(self):
+        d = min(self.max, self.base * (1 << min(self.n, 16)))
+        self.n += 1
+        return d * self.factor
+
+    def reset(self):
+        self.n = 0
+
+
+class Restart(Exception):
+    """Leave the state machine and reset the board (button actions, update installed)."""
+
+
+def unload(*names):
+    """Forget modules of a finished phase so their code leaves the heap."""
+    import sys
+
+    import twomes
+
+    for n in names:
+        sys.modules.pop("twomes." + n, None)
+        twomes.__dict__.pop(n, None)
+    gc.collect()
+
+
+class App:
+    Restart = Restart
+    unload = staticmethod(unload)
+
+    def __init__(self, board, cfg, st, ident):
+        self.board = board
+        self.cfg = cfg
+        self.st = st
+        self.ident = ident
+        self.state = BOOT
+        self.led_override = None
+        self.message = ""
+        self.wifi_result = None
+        self.wifi_ssid = None
+        self._joined = None  # (ssid, password) accepted through the portal/Improv
+        self._busy = False
+        self._nets = []
+        self.queue = []  # measurements waiting for upload: [(property, ticks, unix or None, value)]
+        self._mac = board.mac()
+        # preallocated once, before the heap fragments: the streaming buffer and the HTTP header buffer
+        self.buf = memoryview(bytearray(_BUF))
+        self.head_buf = bytearray(_BUF)
+        self._restart = asyncio.Event()
+
+    # ---- small helpers ---------------------------------------------------------------------------
+    def set_state(self, state, message=""):
+        if state != self.state:
+            gc.collect()
+            free = gc.mem_free() if hasattr(gc, "mem_free") else -1  # -1: CPython host tests
+            log("state", "%s%s (free heap %d)" % (state, " - " + message if message else "", free))
+        self.state = state
+        self.message = message
+
+    def backoff(self):
+        return Backoff(self.cfg.retry_base_s, self.cfg.retry_max_s, self._mac)
+
+    async def sleep_s(self, seconds):
+        """Sleep, but wake at once when a button action asks for a restart."""
+        try:
+            await asyncio.wait_for(self._restart.wait(), seconds)
+        except asyncio.TimeoutError:
+            return
+        raise Restart()
+
+    def activated(self):
+        return self.st.get(store.SESSION) is not None
+
+    def print_identity(self):
+        if not self.activated():
+            # exactly one line, valid JSON: the operator registers the device with it
+            print(self.ident.activation_line)
+        if not self.cfg.ap_open:
+            log("setup", "access point %s, password %s" % (self.ident.name, self.ident.ap_password))
+
+    # ---- controller API for the portal and Improv ------------------------------------------------
+    def status(self):
+        return {
+            "state": self.state,
+            "wifi": self.wifi_result,
+            "ssid": self.wifi_ssid,
+            "message": self.message,
+        }
+
+    def info(self):
+        return {
+            "name": self.ident.name,
+            "device_type": self.ident.device_type,
+            "version": VERSION,
+            "state": self.state,
+        }
+
+    def networks(self):
+        return self._nets
+
+    async def rescan(self):
+        try:
+            self._nets = wifi.scan(self.board)
+        except OSError as e:
+            log("wifi", "scan failed: %s" % e)
+        return self._nets
+
+    async def submit(self, ssid, password, name=None):
+        problem = wifi.check_credentials(ssid, password)
+        if problem:
+            raise ValueError(problem)
+        if self._busy:
+            raise ValueError("busy: already testing a network")
+        self._busy = True
+        prev = self.state
+        try:
+            self.set_state(JOINING, "testing %s" % ssid)
+            self.wifi_ssid = ssid
+            self.wifi_result = None
+            result = await wifi.join(self.board, ssid, password, self.cfg.wifi_timeout_s * 1000)
+            self.wifi_result = result
+            log("wifi", "%s: %s" % (ssid, wifi.REASONS[result]))
+            if result == wifi.JOINED:
+                self.store_wifi(ssid, password, name)
+                self._joined = (ssid, password)
+                self.message = "connected to %s" % ssid
+            else:
+                self.state = prev
+                self.message = wifi.REASONS[result]
+            return result
+        finally:
+            self._busy = False
+
+    def store_wifi(self, ssid, password, name=None):
+        self.st.put(store.WIFI_SSID, ssid)
+        self.st.put(store.WIFI_PASS, password)
+        self.st.commit()
+        log("wifi", "credentials for %s stored" % ssid)
+        if name:
+            log("wifi", "device name from setup: %s" % name[:32])
+
+    # ---- tasks -----------------------------------------------------------------------------------
+    async def led_task(self):
+        while True:
+            pattern = self.led_override or _LED.get(self.state)
+            if pattern is None:  # running: solid; boot: off
+                self.board.led_set(self.state == RUNNING)
+                await asyncio.sleep(_POLL_MS / 1000)
+                continue
+            for i in range(len(pattern)):
+                self.board.led_set(i % 2 == 0 and pattern[i] > 0)
+                await asyncio.sleep(pattern[i] / 1000)
+
+    async def button_task(self):
+        """Polled and debounced. Short press: show state. Hold: forget Wi-Fi. Very long: factory reset.
+        The action is decided on release, so holding to the long time never triggers the short one."""
+        b = self.board
+        down_since = None
+        while True:
+            await asyncio.sleep(_POLL_MS / 1000)
+            pressed = b.button_pressed()
+            now = b.ticks_ms()
+            if pressed and down_since is None:
+                await asyncio.sleep(_POLL_MS / 1000)  # debounce: must still be down
+                if b.button_pressed():
+                    down_since = now
+                continue
+            if down_since is None:
+                continue
+            held = b.ticks_diff(now, down_since)
+            if pressed:
+                if held >= self.cfg.hold_factory_s * 1000:
+                    self.led_override = _LED["hold_factory"]
+                elif held >= self.cfg.hold_wifi_s * 1000:
+                    self.led_override = _LED["hold_wifi"]
+                continue
+            down_since = None
+            self.led_override = None
+            if held >= self.cfg.hold_factory_s * 1000:
+                self.factory_reset()
+            elif held >= self.cfg.hold_wifi_s * 1000:
+                self.forget_wifi()
+            else:
+                log(
+                    "button",
+                    "state %s, firmware %s, device %s%s"
+                    % (self.state, VERSION, self.ident.name, ", " + self.message if self.message else ""),
+                )
+
+    def forget_wifi(self):
+        log("button", "long press: forgetting Wi-Fi, back to setup (identity and activation kept)")
+        self.st.delete(store.WIFI_SSID)
+        self.st.delete(store.WIFI_PASS)
+        self.st.commit()
+        self.set_state(RESETTING)
+        self._restart.set()
+
+    def factory_reset(self):
+        log("button", "very long press: factory reset, everything forgotten")
+        self.st.erase_all()
+        self.set_state(RESETTING)
+        self._restart.set()
+
+    # ---- the flow --------------------------------------------------------------------------------
+    async def run(self):
+        """Run until a restart is due (button action, update installed, confirmation impossible)."""
+        tasks = [asyncio.create_task(self.led_task()), asyncio.create_task(self.button_task())]
+        try:
+            await self.flow()
+        except Restart:
+            pass
+        finally:
+            for t in tasks:
+                t.cancel()
+        self.set_state(RESETTING)
+        await asyncio.sleep(0.2)  # let the last lines out
+
+    async def flow(self):
+        while True:
+            creds = (self.st.get(store.WIFI_SSID), self.st.get(store.WIFI_PASS))
+            if creds[0] is None or creds[1] is None:
+                await self.portal(None)
+            elif await self.join(creds) != wifi.JOINED:
+                await self.portal(creds)
+            else:
+                self._joined = creds
+            if self._joined is None:
+                continue  # the portal closed without a working network: try the saved one again
+            await self.online(self._joined)
+
+    async def online(self, creds):
+        from twomes.online import Online
+
+        phase = Online(self)
+        try:
+            await phase.run(creds)
+        finally:
+            phase = None
+            unload("online", "api", "http", "clock", "ota")
+
+    async def join(self, creds):
+        self.set_state(JOINING, "joining %s" % creds[0])
+        self.wifi_ssid = creds[0]
+        result = await wifi.join(self.board, creds[0], creds[1], self.cfg.wifi_timeout_s * 1000)
+        self.wifi_result = result
+        log("wifi", "%s: %s" % (creds[0], wifi.REASONS[result]))
+        return result
+
+    async def portal(self, saved):
+        """AP + captive portal (+ Improv on serial) until credentials work. With saved credentials the
+        saved network is retried now and then, and the portal closes when nobody uses it."""
+        from twomes.improv import Improv
+        from twomes.portal import Portal
+
+        unload("online", "api", "http", "clock", "ota")
+        self._joined = None
+        await self.rescan()  # before the AP starts: a scan disturbs clients of the AP
+        gc.collect()
+        portal = Portal(self.board, self.ident, self.cfg, self)
+        improv = Improv(self.board, self.ident, self, VERSION)
+        await portal.start()
+        improv_task = asyncio.create_task(improv.run())
+        self.set_state(PORTAL, "waiting for Wi-Fi settings")
+        log(
+            "portal",
+            "access point %s (%s), page http://%s:%d/"
+            % (
+                self.ident.name,
+                "open" if self.cfg.ap_open else "password " + self.ident.ap_password,
+                self.board.ap_ip(),
+                self.board.portal_port(),
+            ),
+        )
+        retry_ms = self.cfg.portal_retry_s * 1000
+        last_try = self.board.ticks_ms()
+        try:
+            while True:
+                await self.sleep_s(0.25)
+                if self._joined:
+                    await asyncio.sleep(_GRACE_MS / 1000)
+                    return
+                if saved is None or self._busy:
+                    continue
+                now = self.board.ticks_ms()
+                if self.board.ticks_diff(now, last_try) >= retry_ms:
+                    last_try = now
+                    if await self.submit(saved[0], saved[1]) == wifi.JOINED:
+                        return
+                    self.set_state(PORTAL, "waiting for Wi-Fi settings")
+                if portal.idle_ms() >= self.cfg.portal_idle_s * 1000:
+                    log(
+                        "portal",
+                        "no visitors for %d s: closing, trying %s again" % (self.cfg.portal_idle_s, saved[0]),
+                    )
+                    return
+        finally:
+            improv_task.cancel()
+            await portal.stop()
+            portal = improv = None
+            unload("portal", "portal_page", "captive_dns", "improv", "httpserv")
+
+
+def main():
+    """Entry point from main.py: build the real board and run until a restart is due."""
+    from twomes import config, identity
+    from twomes.hw import Board
+
+    cfg = config.load()
+    log("boot", "twomes firmware %s" % VERSION)
+    for problem in cfg.problems:
+        log("config", problem)
+    board = Board(cfg)
+    try:
+        st = store.Store(board.nvs("twomes"))
+        ident = identity.load(st, board.mac(), cfg, os.urandom)
+        log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
+        unload("identity", "config")
+        app = App(board, cfg, st, ident)
+        app.print_identity()
+        asyncio.run(app.run())
+    except Exception as e:  # noqa: BLE001 - the last line of defence: log and restart, never hang
+        import sys
+
+        sys.print_exception(e)
+        log("boot", "unexpected error: restarting in 5 s")
+        import time
+
+        time.sleep(5)
+    board.reset()

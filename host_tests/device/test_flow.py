@@ -1,0 +1,367 @@
+# The online phase against a scripted server on 127.0.0.1: activation, re-activation on 401, the
+# firmware check, bundle updates and everything that can go wrong with them. Nothing bad may ever be
+# activated: a failed update leaves the boot pointer (ota/state.json) untouched.
+import asyncio
+import hashlib
+import json
+import os
+
+from fakeserver import FakeServer, Reply, fw
+
+import support
+from twomes import ota, store
+from twomes.errors import HttpError, NetError
+
+TOKEN = "Mw.session-token-1"
+
+
+def _go(handler, body, **settings):
+    d = support.new_board()
+    os.chdir(d)
+    support.logged().clear()
+
+    async def main():
+        srv = await FakeServer(handler).start()
+        try:
+            app, on = support.make_app(srv.url, **settings)
+            await body(app, on, srv)
+        finally:
+            await srv.stop()
+
+    support.run(main())
+
+
+def _lines(word):
+    return [ln for ln in support.logged() if word in ln]
+
+
+def test_activation_waits_for_registration_then_owner():
+    answers = [
+        Reply(404, {"detail": "No device found for provided activation token"}),
+        Reply(404, {"detail": "No device found for provided activation token"}),
+        Reply(403, {"detail": "Device not attached to account"}),
+        Reply(403, {"detail": "Device not attached to account"}),
+        Reply(200, {"session_token": TOKEN}),
+    ]
+
+    async def body(app, on, srv):
+        await asyncio.wait_for(on.activate(), 10)
+        assert app.st.get(store.SESSION) == TOKEN and on.api.session == TOKEN
+        assert [r[1] for r in srv.requests] == ["/device/activate"] * 5
+        sent = json.loads(srv.requests[0][3])
+        assert sent == {"activation_token": app.ident.activation_token}
+        assert "authorization" not in srv.requests[0][2]
+        assert len(_lines("not registered on the server yet")) == 1  # one hint, not one per retry
+        assert len(_lines("not attached to an owner")) == 1
+
+    _go(lambda m, p, h, b: answers.pop(0), body)
+
+
+def test_activation_survives_server_errors_and_bad_answers():
+    seen_sessions = []
+    answers = [
+        Reply(500, b"Internal Server Error"),
+        Reply(200, b"this is not json"),
+        Reply(200, {"no": "token"}),
+        Reply(200, {"session_token": 12345}),
+        Reply(raw=b"garbage\r\n\r\n"),
+        Reply(200, {"session_token": TOKEN}),
+    ]
+
+    async def body(app, on, srv):
+        def handler(m, p, h, b):
+            seen_sessions.append(app.st.get(store.SESSION))
+            return answers.pop(0)
+
+        srv.handler = handler
+        await asyncio.wait_for(on.activate(), 10)
+        assert seen_sessions == [None] * 6  # nothing stored from a bad answer
+        assert app.st.get(store.SESSION) == TOKEN
+
+    _go(None, body)
+
+
+def test_activation_retries_after_timeout():
+    answers = [
+        Reply(200, {"session_token": "Mw.too-late-token"}, stall=1.5),
+        Reply(200, {"session_token": TOKEN}),
+    ]
+
+    async def body(app, on, srv):
+        await asyncio.wait_for(on.activate(), 10)
+        assert app.st.get(store.SESSION) == TOKEN
+        assert _lines("no answer: timeout")
+
+    _go(lambda m, p, h, b: answers.pop(0), body, http_timeout_s=0.5)
+
+
+def test_revoked_session_reactivates_and_retries_once():
+    uploads = []
+
+    def handler(m, p, h, b):
+        if p == "/device/activate":
+            return Reply(200, {"session_token": "Mw.second-token-2"})
+        uploads.append(h.get("authorization"))
+        if len(uploads) == 1:
+            return Reply(401, {"detail": "Invalid device session token"})
+        return Reply(200, {"size": 1})
+
+    async def body(app, on, srv):
+        app.st.put(store.SESSION, TOKEN)
+        app.st.commit()
+        await on.activate()  # already activated: no request
+        assert srv.requests == []
+        await on.authed(on.api.upload, [("heartbeat", 1795348843, "1")])
+        assert uploads == ["Bearer " + TOKEN, "Bearer Mw.second-token-2"]
+        assert app.st.get(store.SESSION) == "Mw.second-token-2"
+
+    _go(handler, body)
+
+
+def test_upload_payload_is_twomes_variable_interval():
+    got = []
+
+    def handler(m, p, h, b):
+        got.append((p, json.loads(b)))
+        return Reply(200, {"size": 2})
+
+    async def body(app, on, srv):
+        on.api.session = TOKEN
+        on.clock.sync("Wed, 25 Nov 2026 10:00:00 GMT")
+        on.measure("booted_fw", "1.0.0")
+        on.measure("heartbeat", "1")
+        await on.upload()
+        path, payload = got[0]
+        assert path == "/device/measurements/variable-interval"
+        assert isinstance(payload["upload_time"], int) and payload["upload_time"] >= 1795600000
+        props = {pm["property_name"]: pm["measurements"] for pm in payload["property_measurements"]}
+        assert props["booted_fw"][0]["value"] == "1.0.0" and props["heartbeat"][0]["value"] == "1"
+        assert isinstance(props["heartbeat"][0]["timestamp"], int)
+        assert app.queue == []
+
+    _go(handler, body)
+
+
+def test_failed_upload_keeps_measurements_bounded():
+    async def body(app, on, srv):
+        on.api.session = TOKEN
+        on.clock.sync("Wed, 25 Nov 2026 10:00:00 GMT")
+        for i in range(8):
+            on.measure("heartbeat", str(i))
+        try:
+            await on.upload()
+            raise AssertionError("upload should fail")
+        except HttpError as e:
+            assert e.status == 503
+        assert len(app.queue) == 5 and app.queue[0][3] == "3"  # bounded: the oldest went first
+
+    _go(lambda m, p, h, b: Reply(503, {"detail": "down"}), body, queue_max=5)
+
+
+# ---- firmware check and bundle updates ------------------------------------------------------------
+
+
+def bundle(version, files, mpy=None):
+    """A bundle in the device's format (tools/twtools/build.py), built here so both runtimes can."""
+    entries = []
+    data = b""
+    for path, content in files:
+        entries.append([path, len(content), ota.hexdigest(hashlib.sha256(content))])
+        data += content
+    tag = ota.mpy_tag() if mpy is None else mpy
+    manifest = json.dumps({"version": version, "mpy": tag, "files": entries})
+    return b"TWOMES-BUNDLE 1 %d\n" % len(manifest) + manifest.encode() + data
+
+
+FILES = [("twomes/__init__.py", b'VERSION = "9.9.9"\n'), ("twomes/extra.py", b"X = 1\n" * 300)]
+
+
+def release(blob, version="9.9.9", **over):
+    rel = {
+        "id": 7,
+        "version": version,
+        "kind": "bundle",
+        "size": len(blob),
+        "sha256": ota.hexdigest(hashlib.sha256(blob)),
+        "url": "/device/firmware/releases/7/image",
+    }
+    for k in over:
+        rel[k] = over[k]
+    return rel
+
+
+def _fw_server(rel, image_reply):
+    def handler(m, p, h, b):
+        if p == "/device/firmware/target":
+            return fw(200, {"release": rel})
+        if p == rel["url"]:
+            return image_reply
+        return fw(404, {"detail": "Not Found"})
+
+    return handler
+
+
+def _check(app, on):
+    """Run the firmware check; True when it asked for a reboot into a new version."""
+    on.api.session = TOKEN
+
+    async def go():
+        try:
+            await on.check_firmware()
+        except app.Restart:
+            return True
+        return False
+
+    return go()
+
+
+def _pointer():
+    try:
+        with open("ota/state.json") as f:
+            return json.loads(f.read())
+    except OSError:
+        return None
+
+
+def test_bundle_update_installs_into_a_slot_and_asks_for_reboot():
+    blob = bundle("9.9.9", FILES)
+    rel = release(blob)
+
+    async def body(app, on, srv):
+        assert await _check(app, on) is True
+        st = _pointer()
+        assert st["slot"] == "a" and st["state"] == "new" and st["version"] == "9.9.9"
+        with open("ota/a/twomes/extra.py", "rb") as f:
+            assert f.read() == FILES[1][1]
+        assert srv.requests[1][2]["authorization"] == "Bearer " + TOKEN
+
+    _go(_fw_server(rel, Reply(200, blob)), body)
+
+
+def _refused(rel, reply, word):
+    async def body(app, on, srv):
+        assert await _check(app, on) is False
+        assert _pointer() is None  # nothing activated
+        assert _lines(word), support.logged()[-3:]
+        assert app.st.get(store.FW_FAILED) == rel["version"] and app.st.get_int(store.FW_FAILS) == 1
+
+    _go(_fw_server(rel, reply), body)
+
+
+def test_wrong_size_is_refused():
+    blob = bundle("9.9.9", FILES)
+    _refused(release(blob, size=len(blob) + 10), Reply(200, blob), "server sends")
+
+
+def test_wrong_sha256_is_refused():
+    blob = bundle("9.9.9", FILES)
+    _refused(release(blob, sha256="0" * 64), Reply(200, blob), "bundle sha256 mismatch")
+
+
+def test_interrupted_download_is_refused():
+    blob = bundle("9.9.9", FILES)
+    _refused(release(blob), Reply(200, blob, truncate=len(blob) // 2), "update to 9.9.9 failed")
+
+
+def test_corrupted_file_inside_bundle_is_refused():
+    blob = bundle("9.9.9", FILES)
+    i = blob.index(b"X = 1")
+    bad = blob[:i] + b"Y" + blob[i + 1 :]
+    _refused(release(bad), Reply(200, bad), "twomes/extra.py: sha256 mismatch")
+
+
+def test_hostile_paths_and_other_versions_are_refused():
+    for files, version, word in (
+        ([("../boot.py", b"x")], "9.9.9", "bad file entry"),
+        ([("/main.py", b"x")], "9.9.9", "bad file entry"),
+        ([("twomes/a.txt", b"x")], "9.9.9", "bad file entry"),
+        (FILES, "1.2.3", "bundle is version 1.2.3"),
+    ):
+        blob = bundle(version, files)
+        _refused(release(blob), Reply(200, blob), word)
+
+
+def test_not_a_bundle_is_refused():
+    blob = b"\xe9\x03\x02\x20" + b"\x00" * 400
+    _refused(release(blob), Reply(200, blob), "not an app bundle")
+
+
+def test_bundle_for_another_bytecode_version_is_refused():
+    if ota.mpy_tag() is None:
+        return  # CPython has no .mpy version; the check runs on the MicroPython side of this test
+    blob = bundle("9.9.9", FILES, mpy="5.0")
+    _refused(release(blob), Reply(200, blob), "bundle built for mpy 5.0")
+
+
+def test_a_version_that_keeps_failing_is_not_retried_forever():
+    blob = bundle("9.9.9", FILES)
+    rel = release(blob, sha256="1" * 64)
+
+    async def body(app, on, srv):
+        for _ in range(3):
+            assert await _check(app, on) is False
+        downloads = len([r for r in srv.requests if r[1] == rel["url"]])
+        assert await _check(app, on) is False
+        assert len([r for r in srv.requests if r[1] == rel["url"]]) == downloads == 3
+        assert _lines("not trying it again")
+
+    _go(_fw_server(rel, Reply(200, blob)), body)
+
+
+def test_plain_twomes_server_without_firmware_api_is_skipped():
+    async def body(app, on, srv):
+        assert await _check(app, on) is False
+        assert _lines("server has no firmware API")
+        assert on._fw_api is False
+        n = len(srv.requests)
+        await _check(app, on)  # asked once, then not again
+        assert len(srv.requests) == n
+
+    _go(lambda m, p, h, b: Reply(404, {"detail": "Not Found"}), body)
+
+
+def test_no_target_and_up_to_date():
+    from twomes import VERSION
+
+    for rel, word in ((None, "no target version"), (release(b"x" * 10, version=VERSION), "up to date")):
+
+        async def body(app, on, srv, word=word):
+            assert await _check(app, on) is False
+            assert _lines(word)
+            assert len(srv.requests) == 1
+
+        _go(lambda m, p, h, b, rel=rel: fw(200, {"release": rel}), body)
+
+
+def test_malformed_release_from_server_is_an_error_not_an_update():
+    async def body(app, on, srv):
+        assert await _check(app, on) is False
+        assert _lines("malformed release") and _pointer() is None
+
+    bad = {"id": 1, "version": "2", "kind": "floppy", "size": 10, "sha256": "0" * 64, "url": "/x"}
+    _go(lambda m, p, h, b: fw(200, {"release": bad}), body)
+
+
+def test_http_client_bounds():
+    from twomes import http
+
+    async def body(app, on, srv):
+        # a response head larger than the buffer
+        srv.handler = lambda m, p, h, b: Reply(raw=b"HTTP/1.1 200 OK\r\nX: " + b"a" * 3000 + b"\r\n\r\n")
+        try:
+            await http.request("GET", srv.url + "/", timeout_s=2)
+            raise AssertionError("accepted an oversized head")
+        except NetError as e:
+            assert "too large" in str(e)
+        # a body larger than the caller's limit
+        srv.handler = lambda m, p, h, b: Reply(200, b"x" * 5000)
+        resp = await http.request("GET", srv.url + "/", timeout_s=2)
+        try:
+            await resp.body(1000)
+            raise AssertionError("accepted an oversized body")
+        except NetError:
+            pass
+        finally:
+            await resp.close()
+
+    _go(None, body)

@@ -1,0 +1,321 @@
+"""`twomes sim`: the whole story of the seeds on a virtual board against a real server, step by step.
+
+Operator registers the device from its boot line, the owner attaches it, the phone sends Wi-Fi settings
+to the portal, the device joins, activates, updates itself from version 1 to version 2, reboots,
+confirms, uploads; a long button press sends it back to the portal, and it is re-provisioned on another
+network keeping its identity. Exit 0 only if every step happened, else the failed step is named.
+
+`twomes board`: one virtual board left running, console on stdout, for driving it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from twtools.build import build_bundle, read_version
+from twtools.vboard.runner import VirtualBoard
+
+HOME = {"ssid": "Home network", "password": "p&ss w%rd+#1", "rssi": -48, "channel": 6, "join_ms": 300}
+OFFICE = {
+    "ssid": "Kantoor 5G \u00e9",
+    "password": "another secret 2",
+    "rssi": -61,
+    "channel": 11,
+    "join_ms": 300,
+}
+NEIGHBOUR = {"ssid": "Neighbour", "password": "not yours at all", "rssi": -80, "channel": 1}
+
+
+class StepFailed(Exception):
+    pass
+
+
+class Story:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.n = 0
+        self.total = 13
+        self.t0 = time.monotonic()
+
+    def step(self, text: str) -> None:
+        self.n += 1
+        self.current = text
+        print(f"\n[sim {self.n:2d}/{self.total}] {text}", flush=True)
+
+    def note(self, text: str) -> None:
+        print(f"          {text}", flush=True)
+
+
+def _cli(*argv: str, env: dict[str, str]) -> str:
+    """Run the tools CLI as the operator would; returns its output, raises on failure."""
+    cmd = [sys.executable, "-m", "twtools.cli", *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    if proc.returncode != 0:
+        raise StepFailed(
+            f"`twomes {' '.join(argv[:2])}` failed: {proc.stderr.strip() or proc.stdout.strip()}"
+        )
+    return proc.stdout.strip()
+
+
+def _portal_join(board: VirtualBoard, net: dict[str, Any], timeout: float = 30) -> str:
+    """What the phone's provisioning app does: POST the credentials, poll the status."""
+    base = board.portal_url
+    with httpx.Client(timeout=10) as http:
+        info = http.get(base + "/api/info").json()
+        r = http.post(base + "/api/wifi", json={"ssid": net["ssid"], "password": net["password"]})
+        if r.status_code not in (200, 202):
+            raise StepFailed(f"portal refused the credentials: {r.status_code} {r.text[:200]}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                st = http.get(base + "/api/status").json()
+            except httpx.HTTPError:
+                return "joined (portal closed)"  # the device left AP mode after a successful join
+            if st.get("wifi") == "joined":
+                return f"joined, device {info.get('name')}"
+            if st.get("wifi") not in (None, "testing"):
+                raise StepFailed(f"device reports: {st.get('wifi')} ({st.get('message', '')})")
+            time.sleep(0.3)
+    raise StepFailed("no answer from the portal")
+
+
+def run_story(args: argparse.Namespace) -> int:
+    story = Story(args)
+    echo = (lambda line: print(f"    device | {line}", flush=True)) if not args.quiet else None
+    with ExitStack() as stack:
+        work = Path(tempfile.mkdtemp(prefix="twomes-sim-"))
+        try:
+            story.step("Reference server: fresh SQLite database on 127.0.0.1")
+            if args.server:
+                url, token = (
+                    args.server.rstrip("/"),
+                    args.admin_token or os.environ.get("TWOMES_ADMIN_TOKEN", ""),
+                )
+                if not token:
+                    raise StepFailed("--server needs --admin-token (or $TWOMES_ADMIN_TOKEN)")
+            else:
+                from twtools.server.testing import ReferenceServer
+
+                srv = stack.enter_context(ReferenceServer(work / "server"))
+                url, token = srv.url, srv.admin_token
+            env = {"TWOMES_URL": url, "TWOMES_ADMIN_TOKEN": token}
+            story.note(f"server {url}")
+
+            story.step(
+                "Firmware: version 1 and version 2 built from device/ (mpy-cross), version 2 published"
+            )
+            base = read_version()
+            v1, v2 = f"{base}-sim.1", f"{base}-sim.2"
+            size, sha = build_bundle(work / "v2.bundle", v2)
+            story.note(f"bundle {v2}: {size} bytes, sha256 {sha[:16]}...")
+
+            story.step(
+                "Virtual board with version 1: boots, prints its activation line on the serial console"
+            )
+            air = [HOME, OFFICE, NEIGHBOUR]
+            board = VirtualBoard(
+                work / "board",
+                mac=args.mac,
+                air=air,
+                heap=args.heap,
+                echo=echo,
+                config={
+                    "server_url": url,
+                    "retry_base_s": 1,
+                    "retry_max_s": 5,
+                    "heartbeat_s": 30,
+                    "portal_retry_s": 20,
+                },
+            )
+            stack.callback(board.stop)
+            board.install_app(version=v1)
+            board.start()
+            board.wait_for(r'^\{"name":', 15)
+            line = board.lines[board.last_index]
+            ident = json.loads(line)
+            story.note(f"activation line: {line}")
+
+            story.step("Operator registers the device from that line (twomes server register)")
+            story.note(_cli("server", "register", line, env=env))
+
+            story.step("Owner attaches the device to an account (twomes server attach)")
+            story.note(_cli("server", "attach", ident["name"], env=env))
+
+            story.step(f"Operator publishes {v2} as the target (twomes server publish --target)")
+            story.note(
+                _cli(
+                    "server",
+                    "publish",
+                    str(work / "v2.bundle"),
+                    "--version",
+                    v2,
+                    "--kind",
+                    "bundle",
+                    "--device-type",
+                    ident["device_type"],
+                    "--target",
+                    env=env,
+                )
+            )
+
+            story.step("Phone sends Wi-Fi settings to the device's portal (JSON API, as the app does)")
+            board.wait_for(r"portal: access point", 15)
+            story.note(
+                f"AP {board.ap().get('essid')} ({'WPA2' if board.ap().get('secured') else 'open'}), "
+                f"LED {board.led_pattern(1.2)}"
+            )
+            story.note(_portal_join(board, HOME))
+
+            story.step("Device joins, activates and confirms version 1")
+            board.wait_for(r"activate: activated; session token stored", 30)
+            board.wait_for(rf"running {v1}, confirmed", 30)
+
+            story.step(f"Firmware check: target {v2} != {v1} -> streamed, verified, installed, reboot")
+            board.wait_for(rf"slot \w holds {v2}, verified", 30)
+            board.wait_for(rf"boot: twomes firmware {v2}", 30)
+
+            story.step(f"Version {v2} runs, confirms itself, and only then is kept")
+            board.wait_for(rf"version {v2} confirmed and kept", 30)
+            board.wait_for(r"state: running", 30)
+            dev = _server_device(url, token, ident["name"])
+            if dev["installed_version"] != v2:
+                raise StepFailed(f"server has installed_version {dev['installed_version']}, expected {v2}")
+            story.note(
+                f"server: installed_version {dev['installed_version']}, confirmed {dev['confirmed_on']}"
+            )
+
+            story.step("First upload: booted_fw and heartbeat with the session token")
+            board.wait_for(r"upload: \d+ measurement\(s\) sent", 30)
+            meas = _server_get(url, token, f"/admin/devices/{ident['name']}/measurements")
+            booted = [m["value"] for m in meas if m["property_name"] == "booted_fw"]
+            if v2 not in booted:
+                raise StepFailed(f"no booted_fw {v2} measurement on the server (got {booted})")
+            story.note(
+                f"server has {len(meas)} measurement(s), booted_fw {booted[-1]}; LED {board.led_pattern(1.2)}"
+            )
+
+            story.step("Long button press (3.5 s): Wi-Fi forgotten, back in the portal")
+            mark = board.mark()
+            board.press(3.5)
+            board.wait_for(r"portal: access point", 20, start=mark)
+            story.note(f"LED {board.led_pattern(1.2)}")
+
+            story.step("Re-provisioned with other credentials; running again with the same identity")
+            story.note(_portal_join(board, OFFICE))
+            board.wait_for(r"state: running", 30, start=mark)
+            reprinted = [ln for ln in board.lines[mark:] if ln.startswith('{"name":')]
+            if reprinted:
+                raise StepFailed("the device printed an activation line again: it lost its activation")
+            dev = _server_device(url, token, ident["name"])
+            story.note(f"same name {dev['name']}, still {dev['state']}, firmware {dev['installed_version']}")
+            _check_secrets(board, [HOME["password"], OFFICE["password"]])
+            print(
+                f"\n[sim] all {story.total} steps passed in {time.monotonic() - story.t0:.1f} s", flush=True
+            )
+            if args.keep:
+                print(f"[sim] kept running: portal {board.portal_url}, server {url}, admin token {token}")
+                print("[sim] press Ctrl-C to stop")
+                while True:
+                    time.sleep(1)
+            return 0
+        except (StepFailed, TimeoutError, httpx.HTTPError, RuntimeError) as e:
+            print(f"\n[sim] FAILED at step {story.n}/{story.total} ({story.current}):\n{e}", file=sys.stderr)
+            return 1
+
+
+def _server_get(url: str, token: str, path: str) -> Any:
+    r = httpx.get(url + path, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def _server_device(url: str, token: str, name: str) -> dict[str, Any]:
+    return dict(_server_get(url, token, f"/admin/devices/{name}"))
+
+
+def _check_secrets(board: VirtualBoard, passwords: list[str]) -> None:
+    out = board.raw.decode("utf-8", "replace")
+    for pw in passwords:
+        if pw in out:
+            raise StepFailed("a Wi-Fi password appeared on the serial console")
+    nvs = board.nvs().get("twomes", {})
+    session = bytes.fromhex(nvs.get("session", ["blob", ""])[1]).decode()
+    if session and session in out:
+        raise StepFailed("the session token appeared on the serial console")
+
+
+def run_board(args: argparse.Namespace) -> int:
+    state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="twomes-board-"))
+    air = json.loads(Path(args.air).read_text()) if args.air else [HOME, OFFICE, NEIGHBOUR]
+    board = VirtualBoard(
+        state,
+        mac=args.mac,
+        air=air,
+        heap=args.heap,
+        echo=None if args.pty else print,
+        pty=args.pty,
+        config={"server_url": args.server},
+    )
+    if args.install or not (state / "fs" / "main.py").exists():
+        board.install_app()
+    board.start()
+    print(f"[board] state {state}", flush=True)
+    print(f"[board] portal {board.portal_url} (DNS on 127.0.0.1:{board.dns_port})", flush=True)
+    if args.pty:
+        print(f"[board] serial console on {board.pty_path}", flush=True)
+    print(f"[board] air {state / 'air.json'}; button: echo 1 > {state / 'button'}", flush=True)
+    try:
+        while board.running or board.boots == 0:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.stop()
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "sim",
+        help="the whole story on a virtual board against a local server (make sim)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--server", help="use this server instead of a fresh local one (needs --admin-token)")
+    p.add_argument("--admin-token", help="admin token of --server ($TWOMES_ADMIN_TOKEN)")
+    p.add_argument(
+        "--mac", default="24:6F:28:D3:AD:48", help="the virtual board's MAC (its name comes from it)"
+    )
+    p.add_argument("--heap", default="128K", help="MicroPython heap size (-X heapsize)")
+    p.add_argument("--keep", action="store_true", help="keep server and board running afterwards")
+    p.add_argument("--quiet", action="store_true", help="do not show the device's serial console")
+    p.set_defaults(func=run_story)
+
+    b = sub.add_parser(
+        "board",
+        help="start one virtual board and leave it running",
+        description="One virtual board: the real device code on the MicroPython unix port.",
+    )
+    b.add_argument(
+        "--server", default="http://127.0.0.1:8000", help="server URL written to the board's config"
+    )
+    b.add_argument("--air", help="virtual air JSON file (list of {ssid, password, rssi, channel})")
+    b.add_argument("--mac", default="24:6F:28:D3:AD:48")
+    b.add_argument("--heap", default="128K")
+    b.add_argument("--state", help="state directory (kept; default: a new temporary one)")
+    b.add_argument(
+        "--install", action="store_true", help="reinstall the app into an existing state directory"
+    )
+    b.add_argument("--pty", action="store_true", help="serial console on a pty (for monitor/mpremote tools)")
+    b.set_defaults(func=run_board)
