@@ -1,12 +1,13 @@
-# Runs on the virtual board (MicroPython unix port) as its main.py, standing in for the app's console
-# output until the app prints these itself: the real identity code (name from the MAC, activation token
-# kept in the simulated NVS), Improv frames, and lines a careless app might print with secrets in them.
+# Runs on the virtual board (MicroPython unix port) as its main.py: console output the app does not
+# print (yet) - Improv frames, and lines a careless app might print with secrets in them - around the
+# real identity code's activation line (name from the MAC, activation token kept in the simulated NVS).
 import os
 import sys
 import time
 
 import esp32
 import network
+
 from twomes import config, identity, store
 
 
@@ -42,7 +43,7 @@ print('{"session_token": "MQ.Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg", "wifi_pass
 print("http: Authorization: Bearer MQ.c2VjcmV0c2VjcmV0c2VjcmV0MTIzNDU2")
 print(f"AP {ident.name} ap_password={ident.ap_password} portal http://192.168.4.1")
 improv(1, bytes([4]))  # state: provisioned
-print(ident.activation_json())
+print(ident.activation_line)
 sys.stdout.flush()
 while True:
     time.sleep(1)

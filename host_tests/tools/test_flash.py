@@ -7,6 +7,7 @@ import os
 import tty
 
 import pytest
+
 from twtools import esp32image as e
 from twtools import flash as f
 from twtools import ports

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from twtools import improv, monitor
 from twtools.cli import main
 from twtools.server.testing import ReferenceServer
@@ -34,12 +35,14 @@ def server():
         yield s
 
 
-def _board(tmp: Path, mac: str = "24:6F:28:D3:AD:48", **config) -> VirtualBoard:
-    """A virtual board with the console script as its app; powered on by _monitor once the port is open
-    (as on a real board, what was printed before the port was opened is gone)."""
-    b = VirtualBoard(tmp, mac=mac, pty=True, config=config or None)
+def _board(tmp: Path, mac: str = "24:6F:28:D3:AD:48", script: bool = False, **config) -> VirtualBoard:
+    """A virtual board with the real app (or, ``script=True``, the console script as its main.py);
+    powered on by _monitor once the port is open: as on a real board, what was printed before the port
+    was opened is gone."""
+    b = VirtualBoard(tmp, mac=mac, pty=True, config=config or None, heap="128K")
     b.install_app()
-    shutil.copyfile(SCRIPT, b.fs / "main.py")
+    if script:
+        shutil.copyfile(SCRIPT, b.fs / "main.py")
     return b
 
 
@@ -91,7 +94,7 @@ def _monitor(board, server, capsys, *extra, token=None):
     return result.get("rc"), capsys.readouterr().out
 
 
-def test_monitor_registers_the_device_and_shows_qr_improv_no_secrets(tmp_path, server, capsys):
+def test_monitor_registers_the_real_app(tmp_path, server, capsys):
     with _board(tmp_path / "b") as board:
         rc, out = _monitor(board, server, capsys)
         payload = _activation(board)
@@ -102,10 +105,19 @@ def test_monitor_registers_the_device_and_shows_qr_improv_no_secrets(tmp_path, s
     assert monitor.qr_text(payload) in out
     assert "[twomes] registered TWOMES-D3AD48 (Generic-Test) on " + server.url in out
     assert server.client.device("TWOMES-D3AD48")["state"] == "registered"
+    assert "boot: device TWOMES-D3AD48 (Generic-Test)" in out
+    # the setup access point's password is meant to be read off the console: shown
+    assert "setup: access point TWOMES-D3AD48, password " in out and "password ***" not in out
+
+
+def test_monitor_decodes_improv_and_masks_secrets(tmp_path, server, capsys):
+    with _board(tmp_path / "b", mac="24:6F:28:00:00:0A", script=True) as board:
+        rc, out = _monitor(board, server, capsys)
+    assert rc == 0, out
     # Improv frames decoded, none shown as raw bytes
     for words in (
         "[improv] state: ready (authorized)",
-        "[improv] result (device info): Twomes, 1.0.0, ESP32, TWOMES-D3AD48",
+        "[improv] result (device info): Twomes, 1.0.0, ESP32, TWOMES-00000A",
         "[improv] error: unable to connect",
         "[improv] state: provisioned",
         "[improv] result (send Wi-Fi settings): http://x",
@@ -118,6 +130,7 @@ def test_monitor_registers_the_device_and_shows_qr_improv_no_secrets(tmp_path, s
         assert secret not in out
     assert 'password="***"' in out and '"wifi_pass": "***"' in out and "Bearer ***" in out
     assert "ap_password=" in out and "ap_password=***" not in out
+    assert "[twomes] registered TWOMES-00000A" in out
 
 
 def test_monitor_register_again_and_unknown_type(tmp_path, server, capsys):
@@ -279,6 +292,10 @@ def test_improv_reference_example_and_wifi_password_never_shown():
         ),
         ("AP TWOMES-D3AD48 ap_password=abcdefghjk", "AP TWOMES-D3AD48 ap_password=abcdefghjk"),
         ("AP password: abcdefghjk", "AP password: abcdefghjk"),
+        (
+            "[   0.001] setup: access point TWOMES-D3AD48, password x4k87j97p9",
+            "[   0.001] setup: access point TWOMES-D3AD48, password x4k87j97p9",
+        ),
         (
             "import twomes.identity from lib/twomes/identity.mpy",
             "import twomes.identity from lib/twomes/identity.mpy",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from replboard import ReplBoard
+
 from twtools import DEVICE_DIR, REPO, packaging
 from twtools.build import device_sources, read_version
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 
 import pytest
+
 from twtools import esp32image as e
 from twtools.build import BUNDLE_MAGIC
 from twtools.cli import main

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from replboard import ReplBoard
+
 from twtools.cli import main
 from twtools.server.testing import ReferenceServer
 

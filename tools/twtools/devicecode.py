@@ -43,8 +43,10 @@ def config_spec() -> dict[str, tuple[Any, type, int, int]]:
 
 
 def config_problems(values: dict[str, Any]) -> list[str]:
-    """What the device would complain about at boot for this ``twomes.json`` content."""
-    return list(load("twomes/config.py").Config(values).problems)
+    """What the device would complain about at boot for this ``twomes.json`` content (config.update)."""
+    record = types.SimpleNamespace(problems=[])
+    load("twomes/config.py").update(record, values)
+    return list(record.problems)
 
 
 def nvs_keys() -> tuple[str, ...]:
