@@ -44,7 +44,6 @@ _LED = {
 }
 _BUF = const(1024)
 _POLL_MS = const(50)
-_GRACE_MS = const(4000)  # after a portal join: time for the phone to see the result page
 
 
 class Backoff:
@@ -95,9 +94,7 @@ class App:
         self.message = ""
         self.wifi_result = None
         self.wifi_ssid = None
-        self._joined = None  # (ssid, password) accepted through the portal/Improv
-        self._busy = False
-        self._nets = []
+        self._joined = None  # (ssid, password) that work, from the portal/Improv or the saved ones
         self.queue = []  # measurements waiting for upload: [(property, ticks, unix or None, value)]
         self._mac = board.mac()
         # preallocated once, before the heap fragments: the streaming buffer and the HTTP header buffer
@@ -134,67 +131,6 @@ class App:
             print(self.ident.activation_line)
         if not self.cfg.ap_open:
             log("setup", "access point %s, password %s" % (self.ident.name, self.ident.ap_password))
-
-    # ---- controller API for the portal and Improv ------------------------------------------------
-    def status(self):
-        return {
-            "state": self.state,
-            "wifi": self.wifi_result,
-            "ssid": self.wifi_ssid,
-            "message": self.message,
-        }
-
-    def info(self):
-        return {
-            "name": self.ident.name,
-            "device_type": self.ident.device_type,
-            "version": VERSION,
-            "state": self.state,
-        }
-
-    def networks(self):
-        return self._nets
-
-    async def rescan(self):
-        try:
-            self._nets = wifi.scan(self.board)
-        except OSError as e:
-            log("wifi", "scan failed: %s" % e)
-        return self._nets
-
-    async def submit(self, ssid, password, name=None):
-        problem = wifi.check_credentials(ssid, password)
-        if problem:
-            raise ValueError(problem)
-        if self._busy:
-            raise ValueError("busy: already testing a network")
-        self._busy = True
-        prev = self.state
-        try:
-            self.set_state(JOINING, "testing %s" % ssid)
-            self.wifi_ssid = ssid
-            self.wifi_result = None
-            result = await wifi.join(self.board, ssid, password, self.cfg.wifi_timeout_s * 1000)
-            self.wifi_result = result
-            log("wifi", "%s: %s" % (ssid, wifi.REASONS[result]))
-            if result == wifi.JOINED:
-                self.store_wifi(ssid, password, name)
-                self._joined = (ssid, password)
-                self.message = "connected to %s" % ssid
-            else:
-                self.state = prev
-                self.message = wifi.REASONS[result]
-            return result
-        finally:
-            self._busy = False
-
-    def store_wifi(self, ssid, password, name=None):
-        self.st.put(store.WIFI_SSID, ssid)
-        self.st.put(store.WIFI_PASS, password)
-        self.st.commit()
-        log("wifi", "credentials for %s stored" % ssid)
-        if name:
-            log("wifi", "device name from setup: %s" % name[:32])
 
     # ---- tasks -----------------------------------------------------------------------------------
     async def led_task(self):
@@ -304,61 +240,20 @@ class App:
         return result
 
     async def portal(self, saved):
-        """AP + captive portal (+ Improv on serial) until credentials work. With saved credentials the
-        saved network is retried now and then, and the portal closes when nobody uses it."""
-        from twomes.improv import Improv
-        from twomes.portal import Portal
-
+        """AP mode: captive portal, app API and Improv until credentials work (twomes/setup.py)."""
         unload("online", "api", "http", "clock", "ota")
-        self._joined = None
-        await self.rescan()  # before the AP starts: a scan disturbs clients of the AP
-        gc.collect()
-        portal = Portal(self.board, self.ident, self.cfg, self)
-        improv = Improv(self.board, self.ident, self, VERSION)
-        await portal.start()
-        improv_task = asyncio.create_task(improv.run())
-        self.set_state(PORTAL, "waiting for Wi-Fi settings")
-        log(
-            "portal",
-            "access point %s (%s), page http://%s:%d/"
-            % (
-                self.ident.name,
-                "open" if self.cfg.ap_open else "password " + self.ident.ap_password,
-                self.board.ap_ip(),
-                self.board.portal_port(),
-            ),
-        )
-        retry_ms = self.cfg.portal_retry_s * 1000
-        last_try = self.board.ticks_ms()
+        from twomes.setup import Setup
+
+        phase = Setup(self)
         try:
-            while True:
-                await self.sleep_s(0.25)
-                if self._joined:
-                    await asyncio.sleep(_GRACE_MS / 1000)
-                    return
-                if saved is None or self._busy:
-                    continue
-                now = self.board.ticks_ms()
-                if self.board.ticks_diff(now, last_try) >= retry_ms:
-                    last_try = now
-                    if await self.submit(saved[0], saved[1]) == wifi.JOINED:
-                        return
-                    self.set_state(PORTAL, "waiting for Wi-Fi settings")
-                if portal.idle_ms() >= self.cfg.portal_idle_s * 1000:
-                    log(
-                        "portal",
-                        "no visitors for %d s: closing, trying %s again" % (self.cfg.portal_idle_s, saved[0]),
-                    )
-                    return
+            await phase.run(saved)
         finally:
-            improv_task.cancel()
-            await portal.stop()
-            portal = improv = None
-            unload("portal", "portal_page", "captive_dns", "improv", "httpserv")
+            phase = None
+            unload("setup", "portal", "portal_page", "captive_dns", "improv", "httpserv")
 
 
-def main():
-    """Entry point from main.py: build the real board and run until a restart is due."""
+def _boot():
+    """Config, board and identity; the modules that made them are unloaded before the app runs."""
     from twomes import config, identity
     from twomes.hw import Board
 
@@ -366,11 +261,19 @@ def main():
     log("boot", "twomes firmware %s" % VERSION)
     for problem in cfg.problems:
         log("config", problem)
+    cfg.problems = None
     board = Board(cfg)
+    st = store.Store(board.nvs("twomes"))
+    ident = identity.load(st, board.mac(), cfg, os.urandom)
+    log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
+    return board, cfg, st, ident
+
+
+def main():
+    """Entry point from main.py: build the real board and run until a restart is due."""
+    board = None
     try:
-        st = store.Store(board.nvs("twomes"))
-        ident = identity.load(st, board.mac(), cfg, os.urandom)
-        log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
+        board, cfg, st, ident = _boot()
         unload("identity", "config")
         app = App(board, cfg, st, ident)
         app.print_identity()
@@ -383,4 +286,8 @@ def main():
         import time
 
         time.sleep(5)
+    if board is None:  # the config or the board itself failed
+        from twomes import hw
+
+        hw.reset()
     board.reset()

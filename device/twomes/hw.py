@@ -9,6 +9,13 @@ _PORTAL_PORT = const(80)
 _DNS_PORT = const(53)
 
 
+def reset():
+    """Reset without a Board (when building the Board itself failed)."""
+    import machine
+
+    machine.reset()
+
+
 class Board:
     """Wi-Fi interfaces, NVS, flash partitions, button, LED, clock, console and reset of one ESP32.
 

@@ -163,7 +163,7 @@ class Online:
         self.set_state("updating", rel["version"])
         try:
             await self.update(rel)
-        except Error as e:
+        except (Error, OSError, MemoryError, ValueError) as e:  # any failure counts; the device runs on
             log("firmware", "update to %s failed: %s" % (rel["version"], e))
             self.st.put(store.FW_FAILED, rel["version"])
             self.st.put_int(store.FW_FAILS, fails + 1)

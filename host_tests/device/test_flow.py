@@ -163,14 +163,20 @@ def test_failed_upload_keeps_measurements_bounded():
 
 def bundle(version, files, mpy=None):
     """A bundle in the device's format (tools/twtools/build.py), built here so both runtimes can."""
-    entries = []
-    data = b""
-    for path, content in files:
-        entries.append([path, len(content), ota.hexdigest(hashlib.sha256(content))])
-        data += content
     tag = ota.mpy_tag() if mpy is None else mpy
-    manifest = json.dumps({"version": version, "mpy": tag, "files": entries})
-    return b"TWOMES-BUNDLE 1 %d\n" % len(manifest) + manifest.encode() + data
+    out = b"TWOMES-BUNDLE 2\nversion %s\nmpy %s\nfiles %d\n" % (
+        version.encode(),
+        str(tag).encode(),
+        len(files),
+    )
+    for path, content in files:
+        out += b"file %s %d %s\n" % (
+            path.encode(),
+            len(content),
+            ota.hexdigest(hashlib.sha256(content)).encode(),
+        )
+        out += content
+    return out
 
 
 FILES = [("twomes/__init__.py", b'VERSION = "9.9.9"\n'), ("twomes/extra.py", b"X = 1\n" * 300)]
@@ -282,7 +288,7 @@ def test_hostile_paths_and_other_versions_are_refused():
 
 
 def test_not_a_bundle_is_refused():
-    blob = b"\xe9\x03\x02\x20" + b"\x00" * 400
+    blob = b"\xe9\x03\x02\x20" + b"\x00" * 400 + b"\n"
     _refused(release(blob), Reply(200, blob), "not an app bundle")
 
 
