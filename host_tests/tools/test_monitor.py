@@ -74,16 +74,18 @@ def _activation(board: VirtualBoard) -> dict:
     }
 
 
-def _monitor(board, server, capsys, *extra, token=None):
+def _monitor(board, server, capsys, *extra, token=None, exit_after=True):
     """`twomes monitor ...` on the board's console; the board is powered on once the port is open."""
-    argv = ["monitor", "--port", board.pty_path, "--no-input", "--timeout", "30", *extra]
+    argv = ["monitor", "--port", board.pty_path, "--no-input", *extra]
+    if "--timeout" not in extra:
+        argv += ["--timeout", "30"]
     if server is not None:
         argv += [
             "--register",
             server.url,
             "--admin-token",
             token or server.admin_token,
-            "--exit-after-register",
+            *(["--exit-after-register"] if exit_after else []),
         ]
     result = {}
     t = threading.Thread(target=lambda: result.update(rc=main(argv)))
@@ -96,7 +98,8 @@ def _monitor(board, server, capsys, *extra, token=None):
 
 def test_monitor_registers_the_real_app(tmp_path, server, capsys):
     with _board(tmp_path / "b") as board:
-        rc, out = _monitor(board, server, capsys)
+        # no --exit-after-register: the monitor goes on after registering, until the timeout
+        rc, out = _monitor(board, server, capsys, "--timeout", "3", exit_after=False)
         payload = _activation(board)
     assert rc == 0, out
     # the activation line as the device printed it, then the QR code of exactly that JSON
