@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from twtools.server.client import AdminClient
@@ -73,7 +73,3 @@ def server_problem(exc: BaseException, url: str) -> str | None:
     if isinstance(exc, httpx.HTTPError):
         return f"cannot reach the server at {url}: {exc}"
     return None
-
-
-def detail(exc: Any) -> str:
-    return str(getattr(exc, "detail", exc))

@@ -389,7 +389,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         device = pick_port(args.port)
-        keys = sys.stdin.isatty() and not args.no_input
+        keys = os.name == "posix" and sys.stdin.isatty() and not args.no_input  # termios: POSIX only
         return monitor(
             device,
             sys.stdout,

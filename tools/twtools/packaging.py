@@ -16,9 +16,9 @@ from typing import Any
 
 from twtools import DEVICE_DIR, REPO
 from twtools.build import device_sources, read_version
+from twtools.deploy import ROOT_FILES  # on the board: /boot.py, /main.py (mip's target is /lib)
 
 PACKAGE_JSON = REPO / "package.json"
-ROOT_FILES = ("boot.py", "main.py")  # on the board: /boot.py, /main.py (mip's target is /lib)
 
 
 def package_json() -> dict[str, Any]:

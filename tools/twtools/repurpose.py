@@ -15,10 +15,14 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twtools import deploy as dep
 from twtools.adminargs import AdminArgsError, add_admin_options, admin_client, server_problem
 from twtools.ports import PortError, check_port, pick_port
+
+if TYPE_CHECKING:
+    from twtools.server.client import AdminClient
 
 MAC_SCRIPT = """
 import json
@@ -75,13 +79,13 @@ def old_names(name: str) -> list[str]:
     return [name + OLD_SUFFIX] + [f"{name}{OLD_SUFFIX}-{i}" for i in range(2, 10)]
 
 
-def rename_old(client: object, name: str) -> str:
+def rename_old(client: AdminClient, name: str) -> str:
     """Rename NAME to the first free NAME-OLD[-n]; returns the new name."""
     from twtools.server.client import ServerError
 
     for new in old_names(name):
         try:
-            client.rename(name, new)  # type: ignore[attr-defined]
+            client.rename(name, new)
             return new
         except ServerError as e:
             if e.status == 409:
@@ -90,13 +94,17 @@ def rename_old(client: object, name: str) -> str:
                 raise RepurposeError(
                     f"{name} is not on the server (nothing to rename); check the name"
                 ) from None
-            raise RepurposeError(server_problem(e, client.url) or f"rename failed: {e.detail}") from None  # type: ignore[attr-defined]
+            raise RepurposeError(server_problem(e, client.url) or f"rename failed: {e.detail}") from None
     raise RepurposeError(f"{name}-OLD .. {name}-OLD-9 all exist; rename one of them first")
 
 
 def repurpose(args: argparse.Namespace) -> int:
+    with admin_client(args) as client:
+        return _repurpose(args, client)
+
+
+def _repurpose(args: argparse.Namespace, client: AdminClient) -> int:
     name = args.name.strip()
-    client = admin_client(args)
     device = pick_port(args.port)
     check_port(device)
     t = dep.Mpremote(device, soft_reset=not args.no_soft_reset)
