@@ -14,6 +14,12 @@ import sys
 _MODULES = [
     "twtools.sim",
     "twtools.server.cli",
+    "twtools.ports",
+    "twtools.flash",
+    "twtools.deploy",
+    "twtools.monitor",
+    "twtools.repurpose",
+    "twtools.release",
 ]
 
 
