@@ -42,8 +42,14 @@ def select():
         st["boots"] = st.get("boots", 0) + 1
         if st["boots"] > st.get("max_boots", 3):
             print("boot: version %s never confirmed, rolling back" % st.get("version"))
-            st = {"slot": st.get("prev"), "state": "valid", "boots": 0, "prev": None,
-                  "version": st.get("prev_version"), "failed": st.get("version")}
+            st = {
+                "slot": st.get("prev"),
+                "state": "valid",
+                "boots": 0,
+                "prev": None,
+                "version": st.get("prev_version"),
+                "failed": st.get("version"),
+            }
             write(st)
         else:
             write(st)

@@ -51,9 +51,19 @@ def _run_file(path: Path, tmp_root: Path) -> dict[str, dict]:
         env["MICROPYPATH"] = f"{HW}:{lib}"  # device code as .mpy only; no device/ sources on the path
         env["TW_TMP"] = str(work)
         proc = subprocess.run(
-            [micropython_bin(), "-X", f"heapsize={MP_HEAP}", str(ROOT / "tools" / "twtools" / "mpunit.py"),
-             str(path.parent), path.stem],
-            cwd=work, env=env, capture_output=True, text=True, timeout=240,
+            [
+                micropython_bin(),
+                "-X",
+                f"heapsize={MP_HEAP}",
+                str(ROOT / "tools" / "twtools" / "mpunit.py"),
+                str(path.parent),
+                path.stem,
+            ],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
         results = {}
         for line in proc.stdout.splitlines():
@@ -61,8 +71,11 @@ def _run_file(path: Path, tmp_root: Path) -> dict[str, dict]:
                 r = json.loads(line[9:])
                 results[r["name"]] = r
         if proc.returncode != 0:
-            results["__crash__"] = {"ok": False, "error": f"micropython exited {proc.returncode}\n"
-                                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"}
+            results["__crash__"] = {
+                "ok": False,
+                "error": f"micropython exited {proc.returncode}\n"
+                f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}",
+            }
         _results[path] = results
     return _results[path]
 
@@ -115,7 +128,9 @@ def pytest_terminal_summary(terminalreporter):
             counts[runtime][outcome] = counts[runtime].get(outcome, 0) + 1
     tr = terminalreporter
     tr.section("tests per runtime")
-    for runtime, label in (("cpython", "CPython (host tools, server, device logic)"),
-                           ("micropython", "MicroPython unix port (device logic as .mpy)")):
+    for runtime, label in (
+        ("cpython", "CPython (host tools, server, device logic)"),
+        ("micropython", "MicroPython unix port (device logic as .mpy)"),
+    ):
         c = counts[runtime]
         tr.write_line(f"{label}: " + ", ".join(f"{c.get(k, 0)} {k}" for k in ("passed", "failed", "skipped")))

@@ -42,7 +42,10 @@ class Identity:
         # fixed key order (MicroPython dicts are unordered), compact, one line: copy-paste ready
         d = json.dumps
         return '{"name":%s,"device_type":%s,"activation_token":%s}' % (
-            d(self.name), d(self.device_type), d(self.activation_token))
+            d(self.name),
+            d(self.device_type),
+            d(self.activation_token),
+        )
 
 
 def load(st, mac, cfg, urandom):

@@ -20,7 +20,9 @@ ALL_KEYS = (ACT_TOKEN, AP_SECRET, SESSION, WIFI_SSID, WIFI_PASS, FW_CONFIRMED, F
 
 
 def _missing(e):
-    return e.errno in (errno.ENOENT, _ESP_ERR_NVS_NOT_FOUND) or (e.args and e.args[0] == _ESP_ERR_NVS_NOT_FOUND)
+    return e.errno in (errno.ENOENT, _ESP_ERR_NVS_NOT_FOUND) or (
+        e.args and e.args[0] == _ESP_ERR_NVS_NOT_FOUND
+    )
 
 
 class Store:

@@ -19,8 +19,14 @@ def tmpdir(tag="t"):
 def new_board(mac="24:6F:28:D3:AD:48", air=None, partitions=None, rollback=True):
     """A fresh simulated board state directory, made current for the vmachine/vnetwork/vesp32 fakes."""
     d = tmpdir("board")
-    board = {"mac": mac, "ap_ip": "127.0.0.1", "air": "air.json", "button_pin": 0, "led_pin": 2,
-             "rollback": rollback}
+    board = {
+        "mac": mac,
+        "ap_ip": "127.0.0.1",
+        "air": "air.json",
+        "button_pin": 0,
+        "led_pin": 2,
+        "rollback": rollback,
+    }
     if partitions:
         board["partitions"] = partitions
     with open(d + "/board.json", "w") as f:

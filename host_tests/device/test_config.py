@@ -18,14 +18,20 @@ def test_missing_file_gives_defaults_and_a_message():
 
 
 def test_values_are_read():
-    cfg = config.load(_write('{"server_url": "https://example.invalid", "device_type": "DSMR", "heartbeat_s": 60}'))
+    cfg = config.load(
+        _write('{"server_url": "https://example.invalid", "device_type": "DSMR", "heartbeat_s": 60}')
+    )
     assert cfg.server_url == "https://example.invalid" and cfg.device_type == "DSMR" and cfg.heartbeat_s == 60
     assert cfg.problems == []
 
 
 def test_bad_values_keep_defaults_and_are_reported():
-    cfg = config.load(_write('{"heartbeat_s": "often", "button_pin": 99, "server_url": "ftp://x/y/z", '
-                             '"led_active_low": 1, "colour": "red", "name_prefix": ""}'))
+    cfg = config.load(
+        _write(
+            '{"heartbeat_s": "often", "button_pin": 99, "server_url": "ftp://x/y/z", '
+            '"led_active_low": 1, "colour": "red", "name_prefix": ""}'
+        )
+    )
     assert cfg.heartbeat_s == 600 and cfg.button_pin == 0 and cfg.server_url.startswith("http://")
     assert cfg.led_active_low is False and cfg.name_prefix == "TWOMES-"
     text = " | ".join(cfg.problems)

@@ -57,8 +57,11 @@ def test_activation_line_is_valid_json_in_order():
     line = ident.activation_json()
     assert line.startswith('{"name":"TWOMES-D3AD48","device_type":"Generic-Test","activation_token":"')
     assert "\n" not in line
-    assert json.loads(line) == {"name": "TWOMES-D3AD48", "device_type": "Generic-Test",
-                                "activation_token": ident.activation_token}
+    assert json.loads(line) == {
+        "name": "TWOMES-D3AD48",
+        "device_type": "Generic-Test",
+        "activation_token": ident.activation_token,
+    }
 
 
 def test_damaged_token_is_replaced():

@@ -44,8 +44,16 @@ def test_new_slot_boots_pending_then_valid():
 
 def test_never_confirmed_rolls_back_after_max_boots():
     _in(support.tmpdir("ota"))
-    otaboot.write({"slot": "b", "state": "new", "prev": "a", "prev_version": "1.0.0", "version": "1.1.0",
-                   "max_boots": 2})
+    otaboot.write(
+        {
+            "slot": "b",
+            "state": "new",
+            "prev": "a",
+            "prev_version": "1.0.0",
+            "version": "1.1.0",
+            "max_boots": 2,
+        }
+    )
     assert _select()[0] == "b"  # boot 1
     assert _select()[0] == "b"  # boot 2
     slot, st = _select()  # boot 3: give up

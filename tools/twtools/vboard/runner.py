@@ -79,8 +79,14 @@ class VirtualBoard:
         board_file = self.state / "board.json"
         board = json.loads(board_file.read_text()) if board_file.exists() else {}
         board.update(
-            {"mac": mac, "ap_ip": "127.0.0.1", "air": "air.json", "button_pin": self.config.get("button_pin", 0),
-             "led_pin": self.config.get("led_pin", 2), "rollback": rollback}
+            {
+                "mac": mac,
+                "ap_ip": "127.0.0.1",
+                "air": "air.json",
+                "button_pin": self.config.get("button_pin", 0),
+                "led_pin": self.config.get("led_pin", 2),
+                "rollback": rollback,
+            }
         )
         board_file.write_text(json.dumps(board, indent=1))
         if air is not None or not (self.state / "air.json").exists():
@@ -127,10 +133,17 @@ class VirtualBoard:
         env.update({"VBOARD": str(self.state), "VBOARD_HW": str(HW_DIR)})
         cmd = [micropython_bin(), "-X", f"heapsize={self.heap}", str(HW_DIR / "vboot.py")]
         if self._pty_master is not None:
-            return subprocess.Popen(cmd, cwd=self.fs, env=env, stdin=self._pty_master, stdout=self._pty_master,
-                                    stderr=subprocess.PIPE)
-        return subprocess.Popen(cmd, cwd=self.fs, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                cmd,
+                cwd=self.fs,
+                env=env,
+                stdin=self._pty_master,
+                stdout=self._pty_master,
+                stderr=subprocess.PIPE,
+            )
+        return subprocess.Popen(
+            cmd, cwd=self.fs, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
 
     def _supervise(self) -> None:
         while not self._stopping:
@@ -219,10 +232,13 @@ class VirtualBoard:
                         return m
                 seen = len(self.lines)
                 left = deadline - time.monotonic()
-                if left <= 0 or (self._proc is None and self._supervisor is not None
-                                 and not self._supervisor.is_alive()):
+                if left <= 0 or (
+                    self._proc is None and self._supervisor is not None and not self._supervisor.is_alive()
+                ):
                     tail = "\n".join(self.lines[-15:])
-                    raise TimeoutError(f"no console line matching {pattern!r} within {timeout}s; last lines:\n{tail}")
+                    raise TimeoutError(
+                        f"no console line matching {pattern!r} within {timeout}s; last lines:\n{tail}"
+                    )
                 self._lock.wait(min(left, 0.2))
 
     def mark(self) -> int:
@@ -245,7 +261,7 @@ class VirtualBoard:
         return int(text[0]), int(text[1])
 
     def led_pattern(self, window: float = 1.5) -> str:
-        """"blinking", "on" or "off", observed over ``window`` seconds."""
+        """ "blinking", "on" or "off", observed over ``window`` seconds."""
         v0, c0 = self.led()
         time.sleep(window)
         v1, c1 = self.led()

@@ -9,7 +9,7 @@ sys.path.insert(0, _hw)
 import vesp32  # noqa: E402
 import vmachine  # noqa: E402
 import vnetwork  # noqa: E402
-import vstate  # noqa: E402
+import vstate  # noqa: E402, F401  (imported first: the others need it configured)
 
 sys.path.remove(_hw)
 sys.modules["machine"] = vmachine

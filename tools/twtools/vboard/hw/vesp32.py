@@ -65,7 +65,9 @@ class NVS:
 
     def _kind(self, key):
         pend = _pending[self._ns]
-        item = pend[key] if key in pend else (vstate.read_json(_NVS_FILE, {}) or {}).get(self._ns, {}).get(key)
+        item = (
+            pend[key] if key in pend else (vstate.read_json(_NVS_FILE, {}) or {}).get(self._ns, {}).get(key)
+        )
         if item is None:
             raise OSError(errno.ENOENT, "ESP_ERR_NVS_NOT_FOUND")
         return item[0]
@@ -123,7 +125,9 @@ def _ota_labels():
 
 
 def _otadata():
-    return vstate.read_json("otadata.json", None) or {"entries": [[_EMPTY_SEQ, UNDEFINED], [_EMPTY_SEQ, UNDEFINED]]}
+    return vstate.read_json("otadata.json", None) or {
+        "entries": [[_EMPTY_SEQ, UNDEFINED], [_EMPTY_SEQ, UNDEFINED]]
+    }
 
 
 def _rollback_enabled():
@@ -161,7 +165,11 @@ class Partition:
     def find(type=0, subtype=0xFF, label=None, block_size=_BLOCK):
         found = []
         for row in _table():
-            if row[1] == type and (subtype == 0xFF or row[2] == subtype) and (label is None or row[0] == label):
+            if (
+                row[1] == type
+                and (subtype == 0xFF or row[2] == subtype)
+                and (label is None or row[0] == label)
+            ):
                 found.append(Partition(row[0], block_size))
         return found
 
@@ -254,8 +262,12 @@ class Partition:
         while (seq - 1) % n != i:
             seq += 1
         # overwrite the older entry, as the two otadata sectors alternate
-        slot = 0 if data["entries"][0][0] == _EMPTY_SEQ or (
-            data["entries"][1][0] != _EMPTY_SEQ and data["entries"][0][0] < data["entries"][1][0]) else 1
+        slot = (
+            0
+            if data["entries"][0][0] == _EMPTY_SEQ
+            or (data["entries"][1][0] != _EMPTY_SEQ and data["entries"][0][0] < data["entries"][1][0])
+            else 1
+        )
         data["entries"][slot] = [seq, NEW if _rollback_enabled() else UNDEFINED]
         vstate.write_json("otadata.json", data)
 
@@ -306,8 +318,11 @@ image_check = None  # callable(label) -> bool, installed by the virtual board's 
 def _boot_choice(data):
     """(label, entry index or None): the bootloader's choice without side effects."""
     labels = _ota_labels()
-    order = sorted(range(2), key=lambda i: -1 if data["entries"][i][0] == _EMPTY_SEQ else data["entries"][i][0],
-                   reverse=True)
+    order = sorted(
+        range(2),
+        key=lambda i: -1 if data["entries"][i][0] == _EMPTY_SEQ else data["entries"][i][0],
+        reverse=True,
+    )
     for i in order:
         seq, state = data["entries"][i]
         if seq == _EMPTY_SEQ or not labels or state in (INVALID, ABORTED):

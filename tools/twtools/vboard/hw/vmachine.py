@@ -25,7 +25,9 @@ class Pin:
         self.mode = mode
         self.pull = pull
         b = vstate.board()
-        self._role = "button" if id == b.get("button_pin", 0) else "led" if id == b.get("led_pin", 2) else None
+        self._role = (
+            "button" if id == b.get("button_pin", 0) else "led" if id == b.get("led_pin", 2) else None
+        )
         self._value = 0 if value is None else value
         self._changes = 0
         if self._role == "led":

@@ -195,7 +195,12 @@ class WLAN:
     # -- access point: what the AP advertises is written to ap.json for tests and tools
     def _publish_ap(self):
         a = self._ap
-        info = {"active": self._active, "essid": a["essid"], "authmode": a["authmode"], "channel": a["channel"],
-                "secured": a["authmode"] != AUTH_OPEN}
+        info = {
+            "active": self._active,
+            "essid": a["essid"],
+            "authmode": a["authmode"],
+            "channel": a["channel"],
+            "secured": a["authmode"] != AUTH_OPEN,
+        }
         # the AP password is printed on the console by design (like a label); never the STA key
         vstate.write_json("ap.json", info)
