@@ -48,7 +48,7 @@ def _run_file(path: Path, tmp_root: Path) -> dict[str, dict]:
         work = tmp_root / ("mp-" + path.stem)
         work.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
-        env["MICROPYPATH"] = f"{HW}:{lib}"  # device code as .mpy only; no device/ sources on the path
+        env["MICROPYPATH"] = f"{HW}:{lib}:.frozen"  # device code as .mpy only (+ the frozen asyncio)
         env["TW_TMP"] = str(work)
         proc = subprocess.run(
             [

@@ -76,8 +76,9 @@ def _text(b):
         raise HttpError(400, "not UTF-8") from None
 
 
-async def read_request(reader, buf, body_max):
-    """Read one request from `reader` into the preallocated `buf` (its size bounds the head)."""
+async def read_request(reader, buf, body_max, req):
+    """Read one request from `reader` into the preallocated `buf` (its size bounds the head), filling
+    `req` (a Request) as far as it gets: an error after the request line still knows the path."""
     size = len(buf)
     n = 0
     while True:
@@ -91,7 +92,6 @@ async def read_request(reader, buf, body_max):
         end, body_at = _head_end(buf, start, n)
         if end >= 0:
             break
-    req = Request()
     # request line
     eol = buf.find(b"\n", 0, end)
     if eol < 0:

@@ -257,20 +257,18 @@ class Portal:
                 self._tasks.remove(task)
 
     async def _serve(self, reader, writer, buf):
+        req = httpserv.Request()
+        err = None
         try:
-            req = await asyncio.wait_for(
-                httpserv.read_request(reader, buf, _BODY_MAX), self.request_ms / 1000
-            )
+            await asyncio.wait_for(httpserv.read_request(reader, buf, _BODY_MAX, req), self.request_ms / 1000)
         except asyncio.TimeoutError:
-            req = None
             err = HttpError(408, "request too slow")
         except HttpError as e:
-            req = None
             err = e
-        if req is None:
+        if err is not None:
             if err.status:
                 out = _Out(writer, False)
-                self._plain(out, err.status, err.msg)
+                self._error(req, out, err.status, err.msg)
                 await out.drain(1000)
                 await self._discard(reader, buf)
             return
