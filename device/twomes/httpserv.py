@@ -5,26 +5,18 @@
 from micropython import const
 
 _FIELDS_MAX = const(12)
-STATUS = {
-    200: "OK",
-    202: "Accepted",
-    204: "No Content",
-    302: "Found",
-    303: "See Other",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    409: "Conflict",
-    411: "Length Required",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-}
+_REASONS = (
+    "\n200 OK\n202 Accepted\n204 No Content\n302 Found\n303 See Other\n400 Bad Request\n403 Forbidden"
+    "\n404 Not Found\n405 Method Not Allowed\n408 Request Timeout\n409 Conflict\n411 Length Required"
+    "\n413 Content Too Large\n415 Unsupported Media Type\n431 Request Header Fields Too Large"
+    "\n503 Service Unavailable\n"
+)
+
+
+def reason(status):
+    """The reason phrase of an HTTP status ("Error" for codes the portal never sends)."""
+    i = _REASONS.find("\n%d " % status)
+    return _REASONS[i + 5 : _REASONS.find("\n", i + 1)] if i >= 0 else "Error"
 
 
 class HttpError(Exception):
@@ -46,6 +38,7 @@ class Request:
         self.origin = None
         self.length = -1
         self.body = b""
+        self.answered = False  # set once a response has been started
 
 
 async def fill(reader, buf, n):
