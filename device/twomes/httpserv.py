@@ -1,10 +1,8 @@
 # A tiny, strictly bounded HTTP/1.x request reader for the setup portal: request line + headers into one
 # preallocated buffer (too large -> 431), a Content-Length body of at most `body_max` bytes into the same
-# buffer (too large -> 413), form/query decoding (`+`, %XX, then UTF-8) and HTML escaping.
-# The caller bounds the time: the whole read runs inside one asyncio.wait_for.
-from micropython import const
+# buffer (too large -> 413). The caller bounds the time: the whole read runs inside one asyncio.wait_for.
+# (Form decoding and HTML escaping live in twomes.portal_req, loaded only while a request is served.)
 
-_FIELDS_MAX = const(12)
 _REASONS = (
     "\n200 OK\n202 Accepted\n204 No Content\n302 Found\n303 See Other\n400 Bad Request\n403 Forbidden"
     "\n404 Not Found\n405 Method Not Allowed\n408 Request Timeout\n409 Conflict\n411 Length Required"
@@ -150,67 +148,3 @@ async def read_request(reader, buf, body_max, req):
             have += got
         req.body = bytes(buf[0 : req.length])
     return req
-
-
-def unquote(b):
-    """application/x-www-form-urlencoded value (bytes) -> str: `+` is a space, %XX a byte, then UTF-8.
-    A `%` not followed by two hex digits stays as it is; invalid UTF-8 raises ValueError."""
-    if b"%" not in b and b"+" not in b:
-        return bytes(b).decode()
-    out = bytearray()
-    i = 0
-    n = len(b)
-    while i < n:
-        c = b[i]
-        if c == 43:  # +
-            out.append(32)
-        elif c == 37 and i + 2 < n and _hex(b[i + 1]) >= 0 and _hex(b[i + 2]) >= 0:
-            out.append(_hex(b[i + 1]) * 16 + _hex(b[i + 2]))
-            i += 2
-        else:
-            out.append(c)
-        i += 1
-    return bytes(out).decode()
-
-
-def _hex(c):
-    if 48 <= c <= 57:
-        return c - 48
-    if 97 <= c <= 102:
-        return c - 87
-    if 65 <= c <= 70:
-        return c - 55
-    return -1
-
-
-def parse_form(data, keys):
-    """{key: str} for the wanted `keys` only (first occurrence wins); ValueError on bad encoding."""
-    if isinstance(data, str):
-        data = data.encode()
-    out = {}
-    count = 0
-    for pair in data.split(b"&"):
-        count += 1
-        if count > _FIELDS_MAX:
-            raise ValueError("too many fields")
-        eq = pair.find(b"=")
-        k, v = (pair, b"") if eq < 0 else (pair[:eq], pair[eq + 1 :])
-        name = unquote(k)
-        if name in keys and name not in out:
-            out[name] = unquote(v)
-    return out
-
-
-def escape(s):
-    """HTML-escape text for element content and double- or single-quoted attributes."""
-    if "&" in s:
-        s = s.replace("&", "&amp;")
-    if "<" in s:
-        s = s.replace("<", "&lt;")
-    if ">" in s:
-        s = s.replace(">", "&gt;")
-    if '"' in s:
-        s = s.replace('"', "&quot;")
-    if "'" in s:
-        s = s.replace("'", "&#39;")
-    return s

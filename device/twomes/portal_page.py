@@ -4,8 +4,8 @@
 import asyncio
 
 from twomes import wifi
-from twomes.httpserv import escape
 from twomes.portal import INVALID, header
+from twomes.portal_req import escape, networks
 
 _CSS = (
     b"<style>"
@@ -140,8 +140,6 @@ async def page(p, w, head, result_view, error=None, chosen=None, name=None):
     await asyncio.wait_for(w.drain(), 10)
     if not result_view:
         w.write(_FORM1)
-        from twomes.portal_req import networks
-
         nets = networks(p)
         if not nets:
             w.write(b'<p class="none">No networks found.</p>')

@@ -6,7 +6,7 @@ import json
 
 from micropython import const
 
-from twomes import httpserv, wifi
+from twomes import wifi
 from twomes.httpserv import HttpError
 from twomes.log import log
 from twomes.portal import INVALID, JSON, send
@@ -14,6 +14,7 @@ from twomes.portal import INVALID, JSON, send
 _RESCAN_MIN_MS = const(10000)
 _NETS_MAX = const(30)
 _NAME_MAX = const(32)
+_FIELDS_MAX = const(12)
 
 
 async def handle(p, req, w):
@@ -90,7 +91,7 @@ async def _post(p, req, w, api):
         if not req.ctype.startswith("application/x-www-form-urlencoded"):
             raise HttpError(415, "expected a form")
         try:
-            f = httpserv.parse_form(req.body, ("ssid", "other", "password", "name"))
+            f = parse_form(req.body, ("ssid", "other", "password", "name"))
         except ValueError:
             raise HttpError(400, "the form could not be decoded") from None
         ssid = f.get("other") or f.get("ssid") or ""
@@ -154,3 +155,68 @@ async def rescan(p):
         await p.ctl.rescan()
     except Exception as e:  # noqa: BLE001 - the old list stays
         log("portal", "rescan failed: %r" % e)
+
+
+# ---- application/x-www-form-urlencoded and HTML -------------------------------------------------
+def unquote(b):
+    """application/x-www-form-urlencoded value (bytes) -> str: `+` is a space, %XX a byte, then UTF-8.
+    A `%` not followed by two hex digits stays as it is; invalid UTF-8 raises ValueError."""
+    if b"%" not in b and b"+" not in b:
+        return bytes(b).decode()
+    out = bytearray()
+    i = 0
+    n = len(b)
+    while i < n:
+        c = b[i]
+        if c == 43:  # +
+            out.append(32)
+        elif c == 37 and i + 2 < n and _hex(b[i + 1]) >= 0 and _hex(b[i + 2]) >= 0:
+            out.append(_hex(b[i + 1]) * 16 + _hex(b[i + 2]))
+            i += 2
+        else:
+            out.append(c)
+        i += 1
+    return bytes(out).decode()
+
+
+def _hex(c):
+    if 48 <= c <= 57:
+        return c - 48
+    if 97 <= c <= 102:
+        return c - 87
+    if 65 <= c <= 70:
+        return c - 55
+    return -1
+
+
+def parse_form(data, keys):
+    """{key: str} for the wanted `keys` only (first occurrence wins); ValueError on bad encoding."""
+    if isinstance(data, str):
+        data = data.encode()
+    out = {}
+    count = 0
+    for pair in data.split(b"&"):
+        count += 1
+        if count > _FIELDS_MAX:
+            raise ValueError("too many fields")
+        eq = pair.find(b"=")
+        k, v = (pair, b"") if eq < 0 else (pair[:eq], pair[eq + 1 :])
+        name = unquote(k)
+        if name in keys and name not in out:
+            out[name] = unquote(v)
+    return out
+
+
+def escape(s):
+    """HTML-escape text for element content and double- or single-quoted attributes."""
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    if '"' in s:
+        s = s.replace('"', "&quot;")
+    if "'" in s:
+        s = s.replace("'", "&#39;")
+    return s

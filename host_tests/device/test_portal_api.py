@@ -5,7 +5,7 @@ import json
 import portal_fakes as pf
 import support
 
-from twomes import httpserv, wifi
+from twomes import portal_req, wifi
 
 _JSON = "application/json"
 
@@ -144,20 +144,22 @@ def test_controller_refusal_and_crash_become_results():
 
 
 def test_unquote_and_form_parsing():
-    u = httpserv.unquote
+    u = portal_req.unquote
     assert u(b"a+b") == "a b" and u(b"%26%25%2B%40%23%24%3B") == "&%+@#$;"
     assert u(b"caf%C3%A9") == "caf\u00e9" and u(b"100%") == "100%" and u(b"%zz%4") == "%zz%4"
     assert u(b"plain") == "plain" and u(b"") == ""
     support.raises(ValueError, u, b"%FF")
-    f = httpserv.parse_form(
+    f = portal_req.parse_form(
         b"ssid=a%26b&password=p%2Bq+r&x=1&ssid=second&novalue", ("ssid", "password", "novalue")
     )
     assert f == {"ssid": "a&b", "password": "p+q r", "novalue": ""}
-    assert httpserv.parse_form(pf.form(password=pf.SPECIAL_PW), ("password",)) == {"password": pf.SPECIAL_PW}
-    support.raises(ValueError, httpserv.parse_form, b"&" * 20, ("a",))
+    assert portal_req.parse_form(pf.form(password=pf.SPECIAL_PW), ("password",)) == {
+        "password": pf.SPECIAL_PW
+    }
+    support.raises(ValueError, portal_req.parse_form, b"&" * 20, ("a",))
 
 
 def test_escape():
-    e = httpserv.escape
+    e = portal_req.escape
     assert e("a&b<c>d\"e'f") == "a&amp;b&lt;c&gt;d&quot;e&#39;f"
     assert e("plain \u2615") == "plain \u2615"
