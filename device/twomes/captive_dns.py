@@ -20,8 +20,7 @@ def ip_bytes(ip):
     parts = ip.split(".")
     if len(parts) != 4:
         raise ValueError("not an IPv4 address")
-    out = bytes(int(p) for p in parts)
-    return out
+    return bytes(int(p) for p in parts)
 
 
 def answer(query, ip, out):
@@ -70,71 +69,39 @@ def answer(query, ip, out):
     return a + 16
 
 
-class CaptiveDns:
-    def __init__(self, ip, port):
-        self.ip = ip
-        self.port = port
-        self.answered = 0
-        self.dropped = 0
-        self._addr = ip_bytes(ip)
-        self._sock = None
-        self._task = None
-        self._out = None
+def start(ip, port):
+    """Bind the UDP socket (errors raise here) and serve it in a task; cancel the task to stop (the
+    socket is closed in its `finally`)."""
+    import socket
 
-    def start(self):
-        import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(socket.getaddrinfo(ip, port, 0, socket.SOCK_DGRAM)[0][-1])
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    log("dns", "answering every name with %s (udp port %d)" % (ip, port))
+    return asyncio.create_task(_serve(s, ip_bytes(ip)))
 
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(socket.getaddrinfo(self.ip, self.port, 0, socket.SOCK_DGRAM)[0][-1])
-            s.setblocking(False)
-        except BaseException:
-            s.close()
-            raise
-        self._sock = s
-        self._out = bytearray(_MAX + 16)
-        self._task = asyncio.create_task(self._serve())
-        log("dns", "answering every name with %s (udp port %d)" % (self.ip, self.port))
 
-    async def stop(self):
-        t = self._task
-        self._task = None
-        if t is not None:
-            t.cancel()
+async def _serve(s, addr4):
+    out = bytearray(_MAX + 16)
+    try:
+        while True:
             try:
-                await t
-            except asyncio.CancelledError:
-                pass
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        self._out = None
-
-    async def _serve(self):
-        s = self._sock
-        out = self._out
-        try:
-            while True:
-                try:
-                    data, addr = s.recvfrom(_MAX + 1)
-                except OSError:  # EAGAIN: nothing waiting
-                    await asyncio.sleep(_IDLE_S)
-                    continue
-                try:
-                    n = answer(data, self._addr, out)
-                except Exception as e:  # noqa: BLE001 - one bad packet never stops the server
-                    log("dns", "dropped a packet: %r" % e)
-                    n = 0
-                data = None
+                data, peer = s.recvfrom(_MAX + 1)
+            except OSError:  # EAGAIN: nothing waiting
+                await asyncio.sleep(_IDLE_S)
+                continue
+            try:
+                n = answer(data, addr4, out)
                 if n:
-                    try:
-                        s.sendto(memoryview(out)[:n], addr)
-                        self.answered += 1
-                    except OSError:
-                        pass
-                else:
-                    self.dropped += 1
-                await asyncio.sleep(0)  # a flood of queries must not starve the HTTP server
-        finally:
-            s.close()
+                    s.sendto(memoryview(out)[:n], peer)
+            except Exception as e:  # noqa: BLE001 - one bad packet never stops the server
+                log("dns", "dropped a packet: %r" % e)
+            data = None
+            await asyncio.sleep(0)  # a flood of queries must not starve the HTTP server
+    finally:
+        s.close()

@@ -1,14 +1,14 @@
 # A tiny, strictly bounded HTTP/1.x request reader for the setup portal: request line + headers into one
 # preallocated buffer (too large -> 431), a Content-Length body of at most `body_max` bytes into the same
 # buffer (too large -> 413). The caller bounds the time: the whole read runs inside one asyncio.wait_for.
-# (Form decoding and HTML escaping live in twomes.portal_req, loaded only while a request is served.)
+# Written for a small heap: no per-line copies of the head, only the five headers used are decoded.
 
 _REASONS = (
-    "\n200 OK\n202 Accepted\n204 No Content\n302 Found\n303 See Other\n400 Bad Request\n403 Forbidden"
-    "\n404 Not Found\n405 Method Not Allowed\n408 Request Timeout\n409 Conflict\n411 Length Required"
-    "\n413 Content Too Large\n415 Unsupported Media Type\n431 Request Header Fields Too Large"
-    "\n503 Service Unavailable\n"
+    "\n200 OK\n202 Accepted\n302 Found\n303 See Other\n400 Bad Request\n403 Forbidden\n404 Not Found"
+    "\n405 Method Not Allowed\n408 Request Timeout\n409 Conflict\n411 Length Required\n413 Content Too Large"
+    "\n415 Unsupported Media Type\n431 Request Header Fields Too Large\n503 Service Unavailable\n"
 )
+_WANT = {b"host": "host", b"content-type": "ctype", b"origin": "origin", b"content-length": "length"}
 
 
 def reason(status):
@@ -18,46 +18,29 @@ def reason(status):
 
 
 class HttpError(Exception):
-    """A request that gets an error status (0: the client went away, answer nothing)."""
-
-    def __init__(self, status, msg=""):
-        super().__init__(status, msg)
-        self.status = status
-        self.msg = msg
+    """args: (status, message). Status 0: the client went away, answer nothing."""
 
 
 class Request:
-    def __init__(self):
-        self.method = ""
-        self.path = "/"
-        self.query = ""
-        self.host = ""
-        self.ctype = ""
-        self.origin = None
-        self.length = -1
-        self.body = b""
-        self.answered = False  # set once a response has been started
+    # defaults; read_request sets what the request has (header values lower-cased)
+    method = ""
+    path = "/"
+    query = ""
+    host = ""
+    ctype = ""
+    origin = None
+    length = ""
+    body = b""
+    answered = False  # set once a response has been started
 
 
 async def fill(reader, buf, n):
     """Read more bytes into buf[n:]; returns how many (0 at end of stream)."""
     if hasattr(reader, "readinto"):  # MicroPython streams: no allocation
-        got = await reader.readinto(memoryview(buf)[n:])
-        return got or 0
+        return await reader.readinto(memoryview(buf)[n:]) or 0
     data = await reader.read(len(buf) - n)  # CPython asyncio
     buf[n : n + len(data)] = data
     return len(data)
-
-
-def _head_end(buf, start, n):
-    """(end of the header block, start of the body) or (-1, -1)."""
-    i = buf.find(b"\r\n\r\n", start, n)
-    if i >= 0:
-        return i, i + 4
-    i = buf.find(b"\n\n", start, n)
-    if i >= 0:
-        return i, i + 2
-    return -1, -1
 
 
 def _text(b):
@@ -68,83 +51,48 @@ def _text(b):
 
 
 async def read_request(reader, buf, body_max, req):
-    """Read one request from `reader` into the preallocated `buf` (its size bounds the head), filling
-    `req` (a Request) as far as it gets: an error after the request line still knows the path."""
-    size = len(buf)
+    """Read one request into the preallocated `buf` (its size bounds the head), filling `req` as far as
+    it gets: an error after the request line still knows the path (API errors are answered in JSON)."""
     n = 0
-    while True:
-        if n >= size:
+    end = -1
+    while end < 0:
+        if n >= len(buf):
             raise HttpError(431, "request head too large")
         got = await fill(reader, buf, n)
         if not got:
-            raise HttpError(0 if n == 0 else 400, "connection closed mid-request")
-        start = n - 3 if n > 3 else 0
+            raise HttpError(400 if n else 0, "closed mid-request")
         n += got
-        end, body_at = _head_end(buf, start, n)
-        if end >= 0:
-            break
-    # request line
-    eol = buf.find(b"\n", 0, end)
-    if eol < 0:
-        eol = end
-    line = _text(buf[0:eol]).strip()
-    parts = line.split(" ")
-    if (
-        len(parts) != 3
-        or not parts[2].startswith("HTTP/1.")
-        or not parts[0].isalpha()
-        or not parts[0].isupper()
-    ):
+        end = buf.find(b"\r\n\r\n", 0, n)
+    pos = buf.find(b"\r\n") + 2
+    parts = _text(buf[: pos - 2]).split(" ")
+    if len(parts) != 3 or parts[2][:7] != "HTTP/1." or not parts[0].isalpha() or parts[1][:1] != "/":
         raise HttpError(400, "bad request line")
     req.method = parts[0]
-    target = parts[1]
-    if target.startswith("http://"):  # absolute form
-        slash = target.find("/", 7)
-        target = target[slash:] if slash >= 0 else "/"
-    if not target.startswith("/"):
-        raise HttpError(400, "bad target")
-    q = target.find("?")
-    if q >= 0:
-        req.path, req.query = target[:q], target[q + 1 :]
-    else:
-        req.path = target
-    # headers: only the few we use are decoded
-    pos = eol + 1
+    req.path, _, req.query = parts[1].partition("?")
     while pos < end:
-        nl = buf.find(b"\n", pos, end)
-        if nl < 0:
-            nl = end
-        colon = buf.find(b":", pos, nl)
-        if colon > pos:
-            name = bytes(buf[pos:colon]).lower().strip()
-            if name in (b"host", b"content-length", b"content-type", b"origin", b"transfer-encoding"):
-                value = _text(buf[colon + 1 : nl]).strip()
-                if name == b"host":
-                    req.host = value.lower()
-                elif name == b"content-type":
-                    req.ctype = value.lower()
-                elif name == b"origin":
-                    req.origin = value.lower()
-                elif name == b"transfer-encoding":
-                    raise HttpError(411, "chunked bodies are not accepted")
-                else:
-                    if not value.isdigit() or len(value) > 9:
-                        raise HttpError(400, "bad Content-Length")
-                    req.length = int(value)
-        pos = nl + 1
-    # body (only when announced; never more than body_max)
-    if req.length > 0:
-        if req.length > body_max:
+        nl = buf.find(b"\r\n", pos, end + 2)
+        c = buf.find(b":", pos, nl)
+        if c > pos:
+            k = bytes(buf[pos:c]).lower()
+            if k == b"transfer-encoding":
+                raise HttpError(411, "chunked bodies are not accepted")
+            if k in _WANT:
+                setattr(req, _WANT[k], _text(buf[c + 1 : nl]).strip().lower())
+        pos = nl + 2
+    ln = req.length
+    if ln:
+        if not ln.isdigit() or len(ln) > 9:
+            raise HttpError(400, "bad Content-Length")
+        ln = int(ln)
+        if ln > body_max:
             raise HttpError(413, "body too large")
-        have = n - body_at
-        if have > req.length:
-            have = req.length
-        if body_at:
-            buf[0:have] = buf[body_at : body_at + have]
-        while have < req.length:
-            got = await fill(reader, memoryview(buf)[: req.length], have)
+        pos = end + 4
+        have = min(n - pos, ln)
+        buf[:have] = buf[pos : pos + have]
+        mv = memoryview(buf)[:ln]
+        while have < ln:
+            got = await fill(reader, mv, have)
             if not got:
-                raise HttpError(400, "connection closed mid-body")
+                raise HttpError(400, "closed mid-body")
             have += got
-        req.body = bytes(buf[0 : req.length])
-    return req
+        req.body = bytes(mv)

@@ -92,9 +92,8 @@ def test_server_answers_over_udp_and_survives_garbage():
     async def main():
         for _ in range(10):
             port = pf.rand_port()
-            srv = captive_dns.CaptiveDns("127.0.0.1", port)
             try:
-                srv.start()
+                task = captive_dns.start("127.0.0.1", port)
                 break
             except OSError:
                 continue
@@ -107,9 +106,12 @@ def test_server_answers_over_udp_and_survives_garbage():
             assert await pf.udp_ask(port, b"x" * 1400, timeout=0.2) is None
             r = await pf.udp_ask(port, pf.dns_query("still.alive", 1))
             assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
-            assert srv.answered == 3 and srv.dropped == 2
         finally:
-            await srv.stop()
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
         assert await pf.udp_ask(port, pf.dns_query("gone", 1), timeout=0.2) is None
 
     support.run(main())

