@@ -50,10 +50,10 @@ def _text(b):
         raise HttpError(400, "not UTF-8") from None
 
 
-async def read_request(reader, buf, body_max, req):
-    """Read one request into the preallocated `buf` (its size bounds the head), filling `req` as far as
-    it gets: an error after the request line still knows the path (API errors are answered in JSON)."""
-    n = 0
+async def read_request(reader, buf, body_max, req, n=0):
+    """Read one request into the preallocated `buf` (its size bounds the head; its first `n` bytes are
+    already read), filling `req` as far as it gets: an error after the request line still knows the
+    path (API errors are answered in JSON)."""
     end = -1
     while end < 0:
         if n >= len(buf):

@@ -33,7 +33,7 @@ C_WIFI = const(0x01)
 C_STATE = const(0x02)
 C_INFO = const(0x03)
 C_SCAN = const(0x04)
-_STALE_S = 1  # a frame left incomplete this long is dropped (its length byte lied)
+_STALE_S = 1  # seconds of silence after which a partial frame is dropped
 
 
 def frame(ptype, data):
@@ -98,58 +98,48 @@ class Improv:
                 self._frame(memoryview(buf)[:n], out)
         return out
 
-    def reset_partial(self):
-        """Drop an incomplete frame (called after a quiet period)."""
-        if self._n:
-            self._n = 0
-
     def _frame(self, f, out):
         n = len(f)
-        if sum(f[: n - 1]) & 0xFF != f[n - 1]:
-            out.append(frame(T_ERROR, bytes([E_INVALID])))
-            return
-        ptype = f[7]
         data = f[9 : n - 1]
-        if ptype != T_RPC:
+        err = None
+        if (
+            sum(f[: n - 1]) & 0xFF != f[n - 1]
+            or f[7] == T_RPC
+            and (len(data) < 2 or data[1] != len(data) - 2)
+        ):
+            err = E_INVALID
+        elif f[7] != T_RPC:
             return  # device -> client types are not for us
-        if len(data) < 2 or data[1] != len(data) - 2:
-            out.append(frame(T_ERROR, bytes([E_INVALID])))
-            return
-        cmd = data[0]
-        payload = data[2:]
-        if cmd == C_WIFI:
-            self._wifi(payload, out)
-        elif cmd == C_STATE:
+        elif data[0] == C_WIFI:
+            p = data[2:]
+            try:
+                ls = p[0]
+                lp = p[1 + ls]
+                if 2 + ls + lp != len(p):
+                    raise ValueError("lengths")
+                creds = (bytes(p[1 : 1 + ls]).decode(), bytes(p[2 + ls :]).decode())
+            except (IndexError, ValueError):
+                err = E_INVALID
+            else:
+                if self.state != PROVISIONING:  # one attempt at a time
+                    self.pending = creds
+                    self.state = PROVISIONING
+                    out.append(frame(T_ERROR, bytes([E_NONE])))
+                out.append(frame(T_STATE, bytes([PROVISIONING])))
+        elif data[0] == C_STATE:
             out.append(frame(T_STATE, bytes([self.state])))
             if self.state == PROVISIONED:
                 out.append(result(C_STATE, self.urls))
-        elif cmd == C_INFO:
+        elif data[0] == C_INFO:
             out.append(result(C_INFO, ("twomes", self.version, "ESP32", self.ident.name)))
-        elif cmd == C_SCAN:
+        elif data[0] == C_SCAN:
             for ssid, rssi, secured in self.ctl.networks():
                 out.append(result(C_SCAN, (ssid, str(rssi), "YES" if secured else "NO")))
             out.append(result(C_SCAN, ()))
         else:
-            out.append(frame(T_ERROR, bytes([E_UNKNOWN_RPC])))
-
-    def _wifi(self, p, out):
-        try:
-            ls = p[0]
-            ssid = bytes(p[1 : 1 + ls]).decode()
-            lp = p[1 + ls]
-            if 2 + ls + lp != len(p):
-                raise ValueError("lengths")
-            password = bytes(p[2 + ls : 2 + ls + lp]).decode()
-        except (IndexError, ValueError):
-            out.append(frame(T_ERROR, bytes([E_INVALID])))
-            return
-        if self.state == PROVISIONING:
-            out.append(frame(T_STATE, bytes([PROVISIONING])))  # one attempt at a time
-            return
-        self.pending = (ssid, password)
-        self.state = PROVISIONING
-        out.append(frame(T_ERROR, bytes([E_NONE])))
-        out.append(frame(T_STATE, bytes([PROVISIONING])))
+            err = E_UNKNOWN_RPC
+        if err is not None:
+            out.append(frame(T_ERROR, bytes([err])))
 
     async def provision(self):
         """Try the pending credentials through the controller; returns the reply frames."""
@@ -175,10 +165,6 @@ class Improv:
         return [frame(T_ERROR, bytes([E_CONNECT])), frame(T_STATE, bytes([READY]))]
 
     # ---- the console loop -------------------------------------------------------------------------
-    def _send(self, frames):
-        for f in frames:
-            self.board.console_write(f + b"\n")
-
     async def run(self, reader=None):
         """Listen on the console until cancelled. `reader` (anything with `async read(n)`) replaces
         the console stream in tests; by default board.console_in() is wrapped in asyncio.StreamReader."""
@@ -193,22 +179,25 @@ class Improv:
                     # one byte per read: console streams block until `n` bytes are there
                     data = await asyncio.wait_for(reader.read(1), _STALE_S)
                 except asyncio.TimeoutError:
-                    self.reset_partial()
+                    self._n = 0  # a frame left incomplete this long is dropped (its length byte lied)
                     continue
                 if not data:
                     return  # console closed (host tests)
-                self._send(self.feed(data))
+                for f in self.feed(data):
+                    board.console_write(f + b"\n")
                 if self.pending is not None:
-                    job = asyncio.create_task(self._provision_job())
+                    job = asyncio.create_task(self._job())
         finally:
             if job is not None:
                 job.cancel()
             board.kbd_intr(3)
 
-    async def _provision_job(self):
+    async def _job(self):
         try:
-            self._send(await self.provision())
-        except Exception as e:  # noqa: BLE001 - task boundary
+            frames = await self.provision()
+        except Exception as e:  # noqa: BLE001 - task boundary: report, keep listening
             log("improv", "provisioning error: %r" % e)
             self.state = READY
-            self._send([frame(T_ERROR, bytes([E_UNKNOWN])), frame(T_STATE, bytes([READY]))])
+            frames = (frame(T_ERROR, bytes([E_UNKNOWN])), frame(T_STATE, bytes([READY])))
+        for f in frames:
+            self.board.console_write(f + b"\n")

@@ -6,8 +6,8 @@
 # Heap: this module is what stays loaded while the portal runs (AP, DNS, accept, bounded read, probe
 # redirect). Pages (twomes.portal_page) and the API/POST handling (twomes.portal_req) are imported per
 # request and dropped again after it. Bounds: request head <= _HEAD_MAX bytes (431), body <= _BODY_MAX
-# (413), whole request within request_ms (408), at most _SLOTS requests at a time, each in its own
-# preallocated buffer.
+# (413), whole request within request_ms (408), at most _SLOTS requests read at a time, each into its
+# own preallocated buffer (taken only once the client sends its first byte).
 import asyncio
 import json
 import sys
@@ -20,7 +20,7 @@ from twomes.log import log
 
 _HEAD_MAX = const(2048)
 _BODY_MAX = const(1024)
-_SLOTS = const(2)
+_SLOTS = const(1)
 _REQUEST_MS = const(5000)
 _SLOT_WAIT_MS = const(2000)
 _NETS_MAX = const(30)
@@ -28,18 +28,6 @@ _WRITE_S = 10
 INVALID = "invalid"  # result of credentials the controller refused (its ValueError text is the reason)
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
-# what captive-portal probes ask for (any host): answered with a redirect to the portal
-_PROBES = (
-    "/generate_204",
-    "/gen_204",
-    "/hotspot-detect.html",
-    "/library/test/success.html",
-    "/connecttest.txt",
-    "/redirect",
-    "/ncsi.txt",
-    "/canonical.html",
-    "/success.txt",
-)
 
 
 def send(w, status, ctype=None, body=b"", head=False, extra=""):
@@ -102,7 +90,7 @@ class Portal:
 
         try:
             self._dns = captive_dns.start(ip, board.dns_port())
-            self._server = await asyncio.start_server(self._conn, ip, port, backlog=_SLOTS + 2)
+            self._server = await asyncio.start_server(self._conn, ip, port, backlog=4)
         except BaseException:
             await self.stop()
             raise
@@ -145,13 +133,6 @@ class Portal:
     def idle_ms(self):
         return self.board.ticks_diff(self.board.ticks_ms(), self._last)
 
-    def status(self):
-        """ctl.status() plus this portal's view: busy (a test running) and the last result."""
-        st = dict(self.ctl.status())
-        st["busy"] = self.job is not None
-        st["result_ssid"], st["result"], st["result_text"] = self.result or (None, None, None)
-        return st
-
     def networks(self):
         """The controller's scan list, strongest first, at most _NETS_MAX."""
         nets = list(self.ctl.networks() or ())
@@ -164,25 +145,30 @@ class Portal:
         self._tasks.append(task)
         buf = None
         req = httpserv.Request()
+        t0 = self.board.ticks_ms()
         try:
-            waited = 0
-            while not self._free and waited < _SLOT_WAIT_MS:
-                await asyncio.sleep(0.05)
-                waited += 50
-            if not self._free:
-                raise HttpError(503, "busy, try again")
-            buf = self._free.pop()
+            # nothing is held for a client until it speaks (browsers open idle spare connections)
             try:
+                first = await asyncio.wait_for(reader.read(1), self.request_ms / 1000)
+                if not first:
+                    return
+                while not self._free and self.board.ticks_diff(self.board.ticks_ms(), t0) < _SLOT_WAIT_MS:
+                    await asyncio.sleep(0.02)
+                if not self._free:
+                    raise HttpError(503, "busy, try again")
+                buf = self._free.pop()
+                buf[0] = first[0]
+                left = self.request_ms - self.board.ticks_diff(self.board.ticks_ms(), t0)
                 await asyncio.wait_for(
-                    httpserv.read_request(reader, buf, _BODY_MAX, req), self.request_ms / 1000
+                    httpserv.read_request(reader, buf, _BODY_MAX, req, 1), max(left, 1) / 1000
                 )
             except asyncio.TimeoutError:
                 raise HttpError(408, "request too slow") from None
             self._last = self.board.ticks_ms()
             path = req.path
             get = req.method in ("GET", "HEAD")
-            if get and (path in _PROBES or req.host not in self.hosts and path[:5] != "/api/"):
-                req.answered = True  # probes and foreign names: the cheap answer, nothing else loaded
+            if get and req.host not in self.hosts and path[:5] != "/api/":
+                req.answered = True  # probes (foreign names): the cheap answer, nothing else loaded
                 redirect(w, 302, self.origin + "/")
             elif get and (path == "/" or path == "/result" and (self.job or self.result)):
                 from twomes import portal_page

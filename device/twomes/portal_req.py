@@ -37,14 +37,14 @@ async def handle(p, req, w):
     if path == "/api/info":
         obj = p.ctl.info()
     elif path == "/api/status":
-        obj = p.status()
+        obj = status(p)
     elif path == "/api/networks":
         if "refresh=1" in req.query.split("&"):
             await rescan(p)
         obj = {"networks": [{"ssid": s, "rssi": r, "secured": sec} for s, r, sec in p.networks()]}
     elif api or path == "/favicon.ico":
         raise HttpError(404, "not found")
-    else:
+    else:  # our pages' helpers, and any other path (the probes' URLs on our own address too): the form
         req.answered = True
         if path == "/rescan":
             await rescan(p)
@@ -55,6 +55,14 @@ async def handle(p, req, w):
         return
     req.answered = True
     send(w, 200, JSON, json.dumps(obj).encode(), method == "HEAD")
+
+
+def status(p):
+    """ctl.status() plus the portal's view: busy (a test running) and the last result."""
+    st = dict(p.ctl.status())
+    st["busy"] = p.job is not None
+    st["result_ssid"], st["result"], st["result_text"] = p.result or (None, None, None)
+    return st
 
 
 async def _post(p, req, w, api):

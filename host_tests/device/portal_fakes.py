@@ -157,10 +157,17 @@ def form(**fields):
     return "&".join(quote(k) + "=" + quote(v) for k, v in fields.items())
 
 
+def status(p):
+    """What GET /api/status answers."""
+    from twomes import portal_req
+
+    return portal_req.status(p)
+
+
 async def wait_idle(p, max_s=5.0):
     """Until the portal's credential test is over."""
     for _ in range(int(max_s * 50)):
-        if not p.status()["busy"]:
+        if not status(p)["busy"]:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the credential test did not finish")

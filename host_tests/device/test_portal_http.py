@@ -80,7 +80,7 @@ def test_gets_never_act_and_rescan_is_rate_limited():
         for path in ("/connect?ssid=home&password=secret-pass", "/api/wifi?ssid=home&password=secret-pass"):
             r = await pf.get(p, path)
             assert r.status in (302, 404, 405), (path, r.status)
-        assert p.ctl.submitted == [] and not p.status()["busy"]
+        assert p.ctl.submitted == [] and not pf.status(p)["busy"]
         r = await pf.get(p, "/rescan")
         assert r.status == 303 and r.headers["location"] == "/"
         r = await pf.get(p, "/api/networks?refresh=1")
@@ -106,7 +106,7 @@ def test_form_round_trips_special_characters_exactly():
         r = await pf.get(p, "/result")
         assert "Connected to Caf\u00e9 \u2615 &amp; Co." in r.text and "refresh" not in r.text
         assert pf.SPECIAL_PW not in r.text and "ssw" not in r.text  # the password is never echoed
-        st = p.status()
+        st = pf.status(p)
         assert st["result"] == wifi.JOINED and st["state"] == "activating"
 
     _run(body)
@@ -118,7 +118,7 @@ def test_other_field_wins_and_open_network():
         assert r.status == 303
         await pf.wait_idle(p)
         assert p.ctl.submitted == [("open-net", "", None)]
-        assert p.status()["result"] == wifi.JOINED
+        assert pf.status(p)["result"] == wifi.JOINED
 
     _run(body)
 
@@ -136,7 +136,7 @@ def test_results_wrong_password_not_found_timeout():
             await pf.wait_idle(p)
             r = await pf.get(p, "/result")
             assert words in r.text and 'href="/"' in r.text, (ssid, r.text[-600:])
-            assert p.status()["result"] == code
+            assert pf.status(p)["result"] == code
             # the last result stays on the main page too (the phone may come back later)
             r = await pf.get(p, "/")
             assert words in r.text

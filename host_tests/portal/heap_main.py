@@ -5,6 +5,7 @@
 import asyncio
 import gc
 import os
+import sys
 import time
 
 from fakectl import FakeCtl
@@ -20,36 +21,34 @@ _AIR = {
 }
 
 
-class _Pin:
-    IN = 1
-    OUT = 3
-    PULL_UP = 2
+# this module stands in for `machine` (Pin) and `network` (WLAN and its constants)
+STA_IF = 0
+AP_IF = 1
+STAT_IDLE = 1000
+STAT_CONNECTING = 1001
+STAT_GOT_IP = 1010
+STAT_NO_AP_FOUND = 201
+STAT_WRONG_PASSWORD = 202
+AUTH_OPEN = 0
+AUTH_WPA2_PSK = 3
 
-    def __init__(self, *args, **kw):
-        self.v = 1
+
+class WLAN:
+    """Also the Pin: the Board only calls value() on those."""
+
+    IN = OUT = PULL_UP = 0
+
+    def __init__(self, *args):
+        self.st = STAT_IDLE
 
     def value(self, v=None):
-        if v is None:
-            return self.v
-        self.v = v
-
-
-class _WLAN:
-    def __init__(self, interface):
-        self.ap = interface == 1
-        self.on = False
-        self.st = 1000
-        self.key = None
-        self.ssid = None
-        self.t0 = 0
+        return 1
 
     def active(self, v=None):
-        if v is None:
-            return self.on
-        self.on = bool(v)
+        return True
 
     def config(self, *args, **kw):
-        return _MAC if args else None
+        return _MAC
 
     def ifconfig(self):
         return ("127.0.0.1", "255.255.255.0", "127.0.0.1", "127.0.0.1")
@@ -58,39 +57,29 @@ class _WLAN:
         return [(s.encode(), _MAC, 1, _AIR[s][1], 3, False) for s in _AIR]
 
     def connect(self, ssid, key):
-        self.ssid, self.key, self.t0, self.st = ssid, key, time.ticks_ms(), 1001
+        self.ssid, self.key, self.t0, self.st = ssid, key, time.ticks_ms(), STAT_CONNECTING
 
     def disconnect(self):
-        self.st = 1000
+        self.st = STAT_IDLE
 
     def status(self):
-        if self.st == 1001 and time.ticks_diff(time.ticks_ms(), self.t0) > 300 and self.ssid != "slow":
+        if (
+            self.st == STAT_CONNECTING
+            and time.ticks_diff(time.ticks_ms(), self.t0) > 300
+            and self.ssid != "slow"
+        ):
             net = _AIR.get(self.ssid)
-            self.st = 201 if net is None else 1010 if net[0] == self.key else 202
+            self.st = (
+                STAT_NO_AP_FOUND
+                if net is None
+                else STAT_GOT_IP
+                if net[0] == self.key
+                else STAT_WRONG_PASSWORD
+            )
         return self.st
 
 
-class _Net:
-    STA_IF = 0
-    AP_IF = 1
-    STAT_IDLE = 1000
-    STAT_CONNECTING = 1001
-    STAT_GOT_IP = 1010
-    STAT_NO_AP_FOUND = 201
-    STAT_WRONG_PASSWORD = 202
-    AUTH_OPEN = 0
-    AUTH_WPA2_PSK = 3
-    _wlan = {}
-
-    @staticmethod
-    def WLAN(i):
-        if i not in _Net._wlan:
-            _Net._wlan[i] = _WLAN(i)
-        return _Net._wlan[i]
-
-
-class _Machine:
-    Pin = _Pin
+Pin = WLAN
 
 
 _low = [0]
@@ -111,7 +100,8 @@ async def main():
     cfg = config.Config(
         {"portal_port": int(os.getenv("PORTAL_PORT")), "dns_port": int(os.getenv("DNS_PORT"))}
     )
-    board = hw.Board(cfg, _Machine, _Net, object())
+    me = sys.modules[__name__]
+    board = hw.Board(cfg, me, me, me)
     ident = identity.Identity(
         identity.device_name(cfg.name_prefix, board.mac()), cfg.device_type, "1" * 16, "s" * 24
     )

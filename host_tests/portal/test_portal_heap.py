@@ -77,6 +77,8 @@ class Proc:
             data = b""
             while chunk := s.recv(4096):
                 data += chunk
+        if not data.startswith(b"HTTP/1.1 "):
+            raise AssertionError(f"no answer to {path}; device output:\n" + "\n".join(self.lines[-30:]))
         return int(data.split(b" ", 2)[1]), data.partition(b"\r\n\r\n")[2]
 
     def status(self) -> dict[str, object]:
