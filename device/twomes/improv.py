@@ -13,26 +13,26 @@ from twomes.log import log
 _MAGIC = b"IMPROV"
 _VERSION = const(1)
 _FRAME_MAX = const(6 + 3 + 255 + 1)
-# packet types
-T_STATE = const(0x01)
-T_ERROR = const(0x02)
-T_RPC = const(0x03)
-T_RESULT = const(0x04)
+# packet types (module-private consts: compiled in, no heap)
+_T_STATE = const(0x01)
+_T_ERROR = const(0x02)
+_T_RPC = const(0x03)
+_T_RESULT = const(0x04)
 # states
-READY = const(0x02)
-PROVISIONING = const(0x03)
-PROVISIONED = const(0x04)
+_READY = const(0x02)
+_PROVISIONING = const(0x03)
+_PROVISIONED = const(0x04)
 # errors
-E_NONE = const(0x00)
-E_INVALID = const(0x01)
-E_UNKNOWN_RPC = const(0x02)
-E_CONNECT = const(0x03)
-E_UNKNOWN = const(0xFF)
+_E_NONE = const(0x00)
+_E_INVALID = const(0x01)
+_E_UNKNOWN_RPC = const(0x02)
+_E_CONNECT = const(0x03)
+_E_UNKNOWN = const(0xFF)
 # RPC commands
-C_WIFI = const(0x01)
-C_STATE = const(0x02)
-C_INFO = const(0x03)
-C_SCAN = const(0x04)
+_C_WIFI = const(0x01)
+_C_STATE = const(0x02)
+_C_INFO = const(0x03)
+_C_SCAN = const(0x04)
 _STALE_S = 1  # seconds of silence after which a partial frame is dropped
 
 
@@ -54,7 +54,7 @@ def result(cmd, strings):
         b = s.encode() if isinstance(s, str) else bytes(s)
         body.append(len(b))
         body.extend(b)
-    return frame(T_RESULT, bytes([cmd, len(body)]) + body)
+    return frame(_T_RESULT, bytes([cmd, len(body)]) + body)
 
 
 class Improv:
@@ -63,7 +63,7 @@ class Improv:
         self.ident = ident
         self.ctl = ctl
         self.version = version
-        self.state = READY
+        self.state = _READY
         self.urls = []  # redirect URL(s) reported once provisioned (none: the device has no local page)
         self.pending = None  # (ssid, password) received, not yet tried
         self._buf = bytearray(_FRAME_MAX)
@@ -104,13 +104,13 @@ class Improv:
         err = None
         if (
             sum(f[: n - 1]) & 0xFF != f[n - 1]
-            or f[7] == T_RPC
+            or f[7] == _T_RPC
             and (len(data) < 2 or data[1] != len(data) - 2)
         ):
-            err = E_INVALID
-        elif f[7] != T_RPC:
+            err = _E_INVALID
+        elif f[7] != _T_RPC:
             return  # device -> client types are not for us
-        elif data[0] == C_WIFI:
+        elif data[0] == _C_WIFI:
             p = data[2:]
             try:
                 ls = p[0]
@@ -119,27 +119,27 @@ class Improv:
                     raise ValueError("lengths")
                 creds = (bytes(p[1 : 1 + ls]).decode(), bytes(p[2 + ls :]).decode())
             except (IndexError, ValueError):
-                err = E_INVALID
+                err = _E_INVALID
             else:
-                if self.state != PROVISIONING:  # one attempt at a time
+                if self.state != _PROVISIONING:  # one attempt at a time
                     self.pending = creds
-                    self.state = PROVISIONING
-                    out.append(frame(T_ERROR, bytes([E_NONE])))
-                out.append(frame(T_STATE, bytes([PROVISIONING])))
-        elif data[0] == C_STATE:
-            out.append(frame(T_STATE, bytes([self.state])))
-            if self.state == PROVISIONED:
-                out.append(result(C_STATE, self.urls))
-        elif data[0] == C_INFO:
-            out.append(result(C_INFO, ("twomes", self.version, "ESP32", self.ident.name)))
-        elif data[0] == C_SCAN:
+                    self.state = _PROVISIONING
+                    out.append(frame(_T_ERROR, bytes([_E_NONE])))
+                out.append(frame(_T_STATE, bytes([_PROVISIONING])))
+        elif data[0] == _C_STATE:
+            out.append(frame(_T_STATE, bytes([self.state])))
+            if self.state == _PROVISIONED:
+                out.append(result(_C_STATE, self.urls))
+        elif data[0] == _C_INFO:
+            out.append(result(_C_INFO, ("twomes", self.version, "ESP32", self.ident.name)))
+        elif data[0] == _C_SCAN:
             for ssid, rssi, secured in self.ctl.networks():
-                out.append(result(C_SCAN, (ssid, str(rssi), "YES" if secured else "NO")))
-            out.append(result(C_SCAN, ()))
+                out.append(result(_C_SCAN, (ssid, str(rssi), "YES" if secured else "NO")))
+            out.append(result(_C_SCAN, ()))
         else:
-            err = E_UNKNOWN_RPC
+            err = _E_UNKNOWN_RPC
         if err is not None:
-            out.append(frame(T_ERROR, bytes([err])))
+            out.append(frame(_T_ERROR, bytes([err])))
 
     async def provision(self):
         """Try the pending credentials through the controller; returns the reply frames."""
@@ -157,12 +157,12 @@ class Improv:
                 log("improv", "submit failed: %r" % e)
         password = None
         if code == wifi.JOINED:
-            self.state = PROVISIONED
+            self.state = _PROVISIONED
             log("improv", "joined %r" % ssid)
-            return [frame(T_STATE, bytes([PROVISIONED])), result(C_WIFI, self.urls)]
-        self.state = READY
+            return [frame(_T_STATE, bytes([_PROVISIONED])), result(_C_WIFI, self.urls)]
+        self.state = _READY
         log("improv", "could not join %r: %s" % (ssid, bad or wifi.REASONS.get(code, "error")))
-        return [frame(T_ERROR, bytes([E_CONNECT])), frame(T_STATE, bytes([READY]))]
+        return [frame(_T_ERROR, bytes([_E_CONNECT])), frame(_T_STATE, bytes([_READY]))]
 
     # ---- the console loop -------------------------------------------------------------------------
     async def run(self, reader=None):
@@ -197,7 +197,7 @@ class Improv:
             frames = await self.provision()
         except Exception as e:  # noqa: BLE001 - task boundary: report, keep listening
             log("improv", "provisioning error: %r" % e)
-            self.state = READY
-            frames = (frame(T_ERROR, bytes([E_UNKNOWN])), frame(T_STATE, bytes([READY])))
+            self.state = _READY
+            frames = (frame(_T_ERROR, bytes([_E_UNKNOWN])), frame(_T_STATE, bytes([_READY])))
         for f in frames:
             self.board.console_write(f + b"\n")

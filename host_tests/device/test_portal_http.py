@@ -65,7 +65,7 @@ def test_page_lists_networks_strongest_first_escaped_and_self_contained():
         assert -1 not in pos and pos == sorted(pos), pos  # strongest first
         assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;x&#39;" in t
         assert t.count('class="lk"') == 4 and t.count('class="op"') == 1  # lock for the secured ones
-        assert 'class="b s4"' in t and 'class="b s1"' in t  # signal bars
+        assert 'title="-52 dBm"><i style="width:86%">' in t and 'title="-88 dBm"><i style="width:14%">' in t
         assert 'name="password"' in t and 'name="name"' in t and 'name="other"' in t
         assert 'href="/rescan"' in t and p.ident.name in t
         # HEAD: headers only
