@@ -95,6 +95,9 @@ async def _serve(s, addr4):
             except OSError:  # EAGAIN: nothing waiting
                 await asyncio.sleep(_IDLE_S)
                 continue
+            except MemoryError:  # no room this time; the client asks again
+                await asyncio.sleep(_IDLE_S)
+                continue
             try:
                 n = answer(data, addr4, out)
                 if n:

@@ -133,6 +133,24 @@ class Portal:
     def idle_ms(self):
         return self.board.ticks_diff(self.board.ticks_ms(), self._last)
 
+    async def test(self, ssid, password, name):
+        """The credential test (a task; lives in this resident module so that the request module can
+        be dropped while it runs): ctl.submit's answer becomes the result the pages and API show."""
+        from twomes import wifi
+
+        try:
+            code = await self.ctl.submit(ssid, password, name)
+            text = wifi.REASONS.get(code, str(code))
+        except ValueError as e:
+            code, text = INVALID, str(e)
+        except Exception as e:  # noqa: BLE001 - task boundary: the page must get an answer
+            log("portal", "submit failed: %r" % e)
+            code, text = wifi.FAILED, wifi.REASONS[wifi.FAILED]
+        password = None
+        self.result = (ssid, code, text)
+        self.job = None
+        log("portal", "network %r: %s" % (ssid, text))
+
     def networks(self):
         """The controller's scan list, strongest first, at most _NETS_MAX."""
         nets = list(self.ctl.networks() or ())
@@ -208,7 +226,11 @@ class Portal:
                 pass
             if task in self._tasks:
                 self._tasks.remove(task)
-            pkg = sys.modules["twomes"]
-            for m in ("portal_req", "portal_page"):  # held only while a request is served
-                sys.modules.pop("twomes." + m, None)
-                pkg.__dict__.pop(m, None)
+            self._drop()
+
+    def _drop(self):
+        """Forget the per-request modules (held only while a request is served)."""
+        pkg = sys.modules["twomes"]
+        for m in ("portal_req", "portal_page"):
+            sys.modules.pop("twomes." + m, None)
+            pkg.__dict__.pop(m, None)

@@ -9,7 +9,7 @@ from micropython import const
 from twomes import wifi
 from twomes.httpserv import HttpError
 from twomes.log import log
-from twomes.portal import INVALID, JSON, redirect, send
+from twomes.portal import JSON, redirect, send
 
 _RESCAN_MIN_MS = const(10000)
 _NAME_MAX = const(32)
@@ -104,7 +104,7 @@ async def _post(p, req, w, api):
     if p.job is None:
         p.job_ssid = ssid
         p.result = None
-        p.job = asyncio.create_task(_run_job(p, ssid, password, name))
+        p.job = asyncio.create_task(p.test(ssid, password, name))
         log("portal", "testing network %r (password: stored)" % ssid)
     elif api:
         raise HttpError(409, "already testing a network")
@@ -114,21 +114,6 @@ async def _post(p, req, w, api):
         send(w, 202, JSON, b'{"accepted": true, "status": "/api/status"}')
     else:
         redirect(w, 303, "/result")
-
-
-async def _run_job(p, ssid, password, name):
-    try:
-        code = await p.ctl.submit(ssid, password, name)
-        text = wifi.REASONS.get(code, str(code))
-    except ValueError as e:
-        code, text = INVALID, str(e)
-    except Exception as e:  # noqa: BLE001 - task boundary: the page must get an answer
-        log("portal", "submit failed: %r" % e)
-        code, text = wifi.FAILED, wifi.REASONS[wifi.FAILED]
-    password = None
-    p.result = (ssid, code, text)
-    p.job = None
-    log("portal", "network %r: %s" % (ssid, text))
 
 
 async def rescan(p):

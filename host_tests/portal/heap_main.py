@@ -1,7 +1,9 @@
-# Runs in `micropython -X heapsize=64K`: the portal (+ captive DNS + Improv on stdin) with the app's
-# base modules (config, store, identity, hw, log, wifi) and a fake controller, on minimal stand-ins for
-# machine/network/esp32. The virtual board's simulated hardware is left out on purpose: it costs about
-# 25 KB of heap that a real ESP32 does not spend. Prints "@@MEM ..." lines for the host test.
+# Runs in `micropython -X heapsize=64K`: the portal (+ captive DNS) and Improv on stdin with a fake
+# controller, on a minimal stand-in board (this module doubles as the `network` module). Nothing else of
+# the app is loaded, so the figures are the onboarding's own cost. Prints "@@MEM ..." lines:
+#   before  free heap before any onboarding module is imported
+#   started free heap with the portal and Improv running
+#   min_free the lowest free heap seen (after a collection) while requests are served
 import asyncio
 import gc
 import os
@@ -10,8 +12,6 @@ import time
 
 from fakectl import FakeCtl
 
-from twomes import config, hw, identity, log, store, wifi  # noqa: F401  (the app has them all loaded)
-
 _MAC = b"\x24\x6f\x28\xd3\xad\x48"
 # ssid -> (password, rssi); "slow" never answers
 _AIR = {
@@ -19,9 +19,6 @@ _AIR = {
     "Caf\u00e9 \u2615 & Co": ("p&%+@#$;\u00e4ssw\u00f6rd =x", -60),
     "slow": ("x", -83),
 }
-
-
-# this module stands in for `machine` (Pin) and `network` (WLAN and its constants)
 STA_IF = 0
 AP_IF = 1
 STAT_IDLE = 1000
@@ -34,24 +31,14 @@ AUTH_WPA2_PSK = 3
 
 
 class WLAN:
-    """Also the Pin: the Board only calls value() on those."""
-
-    IN = OUT = PULL_UP = 0
-
-    def __init__(self, *args):
+    def __init__(self):
         self.st = STAT_IDLE
-
-    def value(self, v=None):
-        return 1
 
     def active(self, v=None):
         return True
 
     def config(self, *args, **kw):
         return _MAC
-
-    def ifconfig(self):
-        return ("127.0.0.1", "255.255.255.0", "127.0.0.1", "127.0.0.1")
 
     def scan(self):
         return [(s.encode(), _MAC, 1, _AIR[s][1], 3, False) for s in _AIR]
@@ -79,7 +66,47 @@ class WLAN:
         return self.st
 
 
-Pin = WLAN
+class Board:
+    """The parts of twomes.hw.Board the onboarding uses."""
+
+    def __init__(self):
+        self.network = sys.modules[__name__]
+        self.sta = WLAN()
+        self.ap = WLAN()
+
+    def ap_ip(self):
+        return "127.0.0.1"
+
+    def portal_port(self):
+        return int(os.getenv("PORTAL_PORT"))
+
+    def dns_port(self):
+        return int(os.getenv("DNS_PORT"))
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def console_in(self):
+        return sys.stdin.buffer
+
+    def console_write(self, data):
+        sys.stdout.write(data)
+
+    def kbd_intr(self, ch):
+        pass
+
+
+class Ident:
+    name = "TWOMES-D3AD48"
+    device_type = "Generic-Test"
+    ap_password = "abcdefgh23"
+
+
+class Cfg:
+    ap_open = False
 
 
 _low = [0]
@@ -97,23 +124,15 @@ async def _watch():
 
 
 async def main():
-    cfg = config.Config(
-        {"portal_port": int(os.getenv("PORTAL_PORT")), "dns_port": int(os.getenv("DNS_PORT"))}
-    )
-    me = sys.modules[__name__]
-    board = hw.Board(cfg, me, me, me)
-    ident = identity.Identity(
-        identity.device_name(cfg.name_prefix, board.mac()), cfg.device_type, "1" * 16, "s" * 24
-    )
-    ctl = FakeCtl(board, ident, join_ms=3000)
+    board = Board()
+    ctl = FakeCtl(board, Ident, join_ms=3000)
     gc.collect()
-    print("@@MEM base free=%d" % gc.mem_free())
+    print("@@MEM before free=%d" % gc.mem_free())
     from twomes.improv import Improv
     from twomes.portal import Portal
 
-    portal = Portal(board, ident, cfg, ctl)
-    await portal.start()
-    imp = Improv(board, ident, ctl, "1.0.0")
+    await Portal(board, Ident, Cfg, ctl).start()
+    imp = Improv(board, Ident, ctl, "1.0.0")
     gc.collect()
     print("@@MEM started free=%d" % gc.mem_free())
     asyncio.create_task(_watch())
