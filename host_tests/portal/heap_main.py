@@ -124,6 +124,8 @@ async def _watch():
 
 
 async def main():
+    if os.getenv("BASE"):  # the app's base modules too (for measurements)
+        from twomes import config, hw, identity, store  # noqa: F401
     board = Board()
     ctl = FakeCtl(board, Ident, join_ms=3000)
     gc.collect()
