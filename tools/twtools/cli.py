@@ -13,6 +13,7 @@ import sys
 # Order is the order of `twomes --help`.
 _MODULES = [
     "twtools.server.cli",
+    "twtools.provision",
 ]
 
 
