@@ -10,7 +10,7 @@ from twomes.portal import HTML, INVALID, send
 # constants in pieces of a few hundred bytes: a fragmented heap still finds room for each
 _CSS = (
     b"<style>body{margin:0;font:16px/1.4 system-ui,sans-serif;background:#eef1f5;color:#18212d}"
-    b"main{max-width:30em;margin:auto;padding:1em}h1{font-size:1.4em;margin:.3em 0 0}"
+    b"main{max-width:30em;margin:auto;padding:1em}h1{font-size:1.4em;margin:.3em 0 0}h2{font-size:1.1em}"
     b".s{color:#5a6676;font-size:.9em}a{color:#0b63c4}",
     b".c{background:#fff;border-radius:14px;padding:.2em 1em 1em;margin:1em 0;box-shadow:0 1px 3px #0002}"
     b".n{display:flex;align-items:center;gap:.7em;padding:.7em 0;border-bottom:1px solid #e5e9ef}"
@@ -135,7 +135,10 @@ async def page(p, w, head, result_view, error=None, chosen=None, name=None):
     if msg:
         _w(w, '<div class="m %s">%s</div>', msg[0], msg[1])
     if result_view:
-        w.write(b'<a href="/result">Check again</a>' if testing else b'<a href="/">Back to the form</a>')
+        if testing:
+            w.write(b'<a href="/result">Check again</a>')
+        elif not (p.result and p.result[1] == wifi.JOINED):
+            w.write(b'<a href="/">Back to the form</a>')
     else:
         await asyncio.wait_for(w.drain(), 10)
         _form(p, w, chosen, name)
