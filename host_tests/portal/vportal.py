@@ -8,8 +8,6 @@ BOARD_HEAP. The portal's own 64 KB figures come from test_portal_heap.py (no sim
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -87,32 +85,3 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def get_json(vb: VirtualBoard, path: str) -> Any:
     status, _, body = http(vb, path)
     return json.loads(body)
-
-
-def mem_figures(vb: VirtualBoard) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in vb.lines:
-        for m in re.finditer(r"(\w+) free=(\d+)", line):
-            out[m.group(1)] = int(m.group(2))
-        m = re.search(r"@@MEM min_free=(\d+) heap=(\d+)", line)
-        if m:
-            out["min_free"] = int(m.group(1))
-            out["heap"] = int(m.group(2))
-    return out
-
-
-def wait_result(vb: VirtualBoard, timeout: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = get_json(vb, "/api/status")
-        if not st["busy"] and st["result"] is not None:
-            return dict(st)
-        time.sleep(0.1)
-    raise AssertionError("no result from the device")
-
-
-def copy_screenshot(src: Path, name: str) -> Path:
-    dest = HERE.parents[1] / "build" / "screenshots" / name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    return dest
