@@ -59,3 +59,21 @@ def test_improv_serial(pty_board: VirtualBoard, capsys: pytest.CaptureFixture[st
     assert code == 1 and "could not connect to home" in out, out
     code, out = _run(capsys, "--serial", pty_board.pty_path, "--ssid", CAFE, "--password", SPECIAL_PW)
     assert code == 0 and f"joined {CAFE}" in out, out
+
+
+def test_registers_as_twomes_subcommand_and_reads_password_from_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+    import io
+
+    from twtools import cli
+
+    assert "twtools.provision" in cli._MODULES
+    parser = argparse.ArgumentParser(prog="twomes")
+    provision.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["provision", "--portal", "http://127.0.0.1:9", "--ssid", "home", "--password", "-"]
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert args.func(args) == 2 and "8 to 63" in capsys.readouterr().err  # read from stdin, checked locally
