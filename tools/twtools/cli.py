@@ -20,6 +20,7 @@ _MODULES = [
     "twtools.monitor",
     "twtools.repurpose",
     "twtools.release",
+    "twtools.provision",
 ]
 
 
