@@ -98,16 +98,10 @@ class Setup:
         await portal.start()
         improv_task = asyncio.create_task(improv.run())
         app.set_state(PORTAL, "waiting for Wi-Fi settings")
-        log(
-            "portal",
-            "access point %s (%s), page http://%s:%d/"
-            % (
-                app.ident.name,
-                "open" if app.cfg.ap_open else "password " + app.ident.ap_password,
-                app.board.ap_ip(),
-                app.board.portal_port(),
-            ),
-        )
+        if (
+            not app.cfg.ap_open
+        ):  # the setup AP's own password (printed like a label), not a secret of the owner
+            log("setup", "access point password %s" % app.ident.ap_password)
         retry_ms = app.cfg.portal_retry_s * 1000
         last_try = app.board.ticks_ms()
         try:

@@ -2,8 +2,8 @@
 import asyncio
 
 import portal_fakes as pf
-import support
 
+import support
 from twomes import captive_dns
 
 IP = bytes([192, 168, 4, 1])

@@ -2,8 +2,8 @@
 import asyncio
 
 import portal_fakes as pf
-import support
 
+import support
 from twomes import improv, wifi
 
 # the protocol's numbers (private consts in the device module)

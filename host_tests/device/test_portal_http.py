@@ -3,8 +3,8 @@ import asyncio
 import json
 
 import portal_fakes as pf
-import support
 
+import support
 from twomes import wifi
 
 PROBES = [

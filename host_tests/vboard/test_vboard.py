@@ -1,0 +1,91 @@
+"""The virtual board: the real boot.py/main.py and .mpy device code on the MicroPython unix port."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from twtools.vboard.runner import VirtualBoard
+
+HOME = {"ssid": "home", "password": "correct horse", "rssi": -50}
+
+
+def _board(tmp_path: Path, name: str = "b", **kw) -> VirtualBoard:
+    kw.setdefault("config", {"server_url": "http://127.0.0.1:9", "retry_base_s": 1, "retry_max_s": 5})
+    b = VirtualBoard(tmp_path / name, air=[HOME], **kw)
+    b.install_app()
+    return b
+
+
+def _activation(b: VirtualBoard, start: int = 0) -> dict[str, str]:
+    b.wait_for(r'^\{"name":', 20, start=start)
+    return dict(json.loads(b.lines[b.last_index]))
+
+
+def test_boots_real_main_prints_activation_line_and_keeps_identity(tmp_path: Path) -> None:
+    with _board(tmp_path) as b:
+        b.start()
+        first = _activation(b)
+        assert first["name"] == "TWOMES-D3AD48" and first["device_type"] == "Generic-Test"
+        assert len(first["activation_token"]) == 16 and first["activation_token"].isdigit()
+        assert any(".mpy" in p.name for p in (b.fs / "lib" / "twomes").iterdir())
+        assert not list((b.fs / "lib").rglob("*.py"))  # the device code runs as .mpy only
+        b.power_cut()
+        mark = b.mark()
+        b.power_on()
+        again = _activation(b, mark)
+        assert again == first  # same name, same token after a power cut
+        assert sum(1 for ln in b.lines if ln.startswith('{"name":')) == 2  # exactly one line per boot
+
+
+def test_machine_reset_reboots_on_the_same_state(tmp_path: Path) -> None:
+    with _board(tmp_path) as b:
+        b.start()
+        first = _activation(b)
+        b.wait_for(r"state: portal", 20)
+        mark = b.mark()
+        b.press(3.5)  # forget Wi-Fi: the app resets the board
+        b.wait_for(r"forgetting Wi-Fi", 10, start=mark)
+        again = _activation(b, mark)
+        assert again == first
+        assert b.boots == 2 and b.exit_codes[0] == 93
+
+
+def test_factory_reset_makes_a_new_token(tmp_path: Path) -> None:
+    with _board(tmp_path, config={"server_url": "http://127.0.0.1:9", "hold_factory_s": 4}) as b:
+        b.start()
+        first = _activation(b)
+        b.wait_for(r"state: portal", 20)
+        mark = b.mark()
+        b.press(4.6)
+        b.wait_for(r"factory reset", 10, start=mark)
+        again = _activation(b, mark)
+        assert again["name"] == first["name"] and again["activation_token"] != first["activation_token"]
+
+
+def test_short_press_prints_state_and_portal_led_blinks(tmp_path: Path) -> None:
+    with _board(tmp_path) as b:
+        b.start()
+        b.wait_for(r"state: portal", 20)
+        assert b.led_pattern(1.5) == "blinking"
+        ap = b.ap()
+        assert ap["active"] and ap["essid"] == "TWOMES-D3AD48" and ap["secured"]
+        mark = b.mark()
+        b.press(0.4)
+        b.wait_for(r"button: state portal, firmware", 5, start=mark)
+        time.sleep(0.5)
+        assert b.running
+
+
+def test_boards_side_by_side(tmp_path: Path) -> None:
+    with (
+        _board(tmp_path, "one", mac="24:6F:28:00:00:01") as a,
+        _board(tmp_path, "two", mac="24:6F:28:00:00:02") as b,
+    ):
+        a.start()
+        b.start()
+        ia, ib = _activation(a), _activation(b)
+        assert ia["name"] == "TWOMES-000001" and ib["name"] == "TWOMES-000002"
+        assert ia["activation_token"] != ib["activation_token"]
+        assert a.portal_port != b.portal_port
