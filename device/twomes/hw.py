@@ -91,7 +91,9 @@ class Board:
         return sys.stdin.buffer
 
     def console_write(self, data):
-        sys.stdout.write(data)
+        # binary: on the chip sys.stdout.write turns "\n" into "\r\n", even inside an Improv frame
+        out = getattr(sys.stdout, "buffer", sys.stdout)
+        out.write(data)
 
     def kbd_intr(self, ch):
         import micropython

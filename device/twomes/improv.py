@@ -60,6 +60,7 @@ def result(cmd, strings):
 class Improv:
     def __init__(self, board, ident, ctl, version):
         self.board = board
+        self.interrupted = False
         self.ident = ident
         self.ctl = ctl
         self.version = version
@@ -183,6 +184,10 @@ class Improv:
                     continue
                 if not data:
                     return  # console closed (host tests)
+                if data == b"\x03" and self._n == 0:
+                    # Ctrl-C outside a frame: a person or mpremote wants the REPL (the app stops)
+                    self.interrupted = True
+                    return
                 for f in self.feed(data):
                     board.console_write(f + b"\n")
                 if self.pending is not None:

@@ -107,6 +107,8 @@ class Setup:
         try:
             while True:
                 await app.sleep_s(0.25)
+                if improv.interrupted:
+                    raise KeyboardInterrupt()  # Ctrl-C on the console: stop the app, REPL
                 if app._joined:
                     await asyncio.sleep(_GRACE_MS / 1000)
                     return

@@ -214,7 +214,7 @@ def test_run_reads_the_console_and_answers():
         con = _Console(board)
         imp = improv.Improv(con, ident, ctl, "1.2.3")
         w = _wifi_rpc("home", "secret-pass")
-        script = [b"some text\n\x03", REQ_STATE[:4], 0.05, REQ_STATE[4:] + w[:7], w[7:], 0.5, REQ_STATE]
+        script = [b"some text\n", REQ_STATE[:4], 0.05, REQ_STATE[4:] + w[:7], w[7:], 0.5, REQ_STATE]
         await imp.run(_Reader(script))
         got = _frames(con.written)
         assert got[0] == (T_STATE, b"\x02")
@@ -223,6 +223,22 @@ def test_run_reads_the_console_and_answers():
         assert got[5] == (T_STATE, b"\x04")
         assert con.intr == [-1, 3]  # Ctrl-C off while listening, restored after
         assert ctl.saved == ("home", "secret-pass", None) and ctl.wifi == wifi.JOINED
+
+    support.run(main())
+
+
+def test_ctrl_c_between_frames_hands_the_console_back():
+    """0x03 inside a frame is data (the RPC type byte is 3); a lone 0x03 between frames is a person's
+    or mpremote's Ctrl-C: Improv stops listening, Ctrl-C is restored and the app goes to the REPL."""
+
+    async def main():
+        board, ident, cfg, ctl = pf.make()
+        con = _Console(board)
+        imp = improv.Improv(con, ident, ctl, "1.2.3")
+        await imp.run(_Reader([REQ_STATE, b"\x03", REQ_STATE]))
+        assert imp.interrupted
+        assert _frames(con.written) == [(T_STATE, b"\x02")]  # the second request was not read
+        assert con.intr == [-1, 3]
 
     support.run(main())
 
