@@ -235,9 +235,13 @@ class App:
                 await self.portal(creds)
             else:
                 self._joined = creds
-            if self._joined is None:
-                continue  # the portal closed without a working network: try the saved one again
-            await self.online(self._joined)
+                await self.online(creds)
+                continue
+            if self._joined is not None:
+                # working credentials are stored: start the online phase from a clean boot, so the
+                # portal's code leaves no holes in the heap (the station joins again in ~1 s)
+                log("setup", "Wi-Fi settings work: restarting to go online")
+                raise Restart()
 
     async def online(self, creds):
         from twomes.online import Online
