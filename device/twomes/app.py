@@ -144,7 +144,12 @@ class App:
                 continue
             for i in range(len(pattern)):
                 self.board.led_set(i % 2 == 0 and pattern[i] > 0)
-                await asyncio.sleep(pattern[i] / 1000)
+                left = pattern[i]
+                while left > 0 and (self.led_override or _LED.get(self.state)) is pattern:
+                    await asyncio.sleep(min(left, _POLL_MS) / 1000)  # a new pattern shows at once
+                    left -= _POLL_MS
+                if (self.led_override or _LED.get(self.state)) is not pattern:
+                    break
 
     async def button_task(self):
         """Polled and debounced. Short press: show state. Hold: forget Wi-Fi. Very long: factory reset.

@@ -53,12 +53,16 @@ def test_machine_reset_reboots_on_the_same_state(tmp_path: Path) -> None:
 
 
 def test_factory_reset_makes_a_new_token(tmp_path: Path) -> None:
-    with _board(tmp_path, config={"server_url": "http://127.0.0.1:9", "hold_factory_s": 4}) as b:
+    with _board(tmp_path) as b:
         b.start()
         first = _activation(b)
         b.wait_for(r"state: portal", 20)
         mark = b.mark()
-        b.press(4.6)
+        b.button(True)
+        time.sleep(3.5)
+        assert b.led()[0] == 0  # past the Wi-Fi-reset time the LED goes off: "let go now for Wi-Fi"
+        time.sleep(7.0)  # past 10 s: factory reset
+        b.button(False)
         b.wait_for(r"factory reset", 10, start=mark)
         again = _activation(b, mark)
         assert again["name"] == first["name"] and again["activation_token"] != first["activation_token"]
@@ -89,3 +93,36 @@ def test_boards_side_by_side(tmp_path: Path) -> None:
         assert ia["name"] == "TWOMES-000001" and ib["name"] == "TWOMES-000002"
         assert ia["activation_token"] != ib["activation_token"]
         assert a.portal_port != b.portal_port
+
+
+def _saved_wifi(b: VirtualBoard, ssid: str, password: str) -> None:
+    nvs = {
+        "twomes": {"wifi_ssid": ["blob", ssid.encode().hex()], "wifi_pass": ["blob", password.encode().hex()]}
+    }
+    (b.state / "nvs.json").write_text(json.dumps(nvs))
+
+
+def test_portal_keeps_retrying_the_saved_network(tmp_path: Path) -> None:
+    """The router is off when the device boots: portal, but the saved network is retried and joined
+    once the router is back (no stuck portal)."""
+    cfg = {"server_url": "http://127.0.0.1:9", "portal_retry_s": 5, "retry_base_s": 1, "retry_max_s": 5}
+    with _board(tmp_path, config=cfg) as b:
+        b.set_air([])
+        _saved_wifi(b, "home", HOME["password"])
+        b.start()
+        b.wait_for(r"wifi: home: no such network", 20)
+        b.wait_for(r"state: portal", 20)
+        b.set_air([HOME])  # the router comes back
+        b.wait_for(r"wifi: home: connected", 20)
+        b.wait_for(r"state: activating", 20)  # online again (this server does not exist: it retries)
+
+
+def test_idle_portal_closes_when_credentials_exist(tmp_path: Path) -> None:
+    cfg = {"server_url": "http://127.0.0.1:9", "portal_idle_s": 10, "portal_retry_s": 3600}
+    with _board(tmp_path, config=cfg) as b:
+        b.set_air([])
+        _saved_wifi(b, "home", HOME["password"])
+        b.start()
+        b.wait_for(r"state: portal", 20)
+        b.wait_for(r"no visitors for 10 s: closing", 20)
+        b.wait_for(r"wifi: home: no such network", 10)  # the saved network is tried again

@@ -13,6 +13,7 @@ import sys
 # Order is the order of `twomes --help`.
 _MODULES = [
     "twtools.sim",
+    "twtools.heapbench",
     "twtools.server.cli",
     "twtools.ports",
     "twtools.flash",
