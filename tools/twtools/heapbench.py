@@ -23,7 +23,7 @@ def probe(kib: int) -> tuple[bool, str, float]:
         timeout=300,
     )
     out = proc.stdout + proc.stderr
-    m = re.search(r"FAILED at step (\d+/\d+) \(([^)]*)\)", out)
+    m = re.search(r"FAILED at step (\d+/\d+) \((.*)\):$", out, re.M)
     note = (
         f"failed at step {m.group(1)}: {m.group(2)}"
         if m
