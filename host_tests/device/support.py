@@ -40,6 +40,7 @@ def new_board(mac="24:6F:28:D3:AD:48", air=None, partitions=None, rollback=True)
     vesp32._pending.clear()
     vesp32._committed = None
     vnetwork._ifs.clear()
+    vnetwork._air[0] = None
     return d
 
 

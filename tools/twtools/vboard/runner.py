@@ -128,6 +128,8 @@ class VirtualBoard:
         tmp = self.state / "air.json.tmp"
         tmp.write_text(json.dumps(networks, indent=1))
         tmp.rename(self.state / "air.json")
+        gen = self.state / "air.gen"
+        self._write_state("air.gen", str(int(gen.read_text() or 0) + 1 if gen.exists() else 1))
 
     # ---- power ----------------------------------------------------------------------------------
     def start(self) -> VirtualBoard:

@@ -1,7 +1,7 @@
 # Simulated `network`: WLAN station and access point over a "virtual air" file.
 #
-# The air file (board.json "air", re-read on every scan/connect so a test can change it while the board
-# runs) is a JSON list of networks:
+# The air file (board.json "air"; parsed again when the runner bumps "air.gen" or the file's time or size
+# changes, so a test or a person can change the air while the board runs) is a JSON list of networks:
 #   {"ssid": "home", "password": "secret", "rssi": -55, "channel": 6, "join_ms": 300,
 #    "behavior": "ok" | "timeout"}      (open network: "password": "" ; "timeout": joins never finish)
 # Station status codes are the ESP32 port's; joining takes join_ms of real time, like the chip.
@@ -34,13 +34,28 @@ def _since(t0):
     return time.ticks_diff(time.ticks_ms(), t0) if hasattr(time, "ticks_ms") else _ms() - t0
 
 
+_air = [None, None]  # (generation, networks): parsed again only when the runner changes the air
+
+
 def air():
+    import os
+
     name = vstate.board().get("air", "air.json")
+    path = name if name[0] == "/" else vstate.path(name)
     try:
-        with open(name if name[0] == "/" else vstate.path(name)) as f:
-            return [n for n in json.loads(f.read()) if isinstance(n, dict) and isinstance(n.get("ssid"), str)]
+        st = os.stat(path)
+        gen = (vstate.read_text("air.gen", "0"), st[8], st[6])  # runner's counter, or a hand edit
+    except OSError:
+        gen = None
+    if gen is not None and _air[0] == gen:
+        return _air[1]
+    try:
+        with open(path) as f:
+            nets = [n for n in json.loads(f.read()) if isinstance(n, dict) and isinstance(n.get("ssid"), str)]
     except (OSError, ValueError):
-        return []
+        nets = []
+    _air[0], _air[1] = gen, nets
+    return nets
 
 
 def _find(ssid):
