@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install sim server board test test-quick lint fmt browser-deps clean
+.PHONY: install sim server board heap test lint fmt browser-deps clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ server: install
 ## One virtual board left running (serial console on stdout); see `twomes board --help`.
 board: install
 	$(BIN)/twomes board
+
+## Benchmark (prints figures): the smallest MicroPython heap that walks the whole sim story.
+heap: install
+	$(BIN)/twomes heap
 
 ## Chromium for the portal browser test (Debian package; the test skips loudly where it cannot be had).
 browser-deps:

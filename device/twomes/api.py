@@ -1,21 +1,60 @@
 # The server API as the device uses it: the Twomes device endpoints and this project's firmware
-# endpoints (docs/api.md). Session tokens go only into the Authorization header, never into logs.
+# endpoints (docs/api.md), and the time of day (from the server's Date header). Session tokens go only
+# into the Authorization header, never into logs.
 import json
 
 from twomes import http
 from twomes.errors import HttpError, NetError, NoFirmwareApi
 
 _FW_HEADER = "x-twomes-firmware-api"
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def days_from_civil(y, m, d):
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def parse_http_date(text):
+    """'Tue, 25 Nov 2026 10:00:00 GMT' -> unix seconds, or None when it is not an IMF-fixdate."""
+    try:
+        parts = text.split()
+        day, mon, year = int(parts[1]), _MONTHS.index(parts[2]) + 1, int(parts[3])
+        hh, mm, ss = [int(x) for x in parts[4].split(":")]
+        if parts[5] != "GMT" or not (1 <= day <= 31 and 0 <= hh < 24 and 0 <= mm < 60 and 0 <= ss < 61):
+            return None
+    except (ValueError, IndexError):
+        return None
+    return days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss
 
 
 class Api:
-    def __init__(self, base_url, timeout_s, clock, open_connection=None, head_buf=None):
+    def __init__(self, board, base_url, timeout_s, open_connection=None, head_buf=None):
+        self.board = board
         self.base = base_url.rstrip("/")
         self.head = head_buf
         self.timeout = timeout_s
-        self.clock = clock
         self.session = None
         self._open = open_connection
+        self._time = None  # (unix seconds, ticks) from the server's last Date header: no NTP needed
+
+    def sync(self, date_header):
+        t = parse_http_date(date_header) if date_header else None
+        if t is not None and t > 1600000000:
+            self._time = (t, self.board.ticks_ms())
+
+    def at(self, ticks):
+        """Unix seconds of a tick value, or None before the server told the time."""
+        if self._time is None:
+            return None
+        return self._time[0] + self.board.ticks_diff(ticks, self._time[1]) // 1000
+
+    def now(self):
+        return self.at(self.board.ticks_ms())
 
     async def _call(self, method, path, payload=None, auth=True, limit=2048):
         headers = {"Accept": "application/json"}
@@ -30,7 +69,7 @@ class Api:
         )
         try:
             if "date" in resp.headers:
-                self.clock.sync(resp.headers["date"])
+                self.sync(resp.headers["date"])
             if resp.status == 404 and path.startswith("/device/firmware") and _FW_HEADER not in resp.headers:
                 raise NoFirmwareApi()
             if resp.status // 100 != 2:
@@ -56,7 +95,7 @@ class Api:
         for prop, ts, value in items:
             groups.setdefault(prop, []).append({"timestamp": ts, "value": value})
         payload = {
-            "upload_time": self.clock.now(),
+            "upload_time": self.now(),
             "property_measurements": [{"property_name": p, "measurements": groups[p]} for p in groups],
         }
         return await self._call("POST", "/device/measurements/variable-interval", payload)

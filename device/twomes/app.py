@@ -44,7 +44,6 @@ _LED = {
 }
 _BUF = const(1024)
 _POLL_MS = const(50)
-_GRACE_MS = const(4000)  # after a portal join: time for the phone to see the result page
 _GOOD_BOOT_S = const(60)  # up this long: a good boot (the boot-loop counter of otaboot starts again)
 _SAFE_S = const(600)  # safe mode lasts this long, then a normal restart
 
@@ -97,9 +96,7 @@ class App:
         self.message = ""
         self.wifi_result = None
         self.wifi_ssid = None
-        self._joined = None  # (ssid, password) accepted through the portal/Improv
-        self._busy = False
-        self._nets = []
+        self._joined = None  # (ssid, password) that work, from the portal/Improv or the saved ones
         self.queue = []  # measurements waiting for upload: [(property, ticks, unix or None, value)]
         self._mac = board.mac()
         self.safe = False  # safe mode (boot loop): no update attempts (main() decides, otaboot counts)
@@ -107,6 +104,7 @@ class App:
         self.buf = memoryview(bytearray(_BUF))
         self.head_buf = bytearray(_BUF)
         self._restart = asyncio.Event()
+        self._crash = None
 
     # ---- small helpers ---------------------------------------------------------------------------
     def set_state(self, state, message=""):
@@ -132,72 +130,12 @@ class App:
         return self.st.get(store.SESSION) is not None
 
     def print_identity(self):
-        if not self.activated():
-            # exactly one line, valid JSON: the operator registers the device with it
-            print(self.ident.activation_line)
-        if not self.cfg.ap_open:
+        if self.activated():
+            return
+        # exactly one line, valid JSON: the operator registers the device with it
+        print(self.ident.activation_line)
+        if not self.cfg.ap_open:  # the setup AP's password, as on a label (not a Wi-Fi secret of the owner)
             log("setup", "access point %s, password %s" % (self.ident.name, self.ident.ap_password))
-
-    # ---- controller API for the portal and Improv ------------------------------------------------
-    def status(self):
-        return {
-            "state": self.state,
-            "wifi": self.wifi_result,
-            "ssid": self.wifi_ssid,
-            "message": self.message,
-        }
-
-    def info(self):
-        return {
-            "name": self.ident.name,
-            "device_type": self.ident.device_type,
-            "version": VERSION,
-            "state": self.state,
-        }
-
-    def networks(self):
-        return self._nets
-
-    async def rescan(self):
-        try:
-            self._nets = wifi.scan(self.board)
-        except OSError as e:
-            log("wifi", "scan failed: %s" % e)
-        return self._nets
-
-    async def submit(self, ssid, password, name=None):
-        problem = wifi.check_credentials(ssid, password)
-        if problem:
-            raise ValueError(problem)
-        if self._busy:
-            raise ValueError("busy: already testing a network")
-        self._busy = True
-        prev = self.state
-        try:
-            self.set_state(JOINING, "testing %s" % ssid)
-            self.wifi_ssid = ssid
-            self.wifi_result = None
-            result = await wifi.join(self.board, ssid, password, self.cfg.wifi_timeout_s * 1000)
-            self.wifi_result = result
-            log("wifi", "%s: %s" % (ssid, wifi.REASONS[result]))
-            if result == wifi.JOINED:
-                self.store_wifi(ssid, password, name)
-                self._joined = (ssid, password)
-                self.message = "connected to %s" % ssid
-            else:
-                self.state = prev
-                self.message = wifi.REASONS[result]
-            return result
-        finally:
-            self._busy = False
-
-    def store_wifi(self, ssid, password, name=None):
-        self.st.put(store.WIFI_SSID, ssid)
-        self.st.put(store.WIFI_PASS, password)
-        self.st.commit()
-        log("wifi", "credentials for %s stored" % ssid)
-        if name:
-            log("wifi", "device name from setup: %s" % name[:32])
 
     # ---- tasks -----------------------------------------------------------------------------------
     async def led_task(self):
@@ -209,7 +147,12 @@ class App:
                 continue
             for i in range(len(pattern)):
                 self.board.led_set(i % 2 == 0 and pattern[i] > 0)
-                await asyncio.sleep(pattern[i] / 1000)
+                left = pattern[i]
+                while left > 0 and (self.led_override or _LED.get(self.state)) is pattern:
+                    await asyncio.sleep(min(left, _POLL_MS) / 1000)  # a new pattern shows at once
+                    left -= _POLL_MS
+                if (self.led_override or _LED.get(self.state)) is not pattern:
+                    break
 
     async def button_task(self):
         """Polled and debounced. Short press: show state. Hold: forget Wi-Fi. Very long: factory reset.
@@ -272,17 +215,33 @@ class App:
 
     # ---- the flow --------------------------------------------------------------------------------
     async def run(self):
-        """Run until a restart is due (button action, update installed, confirmation impossible)."""
+        """Run until a restart is due (button action, update installed, confirmation impossible). The
+        flow runs as a task: a button action cancels it wherever it is (a join, a download)."""
         tasks = [asyncio.create_task(t) for t in (self.led_task(), self.button_task(), self.good_boot())]
+        flow = asyncio.create_task(self._flow())
+        try:
+            await self._restart.wait()
+        finally:
+            for t in tasks + [flow]:
+                t.cancel()
+        try:
+            await flow
+        except asyncio.CancelledError:
+            pass
+        if self._crash is not None:
+            raise self._crash
+        self.set_state(RESETTING)
+        await asyncio.sleep(0.2)  # let the last lines out
+
+    async def _flow(self):
         try:
             await self.flow()
         except Restart:
             pass
+        except Exception as e:  # noqa: BLE001 - handed to main(), which logs it and restarts
+            self._crash = e
         finally:
-            for t in tasks:
-                t.cancel()
-        self.set_state(RESETTING)
-        await asyncio.sleep(0.2)  # let the last lines out
+            self._restart.set()
 
     async def flow(self):
         while True:
@@ -293,9 +252,13 @@ class App:
                 await self.portal(creds)
             else:
                 self._joined = creds
-            if self._joined is None:
-                continue  # the portal closed without a working network: try the saved one again
-            await self.online(self._joined)
+                await self.online(creds)
+                continue
+            if self._joined is not None:
+                # working credentials are stored: start the online phase from a clean boot, so the
+                # portal's code leaves no holes in the heap (the station joins again in ~1 s)
+                log("setup", "Wi-Fi settings work: restarting to go online")
+                raise Restart()
 
     async def online(self, creds):
         from twomes.online import Online
@@ -305,7 +268,7 @@ class App:
             await phase.run(creds)
         finally:
             phase = None
-            unload("online", "api", "http", "clock", "ota")
+            unload("online", "api", "http", "fw", "ota", "ota_image")
 
     async def join(self, creds):
         self.set_state(JOINING, "joining %s" % creds[0])
@@ -316,57 +279,16 @@ class App:
         return result
 
     async def portal(self, saved):
-        """AP + captive portal (+ Improv on serial) until credentials work. With saved credentials the
-        saved network is retried now and then, and the portal closes when nobody uses it."""
-        from twomes.improv import Improv
-        from twomes.portal import Portal
+        """AP mode: captive portal, app API and Improv until credentials work (twomes/setup.py)."""
+        unload("online", "api", "http", "fw", "ota", "ota_image")
+        from twomes.setup import Setup
 
-        unload("online", "api", "http", "clock", "ota")
-        self._joined = None
-        await self.rescan()  # before the AP starts: a scan disturbs clients of the AP
-        gc.collect()
-        portal = Portal(self.board, self.ident, self.cfg, self)
-        improv = Improv(self.board, self.ident, self, VERSION)
-        await portal.start()
-        improv_task = asyncio.create_task(improv.run())
-        self.set_state(PORTAL, "waiting for Wi-Fi settings")
-        log(
-            "portal",
-            "access point %s (%s), page http://%s:%d/"
-            % (
-                self.ident.name,
-                "open" if self.cfg.ap_open else "password " + self.ident.ap_password,
-                self.board.ap_ip(),
-                self.board.portal_port(),
-            ),
-        )
-        retry_ms = self.cfg.portal_retry_s * 1000
-        last_try = self.board.ticks_ms()
+        phase = Setup(self)
         try:
-            while True:
-                await self.sleep_s(0.25)
-                if self._joined:
-                    await asyncio.sleep(_GRACE_MS / 1000)
-                    return
-                if saved is None or self._busy:
-                    continue
-                now = self.board.ticks_ms()
-                if self.board.ticks_diff(now, last_try) >= retry_ms:
-                    last_try = now
-                    if await self.submit(saved[0], saved[1]) == wifi.JOINED:
-                        return
-                    self.set_state(PORTAL, "waiting for Wi-Fi settings")
-                if portal.idle_ms() >= self.cfg.portal_idle_s * 1000:
-                    log(
-                        "portal",
-                        "no visitors for %d s: closing, trying %s again" % (self.cfg.portal_idle_s, saved[0]),
-                    )
-                    return
+            await phase.run(saved)
         finally:
-            improv_task.cancel()
-            await portal.stop()
-            portal = improv = None
-            unload("portal", "portal_page", "captive_dns", "improv", "httpserv")
+            phase = None
+            unload("setup", "portal", "portal_page", "captive_dns", "improv", "httpserv")
 
 
 def boot_guard(good=False):
@@ -386,8 +308,8 @@ def boot_guard(good=False):
         sys.modules.pop("otaboot", None)
 
 
-def main():
-    """Entry point from main.py: build the real board and run until a restart is due."""
+def _boot():
+    """Config, board and identity; the modules that made them are unloaded before the app runs."""
     from twomes import config, identity
     from twomes.hw import Board
 
@@ -395,11 +317,19 @@ def main():
     log("boot", "twomes firmware %s" % VERSION)
     for problem in cfg.problems:
         log("config", problem)
+    cfg.problems = None
     board = Board(cfg)
+    st = store.Store(board.nvs("twomes"))
+    ident = identity.load(st, board.mac(), cfg, os.urandom)
+    log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
+    return board, cfg, st, ident
+
+
+def main():
+    """Entry point from main.py: build the real board and run until a restart is due."""
+    board = None
     try:
-        st = store.Store(board.nvs("twomes"))
-        ident = identity.load(st, board.mac(), cfg, os.urandom)
-        log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
+        board, cfg, st, ident = _boot()
         unload("identity", "config")
         app = App(board, cfg, st, ident)
         n, limit = boot_guard()
@@ -416,4 +346,8 @@ def main():
         import time
 
         time.sleep(5)
+    if board is None:  # the config or the board itself failed
+        from twomes import hw
+
+        hw.reset()
     board.reset()

@@ -126,9 +126,9 @@ class Response:
         return n
 
     async def body(self, limit):
-        """The whole (small) body as bytes; larger than `limit` -> NetError. Handles chunked bodies."""
-        if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            return await self._chunked(limit)
+        """The whole (small) body as bytes; larger than `limit` -> NetError."""
+        if self.headers.get("transfer-encoding"):
+            raise NetError("chunked responses are not supported (Twomes servers send Content-Length)")
         if self.length is not None and self.length > limit:
             raise NetError("response body too large")
         out = bytearray(self.length if self.length is not None else limit)
@@ -142,34 +142,6 @@ class Response:
         if self.length is None and got >= limit and await self.readinto(memoryview(bytearray(1))):
             raise NetError("response body too large")
         return bytes(mv[:got])
-
-    async def _chunked(self, limit):
-        raw = bytearray()
-        one = bytearray(1)
-        mv1 = memoryview(one)
-        while True:
-            line = bytearray()
-            while line[-2:] != b"\r\n":
-                if not await self.readinto(mv1) or len(line) > 32:
-                    raise NetError("bad chunked body")
-                line += one
-            try:
-                size = int(bytes(line).split(b";")[0].strip(), 16)
-            except ValueError:
-                raise NetError("bad chunk size")
-            if size == 0:
-                return bytes(raw)
-            if len(raw) + size > limit:
-                raise NetError("response body too large")
-            chunk = bytearray(size + 2)
-            mv = memoryview(chunk)
-            got = 0
-            while got < len(chunk):
-                n = await self.readinto(mv[got:])
-                if not n:
-                    raise NetError("chunked body cut short")
-                got += n
-            raw += chunk[:size]
 
     async def json(self, limit=4096):
         import json

@@ -9,6 +9,13 @@ _PORTAL_PORT = const(80)
 _DNS_PORT = const(53)
 
 
+def reset():
+    """Reset without a Board (when building the Board itself failed)."""
+    import machine
+
+    machine.reset()
+
+
 class Board:
     """Wi-Fi interfaces, NVS, flash partitions, button, LED, clock, console and reset of one ESP32.
 
@@ -84,7 +91,9 @@ class Board:
         return sys.stdin.buffer
 
     def console_write(self, data):
-        sys.stdout.write(data)
+        # binary: on the chip sys.stdout.write turns "\n" into "\r\n", even inside an Improv frame
+        out = getattr(sys.stdout, "buffer", sys.stdout)
+        out.write(data)
 
     def kbd_intr(self, ch):
         import micropython

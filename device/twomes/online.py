@@ -1,16 +1,13 @@
 # The online phase of the app: activation, confirmation of a new version, firmware check and update,
 # and normal running with uploads. Loaded when Wi-Fi is up and unloaded when the portal opens, so the
 # two phases never hold their code in RAM at the same time.
-import gc
 
 from micropython import const
 
 from twomes import VERSION, store, wifi
-from twomes.errors import BadImage, Error, HttpError, NetError, NoFirmwareApi
+from twomes.errors import Error, HttpError, NetError
 from twomes.log import log
 
-_CONFIRM_TRIES = const(6)
-_FW_FAILS_MAX = const(3)
 _UPLOAD_BATCH = const(20)
 RUNNING = "running"
 
@@ -18,14 +15,12 @@ RUNNING = "running"
 class Online:
     def __init__(self, app):
         from twomes.api import Api
-        from twomes.clock import Clock
 
         self.app = app
         self.board, self.cfg, self.st, self.ident = app.board, app.cfg, app.st, app.ident
         self.set_state, self.sleep_s, self.backoff = app.set_state, app.sleep_s, app.backoff
         self.join, self.activated = app.join, app.activated
-        self.clock = Clock(app.board)
-        self.api = Api(self.cfg.server_url, self.cfg.http_timeout_s, self.clock, head_buf=app.head_buf)
+        self.api = Api(app.board, self.cfg.server_url, self.cfg.http_timeout_s, head_buf=app.head_buf)
         self._hinted = None
         self._fw_api = True
         self._queue = app.queue  # survives the phase: measurements wait for the next connection
@@ -34,8 +29,7 @@ class Online:
     async def run(self, creds):
         """Connected: activate, confirm, check firmware, run. Returns when Wi-Fi is lost for good."""
         await self.activate()
-        await self.confirm()
-        await self.check_firmware()
+        await self.firmware(True)
         await self.running(creds)
 
     async def activate(self):
@@ -66,6 +60,18 @@ class Online:
                 log("activate", "no answer: %s" % e)
             await self.sleep_s(back.next_s())
 
+    async def firmware(self, confirm):
+        """Confirm what runs (after a connection), then check the target; the code is loaded for this."""
+        from twomes import fw
+
+        try:
+            if confirm:
+                await fw.confirm(self)
+            await fw.check(self)
+        finally:
+            fw = None
+            self.app.unload("fw", "ota", "ota_image")
+
     def hint(self, text):
         if self._hinted != text:  # one clear line per condition, not one per retry
             self._hinted = text
@@ -84,154 +90,18 @@ class Online:
         await self.activate()
         return await coro_fn(*args)
 
-    async def confirm(self):
-        """A version that has not been confirmed yet (fresh flash or first boot after an update) tells the
-        server what it runs; only after the server has it is the version kept."""
-        img = self.st.get(store.IMG_NEW)
-        if img is not None and img.split(" ")[0] != VERSION:
-            from twomes import rollback  # an image was installed, but this version runs: rolled back
-
-            rollback.rolled_back(self.st, img, VERSION)
-            self.app.unload("rollback")
-            img = None
-        if self.st.get(store.FW_CONFIRMED) == VERSION:
-            return
-        self.set_state("confirming", VERSION)
-        back = self.backoff()
-        for _ in range(_CONFIRM_TRIES):
-            try:
-                await self.authed(self.api.confirm, VERSION)
-                break
-            except NoFirmwareApi:
-                log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
-                self._fw_api = False
-                break
-            except Error as e:
-                log("firmware", "confirm failed: %s" % e)
-            await self.sleep_s(back.next_s())
-        else:
-            # never confirmed: reboot; the boot selector rolls back after confirm_boots boots
-            log("firmware", "could not confirm %s: restarting" % VERSION)
-            if img is not None:  # a new image: back to the previous app now
-                from twomes import rollback
-
-                rollback.give_up(self.board)
-            raise self.app.Restart()
-        import otaboot
-
-        if otaboot.mark_valid():
-            log("firmware", "version %s confirmed and kept" % VERSION)
-        otaboot.healthy()  # a good boot: the boot-loop counter starts again
-        otaboot = None
-        import sys
-
-        sys.modules.pop("otaboot", None)
-        if self.st.get(store.IMG_NEW) is not None:
-            self.mark_image_valid()
-            self.st.delete(store.IMG_NEW)
-            self.st.delete(store.DL_STATE)
-        self.st.put(store.FW_CONFIRMED, VERSION)
-        if self.st.get(store.FW_FAILED) == VERSION:  # another version's failures still count
-            self.st.delete(store.FW_FAILED)
-            self.st.delete(store.FW_FAILS)
-        self.st.commit()
-        log("firmware", "running %s, confirmed to the server" % VERSION)
-
-    def mark_image_valid(self):
-        try:
-            self.board.esp32.Partition.mark_app_valid_cancel_rollback()
-        except OSError as e:
-            if e.args and e.args[0] == -261:  # nothing to cancel; the app rolls back itself (docs/ota.md)
-                log("firmware", "bootloader without rollback support: image kept, no automatic rollback")
-                return
-            log("firmware", "could not mark the app image valid: %s" % e)
-
-    async def check_firmware(self):
-        if not self._fw_api:
-            return
-        self.set_state("checking")
-        try:
-            rel = await self.authed(self.api.target)
-        except NoFirmwareApi:
-            log("firmware", "server has no firmware API: updates skipped")
-            self._fw_api = False
-            return
-        except Error as e:
-            log("firmware", "check failed: %s" % e)
-            return
-        if rel is None:
-            log("firmware", "no target version set on the server; running %s" % VERSION)
-            return
-        if rel["version"] == VERSION:
-            log("firmware", "up to date (%s)" % VERSION)
-            return
-        if rel["kind"] == "bundle":  # did a bundle of this version roll back at boot?
-            from twomes import rollback
-
-            rollback.bundle_failed(self.st, rel["version"])
-            self.app.unload("rollback")
-        failed = self.st.get(store.FW_FAILED)
-        fails = self.st.get_int(store.FW_FAILS, 0) if failed == rel["version"] else 0
-        if fails >= _FW_FAILS_MAX:
-            log(
-                "firmware",
-                "target %s failed %d times: not trying it again until the target changes"
-                % (rel["version"], fails),
-            )
-            return
-        if self.app.safe:
-            log(
-                "firmware",
-                "target %s, running %s: no update attempts in safe mode" % (rel["version"], VERSION),
-            )
-            return
-        log("firmware", "target %s, running %s: updating" % (rel["version"], VERSION))
-        self.set_state("updating", rel["version"])
-        try:
-            await self.update(rel)
-        except Error as e:
-            log("firmware", "update to %s failed: %s" % (rel["version"], e))
-            self.st.put(store.FW_FAILED, rel["version"])
-            self.st.put_int(store.FW_FAILS, fails + 1)
-            self.st.commit()
-            return
-        self.set_state("rebooting", rel["version"])
-        raise self.app.Restart()
-
-    async def update(self, rel):
-        gc.collect()
-        if rel["kind"] != "bundle":
-            try:
-                from twomes import ota_image
-            except ImportError:
-                raise BadImage("this build cannot install ESP32 app images")
-            try:
-                await ota_image.install(self, rel)
-            finally:
-                self.app.unload("ota_image")
-            return
-        from twomes import ota
-
-        resp, _ = await self.authed(self.api.open_image, rel, 0)
-        try:
-            await ota.install_bundle(resp, rel, self._buf, VERSION, self.cfg.confirm_boots, log)
-        finally:
-            await resp.close()
-            self.app.unload("ota")
-
-    # ---- running ---------------------------------------------------------------------------------
     def measure(self, prop, value):
         if len(self._queue) >= self.cfg.queue_max:
             self._queue.pop(0)  # bounded: the oldest goes first
             log("upload", "queue full: oldest measurement dropped")
-        self._queue.append((prop, self.board.ticks_ms(), self.clock.now(), value))
+        self._queue.append((prop, self.board.ticks_ms(), self.api.now(), value))
 
     async def upload(self):
         while self._queue:
             batch = self._queue[:_UPLOAD_BATCH]
             items = []
             for prop, ticks, ts, value in batch:
-                items.append((prop, ts if ts is not None else self.clock.at(ticks), value))
+                items.append((prop, ts if ts is not None else self.api.at(ticks), value))
             if any(ts is None for _p, ts, _v in items):
                 raise NetError("clock not set yet")
             await self.authed(self.api.upload, items)
@@ -266,7 +136,7 @@ class Online:
                     next_upload = self.board.ticks_ms() + int(delay * 1000)
             if self.board.ticks_diff(now, last_fw) >= fw_ms:
                 last_fw = now
-                await self.check_firmware()
+                await self.firmware(False)
                 self.set_state(RUNNING, "firmware %s" % VERSION)
             await self.sleep_s(0.5)
 

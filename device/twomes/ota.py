@@ -2,7 +2,6 @@
 # every file's and the whole bundle's size and sha256, read the files back, and only then switch the
 # slot pointer (ota/state.json, one atomic rename). Format: tools/twtools/build.py.
 import hashlib
-import json
 import os
 
 from micropython import const
@@ -10,8 +9,9 @@ from micropython import const
 import otaboot
 from twomes.errors import BadImage
 
-_MAGIC = b"TWOMES-BUNDLE 1 "
-_MANIFEST_MAX = const(4096)
+_MAGIC = b"TWOMES-BUNDLE 2"
+_LINE_MAX = const(128)
+_FILES_MAX = const(200)
 _SLOTS = ("a", "b")
 _PATH_OK = "abcdefghijklmnopqrstuvwxyz0123456789_./"
 
@@ -102,102 +102,94 @@ def free_slot():
     return "b" if st.get("slot") == "a" else "a"
 
 
+async def _line(s, out):
+    """One header line (without the newline) from the stream into `out`; returns it as str."""
+    mv = memoryview(out)
+    n = 0
+    while True:
+        if n >= len(out):
+            raise BadImage("bundle header line too long")
+        await s.exactly(1, mv[n : n + 1])
+        if out[n] == 10:
+            break
+        n += 1
+    try:
+        return bytes(out[:n]).decode()
+    except UnicodeError:
+        raise BadImage("bundle header is not text")
+
+
 async def install_bundle(resp, release, buf, running_version, max_boots, log):
     """Install a bundle from an open download response. Raises BadImage / NetError; on success the
-    new slot is pending: the next boot runs it, and it must confirm itself to stay."""
+    new slot is pending: the next boot runs it, and it must confirm itself to stay.
+
+    Format (tools/twtools/build.py): "TWOMES-BUNDLE 2", "version V", "mpy M", "files N", then N times
+    "file PATH SIZE SHA256" followed by SIZE bytes. Every line is checked before anything is written
+    for it; nothing needs the whole manifest in RAM."""
     size = release["size"]
     if resp.length is not None and resp.length != size:
         raise BadImage("server sends %d bytes, release says %d" % (resp.length, size))
+    s = _Stream(resp, size, buf)
+    lb = bytearray(_LINE_MAX)
+    await s.exactly(len(_MAGIC) + 1, lb)
+    if bytes(lb[: len(_MAGIC) + 1]) != _MAGIC + b"\n":
+        raise BadImage("not an app bundle")
+    head = {}
+    for key in ("version", "mpy", "files"):
+        k, _, v = (await _line(s, lb)).partition(" ")
+        if k != key or not v:
+            raise BadImage("bad bundle header")
+        head[key] = v
+    version = head["version"]
+    if version != release["version"]:
+        raise BadImage("bundle is version %s, release says %s" % (version, release["version"]))
+    tag = mpy_tag()
+    if tag is not None and head["mpy"] != tag:
+        raise BadImage("bundle built for mpy %s, this firmware runs %s" % (head["mpy"], tag))
+    try:
+        count = int(head["files"])
+    except ValueError:
+        raise BadImage("bad bundle header")
+    if not 0 < count <= _FILES_MAX:
+        raise BadImage("bad bundle header")
     slot = free_slot()
     root = "ota/" + slot
     makedirs("ota")
     rmtree(root)
     makedirs(root)
-    s = _Stream(resp, size, buf)
-    # header line
-    head = bytearray(32)
-    i = 0
-    while True:
-        await s.exactly(1, memoryview(head)[i : i + 1])
-        if head[i] == 10:
-            break
-        i += 1
-        if i >= len(head):
-            raise BadImage("not an app bundle")
-    if bytes(head[: len(_MAGIC)]) != _MAGIC:
-        raise BadImage("not an app bundle")
-    try:
-        mlen = int(bytes(head[len(_MAGIC) : i]))
-    except ValueError:
-        raise BadImage("bad bundle header")
-    if not 0 < mlen <= _MANIFEST_MAX:
-        raise BadImage("bundle manifest too large")
-    raw = bytearray(mlen)
-    await s.exactly(mlen, raw)
-    try:
-        man = json.loads(raw)
-        version, files = man["version"], man["files"]
-    except (ValueError, KeyError, TypeError):
-        raise BadImage("bad bundle manifest")
-    del raw
-    if version != release["version"]:
-        raise BadImage("bundle is version %s, release says %s" % (version, release["version"]))
-    tag = mpy_tag()
-    if tag is not None and man.get("mpy") != tag:
-        raise BadImage("bundle built for mpy %s, this firmware runs %s" % (man.get("mpy"), tag))
-    total = i + 1 + mlen
-    for f in files:
-        if not (
-            isinstance(f, list)
-            and len(f) == 3
-            and isinstance(f[0], str)
-            and check_path(f[0])
-            and isinstance(f[1], int)
-            and f[1] >= 0
-            and isinstance(f[2], str)
-            and len(f[2]) == 64
-        ):
-            raise BadImage("bad file entry in bundle")
-        total += f[1]
-    if total != size:
-        raise BadImage("bundle contents do not add up to its size")
-    log("ota", "installing %s into slot %s (%d files, %d bytes)" % (version, slot, len(files), size))
-    for path, fsize, fsha in files:
-        d = path.rfind("/")
-        if d > 0:
-            makedirs(root + "/" + path[:d])
-        h = hashlib.sha256()
-        left = fsize
-        with open(root + "/" + path, "wb") as out:
-            while left:
-                n = await s.read(left)
-                out.write(s.buf[:n])
-                h.update(s.buf[:n])
-                left -= n
-        if hexdigest(h) != fsha:
-            raise BadImage("%s: sha256 mismatch" % path)
+    log("ota", "installing %s into slot %s (%d files, %d bytes)" % (version, slot, count, size))
+    # what was written, for the read-back check and the slot's manifest
+    with open(root + "/manifest.txt", "w") as man:
+        man.write("version %s\n" % version)
+        for _ in range(count):
+            parts = (await _line(s, lb)).split(" ")
+            try:
+                path, fsize, fsha = parts[1], int(parts[2]), parts[3]
+            except (IndexError, ValueError):
+                raise BadImage("bad file entry in bundle")
+            if parts[0] != "file" or len(parts) != 4 or not check_path(path) or fsize < 0 or len(fsha) != 64:
+                raise BadImage("bad file entry in bundle")
+            d = path.rfind("/")
+            if d > 0:
+                makedirs(root + "/" + path[:d])
+            h = hashlib.sha256()
+            left = fsize
+            with open(root + "/" + path, "wb") as out:
+                while left:
+                    n = await s.read(left)
+                    out.write(s.buf[:n])
+                    h.update(s.buf[:n])
+                    left -= n
+            if hexdigest(h) != fsha:
+                raise BadImage("%s: sha256 mismatch" % path)
+            man.write("%s %d %s\n" % (path, fsize, fsha))
     if s.left != 0:
         raise BadImage("bundle size mismatch")
-    extra = await resp.readinto(buf[:1])
-    if extra:
+    if await resp.readinto(buf[:1]):
         raise BadImage("download longer than promised")
     if hexdigest(s.sha) != release["sha256"]:
         raise BadImage("bundle sha256 mismatch")
-    # read everything back from the filesystem before it may become active
-    for path, fsize, fsha in files:
-        h = hashlib.sha256()
-        n_total = 0
-        with open(root + "/" + path, "rb") as f:
-            while True:
-                n = f.readinto(buf)
-                if not n:
-                    break
-                h.update(buf[:n])
-                n_total += n
-        if n_total != fsize or hexdigest(h) != fsha:
-            raise BadImage("%s: read-back mismatch" % path)
-    with open(root + "/manifest.json", "w") as f:
-        f.write(json.dumps({"version": version, "sha256": release["sha256"]}))
+    verify_slot(root, buf)
     cur = slot_state()
     base = otaboot.running_partition()
     prev = cur.get("slot")
@@ -217,3 +209,22 @@ async def install_bundle(resp, release, buf, running_version, max_boots, log):
     )
     log("ota", "slot %s holds %s, verified; it runs after the reboot" % (slot, version))
     return version
+
+
+def verify_slot(root, buf):
+    """Read every file of a slot back from the filesystem and check it against the slot's manifest."""
+    with open(root + "/manifest.txt") as man:
+        man.readline()
+        for line in man:
+            path, fsize, fsha = line.split()
+            h = hashlib.sha256()
+            total = 0
+            with open(root + "/" + path, "rb") as f:
+                while True:
+                    n = f.readinto(buf)
+                    if not n:
+                        break
+                    h.update(buf[:n])
+                    total += n
+            if total != int(fsize) or hexdigest(h) != fsha:
+                raise BadImage("%s: read-back mismatch" % path)

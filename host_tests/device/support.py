@@ -38,7 +38,9 @@ def new_board(mac="24:6F:28:D3:AD:48", air=None, partitions=None, rollback=True)
     import vnetwork
 
     vesp32._pending.clear()
-    vnetwork.WLAN._instances.clear()
+    vesp32._committed = None
+    vnetwork._ifs.clear()
+    vnetwork._air[0] = None
     return d
 
 
@@ -48,7 +50,7 @@ def power_cycle():
     import vnetwork
 
     vesp32.nvs_drop_uncommitted()
-    vnetwork.WLAN._instances.clear()
+    vnetwork._ifs.clear()
 
 
 def raises(exc, fn, *args):

@@ -127,7 +127,7 @@ def test_upload_payload_is_twomes_variable_interval():
 
     async def body(app, on, srv):
         on.api.session = TOKEN
-        on.clock.sync("Wed, 25 Nov 2026 10:00:00 GMT")
+        on.api.sync("Wed, 25 Nov 2026 10:00:00 GMT")
         on.measure("booted_fw", "1.0.0")
         on.measure("heartbeat", "1")
         await on.upload()
@@ -145,7 +145,7 @@ def test_upload_payload_is_twomes_variable_interval():
 def test_failed_upload_keeps_measurements_bounded():
     async def body(app, on, srv):
         on.api.session = TOKEN
-        on.clock.sync("Wed, 25 Nov 2026 10:00:00 GMT")
+        on.api.sync("Wed, 25 Nov 2026 10:00:00 GMT")
         for i in range(8):
             on.measure("heartbeat", str(i))
         try:
@@ -163,14 +163,20 @@ def test_failed_upload_keeps_measurements_bounded():
 
 def bundle(version, files, mpy=None):
     """A bundle in the device's format (tools/twtools/build.py), built here so both runtimes can."""
-    entries = []
-    data = b""
-    for path, content in files:
-        entries.append([path, len(content), ota.hexdigest(hashlib.sha256(content))])
-        data += content
     tag = ota.mpy_tag() if mpy is None else mpy
-    manifest = json.dumps({"version": version, "mpy": tag, "files": entries})
-    return b"TWOMES-BUNDLE 1 %d\n" % len(manifest) + manifest.encode() + data
+    out = b"TWOMES-BUNDLE 2\nversion %s\nmpy %s\nfiles %d\n" % (
+        version.encode(),
+        str(tag).encode(),
+        len(files),
+    )
+    for path, content in files:
+        out += b"file %s %d %s\n" % (
+            path.encode(),
+            len(content),
+            ota.hexdigest(hashlib.sha256(content)).encode(),
+        )
+        out += content
+    return out
 
 
 FILES = [("twomes/__init__.py", b'VERSION = "9.9.9"\n'), ("twomes/extra.py", b"X = 1\n" * 300)]
@@ -207,7 +213,7 @@ def _check(app, on):
 
     async def go():
         try:
-            await on.check_firmware()
+            await on.firmware(False)
         except app.Restart:
             return True
         return False
@@ -282,7 +288,7 @@ def test_hostile_paths_and_other_versions_are_refused():
 
 
 def test_not_a_bundle_is_refused():
-    blob = b"\xe9\x03\x02\x20" + b"\x00" * 400
+    blob = b"\xe9\x03\x02\x20" + b"\x00" * 400 + b"\n"
     _refused(release(blob), Reply(200, blob), "not an app bundle")
 
 
@@ -365,3 +371,20 @@ def test_http_client_bounds():
             await resp.close()
 
     _go(None, body)
+
+
+def test_time_comes_from_the_server_date_header():
+    from twomes.api import days_from_civil, parse_http_date
+
+    assert days_from_civil(1970, 1, 1) == 0 and days_from_civil(2000, 3, 1) == 11017
+    assert parse_http_date("Wed, 25 Nov 2026 10:00:00 GMT") == 1795600800
+    assert parse_http_date("Thu, 29 Feb 2024 23:59:59 GMT") == 1709251199
+    for bad in (
+        "",
+        "yesterday",
+        "Wed, 25 Nov 2026 10:00:00 CET",
+        "Wed, 32 Nov 2026 10:00:00 GMT",
+        "Wed, 25 Foo 2026 10:00:00 GMT",
+        "Wed, 25 Nov 2026 25:00:00 GMT",
+    ):
+        assert parse_http_date(bad) is None, bad

@@ -104,12 +104,18 @@ def _deadline(slack_s, min_bps):
 def _check(app, on):
     async def go():
         try:
-            await on.check_firmware()
+            await on.firmware(False)
         except app.Restart:
             return True
         return False
 
     return go()
+
+
+async def _confirm(on):
+    from twomes import fw
+
+    await fw.confirm(on)
 
 
 def _lines(word):
@@ -379,7 +385,7 @@ def test_new_image_confirms_then_marks_itself_valid():
         app.st.put(store.IMG_NEW, "%s ota_0 factory" % VERSION)
         app.st.put(store.DL_STATE, "9 0123456789abcdef ota_0 150000")
         app.st.commit()
-        await on.confirm()
+        await _confirm(on)
         assert [r[1] for r in srv.requests] == ["/device/firmware/confirm"]
         assert app.st.get(store.IMG_NEW) is None and app.st.get(store.DL_STATE) is None
         assert app.st.get(store.FW_CONFIRMED) == VERSION
@@ -396,7 +402,7 @@ def test_bootloader_without_rollback_says_so_and_keeps_the_image():
         _booted_new_image()
         app.st.put(store.IMG_NEW, "%s ota_0 factory" % VERSION)
         app.st.commit()
-        await on.confirm()
+        await _confirm(on)
         assert _lines("bootloader without rollback support: image kept")
         assert app.st.get(store.IMG_NEW) is None
         assert vflash.bootloader() == "ota_0"
@@ -414,7 +420,7 @@ def test_new_image_that_cannot_confirm_goes_back_to_the_previous_app():
             app.st.put(store.IMG_NEW, "%s ota_0 factory" % VERSION)
             app.st.commit()
             try:
-                await on.confirm()
+                await _confirm(on)
                 raise AssertionError("no reboot")
             except SystemExit as e:  # vmachine.reset(): the board reboots
                 assert e.args[0] == 93
@@ -432,7 +438,7 @@ def test_old_version_learns_its_new_image_was_rolled_back():
         app.st.put(store.IMG_NEW, "9.9.9 ota_0 factory")
         app.st.put(store.FW_CONFIRMED, VERSION)
         app.st.commit()
-        await on.confirm()
+        await _confirm(on)
         assert _lines("image 9.9.9 is not running")
         assert app.st.get(store.IMG_NEW) is None
         assert app.st.get(store.FW_FAILED) == "9.9.9" and app.st.get_int(store.FW_FAILS) == 1

@@ -37,6 +37,19 @@ def _board(tmp: Path, images: dict[str, bytes]) -> Path:
     return tmp
 
 
+def _bundle_files(bundle: bytes) -> list[str]:
+    """The paths in a bundle (format 2: header lines, then "file PATH SIZE SHA256" + data)."""
+    lines = bundle.split(b"\n", 4)
+    count, rest = int(lines[3].split()[1]), lines[4]
+    names = []
+    for _ in range(count):
+        line, rest = rest.split(b"\n", 1)
+        _, path, size, _sha = line.decode().split()
+        names.append(path)
+        rest = rest[int(size) :]
+    return names
+
+
 def test_esptool_accepts_the_image(tmp_path: Path) -> None:
     size, sha = build_sim_image(tmp_path / "img.bin", "3.1.4-test", runtime=16 * 1024)
     data = (tmp_path / "img.bin").read_bytes()
@@ -83,11 +96,10 @@ def test_load_unpacks_the_frozen_app_once(tmp_path: Path, image: bytes) -> None:
     assert vimage.load("factory") is None  # the factory app is the filesystem's /lib
     path = Path(vimage.load("ota_0"))
     assert path.parent == tmp_path / "frozen" and path.name.startswith("ota_0-")
-    i = image.index(BUNDLE_MAGIC)
-    line = image[i : image.index(b"\n", i)]
-    manifest = json.loads(image[i + len(line) + 1 : i + len(line) + 1 + int(line.split()[2])])
+    assert image.index(BUNDLE_MAGIC) == 32 + 256  # the bundle follows esp_app_desc_t
+    listed = sorted(_bundle_files(image[288:]))
     names = sorted(str(p.relative_to(path)) for p in path.rglob("*.mpy"))
-    assert names == sorted(f[0] for f in manifest["files"]) and "otaboot.mpy" in names
+    assert names == listed and "otaboot.mpy" in names and "twomes/ota_image.mpy" in names
     stamp = (path / "twomes" / "__init__.mpy").stat().st_mtime_ns
     assert Path(vimage.load("ota_0")) == path
     assert (path / "twomes" / "__init__.mpy").stat().st_mtime_ns == stamp  # cached, not unpacked again
@@ -95,3 +107,15 @@ def test_load_unpacks_the_frozen_app_once(tmp_path: Path, image: bytes) -> None:
     _board(tmp_path, {"ota_0": other})
     again = Path(vimage.load("ota_0"))
     assert again != path and not path.exists()  # the old image's app is gone
+
+
+def test_host_tools_parse_the_image_and_release_accepts_it(tmp_path: Path) -> None:
+    from twtools import esp32image
+    from twtools.release import prepare_image
+
+    build_sim_image(tmp_path / "img.bin", "3.1.6-test", runtime=8 * 1024)
+    fw = esp32image.inspect_firmware((tmp_path / "img.bin").read_bytes())
+    assert fw.kind != "merged" and fw.chip == "esp32"
+    assert fw.app is not None and fw.app.app is not None and fw.app.app.version == "3.1.6-test"
+    path, what = prepare_image(tmp_path / "img.bin", "3.1.6-test", None)
+    assert path == tmp_path / "img.bin" and "3.1.6-test" in what

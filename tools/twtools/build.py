@@ -1,19 +1,22 @@
 """Compile the device code with mpy-cross and pack app bundles.
 
-Bundle format (version 1), streamed and verified by ``twomes/ota.py`` on the device:
+Bundle format (version 2), streamed and verified by ``twomes/ota.py`` on the device. Text header lines
+end in ``\\n``; the device never needs the whole manifest in RAM:
 
-    b"TWOMES-BUNDLE 1 <manifest length>\\n"
-    manifest: JSON {"version": "1.1.0", "mpy": "6.3", "files": [[path, size, sha256 hex], ...]}
-    the files' bytes, concatenated in manifest order
+    TWOMES-BUNDLE 2
+    version 1.1.0
+    mpy 6.3
+    files N
+    file twomes/app.mpy 8971 <sha256 hex>      followed by the file's 8971 bytes
+    ... (N file entries)
 
-Paths are relative to the app root (``twomes/app.mpy``); the whole bundle's size and sha256 are what
-the server publishes and the device checks before anything becomes active.
+Paths are relative to the app root; the whole bundle's size and sha256 are what the server publishes and
+the device checks before anything becomes active.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -26,8 +29,8 @@ from pathlib import Path
 from twtools import DEVICE_DIR, REPO
 
 BUILD_DIR = REPO / "build"
-BUNDLE_MAGIC = b"TWOMES-BUNDLE 1 "
-MANIFEST_MAX = 4096
+BUNDLE_MAGIC = b"TWOMES-BUNDLE 2\n"
+LINE_MAX = 128  # the device's limit for one header line
 # Device modules that are never shipped in a bundle: they run before any slot is chosen.
 NOT_IN_BUNDLE = {"otaboot.py"}
 _VERSION_RE = re.compile(r'^VERSION = "[^"]*"$', re.M)
@@ -117,22 +120,21 @@ def build_bundle(
     shutil.rmtree(work, ignore_errors=True)
     skip = set(exclude)
     files = [f for f in compile_tree(work, version, src) if f.with_suffix(".py").name not in skip]
-    entries = []
-    for f in files:
-        data = f.read_bytes()
-        entries.append([f.relative_to(work).as_posix(), len(data), hashlib.sha256(data).hexdigest()])
-    manifest = json.dumps({"version": version, "mpy": mpy_version(), "files": entries}, separators=(",", ":"))
-    if len(manifest) > MANIFEST_MAX:
-        raise RuntimeError(f"bundle manifest is {len(manifest)} bytes; the device accepts {MANIFEST_MAX}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
     with open(dest, "wb") as out:
-        for chunk in (BUNDLE_MAGIC + str(len(manifest)).encode() + b"\n", manifest.encode()):
+
+        def put(chunk: bytes) -> None:
             out.write(chunk)
             h.update(chunk)
+
+        put(BUNDLE_MAGIC + f"version {version}\nmpy {mpy_version()}\nfiles {len(files)}\n".encode())
         for f in files:
             data = f.read_bytes()
-            out.write(data)
-            h.update(data)
+            line = f"file {f.relative_to(work).as_posix()} {len(data)} {hashlib.sha256(data).hexdigest()}\n"
+            if len(line) >= LINE_MAX:
+                raise RuntimeError(f"bundle header line too long for the device: {line!r}")
+            put(line.encode())
+            put(data)
     shutil.rmtree(work, ignore_errors=True)
     return dest.stat().st_size, h.hexdigest()

@@ -13,7 +13,15 @@ import sys
 # Order is the order of `twomes --help`.
 _MODULES = [
     "twtools.sim",
+    "twtools.heapbench",
     "twtools.server.cli",
+    "twtools.ports",
+    "twtools.flash",
+    "twtools.deploy",
+    "twtools.monitor",
+    "twtools.repurpose",
+    "twtools.release",
+    "twtools.provision",
     "twtools.powercut",
 ]
 

@@ -9,6 +9,14 @@ _NVS_FILE = "nvs.json"
 _KEY_MAX = 15
 _BLOB_MAX = 4000
 _pending = {}  # namespace -> {key: (type, value) or None for erased}, shared by all handles
+_committed = None  # the file's content, read once per boot (the real NVS reads flash, not the heap)
+
+
+def _store():
+    global _committed
+    if _committed is None:
+        _committed = vstate.read_json(_NVS_FILE, {}) or {}
+    return _committed
 
 
 def _check_key(key):
@@ -31,7 +39,7 @@ class NVS:
         if key in pend:
             item = pend[key]
         else:
-            item = (vstate.read_json(_NVS_FILE, {}) or {}).get(self._ns, {}).get(key)
+            item = _store().get(self._ns, {}).get(key)
         if item is None or item[0] != kind:
             raise OSError(errno.ENOENT, "ESP_ERR_NVS_NOT_FOUND")
         return item[1]
@@ -65,9 +73,7 @@ class NVS:
 
     def _kind(self, key):
         pend = _pending[self._ns]
-        item = (
-            pend[key] if key in pend else (vstate.read_json(_NVS_FILE, {}) or {}).get(self._ns, {}).get(key)
-        )
+        item = pend[key] if key in pend else _store().get(self._ns, {}).get(key)
         if item is None:
             raise OSError(errno.ENOENT, "ESP_ERR_NVS_NOT_FOUND")
         return item[0]
@@ -76,7 +82,7 @@ class NVS:
         pend = _pending[self._ns]
         if not pend:
             return
-        data = vstate.read_json(_NVS_FILE, {}) or {}
+        data = _store()
         ns = data.get(self._ns, {})
         data[self._ns] = ns
         for key in pend:
@@ -92,8 +98,10 @@ class NVS:
 
 def nvs_drop_uncommitted():
     """What a power cut does to NVS writes that were never committed (used by the host tests)."""
+    global _committed
     for ns in _pending:
         _pending[ns] = {}
+    _committed = None
 
 
 images = False  # set by vboot when the board has image support (vimage): set_boot checks images

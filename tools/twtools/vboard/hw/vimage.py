@@ -4,7 +4,6 @@
 # into <state>/frozen/<label>-<sha>/, which vboot puts on sys.path where the chip has '.frozen'.
 # Runs at boot inside the unix port, before the app; vboot drops it afterwards.
 import hashlib
-import json
 import os
 
 import vstate
@@ -150,10 +149,13 @@ def load(label):
                 _rmtree(root + "/" + name)
         tmp = dest + ".tmp"
         _mkdirs(tmp)
-        f.seek(_DESC + 256)
-        line = f.readline()  # b"TWOMES-BUNDLE 1 <manifest length>\n"
-        man = json.loads(f.read(int(line.split()[2])))
-        for path, size, _sha in man["files"]:
+        f.seek(_DESC + 256)  # the bundle (tools/twtools/build.py, format 2): header lines, then files
+        f.readline()  # TWOMES-BUNDLE 2
+        f.readline()  # version
+        f.readline()  # mpy
+        for _ in range(int(f.readline().split()[1])):
+            _, path, size, _sha = f.readline().decode().split()
+            size = int(size)
             d = path.rfind("/")
             if d > 0:
                 _mkdirs(tmp + "/" + path[:d])

@@ -1,10 +1,12 @@
 # Simulated `network`: WLAN station and access point over a "virtual air" file.
 #
-# The air file (path in board.json, re-read on every scan/connect so a test can change it while the
-# board runs) is a JSON list of networks:
+# The air file (board.json "air"; parsed again when the runner bumps "air.gen" or the file's time or size
+# changes, so a test or a person can change the air while the board runs) is a JSON list of networks:
 #   {"ssid": "home", "password": "secret", "rssi": -55, "channel": 6, "join_ms": 300,
 #    "behavior": "ok" | "timeout"}      (open network: "password": "" ; "timeout": joins never finish)
-# Station status codes are the ESP32 port's; joining takes join_ms of (real) time, like the chip.
+# Station status codes are the ESP32 port's; joining takes join_ms of real time, like the chip.
+# Kept small: on the chip this module is C and costs the app no heap.
+import json
 import time
 
 import vstate
@@ -20,39 +22,40 @@ STAT_WRONG_PASSWORD = 202
 STAT_ASSOC_FAIL = 203
 STAT_HANDSHAKE_TIMEOUT = 204
 AUTH_OPEN = 0
-AUTH_WEP = 1
-AUTH_WPA_PSK = 2
 AUTH_WPA2_PSK = 3
-AUTH_WPA_WPA2_PSK = 4
-
-_JOIN_MS_DEFAULT = 200
+_ifs = {}
 
 
 def _ms():
-    try:
-        return time.ticks_ms()
-    except AttributeError:
-        return int(time.monotonic() * 1000)
+    return time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.monotonic() * 1000)
 
 
-def _elapsed(t0):
-    try:
-        return time.ticks_diff(time.ticks_ms(), t0)
-    except AttributeError:
-        return _ms() - t0
+def _since(t0):
+    return time.ticks_diff(time.ticks_ms(), t0) if hasattr(time, "ticks_ms") else _ms() - t0
+
+
+_air = [None, None]  # (generation, networks): parsed again only when the runner changes the air
 
 
 def air():
-    name = vstate.board().get("air", "air.json")
-    p = name if name.startswith("/") else vstate.path(name)
-    try:
-        with open(p) as f:
-            import json
+    import os
 
-            nets = json.loads(f.read())
+    name = vstate.board().get("air", "air.json")
+    path = name if name[0] == "/" else vstate.path(name)
+    try:
+        st = os.stat(path)
+        gen = (vstate.read_text("air.gen", "0"), st[8], st[6])  # runner's counter, or a hand edit
+    except OSError:
+        gen = None
+    if gen is not None and _air[0] == gen:
+        return _air[1]
+    try:
+        with open(path) as f:
+            nets = [n for n in json.loads(f.read()) if isinstance(n, dict) and isinstance(n.get("ssid"), str)]
     except (OSError, ValueError):
-        return []
-    return [n for n in nets if isinstance(n, dict) and isinstance(n.get("ssid"), str)]
+        nets = []
+    _air[0], _air[1] = gen, nets
+    return nets
 
 
 def _find(ssid):
@@ -62,145 +65,123 @@ def _find(ssid):
     return None
 
 
-class WLAN:
-    _instances = {}
+def WLAN(interface=STA_IF):
+    """One object per interface, like the port."""
+    if interface not in _ifs:
+        _ifs[interface] = _WLAN(interface)
+    return _ifs[interface]
 
-    def __new__(cls, interface=STA_IF):
-        # like the port: one object per interface
-        if interface not in WLAN._instances:
-            obj = object.__new__(cls)
-            obj._init(interface)
-            WLAN._instances[interface] = obj
-        return WLAN._instances[interface]
 
-    def __init__(self, interface=STA_IF):
-        pass
+class _WLAN:
+    def __init__(self, interface):
+        self.ap = interface == AP_IF
+        self.on = False
+        self.ssid = None
+        self.key = ""
+        self.t0 = 0
+        self.st = STAT_IDLE
+        self.apcfg = {"essid": "", "password": "", "authmode": AUTH_OPEN, "channel": 1, "max_clients": 4}
 
-    def _init(self, interface):
-        self._if = interface
-        self._active = False
-        self._ssid = None
-        self._key = None
-        self._t0 = None
-        self._status = STAT_IDLE
-        self._ap = {"essid": "", "password": "", "authmode": AUTH_OPEN, "channel": 1, "max_clients": 4}
-
-    # -- common
     def active(self, v=None):
         if v is None:
-            return self._active
-        self._active = bool(v)
+            return self.on
+        self.on = bool(v)
         if not v:
-            self._ssid = None
-            self._status = STAT_IDLE
-        if self._if == AP_IF:
-            self._publish_ap()
-        return None
+            self.ssid = None
+            self.st = STAT_IDLE
+        if self.ap:
+            self._publish()
 
     def config(self, *args, **kw):
         if args:
             key = args[0]
             if key == "mac":
                 m = bytearray(vstate.mac())
-                if self._if == AP_IF:
-                    m[5] = (m[5] + 1) & 0xFF  # the ESP32 AP MAC is the station MAC + 1
+                if self.ap:
+                    m[5] = (m[5] + 1) & 0xFF  # the ESP32's AP MAC is the station MAC + 1
                 return bytes(m)
-            if self._if == AP_IF and key in self._ap:
-                return self._ap[key]
+            if self.ap and key in self.apcfg:
+                return self.apcfg[key]
             if key in ("essid", "ssid"):
-                return self._ssid or ""
-            if key == "channel":
-                n = _find(self._ssid) if self._ssid else None
-                return n.get("channel", 1) if n else 1
+                return self.ssid or ""
             raise ValueError("unknown config param")
         for key in kw:
-            if self._if == AP_IF:
-                k = "essid" if key == "ssid" else "password" if key == "key" else key
-                if k not in self._ap:
-                    raise ValueError("unknown config param")
-                self._ap[k] = kw[key]
-            elif key not in ("dhcp_hostname", "hostname", "reconnects", "pm", "txpower"):
+            k = "essid" if key == "ssid" else "password" if key == "key" else key
+            if not self.ap or k not in self.apcfg:
                 raise ValueError("unknown config param")
-        if self._if == AP_IF:
-            if self._ap["authmode"] != AUTH_OPEN and len(self._ap["password"]) < 8:
-                raise OSError("WPA2 needs a password of 8..63 characters")
-            self._publish_ap()
-        return None
+            self.apcfg[k] = kw[key]
+        if self.apcfg["authmode"] != AUTH_OPEN and len(self.apcfg["password"]) < 8:
+            raise OSError("WPA2 needs a password of 8..63 characters")
+        self._publish()
 
     def ifconfig(self, cfg=None):
-        if self._if == AP_IF:
+        if self.ap:
             ip = vstate.board().get("ap_ip", "127.0.0.1")
             return (ip, "255.255.255.0", ip, ip)
-        if self.isconnected():
-            return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
-        return ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")
+        ip = "127.0.0.1" if self.isconnected() else "0.0.0.0"
+        return (ip, "255.0.0.0", ip, ip)
 
-    # -- station
     def scan(self):
-        if self._if != STA_IF or not self._active:
+        if self.ap or not self.on:
             raise OSError("STA must be active")
-        out = []
         m = vstate.mac()
-        for i, n in enumerate(air()):
-            auth = AUTH_WPA2_PSK if n.get("password") else AUTH_OPEN
-            bssid = bytes([0x02, 0x00, 0x00, m[3], m[4], i & 0xFF])
-            out.append((n["ssid"].encode(), bssid, n.get("channel", 1), n.get("rssi", -60), auth, False))
-        return out
+        return [
+            (
+                n["ssid"].encode(),
+                bytes([2, 0, 0, m[3], m[4], i & 255]),
+                n.get("channel", 1),
+                n.get("rssi", -60),
+                AUTH_WPA2_PSK if n.get("password") else AUTH_OPEN,
+                False,
+            )
+            for i, n in enumerate(air())
+        ]
 
     def connect(self, ssid=None, key=None, bssid=None):
-        if self._if != STA_IF:
-            raise OSError("not a station")
-        if not self._active:
+        if self.ap or not self.on:
             raise OSError("Wifi Not Started")
-        if isinstance(ssid, bytes):
-            ssid = ssid.decode()
-        self._ssid = ssid
-        self._key = key or ""
-        self._t0 = _ms()
-        self._status = STAT_CONNECTING
+        self.ssid = ssid.decode() if isinstance(ssid, bytes) else ssid
+        self.key = key or ""
+        self.t0 = _ms()
+        self.st = STAT_CONNECTING
 
     def disconnect(self):
-        self._ssid = None
-        self._status = STAT_IDLE
+        self.ssid = None
+        self.st = STAT_IDLE
 
     def status(self, param=None):
+        if self.ap:
+            return [] if param == "stations" else STAT_GOT_IP if self.on else STAT_IDLE
+        n = _find(self.ssid) if self.ssid else None
         if param == "rssi":
-            n = _find(self._ssid) if self._ssid else None
             return n.get("rssi", -60) if n else 0
-        if self._if == AP_IF:
-            if param == "stations":
-                return []
-            return STAT_GOT_IP if self._active else STAT_IDLE
-        if self._status in (STAT_CONNECTING, STAT_GOT_IP) and self._ssid is not None:
-            n = _find(self._ssid)
-            if self._status == STAT_GOT_IP:
-                if n is None or n.get("password", "") != self._key:
-                    self._status = STAT_BEACON_TIMEOUT  # the network went away / changed its key
-            elif _elapsed(self._t0) >= (n.get("join_ms", _JOIN_MS_DEFAULT) if n else _JOIN_MS_DEFAULT):
-                if n is None:
-                    self._status = STAT_NO_AP_FOUND
-                elif n.get("behavior") == "timeout":
-                    pass  # the chip keeps trying; the caller's own timeout decides
-                elif n.get("password", "") != self._key:
-                    self._status = STAT_WRONG_PASSWORD
-                else:
-                    self._status = STAT_GOT_IP
-        return self._status
+        if self.st == STAT_GOT_IP:
+            if n is None or n.get("password", "") != self.key:
+                self.st = STAT_BEACON_TIMEOUT  # the network went away or changed its key
+        elif self.st == STAT_CONNECTING and _since(self.t0) >= (n.get("join_ms", 200) if n else 200):
+            if n is None:
+                self.st = STAT_NO_AP_FOUND
+            elif n.get("behavior") == "timeout":
+                pass  # the chip keeps trying; the caller's own timeout decides
+            elif n.get("password", "") != self.key:
+                self.st = STAT_WRONG_PASSWORD
+            else:
+                self.st = STAT_GOT_IP
+        return self.st
 
     def isconnected(self):
-        if self._if == AP_IF:
-            return False
-        return self.status() == STAT_GOT_IP
+        return not self.ap and self.status() == STAT_GOT_IP
 
-    # -- access point: what the AP advertises is written to ap.json for tests and tools
-    def _publish_ap(self):
-        a = self._ap
-        info = {
-            "active": self._active,
-            "essid": a["essid"],
-            "authmode": a["authmode"],
-            "channel": a["channel"],
-            "secured": a["authmode"] != AUTH_OPEN,
-        }
-        # the AP password is printed on the console by design (like a label); never the STA key
-        vstate.write_json("ap.json", info)
+    def _publish(self):
+        # what the AP advertises, for tests and tools (its password is printed by design; never the STA key)
+        a = self.apcfg
+        vstate.write_json(
+            "ap.json",
+            {
+                "active": self.on,
+                "essid": a["essid"],
+                "authmode": a["authmode"],
+                "channel": a["channel"],
+                "secured": a["authmode"] != AUTH_OPEN,
+            },
+        )

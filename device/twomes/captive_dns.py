@@ -1,0 +1,110 @@
+# Captive DNS: every A question gets the access point's address, every other type an empty NOERROR
+# answer (answering AAAA with an A record confuses clients). Anything that is not one well-formed
+# standard query is dropped without a reply. One non-blocking UDP socket, polled with asyncio.sleep
+# (no private asyncio internals); one preallocated reply buffer.
+import asyncio
+
+from micropython import const
+
+from twomes.log import log
+
+_MAX = const(512)  # classic DNS over UDP; longer datagrams are dropped
+_IDLE_S = 0.02  # poll period while nothing arrives
+_TTL = const(60)
+_TYPE_A = const(1)
+_CLASS_IN = const(1)
+_NAME_MAX = const(255)
+
+
+def ip_bytes(ip):
+    parts = ip.split(".")
+    if len(parts) != 4:
+        raise ValueError("not an IPv4 address")
+    return bytes(int(p) for p in parts)
+
+
+def answer(query, ip, out):
+    """Write the reply to `query` (bytes) into `out` (bytearray >= _MAX + 16); returns its length, or 0
+    when the packet gets no reply. `ip` is the 4-byte address given to every A question."""
+    n = len(query)
+    if n < 17 or n > _MAX:  # 12 header + root name (1) + type + class
+        return 0
+    flags = query[2]
+    if flags & 0x80 or (flags >> 3) & 0x0F:  # a response, or not a standard QUERY
+        return 0
+    if query[4] != 0 or query[5] != 1 or query[6] or query[7] or query[8] or query[9]:
+        return 0  # exactly one question, no answers / authority records (EDNS in "additional" is fine)
+    # the question name: labels of 1..63 bytes, no compression pointers
+    i = 12
+    while True:
+        if i >= n:
+            return 0
+        ln = query[i]
+        if ln == 0:
+            i += 1
+            break
+        if ln > 63 or i + ln - 11 > _NAME_MAX:
+            return 0
+        i += 1 + ln
+    if i + 4 > n:
+        return 0
+    qtype = query[i] << 8 | query[i + 1]
+    qclass = query[i + 2] << 8 | query[i + 3]
+    qend = i + 4
+    if qclass != _CLASS_IN and qclass != 255:
+        return 0
+    out[0:qend] = query[0:qend]  # id + flags + counts + the question, as asked
+    out[2] = 0x84 | (flags & 0x01)  # QR, AA, opcode 0, RD copied
+    out[3] = 0x00  # RA 0, RCODE NOERROR
+    out[6] = 0
+    out[7] = 1 if qtype == _TYPE_A else 0  # ANCOUNT
+    out[8] = out[9] = out[10] = out[11] = 0  # no authority, no additional records
+    if qtype != _TYPE_A:
+        return qend
+    a = qend
+    out[a : a + 12] = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x00\x00\x04"  # name -> question, A, IN, TTL, len
+    out[a + 8] = _TTL >> 8
+    out[a + 9] = _TTL & 0xFF
+    out[a + 12 : a + 16] = ip
+    return a + 16
+
+
+def start(ip, port):
+    """Bind the UDP socket (errors raise here) and serve it in a task; cancel the task to stop (the
+    socket is closed in its `finally`)."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(socket.getaddrinfo(ip, port, 0, socket.SOCK_DGRAM)[0][-1])
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    log("dns", "answering every name with %s (udp port %d)" % (ip, port))
+    return asyncio.create_task(_serve(s, ip_bytes(ip)))
+
+
+async def _serve(s, addr4):
+    out = bytearray(_MAX + 16)
+    try:
+        while True:
+            try:
+                data, peer = s.recvfrom(_MAX + 1)
+            except OSError:  # EAGAIN: nothing waiting
+                await asyncio.sleep(_IDLE_S)
+                continue
+            except MemoryError:  # no room this time; the client asks again
+                await asyncio.sleep(_IDLE_S)
+                continue
+            try:
+                n = answer(data, addr4, out)
+                if n:
+                    s.sendto(memoryview(out)[:n], peer)
+            except Exception as e:  # noqa: BLE001 - one bad packet never stops the server
+                log("dns", "dropped a packet: %r" % e)
+            data = None
+            await asyncio.sleep(0)  # a flood of queries must not starve the HTTP server
+    finally:
+        s.close()

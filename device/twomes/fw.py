@@ -1,0 +1,149 @@
+# Firmware: confirm the version that runs, check the server's target, install an update. Loaded for a
+# check (at each connection and every fw_check_s) and unloaded afterwards; the installers (ota,
+# ota_image) are imported only when an update really happens.
+import gc
+
+from micropython import const
+
+from twomes import VERSION, store
+from twomes.errors import BadImage, Error, NoFirmwareApi
+from twomes.log import log
+
+_CONFIRM_TRIES = const(6)
+_FW_FAILS_MAX = const(3)
+
+
+async def confirm(on):
+    """A version that has not been confirmed yet (fresh flash or first boot after an update) tells the
+    server what it runs; only after the server has it is the version kept."""
+    img = on.st.get(store.IMG_NEW)
+    if img is not None and img.split(" ")[0] != VERSION:
+        from twomes import rollback  # an image was installed, but this version runs: rolled back
+
+        rollback.rolled_back(on.st, img, VERSION)
+        on.app.unload("rollback")
+        img = None
+    if on.st.get(store.FW_CONFIRMED) == VERSION:
+        return
+    on.set_state("confirming", VERSION)
+    back = on.backoff()
+    for _ in range(_CONFIRM_TRIES):
+        try:
+            await on.authed(on.api.confirm, VERSION)
+            break
+        except NoFirmwareApi:
+            log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
+            on._fw_api = False
+            break
+        except Error as e:
+            log("firmware", "confirm failed: %s" % e)
+        await on.sleep_s(back.next_s())
+    else:
+        # never confirmed: reboot; the boot selector rolls back after confirm_boots boots
+        log("firmware", "could not confirm %s: restarting" % VERSION)
+        if img is not None:  # a new image: back to the previous app now
+            from twomes import rollback
+
+            rollback.give_up(on.board)
+        raise on.app.Restart()
+    import otaboot
+
+    if otaboot.mark_valid():
+        log("firmware", "version %s confirmed and kept" % VERSION)
+    otaboot.healthy()  # a good boot: the boot-loop counter starts again
+    otaboot = None
+    import sys
+
+    sys.modules.pop("otaboot", None)
+    if on.st.get(store.IMG_NEW) is not None:
+        mark_image_valid(on)
+        on.st.delete(store.IMG_NEW)
+        on.st.delete(store.DL_STATE)
+    on.st.put(store.FW_CONFIRMED, VERSION)
+    if on.st.get(store.FW_FAILED) == VERSION:  # another version's failures still count
+        on.st.delete(store.FW_FAILED)
+        on.st.delete(store.FW_FAILS)
+    on.st.commit()
+    log("firmware", "running %s, confirmed to the server" % VERSION)
+
+
+def mark_image_valid(on):
+    try:
+        on.board.esp32.Partition.mark_app_valid_cancel_rollback()
+    except OSError as e:
+        if e.args and e.args[0] == -261:  # nothing to cancel; the app rolls back itself (docs/ota.md)
+            log("firmware", "bootloader without rollback support: image kept, no automatic rollback")
+            return
+        log("firmware", "could not mark the app image valid: %s" % e)
+
+
+async def check(on):
+    if not on._fw_api:
+        return
+    on.set_state("checking")
+    try:
+        rel = await on.authed(on.api.target)
+    except NoFirmwareApi:
+        log("firmware", "server has no firmware API: updates skipped")
+        on._fw_api = False
+        return
+    except Error as e:
+        log("firmware", "check failed: %s" % e)
+        return
+    if rel is None:
+        log("firmware", "no target version set on the server; running %s" % VERSION)
+        return
+    if rel["version"] == VERSION:
+        log("firmware", "up to date (%s)" % VERSION)
+        return
+    if rel["kind"] == "bundle":  # did a bundle of this version roll back at boot?
+        from twomes import rollback
+
+        rollback.bundle_failed(on.st, rel["version"])
+        on.app.unload("rollback")
+    failed = on.st.get(store.FW_FAILED)
+    fails = on.st.get_int(store.FW_FAILS, 0) if failed == rel["version"] else 0
+    if fails >= _FW_FAILS_MAX:
+        log(
+            "firmware",
+            "target %s failed %d times: not trying it again until the target changes"
+            % (rel["version"], fails),
+        )
+        return
+    if on.app.safe:
+        log("firmware", "target %s, running %s: no update attempts in safe mode" % (rel["version"], VERSION))
+        return
+    log("firmware", "target %s, running %s: updating" % (rel["version"], VERSION))
+    on.set_state("updating", rel["version"])
+    try:
+        await update(on, rel)
+    except (Error, OSError, MemoryError, ValueError) as e:  # any failure counts; the device runs on
+        log("firmware", "update to %s failed: %s" % (rel["version"], e))
+        on.st.put(store.FW_FAILED, rel["version"])
+        on.st.put_int(store.FW_FAILS, fails + 1)
+        on.st.commit()
+        return
+    on.set_state("rebooting", rel["version"])
+    raise on.app.Restart()
+
+
+async def update(on, rel):
+    gc.collect()
+    if rel["kind"] != "bundle":
+        try:
+            from twomes import ota_image
+        except ImportError:
+            raise BadImage("this build cannot install ESP32 app images")
+        await ota_image.install(on, rel)
+        return
+    from twomes import ota
+
+    resp, _ = await on.authed(on.api.open_image, rel, 0)
+    try:
+        await ota.install_bundle(resp, rel, on._buf, VERSION, on.cfg.confirm_boots, log)
+    finally:
+        await resp.close()
+        on.app.unload("ota")
+
+
+# ---- running ---------------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+# AP mode (setup): the controller the captive portal, the app API and Improv talk to, and the loop that
+# keeps the portal open until Wi-Fi credentials work. Loaded only while the access point is up.
+import asyncio
+import gc
+
+from micropython import const
+
+from twomes import VERSION, store, wifi
+from twomes.log import log
+
+PORTAL = "portal"
+JOINING = "joining"
+_GRACE_MS = const(4000)  # after a portal join: time for the phone to see the result page
+
+
+class Setup:
+    def __init__(self, app):
+        self.app = app
+        self._busy = False
+        self._nets = []
+
+    def status(self):
+        app = self.app
+        return {
+            "state": app.state,
+            "wifi": app.wifi_result,
+            "ssid": app.wifi_ssid,
+            "message": app.message,
+        }
+
+    def info(self):
+        app = self.app
+        return {
+            "name": app.ident.name,
+            "device_type": app.ident.device_type,
+            "version": VERSION,
+            "state": app.state,
+        }
+
+    def networks(self):
+        return self._nets
+
+    async def rescan(self):
+        try:
+            self._nets = wifi.scan(self.app.board)
+        except OSError as e:
+            log("wifi", "scan failed: %s" % e)
+        return self._nets
+
+    async def submit(self, ssid, password, name=None):
+        app = self.app
+        problem = wifi.check_credentials(ssid, password)
+        if problem:
+            raise ValueError(problem)
+        if self._busy:
+            raise ValueError("busy: already testing a network")
+        self._busy = True
+        prev = app.state
+        try:
+            app.set_state(JOINING, "testing %s" % ssid)
+            app.wifi_ssid = ssid
+            app.wifi_result = None
+            result = await wifi.join(app.board, ssid, password, app.cfg.wifi_timeout_s * 1000)
+            app.wifi_result = result
+            log("wifi", "%s: %s" % (ssid, wifi.REASONS[result]))
+            if result == wifi.JOINED:
+                self.store_wifi(ssid, password, name)
+                app._joined = (ssid, password)
+                app.message = "connected to %s" % ssid
+            else:
+                app.state = prev
+                app.message = wifi.REASONS[result]
+            return result
+        finally:
+            self._busy = False
+
+    def store_wifi(self, ssid, password, name=None):
+        app = self.app
+        app.st.put(store.WIFI_SSID, ssid)
+        app.st.put(store.WIFI_PASS, password)
+        app.st.commit()
+        log("wifi", "credentials for %s stored" % ssid)
+        if name:
+            log("wifi", "device name from setup: %s" % name[:32])
+
+    async def run(self, saved):
+        """AP + captive portal (+ Improv on serial) until credentials work. With saved credentials the
+        saved network is retried now and then, and the portal closes when nobody uses it."""
+        from twomes.improv import Improv
+        from twomes.portal import Portal
+
+        app = self.app
+        app._joined = None
+        await self.rescan()  # before the AP starts: a scan disturbs clients of the AP
+        gc.collect()
+        portal = Portal(app.board, app.ident, app.cfg, self)
+        improv = Improv(app.board, app.ident, self, VERSION)
+        await portal.start()
+        improv_task = asyncio.create_task(improv.run())
+        app.set_state(PORTAL, "waiting for Wi-Fi settings")
+        if (
+            not app.cfg.ap_open
+        ):  # the setup AP's own password (printed like a label), not a secret of the owner
+            log("setup", "access point password %s" % app.ident.ap_password)
+        retry_ms = app.cfg.portal_retry_s * 1000
+        last_try = app.board.ticks_ms()
+        try:
+            while True:
+                await app.sleep_s(0.25)
+                if improv.interrupted:
+                    raise KeyboardInterrupt()  # Ctrl-C on the console: stop the app, REPL
+                if app._joined:
+                    await asyncio.sleep(_GRACE_MS / 1000)
+                    return
+                if saved is None or self._busy:
+                    continue
+                now = app.board.ticks_ms()
+                if app.board.ticks_diff(now, last_try) >= retry_ms:
+                    last_try = now
+                    if await self.submit(saved[0], saved[1]) == wifi.JOINED:
+                        return
+                    app.set_state(PORTAL, "waiting for Wi-Fi settings")
+                if portal.idle_ms() >= app.cfg.portal_idle_s * 1000:
+                    log(
+                        "portal",
+                        "no visitors for %d s: closing, trying %s again" % (app.cfg.portal_idle_s, saved[0]),
+                    )
+                    return
+        finally:
+            improv_task.cancel()
+            await portal.stop()

@@ -1,0 +1,57 @@
+# The app controller as the portal and Improv see it (status/submit/networks/rescan/info), joining for
+# real on the simulated air. Used by the shared device tests and, copied onto a virtual board's
+# filesystem, by host_tests/portal/portal_main.py (so it imports nothing but twomes.wifi).
+from twomes import wifi
+
+
+class FakeCtl:
+    """The app controller's API as the portal and Improv use it; joins for real on the simulated air."""
+
+    def __init__(self, board, ident, join_ms=600, nets=None):
+        self.board = board
+        self.ident = ident
+        self.join_ms = join_ms
+        self.state = "portal"
+        self.wifi = None
+        self.ssid = None
+        self.message = "waiting for Wi-Fi settings"
+        self.nets = wifi.scan(board) if nets is None else nets
+        self.submitted = []
+        self.rescans = 0
+        self.saved = None
+
+    def status(self):
+        return {"state": self.state, "wifi": self.wifi, "ssid": self.ssid, "message": self.message}
+
+    async def submit(self, ssid, password, name=None):
+        bad = wifi.check_credentials(ssid, password)
+        if bad:
+            raise ValueError(bad)
+        self.submitted.append((ssid, password, name))
+        self.state = "joining"
+        self.ssid = ssid
+        self.message = "testing the network"
+        r = await wifi.join(self.board, ssid, password, self.join_ms)
+        self.wifi = r
+        self.message = wifi.REASONS[r]
+        if r == wifi.JOINED:
+            self.state = "activating"
+            self.saved = (ssid, password, name)
+        else:
+            self.state = "portal"
+        return r
+
+    def networks(self):
+        return self.nets
+
+    async def rescan(self):
+        self.rescans += 1
+        self.nets = wifi.scan(self.board)
+
+    def info(self):
+        return {
+            "name": self.ident.name,
+            "device_type": self.ident.device_type,
+            "version": "1.0.0",
+            "state": self.state,
+        }

@@ -1,0 +1,201 @@
+# Shared fakes and clients for the portal / DNS / Improv tests (both runtimes): a fake app controller
+# with the app's exact API, a real-time clock, and tiny HTTP/DNS clients on 127.0.0.1.
+import asyncio
+import os
+import time
+
+from fakectl import FakeCtl  # noqa: F401  (re-exported for the tests)
+
+import support
+import vesp32
+import vmachine
+import vnetwork
+from twomes import config, hw, identity, store
+
+HOSTILE = "<script>alert(1)</script>&\"x'"  # 29 bytes: a valid SSID
+CAFE = "Caf\u00e9 \u2615 & Co"
+SPECIAL_PW = "p&%+@#$;\u00e4ssw\u00f6rd =x"
+AIR = [
+    {"ssid": "home", "password": "secret-pass", "rssi": -52, "join_ms": 30},
+    {"ssid": HOSTILE, "password": "whatever1", "rssi": -71, "join_ms": 30},
+    {"ssid": CAFE, "password": SPECIAL_PW, "rssi": -60, "join_ms": 30},
+    {"ssid": "slow", "password": "slowslow1", "rssi": -83, "behavior": "timeout"},
+    {"ssid": "open-net", "password": "", "rssi": -88, "join_ms": 30},
+]
+
+
+class RealClock:
+    def ticks_ms(self):
+        try:
+            return time.ticks_ms()
+        except AttributeError:
+            return int(time.monotonic() * 1000)
+
+    def ticks_diff(self, a, b):
+        try:
+            return time.ticks_diff(a, b)
+        except AttributeError:
+            return a - b
+
+
+def rand_port():
+    b = os.urandom(2)
+    return 20000 + (b[0] << 8 | b[1]) % 30000
+
+
+def make(air=None, **cfgvals):
+    """(board, ident, cfg, ctl) on a fresh simulated board."""
+    support.new_board(air=AIR if air is None else air)
+    values = {"portal_port": rand_port(), "dns_port": rand_port()}
+    values.update(cfgvals)
+    cfg = config.defaults()
+    config.update(cfg, values)
+    board = hw.Board(cfg, vmachine, vnetwork, vesp32, clock=RealClock())
+    st = store.Store(vesp32.NVS("twomes"))
+    ident = identity.load(st, board.mac(), cfg, os.urandom)
+    return board, ident, cfg, FakeCtl(board, ident)
+
+
+async def start_portal(air=None, **cfgvals):
+    from twomes.portal import Portal
+
+    for _ in range(10):
+        board, ident, cfg, ctl = make(air, **cfgvals)
+        p = Portal(board, ident, cfg, ctl)
+        try:
+            await p.start()
+        except OSError:  # port taken: pick others
+            continue
+        return p
+    raise AssertionError("no free ports")
+
+
+# ---- HTTP client ---------------------------------------------------------------------------------
+class Resp:
+    def __init__(self, raw):
+        self.raw = raw
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        self.status = int(lines[0].split(" ")[1]) if lines and lines[0].startswith("HTTP/") else 0
+        self.headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        self.text = self.body.decode()
+
+    def json(self):
+        import json
+
+        return json.loads(self.body)
+
+
+async def request(port, raw, timeout=5.0):
+    """Send raw bytes, read the answer to the end (bounded); returns Resp."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    data = b""
+    try:
+        w.write(raw)
+        await w.drain()
+        while len(data) < 200000:
+            try:
+                chunk = await asyncio.wait_for(r.read(4096), timeout)
+            except OSError:  # reset after the answer
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        w.close()
+        try:
+            await w.wait_closed()
+        except OSError:
+            pass
+    return Resp(data)
+
+
+def host_of(p):
+    return "127.0.0.1:%d" % p.board.portal_port()
+
+
+async def get(p, path, host=None, method="GET", extra=""):
+    raw = "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: test\r\n%s\r\n" % (
+        method,
+        path,
+        host or host_of(p),
+        extra,
+    )
+    return await request(p.board.portal_port(), raw.encode())
+
+
+async def post(p, path, body, ctype="application/x-www-form-urlencoded", extra=""):
+    if isinstance(body, str):
+        body = body.encode()
+    raw = "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+        path,
+        host_of(p),
+        ctype,
+        len(body),
+        extra,
+    )
+    return await request(p.board.portal_port(), raw.encode() + body)
+
+
+def quote(s):
+    """application/x-www-form-urlencoded, as browsers send it."""
+    out = []
+    for b in s.encode():
+        c = chr(b)
+        if b < 128 and (c.isalpha() or c.isdigit() or c in "-_.*"):
+            out.append(c)
+        elif c == " ":
+            out.append("+")
+        else:
+            out.append("%%%02X" % b)
+    return "".join(out)
+
+
+def form(**fields):
+    return "&".join(quote(k) + "=" + quote(v) for k, v in fields.items())
+
+
+def status(p):
+    """What GET /api/status answers."""
+    from twomes import portal_req
+
+    return portal_req.status(p)
+
+
+async def wait_idle(p, max_s=5.0):
+    """Until the portal's credential test is over."""
+    for _ in range(int(max_s * 50)):
+        if not status(p)["busy"]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the credential test did not finish")
+
+
+# ---- DNS client ----------------------------------------------------------------------------------
+def dns_query(name, qtype=1, qid=0x1234, rd=True):
+    q = bytearray([qid >> 8, qid & 0xFF, 0x01 if rd else 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 0])
+    for label in name.split("."):
+        q.append(len(label))
+        q.extend(label.encode())
+    q.extend(bytes([0, qtype >> 8, qtype & 0xFF, 0, 1]))
+    return bytes(q)
+
+
+async def udp_ask(port, packet, timeout=1.0):
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setblocking(False)
+        s.sendto(packet, socket.getaddrinfo("127.0.0.1", port, 0, socket.SOCK_DGRAM)[0][-1])
+        for _ in range(int(timeout * 100)):
+            try:
+                return s.recvfrom(1024)[0]
+            except OSError:
+                await asyncio.sleep(0.01)
+        return None
+    finally:
+        s.close()

@@ -1,0 +1,130 @@
+# Captive DNS: A -> the AP address, other types -> empty NOERROR, malformed -> no answer, never a crash.
+import asyncio
+
+import portal_fakes as pf
+
+import support
+from twomes import captive_dns
+
+IP = bytes([192, 168, 4, 1])
+
+
+def _ask(packet):
+    out = bytearray(600)
+    n = captive_dns.answer(packet, IP, out)
+    return bytes(out[:n])
+
+
+def _u16(b, i):
+    return b[i] << 8 | b[i + 1]
+
+
+def test_a_query_gets_the_ap_address():
+    q = pf.dns_query("connectivitycheck.gstatic.com", 1, qid=0xBEEF)
+    r = _ask(q)
+    assert r[:2] == b"\xbe\xef"
+    assert r[2] & 0x80 and r[2] & 0x04 and r[2] & 0x01  # response, authoritative, RD echoed
+    assert r[3] & 0x0F == 0  # NOERROR
+    assert _u16(r, 4) == 1 and _u16(r, 6) == 1 and _u16(r, 8) == 0 and _u16(r, 10) == 0
+    assert r[12 : len(q)] == q[12:]  # the question as asked
+    a = r[len(q) :]
+    assert a[:2] == b"\xc0\x0c" and _u16(a, 2) == 1 and _u16(a, 4) == 1 and _u16(a, 10) == 4
+    assert a[12:16] == IP and len(a) == 16
+    r = _ask(pf.dns_query("x", 1, rd=False))
+    assert not r[2] & 0x01
+
+
+def test_other_types_get_an_empty_noerror_answer():
+    for qtype in (28, 65, 16, 33, 255):  # AAAA, HTTPS, TXT, SRV, ANY
+        q = pf.dns_query("captive.apple.com", qtype)
+        r = _ask(q)
+        assert len(r) == len(q) and r[3] & 0x0F == 0 and _u16(r, 6) == 0, qtype
+
+
+def test_edns_additional_record_is_accepted_and_not_echoed():
+    q = bytearray(pf.dns_query("example.com", 1))
+    q[11] = 1  # ARCOUNT 1: an OPT record
+    q.extend(b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00")
+    r = _ask(bytes(q))
+    assert _u16(r, 6) == 1 and _u16(r, 10) == 0 and r[-4:] == IP
+
+
+def test_malformed_packets_get_no_answer():
+    good = pf.dns_query("a.example", 1)
+    bad = [
+        b"",
+        b"\x00" * 5,
+        good[:-1],  # truncated type/class
+        good[:14],  # truncated name
+        bytes([good[0], good[1], 0x81]) + good[3:],  # a response, not a query
+        bytes([good[0], good[1], 0x01 | (2 << 3)]) + good[3:],  # opcode STATUS
+        good[:5] + b"\x02" + good[6:],  # two questions
+        good[:7] + b"\x01" + good[8:],  # an answer record in a query
+        good[:12] + b"\xc0\x0c" + good[-4:],  # compression pointer in the question
+        good[:12] + b"\x40" + b"a" * 64 + b"\x00" + good[-4:],  # label of 64 bytes
+        good[:12] + (b"\x3f" + b"a" * 63) * 5 + b"\x00" + good[-4:],  # name longer than 255
+        good[:-2] + b"\x00\x03",  # class CHAOS
+        good + b"\x00" * 600,  # longer than 512
+        bytes(range(256)) * 2,
+    ]
+    for i, p in enumerate(bad):
+        assert _ask(p) == b"", i
+
+
+def test_fuzz_never_crashes():
+    import os
+
+    base = pf.dns_query("connectivitycheck.gstatic.com", 1)
+    out = bytearray(600)
+    for _ in range(300):
+        noise = os.urandom(len(base))
+        n = os.urandom(1)[0] % len(base)
+        mutated = bytearray(base)
+        for k in range(n % 6):
+            mutated[noise[k] % len(base)] = noise[k + 6]
+        length = captive_dns.answer(bytes(mutated[: len(base) - (noise[20] % 3)]), IP, out)
+        assert 0 <= length <= 528
+    for _ in range(200):
+        assert 0 <= captive_dns.answer(os.urandom(os.urandom(1)[0] % 64), IP, out) <= 528
+
+
+def test_server_answers_over_udp_and_survives_garbage():
+    async def main():
+        for _ in range(10):
+            port = pf.rand_port()
+            try:
+                task = captive_dns.start("127.0.0.1", port)
+                break
+            except OSError:
+                continue
+        try:
+            r = await pf.udp_ask(port, pf.dns_query("www.msftconnecttest.com", 1))
+            assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
+            r = await pf.udp_ask(port, pf.dns_query("www.msftconnecttest.com", 28))
+            assert r is not None and _u16(r, 6) == 0
+            assert await pf.udp_ask(port, b"\xff" * 40, timeout=0.2) is None
+            assert await pf.udp_ask(port, b"x" * 1400, timeout=0.2) is None
+            r = await pf.udp_ask(port, pf.dns_query("still.alive", 1))
+            assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
+        finally:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        assert await pf.udp_ask(port, pf.dns_query("gone", 1), timeout=0.2) is None
+
+    support.run(main())
+
+
+def test_portal_starts_dns_on_the_board_port():
+    async def main():
+        p = await pf.start_portal()
+        try:
+            r = await pf.udp_ask(p.board.dns_port(), pf.dns_query("detectportal.firefox.com", 1))
+            assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
+        finally:
+            await p.stop()
+        await asyncio.sleep(0)
+
+    support.run(main())

@@ -1,0 +1,165 @@
+# The JSON API for a provisioning app (info, networks, wifi, status) and the form/URL decoding helpers.
+import asyncio
+import json
+
+import portal_fakes as pf
+
+import support
+from twomes import portal_page, portal_req, wifi
+
+_JSON = "application/json"
+
+
+def _run(body):
+    async def main():
+        p = await pf.start_portal()
+        try:
+            await body(p)
+        finally:
+            await p.stop()
+
+    support.run(main())
+
+
+async def _status_until_done(p):
+    for _ in range(250):
+        st = (await pf.get(p, "/api/status")).json()
+        if not st["busy"]:
+            return st
+        await asyncio.sleep(0.02)
+    raise AssertionError("still busy")
+
+
+def test_info_and_networks():
+    async def body(p):
+        r = await pf.get(p, "/api/info")
+        assert r.status == 200 and r.headers["content-type"] == _JSON
+        assert r.json() == {
+            "name": p.ident.name,
+            "device_type": "Generic-Test",
+            "version": "1.0.0",
+            "state": "portal",
+        }
+        nets = (await pf.get(p, "/api/networks")).json()["networks"]
+        assert [n["ssid"] for n in nets] == ["home", pf.CAFE, pf.HOSTILE, "slow", "open-net"]
+        assert nets[0] == {"ssid": "home", "rssi": -52, "secured": True}
+        assert nets[-1]["secured"] is False
+        # a rescan picks up a changed air
+        import vstate
+
+        with open(vstate.path("air.json"), "w") as f:
+            f.write(json.dumps([{"ssid": "new-one", "password": "abcdefgh", "rssi": -40}]))
+        nets = (await pf.get(p, "/api/networks?refresh=1")).json()["networks"]
+        assert [n["ssid"] for n in nets] == ["new-one"] and p.ctl.rescans == 1
+        r = await pf.get(p, "/api/nothing")
+        assert r.status == 404 and "error" in r.json()
+
+    _run(body)
+
+
+def test_wifi_accepted_then_status_reports_the_result():
+    async def body(p):
+        r = await pf.post(
+            p, "/api/wifi", json.dumps({"ssid": pf.CAFE, "password": pf.SPECIAL_PW, "name": "Attic"}), _JSON
+        )
+        assert r.status == 202 and r.json()["accepted"] is True
+        st = (await pf.get(p, "/api/status")).json()
+        assert st["busy"] is True and st["state"] == "joining" and st["ssid"] == pf.CAFE
+        r = await pf.post(p, "/api/wifi", json.dumps({"ssid": "home", "password": "secret-pass"}), _JSON)
+        assert r.status == 409 and "error" in r.json()  # one test at a time
+        st = await _status_until_done(p)
+        assert st["result"] == wifi.JOINED and st["wifi"] == wifi.JOINED and st["state"] == "activating"
+        assert st["result_ssid"] == pf.CAFE and st["result_text"] == "connected"
+        assert p.ctl.submitted == [(pf.CAFE, pf.SPECIAL_PW, "Attic")]
+        assert pf.SPECIAL_PW not in json.dumps(st)
+
+    _run(body)
+
+
+def test_wifi_failures_are_reported():
+    async def body(p):
+        for ssid, pw, code in (
+            ("home", "nope-nope", wifi.WRONG_PASSWORD),
+            ("absent", "whatever1", wifi.NOT_FOUND),
+            ("slow", "slowslow1", wifi.TIMEOUT),
+        ):
+            r = await pf.post(p, "/api/wifi", json.dumps({"ssid": ssid, "password": pw}), _JSON)
+            assert r.status == 202
+            st = await _status_until_done(p)
+            assert st["result"] == code and st["result_text"] == wifi.REASONS[code], st
+
+    _run(body)
+
+
+def test_wifi_input_errors():
+    async def body(p):
+        cases = [
+            (json.dumps({"ssid": "home", "password": "secret-pass"}), "text/plain", 415),
+            (
+                json.dumps({"ssid": "home", "password": "secret-pass"}),
+                "application/x-www-form-urlencoded",
+                415,
+            ),
+            ("{not json", _JSON, 400),
+            ("[1, 2]", _JSON, 400),
+            (json.dumps({"ssid": 5, "password": "secret-pass"}), _JSON, 400),
+            (json.dumps({"ssid": "home", "password": "short"}), _JSON, 400),
+            (json.dumps({"ssid": "", "password": "secret-pass"}), _JSON, 400),
+            (json.dumps({"ssid": "home", "password": "secret-pass", "name": 7}), _JSON, 400),
+            (json.dumps({"ssid": "home", "password": "secret-pass", "name": "n" * 40}), _JSON, 400),
+        ]
+        for body_, ctype, status in cases:
+            r = await pf.post(p, "/api/wifi", body_, ctype)
+            assert r.status == status, (body_, r.raw)
+            assert isinstance(r.json()["error"], str)
+        r = await pf.post(p, "/api/wifi", json.dumps({"ssid": "home", "password": "short"}), _JSON)
+        assert "8 to 63" in r.json()["error"]
+        assert p.ctl.submitted == []
+
+    _run(body)
+
+
+def test_controller_refusal_and_crash_become_results():
+    async def body(p):
+        async def refuse(ssid, password, name=None):
+            raise ValueError("that network is not allowed")
+
+        p.ctl.submit = refuse
+        r = await pf.post(p, "/api/wifi", json.dumps({"ssid": "home", "password": "secret-pass"}), _JSON)
+        assert r.status == 202
+        st = await _status_until_done(p)
+        assert st["result"] == "invalid" and st["result_text"] == "that network is not allowed"
+
+        async def crash(ssid, password, name=None):
+            raise RuntimeError("boom")
+
+        p.ctl.submit = crash
+        await pf.post(p, "/connect", pf.form(ssid="home", password="secret-pass"))
+        st = await _status_until_done(p)
+        assert st["result"] == wifi.FAILED
+        r = await pf.get(p, "/result")
+        assert "Could not connect" in r.text
+
+    _run(body)
+
+
+def test_unquote_and_form_parsing():
+    u = portal_req.unquote
+    assert u(b"a+b") == "a b" and u(b"%26%25%2B%40%23%24%3B") == "&%+@#$;"
+    assert u(b"caf%C3%A9") == "caf\u00e9" and u(b"100%") == "100%" and u(b"%zz%4") == "%zz%4"
+    assert u(b"plain") == "plain" and u(b"") == ""
+    support.raises(ValueError, u, b"%FF")
+    f = portal_req.parse_form(
+        b"ssid=a%26b&password=p%2Bq+r&x=1&ssid=second&novalue", ("ssid", "password", "novalue")
+    )
+    assert f == {"ssid": "a&b", "password": "p+q r", "novalue": ""}
+    assert portal_req.parse_form(pf.form(password=pf.SPECIAL_PW), ("password",)) == {
+        "password": pf.SPECIAL_PW
+    }
+    support.raises(ValueError, portal_req.parse_form, b"&" * 20, ("a",))
+
+
+def test_escape():
+    e = portal_page.escape
+    assert e("a&b<c>d\"e'f") == "a&amp;b&lt;c&gt;d&quot;e&#39;f"
+    assert e("plain \u2615") == "plain \u2615"

@@ -1,0 +1,146 @@
+# Runs in `micropython -X heapsize=64K`: the portal (+ captive DNS) and Improv on stdin with a fake
+# controller, on a minimal stand-in board (this module doubles as the `network` module). Nothing else of
+# the app is loaded, so the figures are the onboarding's own cost. Prints "@@MEM ..." lines:
+#   before  free heap before any onboarding module is imported
+#   started free heap with the portal and Improv running
+#   min_free the lowest free heap seen (after a collection) while requests are served
+import asyncio
+import gc
+import os
+import sys
+import time
+
+from fakectl import FakeCtl
+
+_MAC = b"\x24\x6f\x28\xd3\xad\x48"
+# ssid -> (password, rssi); "slow" never answers
+_AIR = {
+    "home": ("secret-pass", -52),
+    "Caf\u00e9 \u2615 & Co": ("p&%+@#$;\u00e4ssw\u00f6rd =x", -60),
+    "slow": ("x", -83),
+}
+STA_IF = 0
+AP_IF = 1
+STAT_IDLE = 1000
+STAT_CONNECTING = 1001
+STAT_GOT_IP = 1010
+STAT_NO_AP_FOUND = 201
+STAT_WRONG_PASSWORD = 202
+AUTH_OPEN = 0
+AUTH_WPA2_PSK = 3
+
+
+class WLAN:
+    def __init__(self):
+        self.st = STAT_IDLE
+
+    def active(self, v=None):
+        return True
+
+    def config(self, *args, **kw):
+        return _MAC
+
+    def scan(self):
+        return [(s.encode(), _MAC, 1, _AIR[s][1], 3, False) for s in _AIR]
+
+    def connect(self, ssid, key):
+        self.ssid, self.key, self.t0, self.st = ssid, key, time.ticks_ms(), STAT_CONNECTING
+
+    def disconnect(self):
+        self.st = STAT_IDLE
+
+    def status(self):
+        if (
+            self.st == STAT_CONNECTING
+            and time.ticks_diff(time.ticks_ms(), self.t0) > 300
+            and self.ssid != "slow"
+        ):
+            net = _AIR.get(self.ssid)
+            self.st = (
+                STAT_NO_AP_FOUND
+                if net is None
+                else STAT_GOT_IP
+                if net[0] == self.key
+                else STAT_WRONG_PASSWORD
+            )
+        return self.st
+
+
+class Board:
+    """The parts of twomes.hw.Board the onboarding uses."""
+
+    def __init__(self):
+        self.network = sys.modules[__name__]
+        self.sta = WLAN()
+        self.ap = WLAN()
+
+    def ap_ip(self):
+        return "127.0.0.1"
+
+    def portal_port(self):
+        return int(os.getenv("PORTAL_PORT"))
+
+    def dns_port(self):
+        return int(os.getenv("DNS_PORT"))
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def console_in(self):
+        return sys.stdin.buffer
+
+    def console_write(self, data):
+        sys.stdout.write(data)
+
+    def kbd_intr(self, ch):
+        pass
+
+
+class Ident:
+    name = "TWOMES-D3AD48"
+    device_type = "Generic-Test"
+    ap_password = "abcdefgh23"
+
+
+class Cfg:
+    ap_open = False
+
+
+_low = [0]
+
+
+async def _watch():
+    # live heap at every pause (garbage collected first: it is not a cost); new lows only
+    while True:
+        gc.collect()
+        free = gc.mem_free()
+        if _low[0] == 0 or free < _low[0]:
+            _low[0] = free
+            print("@@MEM min_free=%d heap=%d" % (free, free + gc.mem_alloc()))
+        await asyncio.sleep(0.01)
+
+
+async def main():
+    if os.getenv("BASE"):  # the app's base modules too (for measurements)
+        from twomes import config, hw, identity, store  # noqa: F401
+    board = Board()
+    ctl = FakeCtl(board, Ident, join_ms=3000)
+    gc.collect()
+    print("@@MEM before free=%d" % gc.mem_free())
+    from twomes.improv import Improv
+    from twomes.portal import Portal
+
+    await Portal(board, Ident, Cfg, ctl).start()
+    imp = Improv(board, Ident, ctl, "1.0.0")
+    gc.collect()
+    print("@@MEM started free=%d" % gc.mem_free())
+    asyncio.create_task(_watch())
+    await imp.run()
+    await asyncio.sleep(3600)
+
+
+def run():
+    asyncio.run(main())

@@ -1,0 +1,81 @@
+"""The setup portal of a virtual board in a real browser (Debian chromium driven by Playwright) on a phone
+viewport: the probe redirect, the scan list, a wrong password, the right one, the result page.
+Screenshots go to build/screenshots/ (portal.png: the form; portal-result.png: the result)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from vportal import HOSTILE
+
+from twtools.vboard.runner import VirtualBoard
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+
+
+def _chromium() -> str:
+    found = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if not found:
+        pytest.skip(
+            "BROWSER TEST NOT RUN: Debian chromium not found at /usr/bin/chromium. "
+            "Install it with `apt-get install -y chromium` (or `make browser-deps`)."
+        )
+    return found
+
+
+def test_portal_in_a_phone_browser(portal_board: VirtualBoard) -> None:
+    exe = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    base = portal_board.portal_url
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    dialogs: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(
+                viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+            )
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            # what a phone does right after joining the AP: the probe is redirected to the portal
+            page.goto(base + "/generate_204")
+            assert page.url == base + "/"
+            names = page.locator("label.n span").all_inner_texts()
+            assert names[0] == "home" and HOSTILE in names, (
+                names
+            )  # strongest first; hostile name shown as text
+            assert page.locator("label.n .lk").count() == 5 and page.locator("label.n .op").count() == 1
+            page.screenshot(path=str(SHOTS / "portal.png"), full_page=True)
+
+            # a wrong password: testing page, then the reason
+            page.locator("label.n", has_text="home").first.click()
+            page.fill("input[name=password]", "wrong-password")
+            page.click("button[type=submit]")
+            page.wait_for_url("**/result")
+            page.get_by_text("was not accepted").wait_for(timeout=20000)
+
+            # back to the form, the right password and a name
+            page.click("text=Back to the form")
+            page.locator("label.n", has_text="home").first.click()
+            page.fill("input[name=password]", "secret-pass")
+            page.fill("input[name=name]", "Living room")
+            page.click("button[type=submit]")
+            page.wait_for_url("**/result")
+            page.get_by_text("Connected to home").wait_for(timeout=20000)
+            page.screenshot(path=str(SHOTS / "portal-result.png"), full_page=True)
+        finally:
+            browser.close()
+    assert dialogs == []  # the hostile SSID never ran as script

@@ -1,0 +1,87 @@
+"""A virtual board that runs only the setup portal + Improv (host_tests/portal/portal_main.py) with a
+fake controller, on the MicroPython unix port.
+
+Heap: the virtual board's simulated hardware (vboot + vesp32/vnetwork/vmachine/vstate, compiled on the
+board) takes about 25 KB of heap by itself, the app's base modules about 19 KB: this board gets
+BOARD_HEAP. The portal's own 64 KB figures come from test_portal_heap.py (no simulation in that heap)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from twtools.build import _bin
+from twtools.vboard.runner import VirtualBoard
+
+HERE = Path(__file__).resolve().parent
+DEVICE_TESTS = HERE.parent / "device"
+
+HOSTILE = "<script>alert(1)</script>&\"x'"
+CAFE = "Caf\u00e9 \u2615 & Co"
+SPECIAL_PW = "p&%+@#$;\u00e4ssw\u00f6rd =x"
+AIR: list[dict[str, Any]] = [
+    {"ssid": "home", "password": "secret-pass", "rssi": -52, "join_ms": 300},
+    {"ssid": HOSTILE, "password": "whatever1", "rssi": -71},
+    {"ssid": CAFE, "password": SPECIAL_PW, "rssi": -60, "join_ms": 300},
+    {"ssid": "Neighbours 5G", "password": "whatever2", "rssi": -78},
+    {"ssid": "slow", "password": "slowslow1", "rssi": -83, "behavior": "timeout"},
+    {"ssid": "open-net", "password": "", "rssi": -88},
+]
+
+
+def mpy(src: Path, dest: Path) -> None:
+    subprocess.run([_bin("mpy-cross"), "-o", str(dest), str(src)], check=True)
+
+
+BOARD_HEAP = "128K"
+
+
+def start_board(state: Path, pty: bool = False, heap: str = BOARD_HEAP) -> VirtualBoard:
+    vb = VirtualBoard(state, air=AIR, heap=heap, pty=pty, config={"wifi_timeout_s": 3})
+    vb.install_app()
+    mpy(HERE / "portal_main.py", vb.fs / "portal_main.mpy")
+    mpy(DEVICE_TESTS / "fakectl.py", vb.fs / "fakectl.mpy")
+    (vb.fs / "main.py").write_text("import portal_main\n\nportal_main.run()\n")
+    vb.start()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            get_json(vb, "/api/info")
+            return vb
+        except OSError as e:
+            if time.monotonic() > deadline or (vb.boots and not vb.running):
+                tail = "\n".join(vb.lines[-20:])
+                vb.stop()
+                raise RuntimeError(f"the portal board did not come up: {e}\n{tail}") from e
+            time.sleep(0.1)
+
+
+def http(
+    vb: VirtualBoard, path: str, body: bytes | None = None, ctype: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(
+        vb.portal_url + path, data=body, method="POST" if body is not None else "GET"
+    )
+    if ctype:
+        req.add_header("Content-Type", ctype)
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(req, timeout=10) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kw: Any) -> None:
+        return None
+
+
+def get_json(vb: VirtualBoard, path: str) -> Any:
+    status, _, body = http(vb, path)
+    return json.loads(body)

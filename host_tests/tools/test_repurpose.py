@@ -1,0 +1,114 @@
+"""`twomes repurpose`: name check on the board, NAME -> NAME-OLD on a real reference server, erase and
+deploy with real mpremote on the unix port (the registration step is covered by the monitor tests)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from replboard import ReplBoard
+
+from twtools.cli import main
+from twtools.server.testing import ReferenceServer
+
+NAME = "TWOMES-C0FFEE"
+
+
+@pytest.fixture
+def server():
+    with ReferenceServer() as s:
+        yield s
+
+
+def _register(server, name, token):
+    server.client.register_device({"name": name, "device_type": "Generic-Test", "activation_token": token})
+
+
+def test_repurpose_renames_erases_and_deploys(tmp_path, server, capsys):
+    _register(server, NAME, "1111111111111111")
+    _register(server, NAME + "-OLD", "2222222222222222")  # repurposed once before
+    with ReplBoard(tmp_path / "fs", tmp_path / "state", esp32=True, mac="24:6F:28:C0:FF:EE") as board:
+        (board.state / "nvs.json").write_text(
+            json.dumps(
+                {"twomes": {"act_token": ["blob", b"1111111111111111".hex()], "session": ["blob", "00"]}}
+            )
+        )
+        (board.fs / "twomes.json").write_text(json.dumps({"server_url": server.url}))
+        rc = main(
+            [
+                "repurpose",
+                NAME,
+                "--server",
+                server.url,
+                "--admin-token",
+                server.admin_token,
+                "--port",
+                board.port,
+                "--no-register",
+            ]
+        )
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        assert "yes: MAC 24:6F:28:C0:FF:EE" in out
+        assert f"{NAME} is now {NAME}-OLD-2" in out
+        assert "erased 2 stored value(s)" in out
+        assert f"twomes monitor --port {board.port} --reset --register {server.url}" in out
+        names = sorted(d["name"] for d in server.client.devices())
+        assert names == [NAME + "-OLD", NAME + "-OLD-2"]
+        assert json.loads((board.state / "nvs.json").read_text()).get("twomes", {}) == {}
+        assert (board.fs / "lib" / "twomes" / "identity.mpy").exists()
+        assert json.loads((board.fs / "twomes.json").read_text()) == {"server_url": server.url}  # config kept
+
+
+def test_repurpose_refuses_another_board_and_unknown_name(tmp_path, server, capsys):
+    _register(server, NAME, "1111111111111111")
+    with ReplBoard(tmp_path / "fs", tmp_path / "state", esp32=True, mac="24:6F:28:AB:CD:EF") as board:
+        rc = main(
+            [
+                "repurpose",
+                NAME,
+                "--server",
+                server.url,
+                "--admin-token",
+                server.admin_token,
+                "--port",
+                board.port,
+                "--no-register",
+            ]
+        )
+        err = capsys.readouterr().err
+        assert rc == 2
+        assert f"the board on {board.port} is TWOMES-ABCDEF (MAC 24:6F:28:AB:CD:EF), not {NAME}" in err
+        assert [d["name"] for d in server.client.devices()] == [NAME]  # nothing renamed
+
+        rc = main(
+            [
+                "repurpose",
+                "TWOMES-ABCDEF",
+                "--server",
+                server.url,
+                "--admin-token",
+                server.admin_token,
+                "--port",
+                board.port,
+                "--no-register",
+            ]
+        )
+        assert rc == 2
+        assert "TWOMES-ABCDEF is not on the server" in capsys.readouterr().err
+
+        rc = main(
+            [
+                "repurpose",
+                "TWOMES-ABCDEF",
+                "--server",
+                server.url,
+                "--admin-token",
+                "nope",
+                "--port",
+                board.port,
+                "--no-register",
+            ]
+        )
+        assert rc == 2
+        assert "rejected the admin token" in capsys.readouterr().err

@@ -1,0 +1,500 @@
+"""`twomes deploy`: put the Twomes app on a board that runs MicroPython.
+
+Compiles device/ with mpy-cross (build.compile_tree) and copies what changed: ``lib/**.mpy``,
+``boot.py``, ``main.py`` and ``twomes.json`` (the config, checked with the device's own rules). What the
+board has is read first by a small script run on the board (sha256 of every app file), so an unchanged
+file is never sent again. ``--erase`` first removes the app files (lib/, ota/) and the app's NVS keys:
+the seed's "erase all persistently stored data" without erasing MicroPython itself.
+
+Talks to the board with mpremote (default) or adafruit-ampy (``--via ampy``), both as subprocesses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from twtools import REPO, devicecode
+from twtools.build import BUILD_DIR, compile_tree
+from twtools.ports import PortError, check_port, pick_port
+
+CONFIG_FILE = "twomes.json"
+ROOT_FILES = ("boot.py", "main.py")
+APP_DIRS = ("lib", "ota")  # what --erase removes (ota/: downloaded bundles and the boot selector state)
+OWNED = "lib/"  # stale files under lib/ are removed (an old module left there would still be imported)
+MARK = "@@TWOMES "
+
+# Runs on the board (MicroPython): sha256 of every app file, the dirs, and the config text.
+BOARD_SCRIPT = """
+import os, json, hashlib, binascii
+def _h(p):
+    h = hashlib.sha256()
+    with open(p, 'rb') as f:
+        while True:
+            b = f.read(512)
+            if not b:
+                break
+            h.update(b)
+    return binascii.hexlify(h.digest()).decode()
+def _walk(d, files, dirs):
+    try:
+        entries = list(os.ilistdir(d))
+    except OSError:
+        return
+    dirs.append(d)
+    for e in entries:
+        p = d + '/' + e[0]
+        if e[1] & 0x4000:
+            _walk(p, files, dirs)
+        else:
+            files[p] = _h(p)
+_files = {}
+_dirs = []
+for _d in _DIRS:
+    _walk(_d, _files, _dirs)
+for _p in _ROOT:
+    try:
+        _files[_p] = _h(_p)
+    except OSError:
+        pass
+try:
+    with open(_CONFIG) as _f:
+        _cfg = _f.read()
+except OSError:
+    _cfg = None
+print(_MARK + json.dumps({'files': _files, 'dirs': _dirs, 'config': _cfg}))
+"""
+
+# Runs on the board: forget every key the app keeps in NVS (activation token, Wi-Fi, session token...).
+NVS_ERASE_SCRIPT = """
+try:
+    import esp32
+except ImportError:
+    esp32 = None
+if esp32 is None:
+    print(_MARK + '{"nvs": "no esp32 module"}')
+else:
+    _n = esp32.NVS(_NS)
+    _gone = 0
+    for _k in _KEYS:
+        try:
+            _n.erase_key(_k)
+            _gone += 1
+        except OSError:
+            pass
+    _n.commit()
+    print(_MARK + '{"nvs": ' + str(_gone) + '}')
+"""
+
+
+def board_script(script: str, **values: Any) -> str:
+    """``script`` preceded by ``_NAME = <repr(value)>`` lines (its parameters) and ``_MARK``."""
+    head = "".join(f"_{name.upper()} = {value!r}\n" for name, value in {"mark": MARK, **values}.items())
+    return head + script
+
+
+class DeployError(Exception):
+    pass
+
+
+@dataclass
+class BoardState:
+    files: dict[str, str]  # path -> sha256 hex
+    dirs: list[str]
+    config: str | None  # twomes.json text
+
+
+@dataclass
+class Plan:
+    """File operations that make the board equal to the local build, in execution order."""
+
+    removes: list[str] = field(default_factory=list)  # files
+    remove_trees: list[str] = field(default_factory=list)  # dirs removed with everything in them
+    mkdirs: list[str] = field(default_factory=list)
+    puts: list[tuple[Path, str]] = field(default_factory=list)  # (local file, board path)
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return len(self.removes) + len(self.remove_trees) + len(self.mkdirs) + len(self.puts)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def make_plan(local: dict[str, Path], board: BoardState, erase: bool = False) -> Plan:
+    """Pure: the operations that turn ``board`` into ``local`` (board path -> local file).
+
+    Changed or missing files are put, unchanged ones skipped (sha256), files under lib/ that the build
+    does not have are removed; ``erase`` removes lib/ and ota/ first and then puts everything.
+    """
+    plan = Plan()
+    files = dict(board.files)
+    dirs = set(board.dirs)
+    if erase:
+        for d in APP_DIRS:
+            if d in dirs:
+                plan.remove_trees.append(d)
+        files = {p: h for p, h in files.items() if not any(p.startswith(d + "/") for d in APP_DIRS)}
+        dirs = {d for d in dirs if not any(d == a or d.startswith(a + "/") for a in APP_DIRS)}
+    for path in sorted(files):
+        if path.startswith(OWNED) and path not in local:
+            plan.removes.append(path)
+    for path in sorted(local):
+        for parent in _parents(path):
+            if parent not in dirs:
+                dirs.add(parent)
+                plan.mkdirs.append(parent)
+        if files.get(path) == sha256_file(local[path]):
+            plan.unchanged.append(path)
+        else:
+            plan.puts.append((local[path], path))
+    return plan
+
+
+def parse_config_args(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> typed config values, by config.py's key types."""
+    spec = devicecode.config_spec()
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise DeployError(f"--config {item!r}: expected KEY=VALUE, e.g. server_url=https://example.org")
+        if key not in spec:
+            raise DeployError(f"--config: unknown key {key!r}; the device knows: {', '.join(sorted(spec))}")
+        kind = spec[key][1]
+        if kind is bool:
+            low = text.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise DeployError(f"--config {key}: {text!r} is not true/false")
+            values[key] = low in ("true", "1", "yes", "on")
+        elif kind is int:
+            try:
+                values[key] = int(text, 0)
+            except ValueError:
+                raise DeployError(f"--config {key}: {text!r} is not a whole number") from None
+        else:
+            values[key] = text
+    return values
+
+
+def merge_config(board_text: str | None, changes: dict[str, Any], fresh: bool = False) -> dict[str, Any]:
+    """The board's config (unless ``fresh``) with ``changes``; refuses what the device would reject."""
+    current: dict[str, Any] = {}
+    if board_text and not fresh:
+        try:
+            loaded = json.loads(board_text)
+            if isinstance(loaded, dict):
+                current = loaded
+        except ValueError:
+            print(
+                f"warning: the board's {CONFIG_FILE} is not valid JSON; starting from defaults",
+                file=sys.stderr,
+            )
+    spec = devicecode.config_spec()
+    dropped = sorted(k for k in current if k not in spec)
+    if dropped:
+        print(f"note: dropping keys the device no longer knows: {', '.join(dropped)}", file=sys.stderr)
+    merged = {k: v for k, v in current.items() if k in spec} | changes
+    problems = devicecode.config_problems(merged)
+    if problems:
+        raise DeployError(f"{CONFIG_FILE} would be rejected by the device: " + "; ".join(problems))
+    return merged
+
+
+# ---- talking to the board ----------------------------------------------------------------------------
+
+
+class Transport(Protocol):
+    name: str
+
+    def exec(self, code: str) -> str: ...
+
+    def apply(self, plan: Plan, step: Callable[[str], None]) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+def _tool(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def _run(cmd: list[str], what: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeployError(
+            f"{what}: no answer from the board within {timeout:.0f} s. Is MicroPython running (not the app "
+            "holding the console)? Press the board's reset button and try again"
+        ) from None
+    except FileNotFoundError as e:
+        raise DeployError(f"{what}: {e.filename} is not installed (run `make install`)") from None
+    if r.returncode != 0:
+        text = r.stdout + r.stderr
+        if "could not enter raw repl" in text.lower():
+            raise DeployError(
+                "no MicroPython REPL answered on the port. Is MicroPython on the board (`twomes flash`)? "
+                "If the app is running and holding the console, press the reset button and run deploy again"
+            )
+        raise DeployError(f"{what} failed: {_last_error(text)}")
+    return r
+
+
+def _last_error(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "rror" in line or "failed" in line.lower() or "could not" in line.lower():
+            return line
+    return lines[-1] if lines else "no output"
+
+
+class Mpremote:
+    """mpremote, one process per phase; ``soft_reset=False`` adds ``resume`` (no soft reset on connect)."""
+
+    name = "mpremote"
+
+    def __init__(self, port: str, soft_reset: bool = True, timeout: float = 60.0) -> None:
+        self.port = port
+        self.soft_reset = soft_reset
+        self.timeout = timeout
+
+    def _base(self) -> list[str]:
+        return [_tool("mpremote"), "connect", self.port, *([] if self.soft_reset else ["resume"])]
+
+    def exec(self, code: str) -> str:
+        return _run([*self._base(), "exec", code], "mpremote exec", self.timeout).stdout
+
+    def apply(self, plan: Plan, step: Callable[[str], None]) -> None:
+        cmds: list[list[str]] = []
+        cmds += [["fs", "rm", "-r", ":" + d] for d in plan.remove_trees]
+        cmds += [["fs", "rm", ":" + f] for f in plan.removes]
+        cmds += [["fs", "mkdir", ":" + d] for d in plan.mkdirs]
+        cmds += [["fs", "cp", "-f", str(src), ":" + dest] for src, dest in plan.puts]
+        if not cmds:
+            return
+        argv = self._base()
+        for i, c in enumerate(cmds):
+            argv += (["+"] if i else []) + c
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        out = []
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith(("cp ", "rm :", "mkdir :")):
+                step(line.split()[-1].lstrip(":"))
+        try:
+            rc = proc.wait(self.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise DeployError("mpremote: the board stopped answering") from None
+        if rc != 0:
+            raise DeployError(f"copying to the board failed: {_last_error(''.join(out))}")
+
+    def reset(self) -> None:
+        _run([*self._base(), "reset"], "mpremote reset", self.timeout)
+
+
+class Ampy:
+    """adafruit-ampy, one process per file operation (each one soft-resets the board)."""
+
+    name = "ampy"
+
+    def __init__(self, port: str, timeout: float = 60.0) -> None:
+        self.port = port
+        self.timeout = timeout
+
+    def _ampy(self, *args: str) -> str:
+        return _run([_tool("ampy"), "--port", self.port, *args], f"ampy {args[0]}", self.timeout).stdout
+
+    def exec(self, code: str) -> str:
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+            f.write(code)
+        try:
+            return self._ampy("run", f.name)
+        finally:
+            Path(f.name).unlink()
+
+    def apply(self, plan: Plan, step: Callable[[str], None]) -> None:
+        for d in plan.remove_trees:
+            self._ampy("rmdir", d)
+            step(d)
+        for f in plan.removes:
+            self._ampy("rm", f)
+            step(f)
+        for d in plan.mkdirs:
+            self._ampy("mkdir", "--exists-okay", d)
+            step(d)
+        for src, dest in plan.puts:
+            self._ampy("put", str(src), dest)
+            step(dest)
+
+    def reset(self) -> None:
+        self._ampy("reset", "--hard")
+
+
+def _marked(output: str) -> dict[str, Any]:
+    for line in output.splitlines():
+        if line.startswith(MARK):
+            return dict(json.loads(line[len(MARK) :]))
+    raise DeployError(f"unexpected answer from the board: {output.strip()[-300:]!r}")
+
+
+def run_board_script(t: Transport, script: str, **values: Any) -> dict[str, Any]:
+    """Run ``script`` (which prints ``_MARK`` + JSON) on the board; the JSON it printed."""
+    return _marked(t.exec(board_script(script, **values)))
+
+
+def read_board(t: Transport) -> BoardState:
+    data = run_board_script(
+        t, BOARD_SCRIPT, dirs=APP_DIRS, root=(*ROOT_FILES, CONFIG_FILE), config=CONFIG_FILE
+    )
+    return BoardState(files=dict(data["files"]), dirs=list(data["dirs"]), config=data["config"])
+
+
+def erase_nvs(t: Transport) -> str:
+    result = run_board_script(t, NVS_ERASE_SCRIPT, ns=devicecode.NVS_NAMESPACE, keys=devicecode.nvs_keys())[
+        "nvs"
+    ]
+    if isinstance(result, int):
+        return f"erased {result} stored value(s) from NVS namespace '{devicecode.NVS_NAMESPACE}'"
+    return f"NVS not erased ({result}: not an ESP32)"
+
+
+def build_local(out: Path, config: dict[str, Any]) -> dict[str, Path]:
+    """Board path -> local file, for everything deploy puts on the board."""
+    shutil.rmtree(out, ignore_errors=True)
+    lib = out / "lib"
+    compile_tree(lib)
+    files = {f"lib/{f.relative_to(lib).as_posix()}": f for f in sorted(lib.rglob("*.mpy"))}
+    for name in ROOT_FILES:
+        files[name] = REPO / name
+    cfg = out / CONFIG_FILE
+    cfg.write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+    files[CONFIG_FILE] = cfg
+    return files
+
+
+def deploy(
+    port: str | None,
+    config_items: list[str],
+    erase: bool = False,
+    via: str = "mpremote",
+    reset: bool = True,
+    soft_reset: bool = True,
+    out: Path | None = None,
+    fresh_config: bool = False,
+) -> int:
+    changes = parse_config_args(config_items)
+    try:
+        device = pick_port(port)
+        check_port(device)
+    except PortError as e:
+        raise DeployError(str(e)) from None
+    t: Transport = Ampy(device) if via == "ampy" else Mpremote(device, soft_reset=soft_reset)
+    print(f"reading what {device} has (via {t.name}) ...", flush=True)
+    board = read_board(t)
+    config = merge_config(board.config, changes, fresh_config)
+    if "server_url" not in config:
+        print(
+            "warning: no server_url configured; the device will use http://127.0.0.1:8000, which only a "
+            "virtual board can reach. Add --config server_url=https://your.server",
+            file=sys.stderr,
+        )
+    if erase:
+        print(erase_nvs(t))
+    local = build_local(out or BUILD_DIR / "deploy", config)
+    plan = make_plan(local, board, erase)
+    print(
+        f"{len(plan.puts)} to copy, {len(plan.unchanged)} unchanged, "
+        f"{len(plan.removes) + len(plan.remove_trees)} to remove"
+    )
+    if plan.steps:
+        from tqdm import tqdm
+
+        with tqdm(total=plan.steps, unit="step", desc="deploy", file=sys.stdout, leave=True) as bar:
+
+            def step(name: str) -> None:
+                bar.set_postfix_str(name[-40:], refresh=False)
+                bar.update(1)
+
+            t.apply(plan, step)
+    after = read_board(t)
+    wrong = [p for p, f in local.items() if after.files.get(p) != sha256_file(f)]
+    if wrong:
+        raise DeployError(f"after copying, these files differ on the board: {', '.join(wrong)}")
+    print(f"board is up to date: {len(local)} files checked by sha256")
+    if reset:
+        t.reset()
+        print("board restarted; watch it with `twomes monitor`")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return deploy(
+            args.port,
+            args.config or [],
+            erase=args.erase,
+            via=args.via,
+            reset=not args.no_reset,
+            soft_reset=not args.no_soft_reset,
+            fresh_config=args.fresh_config,
+        )
+    except DeployError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "deploy",
+        help="copy the Twomes app (compiled) and its config to a MicroPython board",
+        description="Compile device/ and copy what changed to the board. Config keys are those of "
+        "device/twomes/config.py (an unknown key is refused and the known ones listed).",
+    )
+    p.add_argument("--port", "-p", help="serial port (default: the one ESP32 board plugged in)")
+    p.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set a twomes.json key (repeatable), e.g. server_url=https://example.org",
+    )
+    p.add_argument(
+        "--erase",
+        action="store_true",
+        help="first remove the app's files (lib/, ota/) and its stored data (NVS: tokens, Wi-Fi); "
+        "twomes.json is kept (see --fresh-config)",
+    )
+    p.add_argument(
+        "--fresh-config",
+        action="store_true",
+        help="start twomes.json from the defaults, not from the board's",
+    )
+    p.add_argument(
+        "--via", choices=("mpremote", "ampy"), default="mpremote", help="tool that talks to the board"
+    )
+    p.add_argument("--no-reset", action="store_true", help="do not restart the board afterwards")
+    p.add_argument(
+        "--no-soft-reset",
+        action="store_true",
+        help="mpremote: connect without a soft reset (`resume`), e.g. to a REPL that cannot soft-reset",
+    )
+    p.set_defaults(func=run)

@@ -1,0 +1,207 @@
+"""`twomes flash FIRMWARE.bin`: erase the chip and write a MicroPython ESP32 firmware with esptool.
+
+The seed's step 1 (`esptool erase_flash`, then `write_flash` at 460800 baud) as one command that first
+checks the file is an ESP32 image for the right chip and picks the offset itself: a merged
+``firmware.bin`` goes to the chip's bootloader offset (0x1000 on ESP32), an app-only image to 0x10000.
+The documented firmware is MicroPython's OTA variant (ESP32_GENERIC-OTA: two app partitions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from twtools import esp32image
+from twtools.ports import PortError, permission_hint, pick_port
+
+FAST_BAUD = 460800
+SAFE_BAUD = 115200
+
+
+@dataclass
+class EsptoolResult:
+    returncode: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def connected(self) -> bool:
+        """esptool reached the chip (a later failure is a transfer problem, worth a slower retry)."""
+        return bool(re.search(r"^(Connected to|Chip is|Chip type:)", self.output, re.M))
+
+
+def esptool(args: list[str], echo: bool = True) -> EsptoolResult:
+    """The one door to esptool: ``python -m esptool ARGS``, output shown live (progress bars included)
+    and kept for explaining failures."""
+    cmd = [sys.executable, "-m", "esptool", *args]
+    if echo:
+        print("$ esptool " + " ".join(args), file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    chunks = []
+    out = sys.stdout.buffer if echo else None
+    while True:
+        chunk = proc.stdout.read1(4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if out is not None:
+            out.write(chunk)
+            out.flush()
+    return EsptoolResult(proc.wait(), b"".join(chunks).decode("utf-8", "replace"))
+
+
+def explain(result: EsptoolResult, port: str) -> str:
+    """Plain words (and what to do) for a failed esptool run."""
+    text = result.output
+    m = re.search(r"This chip is ([\w-]+), not ([\w-]+)", text)
+    if m:
+        return (
+            f"the board is an {m.group(1)}, but the firmware is for {m.group(2)}: download the MicroPython "
+            f"firmware for {m.group(1)} (or use --chip to say which chip you have)"
+        )
+    if "Permission denied" in text or "Errno 13" in text:
+        return permission_hint(port)
+    if "exclusively lock" in text or "Errno 16" in text or "Errno 11" in text:
+        return (
+            f"{port} is busy: another program has it open (`twomes monitor`, a serial monitor, an IDE); "
+            "close it and try again"
+        )
+    if "Could not open" in text and ("No such file" in text or "Errno 2" in text):
+        return f"{port} does not exist: is the board plugged in? `twomes ports` lists the ports"
+    if "Failed to connect" in text or "No serial data received" in text or "Wrong boot mode" in text:
+        return (
+            f"no answer from an ESP32 bootloader on {port}: hold the BOOT button, press and release EN/RST, "
+            "release BOOT, then run the command again (some boards need this; check the cable carries data)"
+        )
+    if "Unexpected chip id in image" in text:
+        return "the image is for another chip than the board (see the esptool message above)"
+    last = [line for line in text.splitlines() if line.strip()]
+    return f"esptool failed (exit {result.returncode}): {last[-1] if last else 'no output'}"
+
+
+class FlashError(Exception):
+    pass
+
+
+def check_firmware(path: Path, chip: str = "auto", erase: bool = True) -> esp32image.Firmware:
+    """Refuse anything that is not a flashable ESP32 firmware for ``chip``; say what was expected."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise FlashError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        fw = esp32image.inspect_firmware(data)
+    except esp32image.ImageError as e:
+        raise FlashError(f"{path} is not a flashable ESP32 firmware: {e}") from None
+    if chip != "auto" and chip != fw.chip:
+        raise FlashError(
+            f"{path} is built for {fw.chip}, not {chip}: use the MicroPython firmware for {chip}"
+        )
+    if fw.kind == "app" and erase:
+        raise FlashError(
+            f"{path} is an app-only image (version {fw.version}); after erasing, the chip would have no "
+            "bootloader and no partition table to start it. Flash the merged firmware.bin from "
+            "micropython.org (e.g. ESP32_GENERIC-OTA), or add --no-erase to replace only the app at 0x10000 "
+            "of a board that already runs MicroPython"
+        )
+    return fw
+
+
+def describe(fw: esp32image.Firmware, path: Path) -> str:
+    app = fw.app.app if fw.app else None
+    parts = [f"{path.name}: {fw.kind} image for {fw.chip}"]
+    if app:
+        parts.append(f"{app.project_name} {app.version} (IDF {app.idf_ver})")
+    if fw.kind == "merged":
+        slots = ", ".join(p.label for p in fw.app_slots) or "factory app only"
+        parts.append(f"app partitions: {slots}")
+    parts.append(f"written at {fw.flash_offset:#x}")
+    return "; ".join(parts)
+
+
+def flash(
+    path: Path,
+    port: str | None = None,
+    chip: str = "auto",
+    erase: bool = True,
+    offset: int | None = None,
+    connect_attempts: int | None = None,
+    bauds: tuple[int, ...] = (FAST_BAUD, SAFE_BAUD),
+) -> int:
+    fw = check_firmware(path, chip, erase)
+    print(describe(fw, path))
+    if fw.kind == "merged" and not fw.ota_capable:
+        print(
+            "warning: this firmware has no second app partition, so the device cannot install firmware "
+            "images over the air (app bundles still work); the documented firmware is ESP32_GENERIC-OTA",
+            file=sys.stderr,
+        )
+    try:
+        device = pick_port(port)
+    except PortError as e:
+        raise FlashError(str(e)) from None
+    common = ["--chip", fw.chip, "--port", device]
+    if connect_attempts is not None:
+        common += ["--connect-attempts", str(connect_attempts)]
+    if erase:
+        print("erasing the whole flash (firmware, Wi-Fi settings, tokens: everything) ...", flush=True)
+        r = esptool([*common, "--baud", str(bauds[0]), "erase-flash"])
+        if not r.ok:
+            raise FlashError(explain(r, device))
+    # as MicroPython's download page says (esptool's defaults for flash mode, frequency and size)
+    write = ["write-flash", "-z", hex(fw.flash_offset if offset is None else offset), str(path)]
+    for i, baud in enumerate(bauds):
+        r = esptool([*common, "--baud", str(baud), *write])
+        if r.ok:
+            break
+        if not r.connected or i == len(bauds) - 1:
+            raise FlashError(explain(r, device))
+        print(f"writing at {baud} baud failed; trying again at {bauds[i + 1]} baud", file=sys.stderr)
+    print(f"done: {fw.version or 'firmware'} written to {device}; the board restarts into MicroPython.")
+    print("next: `twomes deploy --config server_url=https://...` to put the Twomes app on it")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return flash(
+            Path(args.firmware),
+            port=args.port,
+            chip=args.chip,
+            erase=not args.no_erase,
+            offset=args.offset,
+            connect_attempts=args.connect_attempts,
+        )
+    except FlashError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "flash",
+        help="erase an ESP32 and write a MicroPython firmware (esptool)",
+        description="Erase the whole flash, then write a MicroPython ESP32 firmware image at 460800 baud "
+        "(retried at 115200). Use the OTA variant, e.g. ESP32_GENERIC-OTA-<date>-<version>.bin.",
+    )
+    p.add_argument(
+        "firmware", metavar="FIRMWARE.bin", help="merged firmware.bin, or an app-only image with --no-erase"
+    )
+    p.add_argument("--port", "-p", help="serial port (default: the one ESP32 board plugged in)")
+    p.add_argument(
+        "--chip", default="auto", help="chip the board has (default: the chip the image is built for)"
+    )
+    p.add_argument(
+        "--no-erase", action="store_true", help="keep the rest of the flash (Wi-Fi, tokens, files)"
+    )
+    p.add_argument("--offset", type=lambda s: int(s, 0), help="flash address (default: from the image)")
+    p.add_argument("--connect-attempts", type=int, help="esptool connection attempts (default 7)")
+    p.set_defaults(func=run)
