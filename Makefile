@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install sim server board heap test lint fmt browser-deps clean
+.PHONY: install sim server board heap powercut test lint fmt browser-deps clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ board: install
 ## Benchmark (prints figures): the smallest MicroPython heap that walks the whole sim story.
 heap: install
 	$(BIN)/twomes heap
+
+## Power cuts at every durable write of a bundle and an image update, on two virtual boards (~4 min).
+powercut: install
+	$(BIN)/twomes powercut
 
 ## Chromium for the portal browser test (Debian package; the test skips loudly where it cannot be had).
 browser-deps:

@@ -73,22 +73,35 @@ def healthy():
         os.remove(BOOTS)
 
 
+def guard(good):
+    """For the app: True when this boot is in safe mode; good=True: this boot went well."""
+    n = failed_boots()
+    if good and n:
+        healthy()
+    if n > SAFE_AFTER and not good:
+        print("boot: safe mode after %d boots in a row that did not end well: no update attempts" % (n - 1))
+    return n > SAFE_AFTER
+
+
 def running_partition():
     """Label of the app partition running (ESP32), or None where there is none (host tests)."""
+    before = list(sys.modules)
     try:
         import esp32
 
         return esp32.Partition(esp32.Partition.RUNNING).info()[4]
     except Exception:  # noqa: BLE001 - no esp32 module, no partition table: no image in play
         return None
+    finally:
+        for name in list(sys.modules):  # a simulation's partition code, loaded for this: not kept
+            if name not in before:
+                sys.modules.pop(name)
 
 
 def select():
     """Count this boot, put the chosen slot first on sys.path; returns (slot or None, state or None)."""
     try:
-        n = count_boot()
-        if n > SAFE_AFTER:
-            print("boot: %d boots in a row did not end well: safe mode" % (n - 1))
+        count_boot()
     except OSError as e:
         print("boot: cannot count boots (%s)" % e)
     st = read()

@@ -196,7 +196,6 @@ class App:
         boot_guard(True)
         if self.safe:
             await asyncio.sleep(_SAFE_S - _GOOD_BOOT_S)
-            log("boot", "safe mode over: restarting normally")
             self._restart.set()
 
     def forget_wifi(self):
@@ -217,7 +216,8 @@ class App:
     async def run(self):
         """Run until a restart is due (button action, update installed, confirmation impossible). The
         flow runs as a task: a button action cancels it wherever it is (a join, a download)."""
-        tasks = [asyncio.create_task(t) for t in (self.led_task(), self.button_task(), self.good_boot())]
+        tasks = [asyncio.create_task(self.led_task()), asyncio.create_task(self.button_task())]
+        tasks.append(asyncio.create_task(self.good_boot()))
         flow = asyncio.create_task(self._flow())
         try:
             await self._restart.wait()
@@ -292,18 +292,15 @@ class App:
 
 
 def boot_guard(good=False):
-    """Failed boots in a row as otaboot counts them (good=True: this one went well, start again)."""
+    """otaboot's boot-loop counter: True in safe mode; good=True: this boot went well, start again."""
     import sys
 
     try:
         import otaboot
 
-        n = otaboot.failed_boots()
-        if good and n:
-            otaboot.healthy()
-        return n, otaboot.SAFE_AFTER
+        return otaboot.guard(good)
     except Exception:  # noqa: BLE001 - the guard must never stop the app
-        return 0, 1
+        return False
     finally:
         sys.modules.pop("otaboot", None)
 
@@ -332,10 +329,7 @@ def main():
         board, cfg, st, ident = _boot()
         unload("identity", "config")
         app = App(board, cfg, st, ident)
-        n, limit = boot_guard()
-        if n > limit:
-            app.safe = True
-            log("boot", "safe mode: %d boots in a row did not end well; no update attempts" % (n - 1))
+        app.safe = boot_guard()
         app.print_identity()
         asyncio.run(app.run())
     except Exception as e:  # noqa: BLE001 - the last line of defence: log and restart, never hang

@@ -75,17 +75,21 @@ def _forget(st):
 
 def _detach_bundle(label):
     """An app bundle installed on top of the image in `label` is gone with it: forget the bundle."""
-    import sys
-
-    import otaboot
+    import json
 
     try:
-        st = otaboot.read()
-        if st and st.get("slot") and st.get("base") == label:
-            otaboot.write({"slot": None, "state": "valid", "boots": 0, "prev": None})
-            log("ota", "app bundle %s ran on the image in %s, which is replaced" % (st.get("version"), label))
-    finally:
+        with open("ota/state.json") as f:
+            st = json.loads(f.read())
+    except (OSError, ValueError):
+        return
+    if isinstance(st, dict) and st.get("slot") and st.get("base") == label:
+        import sys
+
+        import otaboot
+
+        otaboot.write({"slot": None, "state": "valid", "boots": 0, "prev": None})
         sys.modules.pop("otaboot", None)
+        log("ota", "app bundle %s ran on the image in %s, which is replaced" % (st.get("version"), label))
 
 
 async def install(online, rel):
