@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from twtools import esp32image
 from twtools.build import BUNDLE_MAGIC
-from twtools.vboard.images import build_image, build_sim_image, build_sim_image_bytes
+from twtools.vboard.images import build_sim_image, build_sim_image_bytes
 
 HW = Path(__file__).resolve().parents[2] / "tools" / "twtools" / "vboard" / "hw"
 if str(HW) not in sys.path:
@@ -77,7 +78,7 @@ def test_bootloader_check(tmp_path: Path, image: bytes) -> None:
     bad_data[400] ^= 1  # one bit in the frozen app
     bad_sum = bytearray(image)
     bad_sum[-33] ^= 0xFF  # the checksum byte
-    other_chip = build_image([(0x3F400020, image[32:288] + b"x" * 64)], chip_id=9)
+    other_chip = esp32image.build_image([(0x3F400020, image[32:288] + b"x" * 64)], chip="esp32s3")
     _board(
         tmp_path,
         {"ota_0": image, "ota_1": bytes(bad_data), "factory": bytes(bad_sum), "nvs": other_chip},
@@ -110,7 +111,6 @@ def test_load_unpacks_the_frozen_app_once(tmp_path: Path, image: bytes) -> None:
 
 
 def test_host_tools_parse_the_image_and_release_accepts_it(tmp_path: Path) -> None:
-    from twtools import esp32image
     from twtools.release import prepare_image
 
     build_sim_image(tmp_path / "img.bin", "3.1.6-test", runtime=8 * 1024)
