@@ -11,6 +11,7 @@ from twomes.log import log
 PORTAL = "portal"
 JOINING = "joining"
 _GRACE_MS = const(4000)  # after a portal join: time for the phone to see the result page
+_MAGIC = b"IMPROV"
 
 
 class Setup:
@@ -18,6 +19,8 @@ class Setup:
         self.app = app
         self._busy = False
         self._nets = []
+        self.improv = None  # loaded when an Improv client speaks on the serial console
+        self.interrupted = False  # Ctrl-C on the console
 
     def status(self):
         app = self.app
@@ -86,7 +89,6 @@ class Setup:
     async def run(self, saved):
         """AP + captive portal (+ Improv on serial) until credentials work. With saved credentials the
         saved network is retried now and then, and the portal closes when nobody uses it."""
-        from twomes.improv import Improv
         from twomes.portal import Portal
 
         app = self.app
@@ -94,20 +96,17 @@ class Setup:
         await self.rescan()  # before the AP starts: a scan disturbs clients of the AP
         gc.collect()
         portal = Portal(app.board, app.ident, app.cfg, self)
-        improv = Improv(app.board, app.ident, self, VERSION)
         await portal.start()
-        improv_task = asyncio.create_task(improv.run())
+        console_task = asyncio.create_task(self.console())
         app.set_state(PORTAL, "waiting for Wi-Fi settings")
-        if (
-            not app.cfg.ap_open
-        ):  # the setup AP's own password (printed like a label), not a secret of the owner
+        if not app.cfg.ap_open:  # the setup AP's own password (printed like a label), not an owner's secret
             log("setup", "access point password %s" % app.ident.ap_password)
         retry_ms = app.cfg.portal_retry_s * 1000
         last_try = app.board.ticks_ms()
         try:
             while True:
                 await app.sleep_s(0.25)
-                if improv.interrupted:
+                if self.interrupted or (self.improv is not None and self.improv.interrupted):
                     raise KeyboardInterrupt()  # Ctrl-C on the console: stop the app, REPL
                 if app._joined:
                     await asyncio.sleep(_GRACE_MS / 1000)
@@ -127,5 +126,33 @@ class Setup:
                     )
                     return
         finally:
-            improv_task.cancel()
+            console_task.cancel()
             await portal.stop()
+
+    async def console(self):
+        """Listen on the serial console for Improv Wi-Fi. The Improv code is loaded only when a client
+        really sends a frame; until then a few bytes of state watch for its magic. 0x03 is data inside
+        frames, so Ctrl-C is off while listening; a lone Ctrl-C between frames stops the app (REPL)."""
+        board = self.app.board
+        board.kbd_intr(-1)
+        handed_over = False
+        try:
+            reader = asyncio.StreamReader(board.console_in())
+            n = 0
+            while n < 6:
+                b = await reader.read(1)
+                if not b:
+                    return
+                if b == b"\x03" and n == 0:
+                    self.interrupted = True
+                    return
+                n = n + 1 if b[0] == _MAGIC[n] else (1 if b == b"I" else 0)
+            from twomes.improv import Improv
+
+            self.improv = Improv(board, self.app.ident, self, VERSION)
+            self.improv.feed(_MAGIC)
+            handed_over = True
+            await self.improv.run(reader)  # restores Ctrl-C when it ends
+        finally:
+            if not handed_over:
+                board.kbd_intr(3)
