@@ -11,6 +11,7 @@
 # the new image marks itself valid when it sees it, the old one knows it was rolled back.
 # Loaded only for an update and unloaded afterwards (docs/ota.md).
 import asyncio
+import gc
 import hashlib
 
 from micropython import const
@@ -127,6 +128,7 @@ async def install(online, rel):
     running = board.partition("running").info()[4]
     st.put(store.IMG_NEW, "%s %s %s" % (version, label, running))
     st.commit()
+    gc.collect()  # set_boot verifies the whole image (the bootloader's check)
     try:
         part.set_boot()
     except OSError as e:
