@@ -126,3 +126,12 @@ def logged():
     if log.sink is None:
         log.sink = []
     return log.sink
+
+
+async def firmware_check(app, on):
+    """Run the online phase's firmware check; True when it asked for a reboot into a new version."""
+    try:
+        await on.firmware(False)
+    except app.Restart:
+        return True
+    return False
