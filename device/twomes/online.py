@@ -164,7 +164,7 @@ class Online:
                 except Error as e:
                     delay = back.next_s()
                     log("upload", "failed (%s); %d kept, retry in %d s" % (e, len(self._queue), delay))
-                    next_upload = self.board.ticks_ms() + int(delay * 1000)
+                    next_upload = self.board.ticks_add(self.board.ticks_ms(), int(delay * 1000))
             if self.board.ticks_diff(now, last_fw) >= fw_ms:
                 last_fw = now
                 await self.firmware(False)

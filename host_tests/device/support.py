@@ -79,6 +79,9 @@ class Clock:
     def ticks_diff(self, a, b):
         return a - b
 
+    def ticks_add(self, a, b):
+        return a + b
+
 
 class _MonoClock:
     def ticks_ms(self):
@@ -88,6 +91,9 @@ class _MonoClock:
 
     def ticks_diff(self, a, b):
         return a - b
+
+    def ticks_add(self, a, b):
+        return a + b
 
 
 def clock():
