@@ -5,18 +5,15 @@
 #                  "prev": slot or null, "version": "...", "max_boots": n, "failed": version or null}
 # new -> pending (boots=1) -> valid once the app confirmed itself to the server; a slot still pending
 # after max_boots boots is abandoned: the previous slot (or the factory app in /lib) comes back.
-# "base": the app partition (ESP32 image) the bundle was installed on; while another image runs (a
-# newer image, until it is confirmed or rolled back) the bundle is not used.
+# "base": the app partition (ESP32 image) the bundle runs on, recorded at its first boot; while another
+# image runs (a newer image, until it is confirmed or rolled back) the bundle is not used.
 #
-# ota/boots: boots in a row that did not end well (the app calls healthy() once it has run for a
-# while or confirmed itself). From SAFE_AFTER + 1 on the app starts in safe mode (no update attempts).
+# select() also counts the boot (otaguard: the boot-loop counter behind safe mode).
 import json
 import os
 import sys
 
 STATE = "ota/state.json"
-BOOTS = "ota/boots"
-SAFE_AFTER = 5  # failed boots in a row before safe mode
 
 
 def read():
@@ -46,74 +43,37 @@ def mark_valid():
     return False
 
 
-def failed_boots():
-    """Boots since the app last said healthy(), this one included."""
-    try:
-        with open(BOOTS) as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 0
-
-
-def count_boot():
-    n = failed_boots() + 1
-    try:
-        f = open(BOOTS, "w")
-    except OSError:
-        os.mkdir("ota")
-        f = open(BOOTS, "w")
-    with f:
-        f.write(str(n))
-    return n
-
-
-def healthy():
-    """This boot went well: the boot-loop counter starts again."""
-    if failed_boots():
-        os.remove(BOOTS)
-
-
-def guard(good):
-    """For the app: True when this boot is in safe mode; good=True: this boot went well."""
-    n = failed_boots()
-    if good and n:
-        healthy()
-    if n > SAFE_AFTER and not good:
-        print("boot: safe mode after %d boots in a row that did not end well: no update attempts" % (n - 1))
-    return n > SAFE_AFTER
-
-
-def running_partition():
-    """Label of the app partition running (ESP32), or None where there is none (host tests)."""
-    before = list(sys.modules)
-    try:
-        import esp32
-
-        return esp32.Partition(esp32.Partition.RUNNING).info()[4]
-    except Exception:  # noqa: BLE001 - no esp32 module, no partition table: no image in play
-        return None
-    finally:
-        for name in list(sys.modules):  # a simulation's partition code, loaded for this: not kept
-            if name not in before:
-                sys.modules.pop(name)
-
-
 def select():
     """Count this boot, put the chosen slot first on sys.path; returns (slot or None, state or None)."""
     try:
-        count_boot()
-    except OSError as e:
-        print("boot: cannot count boots (%s)" % e)
+        import otaguard as g  # boot-time only: dropped again below
+    except ImportError:
+        g = None
+    try:
+        if g:
+            g.count_boot()
+    except OSError:
+        pass  # a filesystem that cannot take the count: no safe mode, the app still starts
+    try:
+        return _select(g)
+    finally:
+        sys.modules.pop("otaguard", None)
+
+
+def _select(g):
     st = read()
     if not st or not st.get("slot"):
         return None, st
-    if st.get("base") is not None and st["base"] != running_partition():
+    running = g.running_partition() if g and (st.get("base") or st.get("state") == "new") else None
+    if st.get("base") is not None and st["base"] != running:
         print("boot: bundle %s belongs to the image in %s: not used" % (st.get("version"), st["base"]))
         return None, st
     state = st.get("state")
     if state == "new":
         st["state"] = "pending"
         st["boots"] = 1
+        if "base" not in st:  # the image this bundle runs on (at boot: no update code in RAM now)
+            st["base"] = running
         write(st)
     elif state == "pending":
         st["boots"] = st.get("boots", 0) + 1
@@ -129,6 +89,8 @@ def select():
                 "base": st.get("base"),
             }
             write(st)
+            with open("ota/failed", "w") as f:  # for the app: one failed attempt (twomes/rollback.py)
+                f.write(st["failed"] or "")
         else:
             write(st)
     if st.get("slot"):

@@ -46,6 +46,7 @@ _BUF = const(1024)
 _POLL_MS = const(50)
 _GOOD_BOOT_S = const(60)  # up this long: a good boot (the boot-loop counter of otaboot starts again)
 _SAFE_S = const(600)  # safe mode lasts this long, then a normal restart
+_SAFE_AFTER = const(5)  # = otaboot.SAFE_AFTER: more failed boots in a row than this, safe mode
 
 
 class Backoff:
@@ -292,17 +293,16 @@ class App:
 
 
 def boot_guard(good=False):
-    """otaboot's boot-loop counter: True in safe mode; good=True: this boot went well, start again."""
-    import sys
-
+    """otaboot's boot-loop counter (ota/boots): True in safe mode; good=True: this boot went well, the
+    count starts again. Read here directly: loading otaboot for it would cost more heap than this."""
     try:
-        import otaboot
-
-        return otaboot.guard(good)
-    except Exception:  # noqa: BLE001 - the guard must never stop the app
+        with open("ota/boots") as f:
+            n = int(f.read())
+        if good:
+            os.remove("ota/boots")
+    except (OSError, ValueError):
         return False
-    finally:
-        sys.modules.pop("otaboot", None)
+    return n > _SAFE_AFTER
 
 
 def _boot():

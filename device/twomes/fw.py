@@ -15,12 +15,11 @@ async def confirm(on):
     """A version that has not been confirmed yet (fresh flash or first boot after an update) tells the
     server what it runs; only after the server has it is the version kept."""
     img = on.st.get(store.IMG_NEW)
-    if img is not None and img.split(" ")[0] != VERSION:
-        from twomes import rollback  # an image was installed, but this version runs: rolled back
+    if img is not None or _exists("ota/failed"):  # a new image runs, or an update did not stick
+        from twomes import rollback
 
-        rollback.rolled_back(on.st, img, VERSION)
+        img = rollback.after_boot(on.st, img)  # still set: this is the new image, to be confirmed
         on.app.unload("rollback")
-        img = None
     if on.st.get(store.FW_CONFIRMED) == VERSION:
         return
     on.set_state("confirming", VERSION)
@@ -48,11 +47,13 @@ async def confirm(on):
 
     if otaboot.mark_valid():
         log("firmware", "version %s confirmed and kept" % VERSION)
-    otaboot.healthy()  # a good boot: the boot-loop counter starts again
     otaboot = None
     import sys
 
     sys.modules.pop("otaboot", None)
+    from twomes.app import boot_guard
+
+    boot_guard(True)  # a good boot: the boot-loop counter starts again
     if on.st.get(store.IMG_NEW) is not None:
         mark_image_valid(on)
         on.st.delete(store.IMG_NEW)
@@ -96,11 +97,6 @@ async def check(on):
     if rel["version"] == VERSION:
         log("firmware", "up to date (%s)" % VERSION)
         return
-    if rel["kind"] == "bundle":  # did a bundle of this version roll back at boot?
-        from twomes import rollback
-
-        rollback.bundle_failed(on.st, rel["version"])
-        on.app.unload("rollback")
     failed = on.st.get(store.FW_FAILED)
     fails = on.st.get_int(store.FW_FAILS, 0) if failed == rel["version"] else 0
     if fails >= _FW_FAILS_MAX:
@@ -123,3 +119,13 @@ def failed(on, rel, fails, e):
     on.st.put(store.FW_FAILED, rel["version"])
     on.st.put_int(store.FW_FAILS, fails + 1)
     on.st.commit()
+
+
+def _exists(path):
+    import os
+
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False

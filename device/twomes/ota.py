@@ -3,6 +3,7 @@
 # slot pointer (ota/state.json, one atomic rename). Format: tools/twtools/build.py.
 import hashlib
 import os
+import sys
 
 from micropython import const
 
@@ -45,8 +46,6 @@ def makedirs(path):
 
 
 def mpy_tag():
-    import sys
-
     v = getattr(sys.implementation, "_mpy", None)
     return None if v is None else "%d.%d" % (v & 0xFF, (v >> 8) & 3)
 
@@ -202,11 +201,9 @@ async def install_bundle(resp, release, buf, running_version, max_boots, log):
     if hexdigest(s.sha) != release["sha256"]:
         raise BadImage("bundle sha256 mismatch")
     verify_slot(root, buf)
-    cur = slot_state()
-    base = otaboot.running_partition()
-    prev = cur.get("slot")
-    if cur.get("base") is not None and cur.get("base") != base:
-        prev = None  # that bundle belongs to another image; this image's own app is what runs now
+    prev = slot_state().get("slot")
+    if prev and "ota/" + prev not in sys.path:
+        prev = None  # that bundle does not run now (it belongs to another image): that image's app does
     otaboot.write(
         {
             "slot": slot,
@@ -216,7 +213,6 @@ async def install_bundle(resp, release, buf, running_version, max_boots, log):
             "prev_version": running_version,
             "version": version,
             "max_boots": max_boots,
-            "base": base,
         }
     )
     log("ota", "slot %s holds %s, verified; it runs after the reboot" % (slot, version))

@@ -1,7 +1,37 @@
-# After an update that did not stick: what the app does about it at its next boot (images) or next
-# firmware check (bundles). Tiny, and loaded only when there is something to do.
-from twomes import store
+# After an update that did not stick: what the app does about it at the next boot (fw.confirm loads
+# this only when NVS IMG_NEW is set or otaboot left ota/failed). Tiny, and unloaded right after.
+from twomes import VERSION, store
 from twomes.log import log
+
+FAILED = "ota/failed"  # otaboot writes the version of a bundle it rolled back here
+
+
+def after_boot(st, img):
+    """IMG_NEW (`img`) names this version: the new image runs, returns img (to confirm). Another
+    version: that image was rolled back (counted). A bundle otaboot gave up: counted. Returns None."""
+    if img is not None and img.split(" ")[0] == VERSION:
+        return img
+    if img is not None:
+        rolled_back(st, img, VERSION)
+    try:
+        with open(FAILED) as f:
+            version = f.read().strip()
+    except OSError:
+        return None
+    import os
+
+    os.remove(FAILED)  # first: a power cut in between loses a count, never doubles one
+    if version:
+        _count(st, version)
+        log("firmware", "bundle %s never confirmed itself and was rolled back" % version)
+    return None
+
+
+def _count(st, version):
+    fails = st.get_int(store.FW_FAILS, 0) if st.get(store.FW_FAILED) == version else 0
+    st.put(store.FW_FAILED, version)
+    st.put_int(store.FW_FAILS, fails + 1)
+    st.commit()
 
 
 def rolled_back(st, img, running_version):
@@ -16,10 +46,7 @@ def rolled_back(st, img, running_version):
     st.delete(store.IMG_NEW)
     st.delete(store.FW_CONFIRMED)
     st.commit()
-    fails = st.get_int(store.FW_FAILS, 0) if st.get(store.FW_FAILED) == version else 0
-    st.put(store.FW_FAILED, version)
-    st.put_int(store.FW_FAILS, fails + 1)
-    st.commit()
+    _count(st, version)
 
 
 def give_up(board):
@@ -30,25 +57,3 @@ def give_up(board):
         board.esp32.Partition.mark_app_invalid_rollback_and_reboot()
     except OSError as e:
         log("firmware", "rollback not possible (%s): restarting" % e)
-
-
-def bundle_failed(st, version):
-    """otaboot gave up a bundle of `version` that never confirmed itself ("failed" in its state):
-    one failed attempt, so a bundle that cannot confirm is not installed again and again."""
-    import sys
-
-    import otaboot
-
-    try:
-        s = otaboot.read()
-        if not s or s.get("failed") != version:
-            return
-        s.pop("failed")
-        otaboot.write(s)  # first: a power cut in between loses a count, never doubles one
-        fails = st.get_int(store.FW_FAILS, 0) if st.get(store.FW_FAILED) == version else 0
-        st.put(store.FW_FAILED, version)
-        st.put_int(store.FW_FAILS, fails + 1)
-        st.commit()
-        log("firmware", "bundle %s never confirmed itself and was rolled back" % version)
-    finally:
-        sys.modules.pop("otaboot", None)

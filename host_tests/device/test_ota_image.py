@@ -462,11 +462,17 @@ def test_bundle_rolled_back_by_otaboot_counts_as_a_failed_attempt():
 
     async def body(app, on, srv):
         os.mkdir("ota")
-        otaboot.write({"slot": None, "state": "valid", "boots": 0, "failed": "9.9.9"})
-        on._fw_api = True
-        assert await _check(app, on) is False  # the download (404 here) fails: a second strike
-        assert otaboot.read().get("failed") is None
-        assert app.st.get(store.FW_FAILED) == "9.9.9" and app.st.get_int(store.FW_FAILS) == 2
+        otaboot.write(
+            {"slot": "b", "state": "pending", "boots": 3, "max_boots": 3, "prev": None, "version": "9.9.9"}
+        )
+        slot, st = otaboot.select()  # boot 4: never confirmed, rolled back
+        assert slot is None and st["failed"] == "9.9.9"
+        await _confirm(on)  # the old version at its next connection
         assert _lines("bundle 9.9.9 never confirmed itself and was rolled back")
+        assert app.st.get(store.FW_FAILED) == "9.9.9" and app.st.get_int(store.FW_FAILS) == 1
+        await _confirm(on)  # counted once
+        assert app.st.get_int(store.FW_FAILS) == 1
+        assert await _check(app, on) is False  # the download (404 here) fails: a second strike
+        assert app.st.get_int(store.FW_FAILS) == 2
 
     _go(server(rel, lambda h: fw(404, {"detail": "Release not found"})), body)

@@ -3,6 +3,8 @@ import json
 import os
 import sys
 
+import otaguard
+
 import otaboot
 import support
 
@@ -71,27 +73,30 @@ def test_damaged_state_file_means_factory():
 
 
 def test_boot_counter_counts_boots_until_the_app_says_healthy():
+    from twomes import app
+
     _in(support.tmpdir("ota"))
     os.rmdir("ota")  # a fresh filesystem: the counter makes its directory
     for n in range(1, 4):
         _select()
-        assert otaboot.failed_boots() == n
-    otaboot.healthy()
-    assert otaboot.failed_boots() == 0
+        assert otaguard.failed_boots() == n
+    app.boot_guard(True)
+    assert otaguard.failed_boots() == 0
     _select()
-    assert otaboot.failed_boots() == 1
+    assert otaguard.failed_boots() == 1
 
 
 def test_safe_mode_after_too_many_failed_boots():
     from twomes import app
 
     _in(support.tmpdir("ota"))
-    for _ in range(otaboot.SAFE_AFTER):
+    assert app.boot_guard() is False  # no count yet
+    for _ in range(otaguard.SAFE_AFTER):
         _select()
     assert app.boot_guard() is False  # not yet: this boot may still go well
     _select()
     assert app.boot_guard() is True  # main() starts the app in safe mode
-    assert app.boot_guard(True) is True and otaboot.failed_boots() == 0  # a good boot: normal again
+    assert app.boot_guard(True) is True and otaguard.failed_boots() == 0  # a good boot: normal again
     _select()
     assert app.boot_guard() is False
 
@@ -107,7 +112,10 @@ def test_bundle_installed_on_another_image_is_not_used():
     had = sys.modules.get("esp32")
     sys.modules["esp32"] = vesp32
     try:
-        assert otaboot.running_partition() == "factory"
+        assert otaguard.running_partition() == "factory"
+        otaboot.write({"slot": "a", "state": "new", "version": "2.0.0"})
+        assert _select()[0] == "a"  # the first boot records the image the bundle runs on
+        assert otaboot.read()["base"] == "factory"
         otaboot.write({"slot": "a", "state": "valid", "version": "2.0.0", "base": "ota_0"})
         assert _select()[0] is None  # the image in ota_0 is not the one running
         otaboot.write({"slot": "a", "state": "valid", "version": "2.0.0", "base": "factory"})

@@ -32,7 +32,7 @@ BUILD_DIR = REPO / "build"
 BUNDLE_MAGIC = b"TWOMES-BUNDLE 2\n"
 LINE_MAX = 128  # the device's limit for one header line
 # Device modules that are never shipped in a bundle: they run before any slot is chosen.
-NOT_IN_BUNDLE = {"otaboot.py"}
+NOT_IN_BUNDLE = {"otaboot.py", "otaguard.py"}
 _VERSION_RE = re.compile(r'^VERSION = "[^"]*"$', re.M)
 
 

@@ -22,14 +22,9 @@ sys.modules["network"] = vnetwork
 sys.modules["esp32"] = vesp32
 
 
-def _image_check(label):
-    # the bootloader's image check (vimage), loaded only when an OTA partition is a candidate
-    import vimage
-
-    return vimage.check(label)
-
-
-vflash.image_check = _image_check
+vflash.image_check = (
+    vflash.vimage_check
+)  # the bootloader's image check, loaded when an OTA app is a candidate
 vesp32.images = True  # esp32.Partition.set_boot checks images as esp_ota_set_boot_partition does
 _label = vflash.bootloader()
 _frozen = None
@@ -59,6 +54,7 @@ def _run(name):
     except OSError:
         return True
     try:
+        code = compile(code, name, "exec")  # the source text is not kept while it runs, as on the chip
         exec(code, {"__name__": "__main__", "__file__": name})
     except SystemExit:
         raise

@@ -86,8 +86,8 @@ class NVS:
         ns = data.get(self._ns, {})
         data[self._ns] = ns
         for key in pend:
-            if vstate.cut is not None:  # each key is one atomic NVS write: a cut may fall between keys
-                vstate.cut("nvs %s" % key, lambda: vstate.write_json(_NVS_FILE, data))
+            if vstate.cut:  # each key is one atomic NVS write: a power cut may fall between keys
+                vstate.cut("nvs " + key, lambda: vstate.write_json(_NVS_FILE, data))
             if pend[key] is None:
                 ns.pop(key, None)
             else:
@@ -107,17 +107,6 @@ def nvs_drop_uncommitted():
 images = False  # set by vboot when the board has image support (vimage): set_boot checks images
 
 
-def _image_check(label):
-    import sys
-
-    import vimage
-
-    try:
-        return vimage.check(label)
-    finally:
-        sys.modules.pop("vimage", None)  # the bootloader's code: not kept in the app's heap
-
-
 def __getattr__(name):
     if name == "Partition":
         import os
@@ -129,6 +118,6 @@ def __getattr__(name):
         import vflash
 
         if images and vflash.image_check is None:
-            vflash.image_check = _image_check
+            vflash.image_check = vflash.vimage_check
         return vflash.Partition
     raise AttributeError(name)

@@ -248,6 +248,18 @@ def _image_ok(label):
 image_check = None  # callable(label) -> bool, installed by the virtual board's image support
 
 
+def vimage_check(label):
+    """The bootloader's image check (vimage.py), loaded for the check and dropped again."""
+    import sys
+
+    import vimage
+
+    try:
+        return vimage.check(label)
+    finally:
+        sys.modules.pop("vimage", None)
+
+
 def _boot_choice(data):
     """(label, entry index or None): the bootloader's choice without side effects."""
     labels = _ota_labels()
