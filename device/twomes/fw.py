@@ -1,12 +1,10 @@
 # Firmware: confirm the version that runs, check the server's target, install an update. Loaded for a
 # check (at each connection and every fw_check_s) and unloaded afterwards; the installers (ota,
 # ota_image) are imported only when an update really happens.
-import gc
-
 from micropython import const
 
 from twomes import VERSION, store
-from twomes.errors import BadImage, Error, NoFirmwareApi
+from twomes.errors import Error, NoFirmwareApi
 from twomes.log import log
 
 _CONFIRM_TRIES = const(6)
@@ -79,6 +77,8 @@ def mark_image_valid(on):
 
 
 async def check(on):
+    """(release, failures so far) when an update should be installed now, else None. The caller
+    unloads this module before it loads an installer."""
     if not on._fw_api:
         return
     on.set_state("checking")
@@ -110,17 +110,15 @@ async def check(on):
         log("firmware", "target %s, running %s: no update attempts in safe mode" % (rel["version"], VERSION))
         return
     log("firmware", "target %s, running %s: updating" % (rel["version"], VERSION))
-    on.set_state("updating", rel["version"])
-    try:
-        await update(on, rel)
-    except (Error, OSError, MemoryError, ValueError) as e:  # any failure counts; the device runs on
-        log("firmware", "update to %s failed: %s" % (rel["version"], e))
-        on.st.put(store.FW_FAILED, rel["version"])
-        on.st.put_int(store.FW_FAILS, fails + 1)
-        on.st.commit()
-        return
-    on.set_state("rebooting", rel["version"])
-    raise on.app.Restart()
+    return rel, fails
+
+
+def failed(on, rel, fails, e):
+    """An install did not work: count it (bounded retries); the device runs on."""
+    log("firmware", "update to %s failed: %s" % (rel["version"], e))
+    on.st.put(store.FW_FAILED, rel["version"])
+    on.st.put_int(store.FW_FAILS, fails + 1)
+    on.st.commit()
 
 
 def _exists(path):
@@ -131,25 +129,3 @@ def _exists(path):
         return True
     except OSError:
         return False
-
-
-async def update(on, rel):
-    gc.collect()
-    if rel["kind"] != "bundle":
-        try:
-            from twomes import ota_image
-        except ImportError:
-            raise BadImage("this build cannot install ESP32 app images")
-        await ota_image.install(on, rel)
-        return
-    from twomes import ota
-
-    resp, _ = await on.authed(on.api.open_image, rel, 0)
-    try:
-        await ota.install_bundle(resp, rel, on._buf, VERSION, on.cfg.confirm_boots, log)
-    finally:
-        await resp.close()
-        on.app.unload("ota")
-
-
-# ---- running ---------------------------------------------------------------------------------

@@ -86,6 +86,9 @@ class Board:
     def ticks_diff(self, a, b):
         return self.clock.ticks_diff(a, b)
 
+    def ticks_add(self, a, b):
+        return self.clock.ticks_add(a, b)  # ticks wrap (after ~12 days on the chip): never a plain +
+
     # console
     def console_in(self):
         return sys.stdin.buffer

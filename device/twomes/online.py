@@ -5,7 +5,7 @@
 from micropython import const
 
 from twomes import VERSION, store, wifi
-from twomes.errors import Error, HttpError, NetError
+from twomes.errors import BadImage, Error, HttpError, NetError
 from twomes.log import log
 
 _UPLOAD_BATCH = const(20)
@@ -67,10 +67,41 @@ class Online:
         try:
             if confirm:
                 await fw.confirm(self)
-            await fw.check(self)
+            job = await fw.check(self)
         finally:
             fw = None
-            self.app.unload("fw", "ota", "ota_image")
+            self.app.unload("fw")
+        if job is not None:
+            await self.install(*job)
+
+    async def install(self, rel, fails):
+        """Only the installer is in RAM while it runs (the check's code is gone). Success: reboot."""
+        self.set_state("updating", rel["version"])
+        installer = None
+        try:
+            if rel["kind"] == "bundle":
+                from twomes import ota as installer
+            else:
+                try:
+                    from twomes import ota_image as installer
+                except ImportError:
+                    raise BadImage("this build cannot install ESP32 app images")
+            await installer.install(self, rel)
+            ok = True
+        except (Error, OSError, MemoryError, ValueError) as e:  # any failure counts; the device runs on
+            ok = e
+        finally:
+            installer = None
+            self.app.unload("ota", "ota_image")
+        if ok is not True:
+            from twomes import fw
+
+            fw.failed(self, rel, fails, ok)
+            fw = None
+            self.app.unload("fw")
+            return
+        self.set_state("rebooting", rel["version"])
+        raise self.app.Restart()
 
     def hint(self, text):
         if self._hinted != text:  # one clear line per condition, not one per retry
@@ -133,7 +164,7 @@ class Online:
                 except Error as e:
                     delay = back.next_s()
                     log("upload", "failed (%s); %d kept, retry in %d s" % (e, len(self._queue), delay))
-                    next_upload = self.board.ticks_ms() + int(delay * 1000)
+                    next_upload = self.board.ticks_add(self.board.ticks_ms(), int(delay * 1000))
             if self.board.ticks_diff(now, last_fw) >= fw_ms:
                 last_fw = now
                 await self.firmware(False)

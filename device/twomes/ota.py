@@ -118,6 +118,18 @@ async def _line(s, out):
         raise BadImage("bundle header is not text")
 
 
+async def install(online, rel):
+    """Download and install a bundle release (entry point used by the online phase)."""
+    from twomes import VERSION
+    from twomes.log import log
+
+    resp, _ = await online.authed(online.api.open_image, rel, 0)
+    try:
+        await install_bundle(resp, rel, online._buf, VERSION, online.cfg.confirm_boots, log)
+    finally:
+        await resp.close()
+
+
 async def install_bundle(resp, release, buf, running_version, max_boots, log):
     """Install a bundle from an open download response. Raises BadImage / NetError; on success the
     new slot is pending: the next boot runs it, and it must confirm itself to stay.

@@ -143,7 +143,7 @@ async def _fetch(online, rel, part, pos, key):
     """Download into the partition from `pos`, resuming after dropped connections and 5xx answers
     (bounded tries, backoff, one overall deadline)."""
     board, st, size = online.board, online.st, rel["size"]
-    deadline = board.ticks_ms() + (SLACK_S + size // MIN_BPS) * 1000
+    deadline = board.ticks_add(board.ticks_ms(), (SLACK_S + size // MIN_BPS) * 1000)
     back = online.backoff()
     tries = 0
     at = [pos]  # bytes [0, at[0]) are in flash; _download moves it on

@@ -31,6 +31,12 @@ class RealClock:
         except AttributeError:
             return int(time.monotonic() * 1000)
 
+    def ticks_add(self, a, b):
+        try:
+            return time.ticks_add(a, b)
+        except AttributeError:
+            return a + b
+
     def ticks_diff(self, a, b):
         try:
             return time.ticks_diff(a, b)

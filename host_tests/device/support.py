@@ -79,6 +79,9 @@ class Clock:
     def ticks_diff(self, a, b):
         return a - b
 
+    def ticks_add(self, a, b):
+        return a + b
+
 
 class _MonoClock:
     def ticks_ms(self):
@@ -88,6 +91,9 @@ class _MonoClock:
 
     def ticks_diff(self, a, b):
         return a - b
+
+    def ticks_add(self, a, b):
+        return a + b
 
 
 def clock():
@@ -126,3 +132,12 @@ def logged():
     if log.sink is None:
         log.sink = []
     return log.sink
+
+
+async def firmware_check(app, on):
+    """Run the online phase's firmware check; True when it asked for a reboot into a new version."""
+    try:
+        await on.firmware(False)
+    except app.Restart:
+        return True
+    return False

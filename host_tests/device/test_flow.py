@@ -208,17 +208,8 @@ def _fw_server(rel, image_reply):
 
 
 def _check(app, on):
-    """Run the firmware check; True when it asked for a reboot into a new version."""
     on.api.session = TOKEN
-
-    async def go():
-        try:
-            await on.firmware(False)
-        except app.Restart:
-            return True
-        return False
-
-    return go()
+    return support.firmware_check(app, on)
 
 
 def _pointer():

@@ -102,14 +102,7 @@ def _deadline(slack_s, min_bps):
 
 
 def _check(app, on):
-    async def go():
-        try:
-            await on.firmware(False)
-        except app.Restart:
-            return True
-        return False
-
-    return go()
+    return support.firmware_check(app, on)
 
 
 async def _confirm(on):
