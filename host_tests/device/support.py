@@ -67,22 +67,6 @@ def run(coro):
     return asyncio.run(coro)
 
 
-class Clock:
-    """A clock whose time only moves when told to (for state-machine tests)."""
-
-    def __init__(self):
-        self.t = 0
-
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def ticks_add(self, a, b):
-        return a + b
-
-
 class _MonoClock:
     def ticks_ms(self):
         import time
@@ -141,3 +125,22 @@ async def firmware_check(app, on):
     except app.Restart:
         return True
     return False
+
+
+def release(blob, kind, rel_id, version="9.9.9", **over):
+    """A release object as the firmware API describes `blob` (fields in `over` replace the true ones)."""
+    import hashlib
+
+    from twomes import ota
+
+    rel = {
+        "id": rel_id,
+        "version": version,
+        "kind": kind,
+        "size": len(blob),
+        "sha256": ota.hexdigest(hashlib.sha256(blob)),
+        "url": "/device/firmware/releases/%d/image" % rel_id,
+    }
+    for k in over:
+        rel[k] = over[k]
+    return rel

@@ -183,17 +183,7 @@ FILES = [("twomes/__init__.py", b'VERSION = "9.9.9"\n'), ("twomes/extra.py", b"X
 
 
 def release(blob, version="9.9.9", **over):
-    rel = {
-        "id": 7,
-        "version": version,
-        "kind": "bundle",
-        "size": len(blob),
-        "sha256": ota.hexdigest(hashlib.sha256(blob)),
-        "url": "/device/firmware/releases/7/image",
-    }
-    for k in over:
-        rel[k] = over[k]
-    return rel
+    return support.release(blob, over.pop("kind", "bundle"), 7, version, **over)
 
 
 def _fw_server(rel, image_reply):

@@ -3,7 +3,6 @@
 # connection or a power cut, verified by reading the flash back, switched with set_boot only then. A
 # server that misbehaves never gets an image installed: the boot partition stays the running one.
 import asyncio
-import hashlib
 import os
 
 import vflash
@@ -13,7 +12,7 @@ from imgutil import make_image
 import support
 import vesp32
 import vstate
-from twomes import ota, store
+from twomes import store
 
 TOKEN = "Mw.session-token-1"
 URL = "/device/firmware/releases/9/image"
@@ -21,17 +20,7 @@ P = vflash.Partition
 
 
 def release(blob, version="9.9.9", **over):
-    rel = {
-        "id": 9,
-        "version": version,
-        "kind": "image",
-        "size": len(blob),
-        "sha256": ota.hexdigest(hashlib.sha256(blob)),
-        "url": URL,
-    }
-    for k in over:
-        rel[k] = over[k]
-    return rel
+    return support.release(blob, over.pop("kind", "image"), 9, version, **over)
 
 
 def ranged(blob, log=None, truncate=None, ignore_range=False):
