@@ -8,6 +8,7 @@ import sys
 from micropython import const
 
 import otaboot
+from twomes import hexdigest
 from twomes.errors import BadImage
 
 _MAGIC = b"TWOMES-BUNDLE 2"
@@ -15,10 +16,6 @@ _LINE_MAX = const(128)
 _FILES_MAX = const(200)
 _SLOTS = ("a", "b")
 _PATH_OK = "abcdefghijklmnopqrstuvwxyz0123456789_./"
-
-
-def hexdigest(h):
-    return "".join("%02x" % b for b in h.digest())
 
 
 def rmtree(path):

@@ -16,7 +16,7 @@ import hashlib
 
 from micropython import const
 
-from twomes import store
+from twomes import hexdigest, store
 from twomes.errors import BadImage, HttpError, NetError
 from twomes.log import log
 
@@ -29,10 +29,6 @@ _HEAD = const(80)  # image header (24) + first segment header (8) + esp_app_desc
 # shorten them.
 MIN_BPS = 2048
 SLACK_S = 60
-
-
-def hexdigest(h):
-    return "".join("%02x" % b for b in h.digest())
 
 
 def check_head(b, version):

@@ -135,7 +135,6 @@ class VirtualBoard:
     # ---- power ----------------------------------------------------------------------------------
     def start(self) -> VirtualBoard:
         self._stopping = False
-        self._write_state("reset_cause", "poweron")
         self._supervisor = threading.Thread(target=self._supervise, daemon=True)
         self._supervisor.start()
         return self
@@ -177,7 +176,6 @@ class VirtualBoard:
                 self.exit_codes.append(rc)
                 self._lock.notify_all()
             if rc == REBOOT_EXIT and not self._stopping:
-                self._write_state("reset_cause", "reset")
                 continue
             if not self._stopping:
                 self._feed(f"\n[vboard: firmware stopped, exit code {rc}]\n".encode())

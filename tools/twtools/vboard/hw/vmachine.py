@@ -4,8 +4,6 @@
 import vstate
 
 REBOOT_EXIT = 93  # exit code the runner reads as "machine.reset(): start me again"
-PWRON_RESET = 1
-HARD_RESET = 2
 
 
 class Pin:
@@ -36,7 +34,3 @@ class Pin:
 
 def reset():
     raise SystemExit(REBOOT_EXIT)
-
-
-def reset_cause():
-    return HARD_RESET if vstate.read_text("reset_cause").strip() == "reset" else PWRON_RESET
