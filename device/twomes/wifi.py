@@ -25,9 +25,16 @@ def check_credentials(ssid, password):
     if not ssid or len(ssid.encode()) > _SSID_MAX:
         return "the network name must be 1 to 32 bytes"
     n = len(password.encode())
-    if n > _PASS_MAX or 0 < n < 8:
-        return "the password must be empty (open network) or 8 to 63 characters"
+    if n > _PASS_MAX or 0 < n < 8 or n == _PASS_MAX and not _is_hex(password):
+        return "the password must be empty (open network), 8 to 63 characters, or 64 hex digits"
     return None
+
+
+def _is_hex(text):
+    for ch in text:
+        if ch not in "0123456789abcdefABCDEF":
+            return False
+    return True
 
 
 async def join(board, ssid, password, timeout_ms):

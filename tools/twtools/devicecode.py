@@ -55,3 +55,9 @@ def nvs_keys() -> tuple[str, ...]:
 
 
 NVS_NAMESPACE = "twomes"
+
+
+def credentials_problem(ssid: str, password: str) -> str | None:
+    """The device's own rule for Wi-Fi credentials (``twomes/wifi.py`` check_credentials)."""
+    problem: str | None = load("twomes/wifi.py").check_credentials(ssid, password)
+    return problem

@@ -56,21 +56,13 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
 
 
-def check_credentials(ssid: str, password: str) -> str | None:
-    """The device's own rule (twomes.wifi.check_credentials), checked before anything is sent."""
-    if not ssid or len(ssid.encode()) > 32:
-        return "the network name must be 1 to 32 bytes"
-    n = len(password.encode())
-    if n > 64 or 0 < n < 8:
-        return "the password must be empty (open network) or 8 to 63 characters"
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
     password = args.password
     if password == "-":
         password = sys.stdin.readline().rstrip("\r\n")
-    bad = check_credentials(args.ssid, password)
+    from twtools.devicecode import credentials_problem
+
+    bad = credentials_problem(args.ssid, password)  # the device's own rule, checked before sending
     if bad:
         print(f"error: {bad}", file=sys.stderr)
         return EXIT_ERROR
