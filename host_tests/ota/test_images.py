@@ -119,3 +119,13 @@ def test_host_tools_parse_the_image_and_release_accepts_it(tmp_path: Path) -> No
     assert fw.app is not None and fw.app.app is not None and fw.app.app.version == "3.1.6-test"
     path, what = prepare_image(tmp_path / "img.bin", "3.1.6-test", None)
     assert path == tmp_path / "img.bin" and "3.1.6-test" in what
+
+
+def test_release_refuses_an_image_whose_own_version_differs(tmp_path: Path) -> None:
+    """The device refuses such an image (it would reinstall it at every check): so does the tool."""
+    from twtools.release import ReleaseError, prepare_image
+
+    build_sim_image(tmp_path / "img.bin", "3.1.6-test", runtime=8 * 1024)
+    with pytest.raises(ReleaseError, match="image says version '3.1.6-test' but the release is '3.1.7'"):
+        prepare_image(tmp_path / "img.bin", "3.1.7", None)
+    assert not (tmp_path / "release").exists()

@@ -38,10 +38,12 @@ def prepare_image(path: Path, version: str, out: Path | None) -> tuple[Path, str
     assert app is not None and app.app is not None
     what = f"{fw.chip} app image, {app.app.project_name} {app.app.version}, {app.length} bytes"
     if app.app.version != version:
-        print(
-            f"warning: the image says version {app.app.version!r} but the release is {version!r}; devices "
-            "compare what they run with the release version, so keep them equal",
-            file=sys.stderr,
+        # the device compares the image's own version with the release's and refuses a mismatch (it
+        # would otherwise install it again at every check): such a release could never be installed
+        raise ReleaseError(
+            f"the image says version {app.app.version!r} but the release is {version!r}: devices refuse "
+            f"an image whose own version differs; build the image with version {version!r} (or release "
+            f"it as {app.app.version!r})"
         )
     if fw.kind == "merged":
         start = fw.app_slots[0].offset if fw.app_slots else next(p.offset for p in fw.partitions if p.is_app)
