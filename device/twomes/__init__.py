@@ -1,5 +1,6 @@
 # Twomes field firmware (MicroPython). VERSION is rewritten by `twomes release` when it builds a bundle.
 VERSION = "1.0.0"
+JOB = "ota/job"  # an update to install in the next boot (twomes/fw.py writes it, twomes/update.py runs it)
 
 
 def hexdigest(h):

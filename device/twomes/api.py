@@ -111,28 +111,6 @@ class Api:
     async def confirm(self, version):
         return await self._call("POST", "/device/firmware/confirm", {"version": version})
 
-    async def open_image(self, release, offset=0):
-        """Start downloading a release at `offset`; returns (response, offset actually served)."""
-        headers = {"Authorization": "Bearer " + self.session}
-        if offset:
-            headers["Range"] = "bytes=%d-" % offset
-            headers["If-Range"] = '"%s"' % release["sha256"]  # another file: the whole of it (200)
-        resp = await http.request(
-            "GET", self.base + release["url"], headers, None, self.timeout, self._open, self.head
-        )
-        if resp.status == 206 and offset:
-            cr = resp.headers.get("content-range", "")
-            if not cr.startswith("bytes %d-" % offset):
-                await resp.close()
-                raise NetError("server sent another range")
-            return resp, offset
-        if resp.status == 200:
-            return resp, 0  # server ignores Range: start over
-        try:
-            await http.fail(resp)
-        finally:
-            await resp.close()
-
 
 def check_release(rel):
     """Validate a release object from the server (it is input like any other)."""

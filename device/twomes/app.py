@@ -1,8 +1,9 @@
 # The device's life in one state machine:
 #
 #   boot -> (no Wi-Fi credentials) portal -> joining -> activating -> confirming -> checking
-#        -> updating -> rebooting            (new version: boots, confirms, and only then is kept)
 #        -> running (LED solid; heartbeat + booted_fw uploads)
+#   an update found by checking: rebooting -> boot -> joining -> updating (twomes/update.py, a clean
+#        heap) -> rebooting -> the new version boots, confirms, and only then is kept
 #
 # Every state has a timeout and a way out; retries back off exponentially with a per-device jitter
 # (from the MAC) so a fleet does not retry in step. A long button press forgets Wi-Fi (portal again),
@@ -13,7 +14,7 @@ import os
 
 from micropython import const
 
-from twomes import VERSION, store, wifi
+from twomes import JOB, VERSION, store, wifi
 from twomes.log import log
 
 BOOT = "boot"
@@ -253,6 +254,8 @@ class App:
                 await self.portal(creds)
             else:
                 self._joined = creds
+                if exists(JOB):  # the previous boot found an update: install it from a clean heap
+                    await self.update()
                 await self.online(creds)
                 continue
             if self._joined is not None:
@@ -269,7 +272,17 @@ class App:
             await phase.run(creds)
         finally:
             phase = None
-            unload("online", "api", "http", "fw", "ota", "ota_image")
+            unload("online", "api", "http", "fw")
+
+    async def update(self):
+        from twomes.update import Job
+
+        job = Job(self)
+        try:
+            await job.run()
+        finally:
+            job = None
+            unload("update", "http", "ota", "ota_image")
 
     async def join(self, creds):
         self.set_state(JOINING, "joining %s" % creds[0])
@@ -281,7 +294,7 @@ class App:
 
     async def portal(self, saved):
         """AP mode: captive portal, app API and Improv until credentials work (twomes/setup.py)."""
-        unload("online", "api", "http", "fw", "ota", "ota_image")
+        unload("online", "api", "http", "fw", "update", "ota", "ota_image")
         from twomes.setup import Setup
 
         phase = Setup(self)
@@ -290,6 +303,14 @@ class App:
         finally:
             phase = None
             unload("setup", "portal", "portal_page", "captive_dns", "improv", "httpserv")
+
+
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
 
 
 def boot_guard(good=False):

@@ -1,9 +1,9 @@
-# Firmware: confirm the version that runs, check the server's target, install an update. Loaded for a
-# check (at each connection and every fw_check_s) and unloaded afterwards; the installers (ota,
-# ota_image) are imported only when an update really happens.
+# Firmware: confirm the version that runs, check the server's target, and when an update is due save it
+# as the job of the next boot (twomes/update.py installs it from a clean heap). Loaded for a check (at
+# each connection and every fw_check_s) and unloaded afterwards.
 from micropython import const
 
-from twomes import VERSION, store
+from twomes import JOB, VERSION, store
 from twomes.errors import Error, NoFirmwareApi
 from twomes.log import log
 
@@ -15,7 +15,9 @@ async def confirm(on):
     """A version that has not been confirmed yet (fresh flash or first boot after an update) tells the
     server what it runs; only after the server has it is the version kept."""
     img = on.st.get(store.IMG_NEW)
-    if img is not None or _exists("ota/failed"):  # a new image runs, or an update did not stick
+    from twomes.app import exists
+
+    if img is not None or exists("ota/failed"):  # a new image runs, or an update did not stick
         from twomes import rollback
 
         img = rollback.after_boot(on.st, img)  # still set: this is the new image, to be confirmed
@@ -77,8 +79,7 @@ def mark_image_valid(on):
 
 
 async def check(on):
-    """(release, failures so far) when an update should be installed now, else None. The caller
-    unloads this module before it loads an installer."""
+    """True when an update is due: it is saved as the next boot's job (the caller restarts)."""
     if not on._fw_api:
         return
     on.set_state("checking")
@@ -109,23 +110,15 @@ async def check(on):
     if on.app.safe:
         log("firmware", "target %s, running %s: no update attempts in safe mode" % (rel["version"], VERSION))
         return
-    log("firmware", "target %s, running %s: updating" % (rel["version"], VERSION))
-    return rel, fails
-
-
-def failed(on, rel, fails, e):
-    """An install did not work: count it (bounded retries); the device runs on."""
-    log("firmware", "update to %s failed: %s" % (rel["version"], e))
-    on.st.put(store.FW_FAILED, rel["version"])
-    on.st.put_int(store.FW_FAILS, fails + 1)
-    on.st.commit()
-
-
-def _exists(path):
+    log("firmware", "target %s, running %s: updating in the next boot" % (rel["version"], VERSION))
+    import json
     import os
 
     try:
-        os.stat(path)
-        return True
+        os.mkdir("ota")
     except OSError:
-        return False
+        pass
+    with open(JOB + ".tmp", "w") as f:
+        f.write(json.dumps({"rel": rel, "fails": fails}))
+    os.rename(JOB + ".tmp", JOB)  # atomic: a half-written job is never read
+    return True

@@ -5,7 +5,7 @@
 from micropython import const
 
 from twomes import VERSION, store, wifi
-from twomes.errors import BadImage, Error, HttpError, NetError
+from twomes.errors import Error, HttpError, NetError
 from twomes.log import log
 
 _UPLOAD_BATCH = const(20)
@@ -61,47 +61,20 @@ class Online:
             await self.sleep_s(back.next_s())
 
     async def firmware(self, confirm):
-        """Confirm what runs (after a connection), then check the target; the code is loaded for this."""
+        """Confirm what runs (after a connection), then check the target; the code is loaded for this.
+        An update found is installed by the next boot (twomes/update.py): restart."""
         from twomes import fw
 
         try:
             if confirm:
                 await fw.confirm(self)
-            job = await fw.check(self)
+            due = await fw.check(self)
         finally:
             fw = None
             self.app.unload("fw")
-        if job is not None:
-            await self.install(*job)
-
-    async def install(self, rel, fails):
-        """Only the installer is in RAM while it runs (the check's code is gone). Success: reboot."""
-        self.set_state("updating", rel["version"])
-        installer = None
-        try:
-            if rel["kind"] == "bundle":
-                from twomes import ota as installer
-            else:
-                try:
-                    from twomes import ota_image as installer
-                except ImportError:
-                    raise BadImage("this build cannot install ESP32 app images")
-            await installer.install(self, rel)
-            ok = True
-        except (Error, OSError, MemoryError, ValueError) as e:  # any failure counts; the device runs on
-            ok = e
-        finally:
-            installer = None
-            self.app.unload("ota", "ota_image")
-        if ok is not True:
-            from twomes import fw
-
-            fw.failed(self, rel, fails, ok)
-            fw = None
-            self.app.unload("fw")
-            return
-        self.set_state("rebooting", rel["version"])
-        raise self.app.Restart()
+        if due:
+            self.set_state("rebooting", "to install an update")
+            raise self.app.Restart()
 
     def hint(self, text):
         if self._hinted != text:  # one clear line per condition, not one per retry

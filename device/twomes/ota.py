@@ -120,7 +120,7 @@ async def install(online, rel):
     from twomes import VERSION
     from twomes.log import log
 
-    resp, _ = await online.authed(online.api.open_image, rel, 0)
+    resp, _ = await online.open_image(rel, 0)
     try:
         await install_bundle(resp, rel, online._buf, VERSION, online.cfg.confirm_boots, log)
     finally:

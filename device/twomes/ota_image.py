@@ -167,7 +167,7 @@ async def _download(online, rel, part, at, key, deadline):
     board, st, buf = online.board, online.st, online._buf
     size = rel["size"]
     pos = at[0]
-    resp, got = await online.authed(online.api.open_image, rel, pos)
+    resp, got = await online.open_image(rel, pos)
     try:
         if got != pos:
             log("ota", "server ignored the range request: downloading %s from the start" % rel["version"])

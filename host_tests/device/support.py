@@ -119,12 +119,30 @@ def logged():
 
 
 async def firmware_check(app, on):
-    """Run the online phase's firmware check; True when it asked for a reboot into a new version."""
+    """Run the online phase's firmware check and, when it saved an update for the next boot, that
+    boot's update job (as App.flow does); True when it asked for a reboot into a new version."""
+    from twomes import JOB
+
     try:
         await on.firmware(False)
+        return False
+    except app.Restart:
+        pass
+    assert os.stat(JOB)  # the check restarts only to install an update
+    try:
+        await app.update()
     except app.Restart:
         return True
+    assert not exists(JOB)  # a failed install drops its job
     return False
+
+
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
 
 
 def release(blob, kind, rel_id, version="9.9.9", **over):

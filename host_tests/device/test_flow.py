@@ -199,6 +199,7 @@ def _fw_server(rel, image_reply):
 
 def _check(app, on):
     on.api.session = TOKEN
+    app.st.put(store.SESSION, TOKEN)  # activated: the update boot reads its token from NVS
     return support.firmware_check(app, on)
 
 
@@ -223,6 +224,92 @@ def test_bundle_update_installs_into_a_slot_and_asks_for_reboot():
         assert srv.requests[1][2]["authorization"] == "Bearer " + TOKEN
 
     _go(_fw_server(rel, Reply(200, blob)), body)
+
+
+def _job():
+    from twomes import JOB
+
+    try:
+        with open(JOB) as f:
+            return json.loads(f.read())
+    except OSError:
+        return None
+
+
+def test_an_update_found_is_saved_and_installed_by_the_next_boot():
+    """The check only saves the job and restarts; after a power cut even, the next boot installs it
+    with nothing but the HTTP client and the installer loaded."""
+    import sys
+
+    blob = bundle("9.9.9", FILES)
+    rel = release(blob)
+
+    async def body(app, on, srv):
+        on.api.session = TOKEN
+        app.st.put(store.SESSION, TOKEN)
+        app.st.commit()
+        try:
+            await on.firmware(False)
+            raise AssertionError("no restart")
+        except app.Restart:
+            pass
+        assert _job() == {"rel": rel, "fails": 0} and _pointer() is None
+        assert [r[1] for r in srv.requests] == ["/device/firmware/target"]  # nothing downloaded yet
+        assert app.state == "rebooting" and _lines("updating in the next boot")
+        support.power_cycle()
+        app2, _ = support.make_app(srv.url)
+        for m in ("twomes.online", "twomes.api", "twomes.fw"):
+            sys.modules.pop(m, None)
+        try:
+            await app2.update()
+            raise AssertionError("no restart")
+        except app2.Restart:
+            pass
+        assert _job() is None and _pointer()["version"] == "9.9.9"
+        assert srv.requests[-1][2]["authorization"] == "Bearer " + TOKEN
+        if sys.implementation.name == "micropython":  # the update boot's heap holds no online phase
+            assert not [m for m in ("twomes.online", "twomes.api", "twomes.fw") if m in sys.modules]
+
+    _go(_fw_server(rel, Reply(200, blob)), body)
+
+
+def test_update_boot_drops_jobs_it_must_not_run():
+    from twomes import JOB, VERSION
+
+    rel = release(bundle("9.9.9", FILES))
+    jobs = (
+        (b"{not json", "unreadable update job"),
+        (json.dumps({"rel": release(b"x", version=VERSION), "fails": 0}).encode(), None),  # installed
+        (json.dumps({"rel": rel, "fails": 0}).encode(), None),  # safe mode
+    )
+
+    async def body(app, on, srv):
+        app.st.put(store.SESSION, TOKEN)
+        for i, (data, word) in enumerate(jobs):
+            if not support.exists("ota"):
+                os.mkdir("ota")
+            with open(JOB, "wb") as f:
+                f.write(data)
+            app.safe = i == 2
+            await app.update()  # no restart: the online phase goes on
+            assert _job() is None and _pointer() is None
+            assert word is None or _lines(word)
+        assert srv.requests == [] and app.st.get_int(store.FW_FAILS, -1) == -1
+
+    _go(_fw_server(rel, Reply(500, b"")), body)
+
+
+def test_update_refused_with_401_is_not_a_failed_attempt():
+    """A revoked session is not the release's fault: the online phase activates and checks again."""
+    blob = bundle("9.9.9", FILES)
+    rel = release(blob)
+
+    async def body(app, on, srv):
+        assert await _check(app, on) is False
+        assert _lines("session token refused (401)") and _job() is None
+        assert app.st.get(store.FW_FAILED) is None and _pointer() is None
+
+    _go(_fw_server(rel, Reply(401, {"detail": "Invalid session token"})), body)
 
 
 def _refused(rel, reply, word):

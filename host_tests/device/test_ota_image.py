@@ -71,6 +71,7 @@ def _go(handler, body, rollback=True, **settings):
         try:
             app, on = support.make_app(srv.url, **settings)
             on.api.session = TOKEN
+            app.st.put(store.SESSION, TOKEN)  # activated: the update boot reads its token from NVS
             await body(app, on, srv)
         finally:
             await srv.stop()
@@ -166,6 +167,7 @@ def test_power_cut_resumes_from_the_last_durable_offset():
         support.power_cycle()
         app2, on2 = support.make_app(srv.url, retry_base_s=0.02)
         on2.api.session = TOKEN
+        app2.st.put(store.SESSION, TOKEN)
         assert await _check(app2, on2) is True
         assert ranges == ["bytes=65536-"]  # resumed, not downloaded again
         assert _lines("resuming the download of 9.9.9 at 65536")

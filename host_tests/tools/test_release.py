@@ -83,9 +83,11 @@ def test_images_checked_and_published(tmp_path, server, capsys):
     rel = [r for r in server.client.releases() if r["version"] == "v1.29.0-twomes.4"][0]
     assert rel["sha256"] == hashlib.sha256(app2).hexdigest()
 
-    # versions that disagree are published, with a warning
-    assert main(["release", "--version", "2.0.0", "--image", str(img), *_admin(server)]) == 0
+    # versions that disagree: refused (the device would refuse the image), nothing published
+    before = len(server.client.releases())
+    assert main(["release", "--version", "2.0.0", "--image", str(img), *_admin(server)]) == 2
     assert "the image says version 'v1.29.0-twomes.3' but the release is '2.0.0'" in capsys.readouterr().err
+    assert len(server.client.releases()) == before
 
     # not an image: refused, nothing published
     bad = tmp_path / "notes.txt"
@@ -95,8 +97,13 @@ def test_images_checked_and_published(tmp_path, server, capsys):
     assert "is not an ESP32 app image: not an ESP32 image" in capsys.readouterr().err
     assert len(server.client.releases()) == before
 
+    img5 = tmp_path / "v5.bin"
+    img5.write_bytes(e.build_app_image("v1.29.0-twomes.5"))
     assert (
-        main(["release", "--version", "3.0.1", "--image", str(img), "--device-type", "Nope", *_admin(server)])
+        main(
+            ["release", "--version", "v1.29.0-twomes.5", "--image", str(img5), "--device-type", "Nope"]
+            + _admin(server)
+        )
         == 2
     )
     assert 'Unknown device type "Nope"' in capsys.readouterr().err
