@@ -102,9 +102,7 @@ class App:
         self.queue = []  # measurements waiting for upload: [(property, ticks, unix or None, value)]
         self._mac = board.mac()
         self.safe = False  # safe mode (boot loop): no update attempts (main() decides, otaboot counts)
-        # preallocated once, before the heap fragments: the streaming buffer and the HTTP header buffer
-        self.buf = memoryview(bytearray(_BUF))
-        self.head_buf = bytearray(_BUF)
+        self.buf = self.head_buf = None  # see buffers()
         self._restart = asyncio.Event()
         self._crash = None
 
@@ -116,6 +114,14 @@ class App:
             log("state", "%s%s (free heap %d)" % (state, " - " + message if message else "", free))
         self.state = state
         self.message = message
+
+    def buffers(self):
+        """The streaming buffer and the HTTP header buffer, allocated once by the first online or
+        update phase: that runs in a clean boot (the portal restarts the board), so they come before
+        the heap fragments; the portal never needs them."""
+        if self.buf is None:
+            self.buf = memoryview(bytearray(_BUF))
+            self.head_buf = bytearray(_BUF)
 
     def backoff(self):
         return Backoff(self.cfg.retry_base_s, self.cfg.retry_max_s, self._mac)

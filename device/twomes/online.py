@@ -16,6 +16,7 @@ class Online:
     def __init__(self, app):
         from twomes.api import Api
 
+        app.buffers()
         self.app = app
         self.board, self.cfg, self.st, self.ident = app.board, app.cfg, app.st, app.ident
         self.set_state, self.sleep_s, self.backoff = app.set_state, app.sleep_s, app.backoff

@@ -22,6 +22,7 @@ class Job:
     sleep_s(), set_state() of the app, and open_image()."""
 
     def __init__(self, app):
+        app.buffers()
         self.app = app
         self.board, self.cfg, self.st = app.board, app.cfg, app.st
         self.set_state, self.sleep_s, self.backoff = app.set_state, app.sleep_s, app.backoff
