@@ -179,6 +179,7 @@ class VirtualBoard:
                 stdout=out_w if pty is None else pty,
                 stderr=out_w,
                 pass_fds=(req_r, ans_w),
+                start_new_session=True,  # Ctrl-C in a terminal reaches the firmware, not its hardware
             )
             _LIVE.add(hw)
             try:

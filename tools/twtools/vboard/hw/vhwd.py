@@ -12,16 +12,18 @@
 # Messages (both ways): 6 ASCII digits with the length in bytes of a JSON text (UTF-8), the JSON text,
 # then raw bytes.
 #   request   [h, "name"]           attribute `name` of object h
-#             [h, args, kwargs]     call object h; a buffer argument is {"b": i, "n": len} (bytes) or
-#                                   {"m": i, "n": len} (bytearray, memoryview), its raw bytes follow the
-#                                   JSON text in the order of i; a proxy argument is {"h": n}
+#             [h, args, kwargs]     call object h; a buffer argument is {"bytes": i, "len": n} or
+#                                   {"bytearray": i, "len": n} (bytearray, memoryview: the call may fill
+#                                   it), its n raw bytes follow the JSON text in the order of i; a proxy
+#                                   argument is {"id": handle}
 #   answer    [error, value, changed]
 #             error: None, or the exception's class name (value: its args); changed: the i of the
 #             buffer arguments the call changed (get_blob, readblocks), whose new bytes follow the bytes
 #             of value
-#   values    None, bool, int, float, str; a JSON list is a tuple, {"l": [...]} a list, {"b": len} bytes
-#             (raw, after the JSON text, in the order they appear); {"h": n} is any other object, kept
-#             here under handle n
+#   values    None, bool, int, float, str; a JSON list is a tuple, {"list": [...]} a list, {"bytes": n}
+#             n bytes (raw, after the JSON text, in the order they appear); {"id": handle} is any other
+#             object, kept here under that handle
+# (the keys are names the device's MicroPython knows already: they cost it no new qstrs)
 #   handshake an answer, unasked: (frozen app directory or None, the cut point or None, machine,
 #             network, esp32)
 # Keyword arguments are plain values (the app passes none of another kind).
@@ -72,12 +74,12 @@ def _enc(v, segs):
         return v
     if isinstance(v, (bytes, bytearray)):
         segs.append(v)
-        return {"b": len(v)}
+        return {"bytes": len(v)}
     if isinstance(v, tuple):
         return [_enc(x, segs) for x in v]
     if isinstance(v, list):
-        return {"l": [_enc(x, segs) for x in v]}
-    return {"h": _handle(v)}
+        return {"list": [_enc(x, segs) for x in v]}
+    return {"id": _handle(v)}
 
 
 def _read(n):
@@ -101,19 +103,19 @@ def _serve(req):
     if len(req) == 2:
         return getattr(_objs[req[0]], req[1]), ()
     args, kw = req[1], req[2]
-    holes = [a for a in args if isinstance(a, dict) and "n" in a]
+    holes = [a for a in args if isinstance(a, dict) and "len" in a]
     bufs = {}
     mut = []
-    for a in sorted(holes, key=lambda a: a.get("b", a.get("m"))):  # their bytes, in the device's order
-        if "m" in a:
-            bufs[id(a)] = bytearray(_read(a["n"]))
-            mut.append((a["m"], bufs[id(a)], bytes(bufs[id(a)])))
+    for a in sorted(holes, key=lambda a: a.get("bytes", a.get("bytearray"))):  # the device's order
+        if "bytearray" in a:
+            bufs[id(a)] = bytearray(_read(a["len"]))
+            mut.append((a["bytearray"], bufs[id(a)], bytes(bufs[id(a)])))
         else:
-            bufs[id(a)] = _read(a["n"])
+            bufs[id(a)] = _read(a["len"])
 
     def dec(a):
         if isinstance(a, dict):
-            return _objs[a["h"]] if "h" in a else bufs[id(a)]
+            return _objs[a["id"]] if "id" in a else bufs[id(a)]
         return a
 
     value = _objs[req[0]](*[dec(a) for a in args], **kw)

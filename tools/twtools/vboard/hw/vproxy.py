@@ -22,13 +22,13 @@ def _d(v):
     # a value of the answer; its bytes follow the JSON text, in this order
     t = type(v)
     if t is dict:
-        if "h" in v:
+        if "id" in v:
             t = H()
-            t._h = v["h"]
+            t._h = v["id"]
             return t
-        if "b" in v:
-            return _x(v["b"])
-        v = v["l"]
+        if "bytes" in v:
+            return _x(v["bytes"])
+        v = v["list"]
     elif t is not list:
         return v
     for i in range(len(v)):
@@ -72,8 +72,8 @@ class H:
         for i in range(len(a)):
             x = a[i]
             if isinstance(x, (bytes, bytearray, memoryview)):
-                a[i] = {"b" if type(x) is bytes else "m": len(b), "n": len(x)}
+                a[i] = {"bytes" if type(x) is bytes else "bytearray": len(b), "len": len(x)}
                 b.append(x)
             elif type(x) is H:
-                a[i] = {"h": x._h}
+                a[i] = {"id": x._h}
         return _q([s._h, a, k], b)
