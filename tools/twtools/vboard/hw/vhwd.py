@@ -99,26 +99,29 @@ def _answer(err, value, changed=()):
         _out.write(b)
 
 
+def _dec(a, bufs):
+    if isinstance(a, dict):
+        return _objs[a["id"]] if "id" in a else bufs[id(a)]
+    return a
+
+
 def _serve(req):
     if len(req) == 2:
         return getattr(_objs[req[0]], req[1]), ()
     args, kw = req[1], req[2]
-    holes = [a for a in args if isinstance(a, dict) and "len" in a]
+    holes = [a for a in args if isinstance(a, dict)]
+    if not holes:  # the common case: plain values
+        return _objs[req[0]](*args, **kw), ()
     bufs = {}
     mut = []
+    holes = [a for a in holes if "len" in a]
     for a in sorted(holes, key=lambda a: a.get("bytes", a.get("bytearray"))):  # the device's order
         if "bytearray" in a:
             bufs[id(a)] = bytearray(_read(a["len"]))
             mut.append((a["bytearray"], bufs[id(a)], bytes(bufs[id(a)])))
         else:
             bufs[id(a)] = _read(a["len"])
-
-    def dec(a):
-        if isinstance(a, dict):
-            return _objs[a["id"]] if "id" in a else bufs[id(a)]
-        return a
-
-    value = _objs[req[0]](*[dec(a) for a in args], **kw)
+    value = _objs[req[0]](*[_dec(a, bufs) for a in args], **kw)
     return value, [(i, b) for i, b, old in mut if b != old]
 
 

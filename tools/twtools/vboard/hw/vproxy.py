@@ -41,8 +41,7 @@ def _q(m, b=()):
     if m:
         m = json.dumps(m).encode()  # utf-8: its length in bytes
         try:
-            _w.write(b"%6d" % len(m))
-            _w.write(m)
+            _w.write(b"%6d" % len(m) + m)  # one write: the hardware process wakes up once
             for i in b:
                 _w.write(i)
         except OSError:
