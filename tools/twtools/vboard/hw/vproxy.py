@@ -41,7 +41,8 @@ def _q(m, b=()):
     if m:
         m = json.dumps(m).encode()  # utf-8: its length in bytes
         try:
-            _w.write(b"%6d" % len(m) + m)  # one write: the hardware process wakes up once
+            _w.write(b"%6d" % len(m))  # (one write of both costs a copy: no faster, more fragments)
+            _w.write(m)
             for i in b:
                 _w.write(i)
         except OSError:
