@@ -49,8 +49,8 @@ def mpy_version() -> str:
     return m.group(1)
 
 
-# top-level files of a source tree that are not modules to compile
-_NOT_MODULES = {"manifest.py", "vboot.py", "__init__.py"}
+# top-level files of a source tree that are not modules to compile (vboot/vhwd: the virtual board's scripts)
+_NOT_MODULES = {"manifest.py", "vboot.py", "vhwd.py", "__init__.py"}
 
 
 def device_sources(src: Path = DEVICE_DIR) -> list[Path]:

@@ -5,8 +5,9 @@ Wi-Fi, confirmed - gets a target version 2 from a real reference server on 127.0
 run records every durable write of the whole update, across its reboots (``VBOARD_TRACE``: flash
 program/erase, otadata, each key of an NVS commit, every file the app creates, writes, renames or
 removes; see ``vboard/hw/vcut.py``). Then, for each of those writes, a fresh copy of the board is
-started with ``VBOARD_CUT=<boot>:<n>``: the simulated hardware kills the process (SIGKILL) at exactly
-that write - flash writes and erases are left torn, half done. The board is powered on again and must:
+started with ``VBOARD_CUT=<boot>:<n>``: the board's hardware process kills itself (SIGKILL) at exactly
+that write - flash writes and erases are left torn, half done - and the device process dies with it.
+The board is powered on again and must:
 
 * come back running version 1 or version 2 (the first boot after the cut says which),
 * still be activated with the same session token (no new activation line, no re-activation),

@@ -1,12 +1,17 @@
 """Run a virtual board: the real boot.py/main.py and compiled device modules on the MicroPython unix
 port, with simulated hardware and a state directory that survives reboots and power cuts.
 
-``machine.reset()`` ends the process with a reboot code and the runner starts it again on the same
-state, exactly like a reboot; ``power_cut()`` kills it at once (SIGKILL) and ``power_on()`` boots it.
+Every boot is two processes: the hardware process (``hw/vhwd.py``: the simulated machine, network and
+esp32 modules, flash, NVS and the bootloader, in a heap of its own) and the device process
+(``hw/vboot.py`` with ``-X heapsize``: the firmware, with tiny proxies of those modules), connected
+by two pipes. Both write to the board's console. ``machine.reset()`` ends the device process with a
+reboot code (the hardware process follows) and the runner starts both again on the same state,
+exactly like a reboot; ``power_cut()`` kills both at once (SIGKILL) and ``power_on()`` boots again.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -17,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,18 @@ REBOOT_EXIT = 93
 # The MicroPython heap of a virtual board (-X heapsize). The measured minimum of the whole flow is in
 # README ("Heap budget"); 64-bit objects make a unix-port figure ~1.5-2x what the ESP32 needs.
 DEFAULT_HEAP = "128K"
+# The hardware process's heap: the simulation's own, not the device's (on the chip this is C and ROM).
+HW_HEAP = "4M"
+# Processes of boards that run now: killed when the Python process exits, so no board (and no hardware
+# process) outlives a test run or a tool that forgot stop().
+_LIVE: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_live() -> None:
+    for proc in list(_LIVE):
+        if proc.poll() is None:
+            proc.kill()
 
 
 def free_port() -> int:
@@ -80,7 +98,8 @@ class VirtualBoard:
         self.exit_codes: list[int] = []
         self._partial = b""
         self._lock = threading.Condition()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None  # the device process
+        self._hw_proc: subprocess.Popen[bytes] | None = None  # its hardware process
         self._stopping = False
         self._supervisor: threading.Thread | None = None
         self.pty_path: str | None = None
@@ -141,37 +160,63 @@ class VirtualBoard:
 
     power_on = start
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int]:
+        """Start the hardware process, then the device process; returns both and the console's read
+        end (the device's output, or its stderr with a pty console; the hardware process's too)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
         env.update({"VBOARD": str(self.state), "VBOARD_HW": str(self._hw), **self.env})
-        cmd = [micropython_bin(), "-X", f"heapsize={self.heap}", str(HW_DIR / "vboot.py")]
-        if self._pty_master is not None:
-            return subprocess.Popen(
-                cmd,
-                cwd=self.fs,
-                env=env,
-                stdin=self._pty_master,
-                stdout=self._pty_master,
-                stderr=subprocess.PIPE,
+        mp = micropython_bin()
+        req_r, req_w = os.pipe()  # device -> hardware
+        ans_r, ans_w = os.pipe()  # hardware -> device
+        out_r, out_w = os.pipe()
+        pty = self._pty_master
+        try:
+            hw = subprocess.Popen(
+                [mp, "-X", f"heapsize={HW_HEAP}", str(HW_DIR / "vhwd.py")],
+                cwd=self.state,
+                env={**env, "VBOARD_RPC": f"{req_r} {ans_w}"},
+                stdin=subprocess.DEVNULL,
+                stdout=out_w if pty is None else pty,
+                stderr=out_w,
+                pass_fds=(req_r, ans_w),
+                start_new_session=True,  # Ctrl-C in a terminal reaches the firmware, not its hardware
             )
-        return subprocess.Popen(
-            cmd, cwd=self.fs, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+            _LIVE.add(hw)
+            try:
+                dev = subprocess.Popen(
+                    [mp, "-X", f"heapsize={self.heap}", str(HW_DIR / "vboot.py")],
+                    cwd=self.fs,
+                    env={**env, "VBOARD_RPC": f"{ans_r} {req_w}"},
+                    stdin=subprocess.PIPE if pty is None else pty,
+                    stdout=out_w if pty is None else pty,
+                    stderr=out_w,
+                    pass_fds=(ans_r, req_w),
+                )
+            except BaseException:
+                hw.kill()
+                os.close(out_r)
+                raise
+            _LIVE.add(dev)
+        finally:
+            for fd in (req_r, req_w, ans_r, ans_w, out_w):
+                os.close(fd)
+        return hw, dev, out_r
 
     def _supervise(self) -> None:
         while not self._stopping:
-            proc = self._spawn()
+            hw, proc, out = self._spawn()
             with self._lock:
-                self._proc = proc
+                self._proc, self._hw_proc = proc, hw
                 self.boots += 1
-            stream = proc.stdout if proc.stdout is not None else proc.stderr
-            assert stream is not None
-            while True:
-                chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
-                if not chunk:
-                    break
-                self._feed(chunk)
+            with open(out, "rb", buffering=0) as stream:
+                while chunk := stream.read(4096):  # until both processes are gone
+                    self._feed(chunk)
             rc = proc.wait()
+            try:
+                hw.wait(5)  # it ends when the device's end of the pipes closes
+            except subprocess.TimeoutExpired:
+                hw.kill()
+                hw.wait()
             with self._lock:
                 self.exit_codes.append(rc)
                 self._lock.notify_all()
@@ -181,7 +226,7 @@ class VirtualBoard:
                 self._feed(f"\n[vboard: firmware stopped, exit code {rc}]\n".encode())
             break
         with self._lock:
-            self._proc = None
+            self._proc = self._hw_proc = None
             self._lock.notify_all()
 
     def _feed(self, chunk: bytes) -> None:
@@ -197,15 +242,17 @@ class VirtualBoard:
             self._lock.notify_all()
 
     def power_cut(self) -> None:
-        """Kill the firmware at once, as pulling the plug does; state files stay as they are."""
+        """Kill the board at once, as pulling the plug does: the hardware first (no write of it
+        completes after this), then the firmware; state files stay as they are."""
         self._stopping = True
         with self._lock:
-            proc = self._proc
-        if proc is not None:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            procs = (self._hw_proc, self._proc)
+        for proc in procs:
+            if proc is not None:
+                try:
+                    proc.send_signal(signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         if self._supervisor:
             self._supervisor.join(10)
 

@@ -1,17 +1,20 @@
-# Deterministic power cuts for the power-cut harness (tools/twtools/powercut.py). Armed only when the
-# board is started with one of these variables (otherwise nothing of this is loaded):
+# Deterministic power cuts for the power-cut harness (tools/twtools/powercut.py), in the virtual board's
+# hardware process (vhwd.py). Armed only when the board is started with one of these variables
+# (otherwise nothing of this is loaded):
 #
 #   VBOARD_CUT="<boot>:<n>"  in the <boot>-th start of the board since the variable was set (counted in
 #                            the state file cut.boots), the <n>-th durable write is cut: it does not
 #                            happen (NVS keys, otadata, files) or happens torn (flash program/erase: the
-#                            first half only), and the process is SIGKILLed at once - no finally
-#                            blocks, no flush, exactly a power cut.
+#                            first half only), and the hardware process is SIGKILLed at once - no
+#                            finally blocks, no flush, exactly a power cut; the device process, which
+#                            waits for its hardware call, sees the pipe close and kills itself too.
 #   VBOARD_TRACE=1           every durable write is appended to cut.trace as "<boot> <n> <what>"
 #                            (the harness's calibration run).
 #
-# Durable writes: flash program/erase (vflash), otadata and each key of an NVS commit (vstate/vesp32),
-# and the app's filesystem changes (open for writing, write, rename, remove, mkdir, rmdir: the open()
-# and os wrappers installed by vboot). LED, AP and other bookkeeping files of the simulation are not.
+# Durable writes, one sequence per boot counted here: flash program/erase (vflash), otadata and each
+# key of an NVS commit (vstate/vesp32), and the app's filesystem changes (open for writing, write,
+# rename, remove, mkdir, rmdir), which the device's open() and os wrappers (vos.py) announce with a
+# hardware call to point(). LED, AP and other bookkeeping files of the simulation are not.
 import os
 
 import vstate
@@ -68,49 +71,3 @@ def die(why):
         os.system("kill -9 $PPID")  # the unix port: the shell's parent is this process
     while True:  # never returns
         pass
-
-
-# ---- the app's filesystem: open() and os wrappers (installed by vboot when armed) -----------------
-def _ours(path):
-    return not path.startswith(vstate.state_dir() + "/")
-
-
-class _Writer:
-    def __init__(self, f, path):
-        self._f = f
-        self._path = path
-
-    def write(self, data):
-        point("write %s %d" % (self._path, len(data)))
-        return self._f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
-
-    def __iter__(self):
-        return iter(self._f)
-
-
-def wrapped_open(path, mode="r", *args):
-    if isinstance(path, str) and _ours(path):
-        for c in "wax+":
-            if c in mode:
-                point("open %s %s" % (path, mode))  # creating/truncating a file changes the filesystem
-                return _Writer(_open(path, mode, *args), path)
-    return _open(path, mode, *args)
-
-
-def install_fs():
-    import builtins
-    import sys
-
-    import vos
-
-    builtins.open = wrapped_open
-    sys.modules["os"] = vos

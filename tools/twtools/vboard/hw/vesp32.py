@@ -1,6 +1,7 @@
 # Simulated `esp32`: NVS with ESP-IDF semantics. `esp32.Partition` (flash partitions and the
-# bootloader's OTA rule) lives in vflash and is loaded on first use: on the chip these are C modules
-# that cost no heap, so the simulation keeps its own footprint in the app's heap small.
+# bootloader's OTA rule) lives in vflash and is loaded on first use. On the virtual board this runs in
+# the hardware process (vhwd.py), outside the app's heap, as C modules do on the chip; the lazy load
+# keeps the in-process fakes of the host tests small.
 import errno
 
 import vstate

@@ -1,0 +1,151 @@
+# The virtual board's hardware process: what is C, ROM and silicon on an ESP32 - the machine, network
+# and esp32 modules, flash, NVS and the second-stage bootloader - runs here, in its own MicroPython
+# process with a heap of its own, so that it costs the device's heap nothing, as on the chip. The
+# runner starts one for every boot, just before the device process (vboot.py), and connects the two
+# with a pair of pipes (VBOARD_RPC="<read fd> <write fd>").
+#
+# At power-up it arms the power-cut harness if asked (vcut), runs the bootloader's OTA rule and maps the
+# booted image's frozen app (vimage), and tells the device in a handshake. Then it serves the device's
+# hardware calls (vproxy.py) one at a time until the device is gone (end of the request pipe: reset,
+# power cut, crash), and exits.
+#
+# Messages (both ways): 6 ASCII digits with the length in bytes of a JSON text (UTF-8), the JSON text,
+# then raw bytes.
+#   request   [h, "name"]           attribute `name` of object h
+#             [h, args, kwargs]     call object h; a buffer argument is {"bytes": i, "len": n} or
+#                                   {"bytearray": i, "len": n} (bytearray, memoryview: the call may fill
+#                                   it), its n raw bytes follow the JSON text in the order of i; a proxy
+#                                   argument is {"id": handle}
+#   answer    [error, value, changed]
+#             error: None, or the exception's class name (value: its args); changed: the i of the
+#             buffer arguments the call changed (get_blob, readblocks), whose new bytes follow the bytes
+#             of value
+#   values    None, bool, int, float, str; a JSON list is a tuple, {"list": [...]} a list, {"bytes": n}
+#             n bytes (raw, after the JSON text, in the order they appear); {"id": handle} is any other
+#             object, kept here under that handle
+# (the keys are names the device's MicroPython knows already: they cost it no new qstrs)
+#   handshake an answer, unasked: (frozen app directory or None, the cut point or None, machine,
+#             network, esp32)
+# Keyword arguments are plain values (the app passes none of another kind).
+import json
+import os
+import sys
+
+sys.path.insert(0, os.getenv("VBOARD_HW"))  # the compiled simulation (the script's own folder is source)
+import vflash  # noqa: E402
+
+import vesp32  # noqa: E402
+import vmachine  # noqa: E402
+import vnetwork  # noqa: E402
+
+_armed = False
+if os.getenv("VBOARD_CUT") or os.getenv("VBOARD_TRACE"):  # the power-cut harness only
+    import vcut
+
+    _armed = vcut.arm()  # before the bootloader: its otadata writes are durable writes too
+
+# the bootloader checks an OTA app's image before booting it, and so does esp32.Partition.set_boot
+vflash.image_check = vflash.vimage_check
+vesp32.images = True
+_label = vflash.bootloader()
+_frozen = None
+if _label and _label.startswith("ota_"):
+    import vimage
+
+    _frozen = vimage.load(_label)  # the booted image's frozen app: the ROM maps it as code
+
+_fds = os.getenv("VBOARD_RPC").split()
+_in = open("/proc/self/fd/" + _fds[0], "rb")
+_out = open("/proc/self/fd/" + _fds[1], "wb")
+_objs = []
+_ids = {}  # id -> handle: one handle per object (WLAN(STA_IF) is one object)
+
+
+def _handle(o):
+    h = _ids.get(id(o))
+    if h is None:
+        h = _ids[id(o)] = len(_objs)
+        _objs.append(o)  # kept for the whole boot: the ids of kept objects stay unique
+    return h
+
+
+def _enc(v, segs):
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (bytes, bytearray)):
+        segs.append(v)
+        return {"bytes": len(v)}
+    if isinstance(v, tuple):
+        return [_enc(x, segs) for x in v]
+    if isinstance(v, list):
+        return {"list": [_enc(x, segs) for x in v]}
+    return {"id": _handle(v)}
+
+
+def _read(n):
+    b = _in.read(n)
+    if len(b) < n:
+        raise EOFError
+    return b
+
+
+def _answer(err, value, changed=()):
+    segs = []
+    j = json.dumps([err, _enc(value, segs), [i for i, _ in changed]]).encode()
+    _out.write(b"%6d" % len(j) + j)
+    for b in segs:
+        _out.write(b)
+    for _, b in changed:
+        _out.write(b)
+
+
+def _dec(a, bufs):
+    if isinstance(a, dict):
+        return _objs[a["id"]] if "id" in a else bufs[id(a)]
+    return a
+
+
+def _serve(req):
+    if len(req) == 2:
+        return getattr(_objs[req[0]], req[1]), ()
+    args, kw = req[1], req[2]
+    holes = [a for a in args if isinstance(a, dict)]
+    if not holes:  # the common case: plain values
+        return _objs[req[0]](*args, **kw), ()
+    bufs = {}
+    mut = []
+    holes = [a for a in holes if "len" in a]
+    for a in sorted(holes, key=lambda a: a.get("bytes", a.get("bytearray"))):  # the device's order
+        if "bytearray" in a:
+            bufs[id(a)] = bytearray(_read(a["len"]))
+            mut.append((a["bytearray"], bufs[id(a)], bytes(bufs[id(a)])))
+        else:
+            bufs[id(a)] = _read(a["len"])
+    value = _objs[req[0]](*[_dec(a, bufs) for a in args], **kw)
+    return value, [(i, b) for i, b, old in mut if b != old]
+
+
+def main():
+    _answer(None, (_frozen, vcut.point if _armed else None, vmachine, vnetwork, vesp32))
+    while True:
+        try:
+            head = _in.read(6)
+            if len(head) < 6:
+                return  # the device is gone: reset, power cut or crash
+            req = json.loads(_read(int(head)))
+            try:
+                value, changed = _serve(req)
+            except EOFError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the device's call raises it, as the C module would
+                _answer(type(e).__name__, e.args)
+                continue
+            except SystemExit as e:  # machine.reset(), mark_app_invalid_rollback_and_reboot()
+                _answer("SystemExit", e.args)
+                continue
+            _answer(None, value, changed)
+        except (EOFError, OSError):
+            return  # the device died while asking or before the answer (power cut)
+
+
+main()

@@ -1,0 +1,79 @@
+# The device's side of the virtual board's hardware. vboot installs proxies as machine, network and
+# esp32: every attribute and call is answered by the hardware process (vhwd.py: the simulation, and
+# the protocol) while the device waits, as a call into C does on the chip. Tiny on purpose: on an ESP32
+# those modules cost the MicroPython heap nothing. Importing it connects to the hardware process.
+import json
+import os
+
+_r = open("/proc/self/fd/" + os.getenv("VBOARD_RPC").split()[0], "rb")  # answers
+_w = open("/proc/self/fd/" + os.getenv("VBOARD_RPC").split()[1], "wb")  # requests
+
+
+def _x(n):
+    b = _r.read(n)
+    if len(b) < n:  # the hardware process is gone: the power was cut (vcut), this side goes too
+        os.system("kill -9 $PPID")  # at once, SIGKILL: no finally, no flush (the port has no os.kill)
+        while 1:
+            pass
+    return b
+
+
+def _d(v):
+    # a value of the answer; its bytes follow the JSON text, in this order
+    t = type(v)
+    if t is dict:
+        if "id" in v:
+            t = H()
+            t._h = v["id"]
+            return t
+        if "bytes" in v:
+            return _x(v["bytes"])
+        v = v["list"]
+    elif t is not list:
+        return v
+    for i in range(len(v)):
+        v[i] = _d(v[i])
+    return v if t is dict else tuple(v)
+
+
+def _q(m, b=()):
+    # send request m with buffer arguments b (none: read the handshake), return the answer's value
+    if m:
+        m = json.dumps(m).encode()  # utf-8: its length in bytes
+        try:
+            _w.write(b"%6d" % len(m))  # (one write of both costs a copy: no faster, more fragments)
+            _w.write(m)
+            for i in b:
+                _w.write(i)
+        except OSError:
+            pass  # gone: reading the answer says so
+    m = json.loads(_x(int(_x(6))))
+    v = _d(m[1])
+    for i in m[2]:  # buffers the call filled (get_blob, readblocks)
+        if _r.readinto(b[i]) < len(b[i]):
+            _x(1)  # short: gone
+    if m[0]:
+        import builtins
+
+        raise getattr(builtins, m[0], RuntimeError)(*v)
+    return v
+
+
+class H:
+    # an object of the hardware process (module, class, instance, bound method); _h: its handle
+    def __getattr__(s, n):
+        v = _q([s._h, n])
+        setattr(s, n, v)  # asked once: constants, classes and methods of C modules do not change
+        return v
+
+    def __call__(s, *a, **k):
+        b = []  # buffers: raw bytes after the request (keyword arguments are plain values)
+        a = list(a)
+        for i in range(len(a)):
+            x = a[i]
+            if isinstance(x, (bytes, bytearray, memoryview)):
+                a[i] = {"bytes" if type(x) is bytes else "bytearray": len(b), "len": len(x)}
+                b.append(x)
+            elif type(x) is H:
+                a[i] = {"id": x._h}
+        return _q([s._h, a, k], b)
