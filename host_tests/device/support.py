@@ -122,6 +122,7 @@ async def firmware_check(app, on):
     """Run the online phase's firmware check and, when it saved an update for the next boot, that
     boot's update job (as App.flow does); True when it asked for a reboot into a new version."""
     from twomes import JOB
+    from twomes.app import exists
 
     try:
         await on.firmware(False)
@@ -135,14 +136,6 @@ async def firmware_check(app, on):
         return True
     assert not exists(JOB)  # a failed install drops its job
     return False
-
-
-def exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def release(blob, kind, rel_id, version="9.9.9", **over):

@@ -275,6 +275,7 @@ def test_an_update_found_is_saved_and_installed_by_the_next_boot():
 
 def test_update_boot_drops_jobs_it_must_not_run():
     from twomes import JOB, VERSION
+    from twomes.app import exists
 
     rel = release(bundle("9.9.9", FILES))
     jobs = (
@@ -286,7 +287,7 @@ def test_update_boot_drops_jobs_it_must_not_run():
     async def body(app, on, srv):
         app.st.put(store.SESSION, TOKEN)
         for i, (data, word) in enumerate(jobs):
-            if not support.exists("ota"):
+            if not exists("ota"):
                 os.mkdir("ota")
             with open(JOB, "wb") as f:
                 f.write(data)
