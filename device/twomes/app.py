@@ -17,28 +17,20 @@ from micropython import const
 from twomes import JOB, VERSION, store, wifi
 from twomes.log import log
 
-BOOT = "boot"
-PORTAL = "portal"
-JOINING = "joining"
-ACTIVATING = "activating"
-CONFIRMING = "confirming"
-CHECKING = "checking"
-UPDATING = "updating"
-REBOOTING = "rebooting"
-RUNNING = "running"
-OFFLINE = "offline"
-RESETTING = "resetting"
+# States (plain strings: they are what the console, the portal API and the button report): boot,
+# portal, joining, activating, confirming, checking, updating, rebooting, running, offline, resetting.
+# No module-level name for each: on this heap every global costs a dict slot and a qstr for good.
 
 # LED patterns: (on ms, off ms)
 _LED = {
-    PORTAL: (500, 500),  # AP mode: once per second, as the B00M users know it
-    JOINING: (100, 200),
-    ACTIVATING: (100, 200),
-    CONFIRMING: (100, 200),
-    CHECKING: (100, 200),
-    UPDATING: (50, 50),
-    REBOOTING: (50, 50),
-    OFFLINE: (100, 900),
+    "portal": (500, 500),  # AP mode: once per second, as the B00M users know it
+    "joining": (100, 200),
+    "activating": (100, 200),
+    "confirming": (100, 200),
+    "checking": (100, 200),
+    "updating": (50, 50),
+    "rebooting": (50, 50),
+    "offline": (100, 900),
     "error": (100, 100, 100, 700),  # double blink: waiting for the operator (not registered/attached)
     "hold_wifi": (0, 1000),  # button held past the Wi-Fi-reset time: LED off
     "hold_factory": (30, 30),  # past the factory-reset time: flicker
@@ -50,30 +42,12 @@ _SAFE_S = const(600)  # safe mode lasts this long, then a normal restart
 _SAFE_AFTER = const(5)  # = otaboot.SAFE_AFTER: more failed boots in a row than this, safe mode
 
 
-class Backoff:
-    """Exponential backoff, capped, scaled by a fixed per-device factor in [0.75, 1.25)."""
-
-    def __init__(self, base_s, max_s, mac):
-        self.base = base_s
-        self.max = max_s
-        self.factor = 0.75 + ((mac[4] << 8 | mac[5]) % 1000) / 2000
-        self.n = 0
-
-    def next_s(self):
-        d = min(self.max, self.base * (1 << min(self.n, 16)))
-        self.n += 1
-        return d * self.factor
-
-    def reset(self):
-        self.n = 0
-
-
 class Restart(Exception):
     """Leave the state machine and reset the board (button actions, update installed)."""
 
 
 def unload(*names):
-    """Forget modules of a finished phase so their code leaves the heap."""
+    """Forget modules of the package so their code leaves the heap."""
     import sys
 
     import twomes
@@ -93,7 +67,7 @@ class App:
         self.cfg = cfg
         self.st = st
         self.ident = ident
-        self.state = BOOT
+        self.state = "boot"
         self.led_override = None
         self.message = ""
         self.wifi_result = None
@@ -103,7 +77,7 @@ class App:
         self._mac = board.mac()
         self.safe = False  # safe mode (boot loop): no update attempts (main() decides, otaboot counts)
         self.buf = self.head_buf = None  # see buffers()
-        self._restart = asyncio.Event()
+        self._stop = False  # a restart is due (button action, update installed): run() ends the flow
         self._crash = None
 
     # ---- small helpers ---------------------------------------------------------------------------
@@ -124,33 +98,31 @@ class App:
             self.head_buf = bytearray(_BUF)
 
     def backoff(self):
+        """Retry delays for the online phase and the update boot (loaded and unloaded with them)."""
+        from twomes.backoff import Backoff
+
         return Backoff(self.cfg.retry_base_s, self.cfg.retry_max_s, self._mac)
 
     async def sleep_s(self, seconds):
-        """Sleep, but wake at once when a button action asks for a restart."""
-        try:
-            await asyncio.wait_for(self._restart.wait(), seconds)
-        except asyncio.TimeoutError:
-            return
+        """Sleep, but wake within _POLL_MS when a restart is due (a button action): Restart."""
+        b = self.board
+        end = b.ticks_add(b.ticks_ms(), int(seconds * 1000))
+        while not self._stop:
+            left = b.ticks_diff(end, b.ticks_ms())
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, _POLL_MS) / 1000)
         raise Restart()
 
     def activated(self):
         return self.st.get(store.SESSION) is not None
-
-    def print_identity(self):
-        if self.activated():
-            return
-        # exactly one line, valid JSON: the operator registers the device with it
-        print(self.ident.activation_line)
-        if not self.cfg.ap_open:  # the setup AP's password, as on a label (not a Wi-Fi secret of the owner)
-            log("setup", "access point %s, password %s" % (self.ident.name, self.ident.ap_password))
 
     # ---- tasks -----------------------------------------------------------------------------------
     async def led_task(self):
         while True:
             pattern = self.led_override or _LED.get(self.state)
             if pattern is None:  # running: solid; boot: off
-                self.board.led_set(self.state == RUNNING)
+                self.board.led_set(self.state == "running")
                 await asyncio.sleep(_POLL_MS / 1000)
                 continue
             for i in range(len(pattern)):
@@ -204,111 +176,92 @@ class App:
         boot_guard(True)
         if self.safe:
             await asyncio.sleep(_SAFE_S - _GOOD_BOOT_S)
-            self._restart.set()
+            self._stop = True
 
     def forget_wifi(self):
         log("button", "long press: forgetting Wi-Fi, back to setup (identity and activation kept)")
         self.st.delete(store.WIFI_SSID)
         self.st.delete(store.WIFI_PASS)
         self.st.commit()
-        self.set_state(RESETTING)
-        self._restart.set()
+        self.set_state("resetting")
+        self._stop = True
 
     def factory_reset(self):
         log("button", "very long press: factory reset, everything forgotten")
         self.st.erase_all()
-        self.set_state(RESETTING)
-        self._restart.set()
+        self.set_state("resetting")
+        self._stop = True
 
     # ---- the flow --------------------------------------------------------------------------------
     async def run(self):
         """Run until a restart is due (button action, update installed, confirmation impossible). The
-        flow runs as a task: a button action cancels it wherever it is (a join, a download)."""
+        flow runs as a task: a restart cancels it wherever it is (a join, a download)."""
         tasks = [asyncio.create_task(self.led_task()), asyncio.create_task(self.button_task())]
         tasks.append(asyncio.create_task(self.good_boot()))
-        flow = asyncio.create_task(self._flow())
+        tasks.append(asyncio.create_task(self.flow()))
         try:
-            await self._restart.wait()
+            while not self._stop:
+                await asyncio.sleep(_POLL_MS / 1000)
         finally:
-            for t in tasks + [flow]:
+            for t in tasks:
                 t.cancel()
         try:
-            await flow
+            await tasks[3]
         except asyncio.CancelledError:
             pass
         if self._crash is not None:
             raise self._crash
-        self.set_state(RESETTING)
+        self.set_state("resetting")
         await asyncio.sleep(0.2)  # let the last lines out
 
-    async def _flow(self):
+    async def flow(self):
         try:
-            await self.flow()
+            while True:
+                creds = (self.st.get(store.WIFI_SSID), self.st.get(store.WIFI_PASS))
+                if creds[0] is None or creds[1] is None:
+                    await self.phase("setup", "Setup", None)  # AP mode: portal, app API, Improv
+                elif await self.join(creds) != wifi.JOINED:
+                    await self.phase("setup", "Setup", creds)
+                else:
+                    self._joined = creds
+                    if exists(JOB):  # the previous boot found an update: install it from a clean heap
+                        await self.update()
+                    await self.phase("online", "Online", creds)
+                    continue
+                if self._joined is not None:
+                    # working credentials are stored: start the online phase from a clean boot, so the
+                    # portal's code leaves no holes in the heap (the station joins again in ~1 s)
+                    log("setup", "Wi-Fi settings work: restarting to go online")
+                    raise Restart()
         except Restart:
             pass
         except Exception as e:  # noqa: BLE001 - handed to main(), which logs it and restarts
             self._crash = e
         finally:
-            self._restart.set()
+            self._stop = True
 
-    async def flow(self):
-        while True:
-            creds = (self.st.get(store.WIFI_SSID), self.st.get(store.WIFI_PASS))
-            if creds[0] is None or creds[1] is None:
-                await self.portal(None)
-            elif await self.join(creds) != wifi.JOINED:
-                await self.portal(creds)
-            else:
-                self._joined = creds
-                if exists(JOB):  # the previous boot found an update: install it from a clean heap
-                    await self.update()
-                await self.online(creds)
-                continue
-            if self._joined is not None:
-                # working credentials are stored: start the online phase from a clean boot, so the
-                # portal's code leaves no holes in the heap (the station joins again in ~1 s)
-                log("setup", "Wi-Fi settings work: restarting to go online")
-                raise Restart()
+    async def phase(self, name, cls, *args):
+        """Run a phase (twomes.setup, .online, .update: `cls(app).run(*args)`) and then unload every
+        module it loaded, so that its code leaves the heap before the next phase."""
+        import sys
 
-    async def online(self, creds):
-        from twomes.online import Online
-
-        phase = Online(self)
+        before = list(sys.modules)
         try:
-            await phase.run(creds)
+            await getattr(__import__("twomes." + name, None, None, (cls,)), cls)(self).run(*args)
         finally:
-            phase = None
-            unload("online", "api", "http", "fw")
+            unload(*[n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before])
 
     async def update(self):
-        from twomes.update import Job
-
-        job = Job(self)
-        try:
-            await job.run()
-        finally:
-            job = None
-            unload("update", "http", "ota", "ota_image")
+        """The update boot: install the release the check saved (twomes/update.py)."""
+        await self.phase("update", "Job")
 
     async def join(self, creds):
-        self.set_state(JOINING, "joining %s" % creds[0])
+        self.set_state("joining", "joining %s" % creds[0])
         self.wifi_ssid = creds[0]
         result = await wifi.join(self.board, creds[0], creds[1], self.cfg.wifi_timeout_s * 1000)
         self.wifi_result = result
         log("wifi", "%s: %s" % (creds[0], wifi.REASONS[result]))
         return result
-
-    async def portal(self, saved):
-        """AP mode: captive portal, app API and Improv until credentials work (twomes/setup.py)."""
-        unload("online", "api", "http", "fw", "update", "ota", "ota_image")
-        from twomes.setup import Setup
-
-        phase = Setup(self)
-        try:
-            await phase.run(saved)
-        finally:
-            phase = None
-            unload("setup", "portal", "portal_page", "captive_dns", "improv", "httpserv")
 
 
 def exists(path):
@@ -332,32 +285,16 @@ def boot_guard(good=False):
     return n > _SAFE_AFTER
 
 
-def _boot():
-    """Config, board and identity; the modules that made them are unloaded before the app runs."""
-    from twomes import config, identity
-    from twomes.hw import Board
-
-    cfg = config.load()
-    log("boot", "twomes firmware %s" % VERSION)
-    for problem in cfg.problems:
-        log("config", problem)
-    cfg.problems = None
-    board = Board(cfg)
-    st = store.Store(board.nvs("twomes"))
-    ident = identity.load(st, board.mac(), cfg, os.urandom)
-    log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
-    return board, cfg, st, ident
-
-
 def main():
     """Entry point from main.py: build the real board and run until a restart is due."""
     board = None
     try:
-        board, cfg, st, ident = _boot()
-        unload("identity", "config")
+        from twomes import start
+
+        board, cfg, st, ident = start.boot()
+        unload("start", "config", "identity")  # their job is done
         app = App(board, cfg, st, ident)
         app.safe = boot_guard()
-        app.print_identity()
         asyncio.run(app.run())
     except Exception as e:  # noqa: BLE001 - the last line of defence: log and restart, never hang
         import sys
