@@ -37,6 +37,7 @@ _LED = {
 }
 _BUF = const(1024)
 _POLL_MS = const(50)
+_GC_EVERY = const(4096)
 _GOOD_BOOT_S = const(60)  # up this long: a good boot (the boot-loop counter of otaboot starts again)
 _SAFE_S = const(600)  # safe mode lasts this long, then a normal restart
 _SAFE_AFTER = const(5)  # = otaboot.SAFE_AFTER: more failed boots in a row than this, safe mode
@@ -288,6 +289,10 @@ def boot_guard(good=False):
 def main():
     """Entry point from main.py: build the real board and run until a restart is due."""
     board = None
+    # Collect after every _GC_EVERY bytes allocated, not only when the heap is full: garbage then never
+    # piles up between long-lived objects, so the holes it leaves stay small and few and the big
+    # blocks (qstr pools, buffers) still find room. On this heap that is worth ~8 KB.
+    gc.threshold(_GC_EVERY)
     try:
         from twomes import start
 
