@@ -118,78 +118,62 @@ class App:
     def activated(self):
         return self.st.get(store.SESSION) is not None
 
-    # ---- tasks -----------------------------------------------------------------------------------
-    async def led_task(self):
-        while True:
-            pattern = self.led_override or _LED.get(self.state)
-            if pattern is None:  # running: solid; boot: off
-                self.board.led_set(self.state == "running")
-                await asyncio.sleep(_POLL_MS / 1000)
-                continue
-            for i in range(len(pattern)):
-                self.board.led_set(i % 2 == 0 and pattern[i] > 0)
-                left = pattern[i]
-                while left > 0 and (self.led_override or _LED.get(self.state)) is pattern:
-                    await asyncio.sleep(min(left, _POLL_MS) / 1000)  # a new pattern shows at once
-                    left -= _POLL_MS
-                if (self.led_override or _LED.get(self.state)) is not pattern:
-                    break
-
-    async def button_task(self):
-        """Polled and debounced. Short press: show state. Hold: forget Wi-Fi. Very long: factory reset.
-        The action is decided on release, so holding to the long time never triggers the short one."""
+    # ---- the watch loop: LED, button, time up ---------------------------------------------------
+    async def watch(self):
+        """Every _POLL_MS until a restart is due: the LED shows the state's pattern (a new one at once),
+        the button is read (debounced: down in two polls in a row; the action is decided on release,
+        so holding to the long time never triggers the short one), and the time up is checked (a good
+        boot for otaboot's counter; safe mode ends with a normal restart). One loop, not a task each."""
         b = self.board
-        down_since = None
-        while True:
+        cfg = self.cfg
+        t0 = b.ticks_ms()
+        lit = down = None  # LED as last set; ticks when the button went down
+        seen = good = False  # button down at the previous poll; this boot counted as good
+        while not self._stop:
             await asyncio.sleep(_POLL_MS / 1000)
-            pressed = b.button_pressed()
             now = b.ticks_ms()
-            if pressed and down_since is None:
-                await asyncio.sleep(_POLL_MS / 1000)  # debounce: must still be down
-                if b.button_pressed():
-                    down_since = now
-                continue
-            if down_since is None:
-                continue
-            held = b.ticks_diff(now, down_since)
-            if pressed:
-                if held >= self.cfg.hold_factory_s * 1000:
+            up = b.ticks_diff(now, t0)
+            pattern = self.led_override or _LED.get(self.state)
+            on = self.state == "running" if pattern is None else _lit(pattern, up)  # running: solid
+            if on != lit:
+                b.led_set(on)
+                lit = on
+            pressed = b.button_pressed()
+            if pressed and seen and down is None:
+                down = b.ticks_add(now, -_POLL_MS)
+            seen = pressed
+            if down is not None:
+                held = b.ticks_diff(now, down)
+                if not pressed:
+                    down = self.led_override = None
+                    self.button(held)
+                elif held >= cfg.hold_factory_s * 1000:
                     self.led_override = _LED["hold_factory"]
-                elif held >= self.cfg.hold_wifi_s * 1000:
+                elif held >= cfg.hold_wifi_s * 1000:
                     self.led_override = _LED["hold_wifi"]
-                continue
-            down_since = None
-            self.led_override = None
-            if held >= self.cfg.hold_factory_s * 1000:
-                self.factory_reset()
-            elif held >= self.cfg.hold_wifi_s * 1000:
-                self.forget_wifi()
-            else:
-                log(
-                    "button",
-                    "state %s, firmware %s, device %s%s"
-                    % (self.state, VERSION, self.ident.name, ", " + self.message if self.message else ""),
-                )
+            if not good and up >= _GOOD_BOOT_S * 1000:
+                good = True
+                boot_guard(True)  # up for a while: this boot went well
+            if self.safe and up >= _SAFE_S * 1000:
+                self._stop = True
 
-    async def good_boot(self):
-        """Up for a while: this boot went well. In safe mode, after a while a normal restart."""
-        await asyncio.sleep(_GOOD_BOOT_S)
-        boot_guard(True)
-        if self.safe:
-            await asyncio.sleep(_SAFE_S - _GOOD_BOOT_S)
-            self._stop = True
-
-    def forget_wifi(self):
-        log("button", "long press: forgetting Wi-Fi, back to setup (identity and activation kept)")
-        self.st.delete(store.WIFI_SSID)
-        self.st.delete(store.WIFI_PASS)
-        self.st.commit()
-        self.set_state("resetting")
-        self._stop = True
-
-    def factory_reset(self):
-        log("button", "very long press: factory reset, everything forgotten")
-        self.st.erase_all()
+    def button(self, held_ms):
+        """Short press: show the state. Hold: forget Wi-Fi, back to setup. Very long: factory reset."""
+        if held_ms >= self.cfg.hold_factory_s * 1000:
+            log("button", "very long press: factory reset, everything forgotten")
+            self.st.erase_all()
+        elif held_ms >= self.cfg.hold_wifi_s * 1000:
+            log("button", "long press: forgetting Wi-Fi, back to setup (identity and activation kept)")
+            self.st.delete(store.WIFI_SSID)
+            self.st.delete(store.WIFI_PASS)
+            self.st.commit()
+        else:
+            log(
+                "button",
+                "state %s, firmware %s, device %s%s"
+                % (self.state, VERSION, self.ident.name, ", " + self.message if self.message else ""),
+            )
+            return
         self.set_state("resetting")
         self._stop = True
 
@@ -197,17 +181,13 @@ class App:
     async def run(self):
         """Run until a restart is due (button action, update installed, confirmation impossible). The
         flow runs as a task: a restart cancels it wherever it is (a join, a download)."""
-        tasks = [asyncio.create_task(self.led_task()), asyncio.create_task(self.button_task())]
-        tasks.append(asyncio.create_task(self.good_boot()))
-        tasks.append(asyncio.create_task(self.flow()))
+        flow = asyncio.create_task(self.flow())
         try:
-            while not self._stop:
-                await asyncio.sleep(_POLL_MS / 1000)
+            await self.watch()
         finally:
-            for t in tasks:
-                t.cancel()
+            flow.cancel()
         try:
-            await tasks[3]
+            await flow
         except asyncio.CancelledError:
             pass
         if self._crash is not None:
@@ -263,6 +243,16 @@ class App:
         self.wifi_result = result
         log("wifi", "%s: %s" % (creds[0], wifi.REASONS[result]))
         return result
+
+
+def _lit(pattern, t):
+    """Whether the LED is on at `t` ms into the repeating pattern (on ms, off ms, on ms, ...)."""
+    t %= sum(pattern)
+    i = 0
+    while t >= pattern[i]:
+        t -= pattern[i]
+        i += 1
+    return i % 2 == 0
 
 
 def exists(path):

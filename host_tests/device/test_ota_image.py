@@ -317,7 +317,7 @@ def test_button_is_answered_while_an_update_crawls():
 
     async def body(app, on, srv):
         _deadline(2, 100000)
-        button = asyncio.create_task(app.button_task())
+        button = asyncio.create_task(app.watch())
 
         async def press():
             await asyncio.sleep(0.4)
