@@ -34,7 +34,15 @@ class Board:
         self.network = network
         self.esp32 = esp32
         self.cfg = cfg
-        self.clock = clock or time  # ticks_ms/ticks_diff; host fakes pass their own
+        # Calls that need nothing of ours are the modules' own functions, bound here (a method of our
+        # own for each would cost heap for nothing). Ticks wrap (after ~12 days on the chip): callers
+        # use ticks_add/ticks_diff, never plain + and -. Host fakes pass their own clock.
+        clock = clock or time
+        self.ticks_ms = clock.ticks_ms
+        self.ticks_diff = clock.ticks_diff
+        self.ticks_add = clock.ticks_add
+        self.nvs = esp32.NVS  # nvs(namespace)
+        self.reset = machine.reset
         self.sta = network.WLAN(network.STA_IF)
         self.ap = network.WLAN(network.AP_IF)
         pin = machine.Pin
@@ -56,9 +64,6 @@ class Board:
         return self.button.value() == 0  # BOOT button: pulled up, pressed pulls to ground
 
     # storage
-    def nvs(self, namespace):
-        return self.esp32.NVS(namespace)
-
     def partition(self, which):
         """`which` is "running", "next" (next OTA slot) or a label."""
         p = self.esp32.Partition
@@ -79,16 +84,6 @@ class Board:
     def dns_port(self):
         return self.cfg.dns_port or _DNS_PORT
 
-    # clock
-    def ticks_ms(self):
-        return self.clock.ticks_ms()
-
-    def ticks_diff(self, a, b):
-        return self.clock.ticks_diff(a, b)
-
-    def ticks_add(self, a, b):
-        return self.clock.ticks_add(a, b)  # ticks wrap (after ~12 days on the chip): never a plain +
-
     # console
     def console_in(self):
         return sys.stdin.buffer
@@ -102,6 +97,3 @@ class Board:
         import micropython
 
         micropython.kbd_intr(ch)
-
-    def reset(self):
-        self.machine.reset()

@@ -41,6 +41,8 @@ class Store:
     def __init__(self, nvs):
         self._nvs = nvs
         self._buf = bytearray(_BUF)
+        self.commit = nvs.commit  # nothing is durable before commit()
+        self.put_int = nvs.set_i32  # put_int(key, value)
 
     def get(self, key):
         try:
@@ -68,9 +70,6 @@ class Store:
                 return default
             raise
 
-    def put_int(self, key, value):
-        self._nvs.set_i32(key, value)
-
     def delete(self, key):
         try:
             self._nvs.erase_key(key)
@@ -78,10 +77,7 @@ class Store:
             if not _missing(e):
                 raise
 
-    def commit(self):
-        self._nvs.commit()
-
     def erase_all(self):
         for key in ALL_KEYS:
             self.delete(key)
-        self._nvs.commit()
+        self.commit()
