@@ -3,6 +3,8 @@
 A benchmark, not a test: it prints figures. Each probe runs the complete story (portal, activation,
 update, reboot, confirm, upload, button, re-provisioning) on a fresh virtual board with
 `micropython -X heapsize=N` and reports whether every step passed and, if not, which step failed.
+For the smallest passing heap it also prints the least free heap the device logged in each state
+(after a collection): where the margin is.
 """
 
 from __future__ import annotations
@@ -13,16 +15,22 @@ import subprocess
 import sys
 import time
 
+_STATE = re.compile(r"\] state: (\w+).*\(free heap (\d+)\)$", re.M)
 
-def probe(kib: int) -> tuple[bool, str, float]:
+
+def probe(kib: int, lows: dict[str, int] | None = None) -> tuple[bool, str, float]:
+    """Run the story with a `kib` KiB heap; `lows` gets the least free heap logged per state."""
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "twtools.cli", "sim", "--quiet", "--heap", f"{kib}K"],
+        [sys.executable, "-m", "twtools.cli", "sim", "--heap", f"{kib}K"],
         capture_output=True,
         text=True,
         timeout=300,
     )
     out = proc.stdout + proc.stderr
+    if lows is not None:
+        for state, free in _STATE.findall(out):
+            lows[state] = min(lows.get(state, 1 << 30), int(free))
     m = re.search(r"FAILED at step (\d+/\d+) \((.*)\):$", out, re.M)
     note = (
         f"failed at step {m.group(1)}: {m.group(2)}"
@@ -34,7 +42,8 @@ def probe(kib: int) -> tuple[bool, str, float]:
 
 def run(args: argparse.Namespace) -> int:
     lo, hi, step = args.low, args.high, args.step
-    ok_hi, note, secs = probe(hi)
+    lows: dict[str, int] = {}
+    ok_hi, note, secs = probe(hi, lows)
     print(f"heap {hi:4d}K: {note} ({secs:.1f} s)", flush=True)
     if not ok_hi:
         print(f"the story does not pass even with {hi}K")
@@ -44,13 +53,17 @@ def run(args: argparse.Namespace) -> int:
         mid = lo + ((hi - lo) // 2 // step) * step
         if mid <= lo:
             mid = lo + step
-        ok, note, secs = probe(mid)
+        mid_lows: dict[str, int] = {}
+        ok, note, secs = probe(mid, mid_lows)
         print(f"heap {mid:4d}K: {note} ({secs:.1f} s)", flush=True)
         if ok:
-            hi = mid
+            hi, lows = mid, mid_lows
         else:
             lo = mid
     print(f"\nsmallest heap for the whole story: {hi}K (-X heapsize, 64-bit unix port; grid {step}K)")
+    print(f"least free heap per state at {hi}K (bytes, after gc.collect):")
+    for state, free in sorted(lows.items(), key=lambda kv: kv[1]):
+        print(f"  {state:12s} {free:6d}")
     return 0
 
 
@@ -61,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--low", type=int, default=64, help="known or assumed failing size, KiB")
-    p.add_argument("--high", type=int, default=160, help="size expected to pass, KiB")
+    p.add_argument("--low", type=int, default=48, help="known or assumed failing size, KiB")
+    p.add_argument("--high", type=int, default=96, help="size expected to pass, KiB")
     p.add_argument("--step", type=int, default=4, help="grid, KiB")
     p.set_defaults(func=run)
