@@ -18,7 +18,7 @@ class Setup:
     def __init__(self, app):
         self.app = app
         self._busy = False
-        self._nets = []
+        self.nets = []  # the last scan: [(ssid, rssi, secured)] (the portal and Improv read it)
         self.improv = None  # loaded when an Improv client speaks on the serial console
         self.interrupted = False  # Ctrl-C on the console
 
@@ -40,15 +40,11 @@ class Setup:
             "state": app.state,
         }
 
-    def networks(self):
-        return self._nets
-
     async def rescan(self):
         try:
-            self._nets = wifi.scan(self.app.board)
+            self.nets = wifi.scan(self.app.board)
         except OSError as e:
             log("wifi", "scan failed: %s" % e)
-        return self._nets
 
     async def submit(self, ssid, password, name=None):
         app = self.app
@@ -67,7 +63,13 @@ class Setup:
             app.wifi_result = result
             log("wifi", "%s: %s" % (ssid, wifi.REASONS[result]))
             if result == wifi.JOINED:
-                self.store_wifi(ssid, password, name)
+                st = app.st
+                st.put(store.WIFI_SSID, ssid)
+                st.put(store.WIFI_PASS, password)
+                st.commit()
+                log("wifi", "credentials for %s stored" % ssid)
+                if name:
+                    log("wifi", "device name from setup: %s" % name[:32])
                 app._joined = (ssid, password)
                 app.message = "connected to %s" % ssid
             else:
@@ -76,15 +78,6 @@ class Setup:
             return result
         finally:
             self._busy = False
-
-    def store_wifi(self, ssid, password, name=None):
-        app = self.app
-        app.st.put(store.WIFI_SSID, ssid)
-        app.st.put(store.WIFI_PASS, password)
-        app.st.commit()
-        log("wifi", "credentials for %s stored" % ssid)
-        if name:
-            log("wifi", "device name from setup: %s" % name[:32])
 
     async def run(self, saved):
         """AP + captive portal (+ Improv on serial) until credentials work. With saved credentials the
