@@ -3,13 +3,14 @@
 # pops up by itself. Only a deliberate POST (form or API) acts: it hands the credentials to the app's
 # controller (ctl.submit), which tests them while the AP stays up. The app decides when to close.
 #
-# Heap: this module is what stays loaded while the portal runs (AP, DNS, accept, bounded read, probe
-# redirect). Pages (twomes.portal_page) and the API/POST handling (twomes.portal_req) are imported per
-# request and dropped again after it, never both at once. Bounds: request head <= _HEAD_MAX bytes (431),
-# body <= _BODY_MAX (413), whole request within request_ms (408), one request read at a time, into one
-# preallocated buffer (taken only once the client sends its first byte; others wait or get a 503).
-# The request reader never copies the head line by line: it scans the buffer and decodes only the
-# request line and the four headers it uses. Written for a small heap: few functions, few names.
+# Heap: this module is what stays loaded while the portal runs (accept, bounded read, probe redirect,
+# the credential test). Bringing the AP, DNS and server up and down (twomes.portal_up), the pages
+# (twomes.portal_page) and the API/POST handling (twomes.portal_req) are imported when needed and
+# dropped again after it, never two of them at once. Bounds: request head <= 2048 bytes (the size of the
+# buffer, see portal_up; 431), body <= _BODY_MAX (413), whole request within request_ms (408), one
+# request read at a time, into one preallocated buffer (taken only once the client sends its first
+# byte; others wait or get a 503). The request reader never copies the head line by line: it scans the
+# buffer and decodes only the request line and the four headers it uses.
 import asyncio
 import json
 import sys
@@ -19,7 +20,6 @@ from micropython import const
 from twomes import Record, wifi
 from twomes.log import log
 
-_HEAD_MAX = const(2048)
 _BODY_MAX = const(1024)
 _REQUEST_MS = const(5000)
 _SLOT_WAIT_MS = const(2000)
@@ -139,67 +139,24 @@ class Portal:
         self._last = board.ticks_ms()
 
     async def start(self):
-        board = self.board
-        ap = board.ap
-        name = self.ident.name
-        ap.active(True)
-        if self.cfg.ap_open:
-            ap.config(essid=name, authmode=getattr(board.network, "AUTH_OPEN", 0))
-        else:
-            ap.config(
-                essid=name,
-                password=self.ident.ap_password,
-                authmode=getattr(board.network, "AUTH_WPA2_PSK", 3),
-            )
-        ip = board.ap_ip()
-        port = board.portal_port()
-        host = ip if port == 80 else "%s:%d" % (ip, port)
-        self.origin = "http://" + host
-        self.hosts = (host, ip) if port == 80 else (host,)
-        self._last = board.ticks_ms()
-        self._buf = bytearray(_HEAD_MAX)
-        from twomes import captive_dns
+        """AP, DNS and HTTP server up (twomes.portal_up: loaded for this and dropped again)."""
+        from twomes import portal_up
 
         try:
-            self._dns = captive_dns.start(ip, board.dns_port())
-            self._server = await asyncio.start_server(self._conn, ip, port, backlog=4)
-        except BaseException:
-            await self.stop()
-            raise
-        log(
-            "portal",
-            "access point %r up (%s), page %s/" % (name, "open" if self.cfg.ap_open else "WPA2", self.origin),
-        )
+            await portal_up.start(self)
+        finally:
+            portal_up = None
+            self._drop()
 
     async def stop(self):
-        srv = self._server
-        self._server = None
-        if srv is not None:
-            srv.close()
-            try:
-                await asyncio.wait_for(srv.wait_closed(), 2)
-            except (OSError, asyncio.TimeoutError):
-                pass
-        for t in self._tasks + [self.job]:
-            if t is not None:
-                t.cancel()
-        for _ in range(20):  # let the cancelled handlers run their `finally` (sockets closed)
-            if not self._tasks:
-                break
-            await asyncio.sleep(0.01)
-        dns = self._dns
-        self.job = self._dns = self._buf = None
-        if dns is not None:
-            dns.cancel()
-            try:
-                await dns  # its `finally` closes the socket
-            except asyncio.CancelledError:
-                pass
+        """Server, requests, credential test, DNS and AP down."""
+        from twomes import portal_up
+
         try:
-            self.board.ap.active(False)
-        except OSError:
-            pass
-        log("portal", "access point down")
+            await portal_up.stop(self)
+        finally:
+            portal_up = None
+            self._drop()
 
     def idle_ms(self):
         return self.board.ticks_diff(self.board.ticks_ms(), self._last)
@@ -307,8 +264,8 @@ class Portal:
             self._drop()
 
     def _drop(self):
-        """Forget the per-request modules (held only while a request is served)."""
+        """Forget the per-request modules (held only while a request is served) and portal_up."""
         pkg = sys.modules["twomes"]
-        for m in ("portal_req", "portal_page"):
+        for m in ("portal_req", "portal_page", "portal_up"):
             sys.modules.pop("twomes." + m, None)
             pkg.__dict__.pop(m, None)

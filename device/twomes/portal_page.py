@@ -14,9 +14,14 @@ from twomes.portal import HTML, INVALID, send
 
 def escape(s):
     """HTML-escape text for element content and quoted attributes."""
-    for a, b in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("'", "&#39;")):
-        s = s.replace(a, b)
-    return s
+    # chained (not a loop over a table of pairs): cheaper in the heap
+    return (
+        s.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("'", "&#39;")
+    )
 
 
 async def page(p, w, req, error):
