@@ -5,12 +5,12 @@
 #
 # Heap: this module is what stays loaded while the portal runs (accept, bounded read, probe redirect,
 # the credential test). Bringing the AP, DNS and server up and down (twomes.portal_up), the pages
-# (twomes.portal_page) and the API/POST handling (twomes.portal_req) are imported when needed and
-# dropped again after it, never two of them at once. Bounds: request head <= 2048 bytes (the size of the
-# buffer, see portal_up; 431), body <= _BODY_MAX (413), whole request within request_ms (408), one
-# request read at a time, into one preallocated buffer (taken only once the client sends its first
-# byte; others wait or get a 503). The request reader never copies the head line by line: it scans the
-# buffer and decodes only the request line and the four headers it uses.
+# (twomes.portal_page), the other GETs (twomes.portal_get) and the POSTs (twomes.portal_req) are
+# imported when needed and dropped again, never two of them at once. Bounds: request head <= 2048 bytes
+# (the size of the buffer, see portal_up; 431), body <= _BODY_MAX (413), whole request within
+# request_ms (408), one request read at a time, into one preallocated buffer (taken only once the
+# client sends its first byte; others wait or get a 503). The request reader never copies the head
+# line by line: it scans the buffer and decodes only the request line and the four headers it uses.
 import asyncio
 import json
 import sys
@@ -218,15 +218,20 @@ class Portal:
                 req.answered = True  # probes (foreign names): the cheap answer, nothing else loaded
                 send(w, 302, where=self.origin + "/")
             else:
+                error = None
                 if get and (path == "/" or path == "/result" and (self.job or self.result)):
                     error = ()  # the page itself
-                else:
+                elif req.method == "POST":
                     from twomes import portal_req
 
                     # None: answered; else (reason, ssid, name): the form again with the reason
                     error = await portal_req.handle(self, req, w)
                     portal_req = None
                     self._drop()  # before the page module comes in: never both in the heap
+                else:
+                    from twomes import portal_get
+
+                    await portal_get.handle(self, req, w)
                 if error is not None:
                     from twomes import portal_page
 
@@ -266,6 +271,6 @@ class Portal:
     def _drop(self):
         """Forget the per-request modules (held only while a request is served) and portal_up."""
         pkg = sys.modules["twomes"]
-        for m in ("portal_req", "portal_page", "portal_up"):
+        for m in ("portal_req", "portal_get", "portal_page", "portal_up"):
             sys.modules.pop("twomes." + m, None)
             pkg.__dict__.pop(m, None)

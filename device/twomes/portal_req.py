@@ -1,7 +1,7 @@
-# The portal's JSON API, the rescan and the one acting POST (the Wi-Fi form or the app's JSON), plus
-# form decoding. Imported per request and dropped again by twomes.portal, so none of it stays in the
-# heap while the portal idles. A form with refused input is not answered here: handle() returns the
-# reason and twomes.portal shows the form again once this module is gone (never both in the heap).
+# The portal's POST requests: the one that acts (the Wi-Fi form or the app's JSON), plus form decoding.
+# Imported per request and dropped again by twomes.portal, so none of it stays in the heap while the
+# portal idles. A form with refused input is not answered here: handle() returns the reason and
+# twomes.portal shows the form again once this module is gone (never both in the heap).
 import asyncio
 import json
 
@@ -11,114 +11,71 @@ from twomes import wifi
 from twomes.log import log
 from twomes.portal import JSON, HttpError, send
 
-_RESCAN_MIN_MS = const(10000)
 _NAME_MAX = const(32)
 _FIELDS_MAX = const(12)
 _HEX = b"0123456789abcdefABCDEF"
 
 
 async def handle(p, req, w):
-    """Answer `req` on `w`; returns None, or (reason, ssid, name) when the form must show a refusal."""
+    """Answer the POST `req` on `w`; returns None, or (reason, ssid, name) when the form must show a
+    refusal."""
     path = req.path
     api = path[:5] == "/api/"
-    method = req.method
-    if method == "POST":
-        if not api and req.host not in p.hosts:
-            req.answered = True
-            send(w, 302, where=p.origin + "/")
-            return None
-        if req.origin is not None and req.origin != "null" and req.origin != p.origin:
-            raise HttpError(403, "foreign origin")
-        if path != "/connect" and path != "/api/wifi":
-            raise HttpError(404, "nothing to post here")
-        # the one place that acts: credentials from the form or the app, tested by the controller
-        if api:
-            if not req.ctype.startswith(JSON):
-                raise HttpError(415, "expected application/json")
-            try:
-                d = json.loads(req.body)
-            except ValueError:
-                raise HttpError(400, "invalid JSON") from None
-            if not isinstance(d, dict):
-                raise HttpError(400, "expected a JSON object")
-        else:
-            if not req.ctype.startswith("application/x-www-form-urlencoded"):
-                raise HttpError(415, "expected a form")
-            try:
-                d = parse_form(req.body, ("ssid", "other", "password", "name"))
-            except ValueError:
-                raise HttpError(400, "the form could not be decoded") from None
-            d["ssid"] = d.get("other") or d.get("ssid", "")
-        req.body = None
-        ssid = d.get("ssid")
-        password = d.get("password", "")
-        name = d.get("name")
-        d = None
-        if (
-            not isinstance(ssid, str)
-            or not isinstance(password, str)
-            or not isinstance(name, (str, type(None)))
-        ):
-            raise HttpError(400, "ssid, password and name must be strings")
-        name = (name.strip() or None) if name else None
-        bad = wifi.check_credentials(ssid, password)
-        if bad is None and name and len(name.encode()) > _NAME_MAX:
-            bad = "the device name must be at most 32 bytes"
-        if bad is not None:
-            if api:
-                raise HttpError(400, bad)
-            return bad, ssid, name
-        if p.job is None:
-            p.job_ssid = ssid
-            p.result = None
-            p.job = asyncio.create_task(p.test(ssid, password, name))
-            log("portal", "testing network %r (password: stored)" % ssid)
-        elif api:
-            raise HttpError(409, "already testing a network")
-        password = None
+    if not api and req.host not in p.hosts:
         req.answered = True
+        send(w, 302, where=p.origin + "/")
+        return None
+    if req.origin is not None and req.origin != "null" and req.origin != p.origin:
+        raise HttpError(403, "foreign origin")
+    if path != "/connect" and path != "/api/wifi":
+        raise HttpError(404, "nothing to post here")
+    # the one place that acts: credentials from the form or the app, tested by the controller
+    if api:
+        if not req.ctype.startswith(JSON):
+            raise HttpError(415, "expected application/json")
+        try:
+            d = json.loads(req.body)
+        except ValueError:
+            raise HttpError(400, "invalid JSON") from None
+        if not isinstance(d, dict):
+            raise HttpError(400, "expected a JSON object")
+    else:
+        if not req.ctype.startswith("application/x-www-form-urlencoded"):
+            raise HttpError(415, "expected a form")
+        try:
+            d = parse_form(req.body, ("ssid", "other", "password", "name"))
+        except ValueError:
+            raise HttpError(400, "the form could not be decoded") from None
+        d["ssid"] = d.get("other") or d.get("ssid", "")
+    req.body = None
+    ssid = d.get("ssid")
+    password = d.get("password", "")
+    name = d.get("name")
+    d = None
+    if not isinstance(ssid, str) or not isinstance(password, str) or not isinstance(name, (str, type(None))):
+        raise HttpError(400, "ssid, password and name must be strings")
+    name = (name.strip() or None) if name else None
+    bad = wifi.check_credentials(ssid, password)
+    if bad is None and name and len(name.encode()) > _NAME_MAX:
+        bad = "the device name must be at most 32 bytes"
+    if bad is not None:
         if api:
-            send(w, 202, JSON, b'{"accepted": true, "status": "/api/status"}')
-        else:
-            send(w, 303, where="/result")
-        return None
-    if method != "GET" and method != "HEAD":
-        raise HttpError(405, "method not allowed")
-    if path == "/rescan" or path == "/api/networks" and "refresh=1" in req.query.split("&"):
-        # ctl.rescan(), at most every _RESCAN_MIN_MS (a scan costs the chip about two seconds)
-        now = p.board.ticks_ms()
-        if p.rescan_at is None or p.board.ticks_diff(now, p.rescan_at) >= _RESCAN_MIN_MS:
-            p.rescan_at = now
-            try:
-                await p.ctl.rescan()
-            except Exception as e:  # noqa: BLE001 - the old list stays
-                log("portal", "rescan failed: %r" % e)
-    if path == "/api/info":
-        obj = p.ctl.info()
-    elif path == "/api/status":
-        obj = status(p)
-    elif path == "/api/networks":
-        obj = {"networks": [{"ssid": s, "rssi": r, "secured": sec} for s, r, sec in p.networks()]}
-    elif api or path == "/favicon.ico":
-        raise HttpError(404, "not found")
-    else:  # our pages' helpers, and any other path (the probes' URLs on our own address too): the form
-        req.answered = True
-        if path == "/rescan" or path == "/result":
-            send(w, 303, where="/")
-        else:
-            send(w, 302, where=p.origin + "/")
-        return None
+            raise HttpError(400, bad)
+        return bad, ssid, name
+    if p.job is None:
+        p.job_ssid = ssid
+        p.result = None
+        p.job = asyncio.create_task(p.test(ssid, password, name))
+        log("portal", "testing network %r (password: stored)" % ssid)
+    elif api:
+        raise HttpError(409, "already testing a network")
+    password = None
     req.answered = True
-    send(w, 200, JSON, json.dumps(obj).encode(), method == "HEAD")
+    if api:
+        send(w, 202, JSON, b'{"accepted": true, "status": "/api/status"}')
+    else:
+        send(w, 303, where="/result")
     return None
-
-
-def status(p):
-    """ctl.status() plus the portal's view: busy (a test running) and the last result."""
-    st = dict(p.ctl.status())
-    st["busy"] = p.job is not None
-    st["result_ssid"], st["result"], st["result_text"] = p.result or (None, None, None)
-    return st
 
 
 def unquote(b):
