@@ -7,7 +7,7 @@
 # the credential test). Bringing the AP, DNS and server up and down (twomes.portal_up), the pages
 # (twomes.portal_page), the other GETs (twomes.portal_get) and the POSTs (twomes.portal_req) are
 # imported when needed and dropped again, never two of them at once. Bounds: request head <= 2048 bytes
-# (the size of the buffer, see portal_up; 431), body <= _BODY_MAX (413), whole request within
+# (the size of the buffer; 431), body <= _BODY_MAX (413), whole request within
 # request_ms (408), one request read at a time, into one preallocated buffer (taken only once the
 # client sends its first byte; others wait or get a 503). The request reader never copies the head
 # line by line: it scans the buffer and decodes only the request line and the four headers it uses.
@@ -124,7 +124,9 @@ async def read_request(reader, buf, req, n):
 
 
 class Portal:
-    def __init__(self, board, ident, cfg, ctl):
+    def __init__(self, board, ident, cfg, ctl, buf=None):
+        """`buf`: the request buffer (its size bounds the request head), allocated early by the caller
+        (a fragmented heap may not have room for it later); None: portal_up.start allocates it."""
         self.board = board
         self.ident = ident
         self.cfg = cfg
@@ -132,7 +134,8 @@ class Portal:
         self.request_ms = _REQUEST_MS  # whole-request read limit (tests shorten it)
         self.origin = ""
         self.hosts = ()
-        self.job = self.job_ssid = self.result = self.rescan_at = self._dns = self._server = self._buf = None
+        self.job = self.job_ssid = self.result = self.rescan_at = self._dns = self._server = None
+        self._buf = buf
         # job: the running credential test (a task); result: (ssid, code, text) of the last one;
         # _buf: the request buffer while no request holds it
         self._tasks = []

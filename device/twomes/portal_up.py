@@ -29,7 +29,8 @@ async def start(p):
     p.origin = "http://" + host
     p.hosts = (host, ip) if port == 80 else (host,)
     p._last = board.ticks_ms()
-    p._buf = bytearray(_HEAD_MAX)
+    if p._buf is None:
+        p._buf = bytearray(_HEAD_MAX)
     from twomes import captive_dns
 
     try:

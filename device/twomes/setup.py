@@ -12,6 +12,7 @@ PORTAL = "portal"
 JOINING = "joining"
 _GRACE_MS = const(4000)  # after a portal join: time for the phone to see the result page
 _MAGIC = b"IMPROV"
+_HEAD_MAX = const(2048)  # the portal's request head bound (twomes.portal_up)
 
 
 class Setup:
@@ -82,13 +83,17 @@ class Setup:
     async def run(self, saved):
         """AP + captive portal (+ Improv on serial) until credentials work. With saved credentials the
         saved network is retried now and then, and the portal closes when nobody uses it."""
+        # the portal's request buffer before anything else of the portal: later, after the boot's
+        # modules came and went, the heap may have no 2 KB hole left
+        buf = bytearray(_HEAD_MAX)
         from twomes.portal import Portal
 
         app = self.app
         app._joined = None
         await self.rescan()  # before the AP starts: a scan disturbs clients of the AP
         gc.collect()
-        portal = Portal(app.board, app.ident, app.cfg, self)
+        portal = Portal(app.board, app.ident, app.cfg, self, buf)
+        buf = None
         await portal.start()
         console_task = asyncio.create_task(self.console())
         app.set_state(PORTAL, "waiting for Wi-Fi settings")
