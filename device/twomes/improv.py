@@ -134,7 +134,7 @@ class Improv:
         elif data[0] == _C_INFO:
             out.append(result(_C_INFO, ("twomes", self.version, "ESP32", self.ident.name)))
         elif data[0] == _C_SCAN:
-            for ssid, rssi, secured in self.ctl.networks():
+            for ssid, rssi, secured in self.ctl.nets:
                 out.append(result(_C_SCAN, (ssid, str(rssi), "YES" if secured else "NO")))
             out.append(result(_C_SCAN, ()))
         else:

@@ -3,38 +3,52 @@
 # pops up by itself. Only a deliberate POST (form or API) acts: it hands the credentials to the app's
 # controller (ctl.submit), which tests them while the AP stays up. The app decides when to close.
 #
-# Heap: this module is what stays loaded while the portal runs (AP, DNS, accept, bounded read, probe
-# redirect). Pages (twomes.portal_page) and the API/POST handling (twomes.portal_req) are imported per
-# request and dropped again after it. Bounds: request head <= _HEAD_MAX bytes (431), body <= _BODY_MAX
-# (413), whole request within request_ms (408), at most _SLOTS requests read at a time, each into its
-# own preallocated buffer (taken only once the client sends its first byte).
+# Heap: this module is what stays loaded while the portal runs (accept, bounded read, probe redirect,
+# the credential test). Bringing the AP, DNS and server up and down (twomes.portal_up), the pages
+# (twomes.portal_page), the other GETs (twomes.portal_get) and the POSTs (twomes.portal_req) are
+# imported when needed and dropped again, never two of them at once. Bounds: request head <= 2048 bytes
+# (the size of the buffer; 431), body <= _BODY_MAX (413), whole request within
+# request_ms (408), one request read at a time, into one preallocated buffer (taken only once the
+# client sends its first byte; others wait or get a 503). The request reader never copies the head
+# line by line: it scans the buffer and decodes only the request line and the four headers it uses.
 import asyncio
 import json
 import sys
 
 from micropython import const
 
-from twomes import httpserv
-from twomes.httpserv import HttpError
+from twomes import Record, wifi
 from twomes.log import log
 
-_HEAD_MAX = const(2048)
 _BODY_MAX = const(1024)
-_SLOTS = const(1)
 _REQUEST_MS = const(5000)
 _SLOT_WAIT_MS = const(2000)
 _NETS_MAX = const(30)
-_WRITE_S = 10
+_WRITE_S = const(10)
 INVALID = "invalid"  # result of credentials the controller refused (its ValueError text is the reason)
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
+# reason phrases of the statuses the portal sends (one string: a table would cost an object per entry)
+_REASONS = (
+    "\n200 OK\n202 Accepted\n302 Found\n303 See Other\n400 Bad Request\n403 Forbidden\n404 Not Found"
+    "\n405 Method Not Allowed\n408 Request Timeout\n409 Conflict\n411 Length Required\n413 Content Too Large"
+    "\n415 Unsupported Media Type\n431 Request Header Fields Too Large\n503 Service Unavailable\n"
+)
+# the headers the portal reads -> request attribute (values lower-cased)
+_WANT = {b"host": "host", b"content-type": "ctype", b"origin": "origin", b"content-length": "length"}
 
 
-def send(w, status, ctype=None, body=b"", head=False, extra=""):
-    """Status line, headers and `body` (None: the caller streams the body; it ends at close)."""
+class HttpError(Exception):
+    """args: (status, message). Status 0: the client went away, answer nothing."""
+
+
+def send(w, status, ctype=None, body=b"", head=False, where=None):
+    """Status line, headers and `body` (None: the caller streams the body; it ends at close). `where`:
+    a redirect's Location."""
+    i = _REASONS.find("\n%d " % status)
     h = "HTTP/1.1 %d %s\r\nConnection: close\r\nCache-Control: no-store\r\n" % (
         status,
-        httpserv.reason(status),
+        _REASONS[i + 5 : _REASONS.find("\n", i + 1)] if i >= 0 else "Error",
     )
     if ctype:
         h += "Content-Type: %s\r\nX-Content-Type-Options: nosniff\r\n" % ctype
@@ -42,17 +56,77 @@ def send(w, status, ctype=None, body=b"", head=False, extra=""):
             h += "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; form-action 'self'\r\n"
     if body is not None:
         h += "Content-Length: %d\r\n" % len(body)
-    w.write((h + extra + "\r\n").encode())
+    if where:
+        h += "Location: %s\r\n" % where
+    w.write((h + "\r\n").encode())
     if body and not head:
         w.write(body)
 
 
-def redirect(w, status, where):
-    send(w, status, None, b"", False, "Location: %s\r\n" % where)
+async def fill(reader, buf, n):
+    """Read more bytes into buf[n:]; returns how many (0 at end of stream)."""
+    if hasattr(reader, "readinto"):  # MicroPython streams: no allocation
+        return await reader.readinto(memoryview(buf)[n:]) or 0
+    data = await reader.read(len(buf) - n)  # CPython asyncio
+    buf[n : n + len(data)] = data
+    return len(data)
+
+
+async def read_request(reader, buf, req, n):
+    """Read one request into the preallocated `buf` (its size bounds the head; its first `n` bytes are
+    already read), filling `req` as far as it gets: an error after the request line still knows the
+    path (API errors are answered in JSON)."""
+    end = -1
+    while end < 0:
+        if n >= len(buf):
+            raise HttpError(431, "request head too large")
+        got = await fill(reader, buf, n)
+        if not got:
+            raise HttpError(400 if n else 0, "closed mid-request")
+        n += got
+        end = buf.find(b"\r\n\r\n", 0, n)
+    pos = buf.find(b"\r\n") + 2
+    try:
+        parts = bytes(buf[: pos - 2]).decode().split(" ")
+        if len(parts) != 3 or parts[2][:7] != "HTTP/1." or not parts[0].isalpha() or parts[1][:1] != "/":
+            raise HttpError(400, "bad request line")
+        req.method = parts[0]
+        req.path, _, req.query = parts[1].partition("?")
+        while pos < end:
+            nl = buf.find(b"\r\n", pos, end + 2)
+            c = buf.find(b":", pos, nl)
+            if c > pos:
+                k = bytes(buf[pos:c]).lower()
+                if k == b"transfer-encoding":
+                    raise HttpError(411, "chunked bodies are not accepted")
+                if k in _WANT:
+                    setattr(req, _WANT[k], bytes(buf[c + 1 : nl]).decode().strip().lower())
+            pos = nl + 2
+    except UnicodeError:
+        raise HttpError(400, "not UTF-8") from None
+    ln = req.length
+    if ln:
+        if not ln.isdigit() or len(ln) > 9:
+            raise HttpError(400, "bad Content-Length")
+        ln = int(ln)
+        if ln > _BODY_MAX:
+            raise HttpError(413, "body too large")
+        pos = end + 4
+        have = min(n - pos, ln)
+        buf[:have] = buf[pos : pos + have]
+        mv = memoryview(buf)[:ln]
+        while have < ln:
+            got = await fill(reader, mv, have)
+            if not got:
+                raise HttpError(400, "closed mid-body")
+            have += got
+        req.body = bytes(mv)
 
 
 class Portal:
-    def __init__(self, board, ident, cfg, ctl):
+    def __init__(self, board, ident, cfg, ctl, buf=None):
+        """`buf`: the request buffer (its size bounds the request head), allocated early by the caller
+        (a fragmented heap may not have room for it later); None: portal_up.start allocates it."""
         self.board = board
         self.ident = ident
         self.cfg = cfg
@@ -61,74 +135,31 @@ class Portal:
         self.origin = ""
         self.hosts = ()
         self.job = self.job_ssid = self.result = self.rescan_at = self._dns = self._server = None
-        # job: the running credential test (a task); result: (ssid, code, text) of the last one
-        self._free = []
+        self._buf = buf
+        # job: the running credential test (a task); result: (ssid, code, text) of the last one;
+        # _buf: the request buffer while no request holds it
         self._tasks = []
         self._last = board.ticks_ms()
 
     async def start(self):
-        board = self.board
-        ap = board.ap
-        name = self.ident.name
-        ap.active(True)
-        if self.cfg.ap_open:
-            ap.config(essid=name, authmode=getattr(board.network, "AUTH_OPEN", 0))
-        else:
-            ap.config(
-                essid=name,
-                password=self.ident.ap_password,
-                authmode=getattr(board.network, "AUTH_WPA2_PSK", 3),
-            )
-        ip = board.ap_ip()
-        port = board.portal_port()
-        host = ip if port == 80 else "%s:%d" % (ip, port)
-        self.origin = "http://" + host
-        self.hosts = (host, ip) if port == 80 else (host,)
-        self._last = board.ticks_ms()
-        self._free = [bytearray(_HEAD_MAX) for _ in range(_SLOTS)]
-        from twomes import captive_dns
+        """AP, DNS and HTTP server up (twomes.portal_up: loaded for this and dropped again)."""
+        from twomes import portal_up
 
         try:
-            self._dns = captive_dns.start(ip, board.dns_port())
-            self._server = await asyncio.start_server(self._conn, ip, port, backlog=4)
-        except BaseException:
-            await self.stop()
-            raise
-        log(
-            "portal",
-            "access point %r up (%s), page %s/" % (name, "open" if self.cfg.ap_open else "WPA2", self.origin),
-        )
+            await portal_up.start(self)
+        finally:
+            portal_up = None
+            self._drop()
 
     async def stop(self):
-        srv = self._server
-        self._server = None
-        if srv is not None:
-            srv.close()
-            try:
-                await asyncio.wait_for(srv.wait_closed(), 2)
-            except (OSError, asyncio.TimeoutError):
-                pass
-        for t in self._tasks + [self.job]:
-            if t is not None:
-                t.cancel()
-        for _ in range(20):  # let the cancelled handlers run their `finally` (sockets closed)
-            if not self._tasks:
-                break
-            await asyncio.sleep(0.01)
-        dns = self._dns
-        self.job = self._dns = None
-        if dns is not None:
-            dns.cancel()
-            try:
-                await dns  # its `finally` closes the socket
-            except asyncio.CancelledError:
-                pass
-        self._free = []
+        """Server, requests, credential test, DNS and AP down."""
+        from twomes import portal_up
+
         try:
-            self.board.ap.active(False)
-        except OSError:
-            pass
-        log("portal", "access point down")
+            await portal_up.stop(self)
+        finally:
+            portal_up = None
+            self._drop()
 
     def idle_ms(self):
         return self.board.ticks_diff(self.board.ticks_ms(), self._last)
@@ -136,8 +167,6 @@ class Portal:
     async def test(self, ssid, password, name):
         """The credential test (a task; lives in this resident module so that the request module can
         be dropped while it runs): ctl.submit's answer becomes the result the pages and API show."""
-        from twomes import wifi
-
         try:
             code = await self.ctl.submit(ssid, password, name)
             text = wifi.REASONS.get(code, str(code))
@@ -153,50 +182,64 @@ class Portal:
 
     def networks(self):
         """The controller's scan list, strongest first, at most _NETS_MAX."""
-        nets = list(self.ctl.networks() or ())
-        nets.sort(key=lambda n: -n[1])
-        return nets[:_NETS_MAX]
+        return sorted(self.ctl.nets or (), key=lambda n: -n[1])[:_NETS_MAX]
 
     async def _conn(self, reader, w):
         """One connection = one request (Connection: close)."""
         task = asyncio.current_task()
         self._tasks.append(task)
         buf = None
-        req = httpserv.Request()
-        t0 = self.board.ticks_ms()
+        req = Record()  # what read_request finds; `answered` once a response has been started
+        req.path = "/"
+        req.method = req.query = req.host = req.ctype = req.length = ""
+        req.origin = None
+        req.body = b""
+        req.answered = False
+        board = self.board
+        t0 = board.ticks_ms()
         try:
             # nothing is held for a client until it speaks (browsers open idle spare connections)
             try:
                 first = await asyncio.wait_for(reader.read(1), self.request_ms / 1000)
                 if not first:
                     return
-                while not self._free and self.board.ticks_diff(self.board.ticks_ms(), t0) < _SLOT_WAIT_MS:
+                while self._buf is None and board.ticks_diff(board.ticks_ms(), t0) < _SLOT_WAIT_MS:
                     await asyncio.sleep(0.02)
-                if not self._free:
+                buf = self._buf
+                if buf is None:
                     raise HttpError(503, "busy, try again")
-                buf = self._free.pop()
+                self._buf = None
                 buf[0] = first[0]
-                left = self.request_ms - self.board.ticks_diff(self.board.ticks_ms(), t0)
-                await asyncio.wait_for(
-                    httpserv.read_request(reader, buf, _BODY_MAX, req, 1), max(left, 1) / 1000
-                )
+                left = self.request_ms - board.ticks_diff(board.ticks_ms(), t0)
+                await asyncio.wait_for(read_request(reader, buf, req, 1), max(left, 1) / 1000)
             except asyncio.TimeoutError:
                 raise HttpError(408, "request too slow") from None
-            self._last = self.board.ticks_ms()
+            self._last = board.ticks_ms()
             path = req.path
             get = req.method in ("GET", "HEAD")
             if get and req.host not in self.hosts and path[:5] != "/api/":
                 req.answered = True  # probes (foreign names): the cheap answer, nothing else loaded
-                redirect(w, 302, self.origin + "/")
-            elif get and (path == "/" or path == "/result" and (self.job or self.result)):
-                from twomes import portal_page
-
-                req.answered = True
-                await portal_page.page(self, w, req.method == "HEAD", path == "/result")
+                send(w, 302, where=self.origin + "/")
             else:
-                from twomes import portal_req
+                error = None
+                if get and (path == "/" or path == "/result" and (self.job or self.result)):
+                    error = ()  # the page itself
+                elif req.method == "POST":
+                    from twomes import portal_req
 
-                await portal_req.handle(self, req, w)
+                    # None: answered; else (reason, ssid, name): the form again with the reason
+                    error = await portal_req.handle(self, req, w)
+                    portal_req = None
+                    self._drop()  # before the page module comes in: never both in the heap
+                else:
+                    from twomes import portal_get
+
+                    await portal_get.handle(self, req, w)
+                if error is not None:
+                    from twomes import portal_page
+
+                    req.answered = True
+                    await portal_page.page(self, w, req, error)
             await asyncio.wait_for(w.drain(), _WRITE_S)
         except HttpError as e:
             status = e.args[0]
@@ -210,7 +253,7 @@ class Portal:
                     await asyncio.wait_for(w.drain(), 1)
                     if buf is not None:  # drop what the client still sends, or closing resets the answer
                         for _ in range(4):
-                            if not await asyncio.wait_for(httpserv.fill(reader, buf, 0), 0.2):
+                            if not await asyncio.wait_for(fill(reader, buf, 0), 0.2):
                                 break
                 except Exception:  # noqa: BLE001 - best effort
                     pass
@@ -218,7 +261,7 @@ class Portal:
             log("portal", "request failed: %r" % e)
         finally:
             if buf is not None and self._server is not None:
-                self._free.append(buf)
+                self._buf = buf
             try:
                 w.close()
                 await asyncio.wait_for(w.wait_closed(), 1)
@@ -229,8 +272,8 @@ class Portal:
             self._drop()
 
     def _drop(self):
-        """Forget the per-request modules (held only while a request is served)."""
+        """Forget the per-request modules (held only while a request is served) and portal_up."""
         pkg = sys.modules["twomes"]
-        for m in ("portal_req", "portal_page"):
+        for m in ("portal_req", "portal_get", "portal_page", "portal_up"):
             sys.modules.pop("twomes." + m, None)
             pkg.__dict__.pop(m, None)

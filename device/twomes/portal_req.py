@@ -1,72 +1,35 @@
-# The portal's JSON API, the rescan and the one acting POST (the Wi-Fi form or the app's JSON), plus
-# form decoding. Imported per request and dropped again by twomes.portal, so none of it stays in the
-# heap while the portal idles.
+# The portal's POST requests: the one that acts (the Wi-Fi form or the app's JSON), plus form decoding.
+# Imported per request and dropped again by twomes.portal, so none of it stays in the heap while the
+# portal idles. A form with refused input is not answered here: handle() returns the reason and
+# twomes.portal shows the form again once this module is gone (never both in the heap).
 import asyncio
 import json
 
 from micropython import const
 
 from twomes import wifi
-from twomes.httpserv import HttpError
 from twomes.log import log
-from twomes.portal import JSON, redirect, send
+from twomes.portal import JSON, HttpError, send
 
-_RESCAN_MIN_MS = const(10000)
 _NAME_MAX = const(32)
 _FIELDS_MAX = const(12)
 _HEX = b"0123456789abcdefABCDEF"
 
 
 async def handle(p, req, w):
+    """Answer the POST `req` on `w`; returns None, or (reason, ssid, name) when the form must show a
+    refusal."""
     path = req.path
     api = path[:5] == "/api/"
-    method = req.method
-    if method == "POST":
-        if not api and req.host not in p.hosts:
-            req.answered = True
-            redirect(w, 302, p.origin + "/")
-        elif req.origin is not None and req.origin != "null" and req.origin != p.origin:
-            raise HttpError(403, "foreign origin")
-        elif path == "/connect" or path == "/api/wifi":
-            await _post(p, req, w, api)
-        else:
-            raise HttpError(404, "nothing to post here")
-        return
-    if method != "GET" and method != "HEAD":
-        raise HttpError(405, "method not allowed")
-    if path == "/api/info":
-        obj = p.ctl.info()
-    elif path == "/api/status":
-        obj = status(p)
-    elif path == "/api/networks":
-        if "refresh=1" in req.query.split("&"):
-            await rescan(p)
-        obj = {"networks": [{"ssid": s, "rssi": r, "secured": sec} for s, r, sec in p.networks()]}
-    elif api or path == "/favicon.ico":
-        raise HttpError(404, "not found")
-    else:  # our pages' helpers, and any other path (the probes' URLs on our own address too): the form
+    if not api and req.host not in p.hosts:
         req.answered = True
-        if path == "/rescan":
-            await rescan(p)
-        if path == "/rescan" or path == "/result":
-            redirect(w, 303, "/")
-        else:
-            redirect(w, 302, p.origin + "/")
-        return
-    req.answered = True
-    send(w, 200, JSON, json.dumps(obj).encode(), method == "HEAD")
-
-
-def status(p):
-    """ctl.status() plus the portal's view: busy (a test running) and the last result."""
-    st = dict(p.ctl.status())
-    st["busy"] = p.job is not None
-    st["result_ssid"], st["result"], st["result_text"] = p.result or (None, None, None)
-    return st
-
-
-async def _post(p, req, w, api):
-    """The one place that acts: credentials from the form or the app, tested by the controller."""
+        send(w, 302, where=p.origin + "/")
+        return None
+    if req.origin is not None and req.origin != "null" and req.origin != p.origin:
+        raise HttpError(403, "foreign origin")
+    if path != "/connect" and path != "/api/wifi":
+        raise HttpError(404, "nothing to post here")
+    # the one place that acts: credentials from the form or the app, tested by the controller
     if api:
         if not req.ctype.startswith(JSON):
             raise HttpError(415, "expected application/json")
@@ -84,9 +47,11 @@ async def _post(p, req, w, api):
         except ValueError:
             raise HttpError(400, "the form could not be decoded") from None
         d["ssid"] = d.get("other") or d.get("ssid", "")
+    req.body = None
     ssid = d.get("ssid")
     password = d.get("password", "")
     name = d.get("name")
+    d = None
     if not isinstance(ssid, str) or not isinstance(password, str) or not isinstance(name, (str, type(None))):
         raise HttpError(400, "ssid, password and name must be strings")
     name = (name.strip() or None) if name else None
@@ -96,11 +61,7 @@ async def _post(p, req, w, api):
     if bad is not None:
         if api:
             raise HttpError(400, bad)
-        from twomes import portal_page
-
-        req.answered = True
-        await portal_page.page(p, w, False, False, bad, ssid, name)
-        return
+        return bad, ssid, name
     if p.job is None:
         p.job_ssid = ssid
         p.result = None
@@ -108,24 +69,13 @@ async def _post(p, req, w, api):
         log("portal", "testing network %r (password: stored)" % ssid)
     elif api:
         raise HttpError(409, "already testing a network")
-    password = d = None
+    password = None
     req.answered = True
     if api:
         send(w, 202, JSON, b'{"accepted": true, "status": "/api/status"}')
     else:
-        redirect(w, 303, "/result")
-
-
-async def rescan(p):
-    """ctl.rescan(), at most every _RESCAN_MIN_MS (a scan costs the chip about two seconds)."""
-    now = p.board.ticks_ms()
-    if p.rescan_at is not None and p.board.ticks_diff(now, p.rescan_at) < _RESCAN_MIN_MS:
-        return
-    p.rescan_at = now
-    try:
-        await p.ctl.rescan()
-    except Exception as e:  # noqa: BLE001 - the old list stays
-        log("portal", "rescan failed: %r" % e)
+        send(w, 303, where="/result")
+    return None
 
 
 def unquote(b):

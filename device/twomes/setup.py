@@ -12,13 +12,14 @@ PORTAL = "portal"
 JOINING = "joining"
 _GRACE_MS = const(4000)  # after a portal join: time for the phone to see the result page
 _MAGIC = b"IMPROV"
+_HEAD_MAX = const(2048)  # the portal's request head bound (twomes.portal_up)
 
 
 class Setup:
     def __init__(self, app):
         self.app = app
         self._busy = False
-        self._nets = []
+        self.nets = []  # the last scan: [(ssid, rssi, secured)] (the portal and Improv read it)
         self.improv = None  # loaded when an Improv client speaks on the serial console
         self.interrupted = False  # Ctrl-C on the console
 
@@ -40,15 +41,11 @@ class Setup:
             "state": app.state,
         }
 
-    def networks(self):
-        return self._nets
-
     async def rescan(self):
         try:
-            self._nets = wifi.scan(self.app.board)
+            self.nets = wifi.scan(self.app.board)
         except OSError as e:
             log("wifi", "scan failed: %s" % e)
-        return self._nets
 
     async def submit(self, ssid, password, name=None):
         app = self.app
@@ -67,7 +64,13 @@ class Setup:
             app.wifi_result = result
             log("wifi", "%s: %s" % (ssid, wifi.REASONS[result]))
             if result == wifi.JOINED:
-                self.store_wifi(ssid, password, name)
+                st = app.st
+                st.put(store.WIFI_SSID, ssid)
+                st.put(store.WIFI_PASS, password)
+                st.commit()
+                log("wifi", "credentials for %s stored" % ssid)
+                if name:
+                    log("wifi", "device name from setup: %s" % name[:32])
                 app._joined = (ssid, password)
                 app.message = "connected to %s" % ssid
             else:
@@ -77,25 +80,20 @@ class Setup:
         finally:
             self._busy = False
 
-    def store_wifi(self, ssid, password, name=None):
-        app = self.app
-        app.st.put(store.WIFI_SSID, ssid)
-        app.st.put(store.WIFI_PASS, password)
-        app.st.commit()
-        log("wifi", "credentials for %s stored" % ssid)
-        if name:
-            log("wifi", "device name from setup: %s" % name[:32])
-
     async def run(self, saved):
         """AP + captive portal (+ Improv on serial) until credentials work. With saved credentials the
         saved network is retried now and then, and the portal closes when nobody uses it."""
+        # the portal's request buffer before anything else of the portal: later, after the boot's
+        # modules came and went, the heap may have no 2 KB hole left
+        buf = bytearray(_HEAD_MAX)
         from twomes.portal import Portal
 
         app = self.app
         app._joined = None
         await self.rescan()  # before the AP starts: a scan disturbs clients of the AP
         gc.collect()
-        portal = Portal(app.board, app.ident, app.cfg, self)
+        portal = Portal(app.board, app.ident, app.cfg, self, buf)
+        buf = None
         await portal.start()
         console_task = asyncio.create_task(self.console())
         app.set_state(PORTAL, "waiting for Wi-Fi settings")

@@ -15,7 +15,7 @@ class FakeCtl:
         self.wifi = None
         self.ssid = None
         self.message = "waiting for Wi-Fi settings"
-        self.nets = wifi.scan(board) if nets is None else nets
+        self.nets = wifi.scan(board) if nets is None else nets  # [(ssid, rssi, secured)], as the app's
         self.submitted = []
         self.rescans = 0
         self.saved = None
@@ -40,9 +40,6 @@ class FakeCtl:
         else:
             self.state = "portal"
         return r
-
-    def networks(self):
-        return self.nets
 
     async def rescan(self):
         self.rescans += 1

@@ -166,9 +166,9 @@ def form(**fields):
 
 def status(p):
     """What GET /api/status answers."""
-    from twomes import portal_req
+    from twomes import portal_get
 
-    return portal_req.status(p)
+    return portal_get.status(p)
 
 
 async def wait_idle(p, max_s=5.0):

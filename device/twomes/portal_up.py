@@ -1,0 +1,76 @@
+# Bringing the setup access point up and down: AP, captive DNS, HTTP server, request buffer. Used once
+# at each end of the portal phase, so twomes.portal imports it for that and drops it again: none of this
+# code is in the heap while requests are served.
+import asyncio
+
+from micropython import const
+
+from twomes.log import log
+
+_HEAD_MAX = const(2048)  # = twomes.portal's request head bound (the buffer's size is the bound)
+
+
+async def start(p):
+    board = p.board
+    ap = board.ap
+    name = p.ident.name
+    ap.active(True)
+    if p.cfg.ap_open:
+        ap.config(essid=name, authmode=getattr(board.network, "AUTH_OPEN", 0))
+    else:
+        ap.config(
+            essid=name,
+            password=p.ident.ap_password,
+            authmode=getattr(board.network, "AUTH_WPA2_PSK", 3),
+        )
+    ip = board.ap_ip()
+    port = board.portal_port()
+    host = ip if port == 80 else "%s:%d" % (ip, port)
+    p.origin = "http://" + host
+    p.hosts = (host, ip) if port == 80 else (host,)
+    p._last = board.ticks_ms()
+    if p._buf is None:
+        p._buf = bytearray(_HEAD_MAX)
+    from twomes import captive_dns
+
+    try:
+        p._dns = captive_dns.start(ip, board.dns_port())
+        p._server = await asyncio.start_server(p._conn, ip, port, backlog=4)
+    except BaseException:
+        await stop(p)
+        raise
+    log(
+        "portal",
+        "access point %r up (%s), page %s/" % (name, "open" if p.cfg.ap_open else "WPA2", p.origin),
+    )
+
+
+async def stop(p):
+    srv = p._server
+    p._server = None
+    if srv is not None:
+        srv.close()
+        try:
+            await asyncio.wait_for(srv.wait_closed(), 2)
+        except (OSError, asyncio.TimeoutError):
+            pass
+    for t in p._tasks + [p.job]:
+        if t is not None:
+            t.cancel()
+    for _ in range(20):  # let the cancelled handlers run their `finally` (sockets closed)
+        if not p._tasks:
+            break
+        await asyncio.sleep(0.01)
+    dns = p._dns
+    p.job = p._dns = p._buf = None
+    if dns is not None:
+        dns.cancel()
+        try:
+            await dns  # its `finally` closes the socket
+        except asyncio.CancelledError:
+            pass
+    try:
+        p.board.ap.active(False)
+    except OSError:
+        pass
+    log("portal", "access point down")
