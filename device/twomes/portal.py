@@ -167,17 +167,21 @@ class Portal:
     async def test(self, ssid, password, name):
         """The credential test (a task; lives in this resident module so that the request module can
         be dropped while it runs): ctl.submit's answer becomes the result the pages and API show."""
+        code, text = wifi.FAILED, wifi.REASONS[wifi.FAILED]
         try:
             code = await self.ctl.submit(ssid, password, name)
             text = wifi.REASONS.get(code, str(code))
         except ValueError as e:
             code, text = INVALID, str(e)
         except Exception as e:  # noqa: BLE001 - task boundary: the page must get an answer
+            code = wifi.FAILED
             log("portal", "submit failed: %r" % e)
-            code, text = wifi.FAILED, wifi.REASONS[wifi.FAILED]
-        password = None
-        self.result = (ssid, code, text)
-        self.job = None
+        finally:
+            # whatever happened (even no heap for the log line): the test is over and has a result,
+            # so the page stops waiting and a new test can start
+            password = None
+            self.job = None
+            self.result = (ssid, code, text)
         log("portal", "network %r: %s" % (ssid, text))
 
     def networks(self):
