@@ -7,7 +7,7 @@ import asyncio
 
 from micropython import const
 
-from twomes import wifi
+from twomes import creds, wifi
 from twomes.log import log
 
 _MAGIC = b"IMPROV"
@@ -146,7 +146,7 @@ class Improv:
         """Try the pending credentials through the controller; returns the reply frames."""
         ssid, password = self.pending
         self.pending = None
-        bad = wifi.check_credentials(ssid, password)
+        bad = creds.check_credentials(ssid, password)
         code = None
         if bad is None:
             log("improv", "testing network %r (password: stored)" % ssid)

@@ -7,7 +7,7 @@ import json
 
 from micropython import const
 
-from twomes import wifi
+from twomes import creds
 from twomes.log import log
 from twomes.portal import JSON, HttpError, send
 
@@ -55,7 +55,7 @@ async def handle(p, req, w):
     if not isinstance(ssid, str) or not isinstance(password, str) or not isinstance(name, (str, type(None))):
         raise HttpError(400, "ssid, password and name must be strings")
     name = (name.strip() or None) if name else None
-    bad = wifi.check_credentials(ssid, password)
+    bad = creds.check_credentials(ssid, password)
     if bad is None and name and len(name.encode()) > _NAME_MAX:
         bad = "the device name must be at most 32 bytes"
     if bad is not None:

@@ -5,7 +5,7 @@ import gc
 
 from micropython import const
 
-from twomes import VERSION, store, wifi
+from twomes import VERSION, creds, store, wifi
 from twomes.log import log
 
 PORTAL = "portal"
@@ -43,13 +43,13 @@ class Setup:
 
     async def rescan(self):
         try:
-            self.nets = wifi.scan(self.app.board)
+            self.nets = creds.scan(self.app.board)
         except OSError as e:
             log("wifi", "scan failed: %s" % e)
 
     async def submit(self, ssid, password, name=None):
         app = self.app
-        problem = wifi.check_credentials(ssid, password)
+        problem = creds.check_credentials(ssid, password)
         if problem:
             raise ValueError(problem)
         if self._busy:

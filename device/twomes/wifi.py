@@ -1,4 +1,5 @@
-# Station join with a clear reason, and a scan list a person can read.
+# Station join with a clear reason. (What the setup accepts and offers, the credential rule and the
+# scan list, is in twomes/creds.py: only the portal phase needs it.)
 import asyncio
 
 from micropython import const
@@ -16,25 +17,6 @@ REASONS = {
     FAILED: "connection failed",
 }
 _POLL_MS = const(100)
-_SSID_MAX = const(32)
-_PASS_MAX = const(64)
-
-
-def check_credentials(ssid, password):
-    """None when acceptable, else a short reason (as the ESP32 Wi-Fi driver would refuse them)."""
-    if not ssid or len(ssid.encode()) > _SSID_MAX:
-        return "the network name must be 1 to 32 bytes"
-    n = len(password.encode())
-    if n > _PASS_MAX or 0 < n < 8 or n == _PASS_MAX and not _is_hex(password):
-        return "the password must be empty (open network), 8 to 63 characters, or 64 hex digits"
-    return None
-
-
-def _is_hex(text):
-    for ch in text:
-        if ch not in "0123456789abcdefABCDEF":
-            return False
-    return True
 
 
 async def join(board, ssid, password, timeout_ms):
@@ -71,22 +53,3 @@ async def join(board, ssid, password, timeout_ms):
     except OSError:
         pass
     return result
-
-
-def scan(board):
-    """[(ssid, rssi, secured)] strongest first, one entry per name, hidden networks left out.
-    Blocking on the chip (~2 s): call it before the AP starts or from a refresh request."""
-    board.sta.active(True)
-    best = {}
-    for ssid, _bssid, _ch, rssi, auth, hidden in board.sta.scan():
-        if hidden or not ssid:
-            continue
-        try:
-            name = ssid.decode()
-        except UnicodeError:
-            continue
-        if name not in best or rssi > best[name][1]:
-            best[name] = (name, rssi, auth != 0)
-    out = list(best.values())
-    out.sort(key=lambda n: -n[1])
-    return out

@@ -1,7 +1,7 @@
 # The app controller as the portal and Improv see it (status/submit/networks/rescan/info), joining for
 # real on the simulated air. Used by the shared device tests and, copied onto a virtual board's
-# filesystem, by host_tests/portal/portal_main.py (so it imports nothing but twomes.wifi).
-from twomes import wifi
+# filesystem, by host_tests/portal/portal_main.py (so it imports nothing but twomes.wifi and twomes.creds).
+from twomes import creds, wifi
 
 
 class FakeCtl:
@@ -15,7 +15,7 @@ class FakeCtl:
         self.wifi = None
         self.ssid = None
         self.message = "waiting for Wi-Fi settings"
-        self.nets = wifi.scan(board) if nets is None else nets  # [(ssid, rssi, secured)], as the app's
+        self.nets = creds.scan(board) if nets is None else nets  # [(ssid, rssi, secured)], as the app's
         self.submitted = []
         self.rescans = 0
         self.saved = None
@@ -24,7 +24,7 @@ class FakeCtl:
         return {"state": self.state, "wifi": self.wifi, "ssid": self.ssid, "message": self.message}
 
     async def submit(self, ssid, password, name=None):
-        bad = wifi.check_credentials(ssid, password)
+        bad = creds.check_credentials(ssid, password)
         if bad:
             raise ValueError(bad)
         self.submitted.append((ssid, password, name))
@@ -43,7 +43,7 @@ class FakeCtl:
 
     async def rescan(self):
         self.rescans += 1
-        self.nets = wifi.scan(self.board)
+        self.nets = creds.scan(self.board)
 
     def info(self):
         return {

@@ -1,10 +1,10 @@
-# The Wi-Fi credential rule the portal, Improv and `twomes provision` all use (twomes.wifi).
+# The Wi-Fi credential rule the portal, Improv and `twomes provision` all use (twomes.creds).
 import support  # noqa: F401  (sets up the paths on MicroPython too)
-from twomes import wifi
+from twomes import creds
 
 
 def test_credential_rule_matches_the_esp32_driver():
-    ok = wifi.check_credentials
+    ok = creds.check_credentials
     assert ok("home", "") is None  # open network
     assert ok("home", "12345678") is None and ok("home", "x" * 63) is None
     assert ok("home", "ab" * 32) is None  # 64 hex digits: a raw PSK
