@@ -1,9 +1,9 @@
-# The online phase of the app: activation, the server API (docs/api.md) with the time of day from the
-# server's Date header, and normal running with uploads. What runs only now and then is loaded for that
-# moment and unloaded after it: the confirmation of a new version (twomes/rollback.py) and the firmware
-# check (twomes/fw.py). Loaded when Wi-Fi is up and unloaded when the portal opens, so the two phases
-# never hold their code in RAM at the same time. Session tokens go only into the Authorization header,
-# never into logs.
+# The online phase of the app: the session token, the server API (docs/api.md) with the time of day
+# from the server's Date header, and normal running with uploads. What runs only now and then is loaded
+# for that moment and unloaded after it: activation (twomes/activate.py), the confirmation of a new
+# version (twomes/rollback.py) and the firmware check (twomes/fw.py). Loaded when Wi-Fi is up and
+# unloaded when the portal opens, so the two phases never hold their code in RAM at the same time.
+# Session tokens go only into the Authorization header, never into logs.
 import json
 
 from micropython import const
@@ -120,47 +120,18 @@ class Online:
         await self.activate()
         return await self.call(method, path, payload)
 
-    # ---- activation ----------------------------------------------------------------------------------
     async def activate(self):
+        """A session token: the stored one, or a new one from the server (twomes/activate.py)."""
         if self.app.activated():
             self.session = self.st.get(store.SESSION)
             return
-        self.app.set_state("activating")
-        back = self.app.backoff()
-        hinted = None  # one clear line per condition, not one per retry
-        while True:
-            hint = None
-            try:
-                data = await self.call(
-                    "POST",
-                    "/device/activate",
-                    {"activation_token": self.app.ident.activation_token},
-                    False,
-                )
-                token = data.get("session_token") if isinstance(data, dict) else None
-                if not isinstance(token, str) or not 8 <= len(token) <= 1024:
-                    raise NetError("activation answer has no session token")
-                self.session = token
-                self.st.put(store.SESSION, token)
-                self.st.commit()
-                log("activate", "activated; session token stored")
-                return
-            except HttpError as e:
-                if e.status == 404:
-                    hint = (
-                        "not registered on the server yet: the operator registers the activation "
-                        "line printed at boot"
-                    )
-                elif e.status == 403:
-                    hint = "registered, but not attached to an owner yet: waiting for the owner"
-                else:
-                    log("activate", "server answered %d %s" % (e.status, e.detail))
-            except NetError as e:
-                log("activate", "no answer: %s" % e)
-            if hint is not None and hint != hinted:
-                hinted = hint
-                log("activate", hint)
-            await self.app.sleep_s(back.next_s())
+        from twomes import activate
+
+        try:
+            await activate.run(self)
+        finally:
+            activate = None
+            self.app.unload("activate")
 
     # ---- firmware ------------------------------------------------------------------------------------
     async def firmware(self, confirm):
