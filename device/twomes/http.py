@@ -156,7 +156,7 @@ async def request(method, url, extra="", body=None, timeout_s=20, open_connectio
             if i >= 0:
                 break
         resp._pos, resp._end = i + 4, end
-        lines = bytes(head[:i]).decode().split("\r\n")
+        lines = str(memoryview(head)[:i], "utf-8").split("\r\n")  # one copy, not three
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
             raise NetError("not an HTTP response")
