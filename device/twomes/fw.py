@@ -1,47 +1,37 @@
-# The firmware check: ask the server for its target and, when an update is due, save it as the job of the
-# next boot (twomes/update.py installs it from a clean heap). Loaded for a check (at each connection and
-# every fw_check_s) and unloaded afterwards.
+# The firmware check: what to do about the server's target (Online.firmware asked for it) and, when an
+# update is due, save it as the job of the next boot (twomes/update.py installs it from a clean heap).
+# Loaded for a check (at each connection and every fw_check_s), after the request, and unloaded
+# afterwards.
 from micropython import const
 
 from twomes import JOB, VERSION, store
-from twomes.errors import Error, HttpError, NoFirmwareApi
 from twomes.log import log
 
 _FW_FAILS_MAX = const(3)
 
 
-async def check(on):
-    """True when an update is due: it is saved as the next boot's job (the caller restarts)."""
-    if not on._fw_api:
-        return
-    on.app.set_state("checking")
-    try:
-        data = await on.authed("GET", "/device/firmware/target")
-        rel = data.get("release") if isinstance(data, dict) else None
-        if rel is not None:  # validated: the server's answer is input like any other
-            try:
-                ok = (
-                    isinstance(rel["version"], str)
-                    and 0 < len(rel["version"]) <= 64
-                    and rel["kind"] in ("bundle", "image")
-                    and isinstance(rel["size"], int)
-                    and rel["size"] > 0
-                    and isinstance(rel["sha256"], str)
-                    and len(rel["sha256"]) == 64
-                    and isinstance(rel["url"], str)
-                    and rel["url"].startswith("/")
-                )
-            except (KeyError, TypeError):
-                ok = False
-            if not ok:
-                raise HttpError(200, "malformed release")
-    except NoFirmwareApi:
-        log("firmware", "server has no firmware API: updates skipped")
-        on._fw_api = False
-        return
-    except Error as e:
-        log("firmware", "check failed: %s" % e)
-        return
+def check(on, data):
+    """`data`: the server's answer to GET /device/firmware/target. True when an update is due: it is
+    saved as the next boot's job (the caller restarts)."""
+    rel = data.get("release") if isinstance(data, dict) else None
+    if rel is not None:  # validated: the server's answer is input like any other
+        try:
+            ok = (
+                isinstance(rel["version"], str)
+                and 0 < len(rel["version"]) <= 64
+                and rel["kind"] in ("bundle", "image")
+                and isinstance(rel["size"], int)
+                and rel["size"] > 0
+                and isinstance(rel["sha256"], str)
+                and len(rel["sha256"]) == 64
+                and isinstance(rel["url"], str)
+                and rel["url"].startswith("/")
+            )
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:
+            log("firmware", "check failed: HTTP 200 malformed release")
+            return
     if rel is None:
         log("firmware", "no target version set on the server; running %s" % VERSION)
         return

@@ -11,6 +11,9 @@ from twomes.errors import HttpError, NetError
 _HEAD_MAX = const(1024)  # status line + headers: the size of the app's preallocated head buffer
 # the response headers anybody reads (lower case); the others are skipped
 _KEEP = ("content-length", "content-range", "date", "transfer-encoding", "x-twomes-firmware-api")
+# asyncio loads its stream code at the first use of open_connection: here, next to this module's code,
+# not in the middle of the first request's short-lived strings (where it would leave the heap in holes)
+_connect = asyncio.open_connection
 
 
 def split_url(url):
@@ -118,7 +121,7 @@ async def request(method, url, extra="", body=None, timeout_s=20, open_connectio
     Returns a Response; the caller closes it (finally). NetError when there is no HTTP answer."""
     tls, host, port, path = split_url(url)
     if open_connection is None:
-        open_connection = asyncio.open_connection
+        open_connection = _connect
     try:
         if tls:
             r, w = await asyncio.wait_for(open_connection(host, port, ssl=True), timeout_s)

@@ -13,6 +13,7 @@ from twomes.errors import Error, HttpError, NetError, NoFirmwareApi
 from twomes.log import log
 
 _UPLOAD_BATCH = const(20)
+_CONFIRM_TRIES = const(6)
 _MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"  # one string: twelve would be twelve qstrs for good
 RUNNING = "running"
 
@@ -135,34 +136,78 @@ class Online:
 
     # ---- firmware ------------------------------------------------------------------------------------
     async def firmware(self, confirm):
-        """Confirm what runs (after a connection) when that is due, then check the target; the code of
-        each is loaded for it. An update found is installed by the next boot (twomes/update.py):
-        restart."""
-        from twomes.app import exists
-
-        st = self.st
-        if confirm and (
-            st.get(store.FW_CONFIRMED) != VERSION
-            or st.get(store.IMG_NEW) is not None
-            or exists("ota/failed")  # otaboot rolled a bundle back
-        ):
-            from twomes import rollback
-
-            try:
-                await rollback.confirm(self)
-            finally:
-                rollback = None
-                self.app.unload("rollback")
+        """After a connection (confirm=True) confirm what runs, when that is due; then check the
+        target. The code that decides (twomes/rollback.py, twomes/fw.py) is loaded only between the
+        requests, so it never shares the heap with one. An update found is installed by the next boot
+        (twomes/update.py): restart."""
+        if confirm:
+            await self.confirm()
+        if not self._fw_api:
+            return
+        self.app.set_state("checking")
+        try:
+            data = await self.authed("GET", "/device/firmware/target")
+        except NoFirmwareApi:
+            log("firmware", "server has no firmware API: updates skipped")
+            self._fw_api = False
+            return
+        except Error as e:
+            log("firmware", "check failed: %s" % e)
+            return
         from twomes import fw
 
         try:
-            due = await fw.check(self)
+            due = fw.check(self, data)
         finally:
             fw = None
             self.app.unload("fw")
         if due:
             self.app.set_state("rebooting", "to install an update")
             raise self.app.Restart()
+
+    async def confirm(self):
+        """A version that has not been confirmed yet (fresh flash or first boot after an update) tells
+        the server what it runs; only after the server has it is the version kept (twomes/rollback.py,
+        which also counts an update that did not stick)."""
+        from twomes.app import exists
+
+        st = self.st
+        if (
+            st.get(store.FW_CONFIRMED) == VERSION
+            and st.get(store.IMG_NEW) is None
+            and not exists("ota/failed")  # otaboot rolled a bundle back
+        ):
+            return
+        from twomes import rollback
+
+        img = rollback.after_boot(self)  # set: the new image that runs, to be confirmed
+        rollback = None
+        self.app.unload("rollback")
+        if st.get(store.FW_CONFIRMED) == VERSION:
+            return
+        self.app.set_state("confirming", VERSION)
+        back = self.app.backoff()
+        ok = False
+        for _ in range(_CONFIRM_TRIES):
+            try:
+                await self.authed("POST", "/device/firmware/confirm", {"version": VERSION})
+                ok = True
+                break
+            except NoFirmwareApi:
+                log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
+                self._fw_api = False
+                ok = True
+                break
+            except Error as e:
+                log("firmware", "confirm failed: %s" % e)
+            await self.app.sleep_s(back.next_s())
+        from twomes import rollback
+
+        try:
+            rollback.settle(self, img, ok)
+        finally:
+            rollback = None
+            self.app.unload("rollback")
 
     # ---- running -------------------------------------------------------------------------------------
     def measure(self, prop, value):

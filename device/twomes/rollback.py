@@ -1,14 +1,10 @@
-# After a version has booted and is online: it confirms itself to the server when that is due (a fresh
-# flash, or the first boot of a new version), and counts an update that did not stick (an image that was
-# rolled back, a bundle otaboot gave up). Loaded by the online phase only when one of these is due
-# (twomes/online.py) and unloaded right after.
-from micropython import const
-
+# Around the confirmation of a version (twomes/online.py, Online.confirm: a fresh flash, or the first
+# boot of a new version): before it, an update that did not stick is counted (an image that was rolled
+# back, a bundle otaboot gave up); after it, the version is kept, or given up. Loaded only for these
+# moments, never while a request is in flight, and unloaded right after.
 from twomes import VERSION, store
-from twomes.errors import Error, NoFirmwareApi
 from twomes.log import log
 
-_CONFIRM_TRIES = const(6)
 _FAILED = "ota/failed"  # otaboot writes the version of a bundle it rolled back here
 
 
@@ -20,13 +16,15 @@ def _count(st, version):
     st.commit()
 
 
-async def confirm(on):
-    """Tell the server what runs; only after the server has it is the version kept. The online phase
-    `on` calls this after a connection when IMG_NEW is set, ota/failed exists or this version has not
-    been confirmed yet."""
-    st, app = on.st, on.app
+def after_boot(on):
+    """Before a confirmation (twomes/online.py, Online.confirm): an image that was rolled back and a
+    bundle otaboot gave up are counted as failed attempts. Returns IMG_NEW when it names this version
+    (the new image runs and is to be confirmed), else None."""
+    st = on.st
     img = st.get(store.IMG_NEW)  # "<version> <partition> <running partition>": an image was installed
-    if img is not None and img.split(" ")[0] != VERSION:
+    if img is not None and img.split(" ")[0] == VERSION:
+        return img
+    if img is not None:
         # the new image was rolled back (or the power went between IMG_NEW and set_boot): a failed
         # attempt; this version confirms itself again, so the server is told what runs (the new one may
         # have confirmed itself just before)
@@ -39,57 +37,46 @@ async def confirm(on):
         st.delete(store.FW_CONFIRMED)
         st.commit()
         _count(st, version)
-        img = None
-    if img is None:
-        try:
-            with open(_FAILED) as f:
-                version = f.read().strip()
-        except OSError:
-            version = None
-        if version is not None:
-            import os
+    try:
+        with open(_FAILED) as f:
+            version = f.read().strip()
+    except OSError:
+        return None
+    import os
 
-            os.remove(_FAILED)  # first: a power cut in between loses a count, never doubles one
-            if version:
-                _count(st, version)
-                log("firmware", "bundle %s never confirmed itself and was rolled back" % version)
-    # img is set now only when the new image runs: to be confirmed
-    if st.get(store.FW_CONFIRMED) == VERSION:
-        return
-    app.set_state("confirming", VERSION)
-    back = app.backoff()
-    for _ in range(_CONFIRM_TRIES):
-        try:
-            await on.authed("POST", "/device/firmware/confirm", {"version": VERSION})
-            break
-        except NoFirmwareApi:
-            log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
-            on._fw_api = False
-            break
-        except Error as e:
-            log("firmware", "confirm failed: %s" % e)
-        await app.sleep_s(back.next_s())
-    else:
+    os.remove(_FAILED)  # first: a power cut in between loses a count, never doubles one
+    if version:
+        _count(st, version)
+        log("firmware", "bundle %s never confirmed itself and was rolled back" % version)
+    return None
+
+
+def settle(on, img, confirmed):
+    """After the confirmation requests: keep this version (confirmed, or the server has no firmware
+    API), or give up on it: restart, and a new image (`img`) goes back to the previous app now."""
+    st = on.st
+    if not confirmed:
         # never confirmed: reboot; the boot selector rolls a bundle back after confirm_boots boots
         log("firmware", "could not confirm %s: restarting" % VERSION)
         if img is not None:
-            # a new image: back to the previous app now. Marking it invalid works with and without
-            # rollback support in the bootloader (docs/ota.md)
+            # marking it invalid works with and without rollback support in the bootloader (docs/ota.md)
             log("firmware", "new image never confirmed: going back to the previous app")
             try:
                 on.board.esp32.Partition.mark_app_invalid_rollback_and_reboot()
             except OSError as e:
                 log("firmware", "rollback not possible (%s): restarting" % e)
-        raise app.Restart()
-    import otaboot
+        raise on.app.Restart()
+    from twomes.app import boot_guard, exists
 
-    if otaboot.mark_valid():
-        log("firmware", "version %s confirmed and kept" % VERSION)
-    otaboot = None
-    import sys
+    if exists("ota/state.json"):  # = otaboot.STATE: a bundle was installed once (else nothing to keep)
+        import otaboot
 
-    sys.modules.pop("otaboot", None)
-    from twomes.app import boot_guard
+        if otaboot.mark_valid():
+            log("firmware", "version %s confirmed and kept" % VERSION)
+        otaboot = None
+        import sys
+
+        sys.modules.pop("otaboot", None)
 
     boot_guard(True)  # a good boot: the boot-loop counter starts again
     if st.get(store.IMG_NEW) is not None:

@@ -96,9 +96,7 @@ def _check(app, on):
 
 
 async def _confirm(on):
-    from twomes import rollback
-
-    await rollback.confirm(on)
+    await on.confirm()
 
 
 def _lines(word):
