@@ -123,10 +123,7 @@ async def request(method, url, extra="", body=None, timeout_s=20, open_connectio
     if open_connection is None:
         open_connection = _connect
     try:
-        if tls:
-            r, w = await asyncio.wait_for(open_connection(host, port, ssl=True), timeout_s)
-        else:
-            r, w = await asyncio.wait_for(open_connection(host, port), timeout_s)
+        r, w = await asyncio.wait_for(open_connection(host, port, ssl=tls), timeout_s)
     except asyncio.TimeoutError:
         raise NetError("connect timeout")
     except OSError as e:
@@ -179,17 +176,14 @@ async def request(method, url, extra="", body=None, timeout_s=20, open_connectio
                 raise NetError("bad Content-Length")
             if resp.length < 0:
                 raise NetError("bad Content-Length")
-    except asyncio.TimeoutError:
+    except Exception as e:
         await resp.close()
-        raise NetError("timeout")
-    except OSError as e:
-        await resp.close()
-        raise NetError("connection error (%s)" % e)
-    except UnicodeError:
-        await resp.close()
-        raise NetError("not an HTTP response")
-    except Exception:
-        await resp.close()
+        if isinstance(e, asyncio.TimeoutError):  # first: on CPython it is an OSError too
+            raise NetError("timeout")
+        if isinstance(e, OSError):
+            raise NetError("connection error (%s)" % e)
+        if isinstance(e, UnicodeError):
+            raise NetError("not an HTTP response")
         raise
     return resp
 

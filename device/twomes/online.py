@@ -1,8 +1,8 @@
 # The online phase of the app: the session token, the server API (docs/api.md) with the time of day
 # from the server's Date header, and normal running with uploads. What runs only now and then is loaded
-# for that moment and unloaded after it: activation (twomes/activate.py), the confirmation of a new
-# version (twomes/rollback.py) and the firmware check (twomes/fw.py). Loaded when Wi-Fi is up and
-# unloaded when the portal opens, so the two phases never hold their code in RAM at the same time.
+# for that moment and unloaded after it: activation and the confirmation of a new version
+# (twomes/connect.py, twomes/rollback.py), the firmware check (twomes/fw.py). Loaded when Wi-Fi is up
+# and unloaded when the portal opens, so the two phases never hold their code in RAM at the same time.
 # Session tokens go only into the Authorization header, never into logs.
 import json
 
@@ -13,7 +13,6 @@ from twomes.errors import Error, HttpError, NetError, NoFirmwareApi
 from twomes.log import log
 
 _UPLOAD_BATCH = const(20)
-_CONFIRM_TRIES = const(6)
 _MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"  # one string: twelve would be twelve qstrs for good
 RUNNING = "running"
 
@@ -122,17 +121,11 @@ class Online:
         return await self.call(method, path, payload)
 
     async def activate(self):
-        """A session token: the stored one, or a new one from the server (twomes/activate.py)."""
+        """A session token: the stored one, or a new one from the server (twomes/connect.py)."""
         if self.app.activated():
             self.session = self.st.get(store.SESSION)
             return
-        from twomes import activate
-
-        try:
-            await activate.run(self)
-        finally:
-            activate = None
-            self.app.unload("activate")
+        await self._once("activate")
 
     # ---- firmware ------------------------------------------------------------------------------------
     async def firmware(self, confirm):
@@ -166,48 +159,25 @@ class Online:
             raise self.app.Restart()
 
     async def confirm(self):
-        """A version that has not been confirmed yet (fresh flash or first boot after an update) tells
-        the server what it runs; only after the server has it is the version kept (twomes/rollback.py,
-        which also counts an update that did not stick)."""
+        """Confirm the version that runs to the server when that is due (twomes/connect.py)."""
         from twomes.app import exists
 
         st = self.st
         if (
-            st.get(store.FW_CONFIRMED) == VERSION
-            and st.get(store.IMG_NEW) is None
-            and not exists("ota/failed")  # otaboot rolled a bundle back
+            st.get(store.FW_CONFIRMED) != VERSION
+            or st.get(store.IMG_NEW) is not None
+            or exists("ota/failed")  # otaboot rolled a bundle back
         ):
-            return
-        from twomes import rollback
+            await self._once("confirm")
 
-        img = rollback.after_boot(self)  # set: the new image that runs, to be confirmed
-        rollback = None
-        self.app.unload("rollback")
-        if st.get(store.FW_CONFIRMED) == VERSION:
-            return
-        self.app.set_state("confirming", VERSION)
-        back = self.app.backoff()
-        ok = False
-        for _ in range(_CONFIRM_TRIES):
-            try:
-                await self.authed("POST", "/device/firmware/confirm", {"version": VERSION})
-                ok = True
-                break
-            except NoFirmwareApi:
-                log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
-                self._fw_api = False
-                ok = True
-                break
-            except Error as e:
-                log("firmware", "confirm failed: %s" % e)
-            await self.app.sleep_s(back.next_s())
-        from twomes import rollback
+    async def _once(self, name):
+        from twomes import connect
 
         try:
-            rollback.settle(self, img, ok)
+            await getattr(connect, name)(self)
         finally:
-            rollback = None
-            self.app.unload("rollback")
+            connect = None
+            self.app.unload("connect")
 
     # ---- running -------------------------------------------------------------------------------------
     def measure(self, prop, value):
