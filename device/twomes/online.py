@@ -1,8 +1,8 @@
 # The online phase of the app: the session token, the server API (docs/api.md) with the time of day
 # from the server's Date header, and normal running with uploads. What runs only now and then is loaded
-# for that moment and unloaded after it: activation and the confirmation of a new version
-# (twomes/connect.py, twomes/rollback.py), the firmware check (twomes/fw.py). Loaded when Wi-Fi is up
-# and unloaded when the portal opens, so the two phases never hold their code in RAM at the same time.
+# for that moment and unloaded after it: activation (twomes/activate.py), the confirmation of a new
+# version (twomes/rollback.py) and the firmware check (twomes/fw.py). Loaded when Wi-Fi is up and
+# unloaded when the portal opens, so the two phases never hold their code in RAM at the same time.
 # Session tokens go only into the Authorization header, never into logs.
 import json
 
@@ -13,6 +13,7 @@ from twomes.errors import Error, HttpError, NetError, NoFirmwareApi
 from twomes.log import log
 
 _UPLOAD_BATCH = const(20)
+_CONFIRM_TRIES = const(6)
 _MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"  # one string: twelve would be twelve qstrs for good
 RUNNING = "running"
 
@@ -121,36 +122,41 @@ class Online:
         return await self.call(method, path, payload)
 
     async def activate(self):
-        """A session token: the stored one, or a new one from the server (twomes/connect.py)."""
+        """A session token: the stored one, or a new one from the server (twomes/activate.py)."""
         if self.app.activated():
             self.session = self.st.get(store.SESSION)
             return
-        await self._once("activate")
+        from twomes import activate
+
+        try:
+            await activate.run(self)
+        finally:
+            activate = None
+            self.app.unload("activate")
 
     # ---- firmware ------------------------------------------------------------------------------------
     async def firmware(self, confirm):
         """After a connection (confirm=True) confirm what runs, when that is due; then check the
-        target. The code that decides (twomes/rollback.py, twomes/fw.py) is loaded only between the
-        requests, so it never shares the heap with one. An update found is installed by the next boot
-        (twomes/update.py): restart."""
+        target (twomes/rollback.py, twomes/fw.py decide; each is loaded only for it). An update found
+        is installed by the next boot (twomes/update.py): restart."""
         if confirm:
             await self.confirm()
         if not self._fw_api:
             return
+        # fw is loaded before the request: code loaded after one lands in the holes its garbage left
+        from twomes import fw
+
         self.app.set_state("checking")
         try:
             data = await self.authed("GET", "/device/firmware/target")
+            due = fw.check(self, data)
         except NoFirmwareApi:
             log("firmware", "server has no firmware API: updates skipped")
             self._fw_api = False
-            return
+            due = False
         except Error as e:
             log("firmware", "check failed: %s" % e)
-            return
-        from twomes import fw
-
-        try:
-            due = fw.check(self, data)
+            due = False
         finally:
             fw = None
             self.app.unload("fw")
@@ -159,25 +165,46 @@ class Online:
             raise self.app.Restart()
 
     async def confirm(self):
-        """Confirm the version that runs to the server when that is due (twomes/connect.py)."""
+        """A version that has not been confirmed yet (fresh flash or first boot after an update) tells
+        the server what it runs; only after the server has it is the version kept (twomes/rollback.py,
+        which also counts an update that did not stick)."""
         from twomes.app import exists
 
         st = self.st
         if (
-            st.get(store.FW_CONFIRMED) != VERSION
-            or st.get(store.IMG_NEW) is not None
-            or exists("ota/failed")  # otaboot rolled a bundle back
+            st.get(store.FW_CONFIRMED) == VERSION
+            and st.get(store.IMG_NEW) is None
+            and not exists("ota/failed")  # otaboot rolled a bundle back
         ):
-            await self._once("confirm")
-
-    async def _once(self, name):
-        from twomes import connect
+            return
+        # loaded for the whole confirmation, before its requests: code loaded after one lands in the
+        # holes its garbage left
+        from twomes import rollback
 
         try:
-            await getattr(connect, name)(self)
+            img = rollback.after_boot(self)  # set: the new image that runs, to be confirmed
+            if st.get(store.FW_CONFIRMED) == VERSION:
+                return
+            self.app.set_state("confirming", VERSION)
+            back = self.app.backoff()
+            ok = False
+            for _ in range(_CONFIRM_TRIES):
+                try:
+                    await self.authed("POST", "/device/firmware/confirm", {"version": VERSION})
+                    ok = True
+                    break
+                except NoFirmwareApi:
+                    log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
+                    self._fw_api = False
+                    ok = True
+                    break
+                except Error as e:
+                    log("firmware", "confirm failed: %s" % e)
+                await self.app.sleep_s(back.next_s())
+            rollback.settle(self, img, ok)
         finally:
-            connect = None
-            self.app.unload("connect")
+            rollback = None
+            self.app.unload("rollback")
 
     # ---- running -------------------------------------------------------------------------------------
     def measure(self, prop, value):
