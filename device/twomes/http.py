@@ -64,6 +64,44 @@ class Response:
         mv[: len(data)] = data
         return len(data)
 
+    async def _head_in(self):
+        """The head, into the head buffer: status line and headers, up to the empty line. A method of
+        its own: a coroutine's state is one block of heap, and the smaller it is the easier it fits."""
+
+        head = self._head
+        end = 0
+        while True:
+            if end >= len(head):
+                raise NetError("response headers too large")
+            n = await self._recv(memoryview(head)[end:])
+            if not n:
+                raise NetError("connection closed in headers")
+            i = head.find(b"\r\n\r\n", end - 3 if end > 3 else 0, end + n)
+            end += n
+            if i >= 0:
+                break
+        self._pos, self._end = i + 4, end
+        lines = str(memoryview(head)[:i], "utf-8").split("\r\n")  # one copy, not three
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+            raise NetError("not an HTTP response")
+        try:
+            self.status = int(parts[1])
+        except ValueError:
+            raise NetError("bad HTTP status")
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            k = k.strip().lower()
+            if k in _KEEP:
+                self.headers[k] = v.strip()
+        if "content-length" in self.headers:
+            try:
+                self.length = self.left = int(self.headers["content-length"])
+            except ValueError:
+                raise NetError("bad Content-Length")
+            if self.length < 0:
+                raise NetError("bad Content-Length")
+
     async def readinto(self, mv):
         """Read up to len(mv) body bytes; 0 at the end of the body."""
         want = len(mv)
@@ -142,40 +180,7 @@ async def request(method, url, extra="", body=None, timeout_s=20, open_connectio
         if body:
             w.write(body)
         await asyncio.wait_for(w.drain(), timeout_s)
-        # the head, into the head buffer: status line and headers, up to the empty line
-        head = resp._head
-        end = 0
-        while True:
-            if end >= len(head):
-                raise NetError("response headers too large")
-            n = await resp._recv(memoryview(head)[end:])
-            if not n:
-                raise NetError("connection closed in headers")
-            i = head.find(b"\r\n\r\n", end - 3 if end > 3 else 0, end + n)
-            end += n
-            if i >= 0:
-                break
-        resp._pos, resp._end = i + 4, end
-        lines = str(memoryview(head)[:i], "utf-8").split("\r\n")  # one copy, not three
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise NetError("not an HTTP response")
-        try:
-            resp.status = int(parts[1])
-        except ValueError:
-            raise NetError("bad HTTP status")
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            k = k.strip().lower()
-            if k in _KEEP:
-                resp.headers[k] = v.strip()
-        if "content-length" in resp.headers:
-            try:
-                resp.length = resp.left = int(resp.headers["content-length"])
-            except ValueError:
-                raise NetError("bad Content-Length")
-            if resp.length < 0:
-                raise NetError("bad Content-Length")
+        await resp._head_in()
     except Exception as e:
         await resp.close()
         if isinstance(e, asyncio.TimeoutError):  # first: on CPython it is an OSError too
