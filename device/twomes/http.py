@@ -1,21 +1,19 @@
 # A small asyncio HTTP/1.1 client for the device: one request per connection, every read bounded in size
 # and time, bodies streamed with readinto() into the caller's buffer (a firmware image never sits in RAM).
+# Few functions and no buffer of its own per request: code and garbage both cost heap (README).
 import asyncio
+import json
 
 from micropython import const
 
 from twomes.errors import HttpError, NetError
 
-_HEAD_MAX = const(1024)  # status line + headers: the caller's preallocated buffer has this size
-_KEEP = (
-    "content-length",
-    "content-type",
-    "content-range",
-    "date",
-    "location",
-    "transfer-encoding",
-    "x-twomes-firmware-api",
-)
+_HEAD_MAX = const(1024)  # status line + headers: the size of the app's preallocated head buffer
+# the response headers anybody reads (lower case); the others are skipped
+_KEEP = ("content-length", "content-range", "date", "transfer-encoding", "x-twomes-firmware-api")
+# asyncio loads its stream code at the first use of open_connection: here, next to this module's code,
+# not in the middle of the first request's short-lived strings (where it would leave the heap in holes)
+_connect = asyncio.open_connection
 
 
 def split_url(url):
@@ -43,43 +41,47 @@ def split_url(url):
     return tls, host, port, path
 
 
-async def _readinto(reader, mv):
-    if hasattr(reader, "readinto"):
-        return await reader.readinto(mv)
-    data = await reader.read(len(mv))  # CPython streams (host tests)
-    mv[: len(data)] = data
-    return len(data)
-
-
 class Response:
+    """One answer: status, the headers in _KEEP, and its body read in bounded pieces. request() makes
+    it with the head read; the caller closes it (in a finally)."""
+
     def __init__(self, reader, writer, timeout_s, head_buf):
         self._r = reader
         self._w = writer
         self._t = timeout_s
+        self._head = head_buf  # preallocated once by the app: no 1 KB allocation per request
         self.status = 0
         self.headers = {}
-        self._head = head_buf  # preallocated once by the app: no 1 KB allocation per request
-        self._pos = 0  # unread body bytes already in _head: _head[_pos:_end]
-        self._end = 0
+        self._pos = self._end = 0  # unread body bytes already in _head: _head[_pos:_end]
         self.length = None  # Content-Length, or None
         self.left = None  # body bytes still to read (None: until close)
 
-    async def _read_head(self):
-        mv = memoryview(self._head)
+    async def _recv(self, mv):
+        """One read from the connection into mv, bounded in time; 0 when the peer closed."""
+        if hasattr(self._r, "readinto"):
+            return await asyncio.wait_for(self._r.readinto(mv), self._t)
+        data = await asyncio.wait_for(self._r.read(len(mv)), self._t)  # CPython streams (host tests)
+        mv[: len(data)] = data
+        return len(data)
+
+    async def _head_in(self):
+        """The head, into the head buffer: status line and headers, up to the empty line. A method of
+        its own: a coroutine's state is one block of heap, and the smaller it is the easier it fits."""
+
+        head = self._head
         end = 0
         while True:
-            if end >= len(mv):
+            if end >= len(head):
                 raise NetError("response headers too large")
-            n = await asyncio.wait_for(_readinto(self._r, mv[end:]), self._t)
+            n = await self._recv(memoryview(head)[end:])
             if not n:
                 raise NetError("connection closed in headers")
-            start = end - 3 if end > 3 else 0
+            i = head.find(b"\r\n\r\n", end - 3 if end > 3 else 0, end + n)
             end += n
-            i = bytes(mv[start:end]).find(b"\r\n\r\n")
             if i >= 0:
                 break
-        head_len = start + i + 4
-        lines = bytes(mv[: head_len - 4]).decode().split("\r\n")
+        self._pos, self._end = i + 4, end
+        lines = str(memoryview(head)[:i], "utf-8").split("\r\n")  # one copy, not three
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
             raise NetError("not an HTTP response")
@@ -92,15 +94,13 @@ class Response:
             k = k.strip().lower()
             if k in _KEEP:
                 self.headers[k] = v.strip()
-        self._pos, self._end = head_len, end
         if "content-length" in self.headers:
             try:
-                self.length = int(self.headers["content-length"])
+                self.length = self.left = int(self.headers["content-length"])
             except ValueError:
                 raise NetError("bad Content-Length")
             if self.length < 0:
                 raise NetError("bad Content-Length")
-            self.left = self.length
 
     async def readinto(self, mv):
         """Read up to len(mv) body bytes; 0 at the end of the body."""
@@ -114,7 +114,7 @@ class Response:
             mv[:n] = memoryview(self._head)[self._pos : self._pos + n]
             self._pos += n
         else:
-            n = await asyncio.wait_for(_readinto(self._r, mv[:want]), self._t)
+            n = await self._recv(mv[:want])
             if not n:
                 if self.left:
                     raise NetError(
@@ -125,13 +125,13 @@ class Response:
             self.left -= n
         return n
 
-    async def body(self, limit):
-        """The whole (small) body as bytes; larger than `limit` -> NetError."""
+    async def json(self, limit):
+        """The whole (small) body parsed as JSON; larger than `limit` or not JSON -> NetError."""
         if self.headers.get("transfer-encoding"):
             raise NetError("chunked responses are not supported (Twomes servers send Content-Length)")
         if self.length is not None and self.length > limit:
             raise NetError("response body too large")
-        out = bytearray(self.length if self.length is not None else limit)
+        out = bytearray(self.length if self.length is not None else limit + 1)
         mv = memoryview(out)
         got = 0
         while got < len(out):
@@ -139,16 +139,10 @@ class Response:
             if not n:
                 break
             got += n
-        if self.length is None and got >= limit and await self.readinto(memoryview(bytearray(1))):
+        if got > limit:  # no Content-Length: one byte more than the limit was there
             raise NetError("response body too large")
-        return bytes(mv[:got])
-
-    async def json(self, limit=4096):
-        import json
-
-        data = await self.body(limit)
         try:
-            return json.loads(data)
+            return json.loads(out if got == len(out) else out[:got])
         except ValueError:
             raise NetError("response is not JSON")
 
@@ -160,64 +154,51 @@ class Response:
             pass
 
 
-async def request(method, url, headers=None, body=None, timeout_s=20, open_connection=None, head_buf=None):
-    """Send one request; returns a Response whose headers are read. The caller closes it (finally)."""
+async def request(method, url, extra="", body=None, timeout_s=20, open_connection=None, head_buf=None):
+    """Send one request (`extra`: more header lines, each ending in CRLF) and read the answer's head.
+    Returns a Response; the caller closes it (finally). NetError when there is no HTTP answer."""
     tls, host, port, path = split_url(url)
     if open_connection is None:
-        open_connection = asyncio.open_connection
+        open_connection = _connect
     try:
-        if tls:
-            r, w = await asyncio.wait_for(open_connection(host, port, ssl=True), timeout_s)
-        else:
-            r, w = await asyncio.wait_for(open_connection(host, port), timeout_s)
+        r, w = await asyncio.wait_for(open_connection(host, port, ssl=tls), timeout_s)
     except asyncio.TimeoutError:
         raise NetError("connect timeout")
     except OSError as e:
         raise NetError("cannot connect (%s)" % e)
     resp = Response(r, w, timeout_s, head_buf if head_buf is not None else bytearray(_HEAD_MAX))
     try:
-        hdr = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: twomes-mpy\r\n" % (
+        hdr = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: twomes-mpy\r\n%s" % (
             method,
             path or "/",
             host if port in (80, 443) else "%s:%d" % (host, port),
+            extra,
         )
-        if headers:
-            for k in headers:
-                hdr += "%s: %s\r\n" % (k, headers[k])
         if body is not None:
             hdr += "Content-Length: %d\r\n" % len(body)
         w.write((hdr + "\r\n").encode())
         if body:
             w.write(body)
         await asyncio.wait_for(w.drain(), timeout_s)
-        await resp._read_head()
-    except asyncio.TimeoutError:
+        await resp._head_in()
+    except Exception as e:
         await resp.close()
-        raise NetError("timeout")
-    except OSError as e:
-        await resp.close()
-        raise NetError("connection error (%s)" % e)
-    except Exception:
-        await resp.close()
+        if isinstance(e, asyncio.TimeoutError):  # first: on CPython it is an OSError too
+            raise NetError("timeout")
+        if isinstance(e, OSError):
+            raise NetError("connection error (%s)" % e)
+        if isinstance(e, UnicodeError):
+            raise NetError("not an HTTP response")
         raise
     return resp
 
 
-def detail_of(data):
-    """The "detail" text of a Twomes error body (bytes), shortened."""
-    import json
-
-    try:
-        d = json.loads(data).get("detail", "")
-    except (ValueError, AttributeError):
-        return ""
-    return (d if isinstance(d, str) else "invalid request")[:80]
-
-
 async def fail(resp):
-    """Raise HttpError for a response we did not want (reads a bounded detail)."""
+    """Raise HttpError for an answer we did not want, with the (shortened) "detail" text of a Twomes
+    error body."""
     try:
-        data = await resp.body(1024)
+        d = (await resp.json(1024)).get("detail", "")
+        d = (d if isinstance(d, str) else "invalid request")[:80]
     except Exception:  # noqa: BLE001 - the status is what matters
-        data = b""
-    raise HttpError(resp.status, detail_of(data))
+        d = ""
+    raise HttpError(resp.status, d)

@@ -1,31 +1,59 @@
-# The online phase of the app: activation, confirmation of a new version, firmware check and update,
-# and normal running with uploads. Loaded when Wi-Fi is up and unloaded when the portal opens, so the
-# two phases never hold their code in RAM at the same time.
+# The online phase of the app: the session token, the server API (docs/api.md) with the time of day
+# from the server's Date header, and normal running with uploads. What runs only now and then is loaded
+# for that moment and unloaded after it: activation (twomes/activate.py), the confirmation of a new
+# version (twomes/rollback.py) and the firmware check (twomes/fw.py). Loaded when Wi-Fi is up and
+# unloaded when the portal opens, so the two phases never hold their code in RAM at the same time.
+# Session tokens go only into the Authorization header, never into logs.
+import json
 
 from micropython import const
 
-from twomes import VERSION, store, wifi
-from twomes.errors import Error, HttpError, NetError
+from twomes import VERSION, http, store, wifi
+from twomes.errors import Error, HttpError, NetError, NoFirmwareApi
 from twomes.log import log
 
 _UPLOAD_BATCH = const(20)
+_CONFIRM_TRIES = const(6)
+_MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"  # one string: twelve would be twelve qstrs for good
 RUNNING = "running"
 
 
-class Online:
-    def __init__(self, app):
-        from twomes.api import Api
+def parse_http_date(text):
+    """'Tue, 25 Nov 2026 10:00:00 GMT' -> unix seconds, or None when it is not an IMF-fixdate."""
+    try:
+        parts = text.split()
+        d, m, y = int(parts[1]), _MONTHS.find(parts[2]), int(parts[3])
+        hh, mm, ss = [int(x) for x in parts[4].split(":")]
+        if (
+            parts[5] != "GMT"
+            or len(parts[2]) != 3
+            or m % 3
+            or not (1 <= d <= 31 and 0 <= hh < 24 and 0 <= mm < 60 and 0 <= ss < 61)
+        ):
+            return None
+    except (ValueError, IndexError):
+        return None
+    # days since 1970-01-01 of a date of the proleptic Gregorian calendar (H. Hinnant's days_from_civil)
+    m = m // 3 + 1
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return days * 86400 + hh * 3600 + mm * 60 + ss
 
+
+class Online:
+    """Its methods are what twomes/fw.py and twomes/rollback.py get to work with; the app's own
+    (state, backoff, sleep, restart) they reach through .app."""
+
+    def __init__(self, app):
         app.buffers()
         self.app = app
-        self.board, self.cfg, self.st, self.ident = app.board, app.cfg, app.st, app.ident
-        self.set_state, self.sleep_s, self.backoff = app.set_state, app.sleep_s, app.backoff
-        self.join, self.activated = app.join, app.activated
-        self.api = Api(app.board, self.cfg.server_url, self.cfg.http_timeout_s, head_buf=app.head_buf)
-        self._hinted = None
-        self._fw_api = True
-        self._queue = app.queue  # survives the phase: measurements wait for the next connection
-        self._buf = app.buf
+        self.board, self.cfg, self.st = app.board, app.cfg, app.st
+        self.session = None
+        self._time = None  # (unix seconds, ticks) from the server's last Date header: no NTP needed
+        self._fw_api = True  # False: a plain Twomes server, no firmware endpoints (asked once)
 
     async def run(self, creds):
         """Connected: activate, confirm, check firmware, run. Returns when Wi-Fi is lost for good."""
@@ -33,59 +61,57 @@ class Online:
         await self.firmware(True)
         await self.running(creds)
 
-    async def activate(self):
-        if self.activated():
-            self.api.session = self.st.get(store.SESSION)
-            return
-        self.set_state("activating")
-        back = self.backoff()
-        while True:
-            try:
-                token = await self.api.activate(self.ident.activation_token)
-                self.st.put(store.SESSION, token)
-                self.st.commit()
-                self._hinted = None
-                log("activate", "activated; session token stored")
-                return
-            except HttpError as e:
-                if e.status == 404:
-                    self.hint(
-                        "not registered on the server yet: the operator registers the activation "
-                        "line printed at boot"
-                    )
-                elif e.status == 403:
-                    self.hint("registered, but not attached to an owner yet: waiting for the owner")
-                else:
-                    log("activate", "server answered %d %s" % (e.status, e.detail))
-            except NetError as e:
-                log("activate", "no answer: %s" % e)
-            await self.sleep_s(back.next_s())
+    # ---- the server API ----------------------------------------------------------------------------
+    def sync(self, date_header):
+        t = parse_http_date(date_header)
+        if t is not None and t > 1600000000:
+            self._time = (t, self.board.ticks_ms())
 
-    async def firmware(self, confirm):
-        """Confirm what runs (after a connection), then check the target; the code is loaded for this.
-        An update found is installed by the next boot (twomes/update.py): restart."""
-        from twomes import fw
+    def at(self, ticks):
+        """Unix seconds of a tick value, or None before the server told the time."""
+        if self._time is None:
+            return None
+        return self._time[0] + self.board.ticks_diff(ticks, self._time[1]) // 1000
 
+    async def call(self, method, path, payload=None, auth=True):
+        """One API request -> its JSON answer. HttpError for a status other than 2xx, NetError when
+        there is no (readable) answer, NoFirmwareApi when a plain Twomes server lacks the endpoint."""
+        extra = "Accept: application/json\r\n"
+        body = None
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            extra += "Content-Type: application/json\r\n"
+        if auth:
+            extra += "Authorization: Bearer %s\r\n" % self.session
+        resp = await http.request(
+            method,
+            self.cfg.server_url.rstrip("/") + path,
+            extra,
+            body,
+            self.cfg.http_timeout_s,
+            None,
+            self.app.head_buf,
+        )
+        extra = body = None  # an upload's payload need not stay while the answer is read
         try:
-            if confirm:
-                await fw.confirm(self)
-            due = await fw.check(self)
+            if "date" in resp.headers:
+                self.sync(resp.headers["date"])
+            if (
+                resp.status == 404
+                and path.startswith("/device/firmware")
+                and "x-twomes-firmware-api" not in resp.headers
+            ):
+                raise NoFirmwareApi()
+            if resp.status // 100 != 2:
+                await http.fail(resp)
+            return await resp.json(2048)
         finally:
-            fw = None
-            self.app.unload("fw")
-        if due:
-            self.set_state("rebooting", "to install an update")
-            raise self.app.Restart()
+            await resp.close()
 
-    def hint(self, text):
-        if self._hinted != text:  # one clear line per condition, not one per retry
-            self._hinted = text
-            log("activate", text)
-
-    async def authed(self, coro_fn, *args):
-        """Call the API; on 401 the session was revoked: re-activate once and retry."""
+    async def authed(self, method, path, payload=None):
+        """call() with the session; on 401 the session was revoked: re-activate once and retry."""
         try:
-            return await coro_fn(*args)
+            return await self.call(method, path, payload)
         except HttpError as e:
             if e.status != 401:
                 raise
@@ -93,65 +119,160 @@ class Online:
         self.st.delete(store.SESSION)
         self.st.commit()
         await self.activate()
-        return await coro_fn(*args)
+        return await self.call(method, path, payload)
 
+    async def activate(self):
+        """A session token: the stored one, or a new one from the server (twomes/activate.py)."""
+        if self.app.activated():
+            self.session = self.st.get(store.SESSION)
+            return
+        from twomes import activate
+
+        try:
+            await activate.run(self)
+        finally:
+            activate = None
+            self.app.unload("activate")
+
+    # ---- firmware ------------------------------------------------------------------------------------
+    async def firmware(self, confirm):
+        """After a connection (confirm=True) confirm what runs, when that is due; then check the
+        target (twomes/rollback.py, twomes/fw.py decide; each is loaded only for it). An update found
+        is installed by the next boot (twomes/update.py): restart."""
+        if confirm:
+            await self.confirm()
+        if not self._fw_api:
+            return
+        # fw is loaded before the request: code loaded after one lands in the holes its garbage left
+        from twomes import fw
+
+        self.app.set_state("checking")
+        try:
+            data = await self.authed("GET", "/device/firmware/target")
+            due = fw.check(self, data)
+        except NoFirmwareApi:
+            log("firmware", "server has no firmware API: updates skipped")
+            self._fw_api = False
+            due = False
+        except Error as e:
+            log("firmware", "check failed: %s" % e)
+            due = False
+        finally:
+            fw = None
+            self.app.unload("fw")
+        if due:
+            self.app.set_state("rebooting", "to install an update")
+            raise self.app.Restart()
+
+    async def confirm(self):
+        """A version that has not been confirmed yet (fresh flash or first boot after an update) tells
+        the server what it runs; only after the server has it is the version kept (twomes/rollback.py,
+        which also counts an update that did not stick)."""
+        from twomes.app import exists
+
+        st = self.st
+        if (
+            st.get(store.FW_CONFIRMED) == VERSION
+            and st.get(store.IMG_NEW) is None
+            and not exists("ota/failed")  # otaboot rolled a bundle back
+        ):
+            return
+        # loaded for the whole confirmation, before its requests: code loaded after one lands in the
+        # holes its garbage left
+        from twomes import rollback
+
+        try:
+            img = rollback.after_boot(self)  # set: the new image that runs, to be confirmed
+            if st.get(store.FW_CONFIRMED) == VERSION:
+                return
+            self.app.set_state("confirming", VERSION)
+            back = self.app.backoff()
+            ok = False
+            for _ in range(_CONFIRM_TRIES):
+                try:
+                    await self.authed("POST", "/device/firmware/confirm", {"version": VERSION})
+                    ok = True
+                    break
+                except NoFirmwareApi:
+                    log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
+                    self._fw_api = False
+                    ok = True
+                    break
+                except Error as e:
+                    log("firmware", "confirm failed: %s" % e)
+                await self.app.sleep_s(back.next_s())
+            rollback.settle(self, img, ok)
+        finally:
+            rollback = None
+            self.app.unload("rollback")
+
+    # ---- running -------------------------------------------------------------------------------------
     def measure(self, prop, value):
-        if len(self._queue) >= self.cfg.queue_max:
-            self._queue.pop(0)  # bounded: the oldest goes first
+        q = self.app.queue  # survives the phase: measurements wait for the next connection
+        if len(q) >= self.cfg.queue_max:
+            q.pop(0)  # bounded: the oldest goes first
             log("upload", "queue full: oldest measurement dropped")
-        self._queue.append((prop, self.board.ticks_ms(), self.api.now(), value))
+        t = self.board.ticks_ms()
+        q.append((prop, t, self.at(t), value))
 
     async def upload(self):
-        while self._queue:
-            batch = self._queue[:_UPLOAD_BATCH]
-            items = []
+        """POST the queued measurements (variable-interval), at most _UPLOAD_BATCH at a time."""
+        q = self.app.queue
+        while q:
+            batch = q[:_UPLOAD_BATCH]
+            groups = {}
             for prop, ticks, ts, value in batch:
-                items.append((prop, ts if ts is not None else self.api.at(ticks), value))
-            if any(ts is None for _p, ts, _v in items):
-                raise NetError("clock not set yet")
-            await self.authed(self.api.upload, items)
-            del self._queue[: len(batch)]
+                if ts is None:
+                    ts = self.at(ticks)
+                    if ts is None:
+                        raise NetError("clock not set yet")
+                groups.setdefault(prop, []).append({"timestamp": ts, "value": value})
+            payload = {
+                "upload_time": self.at(self.board.ticks_ms()),
+                "property_measurements": [{"property_name": p, "measurements": groups[p]} for p in groups],
+            }
+            groups = None
+            await self.authed("POST", "/device/measurements/variable-interval", payload)
+            del q[: len(batch)]
             log("upload", "%d measurement(s) sent" % len(batch))
 
     async def running(self, creds):
-        self.set_state(RUNNING, "firmware %s" % VERSION)
+        app, board = self.app, self.board
+        app.set_state(RUNNING, "firmware %s" % VERSION)
         self.measure("booted_fw", VERSION)
         hb_ms = self.cfg.heartbeat_s * 1000
         fw_ms = self.cfg.fw_check_s * 1000
-        last_hb = last_fw = self.board.ticks_ms()
+        last_hb = last_fw = board.ticks_ms()
         self.measure("heartbeat", "1")
-        back = self.backoff()
+        back = app.backoff()
         next_upload = 0
         while True:
-            now = self.board.ticks_ms()
-            if not self.board.sta.isconnected():
-                if not await self.reconnect(creds):
+            now = board.ticks_ms()
+            if not board.sta.isconnected():
+                # Wi-Fi lost: rejoin with backoff; after 3 failures open the portal (which keeps retrying)
+                app.set_state("offline", "Wi-Fi lost")
+                rejoin = app.backoff()
+                for _ in range(3):
+                    if await app.join(creds) == wifi.JOINED:
+                        break
+                    await app.sleep_s(rejoin.next_s())
+                else:
+                    app.set_state("offline", "Wi-Fi gone")
                     return
-                self.set_state(RUNNING, "firmware %s" % VERSION)
-            if self.board.ticks_diff(now, last_hb) >= hb_ms:
+                app.set_state(RUNNING, "firmware %s" % VERSION)
+            if board.ticks_diff(now, last_hb) >= hb_ms:
                 last_hb = now
                 self.measure("heartbeat", "1")
-            if self._queue and self.board.ticks_diff(now, next_upload) >= 0:
+            if app.queue and board.ticks_diff(now, next_upload) >= 0:
                 try:
                     await self.upload()
                     back.reset()
                 except Error as e:
                     delay = back.next_s()
-                    log("upload", "failed (%s); %d kept, retry in %d s" % (e, len(self._queue), delay))
-                    next_upload = self.board.ticks_add(self.board.ticks_ms(), int(delay * 1000))
-            if self.board.ticks_diff(now, last_fw) >= fw_ms:
+                    log("upload", "failed (%s); %d kept, retry in %d s" % (e, len(app.queue), delay))
+                    next_upload = board.ticks_add(board.ticks_ms(), int(delay * 1000))
+            if board.ticks_diff(now, last_fw) >= fw_ms:
                 last_fw = now
                 await self.firmware(False)
-                self.set_state(RUNNING, "firmware %s" % VERSION)
-            await self.sleep_s(0.5)
-
-    async def reconnect(self, creds):
-        """Wi-Fi lost: rejoin with backoff; after 3 failures open the portal (which keeps retrying)."""
-        self.set_state("offline", "Wi-Fi lost")
-        back = self.backoff()
-        for _ in range(3):
-            if await self.join(creds) == wifi.JOINED:
-                return True
-            await self.sleep_s(back.next_s())
-        self.set_state("offline", "Wi-Fi gone")
-        return False
+                app.set_state(RUNNING, "firmware %s" % VERSION)
+            await app.sleep_s(0.5)

@@ -31,14 +31,13 @@ class Job:
 
     async def open_image(self, rel, offset=0):
         """GET the release's file from `offset`; returns (response, offset actually served)."""
-        headers = {"Authorization": "Bearer " + self.session}
-        if offset:
-            headers["Range"] = "bytes=%d-" % offset
-            headers["If-Range"] = '"%s"' % rel["sha256"]  # another file: the whole of it (200)
+        extra = "Authorization: Bearer %s\r\n" % self.session
+        if offset:  # If-Range: another file (ETag) is sent whole (200)
+            extra += 'Range: bytes=%d-\r\nIf-Range: "%s"\r\n' % (offset, rel["sha256"])
         resp = await http.request(
             "GET",
             self.cfg.server_url.rstrip("/") + rel["url"],
-            headers,
+            extra,
             None,
             self.cfg.http_timeout_s,
             None,

@@ -70,7 +70,7 @@ def _go(handler, body, rollback=True, **settings):
         srv = await FakeServer(handler).start()
         try:
             app, on = support.make_app(srv.url, **settings)
-            on.api.session = TOKEN
+            on.session = TOKEN
             app.st.put(store.SESSION, TOKEN)  # activated: the update boot reads its token from NVS
             await body(app, on, srv)
         finally:
@@ -96,9 +96,7 @@ def _check(app, on):
 
 
 async def _confirm(on):
-    from twomes import fw
-
-    await fw.confirm(on)
+    await on.confirm()
 
 
 def _lines(word):
@@ -166,7 +164,7 @@ def test_power_cut_resumes_from_the_last_durable_offset():
         assert app.st.get(store.DL_STATE).endswith(" ota_0 65536")  # the 64 KB checkpoint is durable
         support.power_cycle()
         app2, on2 = support.make_app(srv.url, retry_base_s=0.02)
-        on2.api.session = TOKEN
+        on2.session = TOKEN
         app2.st.put(store.SESSION, TOKEN)
         assert await _check(app2, on2) is True
         assert ranges == ["bytes=65536-"]  # resumed, not downloaded again
