@@ -3,11 +3,6 @@
 import sys
 import time
 
-from micropython import const
-
-_PORTAL_PORT = const(80)
-_DNS_PORT = const(53)
-
 
 def reset():
     """Reset without a Board (when building the Board itself failed)."""
@@ -43,6 +38,9 @@ class Board:
         self.ticks_add = clock.ticks_add
         self.nvs = esp32.NVS  # nvs(namespace)
         self.reset = machine.reset
+        import micropython
+
+        self.kbd_intr = micropython.kbd_intr  # kbd_intr(-1): 0x03 is data (Improv), 3: Ctrl-C again
         self.sta = network.WLAN(network.STA_IF)
         self.ap = network.WLAN(network.AP_IF)
         pin = machine.Pin
@@ -74,16 +72,6 @@ class Board:
         found = p.find(p.TYPE_APP, label=which) or p.find(p.TYPE_DATA, label=which)
         return found[0] if found else None
 
-    # network endpoints of AP mode (192.168.4.1 on the chip; loopback on the virtual board)
-    def ap_ip(self):
-        return self.ap.ifconfig()[0]
-
-    def portal_port(self):
-        return self.cfg.portal_port or _PORTAL_PORT
-
-    def dns_port(self):
-        return self.cfg.dns_port or _DNS_PORT
-
     # console
     def console_in(self):
         return sys.stdin.buffer
@@ -92,8 +80,3 @@ class Board:
         # binary: on the chip sys.stdout.write turns "\n" into "\r\n", even inside an Improv frame
         out = getattr(sys.stdout, "buffer", sys.stdout)
         out.write(data)
-
-    def kbd_intr(self, ch):
-        import micropython
-
-        micropython.kbd_intr(ch)

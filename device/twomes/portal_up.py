@@ -23,8 +23,8 @@ async def start(p):
             password=p.ident.ap_password,
             authmode=getattr(board.network, "AUTH_WPA2_PSK", 3),
         )
-    ip = board.ap_ip()
-    port = board.portal_port()
+    ip = board.ap.ifconfig()[0]  # 192.168.4.1 on the chip; loopback on the virtual board
+    port = p.cfg.portal_port or 80
     host = ip if port == 80 else "%s:%d" % (ip, port)
     p.origin = "http://" + host
     p.hosts = (host, ip) if port == 80 else (host,)
@@ -34,7 +34,7 @@ async def start(p):
     from twomes import captive_dns
 
     try:
-        p._dns = captive_dns.start(ip, board.dns_port())
+        p._dns = captive_dns.start(ip, p.cfg.dns_port or 53)
         p._server = await asyncio.start_server(p._conn, ip, port, backlog=4)
     except BaseException:
         await stop(p)

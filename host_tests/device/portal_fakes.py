@@ -120,7 +120,7 @@ async def request(port, raw, timeout=5.0):
 
 
 def host_of(p):
-    return "127.0.0.1:%d" % p.board.portal_port()
+    return "127.0.0.1:%d" % p.cfg.portal_port
 
 
 async def get(p, path, host=None, method="GET", extra=""):
@@ -130,7 +130,7 @@ async def get(p, path, host=None, method="GET", extra=""):
         host or host_of(p),
         extra,
     )
-    return await request(p.board.portal_port(), raw.encode())
+    return await request(p.cfg.portal_port, raw.encode())
 
 
 async def post(p, path, body, ctype="application/x-www-form-urlencoded", extra=""):
@@ -143,7 +143,7 @@ async def post(p, path, body, ctype="application/x-www-form-urlencoded", extra="
         len(body),
         extra,
     )
-    return await request(p.board.portal_port(), raw.encode() + body)
+    return await request(p.cfg.portal_port, raw.encode() + body)
 
 
 def quote(s):

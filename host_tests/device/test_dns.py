@@ -121,7 +121,7 @@ def test_portal_starts_dns_on_the_board_port():
     async def main():
         p = await pf.start_portal()
         try:
-            r = await pf.udp_ask(p.board.dns_port(), pf.dns_query("detectportal.firefox.com", 1))
+            r = await pf.udp_ask(p.cfg.dns_port, pf.dns_query("detectportal.firefox.com", 1))
             assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
         finally:
             await p.stop()

@@ -186,7 +186,7 @@ def test_post_needs_form_type_same_origin_and_valid_encoding():
 
 def test_oversized_requests_are_refused():
     async def body(p):
-        port = p.board.portal_port()
+        port = p.cfg.portal_port
         r = await pf.request(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 3000 + b"\r\n\r\n")
         assert r.status == 431
         r = await pf.request(port, b"GET /" + b"a" * 2100 + b" HTTP/1.1\r\n\r\n")
@@ -217,7 +217,7 @@ def test_oversized_requests_are_refused():
 def test_slow_clients_get_408_and_are_closed():
     async def body(p):
         p.request_ms = 300
-        port = p.board.portal_port()
+        port = p.cfg.portal_port
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finishes its headers
         await w.drain()
@@ -245,7 +245,7 @@ def test_slow_clients_get_408_and_are_closed():
 def test_idle_time_and_stop():
     async def main():
         p = await pf.start_portal()
-        port = p.board.portal_port()
+        port = p.cfg.portal_port
         import vstate
 
         ap = vstate.read_json("ap.json")

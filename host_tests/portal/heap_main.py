@@ -49,6 +49,9 @@ class WLAN:
     def disconnect(self):
         self.st = STAT_IDLE
 
+    def ifconfig(self):
+        return ("127.0.0.1", "255.255.255.0", "127.0.0.1", "127.0.0.1")
+
     def status(self):
         if (
             self.st == STAT_CONNECTING
@@ -74,15 +77,6 @@ class Board:
         self.sta = WLAN()
         self.ap = WLAN()
 
-    def ap_ip(self):
-        return "127.0.0.1"
-
-    def portal_port(self):
-        return int(os.getenv("PORTAL_PORT"))
-
-    def dns_port(self):
-        return int(os.getenv("DNS_PORT"))
-
     def ticks_ms(self):
         return time.ticks_ms()
 
@@ -107,6 +101,8 @@ class Ident:
 
 class Cfg:
     ap_open = False
+    portal_port = int(os.getenv("PORTAL_PORT") or 0)
+    dns_port = int(os.getenv("DNS_PORT") or 0)
 
 
 _low = [0]
