@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from twtools.build import build_bundle, read_version
-from twtools.vboard.runner import VirtualBoard
+from twtools.vboard.runner import DEFAULT_HEAP, VirtualBoard
 
 HOME = {"ssid": "Home network", "password": "p&ss w%rd+#1", "rssi": -48, "channel": 6, "join_ms": 300}
 OFFICE = {
@@ -297,7 +297,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--mac", default="24:6F:28:D3:AD:48", help="the virtual board's MAC (its name comes from it)"
     )
-    p.add_argument("--heap", default="128K", help="MicroPython heap size (-X heapsize)")
+    p.add_argument(
+        "--heap", default=DEFAULT_HEAP, help=f"MicroPython heap size (-X heapsize; default {DEFAULT_HEAP})"
+    )
     p.add_argument("--keep", action="store_true", help="keep server and board running afterwards")
     p.add_argument("--quiet", action="store_true", help="do not show the device's serial console")
     p.set_defaults(func=run_story)
@@ -312,7 +314,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     b.add_argument("--air", help="virtual air JSON file (list of {ssid, password, rssi, channel})")
     b.add_argument("--mac", default="24:6F:28:D3:AD:48")
-    b.add_argument("--heap", default="128K")
+    b.add_argument("--heap", default=DEFAULT_HEAP, help=f"MicroPython heap size (default {DEFAULT_HEAP})")
     b.add_argument("--state", help="state directory (kept; default: a new temporary one)")
     b.add_argument(
         "--install", action="store_true", help="reinstall the app into an existing state directory"
