@@ -229,6 +229,6 @@ class Portal:
     def _drop(self):
         """Forget the per-request modules (held only while a request is served) and portal_up."""
         pkg = sys.modules["twomes"]
-        for m in ("portal_rd", "portal_req", "portal_get", "portal_page", "portal_up"):
+        for m in ("portal_rd", "portal_req", "portal_form", "portal_get", "portal_page", "portal_up"):
             sys.modules.pop("twomes." + m, None)
             pkg.__dict__.pop(m, None)
