@@ -227,8 +227,17 @@ class Portal:
             self._drop()
 
     def _drop(self):
-        """Forget the per-request modules (held only while a request is served) and portal_up."""
+        """Forget the per-request modules (held only while a request is served), portal_up, and the
+        credential rule (twomes.creds: the controller and portal_req import it when they need it)."""
         pkg = sys.modules["twomes"]
-        for m in ("portal_rd", "portal_req", "portal_form", "portal_get", "portal_page", "portal_up"):
+        for m in (
+            "portal_rd",
+            "portal_req",
+            "portal_form",
+            "portal_get",
+            "portal_page",
+            "portal_up",
+            "creds",
+        ):
             sys.modules.pop("twomes." + m, None)
             pkg.__dict__.pop(m, None)
