@@ -7,7 +7,7 @@ import asyncio
 
 from micropython import const
 
-from twomes import creds, wifi
+from twomes import wifi
 from twomes.log import log
 
 _MAGIC = b"IMPROV"
@@ -144,9 +144,12 @@ class Improv:
 
     async def provision(self):
         """Try the pending credentials through the controller; returns the reply frames."""
+        from twomes import creds  # not held by this module: the portal drops it between requests
+
         ssid, password = self.pending
         self.pending = None
         bad = creds.check_credentials(ssid, password)
+        creds = None
         code = None
         if bad is None:
             log("improv", "testing network %r (password: stored)" % ssid)

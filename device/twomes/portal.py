@@ -3,14 +3,13 @@
 # pops up by itself. Only a deliberate POST (form or API) acts: it hands the credentials to the app's
 # controller (ctl.submit), which tests them while the AP stays up. The app decides when to close.
 #
-# Heap: this module is what stays loaded while the portal runs (accept, bounded read, probe redirect,
-# the credential test). Bringing the AP, DNS and server up and down (twomes.portal_up), the pages
-# (twomes.portal_page), the other GETs (twomes.portal_get) and the POSTs (twomes.portal_req) are
-# imported when needed and dropped again, never two of them at once. Bounds: request head <= 2048 bytes
-# (the size of the buffer; 431), body <= _BODY_MAX (413), whole request within
-# request_ms (408), one request read at a time, into one preallocated buffer (taken only once the
-# client sends its first byte; others wait or get a 503). The request reader never copies the head
-# line by line: it scans the buffer and decodes only the request line and the four headers it uses.
+# Heap: this module is what stays loaded while the portal runs (accept, probe redirect, the credential
+# test). Bringing the AP, DNS and server up and down (twomes.portal_up), reading the request
+# (twomes.portal_rd), the pages (twomes.portal_page), the other GETs (twomes.portal_get) and the POSTs
+# (twomes.portal_req) are imported when needed and dropped again, never two of them at once. Bounds:
+# request head <= 2048 bytes (the size of the buffer; 431), body <= 1024 bytes (413), whole request
+# within request_ms (408), one request read at a time, into one preallocated buffer (taken only once
+# the client sends its first byte; others wait or get a 503).
 import asyncio
 import json
 import sys
@@ -20,7 +19,6 @@ from micropython import const
 from twomes import Record, wifi
 from twomes.log import log
 
-_BODY_MAX = const(1024)
 _REQUEST_MS = const(5000)
 _SLOT_WAIT_MS = const(2000)
 _NETS_MAX = const(30)
@@ -34,8 +32,6 @@ _REASONS = (
     "\n405 Method Not Allowed\n408 Request Timeout\n409 Conflict\n411 Length Required\n413 Content Too Large"
     "\n415 Unsupported Media Type\n431 Request Header Fields Too Large\n503 Service Unavailable\n"
 )
-# the headers the portal reads -> request attribute (values lower-cased)
-_WANT = {b"host": "host", b"content-type": "ctype", b"origin": "origin", b"content-length": "length"}
 
 
 class HttpError(Exception):
@@ -70,57 +66,6 @@ async def fill(reader, buf, n):
     data = await reader.read(len(buf) - n)  # CPython asyncio
     buf[n : n + len(data)] = data
     return len(data)
-
-
-async def read_request(reader, buf, req, n):
-    """Read one request into the preallocated `buf` (its size bounds the head; its first `n` bytes are
-    already read), filling `req` as far as it gets: an error after the request line still knows the
-    path (API errors are answered in JSON)."""
-    end = -1
-    while end < 0:
-        if n >= len(buf):
-            raise HttpError(431, "request head too large")
-        got = await fill(reader, buf, n)
-        if not got:
-            raise HttpError(400 if n else 0, "closed mid-request")
-        n += got
-        end = buf.find(b"\r\n\r\n", 0, n)
-    pos = buf.find(b"\r\n") + 2
-    try:
-        parts = bytes(buf[: pos - 2]).decode().split(" ")
-        if len(parts) != 3 or parts[2][:7] != "HTTP/1." or not parts[0].isalpha() or parts[1][:1] != "/":
-            raise HttpError(400, "bad request line")
-        req.method = parts[0]
-        req.path, _, req.query = parts[1].partition("?")
-        while pos < end:
-            nl = buf.find(b"\r\n", pos, end + 2)
-            c = buf.find(b":", pos, nl)
-            if c > pos:
-                k = bytes(buf[pos:c]).lower()
-                if k == b"transfer-encoding":
-                    raise HttpError(411, "chunked bodies are not accepted")
-                if k in _WANT:
-                    setattr(req, _WANT[k], bytes(buf[c + 1 : nl]).decode().strip().lower())
-            pos = nl + 2
-    except UnicodeError:
-        raise HttpError(400, "not UTF-8") from None
-    ln = req.length
-    if ln:
-        if not ln.isdigit() or len(ln) > 9:
-            raise HttpError(400, "bad Content-Length")
-        ln = int(ln)
-        if ln > _BODY_MAX:
-            raise HttpError(413, "body too large")
-        pos = end + 4
-        have = min(n - pos, ln)
-        buf[:have] = buf[pos : pos + have]
-        mv = memoryview(buf)[:ln]
-        while have < ln:
-            got = await fill(reader, mv, have)
-            if not got:
-                raise HttpError(400, "closed mid-body")
-            have += got
-        req.body = bytes(mv)
 
 
 class Portal:
@@ -215,7 +160,13 @@ class Portal:
                 self._buf = None
                 buf[0] = first[0]
                 left = self.request_ms - board.ticks_diff(board.ticks_ms(), t0)
-                await asyncio.wait_for(read_request(reader, buf, req, 1), max(left, 1) / 1000)
+                from twomes import portal_rd
+
+                try:
+                    await asyncio.wait_for(portal_rd.read_request(reader, buf, req, 1), max(left, 1) / 1000)
+                finally:
+                    portal_rd = None
+                    self._drop()  # the request is read: the reader leaves before what answers it comes
             except asyncio.TimeoutError:
                 raise HttpError(408, "request too slow") from None
             self._last = board.ticks_ms()
@@ -276,8 +227,17 @@ class Portal:
             self._drop()
 
     def _drop(self):
-        """Forget the per-request modules (held only while a request is served) and portal_up."""
+        """Forget the per-request modules (held only while a request is served), portal_up, and the
+        credential rule (twomes.creds: the controller and portal_req import it when they need it)."""
         pkg = sys.modules["twomes"]
-        for m in ("portal_req", "portal_get", "portal_page", "portal_up"):
+        for m in (
+            "portal_rd",
+            "portal_req",
+            "portal_form",
+            "portal_get",
+            "portal_page",
+            "portal_up",
+            "creds",
+        ):
             sys.modules.pop("twomes." + m, None)
             pkg.__dict__.pop(m, None)

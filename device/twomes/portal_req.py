@@ -1,4 +1,5 @@
-# The portal's POST requests: the one that acts (the Wi-Fi form or the app's JSON), plus form decoding.
+# The portal's POST requests: the one that acts (the Wi-Fi form or the app's JSON; the form's decoding
+# is twomes.portal_form, loaded only for a form).
 # Imported per request and dropped again by twomes.portal, so none of it stays in the heap while the
 # portal idles. A form with refused input is not answered here: handle() returns the reason and
 # twomes.portal shows the form again once this module is gone (never both in the heap).
@@ -12,8 +13,6 @@ from twomes.log import log
 from twomes.portal import JSON, HttpError, send
 
 _NAME_MAX = const(32)
-_FIELDS_MAX = const(12)
-_HEX = b"0123456789abcdefABCDEF"
 
 
 async def handle(p, req, w):
@@ -42,10 +41,13 @@ async def handle(p, req, w):
     else:
         if not req.ctype.startswith("application/x-www-form-urlencoded"):
             raise HttpError(415, "expected a form")
+        from twomes import portal_form  # the form's decoding: not in the heap for the app's JSON
+
         try:
-            d = parse_form(req.body, ("ssid", "other", "password", "name"))
+            d = portal_form.parse_form(req.body, ("ssid", "other", "password", "name"))
         except ValueError:
             raise HttpError(400, "the form could not be decoded") from None
+        portal_form = None
         d["ssid"] = d.get("other") or d.get("ssid", "")
     req.body = None
     ssid = d.get("ssid")
@@ -76,37 +78,3 @@ async def handle(p, req, w):
     else:
         send(w, 303, where="/result")
     return None
-
-
-def unquote(b):
-    """application/x-www-form-urlencoded value (bytes) -> str: `+` is a space, %XX a byte, then UTF-8.
-    A `%` not followed by two hex digits stays as it is; invalid UTF-8 raises ValueError."""
-    out = bytearray()
-    i = 0
-    n = len(b)
-    while i < n:
-        c = b[i]
-        if c == 43:  # +
-            c = 32
-        elif c == 37 and i + 2 < n and b[i + 1] in _HEX and b[i + 2] in _HEX:  # %XX
-            c = int(bytes(b[i + 1 : i + 3]), 16)
-            i += 2
-        out.append(c)
-        i += 1
-    return bytes(out).decode()
-
-
-def parse_form(data, keys):
-    """{key: str} for the wanted `keys` only (first occurrence wins); ValueError on bad encoding."""
-    if isinstance(data, str):
-        data = data.encode()
-    out = {}
-    pairs = data.split(b"&")
-    if len(pairs) > _FIELDS_MAX:
-        raise ValueError("too many fields")
-    for pair in pairs:
-        k, _, v = pair.partition(b"=")
-        k = unquote(k)
-        if k in keys and k not in out:
-            out[k] = unquote(v)
-    return out

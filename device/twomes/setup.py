@@ -5,7 +5,7 @@ import gc
 
 from micropython import const
 
-from twomes import VERSION, creds, store, wifi
+from twomes import VERSION, store, wifi
 from twomes.log import log
 
 PORTAL = "portal"
@@ -41,15 +41,21 @@ class Setup:
             "state": app.state,
         }
 
+    # twomes.creds is imported where it is used, not kept: the portal drops it after each request
     async def rescan(self):
+        from twomes import creds
+
         try:
             self.nets = creds.scan(self.app.board)
         except OSError as e:
             log("wifi", "scan failed: %s" % e)
 
     async def submit(self, ssid, password, name=None):
+        from twomes import creds
+
         app = self.app
         problem = creds.check_credentials(ssid, password)
+        creds = None
         if problem:
             raise ValueError(problem)
         if self._busy:

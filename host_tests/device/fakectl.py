@@ -1,7 +1,10 @@
 # The app controller as the portal and Improv see it (status/submit/networks/rescan/info), joining for
 # real on the simulated air. Used by the shared device tests and, copied onto a virtual board's
 # filesystem, by host_tests/portal/portal_main.py (so it imports nothing but twomes.wifi and twomes.creds).
-from twomes import creds, wifi
+from twomes import wifi
+
+# twomes.creds is imported where it is used, as the app's controller does (the portal drops it between
+# requests, so a module-level reference would keep a second copy in the heap)
 
 
 class FakeCtl:
@@ -15,6 +18,8 @@ class FakeCtl:
         self.wifi = None
         self.ssid = None
         self.message = "waiting for Wi-Fi settings"
+        from twomes import creds
+
         self.nets = creds.scan(board) if nets is None else nets  # [(ssid, rssi, secured)], as the app's
         self.submitted = []
         self.rescans = 0
@@ -24,6 +29,8 @@ class FakeCtl:
         return {"state": self.state, "wifi": self.wifi, "ssid": self.ssid, "message": self.message}
 
     async def submit(self, ssid, password, name=None):
+        from twomes import creds
+
         bad = creds.check_credentials(ssid, password)
         if bad:
             raise ValueError(bad)
@@ -42,6 +49,8 @@ class FakeCtl:
         return r
 
     async def rescan(self):
+        from twomes import creds
+
         self.rescans += 1
         self.nets = creds.scan(self.board)
 

@@ -5,7 +5,7 @@ import json
 import portal_fakes as pf
 
 import support
-from twomes import portal_page, portal_req, wifi
+from twomes import portal_form, portal_page, wifi
 
 _JSON = "application/json"
 
@@ -144,19 +144,19 @@ def test_controller_refusal_and_crash_become_results():
 
 
 def test_unquote_and_form_parsing():
-    u = portal_req.unquote
+    u = portal_form.unquote
     assert u(b"a+b") == "a b" and u(b"%26%25%2B%40%23%24%3B") == "&%+@#$;"
     assert u(b"caf%C3%A9") == "caf\u00e9" and u(b"100%") == "100%" and u(b"%zz%4") == "%zz%4"
     assert u(b"plain") == "plain" and u(b"") == ""
     support.raises(ValueError, u, b"%FF")
-    f = portal_req.parse_form(
+    f = portal_form.parse_form(
         b"ssid=a%26b&password=p%2Bq+r&x=1&ssid=second&novalue", ("ssid", "password", "novalue")
     )
     assert f == {"ssid": "a&b", "password": "p+q r", "novalue": ""}
-    assert portal_req.parse_form(pf.form(password=pf.SPECIAL_PW), ("password",)) == {
+    assert portal_form.parse_form(pf.form(password=pf.SPECIAL_PW), ("password",)) == {
         "password": pf.SPECIAL_PW
     }
-    support.raises(ValueError, portal_req.parse_form, b"&" * 20, ("a",))
+    support.raises(ValueError, portal_form.parse_form, b"&" * 20, ("a",))
 
 
 def test_escape():

@@ -186,4 +186,7 @@ def test_portal_serves_page_and_post_in_a_small_heap(proc: Proc) -> None:
         f"log, wifi) cost {base} more in the same heap"
     )
     assert mem["heap"] <= int(HEAP[:-1]) * 1024
-    assert resident <= 24 * 1024, mem  # what stays allocated while the portal idles (regression guard)
+    # regression guard: what stays allocated while the portal idles (19.0K measured; 21.7K before the
+    # request reader and the credential rule were loaded per request). The peak while serving is not
+    # guarded: sampled, it varies from ~25K to ~31K with how requests and the credential test overlap.
+    assert resident <= 21 * 1024, mem
