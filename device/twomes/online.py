@@ -9,11 +9,14 @@ import json
 from micropython import const
 
 from twomes import VERSION, http, store, wifi
-from twomes.errors import Error, HttpError, NetError, NoFirmwareApi
+from twomes.errors import Error
 from twomes.log import log
 
 _UPLOAD_BATCH = const(20)
 _CONFIRM_TRIES = const(6)
+# errors.Error statuses: no (readable) answer; the server has no firmware API (a plain Twomes server)
+_NET = const(0)
+_NO_FW_API = const(-2)
 _MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"  # one string: twelve would be twelve qstrs for good
 RUNNING = "running"
 
@@ -74,8 +77,8 @@ class Online:
         return self._time[0] + self.board.ticks_diff(ticks, self._time[1]) // 1000
 
     async def call(self, method, path, payload=None, auth=True):
-        """One API request -> its JSON answer. HttpError for a status other than 2xx, NetError when
-        there is no (readable) answer, NoFirmwareApi when a plain Twomes server lacks the endpoint."""
+        """One API request -> its JSON answer. Error: the HTTP status when it is not 2xx, _NET when
+        there is no (readable) answer, _NO_FW_API when a plain Twomes server lacks the endpoint."""
         extra = "Accept: application/json\r\n"
         body = None
         if payload is not None:
@@ -101,7 +104,7 @@ class Online:
                 and path.startswith("/device/firmware")
                 and "x-twomes-firmware-api" not in resp.headers
             ):
-                raise NoFirmwareApi()
+                raise Error(_NO_FW_API, "no firmware API")
             if resp.status // 100 != 2:
                 await http.fail(resp)
             return await resp.json(2048)
@@ -112,7 +115,7 @@ class Online:
         """call() with the session; on 401 the session was revoked: re-activate once and retry."""
         try:
             return await self.call(method, path, payload)
-        except HttpError as e:
+        except Error as e:
             if e.status != 401:
                 raise
         log("activate", "session token refused (401): activating again")
@@ -150,12 +153,12 @@ class Online:
         try:
             data = await self.authed("GET", "/device/firmware/target")
             due = fw.check(self, data)
-        except NoFirmwareApi:
-            log("firmware", "server has no firmware API: updates skipped")
-            self._fw_api = False
-            due = False
         except Error as e:
-            log("firmware", "check failed: %s" % e)
+            if e.status == _NO_FW_API:
+                log("firmware", "server has no firmware API: updates skipped")
+                self._fw_api = False
+            else:
+                log("firmware", "check failed: %s" % e)
             due = False
         finally:
             fw = None
@@ -193,12 +196,15 @@ class Online:
                     await self.authed("POST", "/device/firmware/confirm", {"version": VERSION})
                     ok = True
                     break
-                except NoFirmwareApi:
-                    log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
-                    self._fw_api = False
-                    ok = True
-                    break
                 except Error as e:
+                    if e.status == _NO_FW_API:
+                        log(
+                            "firmware",
+                            "server has no firmware API: keeping %s without confirmation" % VERSION,
+                        )
+                        self._fw_api = False
+                        ok = True
+                        break
                     log("firmware", "confirm failed: %s" % e)
                 await self.app.sleep_s(back.next_s())
             rollback.settle(self, img, ok)
@@ -225,7 +231,7 @@ class Online:
                 if ts is None:
                     ts = self.at(ticks)
                     if ts is None:
-                        raise NetError("clock not set yet")
+                        raise Error(_NET, "clock not set yet")
                 groups.setdefault(prop, []).append({"timestamp": ts, "value": value})
             payload = {
                 "upload_time": self.at(self.board.ticks_ms()),

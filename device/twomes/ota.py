@@ -9,8 +9,9 @@ from micropython import const
 
 import otaboot
 from twomes import hexdigest
-from twomes.errors import BadImage
+from twomes.errors import Error
 
+_BAD = const(-1)  # errors.Error status: not what the server promised
 _MAGIC = b"TWOMES-BUNDLE 2"
 _LINE_MAX = const(128)
 _FILES_MAX = const(200)
@@ -72,7 +73,7 @@ class _Stream:
         while got < n:
             k = await self.resp.readinto(self.buf[got:n])
             if not k:
-                raise BadImage("download ended early")
+                raise Error(_BAD, "download ended early")
             got += k
         self.left -= n
         self.sha.update(self.buf[:n])
@@ -83,7 +84,7 @@ class _Stream:
         n = 0
         while True:
             if n >= len(out):
-                raise BadImage("bundle header line too long")
+                raise Error(_BAD, "bundle header line too long")
             await self.read(1)
             out[n] = self.buf[0]
             if out[n] == 10:
@@ -92,12 +93,12 @@ class _Stream:
         try:
             return str(memoryview(out)[:n], "utf-8")
         except UnicodeError:
-            raise BadImage("bundle header is not text")
+            raise Error(_BAD, "bundle header is not text")
 
 
 async def install(job, rel):
-    """Download and install a bundle release (`job`: twomes/update.py). Raises BadImage / NetError /
-    HttpError; on success the new slot is pending: the next boot runs it, and it must confirm itself
+    """Download and install a bundle release (`job`: twomes/update.py). Raises Error (a bad bundle,
+    no answer, an HTTP status); on success the new slot is pending: the next boot runs it, and it must confirm itself
     to stay.
 
     Format (tools/twtools/build.py): "TWOMES-BUNDLE 2", "version V", "mpy M", "files N", then N times
@@ -111,30 +112,30 @@ async def install(job, rel):
     try:
         size = rel["size"]
         if resp.length is not None and resp.length != size:
-            raise BadImage("server sends %d bytes, release says %d" % (resp.length, size))
+            raise Error(_BAD, "server sends %d bytes, release says %d" % (resp.length, size))
         s = _Stream(resp, size, buf)
         n = await s.read(len(_MAGIC) + 1)
         if bytes(buf[:n]) != _MAGIC + b"\n":
-            raise BadImage("not an app bundle")
+            raise Error(_BAD, "not an app bundle")
         lb = bytearray(_LINE_MAX)
         head = {}
         for key in ("version", "mpy", "files"):
             k, _, v = (await s.line(lb)).partition(" ")
             if k != key or not v:
-                raise BadImage("bad bundle header")
+                raise Error(_BAD, "bad bundle header")
             head[key] = v
         version = head["version"]
         if version != rel["version"]:
-            raise BadImage("bundle is version %s, release says %s" % (version, rel["version"]))
+            raise Error(_BAD, "bundle is version %s, release says %s" % (version, rel["version"]))
         tag = mpy_tag()
         if tag is not None and head["mpy"] != tag:
-            raise BadImage("bundle built for mpy %s, this firmware runs %s" % (head["mpy"], tag))
+            raise Error(_BAD, "bundle built for mpy %s, this firmware runs %s" % (head["mpy"], tag))
         try:
             count = int(head["files"])
         except ValueError:
-            raise BadImage("bad bundle header")
+            raise Error(_BAD, "bad bundle header")
         if not 0 < count <= _FILES_MAX:
-            raise BadImage("bad bundle header")
+            raise Error(_BAD, "bad bundle header")
         state = otaboot.read() or {}
         slot = "b" if state.get("slot") == "a" else "a"
         root = "ota/" + slot
@@ -150,7 +151,7 @@ async def install(job, rel):
                 try:
                     path, fsize, fsha = parts[1], int(parts[2]), parts[3]
                 except (IndexError, ValueError):
-                    raise BadImage("bad file entry in bundle")
+                    raise Error(_BAD, "bad file entry in bundle")
                 if (
                     parts[0] != "file"
                     or len(parts) != 4
@@ -158,7 +159,7 @@ async def install(job, rel):
                     or fsize < 0
                     or len(fsha) != 64
                 ):
-                    raise BadImage("bad file entry in bundle")
+                    raise Error(_BAD, "bad file entry in bundle")
                 d = path.rfind("/")
                 if d > 0:
                     makedirs(root + "/" + path[:d])
@@ -171,14 +172,14 @@ async def install(job, rel):
                         h.update(buf[:n])
                         left -= n
                 if hexdigest(h) != fsha:
-                    raise BadImage("%s: sha256 mismatch" % path)
+                    raise Error(_BAD, "%s: sha256 mismatch" % path)
                 man.write("%s %d %s\n" % (path, fsize, fsha))
         if s.left != 0:
-            raise BadImage("bundle size mismatch")
+            raise Error(_BAD, "bundle size mismatch")
         if await resp.readinto(buf[:1]):
-            raise BadImage("download longer than promised")
+            raise Error(_BAD, "download longer than promised")
         if hexdigest(s.sha) != rel["sha256"]:
-            raise BadImage("bundle sha256 mismatch")
+            raise Error(_BAD, "bundle sha256 mismatch")
     finally:
         await resp.close()
     # read every file back from the filesystem and check it against the slot's manifest
@@ -196,7 +197,7 @@ async def install(job, rel):
                     h.update(buf[:n])
                     total += n
             if total != int(fsize) or hexdigest(h) != fsha:
-                raise BadImage("%s: read-back mismatch" % path)
+                raise Error(_BAD, "%s: read-back mismatch" % path)
     prev = state.get("slot")
     if prev and "ota/" + prev not in sys.path:
         prev = None  # that bundle does not run now (it belongs to another image): that image's app does
