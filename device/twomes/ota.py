@@ -4,11 +4,11 @@
 import hashlib
 import os
 import sys
+from binascii import hexlify
 
 from micropython import const
 
 import otaboot
-from twomes import hexdigest
 from twomes.errors import Error
 
 _BAD = const(-1)  # errors.Error status: not what the server promised
@@ -16,6 +16,12 @@ _MAGIC = b"TWOMES-BUNDLE 2"
 _LINE_MAX = const(128)
 _FILES_MAX = const(200)
 _PATH_OK = "abcdefghijklmnopqrstuvwxyz0123456789_./"
+
+
+def hexdigest(h):
+    """Hex of a hashlib digest in one piece: twomes.hexdigest makes 32 small strings and a list, which
+    a heap as full as the update boot's cannot always take."""
+    return hexlify(h.digest()).decode()
 
 
 def rmtree(path):

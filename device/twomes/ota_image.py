@@ -13,10 +13,11 @@
 import asyncio
 import gc
 import hashlib
+from binascii import hexlify
 
 from micropython import const
 
-from twomes import hexdigest, store
+from twomes import store
 from twomes.errors import Error
 from twomes.log import log
 
@@ -223,5 +224,5 @@ async def verify(part, size, want, version, buf):
         pos += n
         if pos % _CHECKPOINT == 0:
             await asyncio.sleep(0)  # stay responsive (button, LED) while a large image is hashed
-    if hexdigest(h) != want:
+    if hexlify(h.digest()).decode() != want:  # one piece (not twomes.hexdigest's 32 strings)
         raise Error(_BAD, "image read back from flash does not match its sha256")
