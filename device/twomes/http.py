@@ -82,19 +82,27 @@ class Response:
             if i >= 0:
                 break
         self._pos, self._end = i + 4, end
-        lines = str(memoryview(head)[:i], "utf-8").split("\r\n")  # one copy, not three
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+        # parsed where it lies, line by line: no copy of the whole head and no list of its lines (the
+        # update boot's heap has no room for them); only the headers kept are decoded
+        mv = memoryview(head)
+        eol = head.find(b"\r\n", 0, i + 2)
+        parts = bytes(mv[:eol]).split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
             raise Error(_NET, "not an HTTP response")
         try:
             self.status = int(parts[1])
         except ValueError:
             raise Error(_NET, "bad HTTP status")
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            k = k.strip().lower()
+        parts = None
+        while eol < i:
+            pos = eol + 2
+            eol = head.find(b"\r\n", pos, i + 2)
+            c = head.find(b":", pos, eol)
+            if c < 0:
+                c = eol  # no colon: a name without a value
+            k = str(mv[pos:c], "utf-8").strip().lower()
             if k in _KEEP:
-                self.headers[k] = v.strip()
+                self.headers[k] = str(mv[c + 1 : eol], "utf-8").strip()
         if "content-length" in self.headers:
             try:
                 self.length = self.left = int(self.headers["content-length"])
@@ -170,15 +178,19 @@ async def request(method, url, extra="", body=None, timeout_s=20, open_connectio
         raise Error(_NET, "cannot connect (%s)" % e)
     resp = Response(r, w, timeout_s, head_buf if head_buf is not None else bytearray(_HEAD_MAX))
     try:
-        hdr = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: twomes-mpy\r\n%s" % (
-            method,
-            path or "/",
-            host if port in (80, 443) else "%s:%d" % (host, port),
-            extra,
+        # the head in one formatting and one encoding: no intermediate copies of it
+        w.write(
+            (
+                "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: twomes-mpy\r\n%s%s\r\n"
+                % (
+                    method,
+                    path or "/",
+                    host if port in (80, 443) else "%s:%d" % (host, port),
+                    extra,
+                    "" if body is None else "Content-Length: %d\r\n" % len(body),
+                )
+            ).encode()
         )
-        if body is not None:
-            hdr += "Content-Length: %d\r\n" % len(body)
-        w.write((hdr + "\r\n").encode())
         if body:
             w.write(body)
         await asyncio.wait_for(w.drain(), timeout_s)
