@@ -8,7 +8,6 @@ from binascii import hexlify
 
 from micropython import const
 
-import otaboot
 from twomes.errors import Error
 
 _BAD = const(-1)  # errors.Error status: not what the server promised
@@ -103,9 +102,9 @@ class _Stream:
 
 
 async def install(job, rel):
-    """Download and install a bundle release (`job`: twomes/update.py). Raises Error (a bad bundle,
-    no answer, an HTTP status); on success the new slot is pending: the next boot runs it, and it must confirm itself
-    to stay.
+    """Download and install a bundle release (`job`: twomes/update.py). Raises Error (a bad bundle, no
+    answer, an HTTP status); on success the new slot is pending: the next boot runs it, and it must
+    confirm itself to stay.
 
     Format (tools/twtools/build.py): "TWOMES-BUNDLE 2", "version V", "mpy M", "files N", then N times
     "file PATH SIZE SHA256" followed by SIZE bytes. Every line is checked before anything is written
@@ -114,6 +113,13 @@ async def install(job, rel):
     from twomes.log import log
 
     buf = job._buf
+    # the slot pointer: read before the download and not kept through it (the download needs the heap);
+    # otaboot comes back for the switch at the end
+    import otaboot
+
+    state = otaboot.read() or {}
+    otaboot = None
+    sys.modules.pop("otaboot", None)
     resp, _ = await job.open_image(rel, 0)
     try:
         size = rel["size"]
@@ -142,7 +148,6 @@ async def install(job, rel):
             raise Error(_BAD, "bad bundle header")
         if not 0 < count <= _FILES_MAX:
             raise Error(_BAD, "bad bundle header")
-        state = otaboot.read() or {}
         slot = "b" if state.get("slot") == "a" else "a"
         root = "ota/" + slot
         makedirs("ota")
@@ -207,6 +212,8 @@ async def install(job, rel):
     prev = state.get("slot")
     if prev and "ota/" + prev not in sys.path:
         prev = None  # that bundle does not run now (it belongs to another image): that image's app does
+    import otaboot
+
     otaboot.write(
         {
             "slot": slot,
