@@ -2,6 +2,7 @@
 # every file's and the whole bundle's size and sha256, read the files back, and only then switch the
 # slot pointer (ota/state.json, one atomic rename). Format: tools/twtools/build.py.
 import hashlib
+import json
 import os
 import sys
 from binascii import hexlify
@@ -11,6 +12,9 @@ from micropython import const
 from twomes.errors import Error
 
 _BAD = const(-1)  # errors.Error status: not what the server promised
+# otaboot's slot pointer (otaboot.read/write), read and written here directly: loading otaboot for
+# it, after a download has left the heap in pieces, is more than the update boot's heap can always take
+_STATE = "ota/state.json"
 _MAGIC = b"TWOMES-BUNDLE 2"
 _LINE_MAX = const(128)
 _FILES_MAX = const(200)
@@ -113,13 +117,13 @@ async def install(job, rel):
     from twomes.log import log
 
     buf = job._buf
-    # the slot pointer: read before the download and not kept through it (the download needs the heap);
-    # otaboot comes back for the switch at the end
-    import otaboot
-
-    state = otaboot.read() or {}
-    otaboot = None
-    sys.modules.pop("otaboot", None)
+    try:
+        with open(_STATE) as f:
+            state = json.loads(f.read())
+    except (OSError, ValueError):
+        state = None
+    if not isinstance(state, dict):
+        state = {}  # none, or damaged: otaboot boots the factory app
     resp, _ = await job.open_image(rel, 0)
     try:
         size = rel["size"]
@@ -212,17 +216,19 @@ async def install(job, rel):
     prev = state.get("slot")
     if prev and "ota/" + prev not in sys.path:
         prev = None  # that bundle does not run now (it belongs to another image): that image's app does
-    import otaboot
-
-    otaboot.write(
-        {
-            "slot": slot,
-            "state": "new",
-            "boots": 0,
-            "prev": prev,
-            "prev_version": VERSION,
-            "version": version,
-            "max_boots": job.cfg.confirm_boots,
-        }
-    )
+    with open(_STATE + ".tmp", "w") as f:
+        f.write(
+            json.dumps(
+                {
+                    "slot": slot,
+                    "state": "new",
+                    "boots": 0,
+                    "prev": prev,
+                    "prev_version": VERSION,
+                    "version": version,
+                    "max_boots": job.cfg.confirm_boots,
+                }
+            )
+        )
+    os.rename(_STATE + ".tmp", _STATE)  # atomic, as otaboot.write: the switch is this one rename
     log("ota", "slot %s holds %s, verified; it runs after the reboot" % (slot, version))
