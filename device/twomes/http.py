@@ -60,14 +60,6 @@ class Response:
     async def _recv(self, mv):
         """One read from the connection into mv, bounded in time; 0 when the peer closed."""
         if hasattr(self._r, "readinto"):
-            # MicroPython: bytes already received are read at once from the (non-blocking) socket, after
-            # a yield to the other tasks as the stream's own read does; only an empty socket is waited
-            # for, through wait_for, whose tasks and closures cost ~0.5 KB of heap per read (a bundle's
-            # header lines are read a byte at a time)
-            await asyncio.sleep(0)
-            n = self._r.s.readinto(mv)
-            if n is not None:
-                return n
             return await asyncio.wait_for(self._r.readinto(mv), self._t)
         data = await asyncio.wait_for(self._r.read(len(mv)), self._t)  # CPython streams (host tests)
         mv[: len(data)] = data
@@ -131,7 +123,16 @@ class Response:
             mv[:n] = memoryview(self._head)[self._pos : self._pos + n]
             self._pos += n
         else:
-            n = await self._recv(mv[:want])
+            n = None
+            if hasattr(self._r, "s"):
+                # MicroPython: bytes already received are read at once from the (non-blocking) socket,
+                # after a yield to the other tasks as the stream's own read does; only an empty socket
+                # is waited for (_recv: wait_for, whose tasks and closures cost ~0.5 KB of heap per
+                # read; a bundle's header lines are read a byte at a time)
+                await asyncio.sleep(0)
+                n = self._r.s.readinto(mv[:want])
+            if n is None:
+                n = await self._recv(mv[:want])
             if not n:
                 if self.left:
                     raise Error(

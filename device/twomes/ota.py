@@ -152,6 +152,7 @@ async def install(job, rel):
             raise Error(_BAD, "bad bundle header")
         if not 0 < count <= _FILES_MAX:
             raise Error(_BAD, "bad bundle header")
+        head = None  # done with: what is not needed any more goes back to the heap as early as it can
         slot = "b" if state.get("slot") == "a" else "a"
         root = "ota/" + slot
         makedirs("ota")
@@ -189,12 +190,14 @@ async def install(job, rel):
                 if hexdigest(h) != fsha:
                     raise Error(_BAD, "%s: sha256 mismatch" % path)
                 man.write("%s %d %s\n" % (path, fsize, fsha))
+        parts = h = lb = None
         if s.left != 0:
             raise Error(_BAD, "bundle size mismatch")
         if await resp.readinto(buf[:1]):
             raise Error(_BAD, "download longer than promised")
         if hexdigest(s.sha) != rel["sha256"]:
             raise Error(_BAD, "bundle sha256 mismatch")
+        s = None
     finally:
         await resp.close()
     # read every file back from the filesystem and check it against the slot's manifest
