@@ -13,7 +13,6 @@ from twomes import VERSION, http, store
 from twomes.errors import Error
 from twomes.log import log
 
-_CONFIRM_TRIES = const(6)
 _NO_FW_API = const(-2)  # errors.Error status: the server has no firmware API (a plain Twomes server)
 _MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"  # one string: twelve would be twelve qstrs for good
 
@@ -185,29 +184,7 @@ class Online:
         from twomes import rollback
 
         try:
-            img = rollback.after_boot(self)  # set: the new image that runs, to be confirmed
-            if st.get(store.FW_CONFIRMED) == VERSION:
-                return
-            self.app.set_state("confirming", VERSION)
-            back = self.app.backoff()
-            ok = False
-            for _ in range(_CONFIRM_TRIES):
-                try:
-                    await self.authed("POST", "/device/firmware/confirm", {"version": VERSION})
-                    ok = True
-                    break
-                except Error as e:
-                    if e.status == _NO_FW_API:
-                        log(
-                            "firmware",
-                            "server has no firmware API: keeping %s without confirmation" % VERSION,
-                        )
-                        self._fw_api = False
-                        ok = True
-                        break
-                    log("firmware", "confirm failed: %s" % e)
-                await self.app.sleep_s(back.next_s())
-            rollback.settle(self, img, ok)
+            await rollback.confirm(self)
         finally:
             rollback = None
             self.app.unload("rollback")
