@@ -8,7 +8,7 @@
 # "base": the app partition (ESP32 image) the bundle runs on, recorded at its first boot; while another
 # image runs (a newer image, until it is confirmed or rolled back) the bundle is not used.
 #
-# select() also counts the boot (otaguard: the boot-loop counter behind safe mode).
+# select() (otaguard) also counts the boot: the boot-loop counter behind safe mode.
 import json
 import os
 import sys
@@ -44,55 +44,12 @@ def mark_valid():
 
 
 def select():
-    """Count this boot, put the chosen slot first on sys.path; returns (slot or None, state or None)."""
+    """Count this boot, put the chosen slot first on sys.path; returns (slot or None, state or None).
+    The work is otaguard's: boot-time code, loaded for this and dropped again, so the installers and
+    the confirmation, which load otaboot for the slot pointer above, do not carry it."""
     try:
-        import otaguard as g  # boot-time only: dropped again below
-    except ImportError:
-        g = None
-    try:
-        if g:
-            g.count_boot()
-    except OSError:
-        pass  # a filesystem that cannot take the count: no safe mode, the app still starts
-    try:
-        return _select(g)
+        import otaguard
+
+        return otaguard.select()
     finally:
         sys.modules.pop("otaguard", None)
-
-
-def _select(g):
-    st = read()
-    if not st or not st.get("slot"):
-        return None, st
-    running = g.running_partition() if g and (st.get("base") or st.get("state") == "new") else None
-    if st.get("base") is not None and st["base"] != running:
-        print("boot: bundle %s belongs to the image in %s: not used" % (st.get("version"), st["base"]))
-        return None, st
-    state = st.get("state")
-    if state == "new":
-        st["state"] = "pending"
-        st["boots"] = 1
-        if "base" not in st:  # the image this bundle runs on (at boot: no update code in RAM now)
-            st["base"] = running
-        write(st)
-    elif state == "pending":
-        st["boots"] = st.get("boots", 0) + 1
-        if st["boots"] > st.get("max_boots", 3):
-            print("boot: version %s never confirmed, rolling back" % st.get("version"))
-            st = {
-                "slot": st.get("prev"),
-                "state": "valid",
-                "boots": 0,
-                "prev": None,
-                "version": st.get("prev_version"),
-                "failed": st.get("version"),
-                "base": st.get("base"),
-            }
-            write(st)
-            with open("ota/failed", "w") as f:  # for the app: one failed attempt (twomes/rollback.py)
-                f.write(st["failed"] or "")
-        else:
-            write(st)
-    if st.get("slot"):
-        sys.path.insert(0, "ota/" + st["slot"])
-    return st.get("slot"), st

@@ -6,8 +6,9 @@ import json
 
 from micropython import const
 
-from twomes.errors import HttpError, NetError
+from twomes.errors import Error
 
+_NET = const(0)  # errors.Error status: no (readable) answer
 _HEAD_MAX = const(1024)  # status line + headers: the size of the app's preallocated head buffer
 # the response headers anybody reads (lower case); the others are skipped
 _KEEP = ("content-length", "content-range", "date", "transfer-encoding", "x-twomes-firmware-api")
@@ -72,35 +73,43 @@ class Response:
         end = 0
         while True:
             if end >= len(head):
-                raise NetError("response headers too large")
+                raise Error(_NET, "response headers too large")
             n = await self._recv(memoryview(head)[end:])
             if not n:
-                raise NetError("connection closed in headers")
+                raise Error(_NET, "connection closed in headers")
             i = head.find(b"\r\n\r\n", end - 3 if end > 3 else 0, end + n)
             end += n
             if i >= 0:
                 break
         self._pos, self._end = i + 4, end
-        lines = str(memoryview(head)[:i], "utf-8").split("\r\n")  # one copy, not three
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise NetError("not an HTTP response")
+        # parsed where it lies, line by line: no copy of the whole head and no list of its lines (the
+        # update boot's heap has no room for them); only the headers kept are decoded
+        mv = memoryview(head)
+        eol = head.find(b"\r\n", 0, i + 2)
+        parts = bytes(mv[:eol]).split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+            raise Error(_NET, "not an HTTP response")
         try:
             self.status = int(parts[1])
         except ValueError:
-            raise NetError("bad HTTP status")
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            k = k.strip().lower()
+            raise Error(_NET, "bad HTTP status")
+        parts = None
+        while eol < i:
+            pos = eol + 2
+            eol = head.find(b"\r\n", pos, i + 2)
+            c = head.find(b":", pos, eol)
+            if c < 0:
+                c = eol  # no colon: a name without a value
+            k = str(mv[pos:c], "utf-8").strip().lower()
             if k in _KEEP:
-                self.headers[k] = v.strip()
+                self.headers[k] = str(mv[c + 1 : eol], "utf-8").strip()
         if "content-length" in self.headers:
             try:
                 self.length = self.left = int(self.headers["content-length"])
             except ValueError:
-                raise NetError("bad Content-Length")
+                raise Error(_NET, "bad Content-Length")
             if self.length < 0:
-                raise NetError("bad Content-Length")
+                raise Error(_NET, "bad Content-Length")
 
     async def readinto(self, mv):
         """Read up to len(mv) body bytes; 0 at the end of the body."""
@@ -114,11 +123,21 @@ class Response:
             mv[:n] = memoryview(self._head)[self._pos : self._pos + n]
             self._pos += n
         else:
-            n = await self._recv(mv[:want])
+            n = None
+            if hasattr(self._r, "s"):
+                # MicroPython: bytes already received are read at once from the (non-blocking) socket,
+                # after a yield to the other tasks as the stream's own read does; only an empty socket
+                # is waited for (_recv: wait_for, whose tasks and closures cost ~0.5 KB of heap per
+                # read; a bundle's header lines are read a byte at a time)
+                await asyncio.sleep(0)
+                n = self._r.s.readinto(mv[:want])
+            if n is None:
+                n = await self._recv(mv[:want])
             if not n:
                 if self.left:
-                    raise NetError(
-                        "connection closed after %d of %d bytes" % (self.length - self.left, self.length)
+                    raise Error(
+                        _NET,
+                        "connection closed after %d of %d bytes" % (self.length - self.left, self.length),
                     )
                 return 0
         if self.left is not None:
@@ -126,11 +145,11 @@ class Response:
         return n
 
     async def json(self, limit):
-        """The whole (small) body parsed as JSON; larger than `limit` or not JSON -> NetError."""
+        """The whole (small) body parsed as JSON; larger than `limit` or not JSON -> Error (_NET)."""
         if self.headers.get("transfer-encoding"):
-            raise NetError("chunked responses are not supported (Twomes servers send Content-Length)")
+            raise Error(_NET, "chunked responses are not supported (Twomes servers send Content-Length)")
         if self.length is not None and self.length > limit:
-            raise NetError("response body too large")
+            raise Error(_NET, "response body too large")
         out = bytearray(self.length if self.length is not None else limit + 1)
         mv = memoryview(out)
         got = 0
@@ -140,11 +159,11 @@ class Response:
                 break
             got += n
         if got > limit:  # no Content-Length: one byte more than the limit was there
-            raise NetError("response body too large")
+            raise Error(_NET, "response body too large")
         try:
             return json.loads(out if got == len(out) else out[:got])
         except ValueError:
-            raise NetError("response is not JSON")
+            raise Error(_NET, "response is not JSON")
 
     async def close(self):
         try:
@@ -156,27 +175,31 @@ class Response:
 
 async def request(method, url, extra="", body=None, timeout_s=20, open_connection=None, head_buf=None):
     """Send one request (`extra`: more header lines, each ending in CRLF) and read the answer's head.
-    Returns a Response; the caller closes it (finally). NetError when there is no HTTP answer."""
+    Returns a Response; the caller closes it (finally). Error (_NET) when there is no HTTP answer."""
     tls, host, port, path = split_url(url)
     if open_connection is None:
         open_connection = _connect
     try:
         r, w = await asyncio.wait_for(open_connection(host, port, ssl=tls), timeout_s)
     except asyncio.TimeoutError:
-        raise NetError("connect timeout")
+        raise Error(_NET, "connect timeout")
     except OSError as e:
-        raise NetError("cannot connect (%s)" % e)
+        raise Error(_NET, "cannot connect (%s)" % e)
     resp = Response(r, w, timeout_s, head_buf if head_buf is not None else bytearray(_HEAD_MAX))
     try:
-        hdr = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: twomes-mpy\r\n%s" % (
-            method,
-            path or "/",
-            host if port in (80, 443) else "%s:%d" % (host, port),
-            extra,
+        # the head in one formatting and one encoding: no intermediate copies of it
+        w.write(
+            (
+                "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: twomes-mpy\r\n%s%s\r\n"
+                % (
+                    method,
+                    path or "/",
+                    host if port in (80, 443) else "%s:%d" % (host, port),
+                    extra,
+                    "" if body is None else "Content-Length: %d\r\n" % len(body),
+                )
+            ).encode()
         )
-        if body is not None:
-            hdr += "Content-Length: %d\r\n" % len(body)
-        w.write((hdr + "\r\n").encode())
         if body:
             w.write(body)
         await asyncio.wait_for(w.drain(), timeout_s)
@@ -184,21 +207,21 @@ async def request(method, url, extra="", body=None, timeout_s=20, open_connectio
     except Exception as e:
         await resp.close()
         if isinstance(e, asyncio.TimeoutError):  # first: on CPython it is an OSError too
-            raise NetError("timeout")
+            raise Error(_NET, "timeout")
         if isinstance(e, OSError):
-            raise NetError("connection error (%s)" % e)
+            raise Error(_NET, "connection error (%s)" % e)
         if isinstance(e, UnicodeError):
-            raise NetError("not an HTTP response")
+            raise Error(_NET, "not an HTTP response")
         raise
     return resp
 
 
 async def fail(resp):
-    """Raise HttpError for an answer we did not want, with the (shortened) "detail" text of a Twomes
+    """Raise Error(status) for an answer we did not want, with the (shortened) "detail" text of a Twomes
     error body."""
     try:
         d = (await resp.json(1024)).get("detail", "")
         d = (d if isinstance(d, str) else "invalid request")[:80]
     except Exception:  # noqa: BLE001 - the status is what matters
         d = ""
-    raise HttpError(resp.status, d)
+    raise Error(resp.status, d)

@@ -1,21 +1,20 @@
 # The online phase of the app: the session token, the server API (docs/api.md) with the time of day
-# from the server's Date header, and normal running with uploads. What runs only now and then is loaded
-# for that moment and unloaded after it: activation (twomes/activate.py), the confirmation of a new
-# version (twomes/rollback.py) and the firmware check (twomes/fw.py). Loaded when Wi-Fi is up and
+# from the server's Date header, the confirmation and the firmware check; normal running with uploads
+# is twomes/running.py, loaded after them. What runs only now and then is loaded for that moment and
+# unloaded after it: activation (twomes/activate.py), the confirmation of a new version
+# (twomes/rollback.py) and the firmware check (twomes/fw.py). Loaded when Wi-Fi is up and
 # unloaded when the portal opens, so the two phases never hold their code in RAM at the same time.
 # Session tokens go only into the Authorization header, never into logs.
 import json
 
 from micropython import const
 
-from twomes import VERSION, http, store, wifi
-from twomes.errors import Error, HttpError, NetError, NoFirmwareApi
+from twomes import VERSION, http, store
+from twomes.errors import Error
 from twomes.log import log
 
-_UPLOAD_BATCH = const(20)
-_CONFIRM_TRIES = const(6)
+_NO_FW_API = const(-2)  # errors.Error status: the server has no firmware API (a plain Twomes server)
 _MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"  # one string: twelve would be twelve qstrs for good
-RUNNING = "running"
 
 
 def parse_http_date(text):
@@ -59,7 +58,10 @@ class Online:
         """Connected: activate, confirm, check firmware, run. Returns when Wi-Fi is lost for good."""
         await self.activate()
         await self.firmware(True)
-        await self.running(creds)
+        # loaded only now: activation, confirmation and the first check are over, their code has gone
+        from twomes import running
+
+        await running.run(self, creds)
 
     # ---- the server API ----------------------------------------------------------------------------
     def sync(self, date_header):
@@ -74,8 +76,8 @@ class Online:
         return self._time[0] + self.board.ticks_diff(ticks, self._time[1]) // 1000
 
     async def call(self, method, path, payload=None, auth=True):
-        """One API request -> its JSON answer. HttpError for a status other than 2xx, NetError when
-        there is no (readable) answer, NoFirmwareApi when a plain Twomes server lacks the endpoint."""
+        """One API request -> its JSON answer. Error: the HTTP status when it is not 2xx, 0 when
+        there is no (readable) answer, _NO_FW_API when a plain Twomes server lacks the endpoint."""
         extra = "Accept: application/json\r\n"
         body = None
         if payload is not None:
@@ -101,7 +103,7 @@ class Online:
                 and path.startswith("/device/firmware")
                 and "x-twomes-firmware-api" not in resp.headers
             ):
-                raise NoFirmwareApi()
+                raise Error(_NO_FW_API, "no firmware API")
             if resp.status // 100 != 2:
                 await http.fail(resp)
             return await resp.json(2048)
@@ -112,7 +114,7 @@ class Online:
         """call() with the session; on 401 the session was revoked: re-activate once and retry."""
         try:
             return await self.call(method, path, payload)
-        except HttpError as e:
+        except Error as e:
             if e.status != 401:
                 raise
         log("activate", "session token refused (401): activating again")
@@ -150,12 +152,12 @@ class Online:
         try:
             data = await self.authed("GET", "/device/firmware/target")
             due = fw.check(self, data)
-        except NoFirmwareApi:
-            log("firmware", "server has no firmware API: updates skipped")
-            self._fw_api = False
-            due = False
         except Error as e:
-            log("firmware", "check failed: %s" % e)
+            if e.status == _NO_FW_API:
+                log("firmware", "server has no firmware API: updates skipped")
+                self._fw_api = False
+            else:
+                log("firmware", "check failed: %s" % e)
             due = False
         finally:
             fw = None
@@ -182,97 +184,7 @@ class Online:
         from twomes import rollback
 
         try:
-            img = rollback.after_boot(self)  # set: the new image that runs, to be confirmed
-            if st.get(store.FW_CONFIRMED) == VERSION:
-                return
-            self.app.set_state("confirming", VERSION)
-            back = self.app.backoff()
-            ok = False
-            for _ in range(_CONFIRM_TRIES):
-                try:
-                    await self.authed("POST", "/device/firmware/confirm", {"version": VERSION})
-                    ok = True
-                    break
-                except NoFirmwareApi:
-                    log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
-                    self._fw_api = False
-                    ok = True
-                    break
-                except Error as e:
-                    log("firmware", "confirm failed: %s" % e)
-                await self.app.sleep_s(back.next_s())
-            rollback.settle(self, img, ok)
+            await rollback.confirm(self)
         finally:
             rollback = None
             self.app.unload("rollback")
-
-    # ---- running -------------------------------------------------------------------------------------
-    def measure(self, prop, value):
-        q = self.app.queue  # survives the phase: measurements wait for the next connection
-        if len(q) >= self.cfg.queue_max:
-            q.pop(0)  # bounded: the oldest goes first
-            log("upload", "queue full: oldest measurement dropped")
-        t = self.board.ticks_ms()
-        q.append((prop, t, self.at(t), value))
-
-    async def upload(self):
-        """POST the queued measurements (variable-interval), at most _UPLOAD_BATCH at a time."""
-        q = self.app.queue
-        while q:
-            batch = q[:_UPLOAD_BATCH]
-            groups = {}
-            for prop, ticks, ts, value in batch:
-                if ts is None:
-                    ts = self.at(ticks)
-                    if ts is None:
-                        raise NetError("clock not set yet")
-                groups.setdefault(prop, []).append({"timestamp": ts, "value": value})
-            payload = {
-                "upload_time": self.at(self.board.ticks_ms()),
-                "property_measurements": [{"property_name": p, "measurements": groups[p]} for p in groups],
-            }
-            groups = None
-            await self.authed("POST", "/device/measurements/variable-interval", payload)
-            del q[: len(batch)]
-            log("upload", "%d measurement(s) sent" % len(batch))
-
-    async def running(self, creds):
-        app, board = self.app, self.board
-        app.set_state(RUNNING, "firmware %s" % VERSION)
-        self.measure("booted_fw", VERSION)
-        hb_ms = self.cfg.heartbeat_s * 1000
-        fw_ms = self.cfg.fw_check_s * 1000
-        last_hb = last_fw = board.ticks_ms()
-        self.measure("heartbeat", "1")
-        back = app.backoff()
-        next_upload = 0
-        while True:
-            now = board.ticks_ms()
-            if not board.sta.isconnected():
-                # Wi-Fi lost: rejoin with backoff; after 3 failures open the portal (which keeps retrying)
-                app.set_state("offline", "Wi-Fi lost")
-                rejoin = app.backoff()
-                for _ in range(3):
-                    if await app.join(creds) == wifi.JOINED:
-                        break
-                    await app.sleep_s(rejoin.next_s())
-                else:
-                    app.set_state("offline", "Wi-Fi gone")
-                    return
-                app.set_state(RUNNING, "firmware %s" % VERSION)
-            if board.ticks_diff(now, last_hb) >= hb_ms:
-                last_hb = now
-                self.measure("heartbeat", "1")
-            if app.queue and board.ticks_diff(now, next_upload) >= 0:
-                try:
-                    await self.upload()
-                    back.reset()
-                except Error as e:
-                    delay = back.next_s()
-                    log("upload", "failed (%s); %d kept, retry in %d s" % (e, len(app.queue), delay))
-                    next_upload = board.ticks_add(board.ticks_ms(), int(delay * 1000))
-            if board.ticks_diff(now, last_fw) >= fw_ms:
-                last_fw = now
-                await self.firmware(False)
-                app.set_state(RUNNING, "firmware %s" % VERSION)
-            await app.sleep_s(0.5)

@@ -2,19 +2,29 @@
 # every file's and the whole bundle's size and sha256, read the files back, and only then switch the
 # slot pointer (ota/state.json, one atomic rename). Format: tools/twtools/build.py.
 import hashlib
+import json
 import os
 import sys
+from binascii import hexlify
 
 from micropython import const
 
-import otaboot
-from twomes import hexdigest
-from twomes.errors import BadImage
+from twomes.errors import Error
 
+_BAD = const(-1)  # errors.Error status: not what the server promised
+# otaboot's slot pointer (otaboot.read/write), read and written here directly: loading otaboot for
+# it, after a download has left the heap in pieces, is more than the update boot's heap can always take
+_STATE = "ota/state.json"
 _MAGIC = b"TWOMES-BUNDLE 2"
 _LINE_MAX = const(128)
 _FILES_MAX = const(200)
 _PATH_OK = "abcdefghijklmnopqrstuvwxyz0123456789_./"
+
+
+def hexdigest(h):
+    """Hex of a hashlib digest in one piece: twomes.hexdigest makes 32 small strings and a list, which
+    a heap as full as the update boot's cannot always take."""
+    return hexlify(h.digest()).decode()
 
 
 def rmtree(path):
@@ -72,7 +82,7 @@ class _Stream:
         while got < n:
             k = await self.resp.readinto(self.buf[got:n])
             if not k:
-                raise BadImage("download ended early")
+                raise Error(_BAD, "download ended early")
             got += k
         self.left -= n
         self.sha.update(self.buf[:n])
@@ -83,7 +93,7 @@ class _Stream:
         n = 0
         while True:
             if n >= len(out):
-                raise BadImage("bundle header line too long")
+                raise Error(_BAD, "bundle header line too long")
             await self.read(1)
             out[n] = self.buf[0]
             if out[n] == 10:
@@ -92,13 +102,13 @@ class _Stream:
         try:
             return str(memoryview(out)[:n], "utf-8")
         except UnicodeError:
-            raise BadImage("bundle header is not text")
+            raise Error(_BAD, "bundle header is not text")
 
 
 async def install(job, rel):
-    """Download and install a bundle release (`job`: twomes/update.py). Raises BadImage / NetError /
-    HttpError; on success the new slot is pending: the next boot runs it, and it must confirm itself
-    to stay.
+    """Download and install a bundle release (`job`: twomes/update.py). Raises Error (a bad bundle, no
+    answer, an HTTP status); on success the new slot is pending: the next boot runs it, and it must
+    confirm itself to stay.
 
     Format (tools/twtools/build.py): "TWOMES-BUNDLE 2", "version V", "mpy M", "files N", then N times
     "file PATH SIZE SHA256" followed by SIZE bytes. Every line is checked before anything is written
@@ -107,35 +117,42 @@ async def install(job, rel):
     from twomes.log import log
 
     buf = job._buf
+    try:
+        with open(_STATE) as f:
+            state = json.loads(f.read())
+    except (OSError, ValueError):
+        state = None
+    if not isinstance(state, dict):
+        state = {}  # none, or damaged: otaboot boots the factory app
     resp, _ = await job.open_image(rel, 0)
     try:
         size = rel["size"]
         if resp.length is not None and resp.length != size:
-            raise BadImage("server sends %d bytes, release says %d" % (resp.length, size))
+            raise Error(_BAD, "server sends %d bytes, release says %d" % (resp.length, size))
         s = _Stream(resp, size, buf)
         n = await s.read(len(_MAGIC) + 1)
         if bytes(buf[:n]) != _MAGIC + b"\n":
-            raise BadImage("not an app bundle")
+            raise Error(_BAD, "not an app bundle")
         lb = bytearray(_LINE_MAX)
         head = {}
         for key in ("version", "mpy", "files"):
             k, _, v = (await s.line(lb)).partition(" ")
             if k != key or not v:
-                raise BadImage("bad bundle header")
+                raise Error(_BAD, "bad bundle header")
             head[key] = v
         version = head["version"]
         if version != rel["version"]:
-            raise BadImage("bundle is version %s, release says %s" % (version, rel["version"]))
+            raise Error(_BAD, "bundle is version %s, release says %s" % (version, rel["version"]))
         tag = mpy_tag()
         if tag is not None and head["mpy"] != tag:
-            raise BadImage("bundle built for mpy %s, this firmware runs %s" % (head["mpy"], tag))
+            raise Error(_BAD, "bundle built for mpy %s, this firmware runs %s" % (head["mpy"], tag))
         try:
             count = int(head["files"])
         except ValueError:
-            raise BadImage("bad bundle header")
+            raise Error(_BAD, "bad bundle header")
         if not 0 < count <= _FILES_MAX:
-            raise BadImage("bad bundle header")
-        state = otaboot.read() or {}
+            raise Error(_BAD, "bad bundle header")
+        head = None  # done with: what is not needed any more goes back to the heap as early as it can
         slot = "b" if state.get("slot") == "a" else "a"
         root = "ota/" + slot
         makedirs("ota")
@@ -150,7 +167,7 @@ async def install(job, rel):
                 try:
                     path, fsize, fsha = parts[1], int(parts[2]), parts[3]
                 except (IndexError, ValueError):
-                    raise BadImage("bad file entry in bundle")
+                    raise Error(_BAD, "bad file entry in bundle")
                 if (
                     parts[0] != "file"
                     or len(parts) != 4
@@ -158,7 +175,7 @@ async def install(job, rel):
                     or fsize < 0
                     or len(fsha) != 64
                 ):
-                    raise BadImage("bad file entry in bundle")
+                    raise Error(_BAD, "bad file entry in bundle")
                 d = path.rfind("/")
                 if d > 0:
                     makedirs(root + "/" + path[:d])
@@ -171,14 +188,16 @@ async def install(job, rel):
                         h.update(buf[:n])
                         left -= n
                 if hexdigest(h) != fsha:
-                    raise BadImage("%s: sha256 mismatch" % path)
+                    raise Error(_BAD, "%s: sha256 mismatch" % path)
                 man.write("%s %d %s\n" % (path, fsize, fsha))
+        parts = h = lb = None
         if s.left != 0:
-            raise BadImage("bundle size mismatch")
+            raise Error(_BAD, "bundle size mismatch")
         if await resp.readinto(buf[:1]):
-            raise BadImage("download longer than promised")
+            raise Error(_BAD, "download longer than promised")
         if hexdigest(s.sha) != rel["sha256"]:
-            raise BadImage("bundle sha256 mismatch")
+            raise Error(_BAD, "bundle sha256 mismatch")
+        s = None
     finally:
         await resp.close()
     # read every file back from the filesystem and check it against the slot's manifest
@@ -196,19 +215,23 @@ async def install(job, rel):
                     h.update(buf[:n])
                     total += n
             if total != int(fsize) or hexdigest(h) != fsha:
-                raise BadImage("%s: read-back mismatch" % path)
+                raise Error(_BAD, "%s: read-back mismatch" % path)
     prev = state.get("slot")
     if prev and "ota/" + prev not in sys.path:
         prev = None  # that bundle does not run now (it belongs to another image): that image's app does
-    otaboot.write(
-        {
-            "slot": slot,
-            "state": "new",
-            "boots": 0,
-            "prev": prev,
-            "prev_version": VERSION,
-            "version": version,
-            "max_boots": job.cfg.confirm_boots,
-        }
-    )
+    with open(_STATE + ".tmp", "w") as f:
+        f.write(
+            json.dumps(
+                {
+                    "slot": slot,
+                    "state": "new",
+                    "boots": 0,
+                    "prev": prev,
+                    "prev_version": VERSION,
+                    "version": version,
+                    "max_boots": job.cfg.confirm_boots,
+                }
+            )
+        )
+    os.rename(_STATE + ".tmp", _STATE)  # atomic, as otaboot.write: the switch is this one rename
     log("ota", "slot %s holds %s, verified; it runs after the reboot" % (slot, version))

@@ -13,13 +13,17 @@
 import asyncio
 import gc
 import hashlib
+from binascii import hexlify
 
 from micropython import const
 
-from twomes import hexdigest, store
-from twomes.errors import BadImage, HttpError, NetError
+from twomes import store
+from twomes.errors import Error
 from twomes.log import log
 
+# errors.Error statuses: no (readable) answer; not what the server promised
+_NET = const(0)
+_BAD = const(-1)
 _BLOCK = const(4096)  # flash erase unit
 _CHECKPOINT = const(65536)  # durable resume offset every 64 KB
 _TRIES = const(4)  # connections per install attempt (the first and three resumes)
@@ -32,23 +36,23 @@ SLACK_S = 60
 
 
 def check_head(b, version):
-    """The first _HEAD bytes of an image: an ESP32 app image of `version`? Raises BadImage."""
+    """The first _HEAD bytes of an image: an ESP32 app image of `version`? Raises Error (_BAD)."""
     if b[0] != 0xE9:
-        raise BadImage("not an ESP32 app image (magic %02x)" % b[0])
+        raise Error(_BAD, "not an ESP32 app image (magic %02x)" % b[0])
     chip = b[12] | b[13] << 8
     if chip != 0:
-        raise BadImage("image is for another chip (chip id %d, this is an ESP32: 0)" % chip)
+        raise Error(_BAD, "image is for another chip (chip id %d, this is an ESP32: 0)" % chip)
     if not 0 < b[1] <= 16:
-        raise BadImage("bad image header (%d segments)" % b[1])
+        raise Error(_BAD, "bad image header (%d segments)" % b[1])
     if (b[32] | b[33] << 8 | b[34] << 16 | b[35] << 24) != 0xABCD5432:
-        raise BadImage("image has no app description")
+        raise Error(_BAD, "image has no app description")
     v = bytes(b[48:80])
     try:
         v = (v[: v.find(b"\0")] if b"\0" in v else v).decode()
     except UnicodeError:
         v = "?"
     if v != version:
-        raise BadImage("image is version %s, release says %s" % (v, version))
+        raise Error(_BAD, "image is version %s, release says %s" % (v, version))
 
 
 def _resume_at(st, key, size):
@@ -90,8 +94,8 @@ def _detach_bundle(label):
 
 
 async def install(online, rel):
-    """Download, verify and switch to the image of release `rel`. Raises BadImage / NetError /
-    HttpError; on return the next boot runs the new image (the caller reboots)."""
+    """Download, verify and switch to the image of release `rel`. Raises Error (a bad image,
+    no answer, an HTTP status); on return the next boot runs the new image (the caller reboots)."""
     board, st, buf = online.board, online.st, online._buf
     size, want, version = rel["size"], rel["sha256"], rel["version"]
     try:
@@ -99,13 +103,13 @@ async def install(online, rel):
         label = part.info()[4]
         cap = part.ioctl(4, 0) * part.ioctl(5, 0)
     except (OSError, AttributeError) as e:
-        raise BadImage("no OTA partition to install an image into (%s)" % e)
+        raise Error(_BAD, "no OTA partition to install an image into (%s)" % e)
     if size > cap:
-        raise BadImage("image of %d bytes does not fit partition %s (%d bytes)" % (size, label, cap))
+        raise Error(_BAD, "image of %d bytes does not fit partition %s (%d bytes)" % (size, label, cap))
     if size < _HEAD:
-        raise BadImage("image of %d bytes is too small" % size)
+        raise Error(_BAD, "image of %d bytes is too small" % size)
     if _BLOCK % len(buf):
-        raise BadImage("buffer size must divide the flash block size")
+        raise Error(_BAD, "buffer size must divide the flash block size")
     key = "%s %s %s" % (rel.get("id", 0), want[:16], label)
     pos = _resume_at(st, key, size)
     if pos == 0:
@@ -118,8 +122,9 @@ async def install(online, rel):
     try:
         await _fetch(online, rel, part, pos, key)
         await verify(part, size, want, version, buf)
-    except BadImage:
-        _forget(st)  # what is in the partition is not worth resuming: the next attempt starts at zero
+    except Error as e:
+        if e.status == _BAD:
+            _forget(st)  # what is in the partition is not worth resuming: the next attempt starts at zero
         raise
     running = board.partition("running").info()[4]
     st.put(store.IMG_NEW, "%s %s %s" % (version, label, running))
@@ -131,7 +136,7 @@ async def install(online, rel):
         st.delete(store.IMG_NEW)
         st.delete(store.DL_STATE)
         st.commit()
-        raise BadImage("the bootloader refused the image in %s (%s)" % (label, e))
+        raise Error(_BAD, "the bootloader refused the image in %s (%s)" % (label, e))
     log("ota", "%s holds %s (%d bytes), verified; it runs after the reboot" % (label, version, size))
 
 
@@ -147,12 +152,12 @@ async def _fetch(online, rel, part, pos, key):
         tries += 1
         try:
             await _download(online, rel, part, at, key, deadline)
-        except (NetError, HttpError) as e:
+        except Error as e:
             pos = at[0]
-            if isinstance(e, HttpError) and e.status == 416 and pos:
+            if e.status == 416 and pos:
                 at[0] = 0  # the server's file is not the one we have half of: start over
                 _forget(st)
-            elif isinstance(e, HttpError) and e.status < 500:
+            elif e.status and e.status < 500:  # a bad image (< 0) or an HTTP status not worth a retry
                 raise
             if tries >= _TRIES or board.ticks_diff(deadline, board.ticks_ms()) <= 0:
                 raise
@@ -175,18 +180,18 @@ async def _download(online, rel, part, at, key, deadline):
             _forget(st)
         left = size - pos
         if resp.length != left:
-            raise BadImage("server sends %s bytes, %d expected" % (resp.length, left))
+            raise Error(_BAD, "server sends %s bytes, %d expected" % (resp.length, left))
         if pos and not resp.headers.get("content-range", "").endswith("/%d" % size):
-            raise BadImage("server's range is of another file")
+            raise Error(_BAD, "server's range is of another file")
         while pos < size:
             n = min(len(buf), size - pos)
             got = 0
             while got < n:
                 if board.ticks_diff(deadline, board.ticks_ms()) <= 0:
-                    raise NetError("download too slow (%d of %d bytes)" % (pos + got, size))
+                    raise Error(_NET, "download too slow (%d of %d bytes)" % (pos + got, size))
                 k = await resp.readinto(buf[got:n])
                 if not k:
-                    raise NetError("download ended at %d of %d bytes" % (pos + got, size))
+                    raise Error(_NET, "download ended at %d of %d bytes" % (pos + got, size))
                 got += k
             if pos == 0:
                 check_head(buf, rel["version"])  # before anything is written
@@ -219,5 +224,5 @@ async def verify(part, size, want, version, buf):
         pos += n
         if pos % _CHECKPOINT == 0:
             await asyncio.sleep(0)  # stay responsive (button, LED) while a large image is hashed
-    if hexdigest(h) != want:
-        raise BadImage("image read back from flash does not match its sha256")
+    if hexlify(h.digest()).decode() != want:  # one piece (not twomes.hexdigest's 32 strings)
+        raise Error(_BAD, "image read back from flash does not match its sha256")

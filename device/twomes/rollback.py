@@ -1,11 +1,42 @@
-# Around the confirmation of a version (twomes/online.py, Online.confirm: a fresh flash, or the first
-# boot of a new version): before it, an update that did not stick is counted (an image that was rolled
-# back, a bundle otaboot gave up); after it, the version is kept, or given up. Loaded only for these
-# moments, never while a request is in flight, and unloaded right after.
+# The confirmation of a version (Online.confirm, when one is due: a fresh flash, or the first boot of
+# a new version): before it, an update that did not stick is counted (an image that was rolled back, a
+# bundle otaboot gave up); then the server is told what runs; after that the version is kept, or given
+# up. Loaded for the whole confirmation, before its requests (code loaded after one lands in the holes
+# its garbage left), and unloaded right after.
+from micropython import const
+
 from twomes import VERSION, store
+from twomes.errors import Error
 from twomes.log import log
 
+_CONFIRM_TRIES = const(6)
+_NO_FW_API = const(-2)  # errors.Error status: the server has no firmware API (a plain Twomes server)
 _FAILED = "ota/failed"  # otaboot writes the version of a bundle it rolled back here
+
+
+async def confirm(on):
+    """Confirm what runs to the server (the Online `on`), up to _CONFIRM_TRIES times with backoff."""
+    st = on.st
+    img = after_boot(on)  # set: the new image that runs, to be confirmed
+    if st.get(store.FW_CONFIRMED) == VERSION:
+        return
+    on.app.set_state("confirming", VERSION)
+    back = on.app.backoff()
+    ok = False
+    for _ in range(_CONFIRM_TRIES):
+        try:
+            await on.authed("POST", "/device/firmware/confirm", {"version": VERSION})
+            ok = True
+            break
+        except Error as e:
+            if e.status == _NO_FW_API:
+                log("firmware", "server has no firmware API: keeping %s without confirmation" % VERSION)
+                on._fw_api = False
+                ok = True
+                break
+            log("firmware", "confirm failed: %s" % e)
+        await on.app.sleep_s(back.next_s())
+    settle(on, img, ok)
 
 
 def _count(st, version):

@@ -5,9 +5,15 @@
 import json
 import os
 
+from micropython import const
+
 from twomes import JOB, VERSION, http, store
-from twomes.errors import BadImage, Error, HttpError, NetError
+from twomes.errors import Error
 from twomes.log import log
+
+# errors.Error statuses: no (readable) answer; not what the server promised
+_NET = const(0)
+_BAD = const(-1)
 
 
 def _drop():
@@ -46,7 +52,7 @@ class Job:
         if resp.status == 206 and offset:
             if not resp.headers.get("content-range", "").startswith("bytes %d-" % offset):
                 await resp.close()
-                raise NetError("server sent another range")
+                raise Error(_NET, "server sent another range")
             return resp, offset
         if resp.status == 200:
             return resp, 0  # the server ignores Range: start over
@@ -76,7 +82,7 @@ class Job:
                 try:
                     from twomes import ota_image as installer
                 except ImportError:
-                    raise BadImage("this build cannot install ESP32 app images")
+                    raise Error(_BAD, "this build cannot install ESP32 app images")
             await installer.install(self, rel)
             ok = True
         except (Error, OSError, MemoryError, ValueError, KeyError, TypeError) as e:  # the device runs on
@@ -88,7 +94,7 @@ class Job:
         if ok is True:
             self.set_state("rebooting", version)
             raise self.app.Restart()
-        if isinstance(ok, HttpError) and ok.status == 401:  # session revoked: not the release's fault
+        if isinstance(ok, Error) and ok.status == 401:  # session revoked: not the release's fault
             log("update", "session token refused (401): activating again first")
             return
         log("firmware", "update to %s failed: %s" % (version, ok))
