@@ -3,11 +3,6 @@ VERSION = "1.0.0"
 JOB = "ota/job"  # an update to install in the next boot (twomes/fw.py writes it, twomes/update.py runs it)
 
 
-def hexdigest(h):
-    """Hex of a hashlib digest (MicroPython's hashlib has no hexdigest)."""
-    return "".join("%02x" % b for b in h.digest())
-
-
 class Record:
     """Plain attributes only (config, identity): no methods, so the module that filled it can be
     unloaded after boot and its code leaves the heap."""

@@ -22,8 +22,7 @@ _PATH_OK = "abcdefghijklmnopqrstuvwxyz0123456789_./"
 
 
 def hexdigest(h):
-    """Hex of a hashlib digest in one piece: twomes.hexdigest makes 32 small strings and a list, which
-    a heap as full as the update boot's cannot always take."""
+    """Hex of a hashlib digest, in one piece (MicroPython's hashlib has no hexdigest)."""
     return hexlify(h.digest()).decode()
 
 

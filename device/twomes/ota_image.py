@@ -224,5 +224,5 @@ async def verify(part, size, want, version, buf):
         pos += n
         if pos % _CHECKPOINT == 0:
             await asyncio.sleep(0)  # stay responsive (button, LED) while a large image is hashed
-    if hexlify(h.digest()).decode() != want:  # one piece (not twomes.hexdigest's 32 strings)
+    if hexlify(h.digest()).decode() != want:
         raise Error(_BAD, "image read back from flash does not match its sha256")

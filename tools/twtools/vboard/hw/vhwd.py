@@ -11,7 +11,9 @@
 #
 # Messages (both ways): 6 ASCII digits with the length in bytes of a JSON text (UTF-8), the JSON text,
 # then raw bytes.
-#   request   [h, "name"]           attribute `name` of object h
+#   request   [h, "name"]           attribute `name` of object h (a method: {"len": 0})
+#             [h, "name", args, kwargs]  call method `name` of object h (the device keeps no handle of
+#                                   a method: it asks for it by name at each call, args as below)
 #             [h, args, kwargs]     call object h; a buffer argument is {"bytes": i, "len": n} or
 #                                   {"bytearray": i, "len": n} (bytearray, memoryview: the call may fill
 #                                   it), its n raw bytes follow the JSON text in the order of i; a proxy
@@ -70,6 +72,8 @@ def _handle(o):
 
 
 def _enc(v, segs):
+    if v is _METHOD:
+        return {"len": 0}
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     if isinstance(v, (bytes, bytearray)):
@@ -105,13 +109,21 @@ def _dec(a, bufs):
     return a
 
 
+_METHOD = object()  # answer of a getattr that found a method
+_CALLS = (type(_read), type(_in.read))  # function, bound method
+
+
 def _serve(req):
     if len(req) == 2:
-        return getattr(_objs[req[0]], req[1]), ()
-    args, kw = req[1], req[2]
+        v = getattr(_objs[req[0]], req[1])
+        return (_METHOD if type(v) in _CALLS else v), ()
+    if len(req) == 4:  # a method, by name
+        f, args, kw = getattr(_objs[req[0]], req[1]), req[2], req[3]
+    else:
+        f, args, kw = _objs[req[0]], req[1], req[2]
     holes = [a for a in args if isinstance(a, dict)]
     if not holes:  # the common case: plain values
-        return _objs[req[0]](*args, **kw), ()
+        return f(*args, **kw), ()
     bufs = {}
     mut = []
     holes = [a for a in holes if "len" in a]
@@ -121,7 +133,7 @@ def _serve(req):
             mut.append((a["bytearray"], bufs[id(a)], bytes(bufs[id(a)])))
         else:
             bufs[id(a)] = _read(a["len"])
-    value = _objs[req[0]](*[_dec(a, bufs) for a in args], **kw)
+    value = f(*[_dec(a, bufs) for a in args], **kw)
     return value, [(i, b) for i, b, old in mut if b != old]
 
 

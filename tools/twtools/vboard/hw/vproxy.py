@@ -28,6 +28,8 @@ def _d(v):
             return t
         if "bytes" in v:
             return _x(v["bytes"])
+        if "len" in v:
+            return H  # a method (H.__getattr__)
         v = v["list"]
     elif t is not list:
         return v
@@ -60,10 +62,16 @@ def _q(m, b=()):
 
 
 class H:
-    # an object of the hardware process (module, class, instance, bound method); _h: its handle
+    # an object of the hardware process (module, class, instance); _h: its handle. A method is not kept:
+    # each access makes a small H whose _h is [handle, name] (called by name, then garbage), as each
+    # access to a method on the chip makes a bound method. Constants and classes are asked once.
     def __getattr__(s, n):
         v = _q([s._h, n])
-        setattr(s, n, v)  # asked once: constants, classes and methods of C modules do not change
+        if v is H:  # a method
+            v = H()
+            v._h = [s._h, n]
+            return v
+        setattr(s, n, v)
         return v
 
     def __call__(s, *a, **k):
@@ -76,4 +84,5 @@ class H:
                 b.append(x)
             elif type(x) is H:
                 a[i] = {"id": x._h}
-        return _q([s._h, a, k], b)
+        h = s._h
+        return _q(h + [a, k] if type(h) is list else [h, a, k], b)
