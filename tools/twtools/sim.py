@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,17 @@ def run_story(args: argparse.Namespace) -> int:
     echo = (lambda line: print(f"    device | {line}", flush=True)) if not args.quiet else None
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="twomes-sim-"))
+        passed: list[bool] = []
+
+        def _tidy() -> None:  # runs last: after the board and the server stopped
+            if passed:
+                shutil.rmtree(work, ignore_errors=True)
+            else:
+                print(
+                    f"[sim] the board's and the server's files are kept for a look: {work}", file=sys.stderr
+                )
+
+        stack.callback(_tidy)
         try:
             story.step("Reference server: fresh SQLite database on 127.0.0.1")
             if args.server:
@@ -228,6 +240,7 @@ def run_story(args: argparse.Namespace) -> int:
                 print("[sim] press Ctrl-C to stop")
                 while True:
                     time.sleep(1)
+            passed.append(True)
             return 0
         except (StepFailed, TimeoutError, httpx.HTTPError, RuntimeError) as e:
             print(f"\n[sim] FAILED at step {story.n}/{story.total} ({story.current}):\n{e}", file=sys.stderr)
