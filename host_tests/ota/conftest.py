@@ -10,10 +10,12 @@ import pytest
 
 from twtools.powercut import Lab
 from twtools.server.testing import ReferenceServer
+from twtools.vboard.runner import DEFAULT_HEAP
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     work: Path = tmp_path_factory.mktemp("ota-lab")
     with ReferenceServer(work / "server", access_log=False) as server:
-        yield Lab(work, server, log=lambda line: None)
+        # the device's heap budget: no cut points are armed here, so nothing but the app is in its heap
+        yield Lab(work, server, heap=DEFAULT_HEAP, log=lambda line: None)
