@@ -40,7 +40,7 @@ board: install
 heap: install
 	$(BIN)/twomes heap
 
-## Power cuts at every durable write of a bundle and an image update, on two virtual boards (~4 min).
+## Power cuts at every durable write of a bundle and an image update, on two virtual boards (~6 min).
 powercut: install
 	$(BIN)/twomes powercut
 
