@@ -130,7 +130,7 @@ class App:
         lit = down = None  # LED as last set; ticks when the button went down
         seen = good = False  # button down at the previous poll; this boot counted as good
         while not self._stop:
-            await asyncio.sleep(_POLL_MS / 1000)
+            await asyncio.sleep(0.05)  # _POLL_MS; a literal: one float for good, not a new one each time
             now = b.ticks_ms()
             up = b.ticks_diff(now, t0)
             pattern = self.led_override or _LED.get(self.state)

@@ -7,7 +7,7 @@
 # test). Bringing the AP, DNS and server up and down (twomes.portal_up), reading the request
 # (twomes.portal_rd), the pages (twomes.portal_page), the other GETs (twomes.portal_get) and the POSTs
 # (twomes.portal_req) are imported when needed and dropped again, never two of them at once. Bounds:
-# request head <= 2048 bytes (the size of the buffer; 431), body <= 1024 bytes (413), whole request
+# request head <= 1536 bytes (the size of the buffer; 431), body <= 1024 bytes (413), whole request
 # within request_ms (408), one request read at a time, into one preallocated buffer (taken only once
 # the client sends its first byte; others wait or get a 503).
 import asyncio
@@ -112,6 +112,12 @@ class Portal:
         finally:
             portal_up = None
             self._drop()
+
+    def serving(self):
+        """False once the HTTP server's accept loop has ended by itself (a MemoryError while taking a
+        connection kills it in MicroPython's asyncio): the portal would then refuse every phone."""
+        t = getattr(self._server, "task", None)  # MicroPython's asyncio.Server; CPython's has none
+        return t is None or not t.done()
 
     def idle_ms(self):
         return self.board.ticks_diff(self.board.ticks_ms(), self._last)

@@ -12,7 +12,7 @@ PORTAL = "portal"
 JOINING = "joining"
 _GRACE_MS = const(4000)  # after a portal join: time for the phone to see the result page
 _MAGIC = b"IMPROV"
-_HEAD_MAX = const(2048)  # the portal's request head bound (twomes.portal_up)
+_HEAD_MAX = const(1536)  # the portal's request head bound (twomes.portal_up); phones send ~0.4-1 KB
 
 
 class Setup:
@@ -90,7 +90,7 @@ class Setup:
         """AP + captive portal (+ Improv on serial) until credentials work. With saved credentials the
         saved network is retried now and then, and the portal closes when nobody uses it."""
         # the portal's request buffer before anything else of the portal: later, after the boot's
-        # modules came and went, the heap may have no 2 KB hole left
+        # modules came and went, the heap may have no hole that size left
         buf = bytearray(_HEAD_MAX)
         from twomes.portal import Portal
 
@@ -115,6 +115,9 @@ class Setup:
                 if app._joined:
                     await asyncio.sleep(_GRACE_MS / 1000)
                     return
+                if not portal.serving():
+                    log("portal", "web server stopped (out of memory): restarting the device into setup")
+                    raise app.Restart()
                 if saved is None or self._busy:
                     continue
                 now = app.board.ticks_ms()

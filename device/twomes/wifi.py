@@ -2,8 +2,6 @@
 # scan list, is in twomes/creds.py: only the portal phase needs it.)
 import asyncio
 
-from micropython import const
-
 JOINED = "joined"
 WRONG_PASSWORD = "wrong_password"
 NOT_FOUND = "not_found"
@@ -16,7 +14,6 @@ REASONS = {
     TIMEOUT: "no answer from the network (timeout)",
     FAILED: "connection failed",
 }
-_POLL_MS = const(100)
 
 
 async def join(board, ssid, password, timeout_ms):
@@ -47,7 +44,7 @@ async def join(board, ssid, password, timeout_ms):
         if board.ticks_diff(board.ticks_ms(), t0) >= timeout_ms:
             result = TIMEOUT
             break
-        await asyncio.sleep(_POLL_MS / 1000)
+        await asyncio.sleep(0.1)  # a literal: one float for good, not a new one at each poll
     try:
         sta.disconnect()  # stop the driver's own endless retries
     except OSError:

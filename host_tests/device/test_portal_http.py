@@ -276,3 +276,29 @@ def test_open_access_point_when_configured():
         assert ap["active"] and not ap["secured"]
 
     support.run(main())
+
+
+def test_a_server_whose_accept_loop_died_is_noticed_and_stops_cleanly():
+    # MicroPython's asyncio server dies for good when its accept loop raises (a MemoryError while
+    # taking a connection): the portal must notice (setup restarts the device into setup) and its stop
+    # must not raise the loop's error. CPython's server has no such task: it always counts as serving.
+    async def main():
+        p = await pf.start_portal()
+        assert p.serving()
+        task = getattr(p._server, "task", None)
+        if task is not None:
+
+            async def accept_loop_out_of_memory():
+                raise MemoryError("memory allocation failed, allocating 416 bytes")
+
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - its CancelledError
+                pass
+            p._server.task = asyncio.create_task(accept_loop_out_of_memory())
+            await asyncio.sleep(0.05)
+            assert not p.serving()
+        await p.stop()  # no exception
+
+    support.run(main())
