@@ -45,4 +45,5 @@ async def run(on):
         if hint is not None and hint != hinted:
             hinted = hint
             log("activate", hint)
+            app.set_state("waiting", "for the operator")  # the LED double-blinks
         await app.sleep_s(back.next_s())

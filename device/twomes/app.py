@@ -14,11 +14,12 @@ import os
 
 from micropython import const
 
-from twomes import JOB, VERSION, store, wifi
+from twomes import JOB, VERSION, store, unload, wifi
 from twomes.log import log
 
 # States (plain strings: they are what the console, the portal API and the button report): boot,
-# portal, joining, activating, confirming, checking, updating, rebooting, running, offline, resetting.
+# portal, joining, activating, waiting (for the operator), confirming, checking, updating, rebooting,
+# running, offline, resetting.
 # No module-level name for each: on this heap every global costs a dict slot and a qstr for good.
 
 # LED patterns: (on ms, off ms)
@@ -31,7 +32,7 @@ _LED = {
     "updating": (50, 50),
     "rebooting": (50, 50),
     "offline": (100, 900),
-    "error": (100, 100, 100, 700),  # double blink: waiting for the operator (not registered/attached)
+    "waiting": (100, 100, 100, 700),  # double blink: waiting for the operator (not registered/attached)
     "hold_wifi": (0, 1000),  # button held past the Wi-Fi-reset time: LED off
     "hold_factory": (30, 30),  # past the factory-reset time: flicker
 }
@@ -45,18 +46,6 @@ _SAFE_AFTER = const(5)  # = otaboot.SAFE_AFTER: more failed boots in a row than 
 
 class Restart(Exception):
     """Leave the state machine and reset the board (button actions, update installed)."""
-
-
-def unload(*names):
-    """Forget modules of the package so their code leaves the heap."""
-    import sys
-
-    import twomes
-
-    for n in names:
-        sys.modules.pop("twomes." + n, None)
-        twomes.__dict__.pop(n, None)
-    gc.collect()
 
 
 class App:
@@ -112,7 +101,7 @@ class App:
             left = b.ticks_diff(end, b.ticks_ms())
             if left <= 0:
                 return
-            await asyncio.sleep(min(left, _POLL_MS) / 1000)
+            await asyncio.sleep(0.05 if left >= _POLL_MS else left / 1000)  # a literal: no new float
         raise Restart()
 
     def activated(self):

@@ -12,11 +12,10 @@
 # the client sends its first byte; others wait or get a 503).
 import asyncio
 import json
-import sys
 
 from micropython import const
 
-from twomes import Record, wifi
+from twomes import Record, unload, wifi
 from twomes.log import log
 
 _REQUEST_MS = const(5000)
@@ -242,15 +241,4 @@ class Portal:
     def _drop(self):
         """Forget the per-request modules (held only while a request is served), portal_up, and the
         credential rule (twomes.creds: the controller and portal_req import it when they need it)."""
-        pkg = sys.modules["twomes"]
-        for m in (
-            "portal_rd",
-            "portal_req",
-            "portal_form",
-            "portal_get",
-            "portal_page",
-            "portal_up",
-            "creds",
-        ):
-            sys.modules.pop("twomes." + m, None)
-            pkg.__dict__.pop(m, None)
+        unload("portal_rd", "portal_req", "portal_form", "portal_get", "portal_page", "portal_up", "creds")
