@@ -1,6 +1,8 @@
 # The app controller as the portal and Improv see it (status/submit/networks/rescan/info), joining for
 # real on the simulated air. Used by the shared device tests and, copied onto a virtual board's
 # filesystem, by host_tests/portal/portal_main.py (so it imports nothing but twomes.wifi and twomes.creds).
+import asyncio
+
 from twomes import wifi
 
 # twomes.creds is imported where it is used, as the app's controller does (the portal drops it between
@@ -24,6 +26,8 @@ class FakeCtl:
         self.submitted = []
         self.rescans = 0
         self.saved = None
+        self.hold = False  # a test sets it to keep a join in progress until it clears it
+
 
     def status(self):
         return {"state": self.state, "wifi": self.wifi, "ssid": self.ssid, "message": self.message}
@@ -38,6 +42,8 @@ class FakeCtl:
         self.state = "joining"
         self.ssid = ssid
         self.message = "testing the network"
+        while self.hold:
+            await asyncio.sleep(0.01)
         r = await wifi.join(self.board, ssid, password, self.join_ms)
         self.wifi = r
         self.message = wifi.REASONS[r]

@@ -59,6 +59,7 @@ def test_info_and_networks():
 
 def test_wifi_accepted_then_status_reports_the_result():
     async def body(p):
+        p.ctl.hold = True  # the join stays in progress until the second POST was refused
         r = await pf.post(
             p, "/api/wifi", json.dumps({"ssid": pf.CAFE, "password": pf.SPECIAL_PW, "name": "Attic"}), _JSON
         )
@@ -67,6 +68,7 @@ def test_wifi_accepted_then_status_reports_the_result():
         assert st["busy"] is True and st["state"] == "joining" and st["ssid"] == pf.CAFE
         r = await pf.post(p, "/api/wifi", json.dumps({"ssid": "home", "password": "secret-pass"}), _JSON)
         assert r.status == 409 and "error" in r.json()  # one test at a time
+        p.ctl.hold = False
         st = await _status_until_done(p)
         assert st["result"] == wifi.JOINED and st["wifi"] == wifi.JOINED and st["state"] == "activating"
         assert st["result_ssid"] == pf.CAFE and st["result_text"] == "connected"
