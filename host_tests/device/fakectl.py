@@ -28,7 +28,6 @@ class FakeCtl:
         self.saved = None
         self.hold = False  # a test sets it to keep a join in progress until it clears it
 
-
     def status(self):
         return {"state": self.state, "wifi": self.wifi, "ssid": self.ssid, "message": self.message}
 
