@@ -250,10 +250,10 @@ def test_idle_time_and_stop():
 
         ap = vstate.read_json("ap.json")
         assert ap["active"] and ap["essid"] == p.ident.name and ap["secured"]
-        await asyncio.sleep(0.2)
-        assert p.idle_ms() >= 150
+        await asyncio.sleep(1.0)
+        assert p.idle_ms() >= 950
         await pf.get(p, "/generate_204", host="connectivitycheck.gstatic.com")
-        assert p.idle_ms() < 150
+        assert p.idle_ms() < 500  # a request makes the portal busy again (wide margin for a slow machine)
         await p.stop()
         assert not vstate.read_json("ap.json")["active"]
         refused = False

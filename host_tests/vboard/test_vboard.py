@@ -60,8 +60,9 @@ def test_factory_reset_makes_a_new_token(tmp_path: Path) -> None:
         mark = b.mark()
         b.button(True)
         time.sleep(3.5)
-        assert b.led()[0] == 0  # past the Wi-Fi-reset time the LED goes off: "let go now for Wi-Fi"
-        time.sleep(7.0)  # past 10 s: factory reset
+        # past the Wi-Fi-reset time the LED stops blinking and stays off: "let go now for Wi-Fi"
+        assert b.led_pattern(1.5) == "off"
+        time.sleep(5.5)  # past 10 s: factory reset
         b.button(False)
         b.wait_for(r"factory reset", 10, start=mark)
         again = _activation(b, mark)
