@@ -5,8 +5,9 @@
 #
 # Heap: this module is what stays loaded while the portal runs (accept, probe redirect, the credential
 # test). Bringing the AP, DNS and server up and down (twomes.portal_up), reading the request
-# (twomes.portal_rd), the pages (twomes.portal_page), the other GETs (twomes.portal_get) and the POSTs
-# (twomes.portal_req) are imported when needed and dropped again, never two of them at once. Bounds:
+# (twomes.portal_rd), a page's head (twomes.portal_head) and body (twomes.portal_page), the other GETs
+# (twomes.portal_get) and the POSTs (twomes.portal_req) are imported when needed and dropped again,
+# never two of them at once. Bounds:
 # request head <= 1536 bytes (the size of the buffer; 431), body <= 1024 bytes (413), whole request
 # within request_ms (408), one request read at a time, into one preallocated buffer (taken only once
 # the client sends its first byte; others wait or get a 503).
@@ -21,7 +22,8 @@ from twomes.log import log
 _REQUEST_MS = const(5000)
 _SLOT_WAIT_MS = const(2000)
 _NETS_MAX = const(30)
-_WRITE_S = const(10)
+_WRITE_MS = const(10000)  # time for an answer once the request is read
+_BUSY = b'<meta http-equiv="refresh" content="2"><p>Busy, one moment&hellip;</p>'
 INVALID = "invalid"  # result of credentials the controller refused (its ValueError text is the reason)
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
@@ -65,6 +67,18 @@ def send(w, status, ctype=None, body=b"", head=False, where=None):
         w.write(body)
 
 
+def escape(s):
+    """HTML-escape text for element content and quoted attributes."""
+    # chained (not a loop over a table of pairs): cheaper in the heap
+    return (
+        s.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("'", "&#39;")
+    )
+
+
 async def fill(reader, buf, n):
     """Read more bytes into buf[n:]; returns how many (0 at end of stream)."""
     if hasattr(reader, "readinto"):  # MicroPython streams: no allocation
@@ -85,10 +99,13 @@ class Portal:
         self.request_ms = _REQUEST_MS  # whole-request read limit (tests shorten it)
         self.origin = ""
         self.hosts = ()
-        self.job = self.job_ssid = self.result = self.rescan_at = self._dns = self._server = None
+        self.job = self.job_ssid = self.result = self.rescan_at = self._dns = self._server = self._reaper = (
+            None
+        )
         self._buf = buf
         # job: the running credential test (a task); result: (ssid, code, text) of the last one;
-        # _buf: the request buffer while no request holds it
+        # _buf: the request buffer while no request holds it; _tasks: the requests being served;
+        # _reaper: the task of reap()
         self._tasks = []
         self._last = board.ticks_ms()
 
@@ -145,23 +162,39 @@ class Portal:
         """The controller's scan list, strongest first, at most _NETS_MAX."""
         return sorted(self.ctl.nets or (), key=lambda n: -n[1])[:_NETS_MAX]
 
+    async def reap(self):
+        """The clock of the portal's connections (a task while the portal is up): a request past its
+        time is cancelled, and answered 408 if it was still being read. One task for all of them
+        costs less heap than a timeout around each wait (asyncio.wait_for: a task and a closure per
+        call, ~0.6 KB each on the unix port, with a browser's idle spare connections at once)."""
+        b = self.board
+        while True:
+            await asyncio.sleep(0.25)  # a literal: one float for good
+            now = b.ticks_ms()
+            for req in self._tasks:
+                if b.ticks_diff(now, req.until) >= 0:
+                    req.until = b.ticks_add(now, 1000)  # its answer (or its end) gets a second
+                    req.task.cancel()
+            req = None  # or this task keeps the last request (its task, frame and modules) alive
+
     async def _conn(self, reader, w):
-        """One connection = one request (Connection: close)."""
-        task = asyncio.current_task()
-        self._tasks.append(task)
-        buf = None
+        """One connection = one request (Connection: close), within the time reap() holds it to."""
+        board = self.board
+        t0 = board.ticks_ms()
         req = Record()  # what read_request finds; `answered` once a response has been started
         req.path = "/"
         req.method = req.query = req.host = req.ctype = req.length = ""
         req.origin = None
         req.body = b""
         req.answered = False
-        board = self.board
-        t0 = board.ticks_ms()
+        req.task = asyncio.current_task()
+        req.until = board.ticks_add(t0, self.request_ms)  # the whole request read by then
+        self._tasks.append(req)
+        buf = None
         try:
             # nothing is held for a client until it speaks (browsers open idle spare connections)
             try:
-                first = await asyncio.wait_for(reader.read(1), self.request_ms / 1000)
+                first = await reader.read(1)
                 if not first:
                     return
                 while self._buf is None and board.ticks_diff(board.ticks_ms(), t0) < _SLOT_WAIT_MS:
@@ -171,17 +204,19 @@ class Portal:
                     raise HttpError(503, "busy, try again")
                 self._buf = None
                 buf[0] = first[0]
-                left = self.request_ms - board.ticks_diff(board.ticks_ms(), t0)
                 from twomes import portal_rd
 
                 try:
-                    await asyncio.wait_for(portal_rd.read_request(reader, buf, req, 1), max(left, 1) / 1000)
+                    await portal_rd.read_request(reader, buf, req, 1)
                 finally:
                     portal_rd = None
                     self._drop()  # the request is read: the reader leaves before what answers it comes
-            except asyncio.TimeoutError:
+            except asyncio.CancelledError:
+                if self._server is None:
+                    raise  # the portal stops
                 raise HttpError(408, "request too slow") from None
             self._last = board.ticks_ms()
+            req.until = board.ticks_add(self._last, _WRITE_MS)
             path = req.path
             get = req.method in ("GET", "HEAD")
             if get and req.host not in self.hosts and path[:5] != "/api/":
@@ -203,42 +238,99 @@ class Portal:
 
                     await portal_get.handle(self, req, w)
                 if error is not None:
-                    from twomes import portal_page
-
-                    req.answered = True
-                    await portal_page.page(self, w, req, error)
-            await asyncio.wait_for(w.drain(), _WRITE_S)
+                    await self._page(w, req, error)
+            await w.drain()
         except HttpError as e:
             status = e.args[0]
             if status and not req.answered:
+                req.until = board.ticks_add(board.ticks_ms(), 1000)
                 msg = e.args[1]
                 if req.path[:5] == "/api/":
                     send(w, status, JSON, json.dumps({"error": msg}).encode())
                 else:
                     send(w, status, "text/plain; charset=utf-8", ("%d %s\n" % (status, msg)).encode())
                 try:
-                    await asyncio.wait_for(w.drain(), 1)
+                    await w.drain()
                     if buf is not None:  # drop what the client still sends, or closing resets the answer
+                        req.until = board.ticks_add(board.ticks_ms(), 200)  # what comes at once
                         for _ in range(4):
-                            if not await asyncio.wait_for(fill(reader, buf, 0), 0.2):
+                            if not await fill(reader, buf, 0):
                                 break
-                except Exception:  # noqa: BLE001 - best effort
+                except BaseException:  # noqa: BLE001 - best effort, for its second at most
                     pass
+        except MemoryError:
+            # no heap for this answer just now (a credential test, other phones): the phone's browser
+            # gets a page that reloads itself in a moment rather than an error page, which ends its
+            # captive-portal window or leaves the user stranded
+            self._drop()
+            req.until = board.ticks_add(board.ticks_ms(), 1000)
+            try:
+                if req.answered:  # mid-page: browsers follow a refresh in the body too
+                    w.write(_BUSY)
+                elif req.path[:5] == "/api/":
+                    send(w, 503, JSON, b'{"error": "busy, try again"}')
+                else:
+                    send(w, 503, HTML, _BUSY)
+                await w.drain()
+                log("portal", "out of memory for %s: asked to come again" % req.path)
+            except BaseException:  # noqa: BLE001 - best effort, for its second at most
+                pass
         except Exception as e:  # noqa: BLE001 - request boundary: one bad client never stops the portal
             log("portal", "request failed: %r" % e)
         finally:
             if buf is not None and self._server is not None:
                 self._buf = buf
+            req.until = board.ticks_add(board.ticks_ms(), 1000)
             try:
                 w.close()
-                await asyncio.wait_for(w.wait_closed(), 1)
-            except Exception:  # noqa: BLE001 - the peer may already be gone
+                await w.wait_closed()
+            except BaseException:  # noqa: BLE001 - the peer may already be gone; or its second is up
                 pass
-            if task in self._tasks:
-                self._tasks.remove(task)
+            self._tasks.remove(req)
             self._drop()
+
+    async def _page(self, w, req, error):
+        """An HTML page: /result whole from twomes.portal_res; the form as its head (with the style),
+        the box about a credential test and its body, one module each, never two in the heap. Each
+        module comes in before the status is sent: without heap for it the phone gets the busy page."""
+        msg = None
+        if req.path == "/result" or not error and (self.job is not None or self.result is not None):
+            from twomes import portal_res
+
+            if req.path == "/result":
+                req.answered = True
+                send(w, 200, HTML, None)
+                if req.method != "HEAD":
+                    portal_res.page(self, w)
+                return
+            msg = portal_res.box(self, False)
+            portal_res = None
+            self._drop()
+        from twomes import portal_head
+
+        req.answered = True
+        send(w, 400 if error else 200, HTML, None)
+        if req.method == "HEAD":
+            return
+        portal_head.head(w)
+        portal_head = None
+        await w.drain()
+        self._drop()  # the style leaves the heap before the body's module comes in
+        from twomes import portal_page
+
+        await portal_page.page(self, w, error, msg)
 
     def _drop(self):
         """Forget the per-request modules (held only while a request is served), portal_up, and the
         credential rule (twomes.creds: the controller and portal_req import it when they need it)."""
-        unload("portal_rd", "portal_req", "portal_form", "portal_get", "portal_page", "portal_up", "creds")
+        unload(
+            "portal_rd",
+            "portal_req",
+            "portal_form",
+            "portal_get",
+            "portal_res",
+            "portal_head",
+            "portal_page",
+            "portal_up",
+            "creds",
+        )

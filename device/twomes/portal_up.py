@@ -36,6 +36,7 @@ async def start(p):
     try:
         p._dns = captive_dns.start(ip, p.cfg.dns_port or 53)
         p._server = await asyncio.start_server(p._conn, ip, port, backlog=4)
+        p._reaper = asyncio.create_task(p.reap())
     except BaseException:
         await stop(p)
         raise
@@ -50,19 +51,20 @@ async def stop(p):
     p._server = None
     if srv is not None:
         srv.close()
-        try:
-            await asyncio.wait_for(srv.wait_closed(), 2)
-        except Exception:  # noqa: BLE001 - also an accept loop that died of its own error: closed either way
-            pass
-    for t in p._tasks + [p.job]:
+    for t in [r.task for r in p._tasks] + [p.job, p._reaper]:
         if t is not None:
             t.cancel()
     for _ in range(20):  # let the cancelled handlers run their `finally` (sockets closed)
         if not p._tasks:
             break
         await asyncio.sleep(0.01)
+    if srv is not None:
+        try:
+            await srv.wait_closed()
+        except Exception:  # noqa: BLE001 - also an accept loop that died of its own error: closed either way
+            pass
     dns = p._dns
-    p.job = p._dns = p._buf = None
+    p.job = p._dns = p._buf = p._reaper = None
     if dns is not None:
         dns.cancel()
         try:

@@ -5,7 +5,7 @@ import json
 import portal_fakes as pf
 
 import support
-from twomes import portal_form, portal_page, wifi
+from twomes import portal, portal_form, wifi
 
 _JSON = "application/json"
 
@@ -162,6 +162,6 @@ def test_unquote_and_form_parsing():
 
 
 def test_escape():
-    e = portal_page.escape
+    e = portal.escape
     assert e("a&b<c>d\"e'f") == "a&amp;b&lt;c&gt;d&quot;e&#39;f"
     assert e("plain \u2615") == "plain \u2615"

@@ -4,6 +4,7 @@
 #   before  free heap before any onboarding module is imported
 #   started free heap with the portal and Improv running
 #   min_free the lowest free heap seen (after a collection) while requests are served
+#   now      the free heap now and the twomes modules loaded (every 0.25 s)
 import asyncio
 import gc
 import os
@@ -83,6 +84,9 @@ class Board:
     def ticks_diff(self, a, b):
         return time.ticks_diff(a, b)
 
+    def ticks_add(self, a, b):
+        return time.ticks_add(a, b)
+
     def console_in(self):
         return sys.stdin.buffer
 
@@ -108,14 +112,21 @@ class Cfg:
 _low = [0]
 
 
-async def _watch():
-    # live heap at every pause (garbage collected first: it is not a cost); new lows only
+async def _watch(ctl):
+    # live heap at every pause (garbage collected first: it is not a cost); new lows only, and every
+    # 0.25 s the free heap now (what stays allocated between requests: a leak shows there)
+    n = 0
     while True:
+        ctl.submitted.clear()  # the fake's own record of what it was sent, not the device's
         gc.collect()
         free = gc.mem_free()
         if _low[0] == 0 or free < _low[0]:
             _low[0] = free
             print("@@MEM min_free=%d heap=%d" % (free, free + gc.mem_alloc()))
+        n += 1
+        if n % 25 == 0:
+            mods = ",".join(sorted(k for k in sys.modules if k.startswith("twomes")))
+            print("@@MEM now=%d mods=%s" % (free, mods))
         await asyncio.sleep(0.01)
 
 
@@ -133,7 +144,7 @@ async def main():
     imp = Improv(board, Ident, ctl, "1.0.0")
     gc.collect()
     print("@@MEM started free=%d" % gc.mem_free())
-    asyncio.create_task(_watch())
+    asyncio.create_task(_watch(ctl))
     await imp.run()
     await asyncio.sleep(3600)
 
