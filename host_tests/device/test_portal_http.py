@@ -242,6 +242,47 @@ def test_slow_clients_get_408_and_are_closed():
     _run(body)
 
 
+def test_no_heap_for_an_answer_asks_to_come_again_and_the_portal_goes_on():
+    def no_heap(*args):
+        raise MemoryError("memory allocation failed, allocating 795 bytes")
+
+    class NoHeapList:  # the scan list, as the page finds it when its strings find no heap
+        def __iter__(self):
+            no_heap()
+
+    async def body(p):
+        nets = p.ctl.nets
+        p.ctl.status = no_heap
+        r = await pf.get(p, "/api/status")  # nothing sent yet: a JSON 503
+        assert r.status == 503 and r.headers["content-type"] == "application/json", r.raw
+        assert r.json() == {"error": "busy, try again"}
+        del p.ctl.status
+        p.ctl.nets = NoHeapList()
+        r = await pf.get(p, "/")  # mid-page: the page ends with a reload
+        assert r.status == 200 and r.text.endswith(
+            '<meta http-equiv="refresh" content="2"><p>Busy, one moment&hellip;</p>'
+        )
+        p.ctl.nets = nets
+
+        class NoHeapName:  # the last result's network name, when escaping it finds no heap
+            replace = no_heap
+
+        p.result = (NoHeapName(), wifi.WRONG_PASSWORD, "wrong password")
+        r = await pf.get(p, "/")  # before the status line: a 503 page that reloads itself
+        assert r.status == 503 and r.headers["content-type"].startswith("text/html"), r.raw
+        assert 'http-equiv="refresh"' in r.text
+        p.result = None
+        r = await pf.get(p, "/")  # the portal goes on, nothing of the failed requests left loaded
+        assert r.status == 200 and "home" in r.text and r.text.endswith("</html>")
+        import sys
+
+        assert [
+            m for m in ("twomes.portal_page", "twomes.portal_head", "twomes.portal_get") if m in sys.modules
+        ] == []
+
+    _run(body)
+
+
 def test_idle_time_and_stop():
     async def main():
         p = await pf.start_portal()
