@@ -33,7 +33,7 @@ _C_WIFI = const(0x01)
 _C_STATE = const(0x02)
 _C_INFO = const(0x03)
 _C_SCAN = const(0x04)
-_STALE_S = 1  # seconds of silence after which a partial frame is dropped
+_STALE_MS = const(1000)  # silence after which a partial frame is dropped
 
 
 def frame(ptype, data):
@@ -178,13 +178,16 @@ class Improv:
         try:
             if reader is None:
                 reader = asyncio.StreamReader(board.console_in())
+            last = board.ticks_ms()
             while True:
-                try:
-                    # one byte per read: console streams block until `n` bytes are there
-                    data = await asyncio.wait_for(reader.read(1), _STALE_S)
-                except asyncio.TimeoutError:
+                # one byte per read: console streams block until `n` bytes are there. No timeout
+                # around it (asyncio.wait_for makes a task and a closure per call, per byte here):
+                # a frame's staleness is judged when its next byte comes
+                data = await reader.read(1)
+                now = board.ticks_ms()
+                if self._n and board.ticks_diff(now, last) >= _STALE_MS:
                     self._n = 0  # a frame left incomplete this long is dropped (its length byte lied)
-                    continue
+                last = now
                 if not data:
                     return  # console closed (host tests)
                 if data == b"\x03" and self._n == 0:
