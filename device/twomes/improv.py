@@ -143,22 +143,18 @@ class Improv:
             out.append(frame(_T_ERROR, bytes([err])))
 
     async def provision(self):
-        """Try the pending credentials through the controller; returns the reply frames."""
-        from twomes import creds  # not held by this module: the portal drops it between requests
-
+        """Try the pending credentials through the controller; returns the reply frames. The
+        controller checks them (the credential rule) and refuses bad ones with a ValueError."""
         ssid, password = self.pending
         self.pending = None
-        bad = creds.check_credentials(ssid, password)
-        creds = None
-        code = None
-        if bad is None:
-            log("improv", "testing network %r (password: stored)" % ssid)
-            try:
-                code = await self.ctl.submit(ssid, password)
-            except ValueError as e:
-                bad = str(e)
-            except Exception as e:  # noqa: BLE001 - task boundary: report, keep listening
-                log("improv", "submit failed: %r" % e)
+        bad = code = None
+        log("improv", "testing network %r (password: stored)" % ssid)
+        try:
+            code = await self.ctl.submit(ssid, password)
+        except ValueError as e:
+            bad = str(e)
+        except Exception as e:  # noqa: BLE001 - task boundary: report, keep listening
+            log("improv", "submit failed: %r" % e)
         password = None
         if code == wifi.JOINED:
             self.state = _PROVISIONED

@@ -5,7 +5,7 @@ import gc
 
 from micropython import const
 
-from twomes import VERSION, store, wifi
+from twomes import VERSION, store, unload, wifi
 from twomes.log import log
 
 PORTAL = "portal"
@@ -56,6 +56,7 @@ class Setup:
         app = self.app
         problem = creds.check_credentials(ssid, password)
         creds = None
+        unload("creds")  # not in the heap during the join (Improv makes no requests that drop it)
         if problem:
             raise ValueError(problem)
         if self._busy:
