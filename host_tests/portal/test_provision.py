@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vportal import CAFE, SPECIAL_PW, start_board
+from vportal import AIR, CAFE, SPECIAL_PW, get_json, start_board
 
 from twtools import provision
-from twtools.vboard.runner import VirtualBoard, free_port
+from twtools.vboard.runner import DEFAULT_HEAP, VirtualBoard, free_port
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -77,3 +78,33 @@ def test_registers_as_twomes_subcommand_and_reads_password_from_stdin(
     )
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert args.func(args) == 2 and "8 to 63" in capsys.readouterr().err  # read from stdin, checked locally
+
+
+def test_improv_serial_with_the_real_app_in_the_default_heap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The app's own controller behind Improv, in the 64K budget of the whole story (Improv's code comes
+    on top of the portal's while a join runs)."""
+    vb = VirtualBoard(
+        tmp_path / "board",
+        air=AIR,
+        heap=DEFAULT_HEAP,
+        pty=True,
+        config={"wifi_timeout_s": 3, "server_url": "http://127.0.0.1:9"},
+    )
+    vb.install_app()
+    vb.start()
+    try:
+        for _ in range(300):  # the portal is up once its API answers
+            try:
+                get_json(vb, "/api/info")
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert vb.pty_path
+        code, out = _run(capsys, "--serial", vb.pty_path, "--ssid", "home", "--password", "wrong-password")
+        assert code == 1 and "could not connect to home" in out, out
+        code, out = _run(capsys, "--serial", vb.pty_path, "--ssid", CAFE, "--password", SPECIAL_PW)
+        assert code == 0 and f"joined {CAFE}" in out, out
+    finally:
+        vb.stop()
