@@ -104,9 +104,9 @@ class Portal:
         )
         self._buf = buf
         # job: the running credential test (a task); result: (ssid, code, text) of the last one;
-        # _buf: the request buffer while no request holds it; _tasks: the requests being served;
+        # _buf: the request buffer while no request holds it; _reqs: the requests being served (each with its task);
         # _reaper: the task of reap()
-        self._tasks = []
+        self._reqs = []
         self._last = board.ticks_ms()
 
     async def start(self):
@@ -171,7 +171,7 @@ class Portal:
         while True:
             await asyncio.sleep(0.25)  # a literal: one float for good
             now = b.ticks_ms()
-            for req in self._tasks:
+            for req in self._reqs:
                 if b.ticks_diff(now, req.until) >= 0:
                     req.until = b.ticks_add(now, 1000)  # its answer (or its end) gets a second
                     req.task.cancel()
@@ -189,7 +189,7 @@ class Portal:
         req.answered = False
         req.task = asyncio.current_task()
         req.until = board.ticks_add(t0, self.request_ms)  # the whole request read by then
-        self._tasks.append(req)
+        self._reqs.append(req)
         buf = None
         try:
             # nothing is held for a client until it speaks (browsers open idle spare connections)
@@ -286,23 +286,18 @@ class Portal:
                 await w.wait_closed()
             except BaseException:  # noqa: BLE001 - the peer may already be gone; or its second is up
                 pass
-            self._tasks.remove(req)
+            self._reqs.remove(req)
             self._drop()
 
     async def _page(self, w, req, error):
-        """An HTML page: /result whole from twomes.portal_res; the form as its head (with the style),
-        the box about a credential test and its body, one module each, never two in the heap. Each
-        module comes in before the status is sent: without heap for it the phone gets the busy page."""
+        """An HTML page: the box about a credential test (form only), the head with the style and the
+        title line, the body (the result or the form), one module each, never two in the heap. The
+        first comes in before the status is sent: without heap for it the phone gets the busy page."""
+        result = req.path == "/result"
         msg = None
-        if req.path == "/result" or not error and (self.job is not None or self.result is not None):
+        if not result and not error and (self.job is not None or self.result is not None):
             from twomes import portal_res
 
-            if req.path == "/result":
-                req.answered = True
-                send(w, 200, HTML, None)
-                if req.method != "HEAD":
-                    portal_res.page(self, w)
-                return
             msg = portal_res.box(self, False)
             portal_res = None
             self._drop()
@@ -312,13 +307,18 @@ class Portal:
         send(w, 400 if error else 200, HTML, None)
         if req.method == "HEAD":
             return
-        portal_head.head(w)
+        portal_head.head(self, w, not result, result and self.job is not None)
         portal_head = None
         await w.drain()
         self._drop()  # the style leaves the heap before the body's module comes in
-        from twomes import portal_page
+        if result:
+            from twomes import portal_res
 
-        await portal_page.page(self, w, error, msg)
+            portal_res.page(self, w)
+        else:
+            from twomes import portal_page
+
+            await portal_page.page(self, w, error, msg)
 
     def _drop(self):
         """Forget the per-request modules (held only while a request is served), portal_up, and the

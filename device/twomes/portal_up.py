@@ -51,11 +51,11 @@ async def stop(p):
     p._server = None
     if srv is not None:
         srv.close()
-    for t in [r.task for r in p._tasks] + [p.job, p._reaper]:
+    for t in [r.task for r in p._reqs] + [p.job, p._reaper]:
         if t is not None:
             t.cancel()
     for _ in range(20):  # let the cancelled handlers run their `finally` (sockets closed)
-        if not p._tasks:
+        if not p._reqs:
             break
         await asyncio.sleep(0.01)
     if srv is not None:
