@@ -290,12 +290,21 @@ class Portal:
             self._drop()
 
     async def _page(self, w, req, error):
-        """An HTML page: the box about a credential test (form only), the head with the style and the
-        title line, the body (the result or the form), one module each, never two in the heap. The
-        first comes in before the status is sent: without heap for it the phone gets the busy page."""
-        result = req.path == "/result"
+        """An HTML page. /result: whole from twomes.portal_res (small: what a phone reloads during a
+        credential test). The form: the box about a credential test (twomes.portal_res), the head with
+        the style (twomes.portal_head), the body (twomes.portal_page), one module each, never two in
+        the heap. The first module comes in before the status is sent: without heap for it the phone
+        gets the busy page."""
+        if req.path == "/result":
+            from twomes import portal_res
+
+            req.answered = True
+            send(w, 200, HTML, None)
+            if req.method != "HEAD":
+                portal_res.page(self, w)
+            return
         msg = None
-        if not result and not error and (self.job is not None or self.result is not None):
+        if not error and (self.job is not None or self.result is not None):
             from twomes import portal_res
 
             msg = portal_res.box(self, False)
@@ -307,18 +316,13 @@ class Portal:
         send(w, 400 if error else 200, HTML, None)
         if req.method == "HEAD":
             return
-        portal_head.head(self, w, not result, result and self.job is not None)
+        portal_head.head(w)
         portal_head = None
         await w.drain()
         self._drop()  # the style leaves the heap before the body's module comes in
-        if result:
-            from twomes import portal_res
+        from twomes import portal_page
 
-            portal_res.page(self, w)
-        else:
-            from twomes import portal_page
-
-            await portal_page.page(self, w, error, msg)
+        await portal_page.page(self, w, error, msg)
 
     def _drop(self):
         """Forget the per-request modules (held only while a request is served), portal_up, and the

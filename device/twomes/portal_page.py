@@ -1,7 +1,6 @@
 # The body of the setup form: plain HTML, no JavaScript, nothing external, written in constant pieces
 # straight to the connection (no page is ever built in memory). Its head with the inline CSS comes
-# first (twomes.portal_head, with the title line), the box about a credential test from
-# twomes.portal_res; each of them is
+# first (twomes.portal_head), the box about a credential test from twomes.portal_res; each of them is
 # dropped again before the next comes in. Every text that came from outside (SSIDs from the air,
 # names typed in a form) is HTML-escaped. Imported only while the form is written: twomes.portal
 # drops the module again after the request.
@@ -13,6 +12,8 @@ async def page(p, w, error, msg):
     """The body of the form of portal `p` on stream `w`, after the status line and the head. `error`:
     () or the (reason, ssid, name) of a refused form, shown again with the reason; `msg`: None or the
     (css class, HTML) of the box about the running or last credential test."""
+    dev = escape(p.ident.name)
+    w.write(('<h1>Wi-Fi setup</h1><p class="s">Connect <b>%s</b> to the Internet</p>' % dev).encode())
     if error:
         msg = "bad", escape(error[0])
     if msg:
@@ -59,10 +60,6 @@ async def page(p, w, error, msg):
     w.write(
         (
             '<p class="s" style="text-align:center">%s &middot; %s &middot; firmware %s</p></main></body></html>'
-            % (
-                escape(p.ident.name),
-                escape(str(info.get("device_type", ""))),
-                escape(str(info.get("version", ""))),
-            )
+            % (dev, escape(str(info.get("device_type", ""))), escape(str(info.get("version", ""))))
         ).encode()
     )

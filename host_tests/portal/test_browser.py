@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vportal import AIR, HOSTILE
+from vportal import HOSTILE, start_board
 
 from twtools.vboard.runner import DEFAULT_HEAP, VirtualBoard
 
@@ -42,18 +42,9 @@ def _chromium() -> str:
 
 @pytest.fixture
 def app_board(tmp_path: Path) -> Iterator[VirtualBoard]:
-    """The real app, fresh (no Wi-Fi yet: it opens its portal), in the default heap; its server is a
-    closed port on 127.0.0.1 (activation is not this test's business)."""
-    vb = VirtualBoard(
-        tmp_path / "board",
-        air=AIR,
-        heap=DEFAULT_HEAP,
-        config={"wifi_timeout_s": 3, "server_url": "http://127.0.0.1:9", "retry_base_s": 1, "retry_max_s": 5},
-    )
-    vb.install_app()
-    vb.start()
+    """The real app, fresh (no Wi-Fi yet: it opens its portal), in the default heap."""
+    vb = start_board(tmp_path / "board", heap=DEFAULT_HEAP, app=True)
     try:
-        vb.wait_for(r"state: portal", 30)
         yield vb
     finally:
         vb.stop()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vportal import AIR, CAFE, SPECIAL_PW, get_json, start_board
+from vportal import CAFE, SPECIAL_PW, start_board
 
 from twtools import provision
 from twtools.vboard.runner import DEFAULT_HEAP, VirtualBoard, free_port
@@ -85,22 +84,8 @@ def test_improv_serial_with_the_real_app_in_the_default_heap(
 ) -> None:
     """The app's own controller behind Improv, in the 64K budget of the whole story (Improv's code comes
     on top of the portal's while a join runs)."""
-    vb = VirtualBoard(
-        tmp_path / "board",
-        air=AIR,
-        heap=DEFAULT_HEAP,
-        pty=True,
-        config={"wifi_timeout_s": 3, "server_url": "http://127.0.0.1:9"},
-    )
-    vb.install_app()
-    vb.start()
+    vb = start_board(tmp_path / "board", pty=True, heap=DEFAULT_HEAP, app=True)
     try:
-        for _ in range(300):  # the portal is up once its API answers
-            try:
-                get_json(vb, "/api/info")
-                break
-            except OSError:
-                time.sleep(0.1)
         assert vb.pty_path
         code, out = _run(capsys, "--serial", vb.pty_path, "--ssid", "home", "--password", "wrong-password")
         assert code == 1 and "could not connect to home" in out, out

@@ -42,12 +42,17 @@ def mpy(src: Path, dest: Path) -> None:
 BOARD_HEAP = "128K"
 
 
-def start_board(state: Path, pty: bool = False, heap: str = BOARD_HEAP) -> VirtualBoard:
-    vb = VirtualBoard(state, air=AIR, heap=heap, pty=pty, config={"wifi_timeout_s": 3})
+def start_board(state: Path, pty: bool = False, heap: str = BOARD_HEAP, app: bool = False) -> VirtualBoard:
+    """A fresh board with its portal up (returns once its API answers). `app`: the real app (its own
+    controller, in `heap`; its server is a closed port on 127.0.0.1: activation is not these tests'
+    business) instead of the portal-only main with the fake controller."""
+    config = {"wifi_timeout_s": 3, "server_url": "http://127.0.0.1:9", "retry_base_s": 1, "retry_max_s": 5}
+    vb = VirtualBoard(state, air=AIR, heap=heap, pty=pty, config=config)
     vb.install_app()
-    mpy(HERE / "portal_main.py", vb.fs / "portal_main.mpy")
-    mpy(DEVICE_TESTS / "fakectl.py", vb.fs / "fakectl.mpy")
-    (vb.fs / "main.py").write_text("import portal_main\n\nportal_main.run()\n")
+    if not app:
+        mpy(HERE / "portal_main.py", vb.fs / "portal_main.mpy")
+        mpy(DEVICE_TESTS / "fakectl.py", vb.fs / "fakectl.mpy")
+        (vb.fs / "main.py").write_text("import portal_main\n\nportal_main.run()\n")
     vb.start()
     deadline = time.monotonic() + 20
     while True:
