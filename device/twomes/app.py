@@ -153,9 +153,7 @@ class App:
             self.st.erase_all()
         elif held_ms >= self.cfg.hold_wifi_s * 1000:
             log("button", "long press: forgetting Wi-Fi, back to setup (identity and activation kept)")
-            self.st.delete(store.WIFI_SSID)
-            self.st.delete(store.WIFI_PASS)
-            self.st.commit()
+            wifi.forget(self.st)
         else:
             log(
                 "button",
@@ -187,8 +185,8 @@ class App:
     async def flow(self):
         try:
             while True:
-                creds = (self.st.get(store.WIFI_SSID), self.st.get(store.WIFI_PASS))
-                if creds[0] is None or creds[1] is None:
+                creds = wifi.saved(self.st)
+                if creds is None:
                     await self.phase("setup", "Setup", None)  # AP mode: portal, app API, Improv
                 elif await self.join(creds) != wifi.JOINED:
                     await self.phase("setup", "Setup", creds)

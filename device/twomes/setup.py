@@ -5,7 +5,7 @@ import gc
 
 from micropython import const
 
-from twomes import VERSION, store, unload, wifi
+from twomes import VERSION, unload, wifi
 from twomes.log import log
 
 PORTAL = "portal"
@@ -71,10 +71,7 @@ class Setup:
             app.wifi_result = result
             log("wifi", "%s: %s" % (ssid, wifi.REASONS[result]))
             if result == wifi.JOINED:
-                st = app.st
-                st.put(store.WIFI_SSID, ssid)
-                st.put(store.WIFI_PASS, password)
-                st.commit()
+                wifi.save(app.st, ssid, password)
                 log("wifi", "credentials for %s stored" % ssid)
                 if name:
                     log("wifi", "device name from setup: %s" % name[:32])

@@ -10,8 +10,9 @@ _ESP_ERR_NVS_NOT_FOUND = const(-4354)  # what some esp32 builds raise instead of
 ACT_TOKEN = "act_token"  # activation token (digits), made once, survives Wi-Fi resets
 AP_SECRET = "ap_secret"  # seed of the AP password
 SESSION = "session"  # device session token from /device/activate
-WIFI_SSID = "wifi_ssid"
-WIFI_PASS = "wifi_pass"
+WIFI = "wifi"  # Wi-Fi credentials as one item (format: twomes/wifi.py, their one owner)
+OLD_SSID = "wifi_ssid"  # firmware <= 1.0: read and removed by twomes/wifi.py
+OLD_PASS = "wifi_pass"
 FW_CONFIRMED = "fw_ok"  # version last confirmed to the server
 FW_FAILED = "fw_bad"  # version that failed to install/boot (not retried until the target changes)
 FW_FAILS = "fw_fails"  # consecutive failed attempts for the current target
@@ -21,8 +22,9 @@ ALL_KEYS = (
     ACT_TOKEN,
     AP_SECRET,
     SESSION,
-    WIFI_SSID,
-    WIFI_PASS,
+    WIFI,
+    OLD_SSID,
+    OLD_PASS,
     FW_CONFIRMED,
     FW_FAILED,
     FW_FAILS,

@@ -1,6 +1,13 @@
-# Station join with a clear reason. (What the setup accepts and offers, the credential rule and the
-# scan list, is in twomes/creds.py: only the portal phase needs it.)
+# Station join with a clear reason, and the owner of the stored Wi-Fi credentials. (What the setup
+# accepts and offers, the credential rule and the scan list, belongs to the AP-mode code.)
+#
+# NVS "wifi": JSON ["<ssid>", "<password>"] - ONE item, so a power cut never leaves the new network's
+# name with the old network's password. Firmware <= 1.0 kept two items (wifi_ssid, wifi_pass): read
+# once as a fallback and removed by the next save() or forget().
 import asyncio
+import json
+
+from twomes import store
 
 JOINED = "joined"
 WRONG_PASSWORD = "wrong_password"
@@ -50,3 +57,34 @@ async def join(board, ssid, password, timeout_ms):
     except OSError:
         pass
     return result
+
+
+def saved(st):
+    """(ssid, password) stored, or None."""
+    raw = st.get(store.WIFI)
+    if raw is not None:
+        try:
+            ssid, password = json.loads(raw)
+            if isinstance(ssid, str) and isinstance(password, str) and ssid:
+                return ssid, password
+        except (ValueError, TypeError):
+            pass
+        return None  # damaged: as if none were stored (setup asks again)
+    ssid, password = st.get(store.OLD_SSID), st.get(store.OLD_PASS)
+    return (ssid, password) if ssid and password is not None else None
+
+
+def save(st, ssid, password):
+    """Store working credentials as one unit (durable when this returns)."""
+    st.put(store.WIFI, json.dumps([ssid, password]))
+    st.delete(store.OLD_SSID)
+    st.delete(store.OLD_PASS)
+    st.commit()
+
+
+def forget(st):
+    """Forget the network (the button's long press): durable when this returns."""
+    st.delete(store.WIFI)
+    st.delete(store.OLD_SSID)
+    st.delete(store.OLD_PASS)
+    st.commit()

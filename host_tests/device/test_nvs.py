@@ -81,14 +81,14 @@ def test_store_strings_and_missing():
     st = store.Store(vesp32.NVS("twomes"))
     assert st.get(store.SESSION) is None
     assert st.get_int(store.FW_FAILS, 7) == 7
-    st.put(store.WIFI_SSID, "caf\u00e9 & <b>")
+    st.put(store.WIFI, "caf\u00e9 & <b>")
     st.put_int(store.FW_FAILS, 2)
     st.commit()
-    assert st.get(store.WIFI_SSID) == "caf\u00e9 & <b>"
+    assert st.get(store.WIFI) == "caf\u00e9 & <b>"
     assert st.get_int(store.FW_FAILS) == 2
-    st.delete(store.WIFI_SSID)
-    st.delete(store.WIFI_SSID)  # deleting a missing key is fine
-    assert st.get(store.WIFI_SSID) is None
+    st.delete(store.WIFI)
+    st.delete(store.WIFI)  # deleting a missing key is fine
+    assert st.get(store.WIFI) is None
 
 
 def test_store_erase_all():

@@ -1,5 +1,5 @@
 # The Wi-Fi credential rule the portal, Improv and `twomes provision` all use (twomes.creds).
-import support  # noqa: F401  (sets up the paths on MicroPython too)
+import support
 from twomes import creds
 
 
@@ -14,3 +14,44 @@ def test_credential_rule_matches_the_esp32_driver():
     assert "1 to 32 bytes" in ok("", "12345678")
     assert "1 to 32 bytes" in ok("\u00e9" * 17, "12345678")  # 34 bytes of UTF-8
     assert ok("\u00e9" * 16, "p&ss w%rd+#1") is None
+
+
+def test_credentials_are_stored_as_one_unit_and_forgotten():
+    import vesp32
+    from twomes import store, wifi
+
+    support.new_board()
+    st = store.Store(vesp32.NVS("twomes"))
+    assert wifi.saved(st) is None
+    wifi.save(st, 'caf\u00e9 "net"', "p&ss w%rd+#1")
+    assert wifi.saved(store.Store(vesp32.NVS("twomes"))) == ('caf\u00e9 "net"', "p&ss w%rd+#1")
+    wifi.save(st, "open", "")  # an open network: empty password
+    assert wifi.saved(st) == ("open", "")
+    wifi.forget(st)
+    assert wifi.saved(store.Store(vesp32.NVS("twomes"))) is None
+
+
+def test_credentials_of_firmware_1_0_are_read_then_replaced():
+    import vesp32
+    from twomes import store, wifi
+
+    support.new_board()
+    st = store.Store(vesp32.NVS("twomes"))
+    st.put(store.OLD_SSID, "home")
+    st.put(store.OLD_PASS, "12345678")
+    st.commit()
+    assert wifi.saved(st) == ("home", "12345678")
+    wifi.save(st, "new", "abcdefgh")
+    assert st.get(store.OLD_SSID) is None and st.get(store.OLD_PASS) is None
+    assert wifi.saved(st) == ("new", "abcdefgh")
+
+
+def test_damaged_credentials_read_as_none():
+    import vesp32
+    from twomes import store, wifi
+
+    support.new_board()
+    st = store.Store(vesp32.NVS("twomes"))
+    for raw in ("not json", "[1, 2]", '["", "x"]', '"x"'):
+        st.put(store.WIFI, raw)
+        assert wifi.saved(st) is None, raw
