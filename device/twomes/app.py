@@ -2,53 +2,50 @@
 #
 #   boot -> (no Wi-Fi credentials) portal -> joining -> activating -> confirming -> checking
 #        -> running (LED solid; heartbeat + booted_fw uploads)
-#   an update found by checking: rebooting -> boot -> joining -> updating (twomes/update.py, a clean
+#   an update found by checking: rebooting -> boot -> joining -> updating (the update boot, a clean
 #        heap) -> rebooting -> the new version boots, confirms, and only then is kept
 #
-# Every state has a timeout and a way out; retries back off exponentially with a per-device jitter
-# (from the MAC) so a fleet does not retry in step. A long button press forgets Wi-Fi (portal again),
-# a very long one is a factory reset. Secrets never reach the console: we say "stored".
+# Phases (setup, online, update) are packages loaded when they start and unloaded when they end; each
+# returns an outcome and reaches the app only through the interface in docs/device-architecture.md.
+# Every state has a timeout and a way out; retries back off exponentially with a per-device jitter.
+# A long button press forgets Wi-Fi (portal again), a very long one is a factory reset. Secrets never
+# reach the console: we say "stored".
 import asyncio
 import gc
-import os
 
 from micropython import const
 
-from twomes import JOB, VERSION, store, unload, wifi
+from twomes import VERSION, hw, unload, wifi
+from twomes.errors import Restart
 from twomes.log import log
 
-# States (plain strings: they are what the console, the portal API and the button report): boot,
-# portal, joining, activating, waiting (for the operator), confirming, checking, updating, rebooting,
-# running, offline, resetting.
-# No module-level name for each: on this heap every global costs a dict slot and a qstr for good.
-
-# LED patterns: (on ms, off ms)
-_LED = {
-    "portal": (500, 500),  # AP mode: once per second, as the B00M users know it
-    "joining": (100, 200),
-    "activating": (100, 200),
-    "confirming": (100, 200),
-    "checking": (100, 200),
-    "updating": (50, 50),
-    "rebooting": (50, 50),
-    "offline": (100, 900),
-    "waiting": (100, 100, 100, 700),  # double blink: waiting for the operator (not registered/attached)
-    "hold_wifi": (0, 1000),  # button held past the Wi-Fi-reset time: LED off
-    "hold_factory": (30, 30),  # past the factory-reset time: flicker
+# Every state: (LED pattern as on/off ms, None = solid on; the part of the firmware that sets it).
+# Plain strings: they are what the console, the portal API and the button report.
+STATES = {
+    "boot": ((0, 1000), "app"),
+    "portal": ((500, 500), "setup"),  # AP mode: once per second, as the B00M users know it
+    "joining": ((100, 200), "app, setup"),
+    "activating": ((100, 200), "online"),
+    "waiting": ((100, 100, 100, 700), "online"),  # double blink: waiting for the operator / owner
+    "confirming": ((100, 200), "update"),
+    "checking": ((100, 200), "online"),
+    "updating": ((50, 50), "update"),
+    "rebooting": ((50, 50), "app"),
+    "running": (None, "online"),  # solid
+    "offline": ((100, 900), "online"),
+    "resetting": ((0, 1000), "app"),
 }
+_HOLD_WIFI = (0, 1000)  # button held past the Wi-Fi-reset time: LED off
+_HOLD_FACTORY = (30, 30)  # past the factory-reset time: flicker
 _BUF = const(1024)
 _POLL_MS = const(50)
 _GC_EVERY = const(4096)
-_GOOD_BOOT_S = const(60)  # up this long: a good boot (the boot-loop counter of otaboot starts again)
+_GOOD_BOOT_S = const(60)  # up this long: a good boot (the boot-loop counter starts again)
 _SAFE_S = const(600)  # safe mode lasts this long, then a normal restart
-_SAFE_AFTER = const(5)  # = otaboot.SAFE_AFTER: more failed boots in a row than this, safe mode
-
-
-class Restart(Exception):
-    """Leave the state machine and reset the board (button actions, update installed)."""
 
 
 class App:
+    # until the ap and update packages land: what the old setup/update modules reach through the app
     Restart = Restart
     unload = staticmethod(unload)
 
@@ -58,37 +55,44 @@ class App:
         self.st = st
         self.ident = ident
         self.state = "boot"
-        self.led_override = None
         self.message = ""
-        self.wifi_result = None
+        self.wifi_result = None  # what the setup status shows: the last join's result and network
         self.wifi_ssid = None
-        self._joined = None  # (ssid, password) that work, from the portal/Improv or the saved ones
         self.queue = []  # measurements waiting for upload: [(property, ticks, unix or None, value)]
         self._mac = board.mac()
-        self.safe = False  # safe mode (boot loop): no update attempts (main() decides, otaboot counts)
-        self.buf = self.head_buf = None  # see buffers()
+        self.safe = False  # safe mode (boot loop): no update attempts
+        self._bufs = None  # see buffers()
         self._stop = False  # a restart is due (button action, update installed): run() ends the flow
         self._crash = None
+        # the watch loop's state (step())
+        self._t0 = board.ticks_ms()
+        self._lit = self._down = self._hold = None
+        self._seen = self._good = False
 
-    # ---- small helpers ---------------------------------------------------------------------------
+    # ---- what phases get -------------------------------------------------------------------------
     def set_state(self, state, message=""):
+        if state not in STATES:
+            raise ValueError(state)
         if state != self.state:
             gc.collect()
-            free = gc.mem_free() if hasattr(gc, "mem_free") else -1  # -1: CPython host tests
-            log("state", "%s%s (free heap %d)" % (state, " - " + message if message else "", free))
+            log("state", "%s%s (free heap %d)" % (state, " - " + message if message else "", hw.mem_free()))
         self.state = state
         self.message = message
 
+    def report(self, key, value):
+        """What the setup status shows: "wifi_result", "wifi_ssid" or "message"."""
+        if key not in ("wifi_result", "wifi_ssid", "message"):
+            raise ValueError(key)
+        setattr(self, key, value)
+
     def buffers(self):
-        """The streaming buffer and the HTTP header buffer, allocated once by the first online or
-        update phase: that runs in a clean boot (the portal restarts the board), so they come before
-        the heap fragments; the portal never needs them."""
-        if self.buf is None:
-            self.buf = memoryview(bytearray(_BUF))
-            self.head_buf = bytearray(_BUF)
+        """(buf, head_buf): the streaming buffer (a memoryview) and the HTTP head buffer, 1 KB each,
+        allocated once by the first online or update phase, before the heap fragments."""
+        if self._bufs is None:
+            self._bufs = (memoryview(bytearray(_BUF)), bytearray(_BUF))
+        return self._bufs
 
     def backoff(self):
-        """Retry delays for the online phase and the update boot (loaded and unloaded with them)."""
         from twomes.backoff import Backoff
 
         return Backoff(self.cfg.retry_base_s, self.cfg.retry_max_s, self._mac)
@@ -101,50 +105,56 @@ class App:
             left = b.ticks_diff(end, b.ticks_ms())
             if left <= 0:
                 return
-            await asyncio.sleep(0.05 if left >= _POLL_MS else left / 1000)  # a literal: no new float
+            await asyncio.sleep(0.05 if left >= _POLL_MS else left / 1000)
         raise Restart()
 
-    def activated(self):
-        return self.st.get(store.SESSION) is not None
+    async def join(self, creds):
+        self.set_state("joining", "joining %s" % creds[0])
+        self.wifi_ssid = creds[0]
+        result = await wifi.join(self.board, creds[0], creds[1], self.cfg.wifi_timeout_s * 1000)
+        self.wifi_result = result
+        log("wifi", "%s: %s" % (creds[0], wifi.REASONS[result]))
+        return result
 
     # ---- the watch loop: LED, button, time up ---------------------------------------------------
     async def watch(self):
-        """Every _POLL_MS until a restart is due: the LED shows the state's pattern (a new one at once),
-        the button is read (debounced: down in two polls in a row; the action is decided on release,
-        so holding to the long time never triggers the short one), and the time up is checked (a good
-        boot for otaboot's counter; safe mode ends with a normal restart). One loop, not a task each."""
+        """step() every _POLL_MS until a restart is due. One loop, not a task each."""
+        b = self.board
+        while not self._stop:
+            await asyncio.sleep(0.05)  # _POLL_MS; a literal: one float for good
+            self.step(b.ticks_ms())
+
+    def step(self, now):
+        """One poll at `now` (ticks ms): the LED shows the state's pattern, the button is read
+        (debounced: down in two polls in a row; the action is decided on release, so holding to the
+        long time never triggers the short one), and the time up is checked (a good boot; safe mode
+        ends with a normal restart). Tests drive it with their own clock."""
         b = self.board
         cfg = self.cfg
-        t0 = b.ticks_ms()
-        lit = down = None  # LED as last set; ticks when the button went down
-        seen = good = False  # button down at the previous poll; this boot counted as good
-        while not self._stop:
-            await asyncio.sleep(0.05)  # _POLL_MS; a literal: one float for good, not a new one each time
-            now = b.ticks_ms()
-            up = b.ticks_diff(now, t0)
-            pattern = self.led_override or _LED.get(self.state)
-            on = self.state == "running" if pattern is None else _lit(pattern, up)  # running: solid
-            if on != lit:
-                b.led_set(on)
-                lit = on
-            pressed = b.button_pressed()
-            if pressed and seen and down is None:
-                down = b.ticks_add(now, -_POLL_MS)
-            seen = pressed
-            if down is not None:
-                held = b.ticks_diff(now, down)
-                if not pressed:
-                    down = self.led_override = None
-                    self.button(held)
-                elif held >= cfg.hold_factory_s * 1000:
-                    self.led_override = _LED["hold_factory"]
-                elif held >= cfg.hold_wifi_s * 1000:
-                    self.led_override = _LED["hold_wifi"]
-            if not good and up >= _GOOD_BOOT_S * 1000:
-                good = True
-                boot_guard(True)  # up for a while: this boot went well
-            if self.safe and up >= _SAFE_S * 1000:
-                self._stop = True
+        up = b.ticks_diff(now, self._t0)
+        pattern = self._hold or STATES[self.state][0]
+        on = pattern is None or _lit(pattern, up)
+        if on != self._lit:
+            b.led_set(on)
+            self._lit = on
+        pressed = b.button_pressed()
+        if pressed and self._seen and self._down is None:
+            self._down = b.ticks_add(now, -_POLL_MS)
+        self._seen = pressed
+        if self._down is not None:
+            held = b.ticks_diff(now, self._down)
+            if not pressed:
+                self._down = self._hold = None
+                self.button(held)
+            elif held >= cfg.hold_factory_s * 1000:
+                self._hold = _HOLD_FACTORY
+            elif held >= cfg.hold_wifi_s * 1000:
+                self._hold = _HOLD_WIFI
+        if not self._good and up >= _GOOD_BOOT_S * 1000:
+            self._good = True
+            boot_guard(True)  # up for a while: this boot went well
+        if self.safe and up >= _SAFE_S * 1000:
+            self._stop = True
 
     def button(self, held_ms):
         """Short press: show the state. Hold: forget Wi-Fi, back to setup. Very long: factory reset."""
@@ -166,8 +176,8 @@ class App:
 
     # ---- the flow --------------------------------------------------------------------------------
     async def run(self):
-        """Run until a restart is due (button action, update installed, confirmation impossible). The
-        flow runs as a task: a restart cancels it wherever it is (a join, a download)."""
+        """Run until a restart is due (button action, update installed, a phase asks for it). The flow
+        runs as a task: a restart cancels it wherever it is (a join, a download)."""
         flow = asyncio.create_task(self.flow())
         try:
             await self.watch()
@@ -186,20 +196,22 @@ class App:
         try:
             while True:
                 creds = wifi.saved(self.st)
-                if creds is None:
-                    await self.phase("setup", "Setup", None)  # AP mode: portal, app API, Improv
-                elif await self.join(creds) != wifi.JOINED:
-                    await self.phase("setup", "Setup", creds)
-                else:
-                    self._joined = creds
-                    if exists(JOB):  # the previous boot found an update: install it from a clean heap
-                        await self.update()
-                    await self.phase("online", "Online", creds)
-                    continue
-                if self._joined is not None:
-                    # working credentials are stored: start the online phase from a clean boot, so the
-                    # portal's code leaves no holes in the heap (the station joins again in ~1 s)
-                    log("setup", "Wi-Fi settings work: restarting to go online")
+                if creds is None or await self.join(creds) != wifi.JOINED:
+                    outcome = await self.phase("twomes.setup", creds)
+                    if outcome == "joined":
+                        # working credentials are stored: go online from a clean boot, so the portal
+                        # leaves no holes in the heap (the station joins again in ~1 s)
+                        log("setup", "Wi-Fi settings work: restarting to go online")
+                        raise Restart()
+                    if outcome == "restart":
+                        raise Restart()
+                    continue  # "retry": the saved network again
+                if job_saved():  # the previous boot found an update: install it from a clean heap
+                    if await self.phase("twomes.update", None) == "installed":
+                        self.set_state("rebooting", "into the new version")
+                        raise Restart()
+                if await self.phase("twomes.online.phase", creds) == "update":
+                    self.set_state("rebooting", "to install an update")
                     raise Restart()
         except Restart:
             pass
@@ -208,28 +220,18 @@ class App:
         finally:
             self._stop = True
 
-    async def phase(self, name, cls, *args):
-        """Run a phase (twomes.setup, .online, .update: `cls(app).run(*args)`) and then unload every
-        module it loaded, so that its code leaves the heap before the next phase."""
+    async def phase(self, module, arg):
+        """Run a phase module's run(app, arg) and then unload every module it loaded, so that its code
+        and data leave the heap before the next phase. Returns the phase's outcome."""
         import sys
 
         before = list(sys.modules)
         try:
-            await getattr(__import__("twomes." + name, None, None, (cls,)), cls)(self).run(*args)
+            mod = __import__(module, None, None, ("run",))
+            return await mod.run(self, arg)
         finally:
+            mod = None
             unload(*[n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before])
-
-    async def update(self):
-        """The update boot: install the release the check saved (twomes/update.py)."""
-        await self.phase("update", "Job")
-
-    async def join(self, creds):
-        self.set_state("joining", "joining %s" % creds[0])
-        self.wifi_ssid = creds[0]
-        result = await wifi.join(self.board, creds[0], creds[1], self.cfg.wifi_timeout_s * 1000)
-        self.wifi_result = result
-        log("wifi", "%s: %s" % (creds[0], wifi.REASONS[result]))
-        return result
 
 
 def _lit(pattern, t):
@@ -243,6 +245,8 @@ def _lit(pattern, t):
 
 
 def exists(path):
+    import os
+
     try:
         os.stat(path)
         return True
@@ -250,9 +254,17 @@ def exists(path):
         return False
 
 
+def job_saved():
+    from twomes import JOB
+
+    return exists(JOB)
+
+
 def boot_guard(good=False):
     """otaboot's boot-loop counter (ota/boots): True in safe mode; good=True: this boot went well, the
-    count starts again. Read here directly: loading otaboot for it would cost more heap than this."""
+    count starts again."""
+    import os
+
     try:
         with open("ota/boots") as f:
             n = int(f.read())
@@ -260,21 +272,20 @@ def boot_guard(good=False):
             os.remove("ota/boots")
     except (OSError, ValueError):
         return False
-    return n > _SAFE_AFTER
+    return n > 5
 
 
 def main():
     """Entry point from main.py: build the real board and run until a restart is due."""
     board = None
     # Collect after every _GC_EVERY bytes allocated, not only when the heap is full: garbage then never
-    # piles up between long-lived objects, so the holes it leaves stay small and few and the big
-    # blocks (qstr pools, buffers) still find room. On this heap that is worth ~8 KB.
+    # piles up between long-lived objects, so the holes it leaves stay small and few.
     gc.threshold(_GC_EVERY)
     try:
         from twomes import start
 
         board, cfg, st, ident = start.boot()
-        unload("start", "config", "identity")  # their job is done
+        unload("start", "config", "identity", "online.server", "online.http", "online")  # done with
         app = App(board, cfg, st, ident)
         app.safe = boot_guard()
         asyncio.run(app.run())
@@ -287,7 +298,5 @@ def main():
 
         time.sleep(5)
     if board is None:  # the config or the board itself failed
-        from twomes import hw
-
         hw.reset()
     board.reset()

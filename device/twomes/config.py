@@ -10,7 +10,14 @@ _MAX_FILE = const(4096)
 
 # key: (default, type, min, max). Strings: min/max bound the length.
 _SPEC = {
-    "server_url": ("http://127.0.0.1:8000", str, 8, 200),
+    "server_url": ("https://127.0.0.1:8443", str, 8, 200),
+    "ca_file": (
+        "ca.der",
+        str,
+        1,
+        64,
+    ),  # the CA (DER) that signs the server's certificate, deployed with this file
+    "allow_http": (False, bool, 0, 1),  # lab only: plain http to the server (logged at every boot)
     "device_type": ("Generic-Test", str, 1, 64),
     "name_prefix": ("TWOMES-", str, 1, 16),
     "button_pin": (0, int, 0, 48),

@@ -1,7 +1,109 @@
 # The one module that touches hardware. Everything else gets a Board (constructor injection), so the
 # virtual board and the CPython fakes plug in here and nowhere else. Nothing happens at import time.
+#
+# It is also the one place where MicroPython and CPython (the host tests) differ: the clock, the free
+# heap, TLS sockets and stream reads. Production code elsewhere has no hasattr() for the runtime.
+import asyncio
+import gc
 import sys
 import time
+
+MICROPYTHON = sys.implementation.name == "micropython"
+
+
+def mem_free():
+    """Free MicroPython heap in bytes; -1 on CPython (host tests)."""
+    return gc.mem_free() if MICROPYTHON else -1
+
+
+if MICROPYTHON:
+    ticks_ms = time.ticks_ms
+    ticks_diff = time.ticks_diff
+    ticks_add = time.ticks_add
+else:  # CPython: a monotonic millisecond clock with the same three calls (no wrap-around)
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def ticks_add(a, b):
+        return a + b
+
+
+def uncancel(task):
+    """After a cancellation we turned into an error: CPython counts cancellations per task."""
+    if not MICROPYTHON:
+        task.uncancel()
+
+
+def tls_context(cadata):
+    """A TLS client context that verifies the server's certificate chain against `cadata` (DER) and,
+    with the server_hostname given at connect, its name. (MicroPython's default is CERT_NONE.)"""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=cadata)
+    return ctx
+
+
+class Conn:
+    """One TCP (or TLS) client connection for the HTTP client: read_now() takes what has arrived
+    without waiting or allocating (None: nothing yet), readinto() waits for more."""
+
+    async def open(self, host, port, ctx):
+        if MICROPYTHON:
+            import socket
+
+            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+            s = socket.socket(ai[0], ai[1], ai[2])
+            try:
+                s.setblocking(False)
+                try:
+                    s.connect(ai[-1])
+                except OSError as e:
+                    if e.errno != 115:  # EINPROGRESS
+                        raise
+                if ctx is not None:
+                    s = ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
+                    s.setblocking(False)
+            except BaseException:
+                s.close()
+                raise
+            self._s = s
+            self._st = asyncio.StreamReader(s)  # the public way to wait for the socket in asyncio
+        else:
+            self._s = None
+            kw = {"ssl": ctx, "server_hostname": host} if ctx is not None else {}
+            self._st, self._w = await asyncio.open_connection(host, port, **kw)
+        return self
+
+    def read_now(self, mv):
+        return self._s.readinto(mv) if self._s is not None else None
+
+    async def readinto(self, mv):
+        """Bytes read (0: closed), or None when nothing could be read yet (TLS: a partial record)."""
+        if self._s is not None:
+            return await self._st.readinto(mv)
+        data = await self._st.read(len(mv))
+        mv[: len(data)] = data
+        return len(data)
+
+    async def send(self, data):
+        w = self._st if self._s is not None else self._w
+        w.write(data)
+        await w.drain()
+
+    def close(self):
+        try:
+            if self._s is not None:
+                self._s.close()
+            else:
+                self._w.close()
+        except Exception:  # noqa: BLE001 - closing must never raise
+            pass
 
 
 def reset():

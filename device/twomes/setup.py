@@ -161,3 +161,10 @@ class Setup:
         finally:
             if not handed_over:
                 board.kbd_intr(3)
+
+
+async def run(app, saved):
+    """The setup phase: "joined" when credentials were tested and stored, else "retry"."""
+    app._joined = None
+    await Setup(app).run(saved)
+    return "joined" if app._joined else "retry"

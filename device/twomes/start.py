@@ -16,11 +16,18 @@ def boot():
     for problem in cfg.problems:
         log("config", problem)
     cfg.problems = None
+    if cfg.allow_http and cfg.server_url.startswith("http://"):
+        log(
+            "config",
+            "allow_http: plain http to %s, NOT encrypted or authenticated (lab setting)" % cfg.server_url,
+        )
     board = Board(cfg)
     st = store.Store(board.nvs("twomes"))
     ident = identity.load(st, board.mac(), cfg, os.urandom)
     log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
-    if st.get(store.SESSION) is None:
+    from twomes.online.server import session
+
+    if session(st) is None:
         # exactly one line, valid JSON: the operator registers the device with it
         print(ident.activation_line)
         if not cfg.ap_open:  # the setup AP's password, as on a label (not a Wi-Fi secret of the owner)

@@ -80,6 +80,11 @@ class Store:
                 raise
 
     def erase_all(self):
+        """Factory reset. The session goes first, in a commit of its own: a power cut in the middle
+        must never leave a session without the activation token it came from (the device would upload
+        into the previous owner's record and never print a new activation line)."""
+        self.delete(SESSION)
+        self.commit()
         for key in ALL_KEYS:
             self.delete(key)
         self.commit()

@@ -7,7 +7,7 @@ import os
 
 from micropython import const
 
-from twomes import JOB, VERSION, http, store
+from twomes import JOB, VERSION, store
 from twomes.errors import Error
 from twomes.log import log
 
@@ -28,38 +28,17 @@ class Job:
     sleep_s(), set_state() of the app, and open_image()."""
 
     def __init__(self, app):
-        app.buffers()
+        self._buf = app.buffers()[0]
         self.app = app
         self.board, self.cfg, self.st = app.board, app.cfg, app.st
         self.set_state, self.sleep_s, self.backoff = app.set_state, app.sleep_s, app.backoff
-        self._buf = app.buf
-        self.session = app.st.get(store.SESSION)
+        self.session = app.st.get(store.SESSION)  # (owner: twomes/online/server.py)
 
     async def open_image(self, rel, offset=0):
         """GET the release's file from `offset`; returns (response, offset actually served)."""
-        extra = "Authorization: Bearer %s\r\n" % self.session
-        if offset:  # If-Range: another file (ETag) is sent whole (200)
-            extra += 'Range: bytes=%d-\r\nIf-Range: "%s"\r\n' % (offset, rel["sha256"])
-        resp = await http.request(
-            "GET",
-            self.cfg.server_url.rstrip("/") + rel["url"],
-            extra,
-            None,
-            self.cfg.http_timeout_s,
-            None,
-            self.app.head_buf,
-        )
-        if resp.status == 206 and offset:
-            if not resp.headers.get("content-range", "").startswith("bytes %d-" % offset):
-                await resp.close()
-                raise Error(_NET, "server sent another range")
-            return resp, offset
-        if resp.status == 200:
-            return resp, 0  # the server ignores Range: start over
-        try:
-            await http.fail(resp)
-        finally:
-            await resp.close()
+        from twomes.online.server import Server
+
+        return await Server(self.app).open_release(rel, offset)
 
     async def run(self):
         """Install the saved release. Success: restart into it. Failure: counted, the job is gone and
@@ -101,3 +80,8 @@ class Job:
         self.st.put(store.FW_FAILED, version)
         self.st.put_int(store.FW_FAILS, fails + 1)
         self.st.commit()
+
+
+async def run(app, _arg):
+    await Job(app).run()
+    return "none"

@@ -6,14 +6,17 @@ import os
 
 
 class Reply:
-    def __init__(self, status=200, body=b"", headers=None, truncate=None, stall=0, raw=None, drip=None):
+    def __init__(
+        self, status=200, body=b"", headers=None, truncate=None, stall=0, raw=None, drip=None, reset=False
+    ):
         self.status = status
         self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.headers = headers or {}
         self.truncate = truncate  # send only this many body bytes, then close
         self.stall = stall  # seconds to wait before answering
         self.raw = raw  # bytes sent instead of an HTTP response
-        self.drip = drip  # (bytes, seconds): the body sent this many bytes at a time, this far apart
+        self.drip = drip  # (bytes, seconds): the body (or raw) sent this many bytes at a time, this far apart
+        self.reset = reset  # end with a TCP reset instead of a close (CPython; MicroPython: a close)
 
 
 def fw(status=200, body=None):
@@ -69,7 +72,13 @@ class FakeServer:
             rep = self.handler(method, path, headers, body)
             if rep.stall:
                 await asyncio.sleep(rep.stall)
-            if rep.raw is not None:
+            if rep.raw is not None and rep.drip:
+                n, pause = rep.drip
+                for i in range(0, len(rep.raw), n):
+                    w.write(rep.raw[i : i + n])
+                    await w.drain()
+                    await asyncio.sleep(pause)
+            elif rep.raw is not None:
                 w.write(rep.raw)
             else:
                 head = "HTTP/1.1 %d X\r\nContent-Length: %d\r\nDate: Wed, 25 Nov 2026 10:00:00 GMT\r\n" % (
@@ -89,6 +98,13 @@ class FakeServer:
                 else:
                     w.write(body)
             await w.drain()
+            if rep.reset and hasattr(w, "transport"):
+                import socket
+                import struct
+
+                w.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
         except Exception as e:  # noqa: BLE001 - a broken test request must not kill the server
             print("fakeserver:", e)
         finally:

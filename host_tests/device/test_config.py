@@ -31,7 +31,7 @@ def test_bad_values_keep_defaults_and_are_reported():
             '"led_active_low": 1, "colour": "red", "name_prefix": ""}'
         )
     )
-    assert cfg.heartbeat_s == 600 and cfg.button_pin == 0 and cfg.server_url.startswith("http://")
+    assert cfg.heartbeat_s == 600 and cfg.button_pin == 0 and cfg.server_url.startswith("https://")
     assert cfg.led_active_low is False and cfg.name_prefix == "TWOMES-"
     text = " | ".join(cfg.problems)
     for word in ("heartbeat_s", "button_pin", "server_url", "led_active_low", "colour", "name_prefix"):
@@ -41,3 +41,8 @@ def test_bad_values_keep_defaults_and_are_reported():
 def test_bad_json_and_wrong_shape():
     assert "not valid JSON" in config.load(_write("{nope")).problems[0]
     assert "not a JSON object" in config.load(_write("[1, 2]")).problems[0]
+
+
+def test_secure_by_default():
+    cfg = config.defaults()
+    assert cfg.server_url.startswith("https://") and cfg.allow_http is False and cfg.ca_file == "ca.der"

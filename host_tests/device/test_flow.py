@@ -1,7 +1,6 @@
 # The online phase against a scripted server on 127.0.0.1: activation, re-activation on 401, the
 # firmware check, bundle updates and everything that can go wrong with them. Nothing bad may ever be
 # activated: a failed update leaves the boot pointer (ota/state.json) untouched.
-import asyncio
 import hashlib
 import json
 import os
@@ -9,8 +8,7 @@ import os
 from fakeserver import FakeServer, Reply, fw
 
 import support
-from twomes import ota, running, store
-from twomes.errors import Error
+from twomes import ota, store
 
 TOKEN = "Mw.session-token-1"
 
@@ -33,134 +31,6 @@ def _go(handler, body, **settings):
 
 def _lines(word):
     return [ln for ln in support.logged() if word in ln]
-
-
-def test_activation_waits_for_registration_then_owner():
-    answers = [
-        Reply(404, {"detail": "No device found for provided activation token"}),
-        Reply(404, {"detail": "No device found for provided activation token"}),
-        Reply(403, {"detail": "Device not attached to account"}),
-        Reply(403, {"detail": "Device not attached to account"}),
-        Reply(200, {"session_token": TOKEN}),
-    ]
-
-    async def body(app, on, srv):
-        await asyncio.wait_for(on.activate(), 10)
-        assert app.st.get(store.SESSION) == TOKEN and on.session == TOKEN
-        assert [r[1] for r in srv.requests] == ["/device/activate"] * 5
-        sent = json.loads(srv.requests[0][3])
-        assert sent == {"activation_token": app.ident.activation_token}
-        assert "authorization" not in srv.requests[0][2]
-        assert len(_lines("not registered on the server yet")) == 1  # one hint, not one per retry
-        assert len(_lines("not attached to an owner")) == 1
-
-    _go(lambda m, p, h, b: answers.pop(0), body)
-
-
-def test_activation_survives_server_errors_and_bad_answers():
-    seen_sessions = []
-    answers = [
-        Reply(500, b"Internal Server Error"),
-        Reply(200, b"this is not json"),
-        Reply(200, {"no": "token"}),
-        Reply(200, {"session_token": 12345}),
-        Reply(raw=b"garbage\r\n\r\n"),
-        Reply(200, {"session_token": TOKEN}),
-    ]
-
-    async def body(app, on, srv):
-        def handler(m, p, h, b):
-            seen_sessions.append(app.st.get(store.SESSION))
-            return answers.pop(0)
-
-        srv.handler = handler
-        await asyncio.wait_for(on.activate(), 10)
-        assert seen_sessions == [None] * 6  # nothing stored from a bad answer
-        assert app.st.get(store.SESSION) == TOKEN
-
-    _go(None, body)
-
-
-def test_activation_retries_after_timeout():
-    answers = [
-        Reply(200, {"session_token": "Mw.too-late-token"}, stall=1.5),
-        Reply(200, {"session_token": TOKEN}),
-    ]
-
-    async def body(app, on, srv):
-        await asyncio.wait_for(on.activate(), 10)
-        assert app.st.get(store.SESSION) == TOKEN
-        assert _lines("no answer: timeout")
-
-    _go(lambda m, p, h, b: answers.pop(0), body, http_timeout_s=0.5)
-
-
-def test_revoked_session_reactivates_and_retries_once():
-    uploads = []
-
-    def handler(m, p, h, b):
-        if p == "/device/activate":
-            return Reply(200, {"session_token": "Mw.second-token-2"})
-        uploads.append(h.get("authorization"))
-        if len(uploads) == 1:
-            return Reply(401, {"detail": "Invalid device session token"})
-        return Reply(200, {"size": 1})
-
-    async def body(app, on, srv):
-        app.st.put(store.SESSION, TOKEN)
-        app.st.commit()
-        await on.activate()  # already activated: no request
-        assert srv.requests == []
-        on.sync("Wed, 25 Nov 2026 10:00:00 GMT")
-        running.measure(on, "heartbeat", "1")
-        await running.upload(on)
-        assert uploads == ["Bearer " + TOKEN, "Bearer Mw.second-token-2"]
-        assert app.st.get(store.SESSION) == "Mw.second-token-2"
-
-    _go(handler, body)
-
-
-def test_upload_payload_is_twomes_variable_interval():
-    got = []
-
-    def handler(m, p, h, b):
-        got.append((p, json.loads(b)))
-        return Reply(200, {"size": 2})
-
-    async def body(app, on, srv):
-        on.session = TOKEN
-        on.sync("Wed, 25 Nov 2026 10:00:00 GMT")
-        running.measure(on, "booted_fw", "1.0.0")
-        running.measure(on, "heartbeat", "1")
-        await running.upload(on)
-        path, payload = got[0]
-        assert path == "/device/measurements/variable-interval"
-        assert isinstance(payload["upload_time"], int) and payload["upload_time"] >= 1795600000
-        props = {pm["property_name"]: pm["measurements"] for pm in payload["property_measurements"]}
-        assert props["booted_fw"][0]["value"] == "1.0.0" and props["heartbeat"][0]["value"] == "1"
-        assert isinstance(props["heartbeat"][0]["timestamp"], int)
-        assert app.queue == []
-
-    _go(handler, body)
-
-
-def test_failed_upload_keeps_measurements_bounded():
-    async def body(app, on, srv):
-        on.session = TOKEN
-        on.sync("Wed, 25 Nov 2026 10:00:00 GMT")
-        for i in range(8):
-            running.measure(on, "heartbeat", str(i))
-        try:
-            await running.upload(on)
-            raise AssertionError("upload should fail")
-        except Error as e:
-            assert e.status == 503 and str(e) == "HTTP 503 down"
-        assert len(app.queue) == 5 and app.queue[0][3] == "3"  # bounded: the oldest went first
-
-    _go(lambda m, p, h, b: Reply(503, {"detail": "down"}), body, queue_max=5)
-
-
-# ---- firmware check and bundle updates ------------------------------------------------------------
 
 
 def bundle(version, files, mpy=None):
@@ -250,27 +120,27 @@ def test_an_update_found_is_saved_and_installed_by_the_next_boot():
         on.session = TOKEN
         app.st.put(store.SESSION, TOKEN)
         app.st.commit()
-        try:
-            await on.firmware(False)
-            raise AssertionError("no restart")
-        except app.Restart:
-            pass
+        from twomes.online import phase
+
+        assert await phase.firmware(app, on, False) is True  # saved: the app restarts into the update boot
         assert _job() == {"rel": rel, "fails": 0} and _pointer() is None
         assert [r[1] for r in srv.requests] == ["/device/firmware/target"]  # nothing downloaded yet
-        assert app.state == "rebooting" and _lines("updating in the next boot")
+        assert _lines("updating in the next boot")
         support.power_cycle()
         app2, _ = support.make_app(srv.url)
-        for m in ("twomes.online", "twomes.fw", "twomes.rollback"):
+        for m in ("twomes.online.server", "twomes.online.phase", "twomes.fw", "twomes.rollback"):
             sys.modules.pop(m, None)
         try:
-            await app2.update()
+            await app2.phase("twomes.update", None)
             raise AssertionError("no restart")
         except app2.Restart:
             pass
         assert _job() is None and _pointer()["version"] == "9.9.9"
         assert srv.requests[-1][2]["authorization"] == "Bearer " + TOKEN
         if sys.implementation.name == "micropython":  # the update boot's heap holds no online phase
-            assert not [m for m in ("twomes.online", "twomes.fw", "twomes.rollback") if m in sys.modules]
+            assert not [
+                m for m in ("twomes.online.phase", "twomes.fw", "twomes.rollback") if m in sys.modules
+            ]
 
     _go(_fw_server(rel, Reply(200, blob)), body)
 
@@ -294,7 +164,7 @@ def test_update_boot_drops_jobs_it_must_not_run():
             with open(JOB, "wb") as f:
                 f.write(data)
             app.safe = i == 2
-            await app.update()  # no restart: the online phase goes on
+            await app.phase("twomes.update", None)  # no restart: the online phase goes on
             assert _job() is None and _pointer() is None
             assert word is None or _lines(word)
         assert srv.requests == [] and app.st.get_int(store.FW_FAILS, -1) == -1
@@ -389,7 +259,7 @@ def test_plain_twomes_server_without_firmware_api_is_skipped():
     async def body(app, on, srv):
         assert await _check(app, on) is False
         assert _lines("server has no firmware API")
-        assert on._fw_api is False
+        assert on.fw_api is False
         n = len(srv.requests)
         await _check(app, on)  # asked once, then not again
         assert len(srv.requests) == n
@@ -417,48 +287,3 @@ def test_malformed_release_from_server_is_an_error_not_an_update():
 
     bad = {"id": 1, "version": "2", "kind": "floppy", "size": 10, "sha256": "0" * 64, "url": "/x"}
     _go(lambda m, p, h, b: fw(200, {"release": bad}), body)
-
-
-def test_http_client_bounds():
-    from twomes import http
-
-    async def body(app, on, srv):
-        # a response head larger than the buffer
-        srv.handler = lambda m, p, h, b: Reply(raw=b"HTTP/1.1 200 OK\r\nX: " + b"a" * 3000 + b"\r\n\r\n")
-        try:
-            await http.request("GET", srv.url + "/", timeout_s=2)
-            raise AssertionError("accepted an oversized head")
-        except Error as e:
-            assert e.status == 0 and "too large" in str(e)  # 0: no (readable) answer
-        # a body larger than the caller's limit
-        srv.handler = lambda m, p, h, b: Reply(200, b"x" * 5000)
-        resp = await http.request("GET", srv.url + "/", timeout_s=2)
-        try:
-            await resp.json(1000)
-            raise AssertionError("accepted an oversized body")
-        except Error as e:
-            assert e.status == 0
-        finally:
-            await resp.close()
-
-    _go(None, body)
-
-
-def test_time_comes_from_the_server_date_header():
-    from twomes.online import parse_http_date
-
-    assert parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT") == 0
-    assert parse_http_date("Wed, 01 Mar 2000 00:00:00 GMT") == 11017 * 86400
-    assert parse_http_date("Wed, 25 Nov 2026 10:00:00 GMT") == 1795600800
-    assert parse_http_date("Thu, 29 Feb 2024 23:59:59 GMT") == 1709251199
-    for bad in (
-        "",
-        "yesterday",
-        "Wed, 25 Nov 2026 10:00:00 CET",
-        "Wed, 32 Nov 2026 10:00:00 GMT",
-        "Wed, 25 Foo 2026 10:00:00 GMT",
-        "Wed, 25 anF 2026 10:00:00 GMT",
-        "Wed, 25 Ja 2026 10:00:00 GMT",
-        "Wed, 25 Nov 2026 25:00:00 GMT",
-    ):
-        assert parse_http_date(bad) is None, bad

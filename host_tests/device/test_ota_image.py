@@ -96,7 +96,9 @@ def _check(app, on):
 
 
 async def _confirm(on):
-    await on.confirm()
+    from twomes.online import phase
+
+    await phase.confirmation(on.app, on)
 
 
 def _lines(word):

@@ -92,6 +92,8 @@ class VirtualBoard:
         self.portal_port = free_port()
         self.dns_port = free_port()
         self.config = {"portal_port": self.portal_port, "dns_port": self.dns_port, **(config or {})}
+        if str(self.config.get("server_url", "https://")).startswith("http://"):
+            self.config.setdefault("allow_http", True)  # a lab server on 127.0.0.1: explicit, logged at boot
         self.env: dict[str, str] = {}  # extra environment of the next starts (e.g. VBOARD_CUT)
         self.raw = bytearray()
         self.lines: list[str] = []

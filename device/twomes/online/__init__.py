@@ -1,0 +1,1 @@
+# The online phase: server calls, the HTTP(S) client, normal running (docs/device-architecture.md).

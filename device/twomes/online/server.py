@@ -1,0 +1,219 @@
+# Every call to the server, behind one small interface: the seam where another protocol plugs in
+# (twomes/online/ddi.py takes the update calls to an Eclipse hawkBit DDI server). The Twomes device
+# API and this project's firmware API are in docs/api.md.
+#
+# Owner of NVS "session" (the device session token from POST /device/activate; every activation
+# replaces it). The token goes only into the Authorization header, never into a log line.
+#
+# Calls raise errors.Error: .status is the HTTP status of an answer we did not want, 0 when there is no
+# (readable) answer, -2 when the server has no firmware API (a plain Twomes server).
+import json
+
+from micropython import const
+
+from twomes import store
+from twomes.errors import Error
+from twomes.log import log
+from twomes.online import http
+
+_NET = const(0)
+_NO_FW_API = const(-2)
+_JSON_MAX = const(2048)  # any answer we parse (GET /device lists the type's properties: 4 KB)
+_DEVICE_MAX = const(4096)
+_MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"  # one string: twelve would be twelve qstrs for good
+
+
+def session(st):
+    """The stored session token, or None (not activated)."""
+    return st.get(store.SESSION)
+
+
+def parse_http_date(text):
+    """'Tue, 25 Nov 2026 10:00:00 GMT' -> unix seconds, or None when it is not an IMF-fixdate."""
+    try:
+        parts = text.split()
+        d, m, y = int(parts[1]), _MONTHS.find(parts[2]), int(parts[3])
+        hh, mm, ss = [int(x) for x in parts[4].split(":")]
+        if (
+            parts[5] != "GMT"
+            or len(parts[2]) != 3
+            or m % 3
+            or not (1 <= d <= 31 and 0 <= hh < 24 and 0 <= mm < 60 and 0 <= ss < 61)
+        ):
+            return None
+    except (ValueError, IndexError):
+        return None
+    # days since 1970-01-01 of a date of the proleptic Gregorian calendar (H. Hinnant's days_from_civil)
+    m = m // 3 + 1
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return days * 86400 + hh * 3600 + mm * 60 + ss
+
+
+def tls(cfg, url):
+    """The TLS context for `url` (None for http): the CA file deployed with the config (DER). Plain
+    http only with allow_http (a lab setting, logged at boot by the config)."""
+    if url.startswith("http://"):
+        if not cfg.allow_http:
+            raise Error(_NET, "plain http refused (set allow_http for a lab server)")
+        return None
+    try:
+        with open(cfg.ca_file, "rb") as f:
+            cadata = f.read()
+    except OSError:
+        raise Error(_NET, "no CA file %s to verify the server" % cfg.ca_file)
+    from twomes import hw
+
+    try:
+        return hw.tls_context(cadata)
+    except (ValueError, OSError) as e:
+        raise Error(_NET, "CA file %s unusable (%s)" % (cfg.ca_file, e))
+
+
+class Server:
+    def __init__(self, app):
+        self.app = app
+        self.board, self.cfg, self.st = app.board, app.cfg, app.st
+        self.buf, self.head = app.buffers()
+        self.session = session(app.st)
+        self.fw_api = True  # False: a plain Twomes server, no firmware endpoints (learnt once)
+        self.props = None  # the device type's property names (GET /device), None: not known
+        self.unknown = []  # property names the server refused (400): never sent again
+        self._time = None  # (unix seconds, ticks) from the server's last Date header: no NTP needed
+        self._ctx = None  # TLS context, made at the first request (the CA file read once)
+        self._url = app.cfg.server_url.rstrip("/")
+
+    # ---- time from the server ------------------------------------------------------------------
+    def sync(self, date_header):
+        t = parse_http_date(date_header)
+        if t is not None and t > 1600000000:
+            self._time = (t, self.board.ticks_ms())
+
+    def at(self, ticks):
+        """Unix seconds of a tick value, or None before the server told the time."""
+        if self._time is None:
+            return None
+        return self._time[0] + self.board.ticks_diff(ticks, self._time[1]) // 1000
+
+    # ---- requests --------------------------------------------------------------------------------
+    async def open(self, method, url, extra="", body=None):
+        """One request to `url` (this server or a release URL on it) -> Response (the caller closes)."""
+        if self._ctx is None and url.startswith("https://"):
+            self._ctx = tls(self.cfg, url)
+        elif url.startswith("http://"):
+            tls(self.cfg, url)  # refuses plain http unless allowed
+        t = self.cfg.http_timeout_s
+        return await http.request(method, url, extra, body, t, self.head, self.board, self._ctx, 3 * t)
+
+    async def call(self, method, path, payload=None, auth=True, limit=_JSON_MAX):
+        """One API request -> its JSON answer (see the module's note for the errors)."""
+        extra = "Accept: application/json\r\n"
+        body = None
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            extra += "Content-Type: application/json\r\n"
+        if auth:
+            extra += "Authorization: Bearer %s\r\n" % self.session
+        resp = await self.open(method, self._url + path, extra, body)
+        extra = body = None  # an upload's payload need not stay while the answer is read
+        try:
+            if "date" in resp.headers:
+                self.sync(resp.headers["date"])
+            if (
+                resp.status == 404
+                and path.startswith("/device/firmware")
+                and "x-twomes-firmware-api" not in resp.headers
+            ):
+                self.fw_api = False
+                raise Error(_NO_FW_API, "no firmware API")
+            if resp.status // 100 != 2:
+                await http.fail(resp)
+            return await resp.json(limit)
+        finally:
+            await resp.close()
+
+    async def authed(self, method, path, payload=None, limit=_JSON_MAX):
+        """call() with the session. 401: the session was revoked (someone activated with our token):
+        one new activation, then the call again. Raises Error(401) when that fails too."""
+        try:
+            return await self.call(method, path, payload, True, limit)
+        except Error as e:
+            if e.status != 401:
+                raise
+        log("activate", "session token refused (401): activating again")
+        await self.activate()
+        return await self.call(method, path, payload, True, limit)
+
+    # ---- the Twomes device API -------------------------------------------------------------------
+    async def activate(self):
+        """POST /device/activate with the activation token: the new session token replaces the old
+        one in NVS (stored before it is used). Error 404: not registered; 403: no owner yet."""
+        data = await self.call(
+            "POST", "/device/activate", {"activation_token": self.app.ident.activation_token}, False
+        )
+        token = data.get("session_token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not 8 <= len(token) <= 200 or not _is_token(token):
+            raise Error(_NET, "activation answer has no session token")
+        self.st.put(store.SESSION, token)
+        self.st.commit()
+        self.session = token
+        log("activate", "activated; session token stored")
+
+    async def device(self):
+        """GET /device: this device's record with its type's properties (a dict)."""
+        data = await self.authed("GET", "/device", None, _DEVICE_MAX)
+        if not isinstance(data, dict):
+            raise Error(_NET, "device answer is not an object")
+        return data
+
+    async def upload(self, payload):
+        """POST /device/measurements/variable-interval."""
+        return await self.authed("POST", "/device/measurements/variable-interval", payload)
+
+    # ---- the firmware API (ours) -----------------------------------------------------------------
+    async def target(self):
+        """The release the server wants this device to run (a dict, validated by twomes.update), or
+        None when it names none."""
+        data = await self.authed("GET", "/device/firmware/target")
+        return data.get("release") if isinstance(data, dict) else data
+
+    async def confirm(self, version):
+        """Tell the server which version runs (after an update: before it is kept)."""
+        await self.authed("POST", "/device/firmware/confirm", {"version": version})
+
+    async def report(self, rel, ok, details):
+        """Update feedback: our firmware API learns the outcome from the confirmation (success) and
+        from the version the device keeps confirming (failure), so there is no call to make; the
+        console has the details. (hawkBit takes feedback: twomes/online/ddi.py.)"""
+        log("firmware", "%s %s: %s" % (rel.get("version", "?"), "installed" if ok else "failed", details))
+
+    async def open_release(self, rel, offset=0):
+        """GET the release's file from `offset`: (response, offset actually served). If-Range with the
+        release's sha256 (the server's ETag): another file is sent whole (200)."""
+        if rel["url"][:1] != "/":  # the session token goes to this server only
+            raise Error(-1, "release URL is not on this server")
+        extra = "Authorization: Bearer %s\r\n" % self.session
+        if offset:
+            extra += 'Range: bytes=%d-\r\nIf-Range: "%s"\r\n' % (offset, rel["sha256"])
+        resp = await self.open("GET", self._url + rel["url"], extra)
+        if resp.status == 206 and offset:
+            if not resp.headers.get("content-range", "").startswith("bytes %d-" % offset):
+                await resp.close()
+                raise Error(_NET, "server sent another range")
+            return resp, offset
+        if resp.status == 200:
+            return resp, 0  # the server ignores Range: start over
+        try:
+            await http.fail(resp)
+        finally:
+            await resp.close()
+
+
+def _is_token(text):
+    for ch in text:
+        if not "!" <= ch <= "~":  # printable ASCII, no space: it goes into a header line
+            return False
+    return True
