@@ -36,7 +36,7 @@ STATES = {
     "resetting": ((0, 1000), "app"),
 }
 _HOLD_WIFI = (0, 1000)  # button held past the Wi-Fi-reset time: LED off
-_HOLD_FACTORY = (30, 30)  # past the factory-reset time: flicker
+_HOLD_FACTORY = (50, 50)  # past the factory-reset time: flicker (one change per poll)
 _BUF = const(1024)
 _POLL_MS = const(50)
 _GC_EVERY = const(4096)

@@ -1,0 +1,147 @@
+# The app's watch loop (LED, button, time up) driven by a clock the test owns: App.step(now) is what
+# the loop runs every 50 ms, so nothing here depends on wall-clock luck. Both runtimes.
+import os
+
+import support
+from twomes import config, identity, store, wifi
+from twomes.app import STATES, App
+
+
+class Board:
+    """Just what step() touches: the clock, the LED and the button."""
+
+    def __init__(self):
+        self.now = 0
+        self.led = []  # every change: (ticks, on)
+        self.pressed = False
+
+    def ticks_ms(self):
+        return self.now
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def ticks_add(self, a, b):
+        return a + b
+
+    def mac(self):
+        return b"\x24\x6f\x28\xd3\xad\x48"
+
+    def led_set(self, on):
+        self.led.append((self.now, on))
+
+    def button_pressed(self):
+        return self.pressed
+
+
+def _app(state="portal"):
+    import vesp32
+
+    d = support.new_board()
+    os.chdir(d)
+    support.logged().clear()
+    b = Board()
+    cfg = config.defaults()
+    st = store.Store(vesp32.NVS("twomes"))
+    app = App(b, cfg, st, identity.load(st, b.mac(), cfg, os.urandom))
+    app.state = state
+    return app, b
+
+
+def _run(app, b, until, step=50):
+    while b.now < until:
+        b.now += step
+        app.step(b.now)
+
+
+def _lit_at(b, t):
+    on = None
+    for at, v in b.led:
+        if at <= t:
+            on = v
+    return on
+
+
+def test_every_state_has_an_led_pattern_and_an_owner():
+    for state in STATES:
+        pattern, owner = STATES[state]
+        assert pattern is None or (len(pattern) % 2 == 0 and sum(pattern) > 0), state
+        assert owner, state
+
+
+def test_led_blinks_the_states_pattern_and_is_solid_when_running():
+    app, b = _app("portal")  # 500 ms on, 500 ms off
+    _run(app, b, 3000)
+    assert _lit_at(b, 250) is True and _lit_at(b, 750) is False and _lit_at(b, 2250) is True
+    assert [t for t, v in b.led] == [50, 500, 1000, 1500, 2000, 2500, 3000]  # only when the pattern says
+    app.state = "running"
+    _run(app, b, 5000)
+    assert _lit_at(b, 5000) is True and len([1 for t, v in b.led if t > 3000 and not v]) == 0
+
+
+def test_short_press_shows_the_state_and_changes_nothing():
+    app, b = _app("running")
+    wifi.save(app.st, "home", "12345678")
+    b.pressed = True
+    _run(app, b, 400)
+    b.pressed = False
+    _run(app, b, 600)
+    assert [ln for ln in support.logged() if "button: state running" in ln]
+    assert wifi.saved(app.st) == ("home", "12345678") and not app._stop
+
+
+def test_a_single_noisy_poll_is_not_a_press():
+    app, b = _app("running")
+    b.pressed = True
+    _run(app, b, 50)
+    b.pressed = False
+    _run(app, b, 500)
+    assert not [ln for ln in support.logged() if "button:" in ln]
+
+
+def test_long_press_forgets_wifi_with_the_led_off_while_held():
+    app, b = _app("running")
+    wifi.save(app.st, "home", "12345678")
+    app.st.put(store.SESSION, "Mw.session-1")
+    app.st.commit()
+    b.pressed = True
+    _run(app, b, 4000)
+    assert _lit_at(b, 3900) is False  # past 3 s: LED off, the person knows to let go
+    b.pressed = False
+    _run(app, b, 4100)
+    assert wifi.saved(app.st) is None and app.st.get(store.SESSION) == "Mw.session-1"
+    assert app.state == "resetting" and app._stop
+
+
+def test_very_long_press_is_a_factory_reset_with_a_flicker():
+    app, b = _app("running")
+    wifi.save(app.st, "home", "12345678")
+    token = app.ident.activation_token
+    b.pressed = True
+    _run(app, b, 10500)
+    flips = [t for t, v in b.led if t > 10000]
+    assert len(flips) >= 8  # 50 ms on / 50 ms off: a change at every poll
+    b.pressed = False
+    _run(app, b, 10600)
+    assert wifi.saved(app.st) is None and app.st.get(store.ACT_TOKEN) is None
+    assert app._stop and token
+
+
+def test_a_good_boot_resets_the_boot_loop_counter_and_safe_mode_ends():
+    app, b = _app("running")
+    os.mkdir("ota")
+    with open("ota/boots", "w") as f:
+        f.write("3")
+    _run(app, b, 59000)
+    assert os.stat("ota/boots")
+    _run(app, b, 61000)
+    try:
+        os.stat("ota/boots")
+        raise AssertionError("counter kept")
+    except OSError:
+        pass
+    app.safe = True
+    _run(app, b, 599000)
+    assert not app._stop
+    _run(app, b, 601000)
+    assert app._stop  # safe mode: a normal restart after 10 minutes
