@@ -268,6 +268,9 @@ def _check_secrets(board: VirtualBoard, passwords: list[str]) -> None:
         raise StepFailed("the session token appeared on the serial console")
 
 
+DEFAULT_BOARD_SERVER = "http://127.0.0.1:8000"
+
+
 def run_board(args: argparse.Namespace) -> int:
     state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="twomes-board-"))
     air = json.loads(Path(args.air).read_text()) if args.air else [HOME, OFFICE, NEIGHBOUR]
@@ -278,10 +281,24 @@ def run_board(args: argparse.Namespace) -> int:
         heap=args.heap,
         echo=None if args.pty else print,
         pty=args.pty,
-        config={"server_url": args.server},
+        config={"server_url": args.server or DEFAULT_BOARD_SERVER},
     )
     if args.install or not (state / "fs" / "main.py").exists():
         board.install_app()
+    else:
+        # an existing board keeps its config, but listens where this run says (new free ports) and
+        # talks to --server when one is given: the address printed below is the one it serves
+        old = (
+            json.loads((board.fs / "twomes.json").read_text()) if (board.fs / "twomes.json").exists() else {}
+        )
+        old.pop("allow_http", None)
+        if args.server:
+            old["server_url"] = args.server
+        old.setdefault("server_url", DEFAULT_BOARD_SERVER)
+        if old["server_url"].startswith("http://"):
+            old["allow_http"] = True
+        board.config = {**old, "portal_port": board.portal_port, "dns_port": board.dns_port}
+        board.write_config()
     board.start()
     print(f"[board] state {state}", flush=True)
     print(f"[board] portal {board.portal_url} (DNS on 127.0.0.1:{board.dns_port})", flush=True)
@@ -323,7 +340,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         description="One virtual board: the real device code on the MicroPython unix port.",
     )
     b.add_argument(
-        "--server", default="http://127.0.0.1:8000", help="server URL written to the board's config"
+        "--server",
+        help=f"server URL written to the board's config (a new board: default {DEFAULT_BOARD_SERVER}; "
+        "an existing --state keeps its own unless this is given)",
     )
     b.add_argument("--air", help="virtual air JSON file (list of {ssid, password, rssi, channel})")
     b.add_argument("--mac", default="24:6F:28:D3:AD:48")
