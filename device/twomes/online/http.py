@@ -23,7 +23,6 @@ _JSON_DEPTH = const(8)  # nesting of objects/arrays in an answer we parse
 _JSON_VALUES = const(256)  # values (array items and object members) in an answer we parse
 # the response headers anybody reads (lower case); the others are skipped
 _KEEP = ("content-length", "content-range", "date", "transfer-encoding", "x-twomes-firmware-api", "etag")
-_TLS_HINT = "TLS refused (certificate not trusted, expired or for another name?)"
 
 
 def split_url(url):
@@ -154,8 +153,8 @@ class Response:
             n = c.read_now(mv)
             while n is None:
                 n = await w.wait(c.readinto(mv))
-        except OSError as e:
-            raise Error(_NET, _TLS_HINT if _tls_error(e) else "connection error (%s)" % e)
+        except (OSError, ValueError) as e:  # MicroPython's TLS says ValueError
+            raise _io_error(e, "connection error")
         if n:
             w.last = w.clk.ticks_ms()
         return n
@@ -265,10 +264,20 @@ class Response:
         self._c.close()
 
 
-def _tls_error(e):
-    """mbedTLS/OpenSSL verification failures (MicroPython: negative mbedTLS codes)."""
+def _io_error(e, what):
+    """A socket or TLS failure as the app's Error. TLS verification failures say why, in one line:
+    MicroPython raises ValueError("The certificate ... does not match ...") or a negative mbedTLS code,
+    CPython an ssl.SSLError."""
+    text = str(e).strip()
     code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
-    return code < -0x1000 or "CERTIFICATE" in str(e).upper() or "SSL" in type(e).__name__.upper()
+    if (
+        isinstance(e, ValueError)
+        or code < -0x1000
+        or "SSL" in type(e).__name__
+        or "CERTIFICATE" in text.upper()
+    ):
+        return Error(_NET, "TLS refused: %s" % printable(text or str(code), 100))
+    return Error(_NET, "%s (%s)" % (what, printable(text, 60)))
 
 
 async def request(
@@ -287,8 +296,8 @@ async def request(
     try:
         try:
             await watch.wait(conn.open(host, port, ctx if tls else None))
-        except OSError as e:
-            raise Error(_NET, _TLS_HINT if _tls_error(e) else "cannot connect (%s)" % e)
+        except (OSError, ValueError) as e:
+            raise _io_error(e, "cannot connect")
         # the head in one formatting and one encoding: no intermediate copies of it
         head = (
             "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: twomes-mpy\r\n%s%s\r\n"
@@ -305,8 +314,8 @@ async def request(
             head = None
             if body:
                 await watch.wait(conn.send(body))
-        except OSError as e:
-            raise Error(_NET, _TLS_HINT if _tls_error(e) else "connection error (%s)" % e)
+        except (OSError, ValueError) as e:
+            raise _io_error(e, "connection error")
         await resp._head_in()
     except BaseException:
         await resp.close()
