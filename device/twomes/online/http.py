@@ -143,6 +143,7 @@ class Response:
         self._pos = self._end = 0  # unread body bytes already in _head: _head[_pos:_end]
         self.length = None  # Content-Length, or None
         self.left = None  # body bytes still to read (None: until close)
+        self._reads = 0
 
     async def _recv(self, mv):
         """One read from the connection into mv; 0 when the peer closed. What the socket holds is
@@ -207,11 +208,13 @@ class Response:
             if self.length < 0:
                 raise Error(_NET, "bad Content-Length")
 
-    async def readinto(self, mv):
-        """Read up to len(mv) body bytes; 0 at the end of the body."""
+    def read_now(self, mv):
+        """Body bytes already received, into mv, without waiting and without allocating: their
+        count, 0 at the end of the body, or None when the caller must await readinto() (nothing here
+        yet - or the 16th read in a row: that await lets the other tasks run during a long download)."""
         want = len(mv)
-        if self.left is not None:
-            want = min(want, self.left)
+        if self.left is not None and self.left < want:
+            want = self.left
         if want == 0:
             return 0
         if self._pos < self._end:
@@ -219,14 +222,42 @@ class Response:
             mv[:n] = memoryview(self._head)[self._pos : self._pos + n]
             self._pos += n
         else:
-            n = await self._recv(mv[:want] if want < len(mv) else mv)
-            if not n:
-                if self.left:
-                    raise Error(
-                        _NET,
-                        "connection closed after %d of %d bytes" % (self.length - self.left, self.length),
-                    )
+            self._reads += 1
+            if not self._reads & 15:
+                return None
+            try:
+                n = self._c.read_now(mv if want == len(mv) else mv[:want])
+            except (OSError, ValueError) as e:
+                raise _io_error(e, "connection error")
+            if n is None:
+                return None
+            if n:
+                self._watch.last = self._watch.clk.ticks_ms()
+            elif self.left:
+                raise self._short()
+            else:
                 return 0
+        if self.left is not None:
+            self.left -= n
+        return n
+
+    def _short(self):
+        return Error(_NET, "connection closed after %d of %d bytes" % (self.length - self.left, self.length))
+
+    async def readinto(self, mv):
+        """Read up to len(mv) body bytes; 0 at the end of the body (read_now first where allocation
+        matters: this is a coroutine)."""
+        n = self.read_now(mv)
+        if n is not None:
+            return n
+        want = len(mv)
+        if self.left is not None and self.left < want:
+            want = self.left
+        n = await self._recv(mv if want == len(mv) else mv[:want])
+        if not n:
+            if self.left:
+                raise self._short()
+            return 0
         if self.left is not None:
             self.left -= n
         return n
