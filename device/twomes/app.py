@@ -2,19 +2,18 @@
 #
 #   boot -> (no Wi-Fi credentials) portal -> joining -> activating -> confirming -> checking
 #        -> running (LED solid; heartbeat + booted_fw uploads)
-#   an update found by checking: rebooting -> boot -> joining -> updating (twomes/update.py, a clean
-#        heap) -> rebooting -> the new version boots, confirms, and only then is kept
+#   an update found by checking: rebooting -> boot -> joining -> updating (twomes/update/job.py, a
+#        clean heap) -> rebooting -> the new version boots, confirms, and only then is kept
 #
 # Every state has a timeout and a way out; retries back off exponentially with a per-device jitter
 # (from the MAC) so a fleet does not retry in step. A long button press forgets Wi-Fi (portal again),
 # a very long one is a factory reset. Secrets never reach the console: we say "stored".
 import asyncio
 import gc
-import os
 
 from micropython import const
 
-from twomes import JOB, VERSION, store, unload, wifi
+from twomes import VERSION, store, unload, wifi
 from twomes.log import log
 
 # States (plain strings: they are what the console, the portal API and the button report): boot,
@@ -39,9 +38,8 @@ _LED = {
 _BUF = const(1024)
 _POLL_MS = const(50)
 _GC_EVERY = const(4096)
-_GOOD_BOOT_S = const(60)  # up this long: a good boot (the boot-loop counter of otaboot starts again)
+_GOOD_BOOT_S = const(60)  # up this long: a good boot (the boot-loop counter starts again)
 _SAFE_S = const(600)  # safe mode lasts this long, then a normal restart
-_SAFE_AFTER = const(5)  # = otaboot.SAFE_AFTER: more failed boots in a row than this, safe mode
 
 
 class Restart(Exception):
@@ -142,7 +140,7 @@ class App:
                     self.led_override = _LED["hold_wifi"]
             if not good and up >= _GOOD_BOOT_S * 1000:
                 good = True
-                boot_guard(True)  # up for a while: this boot went well
+                boot_loop(True)  # up for a while: this boot went well
             if self.safe and up >= _SAFE_S * 1000:
                 self._stop = True
 
@@ -192,8 +190,7 @@ class App:
                     await self.phase("setup", "Setup", creds)
                 else:
                     self._joined = creds
-                    if exists(JOB):  # the previous boot found an update: install it from a clean heap
-                        await self.update()
+                    await self.update()  # an update the previous boot found: from a clean heap
                     await self.phase("online", "Online", creds)
                     continue
                 if self._joined is not None:
@@ -220,8 +217,25 @@ class App:
             unload(*[n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before])
 
     async def update(self):
-        """The update boot: install the release the check saved (twomes/update.py)."""
-        await self.phase("update", "Job")
+        """The update boot: install the release the check saved (twomes/update/job.py), when there is
+        one; then unload what it loaded. Installed: restart into it."""
+        import sys
+
+        before = list(sys.modules)
+        outcome = "none"
+        try:
+            from twomes.update import job
+
+            if job.waiting():
+                from twomes.online import Online
+
+                outcome = await job.run(self, Online(self))
+        finally:
+            job = None
+            unload(*[n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before])
+        if outcome == "installed":
+            self.set_state("rebooting", "into the update")
+            raise Restart()
 
     async def join(self, creds):
         self.set_state("joining", "joining %s" % creds[0])
@@ -242,25 +256,19 @@ def _lit(pattern, t):
     return i % 2 == 0
 
 
-def exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
+def boot_loop(good=False):
+    """The boot-loop counter (twomes/update/state.py): True in safe mode; good=True: this boot went
+    well, the count starts again. The state module is loaded for this and unloaded."""
+    from twomes.update import state
 
-
-def boot_guard(good=False):
-    """otaboot's boot-loop counter (ota/boots): True in safe mode; good=True: this boot went well, the
-    count starts again. Read here directly: loading otaboot for it would cost more heap than this."""
     try:
-        with open("ota/boots") as f:
-            n = int(f.read())
         if good:
-            os.remove("ota/boots")
-    except (OSError, ValueError):
-        return False
-    return n > _SAFE_AFTER
+            state.good_boot()
+            return False
+        return state.safe_mode()
+    finally:
+        state = None
+        unload("update.state", "update")
 
 
 def main():
@@ -276,7 +284,7 @@ def main():
         board, cfg, st, ident = start.boot()
         unload("start", "config", "identity")  # their job is done
         app = App(board, cfg, st, ident)
-        app.safe = boot_guard()
+        app.safe = boot_loop()
         asyncio.run(app.run())
     except Exception as e:  # noqa: BLE001 - the last line of defence: log and restart, never hang
         import sys

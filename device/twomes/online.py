@@ -2,14 +2,14 @@
 # from the server's Date header, the confirmation and the firmware check; normal running with uploads
 # is twomes/running.py, loaded after them. What runs only now and then is loaded for that moment and
 # unloaded after it: activation (twomes/activate.py), the confirmation of a new version
-# (twomes/rollback.py) and the firmware check (twomes/fw.py). Loaded when Wi-Fi is up and
+# (twomes/update/confirm.py) and the firmware check (twomes/update/check.py). Loaded when Wi-Fi is up and
 # unloaded when the portal opens, so the two phases never hold their code in RAM at the same time.
 # Session tokens go only into the Authorization header, never into logs.
 import json
 
 from micropython import const
 
-from twomes import VERSION, http, store
+from twomes import http, store
 from twomes.errors import Error
 from twomes.log import log
 
@@ -43,14 +43,14 @@ def parse_http_date(text):
 
 
 class Online:
-    """Its methods are what twomes/fw.py and twomes/rollback.py get to work with; the app's own
-    (state, backoff, sleep, restart) they reach through .app."""
+    """The online phase, and the server interface twomes/update/* use (target, open_release, confirm,
+    report)."""
 
     def __init__(self, app):
         app.buffers()
         self.app = app
         self.board, self.cfg, self.st = app.board, app.cfg, app.st
-        self.session = None
+        self.session = app.st.get(store.SESSION)  # None until activated
         self._time = None  # (unix seconds, ticks) from the server's last Date header: no NTP needed
         self._fw_api = True  # False: a plain Twomes server, no firmware endpoints (asked once)
 
@@ -136,55 +136,82 @@ class Online:
             activate = None
             self.app.unload("activate")
 
+    # ---- the update interface (docs/device-architecture.md, "The server seam") --------------------
+    # A thin adapter until twomes/online/server.py holds every server call: what twomes/update/* use.
+    async def target(self):
+        """The server's target release (validated by twomes/update/check.py), or None."""
+        data = await self.authed("GET", "/device/firmware/target")
+        return data.get("release") if isinstance(data, dict) else None
+
+    async def open_release(self, rel, offset=0):
+        """GET the release's file from `offset`; returns (response, offset actually served)."""
+        extra = "Authorization: Bearer %s\r\n" % self.session
+        if offset:  # If-Range: another file (ETag) is sent whole (200)
+            extra += 'Range: bytes=%d-\r\nIf-Range: "%s"\r\n' % (offset, rel["sha256"])
+        resp = await http.request(
+            "GET",
+            self.cfg.server_url.rstrip("/") + rel["url"],
+            extra,
+            None,
+            self.cfg.http_timeout_s,
+            None,
+            self.app.head_buf,
+        )
+        if resp.status == 206 and offset:
+            if not resp.headers.get("content-range", "").startswith("bytes %d-" % offset):
+                await resp.close()
+                raise Error(0, "server sent another range")
+            return resp, offset
+        if resp.status == 200:
+            return resp, 0  # the server ignores Range: start over
+        try:
+            await http.fail(resp)
+        finally:
+            await resp.close()
+
+    async def confirm(self, version):
+        await self.authed("POST", "/device/firmware/confirm", {"version": version})
+
+    async def report(self, rel, ok, details):
+        """Update feedback: the Twomes firmware API has none (the confirmation is its success report);
+        the outcome is on the console only."""
+        log("firmware", "update to %s: %s (%s)" % (rel["version"], "installed" if ok else "failed", details))
+
     # ---- firmware ------------------------------------------------------------------------------------
     async def firmware(self, confirm):
         """After a connection (confirm=True) confirm what runs, when that is due; then check the
-        target (twomes/rollback.py, twomes/fw.py decide; each is loaded only for it). An update found
-        is installed by the next boot (twomes/update.py): restart."""
+        target (twomes/update/confirm.py, twomes/update/check.py; each is loaded only for it). An update
+        found is installed by the next boot (twomes/update/job.py): restart."""
         if confirm:
-            await self.confirm()
+            await self.confirm_running()
         if not self._fw_api:
             return
-        # fw is loaded before the request: code loaded after one lands in the holes its garbage left
-        from twomes import fw
+        # loaded before the request: code loaded after one lands in the holes its garbage left
+        from twomes.update import check
 
-        self.app.set_state("checking")
         try:
-            data = await self.authed("GET", "/device/firmware/target")
-            due = fw.check(self, data)
-        except Error as e:
-            if e.status == _NO_FW_API:
-                log("firmware", "server has no firmware API: updates skipped")
-                self._fw_api = False
-            else:
-                log("firmware", "check failed: %s" % e)
-            due = False
+            outcome = await check.run(self.app, self)
         finally:
-            fw = None
-            self.app.unload("fw")
-        if due:
+            check = None
+            self.app.unload("update.check", "update.state", "update")
+        if outcome == "no_api":
+            self._fw_api = False
+        elif outcome == "update":
             self.app.set_state("rebooting", "to install an update")
             raise self.app.Restart()
 
-    async def confirm(self):
+    async def confirm_running(self):
         """A version that has not been confirmed yet (fresh flash or first boot after an update) tells
-        the server what it runs; only after the server has it is the version kept (twomes/rollback.py,
-        which also counts an update that did not stick)."""
-        from twomes.app import exists
-
-        st = self.st
-        if (
-            st.get(store.FW_CONFIRMED) == VERSION
-            and st.get(store.IMG_NEW) is None
-            and not exists("ota/failed")  # otaboot rolled a bundle back
-        ):
-            return
-        # loaded for the whole confirmation, before its requests: code loaded after one lands in the
-        # holes its garbage left
-        from twomes import rollback
+        the server what it runs; only after the server has it is the version kept
+        (twomes/update/confirm.py, which also counts an update that did not stick)."""
+        from twomes.update import confirm
 
         try:
-            await rollback.confirm(self)
+            outcome = await confirm.run(self.app, self)
         finally:
-            rollback = None
-            self.app.unload("rollback")
+            confirm = None
+            self.app.unload("update.confirm", "update.state", "update")
+        if outcome == "no_api":
+            self._fw_api = False
+        elif outcome == "restart":
+            raise self.app.Restart()

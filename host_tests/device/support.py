@@ -121,20 +121,19 @@ def logged():
 async def firmware_check(app, on):
     """Run the online phase's firmware check and, when it saved an update for the next boot, that
     boot's update job (as App.flow does); True when it asked for a reboot into a new version."""
-    from twomes import JOB
-    from twomes.app import exists
+    from twomes.update import state
 
     try:
         await on.firmware(False)
         return False
     except app.Restart:
         pass
-    assert os.stat(JOB)  # the check restarts only to install an update
+    assert state.job_saved()  # the check restarts only to install an update
     try:
         await app.update()
     except app.Restart:
         return True
-    assert not exists(JOB)  # a failed install drops its job
+    assert not state.job_saved()  # a failed install drops its job
     return False
 
 
@@ -142,14 +141,14 @@ def release(blob, kind, rel_id, version="9.9.9", **over):
     """A release object as the firmware API describes `blob` (fields in `over` replace the true ones)."""
     import hashlib
 
-    from twomes import ota
+    from twomes.update import bundle
 
     rel = {
         "id": rel_id,
         "version": version,
         "kind": kind,
         "size": len(blob),
-        "sha256": ota.hexdigest(hashlib.sha256(blob)),
+        "sha256": bundle.hexdigest(hashlib.sha256(blob)),
         "url": "/device/firmware/releases/%d/image" % rel_id,
     }
     for k in over:

@@ -1,4 +1,4 @@
-# ESP32 app-image updates (twomes/ota_image.py) against a scripted server on 127.0.0.1, on the simulated
+# ESP32 app-image updates (twomes/update/image.py) against a scripted server on 127.0.0.1, on the simulated
 # flash of the virtual board: streamed into the next OTA partition, resumed with Range after a dropped
 # connection or a power cut, verified by reading the flash back, switched with set_boot only then. A
 # server that misbehaves never gets an image installed: the boot partition stays the running one.
@@ -86,7 +86,7 @@ def _go(handler, body, rollback=True, **settings):
 def _deadline(slack_s, min_bps):
     """Shorten the download deadline of the installer module the app is about to use (the app unloads
     it after every update, so it is imported afresh here and the app finds this one)."""
-    from twomes import ota_image
+    from twomes.update import image as ota_image
 
     ota_image.SLACK_S, ota_image.MIN_BPS = slack_s, min_bps
 
@@ -96,7 +96,7 @@ def _check(app, on):
 
 
 async def _confirm(on):
-    await on.confirm()
+    await on.confirm_running()
 
 
 def _lines(word):
@@ -446,12 +446,12 @@ def test_safe_mode_checks_but_does_not_update():
 
 def test_bundle_rolled_back_by_otaboot_counts_as_a_failed_attempt():
     import otaboot
+    from twomes.update import state
 
     rel = release(b"x" * 100, kind="bundle")
 
     async def body(app, on, srv):
-        os.mkdir("ota")
-        otaboot.write(
+        state.write_slot(
             {"slot": "b", "state": "pending", "boots": 3, "max_boots": 3, "prev": None, "version": "9.9.9"}
         )
         slot, st = otaboot.select()  # boot 4: never confirmed, rolled back
