@@ -37,10 +37,10 @@ def test_job_round_trip_and_damaged_job():
 
 def test_failures_are_counted_per_version():
     st = _nvs()
-    assert state.fails(st, "2.0.0") == 0 and not state.given_up(st, "2.0.0")
+    assert state.fails(st, "2.0.0") == 0
     for n in range(1, state.FAILS_MAX + 1):
         assert state.count_failure(st, "2.0.0") == n
-    assert state.given_up(st, "2.0.0")
+    assert state.fails(st, "2.0.0") == state.FAILS_MAX
     assert state.fails(st, "3.0.0") == 0  # another target starts again
     assert state.count_failure(st, "3.0.0") == 1 and state.fails(st, "2.0.0") == 0
     assert st.get(store.FW_FAILED) == "3.0.0" and st.get_int(store.FW_FAILS) == 1
@@ -77,9 +77,7 @@ def test_image_marker_format():
     assert state.image_new(st) is None
     state.set_image_new(st, "2.0.0", "ota_1", "ota_0")
     assert st.get(store.IMG_NEW) == "2.0.0 ota_1 ota_0"  # "<version> <partition> <running partition>"
-    assert state.image_new(st) == ("2.0.0", "ota_1", "ota_0")
-    st.put(store.IMG_NEW, "2.0.0")  # short (written by an older firmware): still names the version
-    assert state.image_new(st) == ("2.0.0", "", "")
+    assert state.image_new(st) == "2.0.0"
     state.clear_image_new(st)
     assert state.image_new(st) is None
 

@@ -50,11 +50,11 @@ def decide(app, rel):
     if version == VERSION:
         log("firmware", "up to date (%s)" % VERSION)
         return False
-    if state.given_up(app.st, version):
+    fails = state.fails(app.st, version)
+    if fails >= state.FAILS_MAX:
         log(
             "firmware",
-            "target %s failed %d times: not trying it again until the target changes"
-            % (version, state.fails(app.st, version)),
+            "target %s failed %d times: not trying it again until the target changes" % (version, fails),
         )
         return False
     if app.safe:

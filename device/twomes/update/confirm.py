@@ -32,7 +32,7 @@ async def run(app, server):
     st = app.st
     if not due(st):
         return "none"
-    img = count_failed_updates(st)  # set: the new image that runs, to be confirmed
+    img = count_failed_updates(st)  # True: a new image runs, to be confirmed
     if state.confirmed(st) == VERSION:
         return "kept"
     app.set_state("confirming", VERSION)
@@ -59,34 +59,34 @@ async def run(app, server):
 
 def count_failed_updates(st):
     """Before a confirmation: an image that was rolled back and a bundle otaboot gave up are counted as
-    failed attempts. Returns the new image's (version, partition, running) when it is this version (it
-    runs and is to be confirmed), else None."""
+    failed attempts. True when the new image is this version (it runs and is to be confirmed)."""
     img = state.image_new(st)
-    if img is not None and img[0] == VERSION:
-        return img
-    if img is not None:
+    if img == VERSION:
+        return True
+    if img:
         # the new image was rolled back (or the power went between img_new and set_boot): a failed
         # attempt; this version confirms itself again, so the server is told what runs (the new one may
-        # have confirmed itself just before)
+        # have confirmed itself just before). In this order: a power cut in between repeats all of it or
+        # loses the count, never the confirmation or a count twice
         log(
             "firmware",
-            "image %s is not running (rolled back or never switched to): %s runs" % (img[0], VERSION),
+            "image %s is not running (rolled back or never switched to): %s runs" % (img, VERSION),
         )
-        state.clear_image_new(st)
         state.unconfirm(st)
-        state.count_failure(st, img[0])
+        state.clear_image_new(st)
+        state.count_failure(st, img)
     version = state.take_rolled_back()
     if version:
         state.count_failure(st, version)
         log("firmware", "bundle %s never confirmed itself and was rolled back" % version)
-    return None
+    return False
 
 
 def give_up(app, img):
     """Never confirmed: restart; otaboot rolls a bundle back after confirm_boots boots, a new image
-    (`img`) goes back to the previous app now."""
+    (`img` True) goes back to the previous app now."""
     log("firmware", "could not confirm %s: restarting" % VERSION)
-    if img is not None:
+    if img:
         # marking it invalid works with and without rollback support in the bootloader (docs/ota.md)
         log("firmware", "new image never confirmed: going back to the previous app")
         try:
@@ -101,7 +101,7 @@ def keep(app, img):
     if state.keep_slot():
         log("firmware", "version %s confirmed and kept" % VERSION)
     state.good_boot()  # a good boot: the boot-loop counter starts again
-    if img is not None:
+    if img:
         try:
             app.board.esp32.Partition.mark_app_valid_cancel_rollback()
         except OSError as e:
@@ -109,5 +109,5 @@ def keep(app, img):
                 log("firmware", "bootloader without rollback support: image kept, no automatic rollback")
             else:
                 log("firmware", "could not mark the app image valid: %s" % e)
-    state.confirm_kept(st, VERSION, img is not None)
+    state.confirm_kept(st, VERSION, img)
     log("firmware", "running %s, confirmed to the server" % VERSION)

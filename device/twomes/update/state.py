@@ -229,10 +229,6 @@ def fails(st, version):
     return st.get_int(store.FW_FAILS, 0) if st.get(store.FW_FAILED) == version else 0
 
 
-def given_up(st, version):
-    return fails(st, version) >= FAILS_MAX
-
-
 def count_failure(st, version):
     """One more failed attempt of `version`: the one place failures are counted. The count goes first:
     a cut between the two keys leaves the old version with a smaller count, never the new one with the
@@ -265,12 +261,9 @@ def confirm_kept(st, version, image):
 
 # ---- NVS: image installs -----------------------------------------------------------------------------
 def image_new(st):
-    """(version, partition, running partition) of an image installed and switched to, or None."""
+    """The version of an image installed and switched to, or None."""
     v = st.get(store.IMG_NEW)
-    if v is None:
-        return None
-    p = v.split(" ")
-    return (p[0], p[1] if len(p) > 1 else "", p[2] if len(p) > 2 else "")
+    return None if v is None else v.split(" ")[0]
 
 
 def set_image_new(st, version, label, running):
