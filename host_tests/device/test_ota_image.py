@@ -377,6 +377,26 @@ def test_new_image_confirms_then_marks_itself_valid():
     _go(_confirm_server(), body)
 
 
+def test_a_cut_inside_the_keeping_is_finished_at_the_next_connection():
+    """fw_ok already says this version, but img_new is still there (the power went while the new image
+    was being kept): it confirms again and keeps the image, instead of carrying the marker for good."""
+    from twomes import VERSION
+
+    async def body(app, on, srv):
+        _booted_new_image()
+        app.st.put(store.IMG_NEW, "%s ota_0 factory" % VERSION)
+        app.st.put(store.FW_CONFIRMED, VERSION)
+        app.st.commit()
+        await _confirm(on)
+        assert [r[1] for r in srv.requests] == ["/device/firmware/confirm"]
+        assert app.st.get(store.IMG_NEW) is None and app.st.get(store.FW_CONFIRMED) == VERSION
+        assert vflash.bootloader() == "ota_0"
+        await _confirm(on)  # done: nothing due any more
+        assert len(srv.requests) == 1
+
+    _go(_confirm_server(), body)
+
+
 def test_bootloader_without_rollback_says_so_and_keeps_the_image():
     from twomes import VERSION
 

@@ -68,8 +68,9 @@ def test_confirmation_keeps_the_version_and_forgets_its_failures_only():
     state.count_failure(st, "1.0.0")
     state.confirm_kept(st, "1.0.0", False)
     assert state.fails(st, "1.0.0") == 0 and st.get(store.FW_FAILED) is None
-    state.unconfirm(st)
-    assert state.confirmed(st) is None
+    state.set_image_new(st, "2.0.0", "ota_0", "factory")
+    state.image_rolled_back(st, "2.0.0")  # the old version runs: confirm again, count the attempt
+    assert state.confirmed(st) is None and state.image_new(st) is None and state.fails(st, "2.0.0") == 1
 
 
 def test_image_marker_format():
@@ -78,8 +79,9 @@ def test_image_marker_format():
     state.set_image_new(st, "2.0.0", "ota_1", "ota_0")
     assert st.get(store.IMG_NEW) == "2.0.0 ota_1 ota_0"  # "<version> <partition> <running partition>"
     assert state.image_new(st) == "2.0.0"
-    state.clear_image_new(st)
-    assert state.image_new(st) is None
+    st.put(store.DL_STATE, "9 0123456789abcdef ota_1 65536")
+    state.image_failed(st)  # set_boot refused it
+    assert state.image_new(st) is None and st.get(store.DL_STATE) is None
 
 
 def test_download_resumes_only_from_a_checkpoint_of_the_same_image():

@@ -33,8 +33,8 @@ async def run(app, server):
     if not due(st):
         return "none"
     img = count_failed_updates(st)  # True: a new image runs, to be confirmed
-    if state.confirmed(st) == VERSION:
-        return "kept"
+    if state.confirmed(st) == VERSION and not img:
+        return "kept"  # confirmed before (a bundle rolled back was only counted)
     app.set_state("confirming", VERSION)
     back = app.backoff()
     outcome = "restart"
@@ -64,17 +64,11 @@ def count_failed_updates(st):
     if img == VERSION:
         return True
     if img:
-        # the new image was rolled back (or the power went between img_new and set_boot): a failed
-        # attempt; this version confirms itself again, so the server is told what runs (the new one may
-        # have confirmed itself just before). In this order: a power cut in between repeats all of it or
-        # loses the count, never the confirmation or a count twice
         log(
             "firmware",
             "image %s is not running (rolled back or never switched to): %s runs" % (img, VERSION),
         )
-        state.unconfirm(st)
-        state.clear_image_new(st)
-        state.count_failure(st, img)
+        state.image_rolled_back(st, img)  # counted; this version tells the server again what runs
     version = state.take_rolled_back()
     if version:
         state.count_failure(st, version)

@@ -92,7 +92,7 @@ async def install(app, server, rel):
     try:
         part.set_boot()
     except OSError as e:
-        state.clear_image_new(st, True)
+        state.image_failed(st)
         raise Error(_BAD, "the bootloader refused the image in %s (%s)" % (label, e))
     log("ota", "%s holds %s (%d bytes), verified; it runs after the reboot" % (label, version, size))
 

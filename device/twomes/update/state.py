@@ -76,17 +76,9 @@ def _remove(path):
         return False
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 # ---- ota/job: the update the next boot installs ----------------------------------------------------
 def job_saved():
-    return _exists(_JOB)
+    return _read(_JOB) is not None
 
 
 def save_job(rel):
@@ -172,7 +164,7 @@ def bundle_rolled_back(version):
 
 
 def bundle_rollback_pending():
-    return _exists(_FAILED)
+    return _read(_FAILED) is not None
 
 
 def take_rolled_back():
@@ -230,32 +222,31 @@ def fails(st, version):
 
 
 def count_failure(st, version):
-    """One more failed attempt of `version`: the one place failures are counted. The count goes first:
-    a cut between the two keys leaves the old version with a smaller count, never the new one with the
-    old version's."""
-    n = fails(st, version) + 1
+    """One more failed attempt of `version`: the one place failures are counted. The count is committed
+    first (a cut before the version is written leaves the old version with a smaller count, never the
+    new one with the old version's): ESP-IDF writes keys one by one."""
+    same = st.get(store.FW_FAILED) == version
+    n = (st.get_int(store.FW_FAILS, 0) if same else 0) + 1
     st.put_int(store.FW_FAILS, n)
-    st.put(store.FW_FAILED, version)
     st.commit()
+    if not same:
+        st.put(store.FW_FAILED, version)
+        st.commit()
     return n
-
-
-def unconfirm(st):
-    """The version that runs must tell the server again (another one may have confirmed itself last)."""
-    st.delete(store.FW_CONFIRMED)
-    st.commit()
 
 
 def confirm_kept(st, version, image):
     """`version` confirmed itself and is kept; `image`: it is a new image, whose marker and download
-    state are done with. Its failures (not another version's) are forgotten."""
+    state are done with. Its failures (not another version's) are forgotten. fw_ok is written last: a cut
+    before it repeats the confirmation."""
     if image:
         st.delete(store.IMG_NEW)
         st.delete(store.DL_STATE)
-    st.put(store.FW_CONFIRMED, version)
     if st.get(store.FW_FAILED) == version:
         st.delete(store.FW_FAILED)
         st.delete(store.FW_FAILS)
+    st.commit()
+    st.put(store.FW_CONFIRMED, version)
     st.commit()
 
 
@@ -271,11 +262,23 @@ def set_image_new(st, version, label, running):
     st.commit()
 
 
-def clear_image_new(st, download_too=False):
+def image_failed(st):
+    """set_boot refused the image just written: no marker, and nothing in that partition to resume."""
     st.delete(store.IMG_NEW)
-    if download_too:
-        st.delete(store.DL_STATE)
+    st.delete(store.DL_STATE)
     st.commit()
+
+
+def image_rolled_back(st, version):
+    """The image `version` that img_new names does not run (rolled back, or the power went between
+    img_new and set_boot): the version that runs confirms itself again (the new one may have confirmed
+    itself before it went), and the attempt is counted. In this order: a power cut in between repeats
+    all of it or loses the count, never the re-confirmation, never a count twice."""
+    st.delete(store.FW_CONFIRMED)
+    st.commit()
+    st.delete(store.IMG_NEW)
+    st.commit()
+    count_failure(st, version)
 
 
 def download_key(rel, label):
