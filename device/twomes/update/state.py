@@ -18,8 +18,9 @@
 #                   every boot; the app removes the file after a good boot). More than SAFE_AFTER: safe mode.
 #   ota/failed      a version: a bundle otaboot rolled back; the old version counts it as a failed
 #                   attempt at its next confirmation (confirm.py) and removes the file.
-# NVS (keys named in twomes/store.py, the list of all keys; nothing is durable before commit, and
-# ESP-IDF writes a commit key by key, so multi-key changes are ordered to be safe when cut in between):
+# NVS (keys named in twomes/store.py, the list of all keys). Each key is one atomic write, but a change
+# of several keys is not: where their order matters they are committed one by one, in an order that a
+# power cut in between cannot turn into a wrong state (count_failure, confirm_kept, image_rolled_back):
 #   fw_ok     str  the version last confirmed to the server
 #   fw_bad    str  the version whose failed attempts fw_fails counts
 #   fw_fails  i32  failed attempts of fw_bad in a row; at FAILS_MAX it is not tried again until the
