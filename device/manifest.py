@@ -25,7 +25,6 @@ def _version():
 metadata(description="Twomes field firmware (MicroPython)", version=_version())  # noqa: F821
 package("twomes")  # noqa: F821
 module("otaboot.py")  # noqa: F821
-module("otaguard.py")  # noqa: F821
 if options.boot_main:  # noqa: F821
     module("boot.py", base_path="..")  # noqa: F821
     module("main.py", base_path="..")  # noqa: F821

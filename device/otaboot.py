@@ -1,55 +1,82 @@
-# Chooses the app at every boot, before anything else is imported - the app-bundle equivalent of the
-# ESP32 bootloader's OTA rule. Never shipped in a bundle, so a bad update cannot break it.
+# Chooses the app at every boot, before anything else is imported (boot.py): the app-bundle equivalent
+# of the ESP32 bootloader's OTA rule, and the boot-loop counter behind safe mode. Never shipped in a
+# bundle, so a bad update cannot break it.
 #
-# ota/state.json: {"slot": "a"|"b"|null, "state": "new"|"pending"|"valid", "boots": n,
-#                  "prev": slot or null, "version": "...", "max_boots": n, "failed": version or null}
-# new -> pending (boots=1) -> valid once the app confirmed itself to the server; a slot still pending
-# after max_boots boots is abandoned: the previous slot (or the factory app in /lib) comes back.
-# "base": the app partition (ESP32 image) the bundle runs on, recorded at its first boot; while another
-# image runs (a newer image, until it is confirmed or rolled back) the bundle is not used.
+# The persisted state (slot pointer ota/state.json, boot counter ota/boots, ota/failed) and its formats
+# belong to twomes/update/state.py: loaded here for the choice and dropped again (with the twomes
+# package it pulled in), so the app imported afterwards - the chosen slot's - brings its own.
 #
-# select() (otaguard) also counts the boot: the boot-loop counter behind safe mode.
-import json
-import os
+# Slot pointer life: new -> pending (boots=1) -> valid once the app confirmed itself to the server; a
+# slot still pending after max_boots boots is abandoned: the previous slot (or the factory app in /lib)
+# comes back. A bundle belongs to the app partition (ESP32 image) it first booted on ("base"): while
+# another image runs it is not used.
 import sys
 
-STATE = "ota/state.json"
 
-
-def read():
+def running_partition():
+    """Label of the app partition running (ESP32), or None where there is none (host tests)."""
     try:
-        with open(STATE) as f:
-            st = json.loads(f.read())
-        return st if isinstance(st, dict) else None
-    except (OSError, ValueError):
+        import esp32
+
+        return esp32.Partition(esp32.Partition.RUNNING).info()[4]
+    except Exception:  # noqa: BLE001 - no esp32 module, no partition table: no image in play
         return None
 
 
-def write(st):
-    tmp = STATE + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(st))
-    os.rename(tmp, STATE)  # atomic on LittleFS and POSIX: one small pointer write
-
-
-def mark_valid():
-    """The running slot confirmed itself to the server: keep it. True when something changed."""
-    st = read()
-    if st and st.get("slot") and st.get("state") != "valid":
-        st["state"] = "valid"
-        st["boots"] = 0
-        write(st)
-        return True
-    return False
+def choose(state):
+    """Count this boot, pick the slot (rolling back a bundle that never confirmed itself) and put it
+    first on sys.path. Returns (slot or None, slot pointer or None)."""
+    try:
+        state.count_boot()
+    except OSError:
+        pass  # a filesystem that cannot take the count: no safe mode, the app still starts
+    st = state.slot()
+    if not st or not st.get("slot"):
+        return None, st
+    running = running_partition() if st.get("base") or st.get("state") == "new" else None
+    if st.get("base") is not None and st["base"] != running:
+        print("boot: bundle %s belongs to the image in %s: not used" % (st.get("version"), st["base"]))
+        return None, st
+    phase = st.get("state")
+    if phase == "new":
+        st["state"] = "pending"
+        st["boots"] = 1
+        if "base" not in st:  # the image this bundle runs on (at boot: no update code in RAM now)
+            st["base"] = running
+        state.write_slot(st)
+    elif phase == "pending":
+        st["boots"] = st.get("boots", 0) + 1
+        if st["boots"] > st.get("max_boots", 3):
+            print("boot: version %s never confirmed, rolling back" % st.get("version"))
+            st = {
+                "slot": st.get("prev"),
+                "state": "valid",
+                "boots": 0,
+                "prev": None,
+                "version": st.get("prev_version"),
+                "failed": st.get("version"),
+                "base": st.get("base"),
+            }
+            state.write_slot(st)
+            state.bundle_rolled_back(st["failed"])  # the old version counts it (twomes/update/confirm.py)
+        else:
+            state.write_slot(st)
+    if st.get("slot"):
+        sys.path.insert(0, "ota/" + st["slot"])
+    return st.get("slot"), st
 
 
 def select():
-    """Count this boot, put the chosen slot first on sys.path; returns (slot or None, state or None).
-    The work is otaguard's: boot-time code, loaded for this and dropped again, so the installers and
-    the confirmation, which load otaboot for the slot pointer above, do not carry it."""
+    """boot.py: choose the app for this boot; returns (slot or None, slot pointer or None). Every module
+    loaded for it (twomes.update.state, the twomes package, a simulation's partition code) is dropped
+    again, so the app that runs next imports its own - the chosen slot's - versions of them."""
+    before = list(sys.modules)
     try:
-        import otaguard
+        from twomes.update import state
 
-        return otaguard.select()
+        return choose(state)
     finally:
-        sys.modules.pop("otaguard", None)
+        state = None
+        for name in list(sys.modules):
+            if name not in before:
+                sys.modules.pop(name)

@@ -1,6 +1,5 @@
 # Twomes field firmware (MicroPython). VERSION is rewritten by `twomes release` when it builds a bundle.
 VERSION = "1.0.0"
-JOB = "ota/job"  # an update to install in the next boot (twomes/fw.py writes it, twomes/update.py runs it)
 
 
 class Record:
@@ -9,12 +8,15 @@ class Record:
 
 
 def unload(*names):
-    """Forget modules of the package (names without "twomes.") so their code leaves the heap."""
+    """Forget modules of the package (names without "twomes.", "update.job" for a subpackage's) so their
+    code leaves the heap: out of sys.modules and out of the package that holds them."""
     import gc
     import sys
 
-    pkg = sys.modules["twomes"]
     for n in names:
         sys.modules.pop("twomes." + n, None)
-        pkg.__dict__.pop(n, None)
+        i = n.rfind(".")
+        pkg = sys.modules.get("twomes." + n[:i] if i > 0 else "twomes")
+        if pkg is not None:
+            pkg.__dict__.pop(n[i + 1 :], None)
     gc.collect()

@@ -152,7 +152,7 @@ class App:
                 self._hold = _HOLD_WIFI
         if not self._good and up >= _GOOD_BOOT_S * 1000:
             self._good = True
-            boot_guard(True)  # up for a while: this boot went well
+            boot_loop(True)  # up for a while: this boot went well
         if self.safe and up >= _SAFE_S * 1000:
             self._stop = True
 
@@ -197,7 +197,7 @@ class App:
             while True:
                 creds = wifi.saved(self.st)
                 if creds is None or await self.join(creds) != wifi.JOINED:
-                    outcome = await self.phase("twomes.setup", creds)
+                    outcome = await self.phase(self.setup, creds)
                     if outcome == "joined":
                         # working credentials are stored: go online from a clean boot, so the portal
                         # leaves no holes in the heap (the station joins again in ~1 s)
@@ -206,11 +206,11 @@ class App:
                     if outcome == "restart":
                         raise Restart()
                     continue  # "retry": the saved network again
-                if job_saved():  # the previous boot found an update: install it from a clean heap
-                    if await self.phase("twomes.update", None) == "installed":
-                        self.set_state("rebooting", "into the new version")
-                        raise Restart()
-                if await self.phase("twomes.online.phase", creds) == "update":
+                # an update the previous boot found is installed now, from a clean heap
+                if await self.phase(self.update_boot) == "installed":
+                    self.set_state("rebooting", "into the new version")
+                    raise Restart()
+                if await self.phase(self.online, creds) == "update":
                     self.set_state("rebooting", "to install an update")
                     raise Restart()
         except Restart:
@@ -220,18 +220,47 @@ class App:
         finally:
             self._stop = True
 
-    async def phase(self, module, arg):
-        """Run a phase module's run(app, arg) and then unload every module it loaded, so that its code
-        and data leave the heap before the next phase. Returns the phase's outcome."""
+    async def phase(self, start, *args):
+        """Run a phase (`await start(*args)`: one of the three below) and then unload every module it
+        loaded, so that its code and data leave the heap before the next phase. Returns its outcome."""
         import sys
 
         before = list(sys.modules)
         try:
-            mod = __import__(module, None, None, ("run",))
-            return await mod.run(self, arg)
+            return await start(*args)
         finally:
-            mod = None
             unload(*[n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before])
+
+    async def setup(self, saved):
+        """AP mode: portal, app API, Improv. "joined", "retry" or "restart"."""
+        from twomes.ap import controller
+
+        return await controller.run(self, saved)
+
+    async def online(self, creds):
+        """Activation, confirmation, the firmware check, running. "update" or "offline"."""
+        from twomes.online import phase
+
+        return await phase.run(self, creds)
+
+    async def update_boot(self):
+        """The job the previous boot's check saved, if any: "installed", "failed" or "none"."""
+        from twomes.update import job
+
+        if not job.waiting():
+            return "none"
+        return await job.run(self, self.server())
+
+    def server(self):
+        """Where updates come from (the seam, docs/device-architecture.md)."""
+        from twomes.online.server import Server
+
+        return Server(self)
+
+    def activated(self):
+        from twomes.online.server import session
+
+        return session(self.st) is not None
 
 
 def _lit(pattern, t):
@@ -244,35 +273,19 @@ def _lit(pattern, t):
     return i % 2 == 0
 
 
-def exists(path):
-    import os
+def boot_loop(good=False):
+    """The boot-loop counter (twomes/update/state.py): True in safe mode; good=True: this boot went
+    well, the count starts again. The state module is loaded for this and unloaded."""
+    from twomes.update import state
 
     try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def job_saved():
-    from twomes import JOB
-
-    return exists(JOB)
-
-
-def boot_guard(good=False):
-    """otaboot's boot-loop counter (ota/boots): True in safe mode; good=True: this boot went well, the
-    count starts again."""
-    import os
-
-    try:
-        with open("ota/boots") as f:
-            n = int(f.read())
         if good:
-            os.remove("ota/boots")
-    except (OSError, ValueError):
-        return False
-    return n > 5
+            state.good_boot()
+            return False
+        return state.safe_mode()
+    finally:
+        state = None
+        unload("update.state", "update")
 
 
 def main():
@@ -287,7 +300,7 @@ def main():
         board, cfg, st, ident = start.boot()
         unload("start", "config", "identity", "online.server", "online.http", "online")  # done with
         app = App(board, cfg, st, ident)
-        app.safe = boot_guard()
+        app.safe = boot_loop()
         asyncio.run(app.run())
     except Exception as e:  # noqa: BLE001 - the last line of defence: log and restart, never hang
         import sys

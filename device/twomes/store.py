@@ -13,11 +13,12 @@ SESSION = "session"  # device session token from /device/activate
 WIFI = "wifi"  # Wi-Fi credentials as one item (format: twomes/wifi.py, their one owner)
 OLD_SSID = "wifi_ssid"  # firmware <= 1.0: read and removed by twomes/wifi.py
 OLD_PASS = "wifi_pass"
+# the update state: read and written only by twomes/update/state.py, which documents the formats
 FW_CONFIRMED = "fw_ok"  # version last confirmed to the server
-FW_FAILED = "fw_bad"  # version that failed to install/boot (not retried until the target changes)
-FW_FAILS = "fw_fails"  # consecutive failed attempts for the current target
-DL_STATE = "dl_state"  # resumable download: "<release id> <offset>"
-IMG_NEW = "img_new"  # an ESP32 app image was just installed: mark it valid once confirmed
+FW_FAILED = "fw_bad"  # version whose failed attempts FW_FAILS counts
+FW_FAILS = "fw_fails"  # failed attempts of FW_FAILED in a row
+DL_STATE = "dl_state"  # a resumable image download
+IMG_NEW = "img_new"  # an ESP32 app image was installed and switched to
 ALL_KEYS = (
     ACT_TOKEN,
     AP_SECRET,

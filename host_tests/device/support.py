@@ -122,19 +122,16 @@ def logged():
 
 async def firmware_check(app, on):
     """Run the online phase's firmware check and, when it saved an update for the next boot, that
-    boot's update job (as App.flow does); True when it asked for a reboot into a new version."""
-    from twomes import JOB
-    from twomes.app import exists
+    boot's update job (as App.flow does); True when it installed a new version (reboot into it)."""
     from twomes.online import phase
+    from twomes.update import state
 
     if not await phase.firmware(app, on, False):
         return False
-    assert os.stat(JOB)  # the check says True only when it saved an update
-    try:
-        await app.phase("twomes.update", None)
-    except app.Restart:
+    assert state.job_saved()  # the check says True only when it saved an update
+    if await app.phase(app.update_boot) == "installed":
         return True
-    assert not exists(JOB)  # a failed install drops its job
+    assert not state.job_saved()  # a failed install drops its job
     return False
 
 
@@ -142,14 +139,14 @@ def release(blob, kind, rel_id, version="9.9.9", **over):
     """A release object as the firmware API describes `blob` (fields in `over` replace the true ones)."""
     import hashlib
 
-    from twomes import ota
+    from twomes.update import bundle
 
     rel = {
         "id": rel_id,
         "version": version,
         "kind": kind,
         "size": len(blob),
-        "sha256": ota.hexdigest(hashlib.sha256(blob)),
+        "sha256": bundle.hexdigest(hashlib.sha256(blob)),
         "url": "/device/firmware/releases/%d/image" % rel_id,
     }
     for k in over:

@@ -8,7 +8,8 @@ import os
 from fakeserver import FakeServer, Reply, fw
 
 import support
-from twomes import ota, store
+from twomes import store
+from twomes.update import bundle as installer
 
 TOKEN = "Mw.session-token-1"
 
@@ -35,7 +36,7 @@ def _lines(word):
 
 def bundle(version, files, mpy=None):
     """A bundle in the device's format (tools/twtools/build.py), built here so both runtimes can."""
-    tag = ota.mpy_tag() if mpy is None else mpy
+    tag = installer.mpy_tag() if mpy is None else mpy
     out = b"TWOMES-BUNDLE 2\nversion %s\nmpy %s\nfiles %d\n" % (
         version.encode(),
         str(tag).encode(),
@@ -45,7 +46,7 @@ def bundle(version, files, mpy=None):
         out += b"file %s %d %s\n" % (
             path.encode(),
             len(content),
-            ota.hexdigest(hashlib.sha256(content)).encode(),
+            installer.hexdigest(hashlib.sha256(content)).encode(),
         )
         out += content
     return out
@@ -99,13 +100,9 @@ def test_bundle_update_installs_into_a_slot_and_asks_for_reboot():
 
 
 def _job():
-    from twomes import JOB
+    from twomes.update import state
 
-    try:
-        with open(JOB) as f:
-            return json.loads(f.read())
-    except OSError:
-        return None
+    return state.job()
 
 
 def test_an_update_found_is_saved_and_installed_by_the_next_boot():
@@ -123,48 +120,45 @@ def test_an_update_found_is_saved_and_installed_by_the_next_boot():
         from twomes.online import phase
 
         assert await phase.firmware(app, on, False) is True  # saved: the app restarts into the update boot
-        assert _job() == {"rel": rel, "fails": 0} and _pointer() is None
+        assert _job() == rel and _pointer() is None
         assert [r[1] for r in srv.requests] == ["/device/firmware/target"]  # nothing downloaded yet
         assert _lines("updating in the next boot")
         support.power_cycle()
         app2, _ = support.make_app(srv.url)
-        for m in ("twomes.online.server", "twomes.online.phase", "twomes.fw", "twomes.rollback"):
+        for m in ("twomes.online.phase", "twomes.update.check", "twomes.update.confirm"):
             sys.modules.pop(m, None)
-        try:
-            await app2.phase("twomes.update", None)
-            raise AssertionError("no restart")
-        except app2.Restart:
-            pass
+        assert await app2.phase(app2.update_boot) == "installed"
         assert _job() is None and _pointer()["version"] == "9.9.9"
         assert srv.requests[-1][2]["authorization"] == "Bearer " + TOKEN
-        if sys.implementation.name == "micropython":  # the update boot's heap holds no online phase
-            assert not [
-                m for m in ("twomes.online.phase", "twomes.fw", "twomes.rollback") if m in sys.modules
-            ]
+        # the update boot loads the job, the installer and the server interface, and unloads them again;
+        # the check and the confirmation are never loaded in it
+        left = ("twomes.online.phase", "twomes.update.job", "twomes.update.check", "twomes.update.confirm")
+        assert not [m for m in left if m in sys.modules]
 
     _go(_fw_server(rel, Reply(200, blob)), body)
 
 
 def test_update_boot_drops_jobs_it_must_not_run():
-    from twomes import JOB, VERSION
-    from twomes.app import exists
+    from twomes import VERSION
 
     rel = release(bundle("9.9.9", FILES))
     jobs = (
         (b"{not json", "unreadable update job"),
-        (json.dumps({"rel": release(b"x", version=VERSION), "fails": 0}).encode(), None),  # installed
-        (json.dumps({"rel": rel, "fails": 0}).encode(), None),  # safe mode
+        (json.dumps({"rel": release(b"x", version=VERSION)}).encode(), None),  # installed
+        (json.dumps({"rel": rel}).encode(), None),  # safe mode
     )
 
     async def body(app, on, srv):
         app.st.put(store.SESSION, TOKEN)
         for i, (data, word) in enumerate(jobs):
-            if not exists("ota"):
+            try:
                 os.mkdir("ota")
-            with open(JOB, "wb") as f:
+            except OSError:
+                pass
+            with open("ota/job", "wb") as f:  # written as a check or a damaged flash left it
                 f.write(data)
             app.safe = i == 2
-            await app.phase("twomes.update", None)  # no restart: the online phase goes on
+            await app.phase(app.update_boot)  # no restart: the online phase goes on
             assert _job() is None and _pointer() is None
             assert word is None or _lines(word)
         assert srv.requests == [] and app.st.get_int(store.FW_FAILS, -1) == -1
@@ -234,7 +228,7 @@ def test_not_a_bundle_is_refused():
 
 
 def test_bundle_for_another_bytecode_version_is_refused():
-    if ota.mpy_tag() is None:
+    if installer.mpy_tag() is None:
         return  # CPython has no .mpy version; the check runs on the MicroPython side of this test
     blob = bundle("9.9.9", FILES, mpy="5.0")
     _refused(release(blob), Reply(200, blob), "bundle built for mpy 5.0")

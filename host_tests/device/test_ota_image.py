@@ -1,4 +1,4 @@
-# ESP32 app-image updates (twomes/ota_image.py) against a scripted server on 127.0.0.1, on the simulated
+# ESP32 app-image updates (twomes/update/image.py) against a scripted server on 127.0.0.1, on the simulated
 # flash of the virtual board: streamed into the next OTA partition, resumed with Range after a dropped
 # connection or a power cut, verified by reading the flash back, switched with set_boot only then. A
 # server that misbehaves never gets an image installed: the boot partition stays the running one.
@@ -86,7 +86,7 @@ def _go(handler, body, rollback=True, **settings):
 def _deadline(slack_s, min_bps):
     """Shorten the download deadline of the installer module the app is about to use (the app unloads
     it after every update, so it is imported afresh here and the app finds this one)."""
-    from twomes import ota_image
+    from twomes.update import image as ota_image
 
     ota_image.SLACK_S, ota_image.MIN_BPS = slack_s, min_bps
 
@@ -98,7 +98,7 @@ def _check(app, on):
 async def _confirm(on):
     from twomes.online import phase
 
-    await phase.confirmation(on.app, on)
+    return await phase.confirmation(on.app, on)
 
 
 def _lines(word):
@@ -379,6 +379,26 @@ def test_new_image_confirms_then_marks_itself_valid():
     _go(_confirm_server(), body)
 
 
+def test_a_cut_inside_the_keeping_is_finished_at_the_next_connection():
+    """fw_ok already says this version, but img_new is still there (the power went while the new image
+    was being kept): it confirms again and keeps the image, instead of carrying the marker for good."""
+    from twomes import VERSION
+
+    async def body(app, on, srv):
+        _booted_new_image()
+        app.st.put(store.IMG_NEW, "%s ota_0 factory" % VERSION)
+        app.st.put(store.FW_CONFIRMED, VERSION)
+        app.st.commit()
+        await _confirm(on)
+        assert [r[1] for r in srv.requests] == ["/device/firmware/confirm"]
+        assert app.st.get(store.IMG_NEW) is None and app.st.get(store.FW_CONFIRMED) == VERSION
+        assert vflash.bootloader() == "ota_0"
+        await _confirm(on)  # done: nothing due any more
+        assert len(srv.requests) == 1
+
+    _go(_confirm_server(), body)
+
+
 def test_bootloader_without_rollback_says_so_and_keeps_the_image():
     from twomes import VERSION
 
@@ -394,7 +414,7 @@ def test_bootloader_without_rollback_says_so_and_keeps_the_image():
     _go(_confirm_server(), body, rollback=False)
 
 
-def test_new_image_that_cannot_confirm_goes_back_to_the_previous_app():
+def test_new_image_that_cannot_reach_the_server_goes_back_to_the_previous_app():
     from twomes import VERSION
 
     for rollback in (True, False):
@@ -403,16 +423,34 @@ def test_new_image_that_cannot_confirm_goes_back_to_the_previous_app():
             _booted_new_image()
             app.st.put(store.IMG_NEW, "%s ota_0 factory" % VERSION)
             app.st.commit()
+            await srv.stop()  # no answer at all within the confirm window
             try:
                 await _confirm(on)
                 raise AssertionError("no reboot")
             except SystemExit as e:  # vmachine.reset(): the board reboots
                 assert e.args[0] == 93
-            assert len(srv.requests) == 6
             assert _lines("going back to the previous app")
             assert vflash.bootloader() == "factory"
 
         _go(lambda m, p, h, b: fw(500, {"detail": "Internal server error"}), body, rollback=rollback)
+
+
+def test_new_image_whose_server_half_works_runs_on_unconfirmed():
+    """5xx on every confirmation: no reboot loop - the new image runs (and uploads), is not kept yet,
+    and the running loop asks again later."""
+    from twomes import VERSION
+
+    async def body(app, on, srv):
+        _booted_new_image()
+        app.st.put(store.IMG_NEW, "%s ota_0 factory" % VERSION)
+        app.st.commit()
+        assert await _confirm(on) == "pending"
+        assert len(srv.requests) == 6
+        assert _lines("not confirmed yet (the server answers)")
+        assert app.st.get(store.IMG_NEW) is not None and app.st.get(store.FW_CONFIRMED) != VERSION
+        assert not _lines("going back to the previous app") and not _lines("confirmed to the server")
+
+    _go(lambda m, p, h, b: fw(500, {"detail": "Internal server error"}), body)
 
 
 def test_old_version_learns_its_new_image_was_rolled_back():
@@ -448,12 +486,12 @@ def test_safe_mode_checks_but_does_not_update():
 
 def test_bundle_rolled_back_by_otaboot_counts_as_a_failed_attempt():
     import otaboot
+    from twomes.update import state
 
     rel = release(b"x" * 100, kind="bundle")
 
     async def body(app, on, srv):
-        os.mkdir("ota")
-        otaboot.write(
+        state.write_slot(
             {"slot": "b", "state": "pending", "boots": 3, "max_boots": 3, "prev": None, "version": "9.9.9"}
         )
         slot, st = otaboot.select()  # boot 4: never confirmed, rolled back

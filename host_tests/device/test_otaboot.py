@@ -1,12 +1,12 @@
-# The app-bundle boot selector (otaboot): new -> pending -> valid, rollback after max_boots.
+# The app-bundle boot selector (otaboot) over the update state (twomes/update/state.py): new -> pending
+# -> valid, rollback after max_boots, the boot-loop counter behind safe mode, a bundle's base image.
 import json
 import os
 import sys
 
-import otaguard
-
 import otaboot
 import support
+from twomes.update import state
 
 
 def _in(d):
@@ -31,35 +31,30 @@ def test_no_state_means_factory():
 
 def test_new_slot_boots_pending_then_valid():
     _in(support.tmpdir("ota"))
-    otaboot.write({"slot": "a", "state": "new", "prev": None, "version": "1.1.0", "max_boots": 3})
+    state.write_slot({"slot": "a", "state": "new", "prev": None, "version": "1.1.0", "max_boots": 3})
     before = list(sys.path)
     slot, st = otaboot.select()
     assert sys.path[0] == "ota/a"
     sys.path[:] = before
     assert slot == "a" and st["state"] == "pending" and st["boots"] == 1
-    st["state"] = "valid"
-    otaboot.write(st)
+    assert state.keep_slot() is True and state.slot()["state"] == "valid"
+    assert state.keep_slot() is False  # kept already: nothing written
     for _ in range(5):
         assert _select()[0] == "a"
 
 
 def test_never_confirmed_rolls_back_after_max_boots():
     _in(support.tmpdir("ota"))
-    otaboot.write(
-        {
-            "slot": "b",
-            "state": "new",
-            "prev": "a",
-            "prev_version": "1.0.0",
-            "version": "1.1.0",
-            "max_boots": 2,
-        }
-    )
+    state.switch_slot("b", "1.1.0", "a", "1.0.0", 2)
     assert _select()[0] == "b"  # boot 1
     assert _select()[0] == "b"  # boot 2
+    assert not state.bundle_rollback_pending()
     slot, st = _select()  # boot 3: give up
     assert slot == "a" and st["state"] == "valid" and st["failed"] == "1.1.0" and st["version"] == "1.0.0"
+    assert state.bundle_rollback_pending()  # for the old version to count (confirm.py)
     assert _select()[0] == "a"
+    assert state.take_rolled_back() == "1.1.0"
+    assert state.take_rolled_back() is None and not state.bundle_rollback_pending()  # counted once
 
 
 def test_damaged_state_file_means_factory():
@@ -79,26 +74,41 @@ def test_boot_counter_counts_boots_until_the_app_says_healthy():
     os.rmdir("ota")  # a fresh filesystem: the counter makes its directory
     for n in range(1, 4):
         _select()
-        assert otaguard.failed_boots() == n
-    app.boot_guard(True)
-    assert otaguard.failed_boots() == 0
+        assert state.boots() == n
+    app.boot_loop(True)
+    assert state.boots() == 0
     _select()
-    assert otaguard.failed_boots() == 1
+    assert state.boots() == 1
 
 
 def test_safe_mode_after_too_many_failed_boots():
     from twomes import app
 
     _in(support.tmpdir("ota"))
-    assert app.boot_guard() is False  # no count yet
-    for _ in range(otaguard.SAFE_AFTER):
+    assert app.boot_loop() is False  # no count yet
+    for _ in range(state.SAFE_AFTER):
         _select()
-    assert app.boot_guard() is False  # not yet: this boot may still go well
+    assert app.boot_loop() is False  # not yet: this boot may still go well
     _select()
-    assert app.boot_guard() is True  # main() starts the app in safe mode
-    assert app.boot_guard(True) is True and otaguard.failed_boots() == 0  # a good boot: normal again
+    assert app.boot_loop() is True  # main() starts the app in safe mode
+    app.boot_loop(True)  # a good boot: normal again
+    assert state.boots() == 0 and app.boot_loop() is False
     _select()
-    assert app.boot_guard() is False
+    assert app.boot_loop() is False
+
+
+def test_select_drops_what_it_loaded():
+    """The app imported after the choice must be the chosen slot's: otaboot keeps none of its modules."""
+    _in(support.tmpdir("ota"))
+    saved = {n: sys.modules[n] for n in list(sys.modules) if n == "twomes" or n.startswith("twomes.")}
+    for n in saved:
+        del sys.modules[n]
+    try:
+        _select()
+        assert not [n for n in sys.modules if n == "twomes" or n.startswith("twomes.")]
+        assert state.boots() == 1
+    finally:
+        sys.modules.update(saved)
 
 
 def test_bundle_installed_on_another_image_is_not_used():
@@ -112,14 +122,16 @@ def test_bundle_installed_on_another_image_is_not_used():
     had = sys.modules.get("esp32")
     sys.modules["esp32"] = vesp32
     try:
-        assert otaguard.running_partition() == "factory"
-        otaboot.write({"slot": "a", "state": "new", "version": "2.0.0"})
+        assert otaboot.running_partition() == "factory"
+        state.write_slot({"slot": "a", "state": "new", "version": "2.0.0"})
         assert _select()[0] == "a"  # the first boot records the image the bundle runs on
-        assert otaboot.read()["base"] == "factory"
-        otaboot.write({"slot": "a", "state": "valid", "version": "2.0.0", "base": "ota_0"})
+        assert state.slot()["base"] == "factory"
+        state.write_slot({"slot": "a", "state": "valid", "version": "2.0.0", "base": "ota_0"})
         assert _select()[0] is None  # the image in ota_0 is not the one running
-        otaboot.write({"slot": "a", "state": "valid", "version": "2.0.0", "base": "factory"})
+        state.write_slot({"slot": "a", "state": "valid", "version": "2.0.0", "base": "factory"})
         assert _select()[0] == "a"
+        assert state.forget_slot_on("ota_0") is None  # another image's partition: kept
+        assert state.forget_slot_on("factory") == "2.0.0" and state.slot()["slot"] is None
     finally:
         if had is None:
             sys.modules.pop("esp32", None)

@@ -100,7 +100,7 @@ def test_load_unpacks_the_frozen_app_once(tmp_path: Path, image: bytes) -> None:
     assert image.index(BUNDLE_MAGIC) == 32 + 256  # the bundle follows esp_app_desc_t
     listed = sorted(_bundle_files(image[288:]))
     names = sorted(str(p.relative_to(path)) for p in path.rglob("*.mpy"))
-    assert names == listed and "otaboot.mpy" in names and "twomes/ota_image.mpy" in names
+    assert names == listed and "otaboot.mpy" in names and "twomes/update/image.mpy" in names
     stamp = (path / "twomes" / "__init__.mpy").stat().st_mtime_ns
     assert Path(vimage.load("ota_0")) == path
     assert (path / "twomes" / "__init__.mpy").stat().st_mtime_ns == stamp  # cached, not unpacked again

@@ -1,6 +1,6 @@
 """Compile the device code with mpy-cross and pack app bundles.
 
-Bundle format (version 2), streamed and verified by ``twomes/ota.py`` on the device. Text header lines
+Bundle format (version 2), streamed and verified by ``twomes/update/bundle.py`` on the device. Text header lines
 end in ``\\n``; the device never needs the whole manifest in RAM:
 
     TWOMES-BUNDLE 2
@@ -32,7 +32,7 @@ BUILD_DIR = REPO / "build"
 BUNDLE_MAGIC = b"TWOMES-BUNDLE 2\n"
 LINE_MAX = 128  # the device's limit for one header line
 # Device modules that are never shipped in a bundle: they run before any slot is chosen.
-NOT_IN_BUNDLE = {"otaboot.py", "otaguard.py"}
+NOT_IN_BUNDLE = {"otaboot.py"}
 _VERSION_RE = re.compile(r'^VERSION = "[^"]*"$', re.M)
 
 

@@ -5,13 +5,12 @@
 #   "offline"  Wi-Fi is gone for good: the app opens the portal (which keeps retrying the network)
 from micropython import const
 
-from twomes.errors import Error
+from twomes.errors import Error, Restart
 from twomes.log import log
 from twomes.online.http import printable
 from twomes.online.server import Server
 
 _NET = const(0)
-_NO_FW_API = const(-2)
 UPDATE = "update"
 OFFLINE = "offline"
 
@@ -24,7 +23,7 @@ async def run(app, creds):
         return UPDATE
     from twomes.online import running
 
-    return await running.run(app, srv, creds, firmware)
+    return await running.run(app, srv, creds, firmware, confirmation)
 
 
 async def activate(app, srv):
@@ -61,44 +60,29 @@ async def firmware(app, srv, confirm):
     """After a connection (confirm=True) confirm what runs when that is due; then ask for the target
     and let twomes.update decide. True when an update was saved for the next boot."""
     if confirm:
-        from twomes import rollback
-
-        st = app.st
-        from twomes import VERSION, store
-        from twomes.app import exists
-
-        if st.get(store.FW_CONFIRMED) != VERSION or st.get(store.IMG_NEW) is not None or exists("ota/failed"):
-            await rollback.confirm(srv)
-        rollback = None
-        app.unload("rollback")
+        srv.unconfirmed = await confirmation(app, srv) == "pending"
     if not srv.fw_api:
         return False
-    from twomes import fw
+    from twomes.update import check
 
-    app.set_state("checking")
     try:
-        data = await srv.authed("GET", "/device/firmware/target")
-        return fw.check(srv, data) is True
-    except Error as e:
-        if e.status == _NO_FW_API:
-            log("firmware", "server has no firmware API: updates skipped")
-        else:
-            log("firmware", "check failed: %s" % e)
-        return False
+        return await check.run(app, srv) == "update"
     finally:
-        fw = None
-        app.unload("fw")
+        check = None
+        app.unload("update.check")
 
 
 async def confirmation(app, srv):
-    """Confirm what runs to the server when that is due (twomes.update decides and keeps or gives up)."""
-    from twomes import VERSION, rollback, store
-    from twomes.app import exists
+    """Confirm what runs to the server when that is due (twomes.update.confirm keeps the version, or
+    gives it up: a restart). Returns its outcome; "pending": the server answers but has not taken the
+    confirmation yet - the version runs on and the running loop asks again."""
+    from twomes.update import confirm
 
-    st = app.st
     try:
-        if st.get(store.FW_CONFIRMED) != VERSION or st.get(store.IMG_NEW) is not None or exists("ota/failed"):
-            await rollback.confirm(srv)
+        outcome = await confirm.run(app, srv)
     finally:
-        rollback = None
-        app.unload("rollback")
+        confirm = None
+        app.unload("update.confirm")
+    if outcome == "restart":
+        raise Restart()
+    return outcome

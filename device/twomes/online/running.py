@@ -121,9 +121,11 @@ async def upload(app, srv):
             app.set_state(RUNNING, "firmware %s" % VERSION)
 
 
-async def run(app, srv, creds, check):
+async def run(app, srv, creds, check, confirm):
     """Until Wi-Fi is lost for good (three rejoins failed): then "offline". `check(app, srv, False)`
-    is the periodic firmware check (the online phase's): True when it saved an update -> "update"."""
+    is the periodic firmware check (the online phase's): True when it saved an update -> "update".
+    While the server has not taken this version's confirmation (it answers, but not with success),
+    `confirm(app, srv)` is asked again with backoff: the device keeps running and uploading."""
     board, cfg = app.board, app.cfg
     await learn(srv)
     app.set_state(RUNNING, "firmware %s" % VERSION)
@@ -133,7 +135,9 @@ async def run(app, srv, creds, check):
     last_hb = last_fw = board.ticks_ms()
     measure(app, srv, "heartbeat", "1")
     back = app.backoff()
+    again = app.backoff()  # the confirmation's retries
     next_upload = 0
+    next_confirm = board.ticks_add(board.ticks_ms(), int(again.next_s() * 1000))
     while True:
         now = board.ticks_ms()
         if not board.sta.isconnected():
@@ -161,6 +165,10 @@ async def run(app, srv, creds, check):
                 next_upload = board.ticks_add(board.ticks_ms(), int(delay * 1000))
                 if e.status == 401:
                     app.set_state("activating", "session refused")
+        if srv.unconfirmed and board.ticks_diff(now, next_confirm) >= 0:
+            srv.unconfirmed = await confirm(app, srv) == "pending"
+            next_confirm = board.ticks_add(board.ticks_ms(), int(again.next_s() * 1000))
+            app.set_state(RUNNING, "firmware %s" % VERSION)
         if board.ticks_diff(now, last_fw) >= fw_ms:
             last_fw = now
             if await check(app, srv, False):

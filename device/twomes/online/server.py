@@ -82,6 +82,7 @@ class Server:
         self.fw_api = True  # False: a plain Twomes server, no firmware endpoints (learnt once)
         self.props = None  # the device type's property names (GET /device), None: not known
         self.unknown = []  # property names the server refused (400): never sent again
+        self.unconfirmed = False  # this version's confirmation is still to be taken by the server
         self._time = None  # (unix seconds, ticks) from the server's last Date header: no NTP needed
         self._ctx = None  # TLS context, made at the first request (the CA file read once)
         self._url = app.cfg.server_url.rstrip("/")

@@ -1,15 +1,10 @@
-# ESP32 app-image updates (release kind "image"): the image is streamed into the next OTA partition
+# ESP32 app-image installer (release kind "image"): the image is streamed into the next OTA partition
 # through the app's one 1 KB buffer (each 4 KB block erased just before its first write), resumable
-# after a dropped connection or a power cut (HTTP Range from the last durable offset), verified by
-# reading the flash back, and only then made bootable. The new image must confirm itself to the server
-# after the reboot (Online.confirm); until then the bootloader rolls it back at the next reset.
-#
-# NVS: DL_STATE = "<release id> <sha256[:16]> <partition> <offset>" - the bytes [0, offset) of that
-# image are in that partition; written every 64 KB (a bounded number of NVS writes per update) and
-# kept until the new image has confirmed itself, so an install interrupted after the download resumes
-# without downloading again. IMG_NEW = "<version> <partition>": set (and committed) before set_boot;
-# the new image marks itself valid when it sees it, the old one knows it was rolled back.
-# Loaded only for an update and unloaded afterwards (docs/ota.md).
+# after a dropped connection or a power cut (HTTP Range from the last durable offset, dl_state: every
+# 64 KB), verified by reading the flash back, and only then made bootable (img_new committed first;
+# formats: state.py). The new image must confirm itself to the server after the reboot (confirm.py);
+# until then the bootloader rolls it back at the next reset. Loaded by job.py for an image release only
+# (docs/ota.md).
 import asyncio
 import gc
 import hashlib
@@ -17,9 +12,9 @@ from binascii import hexlify
 
 from micropython import const
 
-from twomes import store
 from twomes.errors import Error
 from twomes.log import log
+from twomes.update import state
 
 # errors.Error statuses: no (readable) answer; not what the server promised
 _NET = const(0)
@@ -55,48 +50,11 @@ def check_head(b, version):
         raise Error(_BAD, "image is version %s, release says %s" % (v, version))
 
 
-def _resume_at(st, key, size):
-    """Durable offset to resume an interrupted download of this image into this partition, or 0."""
-    ds = st.get(store.DL_STATE)
-    if ds is None or not ds.startswith(key + " "):
-        return 0
-    try:
-        off = int(ds[len(key) + 1 :])
-    except ValueError:
-        return 0
-    return off if 0 < off <= size and (off % _CHECKPOINT == 0 or off == size) else 0
-
-
-def _forget(st):
-    """The partition's content is no longer (a prefix of) the image named in DL_STATE."""
-    if st.get(store.DL_STATE) is not None:
-        st.delete(store.DL_STATE)
-        st.commit()
-
-
-def _detach_bundle(label):
-    """An app bundle installed on top of the image in `label` is gone with it: forget the bundle."""
-    import json
-
-    try:
-        with open("ota/state.json") as f:
-            st = json.loads(f.read())
-    except (OSError, ValueError):
-        return
-    if isinstance(st, dict) and st.get("slot") and st.get("base") == label:
-        import sys
-
-        import otaboot
-
-        otaboot.write({"slot": None, "state": "valid", "boots": 0, "prev": None})
-        sys.modules.pop("otaboot", None)
-        log("ota", "app bundle %s ran on the image in %s, which is replaced" % (st.get("version"), label))
-
-
-async def install(online, rel):
-    """Download, verify and switch to the image of release `rel`. Raises Error (a bad image,
-    no answer, an HTTP status); on return the next boot runs the new image (the caller reboots)."""
-    board, st, buf = online.board, online.st, online._buf
+async def install(app, server, rel):
+    """Download (`server.open_release`), verify and switch to the image of release `rel`. Raises Error
+    (a bad image, no answer, an HTTP status); on return the next boot runs the new image (the caller
+    reboots)."""
+    board, st, buf = app.board, app.st, app.buffers()[0]
     size, want, version = rel["size"], rel["sha256"], rel["version"]
     try:
         part = board.partition("next")
@@ -110,74 +68,73 @@ async def install(online, rel):
         raise Error(_BAD, "image of %d bytes is too small" % size)
     if _BLOCK % len(buf):
         raise Error(_BAD, "buffer size must divide the flash block size")
-    key = "%s %s %s" % (rel.get("id", 0), want[:16], label)
-    pos = _resume_at(st, key, size)
+    key = state.download_key(rel, label)
+    pos = state.download_at(st, key, size, _CHECKPOINT)
     if pos == 0:
-        _forget(st)  # before the first erase: a stale offset must never describe new bytes
-        _detach_bundle(label)
+        state.download_forget(st)  # before the first erase: a stale offset must never describe new bytes
+        gone = state.forget_slot_on(label)
+        if gone is not None:
+            log("ota", "app bundle %s ran on the image in %s, which is replaced" % (gone, label))
     if 0 < pos < size:
         log("ota", "resuming the download of %s at %d of %d bytes" % (version, pos, size))
     elif pos:
         log("ota", "%s is already in %s: verifying it again" % (version, label))
     try:
-        await _fetch(online, rel, part, pos, key)
+        await _fetch(app, server, rel, part, pos, key)
         await verify(part, size, want, version, buf)
     except Error as e:
         if e.status == _BAD:
-            _forget(st)  # what is in the partition is not worth resuming: the next attempt starts at zero
+            state.download_forget(st)  # not worth resuming: the next attempt starts at zero
         raise
     running = board.partition("running").info()[4]
-    st.put(store.IMG_NEW, "%s %s %s" % (version, label, running))
-    st.commit()
+    state.set_image_new(st, version, label, running)
     gc.collect()  # set_boot verifies the whole image (the bootloader's check)
     try:
         part.set_boot()
     except OSError as e:
-        st.delete(store.IMG_NEW)
-        st.delete(store.DL_STATE)
-        st.commit()
+        state.image_failed(st)
         raise Error(_BAD, "the bootloader refused the image in %s (%s)" % (label, e))
     log("ota", "%s holds %s (%d bytes), verified; it runs after the reboot" % (label, version, size))
 
 
-async def _fetch(online, rel, part, pos, key):
+async def _fetch(app, server, rel, part, pos, key):
     """Download into the partition from `pos`, resuming after dropped connections and 5xx answers
     (bounded tries, backoff, one overall deadline)."""
-    board, st, size = online.board, online.st, rel["size"]
+    board, st, size = app.board, app.st, rel["size"]
     deadline = board.ticks_add(board.ticks_ms(), (SLACK_S + size // MIN_BPS) * 1000)
-    back = online.backoff()
+    back = app.backoff()
     tries = 0
     at = [pos]  # bytes [0, at[0]) are in flash; _download moves it on
     while at[0] < size:
         tries += 1
         try:
-            await _download(online, rel, part, at, key, deadline)
+            await _download(app, server, rel, part, at, key, deadline)
         except Error as e:
             pos = at[0]
             if e.status == 416 and pos:
                 at[0] = 0  # the server's file is not the one we have half of: start over
-                _forget(st)
+                state.download_forget(st)
             elif e.status and e.status < 500:  # a bad image (< 0) or an HTTP status not worth a retry
                 raise
             if tries >= _TRIES or board.ticks_diff(deadline, board.ticks_ms()) <= 0:
                 raise
             delay = back.next_s()
             log("ota", "download stopped at %d of %d bytes (%s): resuming in %d s" % (pos, size, e, delay))
-            await online.sleep_s(delay)
+            await app.sleep_s(delay)
 
 
-async def _download(online, rel, part, at, key, deadline):
+async def _download(app, server, rel, part, at, key, deadline):
     """One connection: from at[0] (or 0 if the server ignores the range) to the end; at[0] follows the
     bytes written, so after an error the caller resumes where this stopped."""
-    board, st, buf = online.board, online.st, online._buf
+    board, st, buf = app.board, app.st, app.buffers()[0]
     size = rel["size"]
     pos = at[0]
-    resp, got = await online.open_image(rel, pos)
+    resp, got = await server.open_release(rel, pos)
     try:
         if got != pos:
             log("ota", "server ignored the range request: downloading %s from the start" % rel["version"])
             pos = at[0] = 0
-            _forget(st)
+            state.download_forget(st)
         left = size - pos
         if resp.length != left:
             raise Error(_BAD, "server sends %s bytes, %d expected" % (resp.length, left))
@@ -205,8 +162,7 @@ async def _download(online, rel, part, at, key, deadline):
             pos += n
             at[0] = pos
             if pos % _CHECKPOINT == 0 or pos == size:
-                st.put(store.DL_STATE, "%s %d" % (key, pos))
-                st.commit()
+                state.download_done(st, key, pos)
     finally:
         await resp.close()
 

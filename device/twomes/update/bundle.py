@@ -1,8 +1,8 @@
-# App-bundle updates: stream the bundle into the inactive slot directory through one buffer, check
-# every file's and the whole bundle's size and sha256, read the files back, and only then switch the
-# slot pointer (ota/state.json, one atomic rename). Format: tools/twtools/build.py.
+# App-bundle installer: stream the bundle into the inactive slot directory (ota/a or ota/b) through
+# the app's one buffer, check every file's and the whole bundle's size and sha256, read the files back,
+# and only then switch the slot pointer (state.switch_slot: one atomic rename). Format:
+# tools/twtools/build.py. Loaded by job.py for a bundle release only.
 import hashlib
-import json
 import os
 import sys
 from binascii import hexlify
@@ -10,11 +10,9 @@ from binascii import hexlify
 from micropython import const
 
 from twomes.errors import Error
+from twomes.update import state
 
 _BAD = const(-1)  # errors.Error status: not what the server promised
-# otaboot's slot pointer (otaboot.read/write), read and written here directly: loading otaboot for
-# it, after a download has left the heap in pieces, is more than the update boot's heap can always take
-_STATE = "ota/state.json"
 _MAGIC = b"TWOMES-BUNDLE 2"
 _LINE_MAX = const(128)
 _FILES_MAX = const(200)
@@ -104,10 +102,10 @@ class _Stream:
             raise Error(_BAD, "bundle header is not text")
 
 
-async def install(job, rel):
-    """Download and install a bundle release (`job`: twomes/update.py). Raises Error (a bad bundle, no
-    answer, an HTTP status); on success the new slot is pending: the next boot runs it, and it must
-    confirm itself to stay.
+async def install(app, server, rel):
+    """Download (`server.open_release`) and install a bundle release. Raises Error (a bad bundle, no
+    answer, an HTTP status); on success the new slot is new: the next boot runs it, and it must confirm
+    itself to stay.
 
     Format (tools/twtools/build.py): "TWOMES-BUNDLE 2", "version V", "mpy M", "files N", then N times
     "file PATH SIZE SHA256" followed by SIZE bytes. Every line is checked before anything is written
@@ -115,15 +113,9 @@ async def install(job, rel):
     from twomes import VERSION
     from twomes.log import log
 
-    buf = job._buf
-    try:
-        with open(_STATE) as f:
-            state = json.loads(f.read())
-    except (OSError, ValueError):
-        state = None
-    if not isinstance(state, dict):
-        state = {}  # none, or damaged: otaboot boots the factory app
-    resp, _ = await job.open_image(rel, 0)
+    buf = app.buffers()[0]
+    pointer = state.slot() or {}  # none, or damaged: otaboot boots the factory app
+    resp, _ = await server.open_release(rel, 0)
     try:
         size = rel["size"]
         if resp.length is not None and resp.length != size:
@@ -152,7 +144,7 @@ async def install(job, rel):
         if not 0 < count <= _FILES_MAX:
             raise Error(_BAD, "bad bundle header")
         head = None  # done with: what is not needed any more goes back to the heap as early as it can
-        slot = "b" if state.get("slot") == "a" else "a"
+        slot = "b" if pointer.get("slot") == "a" else "a"
         root = "ota/" + slot
         makedirs("ota")
         rmtree(root)
@@ -215,22 +207,8 @@ async def install(job, rel):
                     total += n
             if total != int(fsize) or hexdigest(h) != fsha:
                 raise Error(_BAD, "%s: read-back mismatch" % path)
-    prev = state.get("slot")
+    prev = pointer.get("slot")
     if prev and "ota/" + prev not in sys.path:
         prev = None  # that bundle does not run now (it belongs to another image): that image's app does
-    with open(_STATE + ".tmp", "w") as f:
-        f.write(
-            json.dumps(
-                {
-                    "slot": slot,
-                    "state": "new",
-                    "boots": 0,
-                    "prev": prev,
-                    "prev_version": VERSION,
-                    "version": version,
-                    "max_boots": job.cfg.confirm_boots,
-                }
-            )
-        )
-    os.rename(_STATE + ".tmp", _STATE)  # atomic, as otaboot.write: the switch is this one rename
+    state.switch_slot(slot, version, prev, VERSION, app.cfg.confirm_boots)
     log("ota", "slot %s holds %s, verified; it runs after the reboot" % (slot, version))

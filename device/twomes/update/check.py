@@ -1,0 +1,83 @@
+# The firmware check: ask the server for its target, decide about it (validate it like any other input,
+# verify its signature, compare it with what runs, the failures so far, safe mode) and, when an update
+# is due, save it as the job of the next boot (job.py installs it from a clean heap). Loaded for a check
+# (at each connection and every fw_check_s), before its request, and unloaded afterwards.
+from micropython import const
+
+from twomes import VERSION
+from twomes.errors import Error
+from twomes.log import log
+from twomes.update import state
+
+_NO_FW_API = const(-2)  # errors.Error status: the server has no firmware API (a plain Twomes server)
+
+
+def valid(rel):
+    """A release object as docs/api.md describes it (the fields the installers rely on)?"""
+    try:
+        return (
+            isinstance(rel["version"], str)
+            and 0 < len(rel["version"]) <= 64
+            and rel["kind"] in ("bundle", "image")
+            and isinstance(rel["size"], int)
+            and rel["size"] > 0
+            and isinstance(rel["sha256"], str)
+            and len(rel["sha256"]) == 64
+            and isinstance(rel["url"], str)
+            and rel["url"].startswith("/")
+        )
+    except (KeyError, TypeError):
+        return False
+
+
+def verify_signature(app, rel):
+    """HOOK for signed releases: the release manifest's Ed25519 signature is verified here
+    (twomes/update/signing.py), before a job is saved; returns False (with a log line) to refuse it.
+    This build has no signing module: every valid release is accepted, as before signing."""
+    return True
+
+
+def decide(app, rel):
+    """`rel`: the server's target (None: none set). True when an update is due: it is saved as the next
+    boot's job (the caller restarts)."""
+    if rel is None:
+        log("firmware", "no target version set on the server; running %s" % VERSION)
+        return False
+    if not valid(rel):
+        log("firmware", "check failed: HTTP 200 malformed release")
+        return False
+    version = rel["version"]
+    if version == VERSION:
+        log("firmware", "up to date (%s)" % VERSION)
+        return False
+    fails = state.fails(app.st, version)
+    if fails >= state.FAILS_MAX:
+        log(
+            "firmware",
+            "target %s failed %d times: not trying it again until the target changes" % (version, fails),
+        )
+        return False
+    if app.safe:
+        log("firmware", "target %s, running %s: no update attempts in safe mode" % (version, VERSION))
+        return False
+    if not verify_signature(app, rel):
+        return False
+    log("firmware", "target %s, running %s: updating in the next boot" % (version, VERSION))
+    state.save_job(rel)
+    return True
+
+
+async def run(app, server):
+    """Ask the server (`server.target()`) and decide. Returns "update" (a job was saved: restart),
+    "none" (nothing to do now, or the check failed: the next one asks again) or "no_api" (the server
+    has no firmware API: do not ask again)."""
+    app.set_state("checking")
+    try:
+        rel = await server.target()
+    except Error as e:
+        if e.status == _NO_FW_API:
+            log("firmware", "server has no firmware API: updates skipped")
+            return "no_api"
+        log("firmware", "check failed: %s" % e)
+        return "none"
+    return "update" if decide(app, rel) else "none"
