@@ -3,6 +3,8 @@
 # are not on the curve or not canonically encoded). SHA-512 is checked against FIPS 180-4 digests.
 from binascii import unhexlify
 
+import edsign
+
 from twomes.update import ed25519
 
 _M1024 = (
@@ -29,10 +31,11 @@ _M1024 = (
     "68d3a101e8a3b8cac60c905c15fc910840b94c00a0b9d0"
 )
 
-# name, public key, message, signature (RFC 8032 7.1; the secret keys are not needed to verify)
+# name, secret key (seed), public key, message, signature (RFC 8032 7.1)
 _VECTORS = (
     (
         "TEST 1",
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
         "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
         "",
         "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
@@ -40,6 +43,7 @@ _VECTORS = (
     ),
     (
         "TEST 2",
+        "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
         "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
         "72",
         "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
@@ -47,6 +51,7 @@ _VECTORS = (
     ),
     (
         "TEST 3",
+        "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
         "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
         "af82",
         "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac"
@@ -54,6 +59,7 @@ _VECTORS = (
     ),
     (
         "TEST 1024",
+        "f5e5767cf153319517630f226876b86c8160cc583bc013744c6bf255f5cc0ee5",
         "278117fc144c72340f67d0f2316e8386ceffbf2b2428c9c51fef7c597f1d426e",
         _M1024,
         "0aab4c900501b3e24d7cdf4663326a3a87df5e4843b2cbdb67cbf6e460fec350"
@@ -61,6 +67,7 @@ _VECTORS = (
     ),
     (
         "TEST SHA(abc)",
+        "833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42",
         "ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf",
         "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
         "dc2a4459e7369633a52b1bf277839a00201009a3efbf3ecb69bea2186c26b589"
@@ -77,7 +84,7 @@ def _h(s):
 
 
 def _vec(i):
-    _, pk, msg, sig = _VECTORS[i]
+    _, _, pk, msg, sig = _VECTORS[i]
     return _h(pk), _h(msg), _h(sig)
 
 
@@ -88,7 +95,7 @@ def _flip(b, i, bit=1):
 
 
 def test_rfc8032_vectors_verify():
-    for name, pk, msg, sig in _VECTORS:
+    for name, _, pk, msg, sig in _VECTORS:
         assert ed25519.verify(_h(pk), _h(msg), _h(sig)), name
     assert len(_h(_M1024)) == 1023
 
@@ -203,3 +210,10 @@ def test_sha512_pure_matches_fips_digests():
     for data, digest in cases:
         assert ed25519.sha512_pure(data) == _h(digest), len(data)
         assert ed25519.sha512(data) == _h(digest), len(data)
+
+
+def test_the_test_signer_reproduces_rfc8032():
+    # edsign (the tests' signer) must give the RFC's public keys and signatures before other tests trust it
+    for name, seed, pk, msg, sig in _VECTORS[:3] + _VECTORS[4:]:
+        assert edsign.public_key(_h(seed)) == _h(pk), name
+        assert edsign.sign(_h(seed), _h(msg)) == _h(sig), name
