@@ -21,6 +21,7 @@ _MODULES = [
     "twtools.monitor",
     "twtools.repurpose",
     "twtools.release",
+    "twtools.keys",
     "twtools.provision",
     "twtools.powercut",
 ]

@@ -108,6 +108,16 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", required=True, choices=["bundle", "image"])
     p.add_argument("--device-type", default="Generic-Test")
     p.add_argument("--target", action="store_true", help="also make it the device type's target")
+    from twtools.keys import add_signing_options
+
+    add_signing_options(p)
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="a manifest signed elsewhere (its exact text; with --signature FILE holding the hex signature)",
+    )
+    p.add_argument("--signature", type=Path, metavar="FILE", help="hex signature of --manifest")
 
     p = admin("target", "set (or clear) the target release of a device type or of one device", cmd_target)
     which = p.add_mutually_exclusive_group(required=True)
@@ -391,12 +401,33 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         return _error(f"{args.file}: no such file")
+    from twtools import keys
+
+    manifest = signature = None
+    try:
+        key = keys.signing_from_args(args)
+        if key is not None:
+            if args.manifest or args.signature:
+                return _error("give either --key/--counter or --manifest/--signature, not both")
+            manifest, signature = keys.sign_file(
+                key, args.file, args.device_type, args.kind, args.version, args.counter
+            )
+        elif args.manifest or args.signature:
+            if not (args.manifest and args.signature):
+                return _error("--manifest and --signature go together")
+            manifest = args.manifest.read_text().strip()
+            signature = args.signature.read_text().strip()
+    except keys.SigningError as e:
+        return _error(str(e))
+    except OSError as e:
+        return _error(f"{e.filename}: {e.strerror}")
 
     def action(client: AdminClient) -> None:
-        release = client.publish(args.file, args.version, args.kind, args.device_type)
+        release = client.publish(args.file, args.version, args.kind, args.device_type, manifest, signature)
         text = (
             f"published release {release['id']}: {release['device_type']} {release['version']} "
-            f"({release['kind']}, {release['size']} bytes, sha256 {release['sha256']})"
+            f"({release['kind']}, {release['size']} bytes, sha256 {release['sha256']}, "
+            f"{'signed' if release.get('signature') else 'unsigned'})"
         )
         data: Any = release
         if args.target:

@@ -32,6 +32,8 @@ class Release(TypedDict):
     sha256: str
     created_on: str
     url: str
+    manifest: str | None
+    signature: str | None
 
 
 class DeviceTypeInfo(TypedDict):
@@ -225,8 +227,14 @@ class AdminClient:
         version: str,
         kind: Literal["bundle", "image"],
         device_type: str = DEFAULT_DEVICE_TYPE,
+        manifest: str | None = None,
+        signature: str | None = None,
     ) -> Release:
-        """Upload a release file (streamed from disk, never read whole into memory)."""
+        """Upload a release file (streamed from disk, never read whole into memory), with its signed
+        manifest and signature when given (`twomes release --key`)."""
+        data = {"version": version, "kind": kind, "device_type": device_type}
+        if manifest is not None and signature is not None:
+            data |= {"manifest": manifest, "signature": signature}
         path = Path(path)
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         with path.open("rb") as handle:
@@ -235,7 +243,7 @@ class AdminClient:
                 self._request(
                     "POST",
                     "/admin/firmware",
-                    data={"version": version, "kind": kind, "device_type": device_type},
+                    data=data,
                     files={"file": (path.name, handle, media_type)},
                 ),
             )

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: release.manifest and release.signature (signed releases)
 BUSY_TIMEOUT_MS = 30_000
 
 GENERIC_TEST_TYPE = "Generic-Test"
@@ -70,6 +70,8 @@ CREATE TABLE release (
     sha256          TEXT NOT NULL,
     filename        TEXT NOT NULL,
     created_on      TEXT NOT NULL,
+    manifest        TEXT,
+    signature       TEXT,
     UNIQUE (device_type_id, version)
 );
 CREATE TABLE device (
@@ -219,6 +221,10 @@ class Database:
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 _seed_device_types(conn)
+            elif version == 1:  # a database of the first schema: releases were unsigned
+                conn.execute("ALTER TABLE release ADD COLUMN manifest TEXT")
+                conn.execute("ALTER TABLE release ADD COLUMN signature TEXT")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise SchemaError(
                     f"{self.path}: unknown schema version {version} (expected {SCHEMA_VERSION})"
