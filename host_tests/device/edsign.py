@@ -38,3 +38,14 @@ def sign(seed, message):
     rb = e._encode(_mul(r, _base()))
     k = int.from_bytes(e.sha512(rb + pub + message), "little") % e._L
     return rb + ((r + k * a) % e._L).to_bytes(32, "little")
+
+
+def canonical(manifest):
+    """The text `twomes release` signs: sorted keys, no spaces, ASCII (the host uses json.dumps with
+    sort_keys; this is the same on both runtimes for the manifest's ASCII values)."""
+    import json
+
+    parts = []
+    for name in sorted(manifest):
+        parts.append(json.dumps(name) + ":" + json.dumps(manifest[name]))
+    return "{" + ",".join(parts) + "}"

@@ -104,12 +104,12 @@ def _other_key(d: Path) -> Path:
 
 
 def test_device_canonical_text_is_the_hosts(key_file: Path) -> None:
-    from twomes.update import signing
-
-    text = _manifest(b"x" * 10, "1.0.0")
     import json
 
-    assert signing.canonical(json.loads(text)) == text
+    import edsign
+
+    text = _manifest(b"x" * 10, "1.0.0")
+    assert edsign.canonical(json.loads(text)) == text
 
 
 def test_manifest_must_describe_the_upload(http: httpx.Client, tw: Twomes, key_file: Path) -> None:

@@ -14,6 +14,7 @@ import sys
 _MODULES = [
     "twtools.sim",
     "twtools.heapbench",
+    "twtools.bench",
     "twtools.server.cli",
     "twtools.ports",
     "twtools.flash",

@@ -42,45 +42,29 @@ def _int(value, lo):
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= _INT_MAX
 
 
+def _chars(s, n, lo):
+    """s is a str of 1..n characters from lo to "~" (printable ASCII; lo "!" also excludes spaces)."""
+    if not isinstance(s, str) or not 0 < len(s) <= n:
+        return False
+    for ch in s:
+        if not lo <= ch <= "~":
+            return False
+    return True
+
+
 def version_ok(v):
     """A release version: 1..64 of [0-9A-Za-z._+-], starting with a letter or digit."""
-    if not isinstance(v, str) or not 0 < len(v) <= 64:
+    if not _chars(v, 64, "!") or v[0] in "._+-":
         return False
-    for i in range(len(v)):
-        ch = v[i]
-        if not ("0" <= ch <= "9" or "a" <= ch <= "z" or "A" <= ch <= "Z" or (i and ch in "._+-")):
+    for ch in v:
+        if not (ch.isalpha() or ch.isdigit() or ch in "._+-"):
             return False
     return True
 
 
 def url_ok(url):
     """A release URL from the server: a path on the same server, printable ASCII without spaces, bounded."""
-    if not isinstance(url, str) or not 0 < len(url) <= _URL_MAX or url[0] != "/" or url[:2] == "//":
-        return False
-    for ch in url:
-        if not "!" <= ch <= "~":
-            return False
-    return True
-
-
-def _text_ok(s, n):
-    if not isinstance(s, str) or not 0 < len(s) <= n:
-        return False
-    for ch in s:
-        if not " " <= ch <= "~":
-            return False
-    return True
-
-
-def keys_from_hex(values):
-    """Config strings (64 hex each) -> list of 32-byte keys; a malformed one raises Error."""
-    keys = []
-    for v in values:
-        k = _hex(v, 64)
-        if k is None:
-            raise Error(_BAD, "a release key is not 64 hex digits")
-        keys.append(k)
-    return keys
+    return _chars(url, _URL_MAX, "!") and url[0] == "/" and url[:2] != "//"
 
 
 def verify(manifest_text, signature, keys, device_type):
@@ -115,7 +99,7 @@ def verify(manifest_text, signature, keys, device_type):
     for name in FIELDS:
         if name not in m:
             raise Error(_BAD, "malformed manifest: no " + name)
-    if not _text_ok(m["device_type"], 64):
+    if not _chars(m["device_type"], 64, " "):
         raise Error(_BAD, "malformed manifest: device_type")
     if m["device_type"] != device_type:
         raise Error(_BAD, "release for device type %s, not %s" % (m["device_type"], device_type))
@@ -168,12 +152,3 @@ def rollback_ok(manifest, stored_counter):
             "security counter %d below the installed %d: rollback refused"
             % (manifest["counter"], stored_counter),
         )
-
-
-def canonical(manifest):
-    """The exact text that is signed: sorted keys, no spaces, ASCII only (what `twomes release` makes).
-    Host tools and tests use it; the device verifies the bytes it is given."""
-    parts = []
-    for name in sorted(manifest):
-        parts.append(json.dumps(name) + ":" + json.dumps(manifest[name]))
-    return "{" + ",".join(parts) + "}"
