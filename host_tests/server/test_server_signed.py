@@ -226,3 +226,23 @@ def test_encrypted_key_needs_its_passphrase(tmp_path: Path) -> None:
     assert r.returncode == 0 and len(r.stdout.strip()) == 64
     r = _twomes("keys", "show", str(key), "--passphrase-env", "MY_PASS", env={**env, "MY_PASS": "wrong"})
     assert r.returncode == 2 and "passphrase is wrong" in r.stderr
+
+
+def test_server_publish_with_a_manifest_signed_elsewhere(
+    tmp_path: Path, server: ReferenceServer, key_file: Path
+) -> None:
+    data = os.urandom(1500)
+    fw = _file(tmp_path, data)
+    version = _version()
+    text = _manifest(data, version, counter=9)
+    (tmp_path / "m.json").write_text(text + "\n")
+    (tmp_path / "m.sig").write_text(keys.sign_text(keys.load_key(key_file), text) + "\n")
+    admin = ["--url", server.url, "--admin-token", server.admin_token]
+    base = ["server", "publish", str(fw), "--version", version, "--kind", "bundle", *admin]
+    r = _twomes(*base, "--manifest", str(tmp_path / "m.json"))
+    assert r.returncode == 1 and "go together" in r.stderr
+    r = _twomes(*base, "--manifest", str(tmp_path / "m.json"), "--signature", str(tmp_path / "m.sig"))
+    assert r.returncode == 0, r.stderr + r.stdout
+    rel = next(x for x in server.client.releases() if x["version"] == version)
+    assert rel["manifest"] == text  # the exact text, the trailing newline of the file dropped
+    assert keys.verify_text(bytes.fromhex(keys.public_hex(keys.load_key(key_file))), text, rel["signature"])
