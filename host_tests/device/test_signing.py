@@ -156,6 +156,12 @@ def test_malformed_fields_are_refused_even_when_signed():
     )
     for field, kw in cases:
         assert _refused_field(field, **kw) == "malformed manifest: " + field, kw
+    # the bounds themselves are fine: counter 0 and 2^31-1, size 1, a 64-character version
+    for kw in ({"counter": 0}, {"counter": (1 << 31) - 1}, {"size": 1}, {"version": "v" * 64}):
+        text, sig = _signed(**kw)
+        m = signing.verify(text, sig, _keys(_OLD), "Generic-Test")
+        for k in kw:
+            assert m[k] == kw[k]
 
 
 def test_missing_or_extra_fields_are_refused():

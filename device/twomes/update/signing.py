@@ -38,10 +38,6 @@ def _hex(text, n):
     return unhexlify(text)
 
 
-def _int(value, lo):
-    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= _INT_MAX
-
-
 def _chars(s, n, lo):
     """s is a str of 1..n characters from lo to "~" (printable ASCII; lo "!" also excludes spaces)."""
     if not isinstance(s, str) or not 0 < len(s) <= n:
@@ -67,14 +63,30 @@ def url_ok(url):
     return _chars(url, _URL_MAX, "!") and url[0] == "/" and url[:2] != "//"
 
 
+def _ok(name, v):
+    """Is v a well-formed value of the manifest or release field `name`?"""
+    if name == "counter" or name == "size":
+        return isinstance(v, int) and not isinstance(v, bool) and (name == "size") <= v <= _INT_MAX
+    if name == "kind":
+        return v in ("bundle", "image")
+    if name == "sha256":
+        return _hex(v, 64) is not None
+    if name == "version":
+        return version_ok(v)
+    if name == "url":
+        return url_ok(v)
+    return _chars(v, 64, " ")  # device_type
+
+
 def verify(manifest_text, signature, keys, device_type):
     """The parsed manifest (dict) if `signature` is a trusted key's signature of `manifest_text` and the
     manifest is well formed and for `device_type`; else raises Error(-1, reason). `keys`: 32-byte
     public keys (bytes) or their 64-hex-digit form."""
     if not manifest_text or not signature:
         raise Error(_BAD, "unsigned release")
+    what = "malformed manifest"
     if not isinstance(manifest_text, str) or len(manifest_text) > _MANIFEST_MAX:
-        raise Error(_BAD, "malformed manifest")
+        raise Error(_BAD, what)
     sig = _hex(signature, 128)
     if sig is None:
         raise Error(_BAD, "malformed signature")
@@ -93,26 +105,16 @@ def verify(manifest_text, signature, keys, device_type):
     try:
         m = json.loads(manifest_text)
     except ValueError:
-        raise Error(_BAD, "malformed manifest")
+        raise Error(_BAD, what)
     if not isinstance(m, dict) or len(m) != len(FIELDS):
-        raise Error(_BAD, "malformed manifest")
+        raise Error(_BAD, what)
     for name in FIELDS:
         if name not in m:
-            raise Error(_BAD, "malformed manifest: no " + name)
-    if not _chars(m["device_type"], 64, " "):
-        raise Error(_BAD, "malformed manifest: device_type")
+            raise Error(_BAD, what + ": no " + name)
+        if not _ok(name, m[name]):
+            raise Error(_BAD, what + ": " + name)
     if m["device_type"] != device_type:
         raise Error(_BAD, "release for device type %s, not %s" % (m["device_type"], device_type))
-    if m["kind"] not in ("bundle", "image"):
-        raise Error(_BAD, "malformed manifest: kind")
-    if not version_ok(m["version"]):
-        raise Error(_BAD, "malformed manifest: version")
-    if not _int(m["counter"], 0):
-        raise Error(_BAD, "malformed manifest: counter")
-    if not _int(m["size"], 1):
-        raise Error(_BAD, "malformed manifest: size")
-    if _hex(m["sha256"], 64) is None:
-        raise Error(_BAD, "malformed manifest: sha256")
     return m
 
 
@@ -123,16 +125,9 @@ def check_release(rel, keys, device_type, allow_unsigned=False):
     Raises Error(-1, reason) otherwise."""
     if not isinstance(rel, dict):
         raise Error(_BAD, "malformed release")
-    if not version_ok(rel.get("version")):
-        raise Error(_BAD, "malformed release: version")
-    if not url_ok(rel.get("url")):
-        raise Error(_BAD, "malformed release: url")
-    if rel.get("kind") not in ("bundle", "image"):
-        raise Error(_BAD, "malformed release: kind")
-    if not _int(rel.get("size"), 1):
-        raise Error(_BAD, "malformed release: size")
-    if _hex(rel.get("sha256"), 64) is None:
-        raise Error(_BAD, "malformed release: sha256")
+    for name in ("version", "url", "kind", "size", "sha256"):
+        if not _ok(name, rel.get(name)):
+            raise Error(_BAD, "malformed release: " + name)
     if not rel.get("manifest") and not rel.get("signature") and allow_unsigned:
         return None
     m = verify(rel.get("manifest"), rel.get("signature"), keys, device_type)
