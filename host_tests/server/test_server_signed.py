@@ -142,21 +142,23 @@ def test_manifest_must_describe_the_upload(http: httpx.Client, tw: Twomes, key_f
     assert r.status_code == 201, r.text
 
 
-def test_first_schema_database_is_migrated(tmp_path: Path) -> None:
+def test_database_without_signing_columns_gets_them(tmp_path: Path) -> None:
     db = tmp_path / "twomes.sqlite3"
     with ReferenceServer(tmp_path) as srv:
         rel = srv.client.publish(_file(tmp_path, b"old"), "1.0.0", "bundle")
-    # make it look like a database of schema 1 (no manifest/signature columns)
+        version = sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0]
+    # a database made before signed releases: no manifest/signature columns
     conn = sqlite3.connect(db)
     conn.execute("ALTER TABLE release DROP COLUMN manifest")
     conn.execute("ALTER TABLE release DROP COLUMN signature")
-    conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
     with ReferenceServer(tmp_path) as srv:
         listed = srv.client.releases()
         assert [(r["id"], r["manifest"], r["signature"]) for r in listed] == [(rel["id"], None, None)]
-    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 2
+    conn = sqlite3.connect(db)
+    assert {"manifest", "signature"} <= {row[1] for row in conn.execute("PRAGMA table_info(release)")}
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == version  # no schema number of its own
 
 
 def _file(d: Path, data: bytes) -> Path:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCHEMA_VERSION = 2  # 2: release.manifest and release.signature (signed releases)
+SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 
 GENERIC_TEST_TYPE = "Generic-Test"
@@ -221,17 +221,23 @@ class Database:
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 _seed_device_types(conn)
-            elif version == 1:  # a database of the first schema: releases were unsigned
-                conn.execute("ALTER TABLE release ADD COLUMN manifest TEXT")
-                conn.execute("ALTER TABLE release ADD COLUMN signature TEXT")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise SchemaError(
                     f"{self.path}: unknown schema version {version} (expected {SCHEMA_VERSION})"
                 )
+            _add_release_signing(conn)
             if conn.execute("SELECT count(*) FROM admin_token").fetchone()[0] == 0:
                 return create_admin_token(conn)
         return None
+
+
+def _add_release_signing(conn: sqlite3.Connection) -> None:
+    """Signed releases (release.manifest, release.signature): added to a database made before them,
+    whatever its schema version (the columns are optional: such releases are unsigned)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(release)")}
+    for column in ("manifest", "signature"):
+        if column not in have:
+            conn.execute(f"ALTER TABLE release ADD COLUMN {column} TEXT")
 
 
 def _seed_device_types(conn: sqlite3.Connection) -> None:
