@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install sim server board heap powercut test lint fmt browser-deps clean
+.PHONY: install sim server board heap bench powercut test lint fmt browser-deps clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ board: install
 ## Benchmark (prints figures): the smallest MicroPython heap that walks the whole sim story.
 heap: install
 	$(BIN)/twomes heap
+
+## Benchmark (prints figures): the release-signature check on the MicroPython unix port, ESP32 estimate.
+bench: install
+	$(BIN)/twomes bench signature
 
 ## Power cuts at every durable write of a bundle and an image update, on two virtual boards (~6 min).
 powercut: install

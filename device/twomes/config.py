@@ -11,13 +11,6 @@ _MAX_FILE = const(4096)
 # key: (default, type, min, max). Strings: min/max bound the length.
 _SPEC = {
     "server_url": ("https://127.0.0.1:8443", str, 8, 200),
-    "ca_file": (
-        "ca.der",
-        str,
-        1,
-        64,
-    ),  # the CA (DER) that signs the server's certificate, deployed with this file
-    "allow_http": (False, bool, 0, 1),  # lab only: plain http to the server (logged at every boot)
     "device_type": ("Generic-Test", str, 1, 64),
     "name_prefix": ("TWOMES-", str, 1, 16),
     "button_pin": (0, int, 0, 48),
@@ -38,7 +31,23 @@ _SPEC = {
     "confirm_boots": (3, int, 1, 10),
     "hold_wifi_s": (3, int, 1, 30),
     "hold_factory_s": (10, int, 2, 60),
+    # trust (docs/security.md): the public keys whose signatures the device accepts on a release
+    # manifest (64 hex digits each; two during a key rotation), the CA certificate (DER) that signed the
+    # server's certificate, and two lab-only switches that the device logs at every boot
+    "release_keys": ((), list, 0, 4),
+    "allow_unsigned": (False, bool, 0, 1),
+    "ca_file": ("ca.der", str, 1, 64),
+    "allow_http": (False, bool, 0, 1),
 }
+
+
+def _hex_key(v):
+    if not isinstance(v, str) or len(v) != 64:
+        return False
+    for ch in v:
+        if not ("0" <= ch <= "9" or "a" <= ch <= "f"):
+            return False
+    return True
 
 
 def defaults():
@@ -66,12 +75,21 @@ def update(cfg, values):
         if kind is int and isinstance(value, bool) or not isinstance(value, kind):
             cfg.problems.append("%s must be %s" % (key, kind.__name__))
             continue
-        size = len(value) if kind is str else value
+        size = len(value) if kind is str or kind is list else value
         if kind is not bool and not lo <= size <= hi:
             cfg.problems.append("%s out of range %d..%d" % (key, lo, hi))
             continue
         if key == "server_url" and not (value.startswith("http://") or value.startswith("https://")):
             cfg.problems.append("server_url must start with http:// or https://")
+            continue
+        if kind is list:
+            bad = [v for v in value if not _hex_key(v)]
+            if bad:
+                cfg.problems.append("%s: each key must be 64 lower-case hex digits" % key)
+                continue
+            value = tuple(value)
+        elif key == "ca_file" and [ch for ch in value if not "!" <= ch <= "~"]:
+            cfg.problems.append("ca_file has spaces, control or non-ASCII characters")
             continue
         setattr(cfg, key, value)
 

@@ -22,3 +22,12 @@ def log(tag, msg):
     print(line)
     if sink is not None:
         sink.append(line)
+
+
+def printable(text, limit=64):
+    """Text from outside (a server, a phone) as it may reach the console: control characters shown as
+    '?', bounded - so nobody can forge a console line or send escape sequences to the terminal."""
+    out = []
+    for ch in text[:limit]:
+        out.append("?" if ch < " " or "\x7f" <= ch < "\xa0" else ch)
+    return "".join(out) + ("..." if len(text) > limit else "")

@@ -19,6 +19,8 @@ FW_FAILED = "fw_bad"  # version whose failed attempts FW_FAILS counts
 FW_FAILS = "fw_fails"  # failed attempts of FW_FAILED in a row
 DL_STATE = "dl_state"  # a resumable image download
 IMG_NEW = "img_new"  # an ESP32 app image was installed and switched to
+FW_COUNTER = "fw_ctr"  # highest security counter of a release kept (anti-rollback)
+FW_COUNTER_NEW = "fw_ctr_new"  # the security counter of the release just installed, until it is kept
 ALL_KEYS = (
     ACT_TOKEN,
     AP_SECRET,
@@ -31,6 +33,8 @@ ALL_KEYS = (
     FW_FAILS,
     DL_STATE,
     IMG_NEW,
+    FW_COUNTER,
+    FW_COUNTER_NEW,
 )
 
 

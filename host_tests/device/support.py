@@ -100,6 +100,7 @@ def make_app(url, **settings):
     cfg = config.defaults()
     cfg.server_url = url
     cfg.allow_http = True
+    cfg.release_keys = (release_key(),)
     cfg.retry_base_s = 0.02  # tests: fast retries (the config file's minimum is 1 s)
     cfg.retry_max_s = 0.1
     cfg.http_timeout_s = 2
@@ -135,8 +136,39 @@ async def firmware_check(app, on):
     return False
 
 
-def release(blob, kind, rel_id, version="9.9.9", **over):
-    """A release object as the firmware API describes `blob` (fields in `over` replace the true ones)."""
+SEED = bytes(range(32))  # the test fleet's release key (make_app trusts its public key)
+_PUB = []
+
+
+def release_key():
+    """The public key (64 hex) of SEED, as twomes.json's release_keys holds it."""
+    if not _PUB:
+        import binascii
+
+        import edsign
+
+        _PUB.append(binascii.hexlify(edsign.public_key(SEED)).decode())
+    return _PUB[0]
+
+
+def sign(rel, counter=1, device_type="Generic-Test", seed=SEED):
+    """Add a signed manifest of `rel` (as `twomes release --key` makes it) to `rel`; returns it."""
+    import binascii
+
+    import edsign
+
+    m = {"device_type": device_type, "kind": rel["kind"], "version": rel["version"], "counter": counter}
+    m["size"] = rel["size"]
+    m["sha256"] = rel["sha256"]
+    text = edsign.canonical(m)
+    rel["manifest"] = text
+    rel["signature"] = binascii.hexlify(edsign.sign(seed, text.encode())).decode()
+    return rel
+
+
+def release(blob, kind, rel_id, version="9.9.9", signed=True, counter=1, **over):
+    """A release object as the firmware API describes `blob` (fields in `over` replace the true ones),
+    signed with the test fleet's key (of what it says, `over` included) unless signed=False."""
     import hashlib
 
     from twomes.update import bundle
@@ -151,4 +183,4 @@ def release(blob, kind, rel_id, version="9.9.9", **over):
     }
     for k in over:
         rel[k] = over[k]
-    return rel
+    return sign(rel, counter) if signed else rel

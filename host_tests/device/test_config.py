@@ -46,3 +46,43 @@ def test_bad_json_and_wrong_shape():
 def test_secure_by_default():
     cfg = config.defaults()
     assert cfg.server_url.startswith("https://") and cfg.allow_http is False and cfg.ca_file == "ca.der"
+
+
+_KEY1 = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+_KEY2 = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"
+
+
+def test_trust_defaults_are_strict():
+    cfg = config.defaults()
+    assert cfg.release_keys == () and cfg.allow_unsigned is False
+    assert cfg.allow_http is False and cfg.ca_file == "ca.der"
+
+
+def test_trust_keys_are_read():
+    cfg = config.load(
+        _write(
+            '{"release_keys": ["%s", "%s"], "ca_file": "certs/ca.der", "allow_http": true, '
+            '"allow_unsigned": true}' % (_KEY1, _KEY2)
+        )
+    )
+    assert cfg.problems == []
+    assert cfg.release_keys == (_KEY1, _KEY2) and cfg.ca_file == "certs/ca.der"
+    assert cfg.allow_http is True and cfg.allow_unsigned is True
+
+
+def test_bad_trust_keys_are_reported():
+    for text, word in (
+        ('{"release_keys": "%s"}' % _KEY1, "release_keys must be list"),
+        ('{"release_keys": ["%s"]}' % _KEY1.upper(), "64 lower-case hex"),
+        ('{"release_keys": ["%s", 5]}' % _KEY1, "64 lower-case hex"),
+        ('{"release_keys": ["%s"]}' % _KEY1[:-1], "64 lower-case hex"),
+        ('{"release_keys": ["%s", "%s", "%s", "%s", "%s"]}' % ((_KEY1,) * 5), "out of range 0..4"),
+        ('{"ca_file": "ca.der\\n"}', "ca_file has spaces"),
+        ('{"ca_file": ""}', "ca_file out of range"),
+        ('{"allow_http": "yes"}', "allow_http must be bool"),
+        ('{"allow_unsigned": 1}', "allow_unsigned must be bool"),
+    ):
+        cfg = config.load(_write(text))
+        assert word in " | ".join(cfg.problems), (text, cfg.problems)
+        assert cfg.release_keys == () and cfg.ca_file == "ca.der"
+        assert cfg.allow_http is False and cfg.allow_unsigned is False

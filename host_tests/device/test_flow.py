@@ -120,7 +120,9 @@ def test_an_update_found_is_saved_and_installed_by_the_next_boot():
         from twomes.online import phase
 
         assert await phase.firmware(app, on, False) is True  # saved: the app restarts into the update boot
-        assert _job() == rel and _pointer() is None
+        saved = dict(rel)
+        saved["counter"] = 1  # from its signed manifest: kept once the new version confirms itself
+        assert _job() == saved and _pointer() is None
         assert [r[1] for r in srv.requests] == ["/device/firmware/target"]  # nothing downloaded yet
         assert _lines("updating in the next boot")
         support.power_cycle()
@@ -281,3 +283,98 @@ def test_malformed_release_from_server_is_an_error_not_an_update():
 
     bad = {"id": 1, "version": "2", "kind": "floppy", "size": 10, "sha256": "0" * 64, "url": "/x"}
     _go(lambda m, p, h, b: fw(200, {"release": bad}), body)
+
+
+# ---- signed releases -----------------------------------------------------------------------------
+
+
+def _refused_unsigned(rel, word, **settings):
+    async def body(app, on, srv):
+        assert await _check(app, on) is False
+        assert _job() is None and _pointer() is None
+        assert _lines("refused") and _lines(word), support.logged()
+        assert [r[1] for r in srv.requests] == ["/device/firmware/target"]  # nothing downloaded
+
+    _go(_fw_server(rel, Reply(200, b"")), body, **settings)
+
+
+def test_unsigned_wrong_key_and_other_type_releases_are_refused_before_anything_is_written():
+    blob = bundle("9.9.9", FILES)
+    _refused_unsigned(release(blob, signed=False), "unsigned")
+    other = support.sign(release(blob, signed=False), 1, seed=bytes(32))  # a key the device does not trust
+    _refused_unsigned(other, "signature")
+    _refused_unsigned(support.sign(release(blob, signed=False), 1, "Other-Type"), "device type")
+    forged = release(blob)
+    forged["size"] += 1  # the server's release no longer says what was signed
+    _refused_unsigned(forged, "differs from its signed manifest")
+
+
+def test_unsigned_release_only_with_the_lab_setting():
+    blob = bundle("9.9.9", FILES)
+    rel = release(blob, signed=False)
+
+    async def body(app, on, srv):
+        assert await _check(app, on) is True
+        assert _lines("allow_unsigned is set") and _pointer()["version"] == "9.9.9"
+
+    _go(_fw_server(rel, Reply(200, blob)), body, allow_unsigned=True)
+
+
+def test_a_lower_security_counter_is_refused_after_a_higher_one_was_kept():
+    from twomes.update import state
+
+    blob = bundle("9.9.9", FILES)
+
+    async def body(app, on, srv):
+        app.st.put_int(store.FW_COUNTER, 5)  # a release with counter 5 was installed and kept
+        app.st.commit()
+        assert await _check(app, on) is False
+        assert _lines("security counter 4 below the installed 5")
+        assert state.counter(app.st) == 5
+
+    _go(_fw_server(release(blob, counter=4), Reply(200, blob)), body)
+
+
+def test_key_rotation_two_trusted_keys():
+    import binascii
+
+    import edsign
+
+    blob = bundle("9.9.9", FILES)
+    new_seed = bytes(range(1, 33))
+    rel = support.sign(release(blob, signed=False), 2, seed=new_seed)
+
+    async def body(app, on, srv):
+        app.cfg.release_keys = (support.release_key(), binascii.hexlify(edsign.public_key(new_seed)).decode())
+        assert await _check(app, on) is True
+
+    _go(_fw_server(rel, Reply(200, blob)), body)
+
+
+def test_the_counter_is_kept_only_when_the_new_version_is_kept():
+    from twomes.update import state
+
+    async def body(app, on, srv):
+        state.installed_counter(app.st, "9.9.9", 7)
+        state.confirm_kept(app.st, "1.0.0", False)  # another version kept: not 9.9.9's counter
+        assert state.counter(app.st) is None
+        state.installed_counter(app.st, "9.9.9", 7)
+        state.confirm_kept(app.st, "9.9.9", False)
+        assert state.counter(app.st) == 7
+        state.installed_counter(app.st, "9.9.8", 3)
+        state.confirm_kept(app.st, "9.9.8", False)
+        assert state.counter(app.st) == 7  # never lower
+
+    _go(None, body)
+
+
+def test_control_characters_in_a_version_or_url_are_a_malformed_release():
+    blob = bundle("9.9.9", FILES)
+    for over in ({"version": "9.9.9\n[ 1.0] firmware: FAKE"}, {"url": "/x\r\nX-Evil: 1"}):
+        rel = release(blob, signed=False, **over)
+
+        async def body(app, on, srv):
+            assert await _check(app, on) is False
+            assert _lines("malformed release") and not _lines("FAKE")
+
+        _go(lambda m, p, h, b, rel=rel: fw(200, {"release": rel}), body)

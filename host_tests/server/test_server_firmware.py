@@ -59,7 +59,19 @@ def test_publish_release(http: httpx.Client, tw: Twomes, server: ReferenceServer
     )
     assert r.status_code == 201, r.text
     rel = r.json()
-    assert set(rel) == {"id", "version", "kind", "device_type", "size", "sha256", "created_on", "url"}
+    assert set(rel) == {
+        "id",
+        "version",
+        "kind",
+        "device_type",
+        "size",
+        "sha256",
+        "created_on",
+        "url",
+        "manifest",
+        "signature",
+    }
+    assert rel["manifest"] is None and rel["signature"] is None  # unsigned
     assert rel["version"] == version
     assert rel["kind"] == "bundle"
     assert rel["device_type"] == "Generic-Test"

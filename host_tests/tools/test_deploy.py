@@ -179,3 +179,35 @@ def test_deploy_errors_in_plain_words(board, tmp_path, capsys):
         holder.close()
     assert main(["deploy", "--port", "/dev/null", "-c", "colour=blue"]) == 2
     assert "unknown key 'colour'" in capsys.readouterr().err
+
+
+def test_deploy_puts_the_ca_and_the_release_keys(board, tmp_path, capsys):
+    from twtools import keys, tls
+
+    certs = tls.make_test_certs(tmp_path / "certs")
+    old = keys.new_key(tmp_path / "old.key")
+    new = keys.new_key(tmp_path / "new.key")
+    out = tmp_path / "build"
+    assert (
+        d.deploy(
+            board.port,
+            [],
+            reset=False,
+            out=out,
+            ca=str(certs["ca_pem"]),  # PEM given: the board gets DER
+            release_keys=[old, str(tmp_path / "new.key.pub")],
+        )
+        == 0
+    )
+    assert (board.fs / "ca.der").read_bytes() == certs["ca_der"].read_bytes()
+    cfg = json.loads((board.fs / "twomes.json").read_text())
+    assert cfg == {"release_keys": [old, new]}
+    capsys.readouterr()
+    # another ca_file name is honoured; bad input is refused in plain words before anything is copied
+    assert d.deploy(board.port, ["ca_file=certs.der"], reset=False, out=out, ca=str(certs["ca_der"])) == 0
+    assert (board.fs / "certs.der").read_bytes() == certs["ca_der"].read_bytes()
+    with pytest.raises(d.DeployError, match="not an X.509 certificate"):
+        d.deploy(board.port, [], reset=False, out=out, ca=str(tmp_path / "old.key.pub"))
+    with pytest.raises(d.DeployError, match="64 hex digits"):
+        d.deploy(board.port, [], reset=False, out=out, release_keys=["abcd"])
+    assert d.parse_config_args([f"release_keys={old},{new}"]) == {"release_keys": [old, new]}

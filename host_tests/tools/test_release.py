@@ -107,3 +107,28 @@ def test_images_checked_and_published(tmp_path, server, capsys):
         == 2
     )
     assert 'Unknown device type "Nope"' in capsys.readouterr().err
+
+
+def test_signed_bundle_release(tmp_path, server, capsys):
+    from twtools import keys
+
+    key = tmp_path / "release.key"
+    pub = keys.new_key(key)
+    out = tmp_path / "s.bundle"
+    args = ["release", "--version", "4.0.0", "--out", str(out), *_admin(server)]
+    assert main([*args, "--key", str(key)]) == 2
+    assert "--counter" in capsys.readouterr().err
+    assert main([*args, "--counter", "2"]) == 2
+    assert "--counter needs --key" in capsys.readouterr().err
+    assert main([*args, "--key", str(key), "--counter", "2"]) == 0
+    assert "signed manifest" in capsys.readouterr().out
+    rel = [r for r in server.client.releases() if r["version"] == "4.0.0"][0]
+    data = out.read_bytes()
+    assert rel["manifest"] == keys.manifest_text(
+        "Generic-Test", "bundle", "4.0.0", 2, len(data), hashlib.sha256(data).hexdigest()
+    )
+    assert keys.verify_text(bytes.fromhex(pub), rel["manifest"], rel["signature"])
+    # the device's own check agrees (device/twomes/update/signing.py on CPython)
+    from twomes.update import signing
+
+    assert signing.check_release(rel, [pub], "Generic-Test")["counter"] == 2

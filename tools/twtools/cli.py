@@ -14,6 +14,7 @@ import sys
 _MODULES = [
     "twtools.sim",
     "twtools.heapbench",
+    "twtools.bench",
     "twtools.server.cli",
     "twtools.ports",
     "twtools.flash",
@@ -21,6 +22,7 @@ _MODULES = [
     "twtools.monitor",
     "twtools.repurpose",
     "twtools.release",
+    "twtools.keys",
     "twtools.provision",
     "twtools.powercut",
 ]

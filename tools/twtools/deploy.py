@@ -189,9 +189,47 @@ def parse_config_args(items: list[str]) -> dict[str, Any]:
                 values[key] = int(text, 0)
             except ValueError:
                 raise DeployError(f"--config {key}: {text!r} is not a whole number") from None
+        elif kind is list:
+            values[key] = [v.strip() for v in text.split(",") if v.strip()]
         else:
             values[key] = text
     return values
+
+
+def trust_changes(ca: str | None, release_keys: list[str]) -> tuple[dict[str, Any], bytes | None]:
+    """``--release-key`` (64 hex digits or a ``.pub`` file) -> config ``release_keys``; ``--ca FILE``
+    (PEM or DER) -> the CA certificate in DER, the form the device reads (config ``ca_file``)."""
+    changes: dict[str, Any] = {}
+    if release_keys:
+        from twtools.keys import SigningError, public_key_from_text
+
+        found = []
+        for item in release_keys:
+            text = Path(item).read_text() if Path(item).is_file() else item
+            try:
+                found.append(public_key_from_text(text).hex())
+            except SigningError as e:
+                raise DeployError(f"--release-key {item}: {e}") from None
+        changes["release_keys"] = found
+    der = None
+    if ca is not None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        try:
+            data = Path(ca).read_bytes()
+        except OSError as e:
+            raise DeployError(f"--ca {ca}: {e.strerror}") from None
+        try:
+            cert = (
+                x509.load_pem_x509_certificate(data)
+                if data.lstrip().startswith(b"-----BEGIN")
+                else x509.load_der_x509_certificate(data)
+            )
+        except ValueError:
+            raise DeployError(f"--ca {ca}: not an X.509 certificate (PEM or DER)") from None
+        der = cert.public_bytes(Encoding.DER)
+    return changes, der
 
 
 def merge_config(board_text: str | None, changes: dict[str, Any], fresh: bool = False) -> dict[str, Any]:
@@ -361,9 +399,10 @@ def run_board_script(t: Transport, script: str, **values: Any) -> dict[str, Any]
     return _marked(t.exec(board_script(script, **values)))
 
 
-def read_board(t: Transport) -> BoardState:
+def read_board(t: Transport, extra: tuple[str, ...] = ()) -> BoardState:
+    """What the board has; ``extra``: more root files to hash (the CA file)."""
     data = run_board_script(
-        t, BOARD_SCRIPT, dirs=APP_DIRS, root=(*ROOT_FILES, CONFIG_FILE), config=CONFIG_FILE
+        t, BOARD_SCRIPT, dirs=APP_DIRS, root=(*ROOT_FILES, CONFIG_FILE, *extra), config=CONFIG_FILE
     )
     return BoardState(files=dict(data["files"]), dirs=list(data["dirs"]), config=data["config"])
 
@@ -400,8 +439,12 @@ def deploy(
     soft_reset: bool = True,
     out: Path | None = None,
     fresh_config: bool = False,
+    ca: str | None = None,
+    release_keys: list[str] | None = None,
 ) -> int:
     changes = parse_config_args(config_items)
+    trust, ca_der = trust_changes(ca, release_keys or [])
+    changes |= trust
     try:
         device = pick_port(port)
         check_port(device)
@@ -411,6 +454,9 @@ def deploy(
     print(f"reading what {device} has (via {t.name}) ...", flush=True)
     board = read_board(t)
     config = merge_config(board.config, changes, fresh_config)
+    ca_name = str(config.get("ca_file") or devicecode.config_spec()["ca_file"][0])
+    if ca_der is not None:
+        board = read_board(t, (ca_name,))
     if "server_url" not in config:
         print(
             "warning: no server_url configured; the device will use http://127.0.0.1:8000, which only a "
@@ -420,6 +466,9 @@ def deploy(
     if erase:
         print(erase_nvs(t))
     local = build_local(out or BUILD_DIR / "deploy", config)
+    if ca_der is not None:
+        local[ca_name] = (out or BUILD_DIR / "deploy") / "ca.der"
+        local[ca_name].write_bytes(ca_der)
     plan = make_plan(local, board, erase)
     print(
         f"{len(plan.puts)} to copy, {len(plan.unchanged)} unchanged, "
@@ -435,7 +484,7 @@ def deploy(
                 bar.update(1)
 
             t.apply(plan, step)
-    after = read_board(t)
+    after = read_board(t, (ca_name,) if ca_der is not None else ())
     wrong = [p for p, f in local.items() if after.files.get(p) != sha256_file(f)]
     if wrong:
         raise DeployError(f"after copying, these files differ on the board: {', '.join(wrong)}")
@@ -456,6 +505,8 @@ def run(args: argparse.Namespace) -> int:
             reset=not args.no_reset,
             soft_reset=not args.no_soft_reset,
             fresh_config=args.fresh_config,
+            ca=args.ca,
+            release_keys=args.release_key,
         )
     except DeployError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -490,6 +541,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument(
         "--via", choices=("mpremote", "ampy"), default="mpremote", help="tool that talks to the board"
+    )
+    p.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="the CA certificate (PEM or DER) the device trusts for https; copied as DER to ca_file",
+    )
+    p.add_argument(
+        "--release-key",
+        action="append",
+        metavar="KEY",
+        help="a trusted release public key: 64 hex digits or a .pub file from `twomes keys new` "
+        "(repeatable: two during a key rotation); replaces release_keys",
     )
     p.add_argument("--no-reset", action="store_true", help="do not restart the board afterwards")
     p.add_argument(

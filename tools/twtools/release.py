@@ -13,7 +13,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from twtools import esp32image
+from twtools import esp32image, keys
 from twtools.adminargs import AdminArgsError, add_admin_options, admin_client, server_problem
 from twtools.build import BUILD_DIR, build_bundle
 
@@ -73,6 +73,15 @@ def release(args: argparse.Namespace) -> int:
         kind = "bundle"
         what = f"app bundle {version}"
     print(f"{what}: {path} ({size} bytes, sha256 {digest})")
+    key = keys.signing_from_args(args)
+    manifest = signature = None
+    if key is not None:
+        manifest, signature = keys.sign_file(key, path, args.device_type, kind, version, args.counter)
+        print(f"signed manifest (key {keys.public_hex(key)[:16]}...): {manifest}")
+    else:
+        print(
+            "unsigned: devices with release_keys in their config refuse it (sign with --key FILE --counter N)"
+        )
     if not args.server:
         if args.target:
             raise ReleaseError("--target needs --server (and an admin token)")
@@ -82,7 +91,7 @@ def release(args: argparse.Namespace) -> int:
     from twtools.server.client import ServerError
 
     try:
-        rel = client.publish(path, version, kind, args.device_type)
+        rel = client.publish(path, version, kind, args.device_type, manifest, signature)
         print(
             f"published release {rel['id']}: {rel['device_type']} {rel['version']} ({rel['kind']}) on {client.url}"
         )
@@ -119,7 +128,7 @@ def release(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     try:
         return release(args)
-    except (ReleaseError, AdminArgsError) as e:
+    except (ReleaseError, AdminArgsError, keys.SigningError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -140,4 +149,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--device-type", default=DEFAULT_TYPE, help=f"device type (default {DEFAULT_TYPE})")
     p.add_argument("--out", metavar="FILE", help="where to write the bundle (or the image's app part)")
+    keys.add_signing_options(p)
     p.set_defaults(func=run)

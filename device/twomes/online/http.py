@@ -16,6 +16,7 @@ from micropython import const
 
 from twomes import hw
 from twomes.errors import Error
+from twomes.log import printable
 
 _NET = const(0)  # errors.Error status: no (readable) answer
 _HEAD_MAX = const(1024)  # status line + headers: the size of the app's preallocated head buffer
@@ -363,11 +364,3 @@ async def fail(resp):
     except Exception:  # noqa: BLE001 - the status is what matters
         d = ""
     raise Error(resp.status, d)
-
-
-def printable(text, limit=64):
-    """A server's text as it may reach the console: control characters shown as '?', bounded."""
-    out = []
-    for ch in text[:limit]:
-        out.append("?" if ch < " " or "\x7f" <= ch < "\xa0" else ch)
-    return "".join(out) + ("..." if len(text) > limit else "")

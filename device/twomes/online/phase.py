@@ -6,8 +6,7 @@
 from micropython import const
 
 from twomes.errors import Error, Restart
-from twomes.log import log
-from twomes.online.http import printable
+from twomes.log import log, printable
 from twomes.online.server import Server
 
 _NET = const(0)

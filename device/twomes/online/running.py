@@ -10,8 +10,7 @@ from micropython import const
 
 from twomes import VERSION, wifi
 from twomes.errors import Error
-from twomes.log import log
-from twomes.online.http import printable
+from twomes.log import log, printable
 
 _UPLOAD_BATCH = const(20)
 _PROPS_MAX = const(64)

@@ -6,7 +6,7 @@ from micropython import const
 
 from twomes import VERSION
 from twomes.errors import Error
-from twomes.log import log
+from twomes.log import log, printable
 from twomes.update import state
 
 _NO_FW_API = const(-2)  # errors.Error status: the server has no firmware API (a plain Twomes server)
@@ -25,21 +25,49 @@ def valid(rel):
             and len(rel["sha256"]) == 64
             and isinstance(rel["url"], str)
             and rel["url"].startswith("/")
+            and _plain(rel["version"])
+            and _plain(rel["url"])
         )
     except (KeyError, TypeError):
         return False
 
 
-def verify_signature(app, rel):
-    """HOOK for signed releases: the release manifest's Ed25519 signature is verified here
-    (twomes/update/signing.py), before a job is saved; returns False (with a log line) to refuse it.
-    This build has no signing module: every valid release is accepted, as before signing."""
+def _plain(text):
+    """Printable ASCII without spaces: a version or a URL never carries anything that could split a
+    request line or forge a console line."""
+    for ch in text:
+        if not "!" <= ch <= "~":
+            return False
     return True
+
+
+def verify_signature(app, rel):
+    """The release's signed manifest (twomes/update/signing.py), checked before a job is saved: a
+    trusted key's signature, this device type, the release's version/kind/size/sha256 equal to the
+    manifest's, and a security counter not below the highest one kept (anti-rollback). Returns None
+    when the release may be installed, else the reason it is refused. Unsigned releases only with
+    allow_unsigned (lab; said on the console)."""
+    from twomes.update import signing
+
+    cfg = app.cfg
+    try:
+        m = signing.check_release(rel, cfg.release_keys, cfg.device_type, cfg.allow_unsigned)
+        if m is None:
+            log("firmware", "unsigned release %s accepted: allow_unsigned is set (lab only)" % rel["version"])
+            return None
+        signing.rollback_ok(m, state.counter(app.st))
+        rel["counter"] = m["counter"]
+        return None
+    except Error as e:
+        return str(e)
+    finally:
+        signing = None
+        app.unload("update.signing", "update.ed25519")
 
 
 def decide(app, rel):
     """`rel`: the server's target (None: none set). True when an update is due: it is saved as the next
-    boot's job (the caller restarts)."""
+    boot's job (the caller restarts). A release refused for its signature: the reason (a str)."""
     if rel is None:
         log("firmware", "no target version set on the server; running %s" % VERSION)
         return False
@@ -60,8 +88,10 @@ def decide(app, rel):
     if app.safe:
         log("firmware", "target %s, running %s: no update attempts in safe mode" % (version, VERSION))
         return False
-    if not verify_signature(app, rel):
-        return False
+    why = verify_signature(app, rel)
+    if why is not None:
+        log("firmware", "target %s refused: %s" % (printable(version), why))
+        return why
     log("firmware", "target %s, running %s: updating in the next boot" % (version, VERSION))
     state.save_job(rel)
     return True
@@ -80,4 +110,11 @@ async def run(app, server):
             return "no_api"
         log("firmware", "check failed: %s" % e)
         return "none"
-    return "update" if decide(app, rel) else "none"
+    done = decide(app, rel)
+    if isinstance(done, str):  # refused: the server is told why (where its protocol has a way)
+        try:
+            await server.report(rel, False, done)
+        except Error as e:
+            log("firmware", "could not report the refusal: %s" % e)
+        return "none"
+    return "update" if done else "none"

@@ -54,6 +54,8 @@ async def run(app, server):
         app.unload("update.bundle", "update.image")
     state.drop_job()
     if ok is True:
+        if "counter" in rel:  # signed: kept (anti-rollback) once this version confirms itself
+            state.installed_counter(app.st, version, rel["counter"])
         await _report(server, rel, True, "installed; the new version runs after the reboot")
         return "installed"
     if isinstance(ok, Error) and ok.status == 401:  # session revoked: not the release's fault

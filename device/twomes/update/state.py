@@ -32,6 +32,10 @@
 #                  <partition> while <running partition> ran; committed before set_boot. The new image
 #                  marks itself valid when it sees its own version here, the old one knows it was
 #                  rolled back (or the switch never happened).
+#   fw_ctr      i32  the highest security counter of a signed release that was installed AND kept:
+#                    a release with a lower counter is refused (anti-rollback, twomes/update/signing.py)
+#   fw_ctr_new  str  "<version> <counter>" of the signed release just installed; when that version
+#                    confirms itself and is kept, fw_ctr becomes the higher of the two (confirm_kept)
 import json
 import os
 
@@ -236,10 +240,33 @@ def count_failure(st, version):
     return n
 
 
+def counter(st):
+    """The highest security counter kept so far, or None (no signed release installed yet)."""
+    n = st.get_int(store.FW_COUNTER, -1)
+    return None if n < 0 else n
+
+
+def installed_counter(st, version, n):
+    """The release `version` with security counter `n` was installed (not kept yet)."""
+    st.put(store.FW_COUNTER_NEW, "%s %d" % (version, n))
+    st.commit()
+
+
 def confirm_kept(st, version, image):
     """`version` confirmed itself and is kept; `image`: it is a new image, whose marker and download
-    state are done with. Its failures (not another version's) are forgotten. fw_ok is written last: a cut
-    before it repeats the confirmation."""
+    state are done with. Its failures (not another version's) are forgotten; its security counter is
+    kept (the higher one wins). fw_ok is written last: a cut before it repeats the confirmation."""
+    new = st.get(store.FW_COUNTER_NEW)
+    if new is not None:
+        v, _, n = new.partition(" ")
+        try:
+            n = int(n)
+        except ValueError:
+            n = -1
+        if v == version and n > st.get_int(store.FW_COUNTER, -1):
+            st.put_int(store.FW_COUNTER, n)
+            st.commit()
+        st.delete(store.FW_COUNTER_NEW)
     if image:
         st.delete(store.IMG_NEW)
         st.delete(store.DL_STATE)

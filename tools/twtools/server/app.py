@@ -243,6 +243,8 @@ def _release_json(row: sqlite3.Row) -> dict[str, Any]:
         "sha256": row["sha256"],
         "created_on": row["created_on"],
         "url": f"/device/firmware/releases/{row['id']}/image",
+        "manifest": row["manifest"],
+        "signature": row["signature"],
     }
 
 
@@ -818,6 +820,18 @@ _UPLOAD_OPENAPI: dict[str, Any] = {
                         },
                         "kind": {"type": "string", "enum": ["bundle", "image"]},
                         "device_type": {"type": "string", "description": "Name of an existing device type."},
+                        "manifest": {
+                            "type": "string",
+                            "minLength": 2,
+                            "maxLength": s.MANIFEST_MAX,
+                            "description": "Signed release manifest (exact text, `twomes release --key`); "
+                            "its fields must match the upload. Optional, with `signature`.",
+                        },
+                        "signature": {
+                            "type": "string",
+                            "pattern": s.SIGNATURE_PATTERN,
+                            "description": "Ed25519 signature of `manifest`, hex. Required with `manifest`.",
+                        },
                     },
                 }
             }
@@ -868,9 +882,46 @@ def _validate_release_form(upload: ReceivedUpload) -> s.ReleaseForm:
         errors.append({"type": "missing", "loc": ("body", "file"), "msg": "Field required", "input": None})
     elif upload.size == 0:
         errors.append({"type": "value_error", "loc": ("body", "file"), "msg": "File is empty", "input": None})
+    if form is not None and not errors:
+        errors += _manifest_errors(form, upload)
     if errors or form is None:
         raise RequestValidationError(errors)
     return form
+
+
+def _manifest_errors(form: s.ReleaseForm, upload: ReceivedUpload) -> list[dict[str, Any]]:
+    """A signed manifest must describe this very upload (the server cannot check the signature: it has
+    no keys; devices do). Returns validation errors, empty when fine or unsigned."""
+
+    def err(loc: str, msg: str) -> list[dict[str, Any]]:
+        return [{"type": "value_error", "loc": ("body", loc), "msg": msg, "input": None}]
+
+    if (form.manifest is None) != (form.signature is None):
+        return err(
+            "signature" if form.signature is None else "manifest", "manifest and signature go together"
+        )
+    if form.manifest is None:
+        return []
+    try:
+        m = json.loads(form.manifest)
+    except ValueError:
+        return err("manifest", "Manifest is not JSON")
+    fields = {"counter", "device_type", "kind", "sha256", "size", "version"}
+    if not isinstance(m, dict) or set(m) != fields:
+        return err("manifest", "Manifest must have exactly: " + ", ".join(sorted(fields)))
+    want = {
+        "device_type": form.device_type,
+        "kind": form.kind,
+        "version": form.version,
+        "size": upload.size,
+        "sha256": upload.sha256,
+    }
+    wrong = [k for k, v in want.items() if m[k] != v]
+    if wrong:
+        return err("manifest", "Manifest does not match the upload: " + ", ".join(wrong))
+    if not isinstance(m["counter"], int) or isinstance(m["counter"], bool) or not 0 <= m["counter"] < 2**31:
+        return err("manifest", "Manifest counter must be 0..2147483647")
+    return []
 
 
 def _publish_release(
@@ -896,9 +947,18 @@ def _publish_release(
                     detail=f'Release version "{form.version}" already exists for device type "{form.device_type}"',
                 )
             cur = conn.execute(
-                "INSERT INTO release (device_type_id, version, kind, size, sha256, filename, created_on)"
-                " VALUES (?, ?, ?, ?, ?, '', ?)",
-                (type_row["id"], form.version, form.kind, upload.size, upload.sha256, dbm.utcnow()),
+                "INSERT INTO release (device_type_id, version, kind, size, sha256, filename, created_on,"
+                " manifest, signature) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?)",
+                (
+                    type_row["id"],
+                    form.version,
+                    form.kind,
+                    upload.size,
+                    upload.sha256,
+                    dbm.utcnow(),
+                    form.manifest,
+                    form.signature,
+                ),
             )
             release_id = int(cur.lastrowid or 0)
             filename = release_filename(release_id)

@@ -67,8 +67,29 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     run.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    run.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve https with a local CA and a certificate for localhost/127.0.0.1/::1 (made once in "
+        "--tls-dir and kept; `twomes server ca` exports the CA for the devices)",
+    )
+    run.add_argument("--tls-dir", type=Path, help="TLS files (default: tls/ next to --db)")
     run.add_argument("--watch-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
+
+    ca = sub.add_parser(
+        "ca",
+        help="export the local CA certificate (DER) that devices trust for `server run --tls`",
+        description="Write the reference server's local CA certificate in DER (the device's ca_file) to "
+        "--out (default: stdout must not be a terminal). The CA is made if it does not exist yet.",
+    )
+    ca.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, help=f"the server's database (default {DEFAULT_DB})"
+    )
+    ca.add_argument("--tls-dir", type=Path, help="TLS files (default: tls/ next to --db)")
+    ca.add_argument("--out", "-o", type=Path, help="write the DER file here (e.g. ca.der)")
+    ca.add_argument("--pem", action="store_true", help="PEM instead of DER (for curl --cacert and browsers)")
+    ca.set_defaults(func=cmd_ca)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document (JSON)")
     openapi.set_defaults(func=cmd_openapi)
@@ -108,6 +129,16 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", required=True, choices=["bundle", "image"])
     p.add_argument("--device-type", default="Generic-Test")
     p.add_argument("--target", action="store_true", help="also make it the device type's target")
+    from twtools.keys import add_signing_options
+
+    add_signing_options(p)
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="a manifest signed elsewhere (its exact text; with --signature FILE holding the hex signature)",
+    )
+    p.add_argument("--signature", type=Path, metavar="FILE", help="hex signature of --manifest")
 
     p = admin("target", "set (or clear) the target release of a device type or of one device", cmd_target)
     which = p.add_mutually_exclusive_group(required=True)
@@ -222,9 +253,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             "(`twomes server token` makes a new one)",
             file=sys.stderr,
         )
+    ssl_files: dict[str, str] = {}
+    if args.tls:
+        from twtools.tls import server_files
+
+        files = server_files(tls_dir(args))
+        ssl_files = {"ssl_certfile": str(files.certfile), "ssl_keyfile": str(files.keyfile)}
+        print(f"TLS: certificate {files.certfile}; devices trust the CA {files.ca_der}", flush=True)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"{URL_LINE}http://{shown}:{port}", flush=True)
+    print(f"{URL_LINE}{'https' if args.tls else 'http'}://{shown}:{port}", flush=True)
     if token is not None:
         print(f"{TOKEN_LINE}{token}", flush=True)
 
@@ -236,11 +274,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         access_log=not args.no_access_log,
         timeout_graceful_shutdown=5,
         server_header=False,
+        **ssl_files,  # type: ignore[arg-type]
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+    return 0
+
+
+def tls_dir(args: argparse.Namespace) -> Path:
+    return Path(args.tls_dir) if args.tls_dir else Path(args.db).parent / "tls"
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    from twtools.tls import cert_pem, ensure_ca
+
+    ca = ensure_ca(tls_dir(args))
+    d = tls_dir(args)
+    data = cert_pem(ca.cert) if args.pem else (d / "ca.der").read_bytes()
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(data)
+        print(f"wrote {args.out} ({'PEM' if args.pem else 'DER'}, {len(data)} bytes): the CA of {d}")
+        return 0
+    if sys.stdout.isatty() and not args.pem:
+        return _error("DER is binary: give --out FILE (or --pem)")
+    sys.stdout.buffer.write(data)
     return 0
 
 
@@ -391,12 +451,33 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         return _error(f"{args.file}: no such file")
+    from twtools import keys
+
+    manifest = signature = None
+    try:
+        key = keys.signing_from_args(args)
+        if key is not None:
+            if args.manifest or args.signature:
+                return _error("give either --key/--counter or --manifest/--signature, not both")
+            manifest, signature = keys.sign_file(
+                key, args.file, args.device_type, args.kind, args.version, args.counter
+            )
+        elif args.manifest or args.signature:
+            if not (args.manifest and args.signature):
+                return _error("--manifest and --signature go together")
+            manifest = args.manifest.read_text().strip()
+            signature = args.signature.read_text().strip()
+    except keys.SigningError as e:
+        return _error(str(e))
+    except OSError as e:
+        return _error(f"{e.filename}: {e.strerror}")
 
     def action(client: AdminClient) -> None:
-        release = client.publish(args.file, args.version, args.kind, args.device_type)
+        release = client.publish(args.file, args.version, args.kind, args.device_type, manifest, signature)
         text = (
             f"published release {release['id']}: {release['device_type']} {release['version']} "
-            f"({release['kind']}, {release['size']} bytes, sha256 {release['sha256']})"
+            f"({release['kind']}, {release['size']} bytes, sha256 {release['sha256']}, "
+            f"{'signed' if release.get('signature') else 'unsigned'})"
         )
         data: Any = release
         if args.target:

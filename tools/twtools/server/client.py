@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import os
+import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypedDict, cast
@@ -32,6 +34,8 @@ class Release(TypedDict):
     sha256: str
     created_on: str
     url: str
+    manifest: str | None
+    signature: str | None
 
 
 class DeviceTypeInfo(TypedDict):
@@ -110,10 +114,32 @@ class ServerError(Exception):
         return cls(response.status_code, response.text.strip() or response.reason_phrase)
 
 
+def ca_context(path: str | Path | None) -> ssl.SSLContext | bool:
+    """An SSL context trusting the CA certificate in ``path`` (PEM or DER), or True (system CAs)."""
+    if not path:
+        return True
+    data = Path(path).read_bytes()
+    ctx = ssl.create_default_context()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        ctx.load_verify_locations(cadata=data.decode())
+    else:
+        ctx.load_verify_locations(cadata=data)
+    return ctx
+
+
 class AdminClient:
     """Admin API client: ``AdminClient(url, admin_token)``; use as a context manager or call close()."""
 
-    def __init__(self, url: str, admin_token: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        admin_token: str,
+        *,
+        timeout: float = 30.0,
+        verify: ssl.SSLContext | bool | None = None,
+    ) -> None:
+        """``verify``: for https, an SSL context or True (system CAs); by default system CAs, or the CA
+        file (PEM or DER) named by ``$TWOMES_CA`` (a reference server's local CA, `twomes server ca`)."""
         self.url = url.rstrip("/")
         self.admin_token = admin_token
         self._http = httpx.Client(
@@ -121,6 +147,7 @@ class AdminClient:
             headers={"Authorization": f"Bearer {admin_token}"},
             timeout=httpx.Timeout(timeout),
             trust_env=False,
+            verify=verify if verify is not None else ca_context(os.environ.get("TWOMES_CA")),
         )
 
     def __enter__(self) -> AdminClient:
@@ -225,8 +252,14 @@ class AdminClient:
         version: str,
         kind: Literal["bundle", "image"],
         device_type: str = DEFAULT_DEVICE_TYPE,
+        manifest: str | None = None,
+        signature: str | None = None,
     ) -> Release:
-        """Upload a release file (streamed from disk, never read whole into memory)."""
+        """Upload a release file (streamed from disk, never read whole into memory), with its signed
+        manifest and signature when given (`twomes release --key`)."""
+        data = {"version": version, "kind": kind, "device_type": device_type}
+        if manifest is not None and signature is not None:
+            data |= {"manifest": manifest, "signature": signature}
         path = Path(path)
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         with path.open("rb") as handle:
@@ -235,7 +268,7 @@ class AdminClient:
                 self._request(
                     "POST",
                     "/admin/firmware",
-                    data={"version": version, "kind": kind, "device_type": device_type},
+                    data=data,
                     files={"file": (path.name, handle, media_type)},
                 ),
             )

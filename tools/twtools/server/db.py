@@ -70,6 +70,8 @@ CREATE TABLE release (
     sha256          TEXT NOT NULL,
     filename        TEXT NOT NULL,
     created_on      TEXT NOT NULL,
+    manifest        TEXT,
+    signature       TEXT,
     UNIQUE (device_type_id, version)
 );
 CREATE TABLE device (
@@ -223,9 +225,19 @@ class Database:
                 raise SchemaError(
                     f"{self.path}: unknown schema version {version} (expected {SCHEMA_VERSION})"
                 )
+            _add_release_signing(conn)
             if conn.execute("SELECT count(*) FROM admin_token").fetchone()[0] == 0:
                 return create_admin_token(conn)
         return None
+
+
+def _add_release_signing(conn: sqlite3.Connection) -> None:
+    """Signed releases (release.manifest, release.signature): added to a database made before them,
+    whatever its schema version (the columns are optional: such releases are unsigned)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(release)")}
+    for column in ("manifest", "signature"):
+        if column not in have:
+            conn.execute(f"ALTER TABLE release ADD COLUMN {column} TEXT")
 
 
 def _seed_device_types(conn: sqlite3.Connection) -> None:

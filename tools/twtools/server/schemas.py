@@ -20,6 +20,8 @@ from pydantic import (
 # The Twomes name check is anchored only at the start ("TWOMES-D3AD48-OLD" is a valid name).
 DEVICE_NAME_PATTERN = r"^TWOMES-[0-9A-F]{6}"
 VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._+-]*$"
+SIGNATURE_PATTERN = r"^[0-9a-f]{128}$"
+MANIFEST_MAX = 512  # the device refuses a longer manifest (device/twomes/update/signing.py)
 TYPE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # Latest instant a timestamp may name: 9999-12-31T23:59:59Z.
 MAX_UNIX_TIME = 253402300799
@@ -181,6 +183,15 @@ class Release(BaseModel):
     sha256: str = Field(description="Lower-case hex SHA-256 of the file.")
     created_on: datetime
     url: str = Field(description="Download path (device token): `/device/firmware/releases/{id}/image`.")
+    manifest: str | None = Field(
+        default=None,
+        description="The signed release manifest, exact text (canonical JSON: counter, device_type, kind, "
+        "sha256, size, version); null for an unsigned release.",
+    )
+    signature: str | None = Field(
+        default=None,
+        description="Ed25519 signature of the manifest's UTF-8 bytes, 128 lower-case hex digits.",
+    )
 
 
 class FirmwareTarget(BaseModel):
@@ -272,6 +283,8 @@ class ReleaseForm(_Body):
     version: ReleaseVersion
     kind: ReleaseKind
     device_type: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    manifest: Annotated[str, StringConstraints(min_length=2, max_length=MANIFEST_MAX)] | None = None
+    signature: Annotated[str, StringConstraints(pattern=SIGNATURE_PATTERN)] | None = None
 
 
 class ErrorDetail(BaseModel):

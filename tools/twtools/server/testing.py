@@ -15,6 +15,7 @@ import atexit
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ class ReferenceServer:
         startup_timeout: float = 30.0,
         extra_args: Sequence[str] = (),
         python: str | None = None,
+        tls: bool = False,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = (
@@ -66,6 +68,8 @@ class ReferenceServer:
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)
         self.python = python or sys.executable
+        self.tls = tls  # https with the server's local CA (workdir/tls/ca.der, ca.pem)
+        self.tls_dir = self.workdir / "tls"
         self.url = ""
         self.admin_token = ""
         self._process: subprocess.Popen[bytes] | None = None
@@ -97,7 +101,7 @@ class ReferenceServer:
         if not self.url:
             raise RuntimeError("server not started")
         if self._client is None:
-            self._client = AdminClient(self.url, self.admin_token)
+            self._client = AdminClient(self.url, self.admin_token, verify=self.verify)
         return self._client
 
     def command(self) -> list[str]:
@@ -123,7 +127,16 @@ class ReferenceServer:
             cmd += ["--max-upload", str(self.max_upload)]
         if not self.access_log:
             cmd.append("--no-access-log")
+        if self.tls:
+            cmd += ["--tls", "--tls-dir", str(self.tls_dir)]
         return cmd + self.extra_args
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client needs to trust this server (its local CA when ``tls``)."""
+        if not self.tls:
+            return True
+        return ssl.create_default_context(cafile=str(self.tls_dir / "ca.pem"))
 
     def start(self) -> ReferenceServer:
         if self.running:
@@ -220,7 +233,7 @@ class ReferenceServer:
 
     def _wait_until_answering(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        with httpx.Client(base_url=self.url, timeout=5.0, trust_env=False) as http:
+        with httpx.Client(base_url=self.url, timeout=5.0, trust_env=False, verify=self.verify) as http:
             while True:
                 try:
                     if http.get("/openapi.json").status_code == 200:

@@ -1,0 +1,51 @@
+# Ed25519 SIGNING for the device tests (RFC 8032 5.1.5/5.1.6), on both runtimes, built on the device
+# verifier's curve arithmetic: tests sign manifests of their own with throw-away seeds. Test code only:
+# the device never signs. test_ed25519 checks it against the RFC 8032 signatures.
+from twomes.update import ed25519 as e
+
+
+def _mul(n, pt):
+    q = (0, 1, 1, 0)
+    while n:
+        if n & 1:
+            q = e._add(q, pt)
+        pt = e._double(pt)
+        n >>= 1
+    return q
+
+
+def _base():
+    return (e._BX, e._BY, 1, e._BX * e._BY % e._P)
+
+
+def _secret(seed):
+    h = e.sha512(bytes(seed))
+    a = int.from_bytes(h[:32], "little")
+    a &= (1 << 254) - 8
+    a |= 1 << 254
+    return a, h[32:]
+
+
+def public_key(seed):
+    a, _ = _secret(seed)
+    return e._encode(_mul(a, _base()))
+
+
+def sign(seed, message):
+    a, prefix = _secret(seed)
+    pub = e._encode(_mul(a, _base()))
+    r = int.from_bytes(e.sha512(prefix + message), "little") % e._L
+    rb = e._encode(_mul(r, _base()))
+    k = int.from_bytes(e.sha512(rb + pub + message), "little") % e._L
+    return rb + ((r + k * a) % e._L).to_bytes(32, "little")
+
+
+def canonical(manifest):
+    """The text `twomes release` signs: sorted keys, no spaces, ASCII (the host uses json.dumps with
+    sort_keys; this is the same on both runtimes for the manifest's ASCII values)."""
+    import json
+
+    parts = []
+    for name in sorted(manifest):
+        parts.append(json.dumps(name) + ":" + json.dumps(manifest[name]))
+    return "{" + ",".join(parts) + "}"
