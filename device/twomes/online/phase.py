@@ -20,11 +20,22 @@ async def run(app, creds):
     srv = Server(app)
     if srv.session is None:
         await activate(app, srv)
-    if await firmware(app, srv, True):
+    upd = updates(app, srv)
+    if await firmware(app, upd, True):
         return UPDATE
     from twomes.online import running
 
-    return await running.run(app, srv, creds, firmware)
+    return await running.run(app, srv, creds, firmware, upd)
+
+
+def updates(app, srv):
+    """Where updates come from: the Twomes server `srv` (its firmware API), or an Eclipse hawkBit DDI
+    server (config updates = "hawkbit", twomes/online/ddi.py) with the same update calls."""
+    if app.cfg.updates != "hawkbit":
+        return srv
+    from twomes.online.ddi import Ddi
+
+    return Ddi(app)
 
 
 async def activate(app, srv):
@@ -78,7 +89,18 @@ async def firmware(app, srv, confirm):
     app.set_state("checking")
     try:
         data = await srv.authed("GET", "/device/firmware/target")
-        return fw.check(srv, data) is True
+        if fw.check(srv, data) is not True:
+            return False
+        if srv.__class__ is not Server:  # DDI: the action is taken (hawkBit shows it running)
+            try:
+                await srv.report(
+                    data["release"],
+                    True,
+                    ["%s saved: installing it in the next boot" % data["release"]["version"]],
+                )
+            except Error as e:
+                log("firmware", "feedback failed: %s" % e)
+        return True
     except Error as e:
         if e.status == _NO_FW_API:
             log("firmware", "server has no firmware API: updates skipped")

@@ -121,15 +121,17 @@ async def upload(app, srv):
             app.set_state(RUNNING, "firmware %s" % VERSION)
 
 
-async def run(app, srv, creds, check):
-    """Until Wi-Fi is lost for good (three rejoins failed): then "offline". `check(app, srv, False)`
-    is the periodic firmware check (the online phase's): True when it saved an update -> "update"."""
+async def run(app, srv, creds, check, upd=None):
+    """Until Wi-Fi is lost for good (three rejoins failed): then "offline". `check(app, upd, False)`
+    is the periodic firmware check (the online phase's) with the update seam `upd` (srv, or a DDI server
+    whose polling interval, sleep_s, replaces fw_check_s): True when it saved an update -> "update"."""
+    upd = upd or srv
     board, cfg = app.board, app.cfg
     await learn(srv)
     app.set_state(RUNNING, "firmware %s" % VERSION)
     measure(app, srv, "booted_fw", VERSION)
     hb_ms = cfg.heartbeat_s * 1000
-    fw_ms = cfg.fw_check_s * 1000
+    fw_ms = (getattr(upd, "sleep_s", None) or cfg.fw_check_s) * 1000
     last_hb = last_fw = board.ticks_ms()
     measure(app, srv, "heartbeat", "1")
     back = app.backoff()
@@ -163,7 +165,8 @@ async def run(app, srv, creds, check):
                     app.set_state("activating", "session refused")
         if board.ticks_diff(now, last_fw) >= fw_ms:
             last_fw = now
-            if await check(app, srv, False):
+            if await check(app, upd, False):
                 return "update"
+            fw_ms = (getattr(upd, "sleep_s", None) or cfg.fw_check_s) * 1000
             app.set_state(RUNNING, "firmware %s" % VERSION)
         await app.sleep_s(0.5)
