@@ -278,6 +278,8 @@ class Ddi:
         skip: where the file starts in the artifact; manifest: the signed manifest's text if one came
         with it), or None. A cancelled action is acknowledged and gives None."""
         links = await self.poll()
+        if "configData" in links:  # answered: the server may offer more to a target it knows now
+            links = await self.poll()
         if "cancelAction" in links:
             await self.cancel(_href(links, ("cancelAction",), "controller"))
             return None
