@@ -401,6 +401,23 @@ def test_cancel_is_acknowledged_and_gives_no_target():
     _go(server, body)
 
 
+def test_a_saved_release_is_still_wanted_until_its_action_is_cancelled():
+    server = Ddi(os.urandom(100), name="f.bin")
+
+    async def body(app, upd, srv):
+        rel = await upd.target()
+        assert await upd.wanted(rel) is True
+        server.action = 18  # the server moved on to another action
+        assert await upd.wanted(rel) is False
+        server.action = 17
+        server.cancel = 30
+        assert await upd.wanted(rel) is False
+        assert server.feedback[-1][0] == ROOT + "dev/cancelAction/30/feedback"
+        assert server.feedback[-1][1]["status"]["execution"] == "closed"
+
+    _go(server, body)
+
+
 def test_config_data_is_sent_when_asked_and_the_token_stays_home():
     blob = os.urandom(100)
     server = Ddi(blob, name="f.bin")

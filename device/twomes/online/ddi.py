@@ -431,6 +431,18 @@ class Ddi:
         await self.feedback("cancelAction", cid, "closed", "success", ["cancelled on the device"])
         log("firmware", "DDI action %s cancelled by the server: acknowledged" % self.cancelled)
 
+    async def wanted(self, rel):
+        """Is rel's action still open? (The update job asks before it installs a saved release.) A
+        cancelled action is acknowledged here: False, and the job is dropped by its caller."""
+        links = await self.poll()
+        if "cancelAction" in links:
+            await self.cancel(_href(links, ("cancelAction",), "controller"))
+            return False
+        if "deploymentBase" not in links:
+            return False
+        href = _href(links, ("deploymentBase",), "controller")
+        return href.endswith("/" + rel["action"]) or ("/" + rel["action"] + "?") in href
+
     async def report(self, rel, ok, details):
         """Update feedback: ok True -> proceeding (a step done), False -> closed + failure."""
         details = [details] if isinstance(details, str) else details
