@@ -161,3 +161,36 @@ def test_an_interrupted_image_download_resumes(lab: Lab, goosebit: GooseBit) -> 
         assert _state(goosebit, ident.name, "Finished")["sw_version"] == v2
     finally:
         board.stop()
+
+
+def test_twomes_release_publishes_to_goosebit_and_rolls_out(
+    lab: Lab, goosebit: GooseBit, tmp_path, capsys, monkeypatch
+) -> None:
+    from twtools.cli import main
+    from twtools.goosebit import ADMIN
+
+    ident, token = _identity(lab, goosebit, "24:6F:28:DD:10:06")
+    v2 = f"{BASE}-ddi.6"
+    monkeypatch.setenv("TWOMES_DDI_USER", ADMIN[0])
+    monkeypatch.setenv("TWOMES_DDI_PASSWORD", ADMIN[1])
+    argv = ["release", "--version", v2, "--out", str(tmp_path / "b.bundle"), "--ddi", goosebit.url]
+    assert main([*argv, "--rollout", ident.name]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"published software \d+ \(twomes-{re.escape(v2)}.bundle in an SWUpdate archive\)", out)
+    assert f"to feed '{ident.name}'" in out
+    # the device sees it: the rollout reached its feed
+    board = _board(lab, ident, token, "released")
+    try:
+        board.start()
+        board.wait_for(
+            rf"target {re.escape(v2)}, running {re.escape(lab.old)}: updating in the next boot", 60
+        )
+    finally:
+        board.stop()
+    # the same version again: gooseBit refuses it, in plain words
+    assert main(argv) == 2
+    assert "409" in capsys.readouterr().err
+    # wrong credentials
+    monkeypatch.setenv("TWOMES_DDI_PASSWORD", "wrong")
+    assert main([*argv[:2], f"{v2}.x", *argv[3:]]) == 2
+    assert "login refused" in capsys.readouterr().err
