@@ -479,3 +479,38 @@ def test_ddi_needs_its_url():
     app, _ = support.make_app("http://127.0.0.1:1", updates="hawkbit")
     e = support.raises(Error, ddi.Ddi, app)
     assert "no ddi_url" in str(e)
+
+
+def test_config_keys():
+    from twomes import config
+
+    cfg = config.defaults()
+    assert cfg.updates == "twomes" and cfg.ddi_url == "" and cfg.ddi_token_kind == "TargetToken"
+    config.update(
+        cfg,
+        {
+            "updates": "hawkbit",
+            "ddi_url": "https://hawkbit.example.org",
+            "ddi_tenant": "acme",
+            "ddi_token": "x" * 32,
+            "ddi_token_kind": "GatewayToken",
+        },
+    )
+    assert cfg.problems == [] and cfg.updates == "hawkbit" and cfg.ddi_tenant == "acme"
+    cfg = config.defaults()
+    config.update(
+        cfg,
+        {
+            "updates": "mender",
+            "ddi_url": "ftp://x.example",
+            "ddi_token_kind": "BearerToken",
+            "ddi_tenant": "",
+        },
+    )
+    assert cfg.problems == [
+        "updates must be one of twomes, hawkbit",
+        "ddi_url must start with http:// or https://",
+        "ddi_token_kind must be one of TargetToken, GatewayToken",
+        "ddi_tenant out of range 1..64",
+    ]
+    assert cfg.updates == "twomes" and cfg.ddi_url == "" and cfg.ddi_tenant == "DEFAULT"
