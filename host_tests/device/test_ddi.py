@@ -214,6 +214,10 @@ def test_swu_archive_gives_the_release_file_inside_it():
             assert got == 0 and resp.length == 2500 and await _read(resp) == payload
         finally:
             await resp.close()
+        # a chunked answer would hand the installer the chunk framing: refused
+        srv.handler = lambda m, p, h, b: Reply(200, blob, {"Transfer-Encoding": "chunked"})
+        e = await _error(upd.open_release(rel, 0))
+        assert e.status == 0 and "chunked downloads are not supported" in str(e)
 
     _go(server, body)
 

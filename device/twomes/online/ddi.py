@@ -159,6 +159,11 @@ def swu_head(buf, n):
     return name, start, size, sha, version, manifest
 
 
+def _plain(resp):
+    if resp.headers.get("transfer-encoding"):
+        raise Error(_NET, "chunked downloads are not supported (the server must send Content-Length)")
+
+
 class _Part:
     """The release file inside a larger answer: `skip` bytes dropped, `size` bytes passed on; looks
     like an http.Response to the installers (length, headers, readinto, close)."""
@@ -371,6 +376,7 @@ class Ddi:
         try:
             if resp.status not in (200, 206):
                 await http.fail(resp)
+            _plain(resp)
             n = 0
             mv = memoryview(buf)
             while n < _SWU_HEAD:
@@ -479,6 +485,7 @@ class Ddi:
             extra = "Range: bytes=%d-%d\r\n" % (skip + offset, skip + size - 1)
         resp = await self.open("GET", self._abs(rel["url"]), extra)
         try:
+            _plain(resp)
             if resp.status == 206 and extra:
                 want = "bytes %d-" % (skip + offset)
                 if not resp.headers.get("content-range", "").startswith(want):
