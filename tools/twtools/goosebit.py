@@ -186,6 +186,15 @@ class GooseBit:
             )
 
     def start(self) -> GooseBit:
+        for attempt in range(3):  # the free port may be taken between the check and uvicorn's bind
+            try:
+                return self._start()
+            except GooseBitError as e:
+                if attempt == 2 or "address already in use" not in str(e):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self) -> GooseBit:
         port = _free_port()
         self._settings(port)
         self.migrate()
