@@ -56,6 +56,7 @@ class Ddi:
         self.feedback = []  # (path, body)
         self.config = []
         self.links = None
+        self.manifest = None  # bytes: a manifest artifact next to the release file
 
     def controller(self, url):
         links = {}
@@ -79,12 +80,22 @@ class Ddi:
         }
         if not self.name.endswith(".swu"):
             art["hashes"]["sha256"] = _hex(self.blob)
+        arts = [art]
+        if self.manifest is not None:  # the signed manifest as a second artifact of the chunk
+            arts.append(
+                {
+                    "filename": self.name + ".manifest.json",
+                    "size": len(self.manifest),
+                    "hashes": {},
+                    "_links": {"download": {"href": url + ROOT + "dev/softwaremodules/1/artifacts/m.json"}},
+                }
+            )
         return {
             "id": str(self.action),
             "deployment": {
                 "download": "forced",
                 "update": "forced",
-                "chunks": [{"part": "os", "version": self.version, "name": "twomes", "artifacts": [art]}],
+                "chunks": [{"part": "os", "version": self.version, "name": "twomes", "artifacts": arts}],
             },
         }
 
@@ -105,6 +116,8 @@ class Ddi:
             if m == "POST" and p.endswith("/feedback"):
                 self.feedback.append((p, json.loads(b)))
                 return Reply(200, b"")
+            if m == "GET" and p == name + "/softwaremodules/1/artifacts/m.json":
+                return Reply(200, self.manifest)
             if m == "GET" and p.startswith(name + "/softwaremodules/1/artifacts/"):
                 rng = h.get("range")
                 if rng and self.ranges:
@@ -518,3 +531,34 @@ def test_config_keys():
         "updates must be one of twomes, hawkbit",
     ]
     assert cfg.updates == "twomes" and cfg.ddi_url == "" and cfg.ddi_tenant == "DEFAULT"
+
+
+def test_a_manifest_artifact_comes_with_the_release():
+    server = Ddi(os.urandom(300), name="f.bin")
+    server.manifest = b'{"version": "9.9.9", "sig": "abc"}'
+
+    async def body(app, upd, srv):
+        rel = await upd.target()
+        assert rel["manifest"] == '{"version": "9.9.9", "sig": "abc"}' and rel["size"] == 300
+        server.manifest = b"x" * 3000  # larger than any manifest: refused
+        e = await _error(upd.target())
+        assert e.status == -1 and "manifest missing or larger than 2048 bytes" in str(e)
+
+    _go(server, body)
+
+
+def test_the_confirmation_after_an_update_closes_the_action():
+    from twomes import store
+
+    server = Ddi(os.urandom(300), name="f.bin", version=VERSION)
+
+    async def body(app, upd, srv):
+        app.st.put(store.FW_CONFIRMED, "0.0.1")  # a new version runs: its confirmation is due
+        app.st.commit()
+        assert await phase.firmware(app, upd, True) is False  # nothing more to install
+        assert app.st.get(store.FW_CONFIRMED) == VERSION  # kept
+        fb = [b for p, b in server.feedback if p.endswith("/deploymentBase/17/feedback")]
+        assert fb[0]["status"]["execution"] == "closed" and fb[0]["status"]["result"]["finished"] == "success"
+        assert fb[0]["status"]["details"] == ["running " + VERSION]
+
+    _go(server, body)
