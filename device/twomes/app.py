@@ -252,7 +252,12 @@ class App:
         return await job.run(self, self.server())
 
     def server(self):
-        """Where updates come from (the seam, docs/device-architecture.md)."""
+        """Where updates come from (the seam, docs/device-architecture.md): the Twomes server, or an
+        Eclipse hawkBit DDI server (config updates = "hawkbit")."""
+        if self.cfg.updates == "hawkbit":
+            from twomes.online.ddi import Ddi
+
+            return Ddi(self)
         from twomes.online.server import Server
 
         return Server(self)

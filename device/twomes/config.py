@@ -38,7 +38,15 @@ _SPEC = {
     "allow_unsigned": (False, bool, 0, 1),
     "ca_file": ("ca.der", str, 1, 64),
     "allow_http": (False, bool, 0, 1),
+    # where updates come from: "twomes" (the server_url's firmware API) or "hawkbit" (an Eclipse hawkBit
+    # DDI server, docs/hawkbit.md; activation and measurements stay on server_url)
+    "updates": ("twomes", str, 6, 7),
+    "ddi_url": ("", str, 0, 200),  # the DDI server's base URL (without the tenant)
+    "ddi_tenant": ("DEFAULT", str, 1, 64),
+    "ddi_token": ("", str, 0, 128),  # the target's (or the gateway's) security token: never logged
+    "ddi_token_kind": ("TargetToken", str, 11, 12),  # TargetToken | GatewayToken
 }
+_CHOICES = {"updates": ("twomes", "hawkbit"), "ddi_token_kind": ("TargetToken", "GatewayToken")}
 
 
 def _hex_key(v):
@@ -79,8 +87,15 @@ def update(cfg, values):
         if kind is not bool and not lo <= size <= hi:
             cfg.problems.append("%s out of range %d..%d" % (key, lo, hi))
             continue
-        if key == "server_url" and not (value.startswith("http://") or value.startswith("https://")):
-            cfg.problems.append("server_url must start with http:// or https://")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            cfg.problems.append("%s must be one of %s" % (key, ", ".join(_CHOICES[key])))
+            continue
+        if (
+            key in ("server_url", "ddi_url")
+            and value
+            and not (value.startswith("http://") or value.startswith("https://"))
+        ):
+            cfg.problems.append("%s must start with http:// or https://" % key)
             continue
         if kind is list:
             bad = [v for v in value if not _hex_key(v)]

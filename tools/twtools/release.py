@@ -82,6 +82,14 @@ def release(args: argparse.Namespace) -> int:
         print(
             "unsigned: devices with release_keys in their config refuse it (sign with --key FILE --counter N)"
         )
+    if args.ddi:  # a hawkBit DDI server instead of the reference server (docs/hawkbit.md)
+        from twtools.ddipublish import PublishError, publish
+
+        try:
+            print(publish(args, path, version, kind, manifest, signature))
+        except PublishError as e:
+            raise ReleaseError(str(e)) from None
+        return 0
     if not args.server:
         if args.target:
             raise ReleaseError("--target needs --server (and an admin token)")
@@ -150,4 +158,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--device-type", default=DEFAULT_TYPE, help=f"device type (default {DEFAULT_TYPE})")
     p.add_argument("--out", metavar="FILE", help="where to write the bundle (or the image's app part)")
     keys.add_signing_options(p)
+    from twtools.ddipublish import add_options
+
+    add_options(p)
     p.set_defaults(func=run)

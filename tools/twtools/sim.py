@@ -123,6 +123,15 @@ def run_story(args: argparse.Namespace) -> int:
                 url, token = srv.url, srv.admin_token
             env = {"TWOMES_URL": url, "TWOMES_ADMIN_TOKEN": token}
             story.note(f"server {url}")
+            ddi: dict[str, Any] = {}
+            if args.updates == "hawkbit":  # updates from a real gooseBit (docs/hawkbit.md)
+                from twtools.goosebit import ADMIN, TENANT, GooseBit
+
+                gb = stack.enter_context(GooseBit(work / "goosebit"))
+                ddi_token = os.urandom(8).hex()
+                ddi = {"updates": "hawkbit", "ddi_url": gb.url, "ddi_tenant": TENANT, "ddi_token": ddi_token}
+                env |= {"TWOMES_DDI_USER": ADMIN[0], "TWOMES_DDI_PASSWORD": ADMIN[1]}
+                story.note(f"gooseBit {gb.url} (hawkBit DDI): the device's updates come from there")
 
             story.step(
                 "Firmware: version 1 and version 2 built from device/ (mpy-cross), version 2 published"
@@ -148,6 +157,7 @@ def run_story(args: argparse.Namespace) -> int:
                     "retry_max_s": 5,
                     "heartbeat_s": 30,
                     "portal_retry_s": 20,
+                    **ddi,
                 },
             )
             stack.callback(board.stop)
@@ -164,22 +174,42 @@ def run_story(args: argparse.Namespace) -> int:
             story.step("Owner attaches the device to an account (twomes server attach)")
             story.note(_cli("server", "attach", ident["name"], env=env))
 
-            story.step(f"Operator publishes {v2} as the target (twomes server publish --target)")
-            story.note(
-                _cli(
-                    "server",
-                    "publish",
-                    str(work / "v2.bundle"),
-                    "--version",
-                    v2,
-                    "--kind",
-                    "bundle",
-                    "--device-type",
-                    ident["device_type"],
-                    "--target",
-                    env=env,
+            if ddi:
+                story.step(f"Operator publishes {v2} on gooseBit and rolls it out (twomes release --ddi)")
+                gb.client.put_devices([ident["name"]], auth_token=ddi["ddi_token"], feed="sim")
+                story.note(f"gooseBit target {ident['name']} with its token, feed 'sim'")
+                out = work / "v2-ddi.bundle"
+                story.note(
+                    _cli(
+                        "release",
+                        "--version",
+                        v2,
+                        "--out",
+                        str(out),
+                        "--ddi",
+                        gb.url,
+                        "--rollout",
+                        "sim",
+                        env=env,
+                    )
                 )
-            )
+            else:
+                story.step(f"Operator publishes {v2} as the target (twomes server publish --target)")
+                story.note(
+                    _cli(
+                        "server",
+                        "publish",
+                        str(work / "v2.bundle"),
+                        "--version",
+                        v2,
+                        "--kind",
+                        "bundle",
+                        "--device-type",
+                        ident["device_type"],
+                        "--target",
+                        env=env,
+                    )
+                )
 
             story.step("Phone sends Wi-Fi settings to the device's portal (JSON API, as the app does)")
             board.wait_for(r"portal: access point", 15)
@@ -200,12 +230,22 @@ def run_story(args: argparse.Namespace) -> int:
             story.step(f"Version {v2} runs, confirms itself, and only then is kept")
             board.wait_for(rf"version {v2} confirmed and kept", 30)
             board.wait_for(r"state: running", 30)
-            dev = _server_device(url, token, ident["name"])
-            if dev["installed_version"] != v2:
-                raise StepFailed(f"server has installed_version {dev['installed_version']}, expected {v2}")
-            story.note(
-                f"server: installed_version {dev['installed_version']}, confirmed {dev['confirmed_on']}"
-            )
+            if ddi:  # the DDI server is told what runs; the Twomes server learns it from booted_fw
+                gdev = gb.client.device(ident["name"])
+                if gdev["last_state"] != "Finished" or gdev["sw_version"] != v2:
+                    raise StepFailed(
+                        f"gooseBit says {gdev['last_state']}, {gdev['sw_version']} for the device"
+                    )
+                story.note(f"gooseBit: action closed with success, sw_version {gdev['sw_version']}")
+            else:
+                dev = _server_device(url, token, ident["name"])
+                if dev["installed_version"] != v2:
+                    raise StepFailed(
+                        f"server has installed_version {dev['installed_version']}, expected {v2}"
+                    )
+                story.note(
+                    f"server: installed_version {dev['installed_version']}, confirmed {dev['confirmed_on']}"
+                )
 
             story.step("First upload: booted_fw and heartbeat with the session token")
             board.wait_for(r"upload: \d+ measurement\(s\) sent", 30)
@@ -230,7 +270,9 @@ def run_story(args: argparse.Namespace) -> int:
             if reprinted:
                 raise StepFailed("the device printed an activation line again: it lost its activation")
             dev = _server_device(url, token, ident["name"])
-            story.note(f"same name {dev['name']}, still {dev['state']}, firmware {dev['installed_version']}")
+            story.note(
+                f"same name {dev['name']}, still {dev['state']}, firmware {dev['installed_version'] or v2}"
+            )
             _check_secrets(board, [HOME["password"], OFFICE["password"]])
             print(
                 f"\n[sim] all {story.total} steps passed in {time.monotonic() - story.t0:.1f} s", flush=True
@@ -329,6 +371,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument(
         "--heap", default=DEFAULT_HEAP, help=f"MicroPython heap size (-X heapsize; default {DEFAULT_HEAP})"
+    )
+    p.add_argument(
+        "--updates",
+        choices=("twomes", "hawkbit"),
+        default="twomes",
+        help="where the device's updates come from: the reference server, or a local gooseBit (hawkBit DDI)",
     )
     p.add_argument("--keep", action="store_true", help="keep server and board running afterwards")
     p.add_argument("--quiet", action="store_true", help="do not show the device's serial console")

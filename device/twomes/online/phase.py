@@ -18,11 +18,22 @@ async def run(app, creds):
     srv = Server(app)
     if srv.session is None:
         await activate(app, srv)
-    if await firmware(app, srv, True):
+    upd = updates(app, srv)
+    if await firmware(app, upd, True):
         return UPDATE
     from twomes.online import running
 
-    return await running.run(app, srv, creds, firmware, confirmation)
+    return await running.run(app, srv, creds, firmware, confirmation, upd)
+
+
+def updates(app, srv):
+    """Where updates come from: the Twomes server `srv` (its firmware API), or an Eclipse hawkBit DDI
+    server (config updates = "hawkbit", twomes/online/ddi.py) with the same update calls."""
+    if app.cfg.updates != "hawkbit":
+        return srv
+    from twomes.online.ddi import Ddi
+
+    return Ddi(app)
 
 
 async def activate(app, srv):
@@ -65,10 +76,16 @@ async def firmware(app, srv, confirm):
     from twomes.update import check
 
     try:
-        return await check.run(app, srv) == "update"
+        if await check.run(app, srv) != "update":
+            return False
     finally:
         check = None
         app.unload("update.check")
+    try:  # the server hears that the action is taken (hawkBit shows it running)
+        await srv.report(srv.rel, True, "saved: installing it in the next boot")
+    except Error as e:
+        log("firmware", "feedback failed: %s" % e)
+    return True
 
 
 async def confirmation(app, srv):

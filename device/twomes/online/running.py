@@ -120,17 +120,19 @@ async def upload(app, srv):
             app.set_state(RUNNING, "firmware %s" % VERSION)
 
 
-async def run(app, srv, creds, check, confirm):
-    """Until Wi-Fi is lost for good (three rejoins failed): then "offline". `check(app, srv, False)`
-    is the periodic firmware check (the online phase's): True when it saved an update -> "update".
-    While the server has not taken this version's confirmation (it answers, but not with success),
-    `confirm(app, srv)` is asked again with backoff: the device keeps running and uploading."""
+async def run(app, srv, creds, check, confirm, upd=None):
+    """Until Wi-Fi is lost for good (three rejoins failed): then "offline". `check(app, upd, False)`
+    is the periodic firmware check (the online phase's) with the update seam `upd` (srv, or a DDI
+    server whose polling interval, sleep_s, replaces fw_check_s): True when it saved an update ->
+    "update". While the server has not taken this version's confirmation (it answers, but not with
+    success), `confirm(app, upd)` is asked again with backoff: the device keeps running and uploading."""
+    upd = upd or srv
     board, cfg = app.board, app.cfg
     await learn(srv)
     app.set_state(RUNNING, "firmware %s" % VERSION)
     measure(app, srv, "booted_fw", VERSION)
     hb_ms = cfg.heartbeat_s * 1000
-    fw_ms = cfg.fw_check_s * 1000
+    fw_ms = (getattr(upd, "sleep_s", None) or cfg.fw_check_s) * 1000
     last_hb = last_fw = board.ticks_ms()
     measure(app, srv, "heartbeat", "1")
     back = app.backoff()
@@ -164,13 +166,14 @@ async def run(app, srv, creds, check, confirm):
                 next_upload = board.ticks_add(board.ticks_ms(), int(delay * 1000))
                 if e.status == 401:
                     app.set_state("activating", "session refused")
-        if srv.unconfirmed and board.ticks_diff(now, next_confirm) >= 0:
-            srv.unconfirmed = await confirm(app, srv) == "pending"
+        if upd.unconfirmed and board.ticks_diff(now, next_confirm) >= 0:
+            upd.unconfirmed = await confirm(app, upd) == "pending"
             next_confirm = board.ticks_add(board.ticks_ms(), int(again.next_s() * 1000))
             app.set_state(RUNNING, "firmware %s" % VERSION)
         if board.ticks_diff(now, last_fw) >= fw_ms:
             last_fw = now
-            if await check(app, srv, False):
+            if await check(app, upd, False):
                 return "update"
+            fw_ms = (getattr(upd, "sleep_s", None) or cfg.fw_check_s) * 1000
             app.set_state(RUNNING, "firmware %s" % VERSION)
         await app.sleep_s(0.5)

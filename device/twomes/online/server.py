@@ -13,7 +13,7 @@ from micropython import const
 
 from twomes import store
 from twomes.errors import Error
-from twomes.log import log
+from twomes.log import log, printable
 from twomes.online import http
 
 _NET = const(0)
@@ -83,6 +83,7 @@ class Server:
         self.props = None  # the device type's property names (GET /device), None: not known
         self.unknown = []  # property names the server refused (400): never sent again
         self.unconfirmed = False  # this version's confirmation is still to be taken by the server
+        self.rel = None  # the release of the last target() that named one
         self._time = None  # (unix seconds, ticks) from the server's last Date header: no NTP needed
         self._ctx = None  # TLS context, made at the first request (the CA file read once)
         self._url = app.cfg.server_url.rstrip("/")
@@ -179,7 +180,8 @@ class Server:
         """The release the server wants this device to run (a dict, validated by twomes.update), or
         None when it names none."""
         data = await self.authed("GET", "/device/firmware/target")
-        return data.get("release") if isinstance(data, dict) else data
+        self.rel = data.get("release") if isinstance(data, dict) else data
+        return self.rel
 
     async def confirm(self, version):
         """Tell the server which version runs (after an update: before it is kept)."""
@@ -187,9 +189,15 @@ class Server:
 
     async def report(self, rel, ok, details):
         """Update feedback: our firmware API learns the outcome from the confirmation (success) and
-        from the version the device keeps confirming (failure), so there is no call to make; the
-        console has the details. (hawkBit takes feedback: twomes/online/ddi.py.)"""
-        log("firmware", "%s %s: %s" % (rel.get("version", "?"), "installed" if ok else "failed", details))
+        from the version the device keeps confirming (failure), so there is no call to make; a failure
+        is said on the console. (hawkBit takes feedback: twomes/online/ddi.py.)"""
+        if not ok:
+            log("firmware", "release %s not installed: %s" % (printable(str(rel.get("version"))), details))
+
+    async def wanted(self, rel):
+        """Is the saved release still wanted? Our firmware API has no way to withdraw one (the next
+        check decides about a changed target); hawkBit cancels actions (twomes/online/ddi.py)."""
+        return True
 
     async def open_release(self, rel, offset=0):
         """GET the release's file from `offset`: (response, offset actually served). If-Range with the

@@ -34,6 +34,13 @@ async def run(app, server):
     if version == VERSION or app.safe or not app.activated():
         state.drop_job()  # installed already (a cut came before the drop), safe mode, not activated
         return "none"
+    try:
+        if not await server.wanted(rel):  # withdrawn meanwhile (hawkBit: a cancelled action)
+            log("update", "%s was withdrawn by the server: not installed" % version)
+            state.drop_job()
+            return "none"
+    except Error as e:  # no answer: install what was verified and saved; the server hears later
+        log("update", "could not ask whether %s is still wanted: %s" % (version, e))
     app.set_state("updating", version)
 
     installer = None

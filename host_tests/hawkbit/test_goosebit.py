@@ -1,0 +1,199 @@
+"""Updates from a real gooseBit (a hawkBit DDI server) on virtual boards: the device registers
+(configData), sees the rollout's deployment, takes it (feedback "proceeding"), installs it and closes
+the action with success after the new version runs; a failing install is closed with failure and its
+details; an image download cut by a power cut resumes where it stopped.
+
+The install steps need the update job to take its release through the DDI seam (`job.run(app, server)`
+with a twomes.online.ddi.Ddi when updates = "hawkbit"): the tests marked `needs_job` run once the
+update package (device/twomes/update/job.py) replaces device/twomes/update.py; until then they are
+skipped, saying so.
+gooseBit has no cancelAction (it never cancels an action): cancel is tested with the scripted DDI
+server in host_tests/device/test_ddi.py."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from twtools import DEVICE_DIR
+from twtools.build import build_bundle, read_version
+from twtools.goosebit import GooseBit, make_swu
+from twtools.powercut import Identity, Lab, device_name
+from twtools.vboard.images import build_sim_image
+
+BASE = read_version()
+# the update boot of this base (device/twomes/update.py) fetches releases from the Twomes server only;
+# the update package that replaces it (device/twomes/update/job.py) runs the job with the seam
+_OLD_JOB = DEVICE_DIR / "twomes" / "update.py"
+needs_job = pytest.mark.skipif(
+    _OLD_JOB.exists(),
+    reason="waits for the update job to install through the DDI seam (job.run(app, server) with a Ddi)",
+)
+
+
+def _identity(lab: Lab, gb: GooseBit, mac: str) -> tuple[Identity, str]:
+    """A board on version 1, activated on the reference server, registered with gooseBit (strict
+    device tokens: the operator creates the target with its token; its own feed for its rollout)."""
+    name = device_name(mac)
+    token = "tok-" + name.lower()
+    gb.client.put_devices([name], auth_token=token, feed=name)
+    lab.config["ddi_token"] = token
+    ident = lab.make_identity(mac)
+    lab.config.pop("ddi_token")
+    dev = gb.client.device(name)
+    assert dev["last_state"] == "Registered" and dev["sw_version"] == lab.old  # configData answered
+    assert dev["hardware"]["model"] == "Generic-Test"
+    return ident, token
+
+
+def _rollout(lab: Lab, gb: GooseBit, name: str, kind: str, version: str, sha: str | None = None) -> int:
+    path = lab.work / f"{version}.{kind}"
+    if kind == "bundle":
+        build_bundle(path, version)
+        fname = f"twomes-{version}.bundle"
+    else:
+        build_sim_image(path, version, DEVICE_DIR, runtime=256 * 1024)
+        fname = f"twomes-{version}.bin"
+    data = make_swu(path.read_bytes(), fname, version, "Generic-Test")
+    if sha is not None:  # a release whose file does not match what its description says
+        good = re.search(rb'sha256 = "([0-9a-f]{64})"', data)
+        assert good
+        data = data.replace(good.group(1), sha.encode())
+    sw = gb.client.upload(data, f"twomes-{version}.swu")
+    gb.client.rollout(f"{name}-{version}", name, sw)
+    return sw
+
+
+def _board(lab: Lab, ident: Identity, token: str, tag: str):  # noqa: ANN202 - a VirtualBoard
+    board = lab.fresh(ident, tag)
+    board.write_config(ddi_token=token)  # the template's config has the token it was made with
+    return board
+
+
+def _state(gb: GooseBit, name: str, want: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        dev = gb.client.device(name)
+        if dev["last_state"] == want:
+            return dev
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gooseBit says {dev['last_state']} for {name}, not {want}")
+        time.sleep(0.5)
+
+
+def test_device_sees_the_rollout_and_takes_the_action(lab: Lab, goosebit: GooseBit) -> None:
+    ident, token = _identity(lab, goosebit, "24:6F:28:DD:10:01")
+    v2 = f"{BASE}-ddi.2"
+    _rollout(lab, goosebit, ident.name, "bundle", v2)
+    board = _board(lab, ident, token, "seen")
+    try:
+        board.start()
+        board.wait_for(
+            rf"target {re.escape(v2)}, running {re.escape(lab.old)}: updating in the next boot", 60
+        )
+        _state(goosebit, ident.name, "Running")  # the "proceeding" feedback reached gooseBit
+        assert f"{v2} saved: installing it in the next boot" in goosebit.client.device_log(ident.name)
+        assert not [ln for ln in board.lines if token in ln]  # the token is never printed
+    finally:
+        board.stop()
+
+
+def test_a_wrong_token_is_refused_and_said_so(lab: Lab, goosebit: GooseBit) -> None:
+    ident, token = _identity(lab, goosebit, "24:6F:28:DD:10:02")
+    board = _board(lab, ident, "not-the-token", "badtoken")
+    try:
+        board.start()
+        board.wait_for(r"firmware: check failed: HTTP 401", 60)
+        board.wait_for(rf"state: running - firmware {re.escape(lab.old)}", 30)
+    finally:
+        board.stop()
+
+
+@needs_job
+def test_update_succeeds_and_the_action_is_closed_after_the_new_version_runs(
+    lab: Lab, goosebit: GooseBit
+) -> None:
+    ident, token = _identity(lab, goosebit, "24:6F:28:DD:10:03")
+    v2 = f"{BASE}-ddi.3"
+    _rollout(lab, goosebit, ident.name, "bundle", v2)
+    board = _board(lab, ident, token, "ok")
+    try:
+        board.start()
+        board.wait_for(rf"state: running - firmware {re.escape(v2)}", 120)
+        dev = _state(goosebit, ident.name, "Finished")
+        assert dev["sw_version"] == v2
+    finally:
+        board.stop()
+
+
+@needs_job
+def test_a_failing_install_is_reported_as_failure(lab: Lab, goosebit: GooseBit) -> None:
+    ident, token = _identity(lab, goosebit, "24:6F:28:DD:10:04")
+    v2 = f"{BASE}-ddi.4"
+    _rollout(lab, goosebit, ident.name, "bundle", v2, sha="0" * 64)
+    board = _board(lab, ident, token, "fail")
+    try:
+        board.start()
+        board.wait_for(rf"update to {re.escape(v2)} failed", 120)
+        _state(goosebit, ident.name, "Error")
+        assert "sha256" in goosebit.client.device_log(ident.name)
+        board.wait_for(rf"state: running - firmware {re.escape(lab.old)}", 60)
+    finally:
+        board.stop()
+
+
+@needs_job
+def test_an_interrupted_image_download_resumes(lab: Lab, goosebit: GooseBit) -> None:
+    ident, token = _identity(lab, goosebit, "24:6F:28:DD:10:05")
+    v2 = f"{BASE}-ddi.5"
+    _rollout(lab, goosebit, ident.name, "image", v2)
+    board = _board(lab, ident, token, "resume")
+    try:
+        board.start()
+        board.wait_for(rf"state: updating - {re.escape(v2)}", 120)
+        deadline = time.monotonic() + 60
+        while not board.nvs().get("twomes", {}).get("dl_state"):  # a resume point is saved
+            assert time.monotonic() < deadline, "no resume point saved during the download"
+            time.sleep(0.05)
+        board.power_cut()
+        board.start()
+        board.wait_for(rf"resuming the download of {re.escape(v2)} at [1-9]\d* of", 120)
+        board.wait_for(rf"state: running - firmware {re.escape(v2)}", 120)
+        assert _state(goosebit, ident.name, "Finished")["sw_version"] == v2
+    finally:
+        board.stop()
+
+
+def test_twomes_release_publishes_to_goosebit_and_rolls_out(
+    lab: Lab, goosebit: GooseBit, tmp_path, capsys, monkeypatch
+) -> None:
+    from twtools.cli import main
+    from twtools.goosebit import ADMIN
+
+    ident, token = _identity(lab, goosebit, "24:6F:28:DD:10:06")
+    v2 = f"{BASE}-ddi.6"
+    monkeypatch.setenv("TWOMES_DDI_USER", ADMIN[0])
+    monkeypatch.setenv("TWOMES_DDI_PASSWORD", ADMIN[1])
+    argv = ["release", "--version", v2, "--out", str(tmp_path / "b.bundle"), "--ddi", goosebit.url]
+    assert main([*argv, "--rollout", ident.name]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"published software \d+ \(twomes-{re.escape(v2)}.bundle in an SWUpdate archive\)", out)
+    assert f"to feed '{ident.name}'" in out
+    # the device sees it: the rollout reached its feed
+    board = _board(lab, ident, token, "released")
+    try:
+        board.start()
+        board.wait_for(
+            rf"target {re.escape(v2)}, running {re.escape(lab.old)}: updating in the next boot", 60
+        )
+    finally:
+        board.stop()
+    # the same version again: gooseBit refuses it, in plain words
+    assert main(argv) == 2
+    assert "409" in capsys.readouterr().err
+    # wrong credentials
+    monkeypatch.setenv("TWOMES_DDI_PASSWORD", "wrong")
+    assert main([*argv[:2], f"{v2}.x", *argv[3:]]) == 2
+    assert "login refused" in capsys.readouterr().err
