@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,8 @@ from typing import Any
 import httpx
 
 from twtools.build import build_bundle, read_version
+from twtools.keys import new_key
+from twtools.server.client import ca_context
 from twtools.vboard.runner import DEFAULT_HEAP, VirtualBoard
 
 HOME = {"ssid": "Home network", "password": "p&ss w%rd+#1", "rssi": -48, "channel": 6, "join_ms": 300}
@@ -108,7 +111,8 @@ def run_story(args: argparse.Namespace) -> int:
 
         stack.callback(_tidy)
         try:
-            story.step("Reference server: fresh SQLite database on 127.0.0.1")
+            story.step("Reference server: fresh SQLite database on 127.0.0.1, https with its own local CA")
+            ca: Path | None = Path(args.ca) if args.ca else None
             if args.server:
                 url, token = (
                     args.server.rstrip("/"),
@@ -116,13 +120,25 @@ def run_story(args: argparse.Namespace) -> int:
                 )
                 if not token:
                     raise StepFailed("--server needs --admin-token (or $TWOMES_ADMIN_TOKEN)")
+                if url.startswith("https://") and ca is None:
+                    raise StepFailed("an https --server needs --ca FILE (the CA that signed its certificate)")
             else:
                 from twtools.server.testing import ReferenceServer
 
-                srv = stack.enter_context(ReferenceServer(work / "server"))
+                srv = stack.enter_context(ReferenceServer(work / "server", tls=True))
                 url, token = srv.url, srv.admin_token
+                ca = srv.tls_dir / "ca.pem"
             env = {"TWOMES_URL": url, "TWOMES_ADMIN_TOKEN": token}
-            story.note(f"server {url}")
+            if ca is not None:
+                env["TWOMES_CA"] = str(ca)
+                global _VERIFY
+                _VERIFY = ca_context(ca)
+            story.note(f"server {url}" + (f", certificate checked against {ca.name}" if ca else ""))
+            key_file = work / "keys" / "release.key"
+            pub = new_key(key_file)
+            story.note(
+                f"release key made offline: {key_file} (public {pub[:16]}..., in the board's release_keys)"
+            )
             ddi: dict[str, Any] = {}
             if args.updates == "hawkbit":  # updates from a real gooseBit (docs/hawkbit.md)
                 from twtools.goosebit import ADMIN, TENANT, GooseBit
@@ -153,6 +169,7 @@ def run_story(args: argparse.Namespace) -> int:
                 echo=echo,
                 config={
                     "server_url": url,
+                    "release_keys": [pub],
                     "retry_base_s": 1,
                     "retry_max_s": 5,
                     "heartbeat_s": 30,
@@ -162,6 +179,8 @@ def run_story(args: argparse.Namespace) -> int:
             )
             stack.callback(board.stop)
             board.install_app(version=v1)
+            if ca is not None:  # as `twomes deploy --ca` puts it on a real board: DER, under ca_file
+                (board.fs / "ca.der").write_bytes(to_der(ca.read_bytes()))
             board.start()
             board.wait_for(r'^\{"name":', 15)
             line = board.lines[board.last_index]
@@ -186,6 +205,10 @@ def run_story(args: argparse.Namespace) -> int:
                         v2,
                         "--out",
                         str(out),
+                        "--key",
+                        str(key_file),
+                        "--counter",
+                        "1",
                         "--ddi",
                         gb.url,
                         "--rollout",
@@ -194,7 +217,9 @@ def run_story(args: argparse.Namespace) -> int:
                     )
                 )
             else:
-                story.step(f"Operator publishes {v2} as the target (twomes server publish --target)")
+                story.step(
+                    f"Operator signs {v2} offline and publishes it as the target (twomes server publish)"
+                )
                 story.note(
                     _cli(
                         "server",
@@ -206,6 +231,10 @@ def run_story(args: argparse.Namespace) -> int:
                         "bundle",
                         "--device-type",
                         ident["device_type"],
+                        "--key",
+                        str(key_file),
+                        "--counter",
+                        "1",
                         "--target",
                         env=env,
                     )
@@ -289,8 +318,18 @@ def run_story(args: argparse.Namespace) -> int:
             return 1
 
 
+_VERIFY: ssl.SSLContext | bool = True  # the story's server CA (https), set by run_story
+
+
+def to_der(data: bytes) -> bytes:
+    """A CA certificate as the device reads it (DER), from PEM or DER."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return ssl.PEM_cert_to_DER_cert(data.decode())
+    return data
+
+
 def _server_get(url: str, token: str, path: str) -> Any:
-    r = httpx.get(url + path, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    r = httpx.get(url + path, headers={"Authorization": f"Bearer {token}"}, timeout=10, verify=_VERIFY)
     r.raise_for_status()
     return r.json()
 
@@ -366,6 +405,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--server", help="use this server instead of a fresh local one (needs --admin-token)")
     p.add_argument("--admin-token", help="admin token of --server ($TWOMES_ADMIN_TOKEN)")
+    p.add_argument("--ca", help="the CA certificate (PEM or DER) of an https --server; put on the board")
     p.add_argument(
         "--mac", default="24:6F:28:D3:AD:48", help="the virtual board's MAC (its name comes from it)"
     )
