@@ -42,7 +42,9 @@ def test_register_from_json_text(
     capsys: pytest.CaptureFixture[str], server: ReferenceServer, tw: Twomes
 ) -> None:
     name = tw.new_name()
-    payload = json.dumps({"name": name, "device_type": "Generic-Test", "activation_token": "1386683306"})
+    payload = json.dumps(
+        {"name": name, "device_type": "Generic-Test", "activation_token": "1386683306123456"}
+    )
     assert run(capsys, server, "register", payload) == (0, f"registered {name} (Generic-Test)\n", "")
     code, out, err = run(capsys, server, "register", payload)
     assert (code, out, err) == (1, "", "error: Device name already in use\n")
@@ -85,16 +87,18 @@ def test_register_errors(
     (tmp_path / "noise.log").write_text("nothing to see\n{broken json\n")
     code, _, err = run(capsys, server, "register", str(tmp_path / "noise.log"))
     assert code == 1 and "no JSON object" in err
-    unknown = json.dumps({"name": tw.new_name(), "device_type": "Nope", "activation_token": "12345678"})
+    unknown = json.dumps(
+        {"name": tw.new_name(), "device_type": "Nope", "activation_token": "1234567812345678"}
+    )
     assert run(capsys, server, "register", unknown)[1:] == ("", 'error: Unknown device type "Nope"\n')
 
 
 def test_activation_payload_picks_the_registration_json() -> None:
-    text = BOOT_LOG.format(name="TWOMES-D3AD48", token="3375550652")
+    text = BOOT_LOG.format(name="TWOMES-D3AD48", token="3375550652123456")
     assert activation_payload(text) == {
         "name": "TWOMES-D3AD48",
         "device_type": "Generic-Test",
-        "activation_token": "3375550652",
+        "activation_token": "3375550652123456",
     }
 
 

@@ -64,6 +64,54 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--max-upload", type=_size, default=DEFAULT_MAX_UPLOAD, help="largest firmware file in bytes"
     )
+    run.add_argument(
+        "--secret-file",
+        type=Path,
+        help="server secret that keys the activation-token hashes (default: the --db path + .secret; "
+        "made on first start, mode 0600; keep it apart from database backups)",
+    )
+    run.add_argument(
+        "--min-token-length",
+        type=int,
+        default=16,
+        help="shortest activation token accepted for a new registration (default 16, what the device "
+        "prints; 8 accepts devices of the Twomes generic firmware)",
+    )
+    run.add_argument(
+        "--activation-rate-address",
+        type=_rate,
+        default="30/2",
+        metavar="BURST/SECONDS",
+        help="failed activation attempts per client address (default 30/2: 30 at once, then one per 2 s)",
+    )
+    run.add_argument(
+        "--activation-rate-device",
+        type=_rate,
+        default="10/6",
+        metavar="BURST/SECONDS",
+        help="activations per device (default 10/6)",
+    )
+    run.add_argument(
+        "--max-connections", type=int, default=1000, help="open connections at most (default 1000)"
+    )
+    run.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to receive a request head (default 10)",
+    )
+    run.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to receive a request body (firmware upload: seconds without progress; default 30)",
+    )
+    run.add_argument(
+        "--send-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a client may leave its response unread (default 60)",
+    )
     run.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     run.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
@@ -149,6 +197,15 @@ def _size(text: str) -> int:
     return value
 
 
+def _rate(text: str) -> Any:
+    from .ratelimit import Rate
+
+    try:
+        return Rate.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 1
@@ -196,8 +253,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .db import SchemaError
+    from .db import SchemaError, SecretError
+    from .guard import ConnectionLimits, guarded_protocol
 
+    try:
+        limits = ConnectionLimits(
+            max_connections=_max_connections(args.max_connections),
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            send_timeout=args.send_timeout,
+        )
+    except ValueError as exc:
+        return _error(str(exc))
+    # Everything the server writes (database, secret, release files, token file) is private to the user.
+    os.umask(0o077)
     _configure_logging(args.log_level)
     # Listen first: if the port is taken, nothing is created (a first admin token is never lost).
     try:
@@ -205,12 +274,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(128)
+        sock.listen(1024)
     except OSError as exc:
         return _error(f"cannot listen on {args.host}:{args.port}: {exc}")
     try:
-        app = create_app(args.db, args.files, max_upload=args.max_upload)
-    except (SchemaError, OSError) as exc:
+        _make_private(args.db, args.secret_file)
+        app = create_app(
+            args.db,
+            args.files,
+            max_upload=args.max_upload,
+            secret_path=args.secret_file,
+            min_token_length=args.min_token_length,
+            address_rate=args.activation_rate_address,
+            device_rate=args.activation_rate_device,
+        )
+    except (SchemaError, SecretError, OSError, ValueError) as exc:
         sock.close()
         return _error(str(exc))
     token: str | None = app.state.initial_admin_token
@@ -236,12 +314,48 @@ def cmd_run(args: argparse.Namespace) -> int:
         access_log=not args.no_access_log,
         timeout_graceful_shutdown=5,
         server_header=False,
+        http=guarded_protocol(limits),
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
     return 0
+
+
+def _max_connections(wanted: int) -> int:
+    """``wanted``, after raising the soft file-descriptor limit as far as allowed; lowered (with a note)
+    when the descriptors would not suffice (each connection takes one, plus the database and files)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    room = soft - 64 if soft != resource.RLIM_INFINITY else wanted
+    if wanted > room:
+        print(f"note: --max-connections lowered to {max(1, room)} (open-file limit {soft})", file=sys.stderr)
+        return max(1, room)
+    return wanted
+
+
+def _make_private(db: Path, secret_file: Path | None) -> None:
+    """Existing server files readable by others (made by an older version) are made private."""
+    import stat
+
+    paths = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+    paths.append(secret_file if secret_file is not None else db.with_name(db.name + ".secret"))
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(path, stat.S_IMODE(mode) & 0o700)
 
 
 def _configure_logging(level: str) -> None:
