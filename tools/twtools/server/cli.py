@@ -121,6 +121,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     openapi = sub.add_parser("openapi", help="print the OpenAPI document (JSON)")
     openapi.set_defaults(func=cmd_openapi)
 
+    from . import fuzz
+
+    fuzz.add_parser(sub)
+
     def admin(
         name: str, help_text: str, func: Callable[[argparse.Namespace], int]
     ) -> argparse.ArgumentParser:

@@ -99,10 +99,26 @@ class _Body(BaseModel):
 # ------------------------------------------------------------------------------------ Twomes device API
 
 
+# New registrations: 16..1024 characters by default (what the device prints); the server's
+# `--min-token-length` may lower the minimum to Twomes' 8.
+NewActivationToken = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=8, max_length=1024),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 16,
+            "maxLength": 1024,
+            "description": "At least 16 characters (the server's --min-token-length; 8 on Twomes).",
+        }
+    ),
+]
+
+
 class DeviceCreate(_Body):
     name: DeviceName = Field(description="`TWOMES-` + 6 upper-case hex digits (checked at the start only).")
     device_type: str = Field(max_length=255, description="Name of an existing device type.")
-    activation_token: ActivationToken
+    activation_token: NewActivationToken
 
 
 class ActivationRequest(_Body):
