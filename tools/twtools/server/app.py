@@ -866,11 +866,11 @@ def admin_tokens_list(database: DB, admin_id: Admin) -> list[dict[str, Any]]:
 
 @admin.delete(
     "/tokens/{token_id}",
-    status_code=204,
+    response_model=s.AdminTokenInfo,
     responses=_errors(404, 409),
-    summary="Revoke an admin token (not the one making the request)",
+    summary="Revoke an admin token (not the one making the request); answers the revoked entry",
 )
-def admin_token_revoke(token_id: RowId, database: DB, admin_id: Admin) -> Response:
+def admin_token_revoke(token_id: RowId, database: DB, admin_id: Admin) -> dict[str, Any]:
     if token_id == admin_id:
         raise HTTPException(status_code=409, detail="Cannot revoke the token used for this request")
     with database.write() as conn:
@@ -882,96 +882,51 @@ def admin_token_revoke(token_id: RowId, database: DB, admin_id: Admin) -> Respon
                 "UPDATE admin_token SET revoked_on = ?, token_hash = '' WHERE id = ?",
                 (dbm.utcnow(), token_id),
             )
-    return Response(status_code=204)
+        row = conn.execute(
+            "SELECT id, created_on, revoked_on FROM admin_token WHERE id = ?", (token_id,)
+        ).fetchone()
+    return {
+        "id": row["id"],
+        "created_on": row["created_on"],
+        "revoked_on": row["revoked_on"],
+        "current": False,
+    }
 
 
-@admin.get("/device-types", response_model=list[s.DeviceTypeAdmin], summary="List device types")
-def device_types_list(database: DB, _admin: Admin) -> list[dict[str, Any]]:
-    with database.read() as conn:
-        rows = conn.execute("SELECT * FROM device_type ORDER BY id").fetchall()
-        return [_device_type_admin_json(conn, r) for r in rows]
-
-
-@admin.post(
-    "/device-types",
-    status_code=201,
-    response_model=s.DeviceTypeAdmin,
-    responses=_errors(409),
-    summary="Create a device type",
+_ACCOUNT_SQL = (
+    "SELECT a.id, a.name, a.created_on, a.token_revoked_on,"
+    " (SELECT count(*) FROM device d WHERE d.account_id = a.id) AS devices FROM account a"
 )
-def device_type_create(body: s.DeviceTypeCreate, database: DB, _admin: Admin) -> dict[str, Any]:
-    names = [p.name for p in body.properties]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("body", "properties"),
-                    "msg": f"Duplicate property name(s): {', '.join(duplicates)}",
-                    "input": names,
-                }
-            ]
-        )
-    with database.write() as conn:
-        if conn.execute("SELECT 1 FROM device_type WHERE name = ?", (body.name,)).fetchone():
-            raise HTTPException(status_code=409, detail=f'Device type "{body.name}" already exists')
-        type_id = dbm.create_device_type(
-            conn,
-            body.name,
-            body.display_name,
-            body.installation_manual_url,
-            [(p.name, p.unit) for p in body.properties],
-        )
-        row = conn.execute("SELECT * FROM device_type WHERE id = ?", (type_id,)).fetchone()
-        return _device_type_admin_json(conn, row)
 
 
-@admin.put(
-    "/device-types/{name}/target",
-    response_model=s.DeviceTypeAdmin,
-    responses=_errors(400, 404),
-    summary="Set (or clear with null) the target release of a device type",
-)
-def device_type_target(name: str, body: s.TargetRequest, database: DB, _admin: Admin) -> dict[str, Any]:
-    with database.write() as conn:
-        row = conn.execute("SELECT * FROM device_type WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise HTTPException(status_code=404, detail="Device type not found")
-        _check_target(conn, body.release_id, row["id"], row["name"])
-        conn.execute(
-            "UPDATE device_type SET target_release_id = ? WHERE id = ?", (body.release_id, row["id"])
-        )
-        row = conn.execute("SELECT * FROM device_type WHERE id = ?", (row["id"],)).fetchone()
-        return _device_type_admin_json(conn, row)
+def _account_row_json(r: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "name": r["name"],
+        "created_on": r["created_on"],
+        "token_revoked_on": r["token_revoked_on"],
+        "devices": r["devices"],
+    }
+
+
+def _account_json(conn: sqlite3.Connection, account_id: int) -> dict[str, Any]:
+    return _account_row_json(conn.execute(f"{_ACCOUNT_SQL} WHERE a.id = ?", (account_id,)).fetchone())
 
 
 @admin.get("/accounts", response_model=list[s.AccountInfo], summary="List owner accounts (not their tokens)")
 def accounts_list(database: DB, _admin: Admin) -> list[dict[str, Any]]:
     with database.read() as conn:
-        rows = conn.execute(
-            "SELECT a.id, a.name, a.created_on, a.token_revoked_on,"
-            " (SELECT count(*) FROM device d WHERE d.account_id = a.id) AS devices FROM account a ORDER BY a.id"
-        ).fetchall()
-    return [
-        {
-            "id": r["id"],
-            "name": r["name"],
-            "created_on": r["created_on"],
-            "token_revoked_on": r["token_revoked_on"],
-            "devices": r["devices"],
-        }
-        for r in rows
-    ]
+        rows = conn.execute(f"{_ACCOUNT_SQL} ORDER BY a.id").fetchall()
+    return [_account_row_json(r) for r in rows]
 
 
 @admin.delete(
     "/accounts/{account_id}/token",
-    status_code=204,
+    response_model=s.AccountInfo,
     responses=_errors(404),
-    summary="Revoke an account's session token (the account and its devices stay)",
+    summary="Revoke an account's session token (the account and its devices stay); answers the account",
 )
-def account_token_revoke(account_id: RowId, database: DB, _admin: Admin) -> Response:
+def account_token_revoke(account_id: RowId, database: DB, _admin: Admin) -> dict[str, Any]:
     with database.write() as conn:
         row = conn.execute("SELECT token_revoked_on FROM account WHERE id = ?", (account_id,)).fetchone()
         if row is None:
@@ -981,7 +936,7 @@ def account_token_revoke(account_id: RowId, database: DB, _admin: Admin) -> Resp
                 "UPDATE account SET session_token_hash = '', token_revoked_on = ? WHERE id = ?",
                 (dbm.utcnow(), account_id),
             )
-    return Response(status_code=204)
+        return _account_json(conn, account_id)
 
 
 @admin.post(
