@@ -839,7 +839,10 @@ def firmware_confirm(body: s.FirmwareConfirm, database: DB, device: Device) -> d
 RowId = Annotated[int, PathParam(ge=1, le=dbm.MAX_ID)]
 
 admin = APIRouter(
-    prefix="/admin", tags=["Admin API"], route_class=StrictJsonRoute, responses=_errors(401, 403)
+    prefix="/admin",
+    tags=["Admin API"],
+    route_class=StrictJsonRoute,
+    responses={**_errors(401, 403), **_TOO_LARGE},
 )
 
 
@@ -891,6 +894,67 @@ def admin_token_revoke(token_id: RowId, database: DB, admin_id: Admin) -> dict[s
         "revoked_on": row["revoked_on"],
         "current": False,
     }
+
+
+@admin.get("/device-types", response_model=list[s.DeviceTypeAdmin], summary="List device types")
+def device_types_list(database: DB, _admin: Admin) -> list[dict[str, Any]]:
+    with database.read() as conn:
+        rows = conn.execute("SELECT * FROM device_type ORDER BY id").fetchall()
+        return [_device_type_admin_json(conn, r) for r in rows]
+
+
+@admin.post(
+    "/device-types",
+    status_code=201,
+    response_model=s.DeviceTypeAdmin,
+    responses=_errors(409),
+    summary="Create a device type",
+)
+def device_type_create(body: s.DeviceTypeCreate, database: DB, _admin: Admin) -> dict[str, Any]:
+    names = [p.name for p in body.properties]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "properties"),
+                    "msg": f"Duplicate property name(s): {', '.join(duplicates)}",
+                    "input": names,
+                }
+            ]
+        )
+    with database.write() as conn:
+        if conn.execute("SELECT 1 FROM device_type WHERE name = ?", (body.name,)).fetchone():
+            raise HTTPException(status_code=409, detail=f'Device type "{body.name}" already exists')
+        type_id = dbm.create_device_type(
+            conn,
+            body.name,
+            body.display_name,
+            body.installation_manual_url,
+            [(p.name, p.unit) for p in body.properties],
+        )
+        row = conn.execute("SELECT * FROM device_type WHERE id = ?", (type_id,)).fetchone()
+        return _device_type_admin_json(conn, row)
+
+
+@admin.put(
+    "/device-types/{name}/target",
+    response_model=s.DeviceTypeAdmin,
+    responses=_errors(400, 404),
+    summary="Set (or clear with null) the target release of a device type",
+)
+def device_type_target(name: str, body: s.TargetRequest, database: DB, _admin: Admin) -> dict[str, Any]:
+    with database.write() as conn:
+        row = conn.execute("SELECT * FROM device_type WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise HTTPException(status_code=404, detail="Device type not found")
+        _check_target(conn, body.release_id, row["id"], row["name"])
+        conn.execute(
+            "UPDATE device_type SET target_release_id = ? WHERE id = ?", (body.release_id, row["id"])
+        )
+        row = conn.execute("SELECT * FROM device_type WHERE id = ?", (row["id"],)).fetchone()
+        return _device_type_admin_json(conn, row)
 
 
 _ACCOUNT_SQL = (
