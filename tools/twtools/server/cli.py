@@ -186,6 +186,21 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 
     admin("token", "create another admin token", cmd_token)
 
+    admin("tokens", "list the admin tokens (ids and dates; the values are never stored)", cmd_tokens)
+
+    p = admin("revoke-token", "revoke an admin token (not the one in use)", cmd_revoke_token)
+    p.add_argument("token_id", type=int, metavar="ID")
+
+    admin("accounts", "list owner accounts", cmd_accounts)
+
+    p = admin("revoke-account-token", "revoke an account's session token", cmd_revoke_account_token)
+    p.add_argument("account_id", type=int, metavar="ACCOUNT_ID")
+
+    p = admin(
+        "renew-account-token", "give an account a new session token (prints it)", cmd_renew_account_token
+    )
+    p.add_argument("account_id", type=int, metavar="ACCOUNT_ID")
+
 
 def _size(text: str) -> int:
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
@@ -601,5 +616,58 @@ def cmd_token(args: argparse.Namespace) -> int:
     def action(client: AdminClient) -> None:
         token = client.create_token()
         _show(args, {"token": token}, token)
+
+    return _admin_call(args, action)
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        rows = client.tokens()
+        lines = [f"{'ID':<6} {'CREATED':<34} REVOKED"] + [
+            f"{t['id']:<6} {t['created_on']:<34} {t['revoked_on'] or '-'}{'  (this one)' if t['current'] else ''}"
+            for t in rows
+        ]
+        _show(args, rows, "\n".join(lines))
+
+    return _admin_call(args, action)
+
+
+def cmd_revoke_token(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        entry = client.revoke_token(args.token_id)
+        _show(args, entry, f"admin token {entry['id']} revoked ({entry['revoked_on']})")
+
+    return _admin_call(args, action)
+
+
+def cmd_accounts(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        rows = client.accounts()
+        lines = [f"{'ID':<6} {'NAME':<30} {'DEVICES':>7}  TOKEN"] + [
+            f"{a['id']:<6} {a['name'][:30]:<30} {a['devices']:>7}  "
+            f"{'revoked ' + a['token_revoked_on'] if a['token_revoked_on'] else 'valid'}"
+            for a in rows
+        ]
+        _show(args, rows, "\n".join(lines) if rows else "no accounts")
+
+    return _admin_call(args, action)
+
+
+def cmd_revoke_account_token(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        entry = client.revoke_account_token(args.account_id)
+        _show(args, entry, f"session token of account {entry['id']} revoked ({entry['token_revoked_on']})")
+
+    return _admin_call(args, action)
+
+
+def cmd_renew_account_token(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        account = client.renew_account_token(args.account_id)
+        _show(
+            args,
+            account,
+            f"account {account['id']} {account['name']!r}\nsession token: {account['session_token']}",
+        )
 
     return _admin_call(args, action)

@@ -77,6 +77,21 @@ class Account(TypedDict):
     session_token: str
 
 
+class AdminTokenInfo(TypedDict):
+    id: int
+    created_on: str
+    revoked_on: str | None
+    current: bool
+
+
+class AccountInfo(TypedDict):
+    id: int
+    name: str
+    created_on: str
+    token_revoked_on: str | None
+    devices: int
+
+
 class Measurement(TypedDict):
     property_name: str
     timestamp: str
@@ -153,8 +168,24 @@ class AdminClient:
         """A new admin token (``POST /admin/tokens``)."""
         return cast(str, self._request("POST", "/admin/tokens")["token"])
 
+    def tokens(self) -> list[AdminTokenInfo]:
+        """The admin tokens (ids and dates, never the tokens); ``current`` marks this client's."""
+        return cast(list[AdminTokenInfo], self._request("GET", "/admin/tokens"))
+
+    def revoke_token(self, token_id: int) -> AdminTokenInfo:
+        return cast(AdminTokenInfo, self._request("DELETE", f"/admin/tokens/{int(token_id)}"))
+
     def create_account(self, name: str) -> Account:
         return cast(Account, self._request("POST", "/admin/accounts", json={"name": name}))
+
+    def accounts(self) -> list[AccountInfo]:
+        return cast(list[AccountInfo], self._request("GET", "/admin/accounts"))
+
+    def revoke_account_token(self, account_id: int) -> AccountInfo:
+        return cast(AccountInfo, self._request("DELETE", f"/admin/accounts/{int(account_id)}/token"))
+
+    def renew_account_token(self, account_id: int) -> Account:
+        return cast(Account, self._request("POST", f"/admin/accounts/{int(account_id)}/token"))
 
     # -- device types
 
@@ -239,6 +270,19 @@ class AdminClient:
                     files={"file": (path.name, handle, media_type)},
                 ),
             )
+
+    def download(self, release_id: int, path: str | Path) -> int:
+        """Save a release file (any release, targeted or not) to ``path``; returns its size."""
+        with self._http.stream("GET", f"/admin/firmware/{int(release_id)}/image") as response:
+            if response.is_error:
+                response.read()
+                raise ServerError.from_response(response)
+            size = 0
+            with Path(path).open("wb") as handle:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+                    size += len(chunk)
+        return size
 
     def releases(self, device_type: str | None = None) -> list[Release]:
         params = {"device_type": device_type} if device_type is not None else None
