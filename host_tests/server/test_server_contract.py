@@ -16,6 +16,8 @@ EXPECTED_OPERATIONS = {
     ("post", "/device"),
     ("get", "/device"),
     ("post", "/account/device/activate"),
+    ("post", "/account"),
+    ("post", "/account/activate"),
     ("post", "/device/activate"),
     ("post", "/device/measurements/variable-interval"),
     ("post", "/device/measurements/fixed-interval"),
@@ -84,6 +86,6 @@ def test_openapi_declares_the_statuses_every_operation_can_give() -> None:
                 assert {"401", "403"} <= codes, (method, path)
             if op.get("parameters") or op.get("requestBody"):
                 assert "422" in codes, (method, path)
-    for path in ("/device/activate", "/account/device/activate"):
+    for path in ("/device/activate", "/account/device/activate", "/account/activate"):
         too_many = doc["paths"][path]["post"]["responses"]["429"]
         assert "Retry-After" in too_many["headers"]

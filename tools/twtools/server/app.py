@@ -16,8 +16,9 @@ import json
 import logging
 import math
 import os
+import secrets
 import sqlite3
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,8 +237,11 @@ def _json_error(status: int, detail: str, headers: dict[str, str] | None = None)
 class TwomesApp(FastAPI):
     """FastAPI with the firmware-API marker outside everything (so even a 500 carries it)."""
 
+    firmware_api = True
+
     def build_middleware_stack(self) -> ASGIApp:  # type: ignore[override]
-        return FirmwareApiHeaderMiddleware(super().build_middleware_stack())
+        stack = super().build_middleware_stack()
+        return FirmwareApiHeaderMiddleware(stack) if self.firmware_api else stack
 
 
 # ---------------------------------------------------------------------------------------------- auth
@@ -288,9 +292,15 @@ def require_account(
     if ident is not None:
         with database.read() as conn:
             row = conn.execute(
-                "SELECT session_token_hash FROM account WHERE id = ? AND token_revoked_on IS NULL", (ident,)
+                "SELECT session_token_hash, activation_token_hash FROM account"
+                " WHERE id = ? AND token_revoked_on IS NULL",
+                (ident,),
             ).fetchone()
         if row is not None and dbm.token_matches(token, row["session_token_hash"]):
+            if row["activation_token_hash"] is not None:
+                # As Twomes: the account's activation token is used up at the first use of a session token.
+                with database.write() as conn:
+                    conn.execute("UPDATE account SET activation_token_hash = NULL WHERE id = ?", (ident,))
             return ident
     raise HTTPException(status_code=401, detail="Invalid account session token")
 
@@ -606,6 +616,69 @@ def device_create(body: s.DeviceCreate, request: Request, database: DB, _admin: 
             (body.name, type_row["id"], keyed, dbm.utcnow()),
         )
         return _device_json(_device_row_by_id(conn, int(cur.lastrowid or 0)))
+
+
+@twomes.post(
+    "/account",
+    response_model=s.TwomesAccountItem,
+    responses=_errors(400, 401, 403),
+    summary="Create an owner account (admin), as Twomes: its activation token goes to the owner's app",
+)
+def twomes_account_create(
+    body: s.TwomesAccountCreate, request: Request, database: DB, _admin: Admin
+) -> dict[str, Any]:
+    settings = _settings(request)
+    activation_token = secrets.token_urlsafe(32)
+    with database.write() as conn:
+        if body.pseudonym is not None:
+            if conn.execute("SELECT 1 FROM account WHERE pseudonym = ?", (body.pseudonym,)).fetchone():
+                raise HTTPException(status_code=400, detail="Account pseudonym already in use")
+            pseudonym = body.pseudonym
+        else:
+            try:
+                pseudonym = dbm.free_pseudonym(conn)
+            except ValueError:
+                raise HTTPException(status_code=400, detail="No account pseudonym left") from None
+        cur = conn.execute(
+            "INSERT INTO account (name, session_token_hash, created_on, pseudonym, activation_token_hash)"
+            " VALUES (?, '', ?, ?, ?)",
+            (f"account {pseudonym}", dbm.utcnow(), pseudonym, dbm.keyed_hash(settings.key, activation_token)),
+        )
+        account_id = int(cur.lastrowid or 0)
+    return {
+        "id": account_id,
+        "pseudonym": pseudonym,
+        "activation_token": activation_token,
+        "firebase_url": "",
+    }
+
+
+@twomes.post(
+    "/account/activate",
+    response_model=s.SessionToken,
+    responses={**_errors(404), **_TOO_MANY},
+    summary="Activate an account: a new account session token (no auth), as Twomes",
+)
+def twomes_account_activate(body: s.AccountActivate, request: Request, database: DB) -> dict[str, str]:
+    settings = _settings(request)
+    address = _client_address(request)
+    wait = settings.by_address.take(("address", address))
+    if wait:
+        raise _too_many(wait, "activation attempts from this address")
+    with database.write() as conn:
+        row = conn.execute(
+            "SELECT id FROM account WHERE activation_token_hash = ?",
+            (dbm.keyed_hash(settings.key, body.activation_token),),
+        ).fetchone()
+        if row is None:
+            raise HTTPException(status_code=404, detail="No account found for provided activation token")
+        settings.by_address.refund(("address", address))
+        token, token_hash = dbm.new_token(row["id"])
+        conn.execute(
+            "UPDATE account SET session_token_hash = ?, token_revoked_on = NULL, activated_on = ? WHERE id = ?",
+            (token_hash, dbm.utcnow(), row["id"]),
+        )
+    return {"session_token": token}
 
 
 @twomes.post(
@@ -1027,8 +1100,9 @@ def account_token_renew(account_id: RowId, database: DB, _admin: Admin) -> dict[
 def account_create(body: s.AccountCreate, database: DB, _admin: Admin) -> dict[str, Any]:
     with database.write() as conn:
         cur = conn.execute(
-            "INSERT INTO account (name, session_token_hash, created_on) VALUES (?, '', ?)",
-            (body.name, dbm.utcnow()),
+            "INSERT INTO account (name, session_token_hash, created_on, pseudonym, activated_on)"
+            " VALUES (?, '', ?, ?, ?)",
+            (body.name, dbm.utcnow(), dbm.free_pseudonym(conn), dbm.utcnow()),
         )
         account_id = int(cur.lastrowid or 0)
         token, token_hash = dbm.new_token(account_id)
@@ -1297,6 +1371,33 @@ def _fsync_dir(path: Path) -> None:
 # ------------------------------------------------------------------------------------------ factory
 
 
+@dataclass(frozen=True)
+class DeviceTypeSpec:
+    """A device type to seed: ``NAME=prop[:unit],prop[:unit],...`` on the command line."""
+
+    name: str
+    properties: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> DeviceTypeSpec:
+        name, sep, props = text.partition("=")
+        name = name.strip()
+        pairs = []
+        for item in props.split(","):
+            if item.strip():
+                prop, _, unit = item.strip().partition(":")
+                pairs.append((prop.strip(), unit.strip()))
+        try:
+            s.DeviceTypeCreate(
+                name=name, display_name=name, properties=[{"name": p, "unit": u} for p, u in pairs]
+            )
+        except ValidationError as exc:
+            raise ValueError(f"bad device type {text!r}: {exc.errors()[0]['msg']}") from None
+        if not sep or not pairs or len({p for p, _ in pairs}) != len(pairs):
+            raise ValueError(f"bad device type {text!r}: expected NAME=prop[:unit],... with distinct names")
+        return cls(name, tuple(pairs))
+
+
 def default_secret_path(db_path: str | Path) -> Path:
     """Where the server secret lives unless told otherwise: beside the database, ``<db>.secret``."""
     db_path = Path(db_path)
@@ -1314,6 +1415,9 @@ def create_app(
     address_rate: Rate = DEFAULT_ADDRESS_RATE,
     device_rate: Rate = DEFAULT_DEVICE_RATE,
     clock: Callable[[], float] | None = None,
+    firmware_api: bool = True,
+    admin_api: bool = True,
+    device_types: Sequence[DeviceTypeSpec] = (),
 ) -> FastAPI:
     """Build the server application.
 
@@ -1322,6 +1426,11 @@ def create_app(
     temporary upload files are removed; ``app.state.initial_admin_token`` is the first admin token when
     the database was empty, else None. ``initialise=False`` only builds the app (for the OpenAPI
     document). Raises ``db.SecretError`` when the secret is missing or not this database's.
+
+    ``firmware_api=False`` and ``admin_api=False`` make it a plain Twomes v1 server (no firmware API:
+    ``GET /device/firmware/target`` is 404 without the marker header; no ``/admin/`` API), for testing
+    devices and tools against what a real Twomes server offers. ``device_types`` are created at start
+    when missing (Twomes seeds its device types in the database).
     """
     if max_upload < 1:
         raise ValueError("max_upload must be positive")
@@ -1338,6 +1447,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    app.firmware_api = firmware_api  # type: ignore[attr-defined]
     app.state.db = dbm.Database(db_path)
     app.state.files_dir = Path(files_dir)
     app.state.max_upload = max_upload
@@ -1355,6 +1465,10 @@ def create_app(
         secret = Path(secret_path) if secret_path is not None else default_secret_path(db_path)
         key, _ = dbm.load_or_create_secret(secret, create=not database.secret_recorded())
         app.state.initial_admin_token = database.initialise(key)
+        with database.write() as conn:
+            for spec in device_types:
+                if conn.execute("SELECT 1 FROM device_type WHERE name = ?", (spec.name,)).fetchone() is None:
+                    dbm.create_device_type(conn, spec.name, spec.name, "", list(spec.properties))
         release_dir(app.state.files_dir).mkdir(parents=True, exist_ok=True)
         removed = remove_stale_uploads(app.state.files_dir)
         if removed:
@@ -1377,8 +1491,10 @@ def create_app(
         return _json_error(500, "Internal server error")
 
     app.include_router(twomes)
-    app.include_router(firmware)
-    app.include_router(admin)
+    if firmware_api:
+        app.include_router(firmware)
+    if admin_api:
+        app.include_router(admin)
     return app
 
 

@@ -112,6 +112,20 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds a client may leave its response unread (default 60)",
     )
+    run.add_argument(
+        "--no-firmware-api",
+        action="store_true",
+        help="no firmware API (as a plain Twomes server: /device/firmware/... is 404 without the marker)",
+    )
+    run.add_argument("--no-admin-api", action="store_true", help="no /admin/ API (as a plain Twomes server)")
+    run.add_argument(
+        "--device-type",
+        action="append",
+        default=[],
+        type=_device_type,
+        metavar="NAME=PROP[:UNIT],...",
+        help="create this device type at start if missing (repeatable), e.g. Plain-Test=heartbeat,temperature:C",
+    )
     run.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     run.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
@@ -146,13 +160,29 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "source", metavar="FILE_OR_JSON", help="JSON text, a file holding it (a boot log will do), or -"
     )
+    p.add_argument(
+        "--attach",
+        action="store_true",
+        help="also attach it to an owner account through the Twomes account API (any Twomes server)",
+    )
+    p.add_argument("--account-token", help="attach to this account (its session token) instead of a new one")
 
     p = admin("account", "create an owner account (prints its session token)", cmd_account)
     p.add_argument("name")
 
-    p = admin("attach", "attach a device to an account (a new owner account if none given)", cmd_attach)
-    p.add_argument("name", help="device name")
-    p.add_argument("--account-id", type=int)
+    p = admin(
+        "attach",
+        "attach a device to an owner account (a new one if none given). With the device's activation token "
+        "(--activation-token, or the activation JSON / boot log as NAME) it uses the Twomes account API and "
+        "works with any Twomes server; with a name alone it uses this server's admin API",
+        cmd_attach,
+    )
+    p.add_argument(
+        "name", metavar="NAME_OR_JSON", help="device name, or its activation JSON / a boot log file"
+    )
+    p.add_argument("--activation-token", help="the device's activation token (Twomes account API)")
+    p.add_argument("--account-token", help="Twomes API: attach to this account (its session token)")
+    p.add_argument("--account-id", type=int, help="admin API: attach to this account id")
 
     p = admin("publish", "publish a firmware release", cmd_publish)
     p.add_argument("file", type=Path)
@@ -214,6 +244,15 @@ def _size(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1 byte")
     return value
+
+
+def _device_type(text: str) -> Any:
+    from .app import DeviceTypeSpec
+
+    try:
+        return DeviceTypeSpec.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _rate(text: str) -> Any:
@@ -306,6 +345,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             min_token_length=args.min_token_length,
             address_rate=args.activation_rate_address,
             device_rate=args.activation_rate_device,
+            firmware_api=not args.no_firmware_api,
+            admin_api=not args.no_admin_api,
+            device_types=args.device_type,
         )
     except (SchemaError, SecretError, OSError, ValueError) as exc:
         sock.close()
@@ -497,6 +539,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     def action(client: AdminClient) -> None:
         device = client.register_device(payload)
         _show(args, device, f"registered {device['name']} ({device['device_type']['name']})")
+        if args.attach:
+            _twomes_attach(args, client, str(payload["activation_token"]))
 
     return _admin_call(args, action)
 
@@ -513,9 +557,54 @@ def cmd_account(args: argparse.Namespace) -> int:
     return _admin_call(args, action)
 
 
+def _twomes_attach(args: argparse.Namespace, client: AdminClient, activation_token: str) -> None:
+    device, account, account_token = client.attach_twomes(activation_token, args.account_token)
+    if account is None:
+        text = f"attached {device['name']} to the given account"
+    else:
+        text = (
+            f"attached {device['name']} to new account {account['id']} (pseudonym {account['pseudonym']})\n"
+            f"account session token: {account_token}"
+        )
+    _show(args, {"device": device, "account": account, "account_session_token": account_token}, text)
+
+
 def cmd_attach(args: argparse.Namespace) -> int:
+    from .client import ServerError
+
+    name: str = args.name
+    token: str | None = args.activation_token
+    if token is None and (name.lstrip().startswith("{") or name == "-" or Path(name).is_file()):
+        try:
+            text = (
+                sys.stdin.read()
+                if name == "-"
+                else name
+                if name.lstrip().startswith("{")
+                else Path(name).read_text(errors="replace")
+            )
+            payload = activation_payload(text)
+        except (OSError, ValueError) as exc:
+            return _error(str(exc))
+        name, token = str(payload.get("name", "")), str(payload.get("activation_token", ""))
+    if token is not None and args.account_id is not None:
+        return _error("--account-id is for the admin API; with an activation token use --account-token")
+
     def action(client: AdminClient) -> None:
-        device = client.attach(args.name, args.account_id)
+        if token is not None:
+            _twomes_attach(args, client, token)
+            return
+        try:
+            device = client.attach(name, args.account_id)
+        except ServerError as exc:
+            if exc.status == 404 and exc.detail == "Not Found":
+                raise ServerError(
+                    404,
+                    "this server has no admin API (a plain Twomes server): give the device's activation token "
+                    "(--activation-token, or its activation JSON / boot log) to attach it through the Twomes "
+                    "account API",
+                ) from None
+            raise
         _show(args, device, f"attached {device['name']} to account {device['account_id']}")
 
     return _admin_call(args, action)

@@ -92,6 +92,15 @@ class AccountInfo(TypedDict):
     devices: int
 
 
+class TwomesAccount(TypedDict):
+    """What ``POST /account`` answers (Twomes)."""
+
+    id: int
+    pseudonym: int
+    activation_token: str
+    firebase_url: str
+
+
 class Measurement(TypedDict):
     property_name: str
     timestamp: str
@@ -161,6 +170,38 @@ class AdminClient:
         """``POST /device`` with the activation JSON a device prints (a dict or its JSON text)."""
         body = json.loads(payload) if isinstance(payload, str) else payload
         return cast(Device, self._request("POST", "/device", json=body))
+
+    # -- Twomes account API (works on any Twomes v1 server)
+
+    def create_twomes_account(self, pseudonym: int | None = None) -> TwomesAccount:
+        """``POST /account`` (admin): an owner account and its activation token (for the owner's app)."""
+        body = {"pseudonym": pseudonym} if pseudonym is not None else {}
+        return cast(TwomesAccount, self._request("POST", "/account", json=body))
+
+    def activate_account(self, activation_token: str) -> str:
+        """``POST /account/activate``: the account session token the owner's app would get."""
+        body = {"activation_token": activation_token}
+        return cast(
+            str, self._request("POST", "/account/activate", json=body, headers=_NO_AUTH)["session_token"]
+        )
+
+    def attach_twomes(
+        self, activation_token: str, account_token: str | None = None
+    ) -> tuple[Device, TwomesAccount | None]:
+        """Attach a device the way the owner's app does on any Twomes server: with the device's activation
+        token and an account session token (a new account is created and activated when none is given).
+        Returns the device item and the new account (None when ``account_token`` was given)."""
+        account: TwomesAccount | None = None
+        if account_token is None:
+            account = self.create_twomes_account()
+            account_token = self.activate_account(account["activation_token"])
+        device = self._request(
+            "POST",
+            "/account/device/activate",
+            json={"activation_token": activation_token},
+            headers={"Authorization": f"Bearer {account_token}"},
+        )
+        return cast(Device, device), account, account_token
 
     # -- tokens, accounts
 
@@ -292,6 +333,9 @@ class AdminClient:
 
     def openapi(self) -> dict[str, Any]:
         return cast(dict[str, Any], self._request("GET", "/openapi.json"))
+
+
+_NO_AUTH: dict[str, str] = {"Authorization": ""}
 
 
 def _seg(value: str) -> str:

@@ -54,7 +54,10 @@ CREATE TABLE account (
     name                TEXT NOT NULL,
     session_token_hash  TEXT NOT NULL,
     created_on          TEXT NOT NULL,
-    token_revoked_on    TEXT
+    token_revoked_on    TEXT,
+    pseudonym           INTEGER,
+    activation_token_hash TEXT,
+    activated_on        TEXT
 );
 CREATE TABLE device_type (
     id                       INTEGER PRIMARY KEY,
@@ -117,13 +120,22 @@ CREATE TABLE meta (
     value  TEXT NOT NULL
 );
 CREATE UNIQUE INDEX measurement_once ON measurement (device_id, property_id, timestamp);
+CREATE UNIQUE INDEX account_pseudonym ON account (pseudonym);
+CREATE UNIQUE INDEX account_activation ON account (activation_token_hash);
 """
 
 # Schema 1 -> 2: token revocation, the server-secret check, one measurement per (device, property, time)
-# (duplicates a schema-1 server stored are dropped, the first one kept).
+# (duplicates a schema-1 server stored are dropped, the first one kept), the Twomes account fields
+# (pseudonym, activation token, activated_on).
 _MIGRATE_1_TO_2 = """
 ALTER TABLE admin_token ADD COLUMN revoked_on TEXT;
 ALTER TABLE account ADD COLUMN token_revoked_on TEXT;
+ALTER TABLE account ADD COLUMN pseudonym INTEGER;
+ALTER TABLE account ADD COLUMN activation_token_hash TEXT;
+ALTER TABLE account ADD COLUMN activated_on TEXT;
+UPDATE account SET pseudonym = 800000 + id WHERE id < 100000;
+CREATE UNIQUE INDEX account_pseudonym ON account (pseudonym);
+CREATE UNIQUE INDEX account_activation ON account (activation_token_hash);
 CREATE TABLE meta (
     key    TEXT PRIMARY KEY,
     value  TEXT NOT NULL
@@ -373,3 +385,21 @@ def create_admin_token(conn: sqlite3.Connection) -> str:
     token, token_hash = new_token(ident)
     conn.execute("UPDATE admin_token SET token_hash = ? WHERE id = ?", (token_hash, ident))
     return token
+
+
+PSEUDONYM_MIN = 800000
+PSEUDONYM_MAX = 899999
+
+
+def free_pseudonym(conn: sqlite3.Connection) -> int:
+    """A random Twomes account pseudonym (800000..899999) not in use yet."""
+    used = {r[0] for r in conn.execute("SELECT pseudonym FROM account WHERE pseudonym IS NOT NULL")}
+    if len(used) > (PSEUDONYM_MAX - PSEUDONYM_MIN) // 2:
+        free = [p for p in range(PSEUDONYM_MIN, PSEUDONYM_MAX + 1) if p not in used]
+        if not free:
+            raise ValueError("no account pseudonym left")
+        return secrets.choice(free)
+    while True:
+        candidate = PSEUDONYM_MIN + secrets.randbelow(PSEUDONYM_MAX - PSEUDONYM_MIN + 1)
+        if candidate not in used:
+            return candidate

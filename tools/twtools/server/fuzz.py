@@ -25,7 +25,7 @@ from .testing import ReferenceServer
 
 KINDS = ("admin", "device", "account")
 # The operations each token can reach (the others would only answer 401/403).
-PATHS = {"admin": r"^/(admin/|device$)", "device": r"^/device", "account": r"^/account/"}
+PATHS = {"admin": r"^/(admin/|device$|account$)", "device": r"^/device", "account": r"^/account/"}
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 

@@ -129,6 +129,32 @@ class SessionToken(BaseModel):
     session_token: str
 
 
+class BuildingLocation(_Body):
+    longitude: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+    latitude: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+
+
+class TwomesAccountCreate(_Body):
+    """`POST /account` (Twomes): everything optional; the location and time zone are accepted, not used."""
+
+    pseudonym: Annotated[int, Field(ge=800000, le=899999)] | None = None
+    location: BuildingLocation | None = None
+    tz_name: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class TwomesAccountItem(BaseModel):
+    id: int
+    pseudonym: int
+    activation_token: str = Field(
+        description="For `POST /account/activate` (the owner's app gets it by QR code)."
+    )
+    firebase_url: str = Field(description="Twomes: a Firebase link with the token; here always empty.")
+
+
+class AccountActivate(_Body):
+    activation_token: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
 class DeviceTypeItem(BaseModel):
     name: str
     display_name: str
