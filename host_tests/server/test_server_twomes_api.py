@@ -86,8 +86,9 @@ def test_device_type_spec() -> None:
 
 @pytest.fixture(scope="module")
 def plain() -> Iterator[ReferenceServer]:
-    args = ["--no-firmware-api", "--no-admin-api", "--device-type", "Plain-Test=heartbeat,batteryVoltage:V"]
-    with ReferenceServer(access_log=False, extra_args=args) as srv:
+    with ReferenceServer(
+        access_log=False, plain_twomes=True, device_types=["Plain-Test=heartbeat,batteryVoltage:V"]
+    ) as srv:
         yield srv
 
 

@@ -52,6 +52,8 @@ class ReferenceServer:
         startup_timeout: float = 30.0,
         extra_args: Sequence[str] = (),
         python: str | None = None,
+        plain_twomes: bool = False,
+        device_types: Sequence[str] = (),
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = (
@@ -65,6 +67,12 @@ class ReferenceServer:
         self.access_log = access_log
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)
+        # As a plain Twomes v1 server: no firmware API, no admin API (the admin token still registers
+        # devices and creates accounts, as on Twomes); device types as "NAME=prop[:unit],...".
+        if plain_twomes:
+            self.extra_args += ["--no-firmware-api", "--no-admin-api"]
+        for spec in device_types:
+            self.extra_args += ["--device-type", spec]
         self.python = python or sys.executable
         self.url = ""
         self.admin_token = ""
