@@ -125,7 +125,8 @@ CREATE UNIQUE INDEX account_activation ON account (activation_token_hash);
 """
 
 # Schema 1 -> 2: token revocation, the server-secret check, one measurement per (device, property, time)
-# (duplicates a schema-1 server stored are dropped, the first one kept), the Twomes account fields
+# (duplicates a schema-1 server stored are dropped, the first one kept; so are times outside
+# 1970..9999 it let in, which made reading the device's measurements fail), the Twomes account fields
 # (pseudonym, activation token, activated_on).
 _MIGRATE_1_TO_2 = """
 ALTER TABLE admin_token ADD COLUMN revoked_on TEXT;
@@ -142,6 +143,7 @@ CREATE TABLE meta (
 );
 DELETE FROM measurement WHERE id NOT IN
     (SELECT min(id) FROM measurement GROUP BY device_id, property_id, timestamp);
+DELETE FROM measurement WHERE NOT (timestamp BETWEEN 0 AND 253402300799);
 CREATE UNIQUE INDEX measurement_once ON measurement (device_id, property_id, timestamp);
 """
 
