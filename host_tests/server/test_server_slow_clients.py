@@ -170,3 +170,16 @@ def test_a_response_nobody_reads_is_given_up(slow_server: ReferenceServer, tmp_p
     r = http.get(f"/admin/firmware/{rel['id']}/image", headers=tw.admin)
     assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == rel["sha256"]
     http.close()
+
+
+def test_an_answer_before_the_body_is_not_followed_by_a_408(slow_server: ReferenceServer) -> None:
+    # The upload route answers 401 before it reads the body; the unfinished body then times out
+    # without a second answer on the connection.
+    with _connect(slow_server) as sock:
+        sock.sendall(
+            b"POST /admin/firmware HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer MQ.wrong\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n"
+        )
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
+    assert b"408" not in answer

@@ -198,11 +198,12 @@ class GuardedProtocolBase(H11Protocol):
             return
         self.registry.timed_out += 1
         cycle = self.cycle
-        if self._phase in ("head", "body") and (
-            cycle is None or cycle.response_complete or not cycle.response_started
-        ):
-            if self._phase == "body" or self.conn.their_state is not h11.IDLE or self._has_partial_head():
-                self.transport.write(REQUEST_TIMEOUT)
+        if self._phase == "head":
+            answer = self._has_partial_head()  # a silent (or idle keep-alive) connection is just closed
+        else:  # "body": unless the app has answered already (e.g. 401 before reading the body)
+            answer = self._phase == "body" and (cycle is None or not cycle.response_started)
+        if answer:
+            self.transport.write(REQUEST_TIMEOUT)
         self._phase = "closed"
         self.transport.close()
 
