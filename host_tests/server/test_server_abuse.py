@@ -476,6 +476,7 @@ def test_files_of_an_older_server_are_made_private_at_start(tmp_path: Path) -> N
     work = tmp_path / "srv"
     with ReferenceServer(work, access_log=False):
         pass
+    assert stat.S_IMODE(work.stat().st_mode) == 0o700
     db = work / "twomes.sqlite3"
     db.chmod(0o644)
     with ReferenceServer(work, access_log=False):

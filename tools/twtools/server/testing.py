@@ -136,7 +136,7 @@ class ReferenceServer:
     def start(self) -> ReferenceServer:
         if self.running:
             raise RuntimeError("server already running")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         # Works from a source tree too: make the package that imported us importable by the child.
