@@ -98,13 +98,23 @@ def run_schemathesis(
     if seed is not None:
         cmd += ["--seed", str(seed)]
     if report is not None:
-        cmd += ["--report", "junit", "--report-dir", str(report)]
+        cmd += ["--report", "junit", "--report-dir", str(report.resolve())]
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"}
     shown = [c if c != f"Authorization: Bearer {token}" else "Authorization: Bearer <token>" for c in cmd]
     print("$ " + " ".join(shown), flush=True)
-    with subprocess.Popen(
-        cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as proc:
+    # In a scratch directory: schemathesis leaves a .schemathesis/ cache in its working directory.
+    with (
+        tempfile.TemporaryDirectory(prefix="twomes-fuzz-") as scratch,
+        subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=scratch,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as proc,
+    ):
         assert proc.stdout is not None
         for line in proc.stdout:  # echoed through sys.stdout (so tests can capture it)
             sys.stdout.write(line)
