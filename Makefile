@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install sim server board heap bench powercut test lint fmt browser-deps clean
+.PHONY: install sim server board heap bench powercut fuzz test lint fmt browser-deps clean
 
 install: $(STAMP)
 
@@ -47,6 +47,12 @@ bench: install
 ## Power cuts at every durable write of a bundle and an image update, on two virtual boards (~6 min).
 powercut: install
 	$(BIN)/twomes powercut
+
+## schemathesis against a fresh reference server on 127.0.0.1, FUZZ_SECONDS (default 180) per token kind
+## (admin, device, account); fails on any server error or undeclared status. `make test` runs a short slice.
+FUZZ_SECONDS ?= 180
+fuzz: install
+	$(BIN)/twomes server fuzz --seconds $(FUZZ_SECONDS)
 
 ## Chromium for the portal browser test (Debian package; the test skips loudly where it cannot be had).
 browser-deps:

@@ -42,7 +42,9 @@ def test_register_from_json_text(
     capsys: pytest.CaptureFixture[str], server: ReferenceServer, tw: Twomes
 ) -> None:
     name = tw.new_name()
-    payload = json.dumps({"name": name, "device_type": "Generic-Test", "activation_token": "1386683306"})
+    payload = json.dumps(
+        {"name": name, "device_type": "Generic-Test", "activation_token": "1386683306123456"}
+    )
     assert run(capsys, server, "register", payload) == (0, f"registered {name} (Generic-Test)\n", "")
     code, out, err = run(capsys, server, "register", payload)
     assert (code, out, err) == (1, "", "error: Device name already in use\n")
@@ -85,16 +87,18 @@ def test_register_errors(
     (tmp_path / "noise.log").write_text("nothing to see\n{broken json\n")
     code, _, err = run(capsys, server, "register", str(tmp_path / "noise.log"))
     assert code == 1 and "no JSON object" in err
-    unknown = json.dumps({"name": tw.new_name(), "device_type": "Nope", "activation_token": "12345678"})
+    unknown = json.dumps(
+        {"name": tw.new_name(), "device_type": "Nope", "activation_token": "1234567812345678"}
+    )
     assert run(capsys, server, "register", unknown)[1:] == ("", 'error: Unknown device type "Nope"\n')
 
 
 def test_activation_payload_picks_the_registration_json() -> None:
-    text = BOOT_LOG.format(name="TWOMES-D3AD48", token="3375550652")
+    text = BOOT_LOG.format(name="TWOMES-D3AD48", token="3375550652123456")
     assert activation_payload(text) == {
         "name": "TWOMES-D3AD48",
         "device_type": "Generic-Test",
-        "activation_token": "3375550652",
+        "activation_token": "3375550652123456",
     }
 
 
@@ -359,3 +363,41 @@ def test_run_rejects_a_foreign_database(capsys: pytest.CaptureFixture[str], tmp_
     conn.close()
     assert main(["server", "run", "--port", "0", "--db", str(db), "--files", str(tmp_path / "f")]) == 1
     assert "not a Twomes reference server one" in capsys.readouterr().err
+
+
+def test_token_and_account_commands(
+    capsys: pytest.CaptureFixture[str], server: ReferenceServer, tw: Twomes, tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, server, "token")
+    assert code == 0
+    other = out.strip()
+    code, out, _ = run(capsys, server, "tokens", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["current"] for r in rows].count(True) == 1
+    assert other not in out and server.admin_token not in out
+    mine = next(r["id"] for r in rows if r["current"])
+    newest = max(r["id"] for r in rows)
+    code, out, err = run(capsys, server, "revoke-token", str(mine))
+    assert (code, err) == (1, "error: Cannot revoke the token used for this request\n")
+    code, out, _ = run(capsys, server, "revoke-token", str(newest))
+    assert code == 0 and out.startswith(f"admin token {newest} revoked (")
+    assert main(["server", "devices", "--url", server.url, "--admin-token", other]) == 1
+    assert "Invalid admin session token" in capsys.readouterr().err
+    code, out, _ = run(capsys, server, "tokens")
+    assert code == 0 and "(this one)" in out
+
+    account_id, _ = tw.account("cli owner")
+    code, out, _ = run(capsys, server, "accounts")
+    assert code == 0 and "cli owner" in out
+    code, out, _ = run(capsys, server, "revoke-account-token", str(account_id))
+    assert code == 0 and out.startswith(f"session token of account {account_id} revoked (")
+    code, out, _ = run(capsys, server, "renew-account-token", str(account_id))
+    assert code == 0 and "session token: " in out
+    code, out, err = run(capsys, server, "revoke-account-token", "999999")
+    assert (code, err) == (1, "error: Account not found\n")
+
+    # The admin client downloads any release, targeted or not.
+    rel = tw.publish(b"a draft for the admin", "cli-draft-1")
+    target = tmp_path / "draft.bin"
+    assert server.client.download(rel["id"], target) == len(b"a draft for the admin")
+    assert target.read_bytes() == b"a draft for the admin"

@@ -16,6 +16,8 @@ EXPECTED_OPERATIONS = {
     ("post", "/device"),
     ("get", "/device"),
     ("post", "/account/device/activate"),
+    ("post", "/account"),
+    ("post", "/account/activate"),
     ("post", "/device/activate"),
     ("post", "/device/measurements/variable-interval"),
     ("post", "/device/measurements/fixed-interval"),
@@ -24,6 +26,12 @@ EXPECTED_OPERATIONS = {
     ("get", "/device/firmware/releases/{release_id}/image"),
     ("post", "/device/firmware/confirm"),
     ("post", "/admin/tokens"),
+    ("get", "/admin/tokens"),
+    ("delete", "/admin/tokens/{token_id}"),
+    ("get", "/admin/accounts"),
+    ("delete", "/admin/accounts/{account_id}/token"),
+    ("post", "/admin/accounts/{account_id}/token"),
+    ("get", "/admin/firmware/{release_id}/image"),
     ("get", "/admin/device-types"),
     ("post", "/admin/device-types"),
     ("put", "/admin/device-types/{name}/target"),
@@ -66,3 +74,18 @@ def test_openapi_lists_every_operation_with_its_security() -> None:
         "schema"
     ]
     assert set(upload["required"]) == {"file", "version", "kind", "device_type"}
+
+
+def test_openapi_declares_the_statuses_every_operation_can_give() -> None:
+    doc = json.loads(OPENAPI.read_text())
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            codes = set(op["responses"])
+            assert "413" in codes, (method, path)  # a body (or a declared Content-Length) over the limit
+            if op.get("security"):
+                assert {"401", "403"} <= codes, (method, path)
+            if op.get("parameters") or op.get("requestBody"):
+                assert "422" in codes, (method, path)
+    for path in ("/device/activate", "/account/device/activate", "/account/activate"):
+        too_many = doc["paths"][path]["post"]["responses"]["429"]
+        assert "Retry-After" in too_many["headers"]

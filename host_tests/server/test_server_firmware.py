@@ -275,6 +275,8 @@ def test_50mb_upload_is_streamed_not_buffered(tw: Twomes, server: ReferenceServe
     rel = r.json()
     assert rel["size"] == size_mb * 1024 * 1024
     assert rel["sha256"] == digest.hexdigest()
+    r = tw.http.put(f"/admin/devices/{dev.name}/target", json={"release_id": rel["id"]}, headers=tw.admin)
+    assert r.status_code == 200
     growth_mb = (_vm_hwm_kib(server.pid) - peak_before) / 1024
     assert growth_mb < 20, f"server peak RSS grew by {growth_mb:.1f} MB during a {size_mb} MB upload"
 
@@ -395,12 +397,23 @@ def test_confirm_validation(http: httpx.Client, dev: Provisioned, body: dict[str
 # ----------------------------------------------------------------------------------------------- download
 
 
+@pytest.fixture
+def reader(tw: Twomes, release: dict[str, Any]) -> Provisioned:
+    """A device whose own target is ``release`` (only a targeted release can be downloaded)."""
+    dev = tw.provision()
+    r = tw.http.put(f"/admin/devices/{dev.name}/target", json={"release_id": release["id"]}, headers=tw.admin)
+    assert r.status_code == 200, r.text
+    return dev
+
+
 def _get(http: httpx.Client, rel: dict[str, Any], dev: Provisioned, **headers: str) -> httpx.Response:
     return http.get(rel["url"], headers={**dev.headers, **headers})
 
 
-def test_download_whole(http: httpx.Client, dev: Provisioned, release: dict[str, Any], image: bytes) -> None:
-    r = _get(http, release, dev)
+def test_download_whole(
+    http: httpx.Client, reader: Provisioned, release: dict[str, Any], image: bytes
+) -> None:
+    r = _get(http, release, reader)
     assert r.status_code == 200
     assert r.content == image
     assert r.headers["content-length"] == str(len(image))
@@ -428,7 +441,7 @@ def test_download_whole(http: httpx.Client, dev: Provisioned, release: dict[str,
 )
 def test_download_range(
     http: httpx.Client,
-    dev: Provisioned,
+    reader: Provisioned,
     release: dict[str, Any],
     image: bytes,
     header: str,
@@ -436,7 +449,7 @@ def test_download_range(
     last: int,
 ) -> None:
     assert len(image) == 300_000
-    r = _get(http, release, dev, range=header)
+    r = _get(http, release, reader, range=header)
     assert r.status_code == 206
     assert r.content == image[first : last + 1]
     assert r.headers["content-length"] == str(last - first + 1)
@@ -460,9 +473,9 @@ def test_download_range(
     ],
 )
 def test_download_bad_range_is_416(
-    http: httpx.Client, dev: Provisioned, release: dict[str, Any], image: bytes, header: str
+    http: httpx.Client, reader: Provisioned, release: dict[str, Any], image: bytes, header: str
 ) -> None:
-    r = _get(http, release, dev, range=header)
+    r = _get(http, release, reader, range=header)
     assert r.status_code == 416
     assert r.headers["content-range"] == f"bytes */{len(image)}"
     assert r.headers[FIRMWARE_HEADER] == "1"
@@ -470,21 +483,21 @@ def test_download_bad_range_is_416(
 
 
 def test_resume_with_if_range(
-    http: httpx.Client, dev: Provisioned, release: dict[str, Any], image: bytes
+    http: httpx.Client, reader: Provisioned, release: dict[str, Any], image: bytes
 ) -> None:
     etag = f'"{release["sha256"]}"'
-    r = _get(http, release, dev, range="bytes=100-", **{"if-range": etag})
+    r = _get(http, release, reader, range="bytes=100-", **{"if-range": etag})
     assert r.status_code == 206 and r.content == image[100:]
-    r = _get(http, release, dev, range="bytes=100-", **{"if-range": '"something-else"'})
+    r = _get(http, release, reader, range="bytes=100-", **{"if-range": '"something-else"'})
     assert r.status_code == 200 and r.content == image
 
 
 def test_download_resumed_in_pieces_reassembles(
-    http: httpx.Client, dev: Provisioned, release: dict[str, Any], image: bytes
+    http: httpx.Client, reader: Provisioned, release: dict[str, Any], image: bytes
 ) -> None:
     parts = []
     for start in range(0, len(image), 65536):
-        r = _get(http, release, dev, range=f"bytes={start}-{start + 65535}")
+        r = _get(http, release, reader, range=f"bytes={start}-{start + 65535}")
         assert r.status_code == 206
         parts.append(r.content)
     assembled = b"".join(parts)
@@ -507,6 +520,8 @@ def test_download_missing_file_is_a_clear_500(
     http: httpx.Client, tw: Twomes, server: ReferenceServer, dev: Provisioned
 ) -> None:
     rel = tw.publish(b"will vanish", _version())
+    r = http.put(f"/admin/devices/{dev.name}/target", json={"release_id": rel["id"]}, headers=tw.admin)
+    assert r.status_code == 200
     (server.files_dir / "releases" / f"release-{rel['id']}.bin").unlink()
     r = http.get(rel["url"], headers=dev.headers)
     assert (r.status_code, detail(r)) == (500, "Release file missing on the server")

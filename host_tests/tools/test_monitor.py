@@ -207,7 +207,7 @@ def test_registration_in_plain_words(server):
     short = {"name": "TWOMES-0000AA", "device_type": "Generic-Test", "activation_token": "1234"}
     r = monitor.register(server.client, short)
     assert not r.ok and r.message.startswith("not registered: the server refused the activation JSON")
-    ok = {"name": "TWOMES-0000AB", "device_type": "Generic-Test", "activation_token": "12345678901"}
+    ok = {"name": "TWOMES-0000AB", "device_type": "Generic-Test", "activation_token": "1234567890123456"}
     assert monitor.register(server.client, ok) == monitor.Registration(
         True, f"registered TWOMES-0000AB (Generic-Test) on {server.url}"
     )

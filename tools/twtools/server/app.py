@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import secrets
 import sqlite3
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +26,11 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.datastructures import Headers
@@ -34,6 +39,7 @@ from starlette.responses import Response
 
 from . import db as dbm
 from . import schemas as s
+from .ratelimit import Rate, RateLimiter, retry_after
 from .storage import (
     BODY_TOO_LARGE,
     ReceivedUpload,
@@ -56,6 +62,14 @@ DEFAULT_MAX_UPLOAD = 128 * 1024 * 1024
 # Room for the multipart framing and the text fields around the file part.
 MULTIPART_OVERHEAD = 64 * 1024
 UPLOAD_ROUTE = ("POST", "/admin/firmware")
+# Activation tokens of new registrations: the length the device generates (16 decimal digits). Twomes
+# itself accepts 8 (`--min-token-length 8` for devices of the Twomes generic firmware).
+DEFAULT_MIN_TOKEN_LENGTH = 16
+TWOMES_MIN_TOKEN_LENGTH = 8
+# Failed activation attempts per client address, and activations per device.
+DEFAULT_ADDRESS_RATE = Rate(30, 2.0)
+DEFAULT_DEVICE_RATE = Rate(10, 6.0)
+MAX_MEASUREMENTS_LIMIT = 1_000_000
 
 ASGIApp = Callable[
     [
@@ -128,6 +142,94 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+class _BadJson(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadJson(f"number out of range: {text[:40]}")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise _BadJson(f"{name} is not a JSON number")
+
+
+def strict_json(body: bytes) -> Any:
+    """``body`` decoded as strict JSON: no ``NaN``/``Infinity``, no number out of the float range or of
+    over 4300 digits, no lone surrogate (``"\\ud800"``) in a string or a name, nesting that Python can
+    decode. Anything else raises ``json.JSONDecodeError`` (FastAPI answers 422 ``json_invalid``)."""
+    text = body.decode("utf-8", "replace")
+    try:
+        value = json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
+    except json.JSONDecodeError:
+        raise
+    except _BadJson as exc:
+        raise json.JSONDecodeError(str(exc), text, 0) from None
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except ValueError as exc:  # bad UTF-8, an integer of over 4300 digits
+        raise json.JSONDecodeError(str(exc).split(":")[0][:100] or "not JSON", text, 0) from None
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not _valid_unicode(item):
+                raise json.JSONDecodeError("a string holds a lone surrogate (not valid Unicode)", text, 0)
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if not _valid_unicode(key):
+                    raise json.JSONDecodeError("a name holds a lone surrogate (not valid Unicode)", text, 0)
+                stack.append(sub)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
+class StrictJsonRequest(Request):
+    """A request whose JSON body is decoded by :func:`strict_json`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json(await self.body())
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """Every route decodes its JSON body strictly (bad numbers and strings are a 422, never a 500)."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            return await handler(StrictJsonRequest(request.scope, request.receive))
+
+        return strict_handler
+
+
+def _valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """``value`` made safe for a JSON answer: non-finite floats and lone surrogates become text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str) and not _valid_unicode(value):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
@@ -135,8 +237,11 @@ def _json_error(status: int, detail: str, headers: dict[str, str] | None = None)
 class TwomesApp(FastAPI):
     """FastAPI with the firmware-API marker outside everything (so even a 500 carries it)."""
 
+    firmware_api = True
+
     def build_middleware_stack(self) -> ASGIApp:  # type: ignore[override]
-        return FirmwareApiHeaderMiddleware(super().build_middleware_stack())
+        stack = super().build_middleware_stack()
+        return FirmwareApiHeaderMiddleware(stack) if self.firmware_api else stack
 
 
 # ---------------------------------------------------------------------------------------------- auth
@@ -171,7 +276,9 @@ def require_admin(
     ident = dbm.token_ident(token)
     if ident is not None:
         with database.read() as conn:
-            row = conn.execute("SELECT token_hash FROM admin_token WHERE id = ?", (ident,)).fetchone()
+            row = conn.execute(
+                "SELECT token_hash FROM admin_token WHERE id = ? AND revoked_on IS NULL", (ident,)
+            ).fetchone()
         if row is not None and dbm.token_matches(token, row["token_hash"]):
             return ident
     raise HTTPException(status_code=401, detail="Invalid admin session token")
@@ -184,8 +291,16 @@ def require_account(
     ident = dbm.token_ident(token)
     if ident is not None:
         with database.read() as conn:
-            row = conn.execute("SELECT session_token_hash FROM account WHERE id = ?", (ident,)).fetchone()
+            row = conn.execute(
+                "SELECT session_token_hash, activation_token_hash FROM account"
+                " WHERE id = ? AND token_revoked_on IS NULL",
+                (ident,),
+            ).fetchone()
         if row is not None and dbm.token_matches(token, row["session_token_hash"]):
+            if row["activation_token_hash"] is not None:
+                # As Twomes: the account's activation token is used up at the first use of a session token.
+                with database.write() as conn:
+                    conn.execute("UPDATE account SET activation_token_hash = NULL WHERE id = ?", (ident,))
             return ident
     raise HTTPException(status_code=401, detail="Invalid account session token")
 
@@ -221,6 +336,54 @@ Device = Annotated[AuthedDevice, Depends(require_device)]
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": s.ErrorDetail} for code in codes}
+
+
+_TOO_MANY = {
+    429: {
+        "model": s.ErrorDetail,
+        "description": "Too many attempts; `Retry-After` tells the seconds to wait.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+    }
+}
+_TOO_LARGE = {413: {"model": s.ErrorDetail, "description": "Request body too large."}}
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@dataclass
+class Settings:
+    """What the handlers need besides the database: the activation key, limits and rate limiters."""
+
+    key: bytes
+    min_token_length: int
+    by_address: RateLimiter
+    by_device: RateLimiter
+
+
+def _too_many(wait: float, what: str) -> HTTPException:
+    return HTTPException(
+        status_code=429,
+        detail=f"Too many {what}; try again later",
+        headers={"Retry-After": retry_after(wait)},
+    )
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "?"
+
+
+def _find_by_activation(conn: sqlite3.Connection, key: bytes, token: str, sql: str) -> sqlite3.Row | None:
+    """The device row with this activation token; a schema-1 hash that matches is upgraded to the keyed one."""
+    keyed, plain = dbm.activation_hashes(key, token)
+    row: sqlite3.Row | None = conn.execute(
+        f"{sql} WHERE d.activation_token_hash IN (?, ?)", (keyed, plain)
+    ).fetchone()
+    if row is not None and row["activation_token_hash"] == plain:
+        conn.execute("UPDATE device SET activation_token_hash = ? WHERE id = ?", (keyed, row["id"]))
+    return row
 
 
 # --------------------------------------------------------------------------------------------- queries
@@ -366,7 +529,12 @@ def _store_measurements(
     upload_time: float,
     items: list[tuple[str, list[tuple[float, str]]]],
 ) -> dict[str, Any]:
-    """Store one upload atomically; 400 when a property is not one of the device type's."""
+    """Store one upload atomically; 400 when a property is not one of the device type's.
+
+    Idempotent: a measurement whose (device, property, timestamp) is already stored is skipped (the
+    first value stays), so a device that re-sends an upload after a lost answer creates no duplicates.
+    ``size`` is the number of measurements in the upload (as Twomes answers); the log tells the new ones.
+    """
     server_time = datetime.now(UTC)
     with database.write() as conn:
         rows = conn.execute(
@@ -383,20 +551,34 @@ def _store_measurements(
             (device.id, server_time.isoformat(timespec="microseconds"), upload_time, size),
         )
         upload_id = cur.lastrowid
+        before = conn.total_changes
         conn.executemany(
-            "INSERT INTO measurement (device_id, property_id, upload_id, timestamp, value) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO measurement (device_id, property_id, upload_id, timestamp, value)"
+            " VALUES (?, ?, ?, ?, ?)",
             [
                 (device.id, property_ids[name], upload_id, ts, value)
                 for name, values in items
                 for ts, value in values
             ],
         )
+        stored = conn.total_changes - before
+        if stored == 0:
+            conn.execute("DELETE FROM upload WHERE id = ?", (upload_id,))  # a repeat: nothing new at all
+        else:
+            conn.execute("UPDATE upload SET size = ? WHERE id = ?", (stored, upload_id))
+    if stored < size:
+        log.info(
+            "device %s: %d of %d measurements already stored (a repeated upload)",
+            device.name,
+            size - stored,
+            size,
+        )
     return {"server_time": server_time, "size": size}
 
 
 # ------------------------------------------------------------------------------- Twomes device API
 
-twomes = APIRouter(tags=["Twomes device API"])
+twomes = APIRouter(tags=["Twomes device API"], route_class=StrictJsonRoute, responses=_TOO_LARGE)
 
 
 @twomes.post(
@@ -405,8 +587,22 @@ twomes = APIRouter(tags=["Twomes device API"])
     responses=_errors(400, 401, 403),
     summary="Register a device (admin)",
 )
-def device_create(body: s.DeviceCreate, database: DB, _admin: Admin) -> dict[str, Any]:
-    activation_hash = dbm.hash_secret(body.activation_token)
+def device_create(body: s.DeviceCreate, request: Request, database: DB, _admin: Admin) -> dict[str, Any]:
+    settings = _settings(request)
+    if len(body.activation_token) < settings.min_token_length:
+        n = settings.min_token_length
+        raise RequestValidationError(
+            [
+                {
+                    "type": "string_too_short",
+                    "loc": ("body", "activation_token"),
+                    "msg": f"String should have at least {n} characters (new registrations; the device prints {n})",
+                    "input": None,
+                    "ctx": {"min_length": n},
+                }
+            ]
+        )
+    keyed, plain = dbm.activation_hashes(settings.key, body.activation_token)
     with database.write() as conn:
         type_row = conn.execute("SELECT id FROM device_type WHERE name = ?", (body.device_type,)).fetchone()
         if type_row is None:
@@ -414,29 +610,98 @@ def device_create(body: s.DeviceCreate, database: DB, _admin: Admin) -> dict[str
         if conn.execute("SELECT 1 FROM device WHERE name = ?", (body.name,)).fetchone():
             raise HTTPException(status_code=400, detail="Device name already in use")
         if conn.execute(
-            "SELECT 1 FROM device WHERE activation_token_hash = ?", (activation_hash,)
+            "SELECT 1 FROM device WHERE activation_token_hash IN (?, ?)", (keyed, plain)
         ).fetchone():
             raise HTTPException(status_code=400, detail="Activation token already in use")
         cur = conn.execute(
             "INSERT INTO device (name, device_type_id, activation_token_hash, created_on) VALUES (?, ?, ?, ?)",
-            (body.name, type_row["id"], activation_hash, dbm.utcnow()),
+            (body.name, type_row["id"], keyed, dbm.utcnow()),
         )
         return _device_json(_device_row_by_id(conn, int(cur.lastrowid or 0)))
 
 
 @twomes.post(
-    "/account/device/activate",
-    response_model=s.DeviceItem,
-    responses=_errors(400, 401, 403, 404),
-    summary="Attach a device to the caller's account (account)",
+    "/account",
+    response_model=s.TwomesAccountItem,
+    responses=_errors(400, 401, 403),
+    summary="Create an owner account (admin), as Twomes: its activation token goes to the owner's app",
 )
-def account_device_activate(body: s.ActivationRequest, database: DB, account_id: Account) -> dict[str, Any]:
+def twomes_account_create(
+    body: s.TwomesAccountCreate, request: Request, database: DB, _admin: Admin
+) -> dict[str, Any]:
+    settings = _settings(request)
+    activation_token = secrets.token_urlsafe(32)
+    with database.write() as conn:
+        if body.pseudonym is not None:
+            if conn.execute("SELECT 1 FROM account WHERE pseudonym = ?", (body.pseudonym,)).fetchone():
+                raise HTTPException(status_code=400, detail="Account pseudonym already in use")
+            pseudonym = body.pseudonym
+        else:
+            try:
+                pseudonym = dbm.free_pseudonym(conn)
+            except ValueError:
+                raise HTTPException(status_code=400, detail="No account pseudonym left") from None
+        cur = conn.execute(
+            "INSERT INTO account (name, session_token_hash, created_on, pseudonym, activation_token_hash)"
+            " VALUES (?, '', ?, ?, ?)",
+            (f"account {pseudonym}", dbm.utcnow(), pseudonym, dbm.keyed_hash(settings.key, activation_token)),
+        )
+        account_id = int(cur.lastrowid or 0)
+    return {
+        "id": account_id,
+        "pseudonym": pseudonym,
+        "activation_token": activation_token,
+        "firebase_url": "",
+    }
+
+
+@twomes.post(
+    "/account/activate",
+    response_model=s.SessionToken,
+    responses={**_errors(404), **_TOO_MANY},
+    summary="Activate an account: a new account session token (no auth), as Twomes",
+)
+def twomes_account_activate(body: s.AccountActivate, request: Request, database: DB) -> dict[str, str]:
+    settings = _settings(request)
+    address = _client_address(request)
+    wait = settings.by_address.take(("address", address))
+    if wait:
+        raise _too_many(wait, "activation attempts from this address")
     with database.write() as conn:
         row = conn.execute(
-            f"{_DEVICE_SQL} WHERE d.activation_token_hash = ?", (dbm.hash_secret(body.activation_token),)
+            "SELECT id FROM account WHERE activation_token_hash = ?",
+            (dbm.keyed_hash(settings.key, body.activation_token),),
         ).fetchone()
         if row is None:
+            raise HTTPException(status_code=404, detail="No account found for provided activation token")
+        settings.by_address.refund(("address", address))
+        token, token_hash = dbm.new_token(row["id"])
+        conn.execute(
+            "UPDATE account SET session_token_hash = ?, token_revoked_on = NULL, activated_on = ? WHERE id = ?",
+            (token_hash, dbm.utcnow(), row["id"]),
+        )
+    return {"session_token": token}
+
+
+@twomes.post(
+    "/account/device/activate",
+    response_model=s.DeviceItem,
+    responses={**_errors(400, 401, 403, 404), **_TOO_MANY},
+    summary="Attach a device to the caller's account (account)",
+)
+def account_device_activate(
+    body: s.ActivationRequest, request: Request, database: DB, account_id: Account
+) -> dict[str, Any]:
+    settings = _settings(request)
+    address = _client_address(request)
+    wait = settings.by_address.take(("address", address))
+    if wait:
+        raise _too_many(wait, "activation attempts from this address")
+    with database.write() as conn:
+        row = _find_by_activation(conn, settings.key, body.activation_token, _DEVICE_SQL)
+        if row is None:
             raise HTTPException(status_code=404, detail="No device found for provided activation token")
+        settings.by_address.refund(("address", address))
         _attach(conn, row, account_id)
         return _device_json(_device_row_by_id(conn, row["id"]))
 
@@ -444,17 +709,28 @@ def account_device_activate(body: s.ActivationRequest, database: DB, account_id:
 @twomes.post(
     "/device/activate",
     response_model=s.SessionToken,
-    responses=_errors(403, 404),
+    responses={**_errors(403, 404), **_TOO_MANY},
     summary="Activate: get a new device session token (no auth)",
 )
-def device_activate(body: s.ActivationRequest, database: DB) -> dict[str, str]:
+def device_activate(body: s.ActivationRequest, request: Request, database: DB) -> dict[str, str]:
+    settings = _settings(request)
+    address = _client_address(request)
+    wait = settings.by_address.take(("address", address))
+    if wait:
+        raise _too_many(wait, "activation attempts from this address")
     with database.write() as conn:
-        row = conn.execute(
-            "SELECT id, account_id FROM device WHERE activation_token_hash = ?",
-            (dbm.hash_secret(body.activation_token),),
-        ).fetchone()
+        row = _find_by_activation(
+            conn,
+            settings.key,
+            body.activation_token,
+            "SELECT d.id, d.account_id, d.activation_token_hash FROM device d",
+        )
         if row is None:
             raise HTTPException(status_code=404, detail="No device found for provided activation token")
+        settings.by_address.refund(("address", address))  # only failed guesses count per address
+        wait = settings.by_device.take(("device", row["id"]))
+        if wait:
+            raise _too_many(wait, "activations of this device")
         if row["account_id"] is None:
             raise HTTPException(status_code=403, detail="Device not attached to account")
         token, token_hash = dbm.new_token(row["id"])
@@ -505,19 +781,34 @@ def upload_variable(body: s.MeasurementsUploadVariable, database: DB, device: De
 )
 def upload_fixed(body: s.MeasurementsUploadFixed, database: DB, device: Device) -> dict[str, Any]:
     items: list[tuple[str, list[tuple[float, str]]]] = []
-    for pm in body.property_measurements:
+    errors: list[dict[str, Any]] = []
+    for index, pm in enumerate(body.property_measurements):
         first = s.timestamp_seconds(pm.timestamp)
         if pm.timestamp_type == "end":
             first -= (len(pm.measurements) - 1) * pm.interval
-        items.append(
-            (pm.property_name, [(first + i * pm.interval, v) for i, v in enumerate(pm.measurements)])
-        )
+        times = [first + i * pm.interval for i in range(len(pm.measurements))]
+        if times and not (0 <= times[0] and times[-1] <= s.MAX_UNIX_TIME):
+            errors.append(
+                {
+                    "type": "value_error",
+                    "loc": ("body", "property_measurements", index, "interval"),
+                    "msg": f"Value error, the measurements' times leave the range 0..{s.MAX_UNIX_TIME}",
+                    "input": pm.interval,
+                }
+            )
+        items.append((pm.property_name, list(zip(times, pm.measurements, strict=True))))
+    if errors:
+        raise RequestValidationError(errors)
     return _store_measurements(database, device, s.timestamp_seconds(body.upload_time), items)
 
 
 # ------------------------------------------------------------------------------------- firmware API
 
-firmware = APIRouter(prefix="/device/firmware", tags=["Firmware API"])
+ReleaseId = Annotated[int, PathParam(ge=1, le=dbm.MAX_ID)]
+
+firmware = APIRouter(
+    prefix="/device/firmware", tags=["Firmware API"], route_class=StrictJsonRoute, responses=_TOO_LARGE
+)
 
 
 @firmware.get(
@@ -560,17 +851,25 @@ def firmware_installed(database: DB, device: Device) -> dict[str, Any]:
             "description": "One byte range (`Range: bytes=...`).",
         },
         416: {"model": s.ErrorDetail, "description": "Range not satisfiable; `Content-Range: bytes */size`."},
+        500: {"model": s.ErrorDetail, "description": "The release file is missing or damaged on the server."},
         **_errors(401, 403, 404),
     },
-    summary="Download a release file, whole or one byte range (device)",
+    summary="Download a release file, whole or one byte range (device; only a release targeted at it)",
 )
-def firmware_image(release_id: int, request: Request, database: DB, device: Device) -> Response:
+def firmware_image(release_id: ReleaseId, request: Request, database: DB, device: Device) -> Response:
     with database.read() as conn:
         row = _device_row_by_id(conn, device.id)
         release = _release_by_id(conn, release_id)
+    # Only what the device is meant to install: its own target or its type's (a draft never targeted,
+    # or another type's release, is not there for it).
     targets = {row["target_release_id"], row["type_target_release_id"]}
-    if release is None or (release["device_type_id"] != device.device_type_id and release_id not in targets):
+    if release is None or release_id not in targets:
         raise HTTPException(status_code=404, detail="Release not found")
+    return _release_file(request, release)
+
+
+def _release_file(request: Request, release: sqlite3.Row) -> Response:
+    release_id = release["id"]
     path = release_dir(request.app.state.files_dir) / release["filename"]
     try:
         on_disk = path.stat().st_size
@@ -612,13 +911,64 @@ def firmware_confirm(body: s.FirmwareConfirm, database: DB, device: Device) -> d
 
 # ---------------------------------------------------------------------------------------- admin API
 
-admin = APIRouter(prefix="/admin", tags=["Admin API"], responses=_errors(401, 403))
+RowId = Annotated[int, PathParam(ge=1, le=dbm.MAX_ID)]
+
+admin = APIRouter(
+    prefix="/admin",
+    tags=["Admin API"],
+    route_class=StrictJsonRoute,
+    responses={**_errors(401, 403), **_TOO_LARGE},
+)
 
 
 @admin.post("/tokens", status_code=201, response_model=s.AdminToken, summary="Create another admin token")
 def admin_token_create(database: DB, _admin: Admin) -> dict[str, str]:
     with database.write() as conn:
         return {"token": dbm.create_admin_token(conn)}
+
+
+@admin.get("/tokens", response_model=list[s.AdminTokenInfo], summary="List admin tokens (not their values)")
+def admin_tokens_list(database: DB, admin_id: Admin) -> list[dict[str, Any]]:
+    with database.read() as conn:
+        rows = conn.execute("SELECT id, created_on, revoked_on FROM admin_token ORDER BY id").fetchall()
+    return [
+        {
+            "id": r["id"],
+            "created_on": r["created_on"],
+            "revoked_on": r["revoked_on"],
+            "current": r["id"] == admin_id,
+        }
+        for r in rows
+    ]
+
+
+@admin.delete(
+    "/tokens/{token_id}",
+    response_model=s.AdminTokenInfo,
+    responses=_errors(404, 409),
+    summary="Revoke an admin token (not the one making the request); answers the revoked entry",
+)
+def admin_token_revoke(token_id: RowId, database: DB, admin_id: Admin) -> dict[str, Any]:
+    if token_id == admin_id:
+        raise HTTPException(status_code=409, detail="Cannot revoke the token used for this request")
+    with database.write() as conn:
+        row = conn.execute("SELECT revoked_on FROM admin_token WHERE id = ?", (token_id,)).fetchone()
+        if row is None:
+            raise HTTPException(status_code=404, detail="Token not found")
+        if row["revoked_on"] is None:
+            conn.execute(
+                "UPDATE admin_token SET revoked_on = ?, token_hash = '' WHERE id = ?",
+                (dbm.utcnow(), token_id),
+            )
+        row = conn.execute(
+            "SELECT id, created_on, revoked_on FROM admin_token WHERE id = ?", (token_id,)
+        ).fetchone()
+    return {
+        "id": row["id"],
+        "created_on": row["created_on"],
+        "revoked_on": row["revoked_on"],
+        "current": False,
+    }
 
 
 @admin.get("/device-types", response_model=list[s.DeviceTypeAdmin], summary="List device types")
@@ -682,12 +1032,79 @@ def device_type_target(name: str, body: s.TargetRequest, database: DB, _admin: A
         return _device_type_admin_json(conn, row)
 
 
+_ACCOUNT_SQL = (
+    "SELECT a.id, a.name, a.created_on, a.token_revoked_on,"
+    " (SELECT count(*) FROM device d WHERE d.account_id = a.id) AS devices FROM account a"
+)
+
+
+def _account_row_json(r: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "name": r["name"],
+        "created_on": r["created_on"],
+        "token_revoked_on": r["token_revoked_on"],
+        "devices": r["devices"],
+    }
+
+
+def _account_json(conn: sqlite3.Connection, account_id: int) -> dict[str, Any]:
+    return _account_row_json(conn.execute(f"{_ACCOUNT_SQL} WHERE a.id = ?", (account_id,)).fetchone())
+
+
+@admin.get("/accounts", response_model=list[s.AccountInfo], summary="List owner accounts (not their tokens)")
+def accounts_list(database: DB, _admin: Admin) -> list[dict[str, Any]]:
+    with database.read() as conn:
+        rows = conn.execute(f"{_ACCOUNT_SQL} ORDER BY a.id").fetchall()
+    return [_account_row_json(r) for r in rows]
+
+
+@admin.delete(
+    "/accounts/{account_id}/token",
+    response_model=s.AccountInfo,
+    responses=_errors(404),
+    summary="Revoke an account's session token (the account and its devices stay); answers the account",
+)
+def account_token_revoke(account_id: RowId, database: DB, _admin: Admin) -> dict[str, Any]:
+    with database.write() as conn:
+        row = conn.execute("SELECT token_revoked_on FROM account WHERE id = ?", (account_id,)).fetchone()
+        if row is None:
+            raise HTTPException(status_code=404, detail="Account not found")
+        if row["token_revoked_on"] is None:
+            conn.execute(
+                "UPDATE account SET session_token_hash = '', token_revoked_on = ? WHERE id = ?",
+                (dbm.utcnow(), account_id),
+            )
+        return _account_json(conn, account_id)
+
+
+@admin.post(
+    "/accounts/{account_id}/token",
+    status_code=201,
+    response_model=s.AccountCreated,
+    responses=_errors(404),
+    summary="Give an account a new session token (the old one stops working)",
+)
+def account_token_renew(account_id: RowId, database: DB, _admin: Admin) -> dict[str, Any]:
+    with database.write() as conn:
+        row = conn.execute("SELECT id, name FROM account WHERE id = ?", (account_id,)).fetchone()
+        if row is None:
+            raise HTTPException(status_code=404, detail="Account not found")
+        token, token_hash = dbm.new_token(account_id)
+        conn.execute(
+            "UPDATE account SET session_token_hash = ?, token_revoked_on = NULL WHERE id = ?",
+            (token_hash, account_id),
+        )
+    return {"id": row["id"], "name": row["name"], "session_token": token}
+
+
 @admin.post("/accounts", status_code=201, response_model=s.AccountCreated, summary="Create an owner account")
 def account_create(body: s.AccountCreate, database: DB, _admin: Admin) -> dict[str, Any]:
     with database.write() as conn:
         cur = conn.execute(
-            "INSERT INTO account (name, session_token_hash, created_on) VALUES (?, '', ?)",
-            (body.name, dbm.utcnow()),
+            "INSERT INTO account (name, session_token_hash, created_on, pseudonym, activated_on)"
+            " VALUES (?, '', ?, ?, ?)",
+            (body.name, dbm.utcnow(), dbm.free_pseudonym(conn), dbm.utcnow()),
         )
         account_id = int(cur.lastrowid or 0)
         token, token_hash = dbm.new_token(account_id)
@@ -763,7 +1180,10 @@ def device_measurements(
     name: str,
     database: DB,
     _admin: Admin,
-    limit: Annotated[int | None, Query(ge=1, description="Only the newest `limit` measurements.")] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_MEASUREMENTS_LIMIT, description="Only the newest `limit` measurements."),
+    ] = None,
 ) -> list[dict[str, Any]]:
     with database.read() as conn:
         row = _device_row_by_name(conn, name)
@@ -792,7 +1212,9 @@ def device_measurements(
 def releases_list(
     database: DB,
     _admin: Admin,
-    device_type: Annotated[str | None, Query(description="Only releases of this device type.")] = None,
+    device_type: Annotated[
+        str | None, Query(max_length=255, description="Only releases of this device type.")
+    ] = None,
 ) -> list[dict[str, Any]]:
     with database.read() as conn:
         if device_type is None:
@@ -800,6 +1222,26 @@ def releases_list(
         else:
             rows = conn.execute(f"{_RELEASE_SQL} WHERE t.name = ? ORDER BY r.id", (device_type,)).fetchall()
     return [_release_json(r) for r in rows]
+
+
+@admin.get(
+    "/firmware/{release_id}/image",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The whole file."},
+        206: {"content": {"application/octet-stream": {}}, "description": "One byte range."},
+        416: {"model": s.ErrorDetail, "description": "Range not satisfiable; `Content-Range: bytes */size`."},
+        500: {"model": s.ErrorDetail, "description": "The release file is missing or damaged on the server."},
+        **_errors(404),
+    },
+    summary="Download any release file, targeted or not (admin)",
+)
+def admin_release_image(release_id: ReleaseId, request: Request, database: DB, _admin: Admin) -> Response:
+    with database.read() as conn:
+        release = _release_by_id(conn, release_id)
+    if release is None:
+        raise HTTPException(status_code=404, detail="Release not found")
+    return _release_file(request, release)
 
 
 _UPLOAD_OPENAPI: dict[str, Any] = {
@@ -989,21 +1431,71 @@ def _fsync_dir(path: Path) -> None:
 # ------------------------------------------------------------------------------------------ factory
 
 
+@dataclass(frozen=True)
+class DeviceTypeSpec:
+    """A device type to seed: ``NAME=prop[:unit],prop[:unit],...`` on the command line."""
+
+    name: str
+    properties: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> DeviceTypeSpec:
+        name, sep, props = text.partition("=")
+        name = name.strip()
+        pairs = []
+        for item in props.split(","):
+            if item.strip():
+                prop, _, unit = item.strip().partition(":")
+                pairs.append((prop.strip(), unit.strip()))
+        try:
+            s.DeviceTypeCreate(
+                name=name, display_name=name, properties=[{"name": p, "unit": u} for p, u in pairs]
+            )
+        except ValidationError as exc:
+            raise ValueError(f"bad device type {text!r}: {exc.errors()[0]['msg']}") from None
+        if not sep or not pairs or len({p for p, _ in pairs}) != len(pairs):
+            raise ValueError(f"bad device type {text!r}: expected NAME=prop[:unit],... with distinct names")
+        return cls(name, tuple(pairs))
+
+
+def default_secret_path(db_path: str | Path) -> Path:
+    """Where the server secret lives unless told otherwise: beside the database, ``<db>.secret``."""
+    db_path = Path(db_path)
+    return db_path.with_name(db_path.name + ".secret")
+
+
 def create_app(
     db_path: str | Path,
     files_dir: str | Path,
     max_upload: int = DEFAULT_MAX_UPLOAD,
     *,
     initialise: bool = True,
+    secret_path: str | Path | None = None,
+    min_token_length: int = DEFAULT_MIN_TOKEN_LENGTH,
+    address_rate: Rate = DEFAULT_ADDRESS_RATE,
+    device_rate: Rate = DEFAULT_DEVICE_RATE,
+    clock: Callable[[], float] | None = None,
+    firmware_api: bool = True,
+    admin_api: bool = True,
+    device_types: Sequence[DeviceTypeSpec] = (),
 ) -> FastAPI:
     """Build the server application.
 
-    With ``initialise`` (the default) the database is created and seeded if new, and stale temporary
-    upload files are removed; ``app.state.initial_admin_token`` is the first admin token when the
-    database was empty, else None. ``initialise=False`` only builds the app (for the OpenAPI document).
+    With ``initialise`` (the default) the database is created and seeded if new (or migrated), the
+    server secret is read (made on first start; ``secret_path``, default ``<db>.secret``) and stale
+    temporary upload files are removed; ``app.state.initial_admin_token`` is the first admin token when
+    the database was empty, else None. ``initialise=False`` only builds the app (for the OpenAPI
+    document). Raises ``db.SecretError`` when the secret is missing or not this database's.
+
+    ``firmware_api=False`` and ``admin_api=False`` make it a plain Twomes v1 server (no firmware API:
+    ``GET /device/firmware/target`` is 404 without the marker header; no ``/admin/`` API), for testing
+    devices and tools against what a real Twomes server offers. ``device_types`` are created at start
+    when missing (Twomes seeds its device types in the database).
     """
     if max_upload < 1:
         raise ValueError("max_upload must be positive")
+    if not TWOMES_MIN_TOKEN_LENGTH <= min_token_length <= 1024:
+        raise ValueError(f"min_token_length must be {TWOMES_MIN_TOKEN_LENGTH}..1024")
     app = TwomesApp(
         title="Twomes reference provisioning server",
         version=API_VERSION,
@@ -1015,20 +1507,43 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    app.firmware_api = firmware_api  # type: ignore[attr-defined]
     app.state.db = dbm.Database(db_path)
     app.state.files_dir = Path(files_dir)
     app.state.max_upload = max_upload
+    limiter_clock = {"clock": clock} if clock is not None else {}
+    app.state.settings = Settings(
+        key=b"",
+        min_token_length=min_token_length,
+        by_address=RateLimiter(address_rate, **limiter_clock),
+        by_device=RateLimiter(device_rate, **limiter_clock),
+    )
     app.state.initial_admin_token = None
+    key = b""
     if initialise:
-        app.state.initial_admin_token = app.state.db.initialise()
+        database: dbm.Database = app.state.db
+        secret = Path(secret_path) if secret_path is not None else default_secret_path(db_path)
+        key, _ = dbm.load_or_create_secret(secret, create=not database.secret_recorded())
+        app.state.initial_admin_token = database.initialise(key)
+        with database.write() as conn:
+            for spec in device_types:
+                if conn.execute("SELECT 1 FROM device_type WHERE name = ?", (spec.name,)).fetchone() is None:
+                    dbm.create_device_type(conn, spec.name, spec.name, "", list(spec.properties))
         release_dir(app.state.files_dir).mkdir(parents=True, exist_ok=True)
         removed = remove_stale_uploads(app.state.files_dir)
         if removed:
             log.warning("removed %d unfinished upload(s)", removed)
+    app.state.settings.key = key
 
     app.add_middleware(
         BodyLimitMiddleware, json_limit=JSON_BODY_LIMIT, upload_limit=max_upload + MULTIPART_OVERHEAD
     )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler, but an input that JSON cannot carry (NaN, a lone surrogate) is shown
+        # as text instead of making the error answer itself fail.
+        return JSONResponse({"detail": _plain(jsonable_encoder(_plain(exc.errors())))}, status_code=422)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -1036,8 +1551,10 @@ def create_app(
         return _json_error(500, "Internal server error")
 
     app.include_router(twomes)
-    app.include_router(firmware)
-    app.include_router(admin)
+    if firmware_api:
+        app.include_router(firmware)
+    if admin_api:
+        app.include_router(admin)
     return app
 
 

@@ -64,6 +64,68 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--max-upload", type=_size, default=DEFAULT_MAX_UPLOAD, help="largest firmware file in bytes"
     )
+    run.add_argument(
+        "--secret-file",
+        type=Path,
+        help="server secret that keys the activation-token hashes (default: the --db path + .secret; "
+        "made on first start, mode 0600; keep it apart from database backups)",
+    )
+    run.add_argument(
+        "--min-token-length",
+        type=int,
+        default=16,
+        help="shortest activation token accepted for a new registration (default 16, what the device "
+        "prints; 8 accepts devices of the Twomes generic firmware)",
+    )
+    run.add_argument(
+        "--activation-rate-address",
+        type=_rate,
+        default="30/2",
+        metavar="BURST/SECONDS",
+        help="failed activation attempts per client address (default 30/2: 30 at once, then one per 2 s)",
+    )
+    run.add_argument(
+        "--activation-rate-device",
+        type=_rate,
+        default="10/6",
+        metavar="BURST/SECONDS",
+        help="activations per device (default 10/6)",
+    )
+    run.add_argument(
+        "--max-connections", type=int, default=1000, help="open connections at most (default 1000)"
+    )
+    run.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to receive a request head (default 10)",
+    )
+    run.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to receive a request body (firmware upload: seconds without progress; default 30)",
+    )
+    run.add_argument(
+        "--send-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a client may leave its response unread (default 60)",
+    )
+    run.add_argument(
+        "--no-firmware-api",
+        action="store_true",
+        help="no firmware API (as a plain Twomes server: /device/firmware/... is 404 without the marker)",
+    )
+    run.add_argument("--no-admin-api", action="store_true", help="no /admin/ API (as a plain Twomes server)")
+    run.add_argument(
+        "--device-type",
+        action="append",
+        default=[],
+        type=_device_type,
+        metavar="NAME=PROP[:UNIT],...",
+        help="create this device type at start if missing (repeatable), e.g. Plain-Test=heartbeat,temperature:C",
+    )
     run.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     run.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
@@ -94,6 +156,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     openapi = sub.add_parser("openapi", help="print the OpenAPI document (JSON)")
     openapi.set_defaults(func=cmd_openapi)
 
+    from . import fuzz
+
+    fuzz.add_parser(sub)
+
     def admin(
         name: str, help_text: str, func: Callable[[argparse.Namespace], int]
     ) -> argparse.ArgumentParser:
@@ -115,13 +181,29 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "source", metavar="FILE_OR_JSON", help="JSON text, a file holding it (a boot log will do), or -"
     )
+    p.add_argument(
+        "--attach",
+        action="store_true",
+        help="also attach it to an owner account through the Twomes account API (any Twomes server)",
+    )
+    p.add_argument("--account-token", help="attach to this account (its session token) instead of a new one")
 
     p = admin("account", "create an owner account (prints its session token)", cmd_account)
     p.add_argument("name")
 
-    p = admin("attach", "attach a device to an account (a new owner account if none given)", cmd_attach)
-    p.add_argument("name", help="device name")
-    p.add_argument("--account-id", type=int)
+    p = admin(
+        "attach",
+        "attach a device to an owner account (a new one if none given). With the device's activation token "
+        "(--activation-token, or the activation JSON / boot log as NAME) it uses the Twomes account API and "
+        "works with any Twomes server; with a name alone it uses this server's admin API",
+        cmd_attach,
+    )
+    p.add_argument(
+        "name", metavar="NAME_OR_JSON", help="device name, or its activation JSON / a boot log file"
+    )
+    p.add_argument("--activation-token", help="the device's activation token (Twomes account API)")
+    p.add_argument("--account-token", help="Twomes API: attach to this account (its session token)")
+    p.add_argument("--account-id", type=int, help="admin API: attach to this account id")
 
     p = admin("publish", "publish a firmware release", cmd_publish)
     p.add_argument("file", type=Path)
@@ -165,6 +247,21 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 
     admin("token", "create another admin token", cmd_token)
 
+    admin("tokens", "list the admin tokens (ids and dates; the values are never stored)", cmd_tokens)
+
+    p = admin("revoke-token", "revoke an admin token (not the one in use)", cmd_revoke_token)
+    p.add_argument("token_id", type=int, metavar="ID")
+
+    admin("accounts", "list owner accounts", cmd_accounts)
+
+    p = admin("revoke-account-token", "revoke an account's session token", cmd_revoke_account_token)
+    p.add_argument("account_id", type=int, metavar="ACCOUNT_ID")
+
+    p = admin(
+        "renew-account-token", "give an account a new session token (prints it)", cmd_renew_account_token
+    )
+    p.add_argument("account_id", type=int, metavar="ACCOUNT_ID")
+
 
 def _size(text: str) -> int:
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
@@ -178,6 +275,24 @@ def _size(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1 byte")
     return value
+
+
+def _device_type(text: str) -> Any:
+    from .app import DeviceTypeSpec
+
+    try:
+        return DeviceTypeSpec.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(text: str) -> Any:
+    from .ratelimit import Rate
+
+    try:
+        return Rate.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _error(message: str) -> int:
@@ -227,8 +342,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .db import SchemaError
+    from .db import SchemaError, SecretError
+    from .guard import ConnectionLimits, guarded_protocol
 
+    try:
+        limits = ConnectionLimits(
+            max_connections=_max_connections(args.max_connections),
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            send_timeout=args.send_timeout,
+        )
+    except ValueError as exc:
+        return _error(str(exc))
+    # Everything the server writes (database, secret, release files, token file) is private to the user.
+    os.umask(0o077)
     _configure_logging(args.log_level)
     # Listen first: if the port is taken, nothing is created (a first admin token is never lost).
     try:
@@ -236,12 +363,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(128)
+        sock.listen(1024)
     except OSError as exc:
         return _error(f"cannot listen on {args.host}:{args.port}: {exc}")
     try:
-        app = create_app(args.db, args.files, max_upload=args.max_upload)
-    except (SchemaError, OSError) as exc:
+        _make_private(args.db, args.secret_file)
+        app = create_app(
+            args.db,
+            args.files,
+            max_upload=args.max_upload,
+            secret_path=args.secret_file,
+            min_token_length=args.min_token_length,
+            address_rate=args.activation_rate_address,
+            device_rate=args.activation_rate_device,
+            firmware_api=not args.no_firmware_api,
+            admin_api=not args.no_admin_api,
+            device_types=args.device_type,
+        )
+    except (SchemaError, SecretError, OSError, ValueError) as exc:
         sock.close()
         return _error(str(exc))
     token: str | None = app.state.initial_admin_token
@@ -275,6 +414,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         server_header=False,
         **ssl_files,  # type: ignore[arg-type]
+        http=guarded_protocol(limits),
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])
@@ -302,6 +442,41 @@ def cmd_ca(args: argparse.Namespace) -> int:
         return _error("DER is binary: give --out FILE (or --pem)")
     sys.stdout.buffer.write(data)
     return 0
+
+
+def _max_connections(wanted: int) -> int:
+    """``wanted``, after raising the soft file-descriptor limit as far as allowed; lowered (with a note)
+    when the descriptors would not suffice (each connection takes one, plus the database and files)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    room = soft - 64 if soft != resource.RLIM_INFINITY else wanted
+    if wanted > room:
+        print(f"note: --max-connections lowered to {max(1, room)} (open-file limit {soft})", file=sys.stderr)
+        return max(1, room)
+    return wanted
+
+
+def _make_private(db: Path, secret_file: Path | None) -> None:
+    """Existing server files readable by others (made by an older version) are made private."""
+    import stat
+
+    paths = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+    paths.append(secret_file if secret_file is not None else db.with_name(db.name + ".secret"))
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(path, stat.S_IMODE(mode) & 0o700)
 
 
 def _configure_logging(level: str) -> None:
@@ -424,6 +599,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     def action(client: AdminClient) -> None:
         device = client.register_device(payload)
         _show(args, device, f"registered {device['name']} ({device['device_type']['name']})")
+        if args.attach:
+            _twomes_attach(args, client, str(payload["activation_token"]))
 
     return _admin_call(args, action)
 
@@ -440,9 +617,54 @@ def cmd_account(args: argparse.Namespace) -> int:
     return _admin_call(args, action)
 
 
+def _twomes_attach(args: argparse.Namespace, client: AdminClient, activation_token: str) -> None:
+    device, account, account_token = client.attach_twomes(activation_token, args.account_token)
+    if account is None:
+        text = f"attached {device['name']} to the given account"
+    else:
+        text = (
+            f"attached {device['name']} to new account {account['id']} (pseudonym {account['pseudonym']})\n"
+            f"account session token: {account_token}"
+        )
+    _show(args, {"device": device, "account": account, "account_session_token": account_token}, text)
+
+
 def cmd_attach(args: argparse.Namespace) -> int:
+    from .client import ServerError
+
+    name: str = args.name
+    token: str | None = args.activation_token
+    if token is None and (name.lstrip().startswith("{") or name == "-" or Path(name).is_file()):
+        try:
+            text = (
+                sys.stdin.read()
+                if name == "-"
+                else name
+                if name.lstrip().startswith("{")
+                else Path(name).read_text(errors="replace")
+            )
+            payload = activation_payload(text)
+        except (OSError, ValueError) as exc:
+            return _error(str(exc))
+        name, token = str(payload.get("name", "")), str(payload.get("activation_token", ""))
+    if token is not None and args.account_id is not None:
+        return _error("--account-id is for the admin API; with an activation token use --account-token")
+
     def action(client: AdminClient) -> None:
-        device = client.attach(args.name, args.account_id)
+        if token is not None:
+            _twomes_attach(args, client, token)
+            return
+        try:
+            device = client.attach(name, args.account_id)
+        except ServerError as exc:
+            if exc.status == 404 and exc.detail == "Not Found":
+                raise ServerError(
+                    404,
+                    "this server has no admin API (a plain Twomes server): give the device's activation token "
+                    "(--activation-token, or its activation JSON / boot log) to attach it through the Twomes "
+                    "account API",
+                ) from None
+            raise
         _show(args, device, f"attached {device['name']} to account {device['account_id']}")
 
     return _admin_call(args, action)
@@ -564,5 +786,58 @@ def cmd_token(args: argparse.Namespace) -> int:
     def action(client: AdminClient) -> None:
         token = client.create_token()
         _show(args, {"token": token}, token)
+
+    return _admin_call(args, action)
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        rows = client.tokens()
+        lines = [f"{'ID':<6} {'CREATED':<34} REVOKED"] + [
+            f"{t['id']:<6} {t['created_on']:<34} {t['revoked_on'] or '-'}{'  (this one)' if t['current'] else ''}"
+            for t in rows
+        ]
+        _show(args, rows, "\n".join(lines))
+
+    return _admin_call(args, action)
+
+
+def cmd_revoke_token(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        entry = client.revoke_token(args.token_id)
+        _show(args, entry, f"admin token {entry['id']} revoked ({entry['revoked_on']})")
+
+    return _admin_call(args, action)
+
+
+def cmd_accounts(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        rows = client.accounts()
+        lines = [f"{'ID':<6} {'NAME':<30} {'DEVICES':>7}  TOKEN"] + [
+            f"{a['id']:<6} {a['name'][:30]:<30} {a['devices']:>7}  "
+            f"{'revoked ' + a['token_revoked_on'] if a['token_revoked_on'] else 'valid'}"
+            for a in rows
+        ]
+        _show(args, rows, "\n".join(lines) if rows else "no accounts")
+
+    return _admin_call(args, action)
+
+
+def cmd_revoke_account_token(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        entry = client.revoke_account_token(args.account_id)
+        _show(args, entry, f"session token of account {entry['id']} revoked ({entry['token_revoked_on']})")
+
+    return _admin_call(args, action)
+
+
+def cmd_renew_account_token(args: argparse.Namespace) -> int:
+    def action(client: AdminClient) -> None:
+        account = client.renew_account_token(args.account_id)
+        _show(
+            args,
+            account,
+            f"account {account['id']} {account['name']!r}\nsession token: {account['session_token']}",
+        )
 
     return _admin_call(args, action)

@@ -81,6 +81,30 @@ class Account(TypedDict):
     session_token: str
 
 
+class AdminTokenInfo(TypedDict):
+    id: int
+    created_on: str
+    revoked_on: str | None
+    current: bool
+
+
+class AccountInfo(TypedDict):
+    id: int
+    name: str
+    created_on: str
+    token_revoked_on: str | None
+    devices: int
+
+
+class TwomesAccount(TypedDict):
+    """What ``POST /account`` answers (Twomes)."""
+
+    id: int
+    pseudonym: int
+    activation_token: str
+    firebase_url: str
+
+
 class Measurement(TypedDict):
     property_name: str
     timestamp: str
@@ -174,14 +198,62 @@ class AdminClient:
         body = json.loads(payload) if isinstance(payload, str) else payload
         return cast(Device, self._request("POST", "/device", json=body))
 
+    # -- Twomes account API (works on any Twomes v1 server)
+
+    def create_twomes_account(self, pseudonym: int | None = None) -> TwomesAccount:
+        """``POST /account`` (admin): an owner account and its activation token (for the owner's app)."""
+        body = {"pseudonym": pseudonym} if pseudonym is not None else {}
+        return cast(TwomesAccount, self._request("POST", "/account", json=body))
+
+    def activate_account(self, activation_token: str) -> str:
+        """``POST /account/activate``: the account session token the owner's app would get."""
+        body = {"activation_token": activation_token}
+        return cast(
+            str, self._request("POST", "/account/activate", json=body, headers=_NO_AUTH)["session_token"]
+        )
+
+    def attach_twomes(
+        self, activation_token: str, account_token: str | None = None
+    ) -> tuple[Device, TwomesAccount | None]:
+        """Attach a device the way the owner's app does on any Twomes server: with the device's activation
+        token and an account session token (a new account is created and activated when none is given).
+        Returns the device item and the new account (None when ``account_token`` was given)."""
+        account: TwomesAccount | None = None
+        if account_token is None:
+            account = self.create_twomes_account()
+            account_token = self.activate_account(account["activation_token"])
+        device = self._request(
+            "POST",
+            "/account/device/activate",
+            json={"activation_token": activation_token},
+            headers={"Authorization": f"Bearer {account_token}"},
+        )
+        return cast(Device, device), account, account_token
+
     # -- tokens, accounts
 
     def create_token(self) -> str:
         """A new admin token (``POST /admin/tokens``)."""
         return cast(str, self._request("POST", "/admin/tokens")["token"])
 
+    def tokens(self) -> list[AdminTokenInfo]:
+        """The admin tokens (ids and dates, never the tokens); ``current`` marks this client's."""
+        return cast(list[AdminTokenInfo], self._request("GET", "/admin/tokens"))
+
+    def revoke_token(self, token_id: int) -> AdminTokenInfo:
+        return cast(AdminTokenInfo, self._request("DELETE", f"/admin/tokens/{int(token_id)}"))
+
     def create_account(self, name: str) -> Account:
         return cast(Account, self._request("POST", "/admin/accounts", json={"name": name}))
+
+    def accounts(self) -> list[AccountInfo]:
+        return cast(list[AccountInfo], self._request("GET", "/admin/accounts"))
+
+    def revoke_account_token(self, account_id: int) -> AccountInfo:
+        return cast(AccountInfo, self._request("DELETE", f"/admin/accounts/{int(account_id)}/token"))
+
+    def renew_account_token(self, account_id: int) -> Account:
+        return cast(Account, self._request("POST", f"/admin/accounts/{int(account_id)}/token"))
 
     # -- device types
 
@@ -273,6 +345,19 @@ class AdminClient:
                 ),
             )
 
+    def download(self, release_id: int, path: str | Path) -> int:
+        """Save a release file (any release, targeted or not) to ``path``; returns its size."""
+        with self._http.stream("GET", f"/admin/firmware/{int(release_id)}/image") as response:
+            if response.is_error:
+                response.read()
+                raise ServerError.from_response(response)
+            size = 0
+            with Path(path).open("wb") as handle:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+                    size += len(chunk)
+        return size
+
     def releases(self, device_type: str | None = None) -> list[Release]:
         params = {"device_type": device_type} if device_type is not None else None
         return cast(list[Release], self._request("GET", "/admin/firmware", params=params))
@@ -281,6 +366,9 @@ class AdminClient:
 
     def openapi(self) -> dict[str, Any]:
         return cast(dict[str, Any], self._request("GET", "/openapi.json"))
+
+
+_NO_AUTH: dict[str, str] = {"Authorization": ""}
 
 
 def _seg(value: str) -> str:

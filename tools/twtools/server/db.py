@@ -6,8 +6,11 @@ Every request opens its own short-lived connection (cheap for SQLite) and every 
 ``BEGIN IMMEDIATE`` transaction, so concurrent writers are serialised by SQLite itself (``busy_timeout``
 makes them wait instead of failing).
 
-Secrets are never stored: session and admin tokens are kept as SHA-256 hashes, and so are the
-devices' activation tokens (a lookup by hash is as good as a lookup by value).
+Secrets are never stored: session, account and admin tokens (256 random bits each) are kept as SHA-256
+hashes. Activation tokens are short (a device prints 16 decimal digits; Twomes-style ones may have 8), so
+they are kept as an HMAC-SHA-256 keyed with the server secret (a file outside the database): a leaked
+database alone does not let anyone test guesses offline. Hashes of databases made before the key (schema
+1: plain SHA-256) are still found and are replaced by the keyed hash the first time they are used.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import secrets
 import sqlite3
 from collections.abc import Iterator
@@ -23,7 +27,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+KEYED_PREFIX = "k1:"
+SECRET_BYTES = 32
+MAX_ID = 2**63 - 1
 BUSY_TIMEOUT_MS = 30_000
 
 GENERIC_TEST_TYPE = "Generic-Test"
@@ -39,13 +46,18 @@ _SCHEMA = """
 CREATE TABLE admin_token (
     id          INTEGER PRIMARY KEY,
     token_hash  TEXT NOT NULL,
-    created_on  TEXT NOT NULL
+    created_on  TEXT NOT NULL,
+    revoked_on  TEXT
 );
 CREATE TABLE account (
     id                  INTEGER PRIMARY KEY,
     name                TEXT NOT NULL,
     session_token_hash  TEXT NOT NULL,
-    created_on          TEXT NOT NULL
+    created_on          TEXT NOT NULL,
+    token_revoked_on    TEXT,
+    pseudonym           INTEGER,
+    activation_token_hash TEXT,
+    activated_on        TEXT
 );
 CREATE TABLE device_type (
     id                       INTEGER PRIMARY KEY,
@@ -105,6 +117,36 @@ CREATE TABLE measurement (
     value        TEXT NOT NULL
 );
 CREATE INDEX measurement_by_device_time ON measurement (device_id, timestamp, id);
+CREATE TABLE meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+CREATE UNIQUE INDEX measurement_once ON measurement (device_id, property_id, timestamp);
+CREATE UNIQUE INDEX account_pseudonym ON account (pseudonym);
+CREATE UNIQUE INDEX account_activation ON account (activation_token_hash);
+"""
+
+# Schema 1 -> 2: token revocation, the server-secret check, one measurement per (device, property, time)
+# (duplicates a schema-1 server stored are dropped, the first one kept; so are times outside
+# 1970..9999 it let in, which made reading the device's measurements fail), the Twomes account fields
+# (pseudonym, activation token, activated_on).
+_MIGRATE_1_TO_2 = """
+ALTER TABLE admin_token ADD COLUMN revoked_on TEXT;
+ALTER TABLE account ADD COLUMN token_revoked_on TEXT;
+ALTER TABLE account ADD COLUMN pseudonym INTEGER;
+ALTER TABLE account ADD COLUMN activation_token_hash TEXT;
+ALTER TABLE account ADD COLUMN activated_on TEXT;
+UPDATE account SET pseudonym = 800000 + id WHERE id < 100000;
+CREATE UNIQUE INDEX account_pseudonym ON account (pseudonym);
+CREATE UNIQUE INDEX account_activation ON account (activation_token_hash);
+CREATE TABLE meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+DELETE FROM measurement WHERE id NOT IN
+    (SELECT min(id) FROM measurement GROUP BY device_id, property_id, timestamp);
+DELETE FROM measurement WHERE NOT (timestamp BETWEEN 0 AND 253402300799);
+CREATE UNIQUE INDEX measurement_once ON measurement (device_id, property_id, timestamp);
 """
 
 
@@ -125,7 +167,55 @@ def unix_to_iso(seconds: float) -> str:
 
 
 def hash_secret(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def keyed_hash(key: bytes, value: str) -> str:
+    """The stored form of an activation token: ``k1:`` + HMAC-SHA-256 with the server secret."""
+    return KEYED_PREFIX + hmac.new(key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+def activation_hashes(key: bytes, token: str) -> tuple[str, str]:
+    """(keyed hash, schema-1 plain SHA-256): a lookup matches either; only the first is ever written."""
+    return keyed_hash(key, token), hash_secret(token)
+
+
+class SecretError(RuntimeError):
+    """The server secret file is missing, unreadable or does not belong to this database."""
+
+
+def load_or_create_secret(path: Path, *, create: bool = True) -> tuple[bytes, bool]:
+    """The server secret (hex in a 0600 file), made on first use; returns (key, created)."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        if not create:
+            raise SecretError(
+                f"the server secret {path} is missing: without it no registered device can activate "
+                "(restore the file, or pass --secret-file)"
+            ) from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(SECRET_BYTES)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key.hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        return key, True
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise SecretError(f"{path}: not a server secret (expected hex)") from None
+    if len(key) < 16:
+        raise SecretError(f"{path}: server secret too short")
+    return key, False
+
+
+def secret_check(key: bytes) -> str:
+    """What the database keeps to recognise its secret (not the secret, nor enough to find it)."""
+    return hmac.new(key, b"twomes reference server secret check", hashlib.sha256).hexdigest()
 
 
 def new_token(ident: int) -> tuple[str, str]:
@@ -146,11 +236,12 @@ def token_ident(token: str) -> int | None:
         return None
     if not raw.isdigit() or len(raw) > 18:
         return None
-    return int(raw)
+    ident = int(raw)
+    return ident if 1 <= ident <= MAX_ID else None
 
 
 def token_matches(token: str, stored_hash: str | None) -> bool:
-    return stored_hash is not None and hmac.compare_digest(hash_secret(token), stored_hash)
+    return bool(stored_hash) and hmac.compare_digest(hash_secret(token), stored_hash or "")
 
 
 # ------------------------------------------------------------------------------------------ connection
@@ -197,10 +288,28 @@ class Database:
         finally:
             conn.close()
 
-    def initialise(self) -> str | None:
-        """Create the schema and seed data if the database is new.
+    def secret_recorded(self) -> bool:
+        """Whether the database (if it exists) already knows its server secret."""
+        if not self.path.exists():
+            return False
+        conn = self.connect()
+        try:
+            has_meta = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchone()
+            return bool(has_meta) and bool(
+                conn.execute("SELECT 1 FROM meta WHERE key = 'secret_check'").fetchone()
+            )
+        finally:
+            conn.close()
 
-        Returns the first admin token when one was created (empty database), else None.
+    def initialise(self, key: bytes | None = None) -> str | None:
+        """Create the schema and seed data if the database is new, or migrate a schema-1 database.
+
+        With ``key`` (the server secret) the database remembers a check value of it on first use and
+        refuses another key later (:class:`SecretError`): activation tokens hashed with one key are
+        not found with another. Returns the first admin token when one was created (empty database),
+        else None.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self.connect()
@@ -221,12 +330,33 @@ class Database:
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 _seed_device_types(conn)
+            elif version == 1:
+                for statement in _MIGRATE_1_TO_2.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise SchemaError(
                     f"{self.path}: unknown schema version {version} (expected {SCHEMA_VERSION})"
                 )
             _add_release_signing(conn)
-            if conn.execute("SELECT count(*) FROM admin_token").fetchone()[0] == 0:
+            if key is not None:
+                check = secret_check(key)
+                row = conn.execute("SELECT value FROM meta WHERE key = 'secret_check'").fetchone()
+                if row is None:
+                    keyed = conn.execute(
+                        "SELECT count(*) FROM device WHERE activation_token_hash LIKE 'k1:%'"
+                    ).fetchone()[0]
+                    if keyed:
+                        raise SecretError(
+                            f"{self.path} has keyed activation hashes but no record of its secret"
+                        )
+                    conn.execute("INSERT INTO meta (key, value) VALUES ('secret_check', ?)", (check,))
+                elif not hmac.compare_digest(row["value"], check):
+                    raise SecretError(
+                        f"the server secret does not belong to {self.path} (its devices could not activate)"
+                    )
+            if conn.execute("SELECT count(*) FROM admin_token WHERE revoked_on IS NULL").fetchone()[0] == 0:
                 return create_admin_token(conn)
         return None
 
@@ -269,3 +399,21 @@ def create_admin_token(conn: sqlite3.Connection) -> str:
     token, token_hash = new_token(ident)
     conn.execute("UPDATE admin_token SET token_hash = ? WHERE id = ?", (token_hash, ident))
     return token
+
+
+PSEUDONYM_MIN = 800000
+PSEUDONYM_MAX = 899999
+
+
+def free_pseudonym(conn: sqlite3.Connection) -> int:
+    """A random Twomes account pseudonym (800000..899999) not in use yet."""
+    used = {r[0] for r in conn.execute("SELECT pseudonym FROM account WHERE pseudonym IS NOT NULL")}
+    if len(used) > (PSEUDONYM_MAX - PSEUDONYM_MIN) // 2:
+        free = [p for p in range(PSEUDONYM_MIN, PSEUDONYM_MAX + 1) if p not in used]
+        if not free:
+            raise ValueError("no account pseudonym left")
+        return secrets.choice(free)
+    while True:
+        candidate = PSEUDONYM_MIN + secrets.randbelow(PSEUDONYM_MAX - PSEUDONYM_MIN + 1)
+        if candidate not in used:
+            return candidate

@@ -25,6 +25,7 @@ MANIFEST_MAX = 512  # the device refuses a longer manifest (device/twomes/update
 TYPE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # Latest instant a timestamp may name: 9999-12-31T23:59:59Z.
 MAX_UNIX_TIME = 253402300799
+MAX_ID = 2**63 - 1  # SQLite's largest integer
 
 DeviceName = Annotated[str, StringConstraints(pattern=DEVICE_NAME_PATTERN, max_length=255)]
 ActivationToken = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=1024)]
@@ -37,8 +38,10 @@ def _parse_timestamp(value: Any) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"time without a time zone; expected {_TIMESTAMP_HELP}")
-        return value
+        return _in_range(value)
     if isinstance(value, str) and _NUMBER_RE.match(value):
+        if len(value) > 40:
+            raise ValueError(f"unix seconds out of range (0..{MAX_UNIX_TIME})")
         value = float(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value) or not 0 <= value <= MAX_UNIX_TIME:
@@ -51,8 +54,18 @@ def _parse_timestamp(value: Any) -> datetime:
             raise ValueError(f"not a time; expected {_TIMESTAMP_HELP}") from None
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             raise ValueError(f"time without a time zone; expected {_TIMESTAMP_HELP}")
-        return parsed
+        return _in_range(parsed)
     raise ValueError(f"expected {_TIMESTAMP_HELP}")
+
+
+def _in_range(value: datetime) -> datetime:
+    """The time in UTC, if it lies in 1970-01-01T00:00:00Z..9999-12-31T23:59:59Z (else ValueError)."""
+    seconds = value.timestamp()
+    if not 0 <= seconds <= MAX_UNIX_TIME:
+        raise ValueError(
+            f"time out of range (1970-01-01T00:00:00Z..9999-12-31T23:59:59Z, unix 0..{MAX_UNIX_TIME})"
+        )
+    return value.astimezone(UTC)
 
 
 # Unix seconds or an ISO-8601 string WITH a time zone; a naive time is rejected (422).
@@ -88,10 +101,26 @@ class _Body(BaseModel):
 # ------------------------------------------------------------------------------------ Twomes device API
 
 
+# New registrations: 16..1024 characters by default (what the device prints); the server's
+# `--min-token-length` may lower the minimum to Twomes' 8.
+NewActivationToken = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=8, max_length=1024),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 16,
+            "maxLength": 1024,
+            "description": "At least 16 characters (the server's --min-token-length; 8 on Twomes).",
+        }
+    ),
+]
+
+
 class DeviceCreate(_Body):
     name: DeviceName = Field(description="`TWOMES-` + 6 upper-case hex digits (checked at the start only).")
     device_type: str = Field(max_length=255, description="Name of an existing device type.")
-    activation_token: ActivationToken
+    activation_token: NewActivationToken
 
 
 class ActivationRequest(_Body):
@@ -100,6 +129,32 @@ class ActivationRequest(_Body):
 
 class SessionToken(BaseModel):
     session_token: str
+
+
+class BuildingLocation(_Body):
+    longitude: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+    latitude: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+
+
+class TwomesAccountCreate(_Body):
+    """`POST /account` (Twomes): everything optional; the location and time zone are accepted, not used."""
+
+    pseudonym: Annotated[int, Field(ge=800000, le=899999)] | None = None
+    location: BuildingLocation | None = None
+    tz_name: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class TwomesAccountItem(BaseModel):
+    id: int
+    pseudonym: int
+    activation_token: str = Field(
+        description="For `POST /account/activate` (the owner's app gets it by QR code)."
+    )
+    firebase_url: str = Field(description="Twomes: a Firebase link with the token; here always empty.")
+
+
+class AccountActivate(_Body):
+    activation_token: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
 class DeviceTypeItem(BaseModel):
@@ -168,7 +223,10 @@ class MeasurementsUploadFixed(_Body):
 
 class MeasurementsUploadResult(BaseModel):
     server_time: datetime
-    size: int
+    size: int = Field(
+        description="Measurements in the upload (as Twomes answers), including any already stored: a "
+        "measurement with the property and timestamp of a stored one is not stored again."
+    )
 
 
 # ------------------------------------------------------------------------------------------ firmware API
@@ -215,6 +273,21 @@ class AdminToken(BaseModel):
     token: str
 
 
+class AdminTokenInfo(BaseModel):
+    id: int
+    created_on: datetime
+    revoked_on: datetime | None
+    current: bool = Field(description="The token making this request.")
+
+
+class AccountInfo(BaseModel):
+    id: int
+    name: str
+    created_on: datetime
+    token_revoked_on: datetime | None
+    devices: int = Field(description="Devices attached to the account.")
+
+
 class PropertyCreate(_Body):
     name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     unit: Annotated[str, StringConstraints(max_length=32)] = ""
@@ -242,7 +315,7 @@ class AccountCreated(BaseModel):
 
 
 class AttachRequest(_Body):
-    account_id: StrictInt
+    account_id: Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
 
 
 class DeviceRename(_Body):
@@ -274,7 +347,7 @@ class Measurement(BaseModel):
 
 
 class TargetRequest(_Body):
-    release_id: StrictInt | None
+    release_id: Annotated[StrictInt, Field(ge=1, le=MAX_ID)] | None
 
 
 class ReleaseForm(_Body):

@@ -54,6 +54,8 @@ class ReferenceServer:
         extra_args: Sequence[str] = (),
         python: str | None = None,
         tls: bool = False,
+        plain_twomes: bool = False,
+        device_types: Sequence[str] = (),
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = (
@@ -67,6 +69,12 @@ class ReferenceServer:
         self.access_log = access_log
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)
+        # As a plain Twomes v1 server: no firmware API, no admin API (the admin token still registers
+        # devices and creates accounts, as on Twomes); device types as "NAME=prop[:unit],...".
+        if plain_twomes:
+            self.extra_args += ["--no-firmware-api", "--no-admin-api"]
+        for spec in device_types:
+            self.extra_args += ["--device-type", spec]
         self.python = python or sys.executable
         self.tls = tls  # https with the server's local CA (workdir/tls/ca.der, ca.pem)
         self.tls_dir = self.workdir / "tls"
@@ -141,14 +149,18 @@ class ReferenceServer:
     def start(self) -> ReferenceServer:
         if self.running:
             raise RuntimeError("server already running")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         # Works from a source tree too: make the package that imported us importable by the child.
         tools_dir = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (tools_dir, env.get("PYTHONPATH", "")) if p)
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
+        if self._own_workdir:
+            self.workdir.chmod(0o700)
+        # The log may hold device names and addresses: private to the user, like everything else.
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(log_fd, "ab") as log:
             self._process = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
