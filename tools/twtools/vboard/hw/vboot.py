@@ -11,6 +11,7 @@ import sys
 _hw = os.getenv("VBOARD_HW")
 sys.path.insert(0, _hw)
 import vproxy  # noqa: E402 - connects to the hardware process
+import vrepl  # noqa: E402 - boot.py, main.py, then the REPL
 
 # its handshake: the frozen app of the image the bootloader booted, the power-cut harness's cut point,
 # and the hardware modules
@@ -43,6 +44,4 @@ def _run(name):
     return True
 
 
-_run("boot.py")
-if not _run("main.py"):
-    sys.exit(1)  # on the chip: an idle REPL; the runner reports it
+vrepl.main(_run, os.getenv("VBOARD_TTY"))

@@ -1,0 +1,31 @@
+# The end of the virtual board's firmware start (vboot.py), as the ESP32 port's main.c does it: boot.py,
+# then main.py (not after a soft reset in the raw REPL), then the MicroPython REPL on the console.
+#
+# The REPL is the unix port's own, MicroPython's shared pyexec code: friendly REPL, paste mode (Ctrl-E),
+# raw REPL (Ctrl-A) and its raw-paste mode, as mpremote and ampy use them on a chip. The unix port
+# starts it after the script when MICROPYINSPECT is set at that moment, so the firmware asks for it
+# only when the REPL is due (not after machine.reset(), which ends the process with its reboot code).
+# Ctrl-D there ends the process; the runner (vboard/console.py) starts it again as a soft reset, with
+# VBOARD_SOFT set to the REPL it left ("raw" or "friendly"), and Ctrl-C reaches the app as on the chip:
+# the runner turns it into SIGINT while the port has its Ctrl-C handler on (micropython.kbd_intr(3)).
+import os
+import sys
+
+
+def main(run, tty):
+    """`run(name)` runs one file (False: it failed); `tty`: the console is a serial line (a pty)."""
+    soft = os.getenv("VBOARD_SOFT")
+    if soft:
+        sys.stdout.write("MPY: soft reboot\r\n")
+    ok = True
+    try:
+        run("boot.py")
+        if soft != "raw":
+            ok = run("main.py")
+    except KeyboardInterrupt as e:  # Ctrl-C: the app stops, the REPL takes the console
+        sys.print_exception(e)
+        tty = True
+    if tty:
+        os.putenv("MICROPYINSPECT", "1")
+    elif not ok:
+        sys.exit(1)  # a console without a keyboard (pipes): the runner reports it
