@@ -1,4 +1,4 @@
-"""`twomes deploy` with the real mpremote and ampy against the MicroPython unix port on a pty."""
+"""`twomes deploy` with the real mpremote and ampy against a virtual board's serial line (a pty)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from replboard import ReplBoard
+from serialboard import serial_board
 
 from twtools import deploy as d
 from twtools.cli import main
@@ -29,7 +29,7 @@ def _sha(p: Path) -> str:
 
 @pytest.fixture
 def board(tmp_path):
-    with ReplBoard(tmp_path / "fs", tmp_path / "state", esp32=True) as b:
+    with serial_board(tmp_path) as b:
         yield b
 
 
@@ -94,16 +94,23 @@ def test_deploy_end_to_end_with_mpremote(board, tmp_path, capsys):
     (fs / "lib" / "twomes" / "gone.mpy").write_bytes(b"old module")  # from an older version
     (fs / "data.csv").write_text("user file\n")  # outside lib/: never touched
     out = tmp_path / "build"
-    argv = ["deploy", "--port", board.port, "--no-reset", "--config", "server_url=https://twomes.example.org"]
+    argv = [
+        "deploy",
+        "--port",
+        board.pty_path,
+        "--no-reset",
+        "--config",
+        "server_url=https://twomes.example.org",
+    ]
 
     assert (
-        d.deploy(board.port, argv[5:], reset=False, out=out) == 0
+        d.deploy(board.pty_path, argv[5:], reset=False, out=out) == 0
     )  # mpremote default: soft reset on connect
     first = capsys.readouterr().out
     n = len(list((out / "lib").rglob("*.mpy"))) + 3  # modules, boot.py, main.py, twomes.json
     assert f"{n} to copy, 0 unchanged, 1 to remove" in first
     assert f"board is up to date: {n} files checked by sha256" in first
-    assert board.resets >= 1  # mpremote soft-reset the "board"
+    assert board.soft_resets >= 1  # mpremote soft-reset the "board"
     assert not (fs / "lib" / "twomes" / "gone.mpy").exists()
     assert (fs / "data.csv").exists()
     for p in (out / "lib").rglob("*.mpy"):
@@ -129,12 +136,13 @@ def test_deploy_erase_clears_app_files_and_nvs(board, tmp_path, capsys):
     (board.fs / "ota" / "a" / "x.mpy").write_bytes(b"x")
     (board.fs / "twomes.json").write_text('{"device_type": "Old-Type", "heartbeat_s": 60}')
     rc = main(
-        ["deploy", "--port", board.port, "--no-reset", "--erase", "-c", "server_url=http://127.0.0.1:9"]
+        ["deploy", "--port", board.pty_path, "--no-reset", "--erase", "-c", "server_url=http://127.0.0.1:9"]
     )
     assert rc == 0
     out = capsys.readouterr().out
     assert "erased 3 stored value(s) from NVS namespace 'twomes'" in out
-    assert not (board.fs / "ota").exists()
+    # the old bundle slot is gone (boot.py, run again by mpremote's soft resets, may start a fresh ota/)
+    assert not (board.fs / "ota" / "a").exists()
     nvs = json.loads((board.state / "nvs.json").read_text())
     assert nvs.get("twomes", {}) == {} and nvs["other"] == {"keep": ["i32", 1]}  # only the app's namespace
     # the config is not a secret: kept, with the change
@@ -144,7 +152,10 @@ def test_deploy_erase_clears_app_files_and_nvs(board, tmp_path, capsys):
         "server_url": "http://127.0.0.1:9",
     }
     assert (board.fs / "lib" / "twomes" / "store.mpy").exists()
-    assert main(["deploy", "--port", board.port, "--no-reset", "--fresh-config", "-c", "heartbeat_s=90"]) == 0
+    assert (
+        main(["deploy", "--port", board.pty_path, "--no-reset", "--fresh-config", "-c", "heartbeat_s=90"])
+        == 0
+    )
     assert json.loads((board.fs / "twomes.json").read_text()) == {"heartbeat_s": 90}
 
 
@@ -156,7 +167,7 @@ def test_deploy_via_ampy(board, tmp_path, capsys):
         shutil.copyfile(src, board.fs / dest)
     (board.fs / "lib" / "twomes" / "wifi.mpy").write_bytes(b"damaged")
     (board.fs / "lib" / "twomes" / "stale.py").write_text("x = 1\n")
-    rc = main(["deploy", "--port", board.port, "--no-reset", "--via", "ampy"])
+    rc = main(["deploy", "--port", board.pty_path, "--no-reset", "--via", "ampy"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "via ampy" in text and f"1 to copy, {len(local) - 1} unchanged, 1 to remove" in text
@@ -171,9 +182,9 @@ def test_deploy_errors_in_plain_words(board, tmp_path, capsys):
     assert "ttyNOPE does not exist: is the board plugged in?" in capsys.readouterr().err
     from twtools.ports import open_serial
 
-    holder = open_serial(board.port)  # e.g. a `twomes monitor` still running
+    holder = open_serial(board.pty_path)  # e.g. a `twomes monitor` still running
     try:
-        assert main(["deploy", "--port", board.port, "--no-reset"]) == 2
+        assert main(["deploy", "--port", board.pty_path, "--no-reset"]) == 2
         assert "is busy: another program has it open" in capsys.readouterr().err
     finally:
         holder.close()

@@ -33,9 +33,11 @@ APP_DIRS = ("lib", "ota")  # what --erase removes (ota/: downloaded bundles and 
 OWNED = "lib/"  # stale files under lib/ are removed (an old module left there would still be imported)
 MARK = "@@TWOMES "
 
-# Runs on the board (MicroPython): sha256 of every app file, the dirs, and the config text.
+# Runs on the board (MicroPython): its .mpy version, then one line per app file (sha256), directory and
+# the config text. Line by line: a board with little heap never holds the whole answer at once.
 BOARD_SCRIPT = """
-import os, json, hashlib, binascii
+import os, sys, json, hashlib, binascii
+print(_MARK + json.dumps(['mpy', getattr(sys.implementation, '_mpy', 0) & 0xff]))
 def _h(p):
     h = hashlib.sha256()
     with open(p, 'rb') as f:
@@ -45,33 +47,30 @@ def _h(p):
                 break
             h.update(b)
     return binascii.hexlify(h.digest()).decode()
-def _walk(d, files, dirs):
+def _walk(d):
     try:
         entries = list(os.ilistdir(d))
     except OSError:
         return
-    dirs.append(d)
+    print(_MARK + json.dumps(['d', d]))
     for e in entries:
         p = d + '/' + e[0]
         if e[1] & 0x4000:
-            _walk(p, files, dirs)
+            _walk(p)
         else:
-            files[p] = _h(p)
-_files = {}
-_dirs = []
+            print(_MARK + json.dumps(['f', p, _h(p)]))
 for _d in _DIRS:
-    _walk(_d, _files, _dirs)
+    _walk(_d)
 for _p in _ROOT:
     try:
-        _files[_p] = _h(_p)
+        print(_MARK + json.dumps(['f', _p, _h(_p)]))
     except OSError:
         pass
 try:
     with open(_CONFIG) as _f:
-        _cfg = _f.read()
+        print(_MARK + json.dumps(['c', _f.read()]))
 except OSError:
-    _cfg = None
-print(_MARK + json.dumps({'files': _files, 'dirs': _dirs, 'config': _cfg}))
+    pass
 """
 
 # Runs on the board: forget every key the app keeps in NVS (activation token, Wi-Fi, session token...).
@@ -111,6 +110,7 @@ class BoardState:
     files: dict[str, str]  # path -> sha256 hex
     dirs: list[str]
     config: str | None  # twomes.json text
+    mpy: int = 0  # the .mpy version the board's MicroPython loads (0: it did not say)
 
 
 @dataclass
@@ -362,10 +362,49 @@ def run_board_script(t: Transport, script: str, **values: Any) -> dict[str, Any]
 
 
 def read_board(t: Transport) -> BoardState:
-    data = run_board_script(
-        t, BOARD_SCRIPT, dirs=APP_DIRS, root=(*ROOT_FILES, CONFIG_FILE), config=CONFIG_FILE
+    out = t.exec(
+        board_script(BOARD_SCRIPT, dirs=APP_DIRS, root=(*ROOT_FILES, CONFIG_FILE), config=CONFIG_FILE)
     )
-    return BoardState(files=dict(data["files"]), dirs=list(data["dirs"]), config=data["config"])
+    state = BoardState(files={}, dirs=[], config=None)
+    seen = False
+    for line in out.splitlines():
+        if not line.startswith(MARK):
+            continue
+        item = json.loads(line[len(MARK) :])
+        seen = True
+        if item[0] == "mpy":
+            state.mpy = int(item[1])
+        elif item[0] == "d":
+            state.dirs.append(item[1])
+        elif item[0] == "f":
+            state.files[item[1]] = item[2]
+        elif item[0] == "c":
+            state.config = item[1]
+    if not seen:
+        raise DeployError(f"unexpected answer from the board: {out.strip()[-300:]!r}")
+    return state
+
+
+def mpy_version(path: Path) -> int:
+    """The .mpy format version of a compiled file (its second byte)."""
+    head = path.read_bytes()[:2]
+    if len(head) < 2 or head[:1] != b"M":
+        raise DeployError(f"{path} is not a compiled .mpy file")
+    return head[1]
+
+
+def check_mpy(board: BoardState, local: dict[str, Path]) -> None:
+    """Refuse a board whose MicroPython cannot load the compiled files (another .mpy version)."""
+    mpys = [p for p in local.values() if p.suffix == ".mpy"]
+    if not mpys or not board.mpy:
+        return  # a MicroPython too old to say: its import will say it
+    ours = mpy_version(mpys[0])
+    if board.mpy != ours:
+        raise DeployError(
+            f"the board's MicroPython loads .mpy version {board.mpy}, but mpy-cross here makes version "
+            f"{ours}: flash a MicroPython that matches (`twomes flash`), or install the mpy-cross that "
+            "matches the board's MicroPython"
+        )
 
 
 def erase_nvs(t: Transport) -> str:
@@ -417,9 +456,10 @@ def deploy(
             "virtual board can reach. Add --config server_url=https://your.server",
             file=sys.stderr,
         )
+    local = build_local(out or BUILD_DIR / "deploy", config)
+    check_mpy(board, local)  # before anything on the board changes
     if erase:
         print(erase_nvs(t))
-    local = build_local(out or BUILD_DIR / "deploy", config)
     plan = make_plan(local, board, erase)
     print(
         f"{len(plan.puts)} to copy, {len(plan.unchanged)} unchanged, "

@@ -26,6 +26,19 @@ def main(run, tty):
         sys.print_exception(e)
         tty = True
     if tty:
+        _root()
         os.putenv("MICROPYINSPECT", "1")
     elif not ok:
         sys.exit(1)  # a console without a keyboard (pipes): the runner reports it
+
+
+def _root():
+    # On the chip "/" is the board's filesystem, and tools use it so (ampy ls /, mpremote cp :/x): the
+    # board's directory becomes "/" for the REPL, the computer's root stays reachable as /.host for
+    # what sys.path still names there (an image's frozen app).
+    fs = os.getcwd()
+    os.umount("/")
+    os.mount(os.VfsPosix(fs), "/")
+    os.mount(os.VfsPosix("/"), "/.host")
+    os.chdir("/")
+    sys.path[:] = ["/.host" + p if p.startswith("/") else p for p in sys.path]
