@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import tty
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def _read_until(port: serial.Serial, text: bytes, timeout: float = 20.0) -> byte
 def test_keys_ctrl_c_repl_paste_soft_reset_and_machine_reset(board):
     with serial.Serial(board.pty_path, 115200, timeout=0.2) as port:
         port.write(b"\x03")  # the app stops; MicroPython's REPL takes the console
-        out = _read_until(port, b">>> ")
+        out = _read_until(port, b">>> ", 60)
         assert b"KeyboardInterrupt" in out and b'Type "help()" for more information.' in out
         port.write(b"6*7\r")
         assert b"42" in _read_until(port, b"42")
@@ -65,6 +66,13 @@ def test_keys_ctrl_c_repl_paste_soft_reset_and_machine_reset(board):
         port.write(b"x = 5\rif x:\r    print('pasted', x * 2)\r\x04")
         assert b"pasted 10" in _read_until(port, b"pasted 10")
         _read_until(port, b">>> ")
+        assert board.serial is not None
+        signals = board.serial.interrupts  # the app's Ctrl-C: a signal, or data to its Improv listener
+        port.write(b"exec('while 1: pass')\r")  # code that runs: Ctrl-C interrupts it (a signal)
+        time.sleep(0.5)
+        port.write(b"\x03")
+        assert b"KeyboardInterrupt" in _read_until(port, b">>> ")
+        assert board.serial.interrupts == signals + 1
         port.write(b"import os; print(sorted(os.listdir('/')))\r")  # '/' is the board's filesystem
         assert b"'boot.py', 'lib', 'main.py'" in _read_until(port, b"'main.py'")
         boots, mark = board.boots, board.mark()
@@ -79,7 +87,6 @@ def test_keys_ctrl_c_repl_paste_soft_reset_and_machine_reset(board):
         port.write(b"import machine; machine.reset()\r")  # a hard reset, as before
         board.wait_for("state: portal", 60, start=mark)
         assert board.exit_codes[-1] == REBOOT_EXIT and board.soft_resets == 1
-    assert board.serial is not None and board.serial.interrupts >= 1
 
 
 def _mpremote(board: VirtualBoard, *args: str, timeout: float = 60) -> str:
@@ -127,6 +134,7 @@ def test_mpremote_exec_ls_cp_run_mip(board, tmp_path):
 
 def test_mpremote_repl_keys(board):
     master, slave = os.openpty()
+    tty.setraw(slave)  # as mpremote sets its terminal: a Ctrl-C typed before it did is a key, not a signal
     proc = subprocess.Popen(
         [str(BIN / "mpremote"), "connect", board.pty_path, "repl"], stdin=slave, stdout=slave, stderr=slave
     )

@@ -87,7 +87,7 @@ class SerialLine:
         self._inject = bytearray()
         self._lock = threading.Lock()
         self.interrupts = 0  # Ctrl-C bytes turned into KeyboardInterrupt (tests read it)
-        self._last_interrupt = 0.0
+        self._last_interrupt: tuple[int | None, float] = (None, 0.0)
         self._thread = threading.Thread(target=self._pump, daemon=True, name="vboard-serial")
         self._thread.start()
 
@@ -117,19 +117,18 @@ class SerialLine:
             on = bool(termios.tcgetattr(self.device_fd)[3] & termios.ISIG)
         except termios.error:
             return False
-        if not on:
+        if not on or not _catches_sigint(pid):
             return False
-        if time.monotonic() - self._last_interrupt < 0.2:
+        last_pid, last_time = self._last_interrupt
+        if pid == last_pid and time.monotonic() - last_time < 0.2:
             # one KeyboardInterrupt is still on its way: on the chip a second Ctrl-C just stays
             # pending (ampy sends two); the unix port would exit on a second SIGINT
             return True
-        if _catches_sigint(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)
-                self.interrupts += 1
-                self._last_interrupt = time.monotonic()
-            return True
-        return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+            self.interrupts += 1
+            self._last_interrupt = (pid, time.monotonic())
+        return True
 
     def _pump(self) -> None:
         to_dev = bytearray()

@@ -13,6 +13,8 @@ sys.path.insert(0, _hw)
 import vproxy  # noqa: E402 - connects to the hardware process
 import vrepl  # noqa: E402 - boot.py, main.py, then the REPL
 
+del sys.modules["vrepl"]  # only vboot holds it
+
 # its handshake: the frozen app of the image the bootloader booted, the power-cut harness's cut point,
 # and the hardware modules
 _frozen, _cut, sys.modules["machine"], sys.modules["network"], sys.modules["esp32"] = vproxy._q(0)
