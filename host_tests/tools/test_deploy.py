@@ -108,7 +108,8 @@ def test_deploy_end_to_end_with_mpremote(board, tmp_path, capsys):
     )  # mpremote default: soft reset on connect
     first = capsys.readouterr().out
     n = len(list((out / "lib").rglob("*.mpy"))) + 3  # modules, boot.py, main.py, twomes.json
-    assert f"{n} to copy, 0 unchanged, 1 to remove" in first
+    assert f"{n} files to bring up to date (mpremote skips what the board has), 1 to remove" in first
+    assert f"{n} copied, 0 already up to date, 1 removed" in first
     assert f"board is up to date: {n} files checked by sha256" in first
     assert board.soft_resets >= 1  # mpremote soft-reset the "board"
     assert not (fs / "lib" / "twomes" / "gone.mpy").exists()
@@ -120,9 +121,9 @@ def test_deploy_end_to_end_with_mpremote(board, tmp_path, capsys):
 
     # again: nothing to copy; a config change copies one file and keeps the other keys
     assert main(argv[:4] + ["--no-soft-reset"]) == 0
-    assert f"0 to copy, {n} unchanged, 0 to remove" in capsys.readouterr().out
+    assert f"0 copied, {n} already up to date, 0 removed" in capsys.readouterr().out  # mpremote's check
     assert main(argv[:4] + ["-c", "heartbeat_s=60"]) == 0
-    assert f"1 to copy, {n - 1} unchanged" in capsys.readouterr().out
+    assert f"1 copied, {n - 1} already up to date" in capsys.readouterr().out
     assert json.loads((fs / "twomes.json").read_text()) == {
         "server_url": "https://twomes.example.org",
         "heartbeat_s": 60,

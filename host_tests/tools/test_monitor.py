@@ -83,6 +83,7 @@ def _monitor(board, server, capsys, *extra, token=None, exit_after=True):
     if server is not None:
         argv += [
             "--register",
+            "--server",
             server.url,
             "--admin-token",
             token or server.admin_token,

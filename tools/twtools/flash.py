@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from twtools import esp32image
+from twtools import esp32image, term
 from twtools.ports import PortError, permission_hint, pick_port
 
 FAST_BAUD = 460800
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
         )
     except FlashError as e:
-        print(f"error: {e}", file=sys.stderr)
+        term.error(str(e))
         return e.exit_code
 
 

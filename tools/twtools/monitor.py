@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from twtools import improv
+from twtools import improv, term
 from twtools.adminargs import AdminArgsError, add_admin_options, admin_client, server_problem
 from twtools.ports import PortError, open_serial, pick_port
 
@@ -245,7 +245,7 @@ class Monitor:
         self._partial = ""
 
     def say(self, text: str) -> None:
-        self.out.write(PREFIX + text + "\n")
+        self.out.write(term.paint(PREFIX, "cyan", self.out) + text + "\n")
         self.out.flush()
 
     def handle(self, ev: Event) -> None:
@@ -418,11 +418,12 @@ def monitor(
 def run(args: argparse.Namespace) -> int:
     registrar = None
     if args.register is not None:
-        args.server = args.register
+        if args.register:  # the older spelling: --register URL
+            args.server = args.register
         try:
             client = admin_client(args)
         except AdminArgsError as e:
-            print(f"error: {e}", file=sys.stderr)
+            term.error(str(e))
             return 2
 
         def registrar(payload: dict[str, str]) -> Registration:
@@ -447,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
             soft_reset=args.soft_reset,
         )
     except PortError as e:
-        print(f"error: {e}", file=sys.stderr)
+        term.error(str(e))
         return 2
 
 
@@ -465,11 +466,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--register",
         metavar="SERVER",
         nargs="?",
-        const=os.environ.get("TWOMES_URL", ""),
-        help="create the device on this Twomes server (URL; without one: $TWOMES_URL) when its activation "
-        "line appears",
+        const="",
+        help="create the device on the --server (or $TWOMES_URL) when its activation line appears "
+        "(`--register URL`, the older spelling, still works)",
     )
-    add_admin_options(p, server_flag=None)
+    add_admin_options(p)
     p.add_argument(
         "--qr", action=argparse.BooleanOptionalAction, default=True, help="show the QR code (default on)"
     )
