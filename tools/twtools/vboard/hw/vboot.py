@@ -11,9 +11,6 @@ import sys
 _hw = os.getenv("VBOARD_HW")
 sys.path.insert(0, _hw)
 import vproxy  # noqa: E402 - connects to the hardware process
-import vrepl  # noqa: E402 - boot.py, main.py, then the REPL
-
-del sys.modules["vrepl"]  # only vboot holds it
 
 # its handshake: the frozen app of the image the bootloader booted, the power-cut harness's cut point,
 # and the hardware modules
@@ -40,10 +37,19 @@ def _run(name):
         exec(code, {"__name__": "__main__", "__file__": name})
     except SystemExit:
         raise
+    except KeyboardInterrupt as e:  # Ctrl-C: the app stops, the REPL takes the console
+        sys.print_exception(e)
+        return None
     except Exception as e:  # the ESP32 prints the traceback and goes on (boot.py) or stops at the REPL
         sys.print_exception(e)
         return False
     return True
 
 
-vrepl.main(_run, os.getenv("VBOARD_TTY"))
+# as the ESP32 port's main.c: boot.py, main.py (not after a soft reset in the raw REPL), the REPL
+_run("boot.py")
+_ok = os.getenv("VBOARD_SOFT") == "raw" or _run("main.py")  # VBOARD_SOFT: a soft reset (vrepl.py)
+sys.path.insert(0, _hw)  # only now: nothing of the REPL's is in the heap while the app runs
+import vrepl  # noqa: E402
+
+vrepl.after(_ok)

@@ -52,6 +52,10 @@ vesp32.images = True
 if os.getenv("VBOARD_SOFT"):  # a soft reset (Ctrl-D in the REPL): no bootloader, the same app runs
     import vstate
 
+    # MicroPython's own line for it, written here, before the device process starts: it costs the
+    # device's heap nothing
+    print("MPY: soft reboot\r")
+
     _label = vstate.read_text("running").strip() or None
 else:
     _label = vflash.bootloader()

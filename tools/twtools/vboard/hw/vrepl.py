@@ -1,5 +1,5 @@
-# The end of the virtual board's firmware start (vboot.py), as the ESP32 port's main.c does it: boot.py,
-# then main.py (not after a soft reset in the raw REPL), then the MicroPython REPL on the console.
+# The virtual board's REPL after the app (vboot.py imports this only then: nothing of it is in the
+# heap while the app runs), as the ESP32 port's main.c starts the MicroPython REPL after main.py.
 #
 # The REPL is the unix port's own, MicroPython's shared pyexec code: friendly REPL, paste mode (Ctrl-E),
 # raw REPL (Ctrl-A) and its raw-paste mode, as mpremote and ampy use them on a chip. The unix port
@@ -12,22 +12,11 @@ import os
 import sys
 
 
-def main(run, tty):
-    """`run(name)` runs one file (False: it failed); `tty`: the console is a serial line (a pty)."""
-    soft = os.getenv("VBOARD_SOFT")
-    if soft:
-        sys.stdout.write("MPY: soft reboot\r\n")
-    ok = True
-    try:
-        run("boot.py")
-        if soft != "raw":
-            ok = run("main.py")
-    except KeyboardInterrupt as e:  # Ctrl-C: the app stops, the REPL takes the console
-        sys.print_exception(e)
-        tty = True
-    if tty:
+def after(ok):
+    """After boot.py and main.py: `ok` False when main.py failed, None after Ctrl-C."""
+    if ok is None or os.getenv("VBOARD_TTY"):
         _root()
-        os.putenv("MICROPYINSPECT", "1")
+        os.putenv("MICROPYINSPECT", "1")  # the unix port starts its REPL when vboot.py ends
     elif not ok:
         sys.exit(1)  # a console without a keyboard (pipes): the runner reports it
 
