@@ -1,4 +1,4 @@
-"""`twomes deploy` with the real mpremote and ampy against the MicroPython unix port on a pty."""
+"""`twomes deploy` with the real mpremote and ampy against a virtual board's serial line (a pty)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from replboard import ReplBoard
+from serialboard import serial_board
 
 from twtools import deploy as d
 from twtools.cli import main
@@ -29,7 +29,7 @@ def _sha(p: Path) -> str:
 
 @pytest.fixture
 def board(tmp_path):
-    with ReplBoard(tmp_path / "fs", tmp_path / "state", esp32=True) as b:
+    with serial_board(tmp_path) as b:
         yield b
 
 
@@ -94,16 +94,24 @@ def test_deploy_end_to_end_with_mpremote(board, tmp_path, capsys):
     (fs / "lib" / "twomes" / "gone.mpy").write_bytes(b"old module")  # from an older version
     (fs / "data.csv").write_text("user file\n")  # outside lib/: never touched
     out = tmp_path / "build"
-    argv = ["deploy", "--port", board.port, "--no-reset", "--config", "server_url=https://twomes.example.org"]
+    argv = [
+        "deploy",
+        "--port",
+        board.pty_path,
+        "--no-reset",
+        "--config",
+        "server_url=https://twomes.example.org",
+    ]
 
     assert (
-        d.deploy(board.port, argv[5:], reset=False, out=out) == 0
+        d.deploy(board.pty_path, argv[5:], reset=False, out=out) == 0
     )  # mpremote default: soft reset on connect
     first = capsys.readouterr().out
     n = len(list((out / "lib").rglob("*.mpy"))) + 3  # modules, boot.py, main.py, twomes.json
-    assert f"{n} to copy, 0 unchanged, 1 to remove" in first
+    assert f"{n} files to bring up to date (mpremote skips what the board has), 1 to remove" in first
+    assert f"{n} copied, 0 already up to date, 1 removed" in first
     assert f"board is up to date: {n} files checked by sha256" in first
-    assert board.resets >= 1  # mpremote soft-reset the "board"
+    assert board.soft_resets >= 1  # mpremote soft-reset the "board"
     assert not (fs / "lib" / "twomes" / "gone.mpy").exists()
     assert (fs / "data.csv").exists()
     for p in (out / "lib").rglob("*.mpy"):
@@ -113,9 +121,9 @@ def test_deploy_end_to_end_with_mpremote(board, tmp_path, capsys):
 
     # again: nothing to copy; a config change copies one file and keeps the other keys
     assert main(argv[:4] + ["--no-soft-reset"]) == 0
-    assert f"0 to copy, {n} unchanged, 0 to remove" in capsys.readouterr().out
+    assert f"0 copied, {n} already up to date, 0 removed" in capsys.readouterr().out  # mpremote's check
     assert main(argv[:4] + ["-c", "heartbeat_s=60"]) == 0
-    assert f"1 to copy, {n - 1} unchanged" in capsys.readouterr().out
+    assert f"1 copied, {n - 1} already up to date" in capsys.readouterr().out
     assert json.loads((fs / "twomes.json").read_text()) == {
         "server_url": "https://twomes.example.org",
         "heartbeat_s": 60,
@@ -129,12 +137,13 @@ def test_deploy_erase_clears_app_files_and_nvs(board, tmp_path, capsys):
     (board.fs / "ota" / "a" / "x.mpy").write_bytes(b"x")
     (board.fs / "twomes.json").write_text('{"device_type": "Old-Type", "heartbeat_s": 60}')
     rc = main(
-        ["deploy", "--port", board.port, "--no-reset", "--erase", "-c", "server_url=http://127.0.0.1:9"]
+        ["deploy", "--port", board.pty_path, "--no-reset", "--erase", "-c", "server_url=http://127.0.0.1:9"]
     )
     assert rc == 0
     out = capsys.readouterr().out
     assert "erased 3 stored value(s) from NVS namespace 'twomes'" in out
-    assert not (board.fs / "ota").exists()
+    # the old bundle slot is gone (boot.py, run again by mpremote's soft resets, may start a fresh ota/)
+    assert not (board.fs / "ota" / "a").exists()
     nvs = json.loads((board.state / "nvs.json").read_text())
     assert nvs.get("twomes", {}) == {} and nvs["other"] == {"keep": ["i32", 1]}  # only the app's namespace
     # the config is not a secret: kept, with the change
@@ -144,7 +153,10 @@ def test_deploy_erase_clears_app_files_and_nvs(board, tmp_path, capsys):
         "server_url": "http://127.0.0.1:9",
     }
     assert (board.fs / "lib" / "twomes" / "store.mpy").exists()
-    assert main(["deploy", "--port", board.port, "--no-reset", "--fresh-config", "-c", "heartbeat_s=90"]) == 0
+    assert (
+        main(["deploy", "--port", board.pty_path, "--no-reset", "--fresh-config", "-c", "heartbeat_s=90"])
+        == 0
+    )
     assert json.loads((board.fs / "twomes.json").read_text()) == {"heartbeat_s": 90}
 
 
@@ -156,7 +168,7 @@ def test_deploy_via_ampy(board, tmp_path, capsys):
         shutil.copyfile(src, board.fs / dest)
     (board.fs / "lib" / "twomes" / "wifi.mpy").write_bytes(b"damaged")
     (board.fs / "lib" / "twomes" / "stale.py").write_text("x = 1\n")
-    rc = main(["deploy", "--port", board.port, "--no-reset", "--via", "ampy"])
+    rc = main(["deploy", "--port", board.pty_path, "--no-reset", "--via", "ampy"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "via ampy" in text and f"1 to copy, {len(local) - 1} unchanged, 1 to remove" in text
@@ -171,9 +183,9 @@ def test_deploy_errors_in_plain_words(board, tmp_path, capsys):
     assert "ttyNOPE does not exist: is the board plugged in?" in capsys.readouterr().err
     from twtools.ports import open_serial
 
-    holder = open_serial(board.port)  # e.g. a `twomes monitor` still running
+    holder = open_serial(board.pty_path)  # e.g. a `twomes monitor` still running
     try:
-        assert main(["deploy", "--port", board.port, "--no-reset"]) == 2
+        assert main(["deploy", "--port", board.pty_path, "--no-reset"]) == 2
         assert "is busy: another program has it open" in capsys.readouterr().err
     finally:
         holder.close()
@@ -190,7 +202,7 @@ def test_deploy_puts_the_ca_and_the_release_keys(board, tmp_path, capsys):
     out = tmp_path / "build"
     assert (
         d.deploy(
-            board.port,
+            board.pty_path,
             [],
             reset=False,
             out=out,
@@ -204,10 +216,10 @@ def test_deploy_puts_the_ca_and_the_release_keys(board, tmp_path, capsys):
     assert cfg == {"release_keys": [old, new]}
     capsys.readouterr()
     # another ca_file name is honoured; bad input is refused in plain words before anything is copied
-    assert d.deploy(board.port, ["ca_file=certs.der"], reset=False, out=out, ca=str(certs["ca_der"])) == 0
+    assert d.deploy(board.pty_path, ["ca_file=certs.der"], reset=False, out=out, ca=str(certs["ca_der"])) == 0
     assert (board.fs / "certs.der").read_bytes() == certs["ca_der"].read_bytes()
     with pytest.raises(d.DeployError, match="not an X.509 certificate"):
-        d.deploy(board.port, [], reset=False, out=out, ca=str(tmp_path / "old.key.pub"))
+        d.deploy(board.pty_path, [], reset=False, out=out, ca=str(tmp_path / "old.key.pub"))
     with pytest.raises(d.DeployError, match="64 hex digits"):
-        d.deploy(board.port, [], reset=False, out=out, release_keys=["abcd"])
+        d.deploy(board.pty_path, [], reset=False, out=out, release_keys=["abcd"])
     assert d.parse_config_args([f"release_keys={old},{new}"]) == {"release_keys": [old, new]}

@@ -46,15 +46,17 @@ def test_app_only_image_needs_no_erase_and_chip_must_match(tmp_path, merged, cap
     app.write_bytes(e.build_app_image("v1.29.0"))
     assert main(["flash", str(app), "--port", "/dev/null"]) == 2
     assert "app-only image (version v1.29.0); after erasing" in capsys.readouterr().err
-    assert main(["flash", str(merged), "--chip", "esp32s3", "--port", "/dev/null"]) == 2
+    assert main(["flash", str(merged), "--chip", "ESP32-S3", "--port", "/dev/null"]) == 2
     assert "built for esp32, not esp32s3" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # a chip esptool does not know: a usage error
+        main(["flash", str(merged), "--chip", "esp99"])
+    assert exit_.value.code == 2 and "unknown chip 'esp99'" in capsys.readouterr().err
 
 
 def test_the_esptool_calls(merged, monkeypatch, capsys):
     calls = []
     results = iter(
         [
-            f.EsptoolResult(0, "Connected to ESP32 on /dev/ttyUSB0:\nChip erase completed successfully"),
             f.EsptoolResult(
                 2,
                 "Connected to ESP32 on /dev/ttyUSB0:\nA fatal error occurred: Packet content transfer stopped",
@@ -69,10 +71,10 @@ def test_the_esptool_calls(merged, monkeypatch, capsys):
 
     monkeypatch.setattr(f, "esptool", fake)
     assert f.flash(merged, port="/dev/ttyUSB0") == 0
-    assert calls[0] == ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800", "erase-flash"]
-    write = ["write-flash", "-z", "0x1000", str(merged)]
-    assert calls[1] == ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800", *write]
-    assert calls[2] == ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "115200", *write]
+    write = ["write-flash", "--erase-all", "-z", "0x1000", str(merged)]  # erase and write: one connection
+    assert calls[0] == ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800", *write]
+    assert calls[1] == ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "115200", *write]
+    assert len(calls) == 2
     out = capsys.readouterr()
     assert (
         "merged image for esp32; micropython v1.29.0" in out.out and "app partitions: ota_0, ota_1" in out.out
@@ -117,17 +119,17 @@ def test_no_board_found(merged, monkeypatch, capsys):
 
 def test_real_esptool_errors(merged, tmp_path, pty_port, capsys):
     # a port that does not exist
-    assert main(["flash", str(merged), "--port", str(tmp_path / "ttyUSB9"), "--connect-attempts", "1"]) == 2
+    assert main(["flash", str(merged), "--port", str(tmp_path / "ttyUSB9"), "--connect-attempts", "1"]) == 1
     assert "ttyUSB9 does not exist: is the board plugged in?" in capsys.readouterr().err
     # a port another program holds (e.g. `twomes monitor`)
     holder = ports.open_serial(pty_port)
     try:
-        assert main(["flash", str(merged), "--port", pty_port, "--connect-attempts", "1"]) == 2
+        assert main(["flash", str(merged), "--port", pty_port, "--connect-attempts", "1"]) == 1
         assert f"{pty_port} is busy" in capsys.readouterr().err
     finally:
         holder.close()
     # a port where no ESP32 bootloader answers
-    assert main(["flash", str(merged), "--port", pty_port, "--connect-attempts", "1", "--no-erase"]) == 2
+    assert main(["flash", str(merged), "--port", pty_port, "--connect-attempts", "1", "--no-erase"]) == 1
     assert (
         f"no answer from an ESP32 bootloader on {pty_port}: hold the BOOT button" in capsys.readouterr().err
     )
@@ -169,3 +171,62 @@ def test_ports_listing(monkeypatch, capsys):
     assert (
         ports.bridge_name(0x303A, 0x9999) == "Espressif USB" and ports.bridge_name(0x10C4, 0xEA60) == "CP210x"
     )
+
+
+def test_dry_run_prints_the_exact_esptool_commands(merged, capsys):
+    argv = [
+        "flash",
+        str(merged),
+        "--port",
+        "/dev/ttyUSB0",
+        "--chip",
+        "ESP32",
+        "--baud",
+        "921600",
+        "--dry-run",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    common = "esptool --chip esp32 --port /dev/ttyUSB0 --baud"
+    assert out[-2] == f"{common} 921600 write-flash --erase-all -z 0x1000 {merged}"
+    assert out[-1] == f"{common} 115200 write-flash --erase-all -z 0x1000 {merged}"
+    assert (
+        main(["flash", str(merged), "--port", "/dev/ttyUSB0", "--baud", "115200", "--no-erase", "--dry-run"])
+        == 0
+    )
+    assert capsys.readouterr().out.splitlines()[-1] == f"{common} 115200 write-flash -z 0x1000 {merged}"
+
+
+def test_esptool_owns_the_terminal(merged, tmp_path):
+    """esptool's stdout is the terminal itself (a pty here): it sees a TTY, so its own progress display
+    and colours work; only its errors pass through twomes (kept for the plain-words explanation)."""
+    import subprocess
+    import sys
+
+    master, slave = os.openpty()
+    probe = tmp_path / "esptool"
+    probe.mkdir()
+    (probe / "esptool.py").write_text(
+        "import sys\nprint('stdout is a tty:', sys.stdout.isatty())\n"
+        "print('A fatal error occurred: Failed to connect to ESP32', file=sys.stderr)\nsys.exit(2)\n"
+    )
+    code = "from twtools import flash; r = flash.esptool(['chip-id']); print('kept:', r.output.strip(), r.connected)"
+    env = {**os.environ, "PYTHONPATH": str(probe)}  # `python -m esptool` finds the probe first
+    proc = subprocess.run(
+        [sys.executable, "-c", code], stdout=slave, stderr=subprocess.PIPE, env=env, timeout=60
+    )
+    os.close(slave)
+    text = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        text += chunk
+    os.close(master)
+    assert proc.returncode == 0, proc.stderr
+    assert b"stdout is a tty: True" in text
+    assert b"kept: A fatal error occurred: Failed to connect to ESP32 False" in text
+    assert b"Failed to connect" in proc.stderr  # shown, too

@@ -3,6 +3,7 @@ with a virtual board's console on a pty (the app's own main loop stands in as co
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -82,6 +83,7 @@ def _monitor(board, server, capsys, *extra, token=None, exit_after=True):
     if server is not None:
         argv += [
             "--register",
+            "--server",
             server.url,
             "--admin-token",
             token or server.admin_token,
@@ -319,3 +321,78 @@ def test_find_activation():
     assert monitor.find_activation("I (123) twomes: " + line + " trailing") == json.loads(line)
     assert monitor.find_activation('{"name":"x","activation_token":"1"}') is None
     assert monitor.find_activation('{"activation_token": 5, "name": "a", "device_type": "b"}') is None
+
+
+def test_keys_reach_the_board_ctrl_c_included_and_ctrl_bracket_quits(tmp_path):
+    """As miniterm or `mpremote repl`: the monitor on a terminal (a pty here) sends Ctrl-C to the board,
+    whose app stops into the REPL; a line typed there runs; Ctrl-] ends the monitor (exit 0)."""
+    import select
+    import subprocess
+    import sys
+
+    with VirtualBoard(tmp_path / "b", pty=True) as board:
+        board.install_app()
+        board.start()
+        board.wait_for("state: portal", 60)
+        master, slave = os.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "twtools.cli", "monitor", "--port", board.pty_path, "--no-qr"],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+        )
+        os.close(slave)
+        seen = b""
+
+        def until(text: bytes) -> None:
+            nonlocal seen
+            deadline = time.monotonic() + 30
+            while text not in seen:
+                assert time.monotonic() < deadline, seen[-600:]
+                if select.select([master], [], [], 0.2)[0]:
+                    seen += os.read(master, 4096)
+
+        try:
+            until(b"Ctrl-] to quit")
+            _wait_port_open(board.pty_path)
+            os.write(master, b"\x03")
+            until(b">>> ")
+            os.write(master, b"print(6 * 7)\r")
+            until(b"42")
+            os.write(master, b"\x1d")
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            os.close(master)
+        assert "KeyboardInterrupt" in "\n".join(board.lines)
+
+
+def test_reset_without_modem_lines_and_soft_reset(tmp_path, capsys):
+    with VirtualBoard(tmp_path / "b", pty=True) as board:
+        board.install_app()
+        board.start()
+        board.wait_for("activation_token", 60)
+        time.sleep(0.5)
+        with serial_flush(board.pty_path):
+            pass  # what the board printed before the monitor opened is gone, as on a real port
+        argv = ["monitor", "--port", board.pty_path, "--no-input", "--no-qr", "--timeout", "4"]
+        assert main([*argv, "--reset"]) == 0
+        out = capsys.readouterr().out
+        assert f"--reset: {board.pty_path} has no DTR/RTS lines" in out and "Traceback" not in out
+        assert '"activation_token"' not in out  # not restarted
+        assert main([*argv, "--soft-reset"]) == 0
+        out = capsys.readouterr().out
+        assert '"activation_token"' in out and "[twomes] activation line of TWOMES-D3AD48" in out
+        assert board.soft_resets == 1
+
+
+@contextlib.contextmanager
+def serial_flush(path: str):
+    """Open the port and drop what waits in it."""
+    import serial
+
+    with serial.Serial(path, 115200, timeout=0.2) as port:
+        while port.read(4096):
+            pass
+        yield port

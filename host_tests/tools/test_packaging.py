@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from replboard import ReplBoard
+from serialboard import serial_board
 
 from twtools import DEVICE_DIR, REPO, packaging
 from twtools.build import device_sources, read_version
@@ -31,12 +31,12 @@ def test_package_json_lists_every_device_source_file():
 
 
 def test_mip_install_with_real_mpremote(tmp_path):
-    with ReplBoard(tmp_path / "fs") as board:
+    with serial_board(tmp_path) as board:
         r = subprocess.run(
             [
                 str(Path(sys.executable).parent / "mpremote"),
                 "connect",
-                board.port,
+                board.pty_path,
                 "mip",
                 "install",
                 "--target",
@@ -48,7 +48,7 @@ def test_mip_install_with_real_mpremote(tmp_path):
             timeout=60,
         )
         assert r.returncode == 0, r.stdout + r.stderr
-    fs = tmp_path / "fs"
+    fs = board.fs
     for src in device_sources():
         rel = src.relative_to(DEVICE_DIR)
         assert (fs / "lib" / rel).read_bytes() == src.read_bytes()

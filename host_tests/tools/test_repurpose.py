@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from replboard import ReplBoard
+from serialboard import serial_board
 
 from twtools.cli import main
 from twtools.server.testing import ReferenceServer
@@ -27,7 +27,7 @@ def _register(server, name, token):
 def test_repurpose_renames_erases_and_deploys(tmp_path, server, capsys):
     _register(server, NAME, "1111111111111111")
     _register(server, NAME + "-OLD", "2222222222222222")  # repurposed once before
-    with ReplBoard(tmp_path / "fs", tmp_path / "state", esp32=True, mac="24:6F:28:C0:FF:EE") as board:
+    with serial_board(tmp_path, mac="24:6F:28:C0:FF:EE") as board:
         (board.state / "nvs.json").write_text(
             json.dumps(
                 {"twomes": {"act_token": ["blob", b"1111111111111111".hex()], "session": ["blob", "00"]}}
@@ -43,7 +43,7 @@ def test_repurpose_renames_erases_and_deploys(tmp_path, server, capsys):
                 "--admin-token",
                 server.admin_token,
                 "--port",
-                board.port,
+                board.pty_path,
                 "--no-register",
             ]
         )
@@ -52,7 +52,7 @@ def test_repurpose_renames_erases_and_deploys(tmp_path, server, capsys):
         assert "yes: MAC 24:6F:28:C0:FF:EE" in out
         assert f"{NAME} is now {NAME}-OLD-2" in out
         assert "erased 2 stored value(s)" in out
-        assert f"twomes monitor --port {board.port} --reset --register {server.url}" in out
+        assert f"twomes monitor --port {board.pty_path} --reset --register {server.url}" in out
         names = sorted(d["name"] for d in server.client.devices())
         assert names == [NAME + "-OLD", NAME + "-OLD-2"]
         assert json.loads((board.state / "nvs.json").read_text()).get("twomes", {}) == {}
@@ -62,7 +62,7 @@ def test_repurpose_renames_erases_and_deploys(tmp_path, server, capsys):
 
 def test_repurpose_refuses_another_board_and_unknown_name(tmp_path, server, capsys):
     _register(server, NAME, "1111111111111111")
-    with ReplBoard(tmp_path / "fs", tmp_path / "state", esp32=True, mac="24:6F:28:AB:CD:EF") as board:
+    with serial_board(tmp_path, mac="24:6F:28:AB:CD:EF") as board:
         rc = main(
             [
                 "repurpose",
@@ -72,13 +72,13 @@ def test_repurpose_refuses_another_board_and_unknown_name(tmp_path, server, caps
                 "--admin-token",
                 server.admin_token,
                 "--port",
-                board.port,
+                board.pty_path,
                 "--no-register",
             ]
         )
         err = capsys.readouterr().err
         assert rc == 2
-        assert f"the board on {board.port} is TWOMES-ABCDEF (MAC 24:6F:28:AB:CD:EF), not {NAME}" in err
+        assert f"the board on {board.pty_path} is TWOMES-ABCDEF (MAC 24:6F:28:AB:CD:EF), not {NAME}" in err
         assert [d["name"] for d in server.client.devices()] == [NAME]  # nothing renamed
 
         rc = main(
@@ -90,7 +90,7 @@ def test_repurpose_refuses_another_board_and_unknown_name(tmp_path, server, caps
                 "--admin-token",
                 server.admin_token,
                 "--port",
-                board.port,
+                board.pty_path,
                 "--no-register",
             ]
         )
@@ -106,7 +106,7 @@ def test_repurpose_refuses_another_board_and_unknown_name(tmp_path, server, caps
                 "--admin-token",
                 "nope",
                 "--port",
-                board.port,
+                board.pty_path,
                 "--no-register",
             ]
         )

@@ -26,9 +26,9 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from twtools import DEVICE_DIR, REPO
+from twtools import BUILD, DEVICE_DIR
 
-BUILD_DIR = REPO / "build"
+BUILD_DIR = BUILD
 BUNDLE_MAGIC = b"TWOMES-BUNDLE 2\n"
 LINE_MAX = 128  # the device's limit for one header line
 # Device modules that are never shipped in a bundle: they run before any slot is chosen.

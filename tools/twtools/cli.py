@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from twtools import __version__
+
 # Order is the order of `twomes --help`.
 _MODULES = [
     "twtools.sim",
@@ -32,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twomes",
         description="Provision, flash, simulate and serve Twomes MicroPython devices.",
+        epilog="Exit status: 0 done, 1 failed, 2 wrong usage (or a problem with the given port or file).",
     )
+    parser.add_argument("--version", action="version", version=f"twomes {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _MODULES:
         importlib.import_module(name).add_parser(sub)

@@ -12,18 +12,20 @@ Talks to the board with mpremote (default) or adafruit-ampy (``--via ampy``), bo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from twtools import REPO, devicecode
+from twtools import REPO, devicecode, term
 from twtools.build import BUILD_DIR, compile_tree
 from twtools.ports import PortError, check_port, pick_port
 
@@ -33,9 +35,11 @@ APP_DIRS = ("lib", "ota")  # what --erase removes (ota/: downloaded bundles and 
 OWNED = "lib/"  # stale files under lib/ are removed (an old module left there would still be imported)
 MARK = "@@TWOMES "
 
-# Runs on the board (MicroPython): sha256 of every app file, the dirs, and the config text.
+# Runs on the board (MicroPython): its .mpy version, then one line per app file (sha256), directory and
+# the config text. Line by line: a board with little heap never holds the whole answer at once.
 BOARD_SCRIPT = """
-import os, json, hashlib, binascii
+import os, sys, json, hashlib, binascii
+print(_MARK + json.dumps(['mpy', getattr(sys.implementation, '_mpy', 0) & 0xff]))
 def _h(p):
     h = hashlib.sha256()
     with open(p, 'rb') as f:
@@ -45,33 +49,31 @@ def _h(p):
                 break
             h.update(b)
     return binascii.hexlify(h.digest()).decode()
-def _walk(d, files, dirs):
+def _walk(d):
     try:
         entries = list(os.ilistdir(d))
     except OSError:
         return
-    dirs.append(d)
+    print(_MARK + json.dumps(['d', d]))
     for e in entries:
         p = d + '/' + e[0]
         if e[1] & 0x4000:
-            _walk(p, files, dirs)
+            _walk(p)
         else:
-            files[p] = _h(p)
-_files = {}
-_dirs = []
+            print(_MARK + json.dumps(['f', p, _h(p) if _HASH else None]))
 for _d in _DIRS:
-    _walk(_d, _files, _dirs)
+    _walk(_d)
 for _p in _ROOT:
     try:
-        _files[_p] = _h(_p)
+        os.stat(_p)
+        print(_MARK + json.dumps(['f', _p, _h(_p) if _HASH else None]))
     except OSError:
         pass
 try:
     with open(_CONFIG) as _f:
-        _cfg = _f.read()
+        print(_MARK + json.dumps(['c', _f.read()]))
 except OSError:
-    _cfg = None
-print(_MARK + json.dumps({'files': _files, 'dirs': _dirs, 'config': _cfg}))
+    pass
 """
 
 # Runs on the board: forget every key the app keeps in NVS (activation token, Wi-Fi, session token...).
@@ -108,9 +110,20 @@ class DeployError(Exception):
 
 @dataclass
 class BoardState:
-    files: dict[str, str]  # path -> sha256 hex
+    files: dict[str, str | None]  # path -> sha256 hex (None: not asked; mpremote checks it itself)
     dirs: list[str]
     config: str | None  # twomes.json text
+    mpy: int = 0  # the .mpy version the board's MicroPython loads (0: it did not say)
+
+
+@dataclass
+class Session:
+    """What one mpremote session did."""
+
+    copied: list[str] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)  # skipped by mpremote: same sha256
+    hashes: list[str] = field(default_factory=list)  # mpremote's sha256sum of the files, in order
+    marked: list[str] = field(default_factory=list)  # lines a board script printed
 
 
 @dataclass
@@ -348,6 +361,52 @@ class Mpremote:
     def reset(self) -> None:
         _run([*self._base(), "reset"], "mpremote reset", self.timeout)
 
+    def session(
+        self, plan: Plan, before: str | None, verify: list[str], reset: bool, step: Callable[[str], None]
+    ) -> Session:
+        """All changes in one mpremote run, on the REPL the read left (``resume``: no second soft
+        reset): ``before`` (a board script, e.g. the NVS erase), removals, new directories, a copy of
+        every file (mpremote's ``cp`` skips a file whose sha256 on the board is the same), then
+        mpremote's own ``sha256sum`` of ``verify`` and, with ``reset``, a hard reset."""
+        cmds: list[list[str]] = [["exec", before]] if before else []
+        cmds += [["fs", "rm", "-r", ":" + d] for d in plan.remove_trees]
+        cmds += [["fs", "rm", ":" + f] for f in plan.removes]
+        cmds += [["fs", "mkdir", ":" + d] for d in plan.mkdirs]
+        cmds += [["fs", "cp", str(src), ":" + dest] for src, dest in plan.puts]
+        cmds += [["fs", "sha256sum", *(":" + p for p in verify)]]
+        if reset:
+            cmds.append(["reset"])
+        argv = [_tool("mpremote"), "connect", self.port, "resume"]
+        for i, c in enumerate(cmds):
+            argv += (["+"] if i else []) + c
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        out: list[str] = []
+        result = Session()
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith("Up to date: "):
+                result.up_to_date.append(line[len("Up to date: ") :].strip())
+            elif line.startswith("cp "):
+                result.copied.append(line.split()[-1].lstrip(":"))
+                step(result.copied[-1])
+            elif line.startswith(("rm :", "mkdir :")):
+                step(line.split()[-1].lstrip(":"))
+            elif re.fullmatch(r"[0-9a-f]{64}", line.strip()):
+                result.hashes.append(line.strip())
+            elif line.startswith(MARK):
+                result.marked.append(line.strip())
+        try:
+            rc = proc.wait(self.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise DeployError("mpremote: the board stopped answering") from None
+        if rc != 0:
+            raise DeployError(f"copying to the board failed: {_last_error(''.join(out))}")
+        # mpremote says "cp" for every file and "Up to date" after it for the ones it skipped
+        result.copied = [p for p in result.copied if p not in result.up_to_date]
+        return result
+
 
 class Ampy:
     """adafruit-ampy, one process per file operation (each one soft-resets the board)."""
@@ -399,18 +458,63 @@ def run_board_script(t: Transport, script: str, **values: Any) -> dict[str, Any]
     return _marked(t.exec(board_script(script, **values)))
 
 
-def read_board(t: Transport, extra: tuple[str, ...] = ()) -> BoardState:
-    """What the board has; ``extra``: more root files to hash (the CA file)."""
-    data = run_board_script(
-        t, BOARD_SCRIPT, dirs=APP_DIRS, root=(*ROOT_FILES, CONFIG_FILE, *extra), config=CONFIG_FILE
+def read_board(t: Transport, hashes: bool = True, extra: tuple[str, ...] = ()) -> BoardState:
+    """What the board has; ``extra``: more root files to look at (the CA file)."""
+    script = board_script(
+        BOARD_SCRIPT, dirs=APP_DIRS, root=(*ROOT_FILES, CONFIG_FILE, *extra), config=CONFIG_FILE, hash=hashes
     )
-    return BoardState(files=dict(data["files"]), dirs=list(data["dirs"]), config=data["config"])
+    out = t.exec(script)
+    state = BoardState(files={}, dirs=[], config=None)
+    seen = False
+    for line in out.splitlines():
+        if not line.startswith(MARK):
+            continue
+        item = json.loads(line[len(MARK) :])
+        seen = True
+        if item[0] == "mpy":
+            state.mpy = int(item[1])
+        elif item[0] == "d":
+            state.dirs.append(item[1])
+        elif item[0] == "f":
+            state.files[item[1]] = item[2]
+        elif item[0] == "c":
+            state.config = item[1]
+    if not seen:
+        raise DeployError(f"unexpected answer from the board: {out.strip()[-300:]!r}")
+    return state
+
+
+def mpy_version(path: Path) -> int:
+    """The .mpy format version of a compiled file (its second byte)."""
+    head = path.read_bytes()[:2]
+    if len(head) < 2 or head[:1] != b"M":
+        raise DeployError(f"{path} is not a compiled .mpy file")
+    return head[1]
+
+
+def check_mpy(board: BoardState, local: dict[str, Path]) -> None:
+    """Refuse a board whose MicroPython cannot load the compiled files (another .mpy version)."""
+    mpys = [p for p in local.values() if p.suffix == ".mpy"]
+    if not mpys or not board.mpy:
+        return  # a MicroPython too old to say: its import will say it
+    ours = mpy_version(mpys[0])
+    if board.mpy != ours:
+        raise DeployError(
+            f"the board's MicroPython loads .mpy version {board.mpy}, but mpy-cross here makes version "
+            f"{ours}: flash a MicroPython that matches (`twomes flash`), or install the mpy-cross that "
+            "matches the board's MicroPython"
+        )
+
+
+def nvs_erase_script() -> str:
+    return board_script(NVS_ERASE_SCRIPT, ns=devicecode.NVS_NAMESPACE, keys=devicecode.nvs_keys())
 
 
 def erase_nvs(t: Transport) -> str:
-    result = run_board_script(t, NVS_ERASE_SCRIPT, ns=devicecode.NVS_NAMESPACE, keys=devicecode.nvs_keys())[
-        "nvs"
-    ]
+    return nvs_erase_words(_marked(t.exec(nvs_erase_script()))["nvs"])
+
+
+def nvs_erase_words(result: Any) -> str:
     if isinstance(result, int):
         return f"erased {result} stored value(s) from NVS namespace '{devicecode.NVS_NAMESPACE}'"
     return f"NVS not erased ({result}: not an ESP32)"
@@ -452,47 +556,75 @@ def deploy(
         raise DeployError(str(e)) from None
     t: Transport = Ampy(device) if via == "ampy" else Mpremote(device, soft_reset=soft_reset)
     print(f"reading what {device} has (via {t.name}) ...", flush=True)
-    board = read_board(t)
+    # mpremote checks each file's sha256 itself when it copies: the read only lists names
+    board = read_board(t, hashes=via == "ampy")
     config = merge_config(board.config, changes, fresh_config)
     ca_name = str(config.get("ca_file") or devicecode.config_spec()["ca_file"][0])
     if ca_der is not None:
-        board = read_board(t, (ca_name,))
+        board = read_board(t, hashes=via == "ampy", extra=(ca_name,))
     if "server_url" not in config:
-        print(
-            "warning: no server_url configured; the device will use http://127.0.0.1:8000, which only a "
-            "virtual board can reach. Add --config server_url=https://your.server",
-            file=sys.stderr,
+        term.warning(
+            "no server_url configured; the device will use http://127.0.0.1:8000, which only a "
+            "virtual board can reach. Add --config server_url=https://your.server"
         )
-    if erase:
-        print(erase_nvs(t))
     local = build_local(out or BUILD_DIR / "deploy", config)
     if ca_der is not None:
         local[ca_name] = (out or BUILD_DIR / "deploy") / "ca.der"
         local[ca_name].write_bytes(ca_der)
+    check_mpy(board, local)  # before anything on the board changes
     plan = make_plan(local, board, erase)
-    print(
-        f"{len(plan.puts)} to copy, {len(plan.unchanged)} unchanged, "
-        f"{len(plan.removes) + len(plan.remove_trees)} to remove"
-    )
-    if plan.steps:
-        from tqdm import tqdm
-
-        with tqdm(total=plan.steps, unit="step", desc="deploy", file=sys.stdout, leave=True) as bar:
-
-            def step(name: str) -> None:
-                bar.set_postfix_str(name[-40:], refresh=False)
-                bar.update(1)
-
-            t.apply(plan, step)
-    after = read_board(t, (ca_name,) if ca_der is not None else ())
-    wrong = [p for p, f in local.items() if after.files.get(p) != sha256_file(f)]
+    sizes = {dest: src.stat().st_size for src, dest in plan.puts}
+    removing = len(plan.removes) + len(plan.remove_trees)
+    if isinstance(t, Mpremote):
+        print(
+            f"{len(plan.puts)} files to bring up to date (mpremote skips what the board has), {removing} to remove"
+        )
+        with _progress(sizes) as step:
+            done = t.session(plan, nvs_erase_script() if erase else None, list(local), reset, step)
+        if erase:
+            print(nvs_erase_words(_marked("\n".join(done.marked))["nvs"]))
+        got = dict(zip(local, done.hashes, strict=False))
+        print(f"{len(done.copied)} copied, {len(done.up_to_date)} already up to date, {removing} removed")
+    else:
+        if erase:
+            print(erase_nvs(t))
+        print(f"{len(plan.puts)} to copy, {len(plan.unchanged)} unchanged, {removing} to remove")
+        if plan.steps:
+            with _progress(sizes) as step:
+                t.apply(plan, step)
+        got = {
+            p: h for p, h in read_board(t, extra=(ca_name,) if ca_der is not None else ()).files.items() if h
+        }
+    wrong = [p for p, f in local.items() if got.get(p) != sha256_file(f)]
     if wrong:
         raise DeployError(f"after copying, these files differ on the board: {', '.join(wrong)}")
-    print(f"board is up to date: {len(local)} files checked by sha256")
+    print(term.paint("board is up to date", "green"), f"{len(local)} files checked by sha256", sep=": ")
     if reset:
-        t.reset()
+        if not isinstance(t, Mpremote):
+            t.reset()
         print("board restarted; watch it with `twomes monitor`")
     return 0
+
+
+@contextlib.contextmanager
+def _progress(sizes: dict[str, int]) -> Iterator[Callable[[str], None]]:
+    """A bar in bytes on a terminal; a line per file in a log (no redrawn frames there)."""
+    if not term.progress_on(sys.stdout):
+
+        def line(name: str) -> None:
+            print(f"  {name} ({sizes[name]} bytes)" if name in sizes else f"  {name}", flush=True)
+
+        yield line
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc="deploy", file=sys.stdout) as bar:
+
+        def update(name: str) -> None:
+            bar.set_postfix_str(name[-40:], refresh=False)
+            bar.update(sizes.get(name, 0))
+
+        yield update
 
 
 def run(args: argparse.Namespace) -> int:
@@ -509,7 +641,7 @@ def run(args: argparse.Namespace) -> int:
             release_keys=args.release_key,
         )
     except DeployError as e:
-        print(f"error: {e}", file=sys.stderr)
+        term.error(str(e))
         return 2
 
 

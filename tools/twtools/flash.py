@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from twtools import esp32image
+from twtools import esp32image, term
 from twtools.ports import PortError, permission_hint, pick_port
 
 FAST_BAUD = 460800
@@ -34,28 +35,40 @@ class EsptoolResult:
     @property
     def connected(self) -> bool:
         """esptool reached the chip (a later failure is a transfer problem, worth a slower retry)."""
-        return bool(re.search(r"^(Connected to|Chip is|Chip type:)", self.output, re.M))
+        return not re.search(
+            r"Failed to connect|No serial data received|Could not open|Wrong boot mode|Permission denied|"
+            r"Errno (2|11|13|16)\b",
+            self.output,
+        )
 
 
 def esptool(args: list[str], echo: bool = True) -> EsptoolResult:
-    """The one door to esptool: ``python -m esptool ARGS``, output shown live (progress bars included)
-    and kept for explaining failures."""
+    """The one door to esptool: ``python -m esptool ARGS``. With ``echo`` the terminal is its own (its
+    progress bar on a terminal, plain lines in a log) and its error messages are shown and kept for
+    explaining them; without, all its output is kept (e.g. read-mac's answer) and nothing shown."""
     cmd = [sys.executable, "-m", "esptool", *args]
     if echo:
-        print("$ esptool " + " ".join(args), file=sys.stderr, flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
+        print("$ " + command_line(args), file=sys.stderr, flush=True)
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)  # stdout: the terminal, esptool's own
+    else:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    stream = proc.stderr if echo else proc.stdout
+    assert stream is not None
     chunks = []
-    out = sys.stdout.buffer if echo else None
     while True:
-        chunk = proc.stdout.read1(4096)
+        chunk = stream.read1(4096)  # type: ignore[attr-defined]
         if not chunk:
             break
         chunks.append(chunk)
-        if out is not None:
-            out.write(chunk)
-            out.flush()
+        if echo:
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
     return EsptoolResult(proc.wait(), b"".join(chunks).decode("utf-8", "replace"))
+
+
+def command_line(args: list[str]) -> str:
+    """The esptool command as a person types it (quoted for a POSIX shell)."""
+    return " ".join(["esptool", *(shlex.quote(a) for a in args)])
 
 
 def explain(result: EsptoolResult, port: str) -> str:
@@ -88,7 +101,26 @@ def explain(result: EsptoolResult, port: str) -> str:
 
 
 class FlashError(Exception):
-    pass
+    """The command cannot be used as given (a file that is no firmware, no port): exit 2."""
+
+    exit_code = 2
+
+
+class FlashFailed(FlashError):
+    """esptool tried and failed on the board: exit 1."""
+
+    exit_code = 1
+
+
+CHIPS = ("esp32", "esp32s2", "esp32s3", "esp32c2", "esp32c3", "esp32c5", "esp32c6", "esp32h2", "esp32p4")
+
+
+def chip_name(text: str) -> str:
+    """Any case and spelling esptool or a data sheet uses: ESP32, esp32-s3, ESP32S3 -> esp32s3."""
+    name = text.strip().lower().replace("-", "").replace("_", "")
+    if name != "auto" and name not in CHIPS:
+        raise argparse.ArgumentTypeError(f"unknown chip {text!r}; one of: auto, {', '.join(CHIPS)}")
+    return name
 
 
 def check_firmware(path: Path, chip: str = "auto", erase: bool = True) -> esp32image.Firmware:
@@ -127,6 +159,25 @@ def describe(fw: esp32image.Firmware, path: Path) -> str:
     return "; ".join(parts)
 
 
+def plan(
+    fw: esp32image.Firmware,
+    path: Path,
+    device: str,
+    erase: bool,
+    offset: int | None,
+    connect_attempts: int | None,
+    bauds: tuple[int, ...],
+) -> list[list[str]]:
+    """The esptool commands, one per baud rate to try: erase and write in one connection
+    (``write-flash --erase-all``), flash mode, frequency and size as esptool detects them."""
+    common = ["--chip", fw.chip, "--port", device]
+    if connect_attempts is not None:
+        common += ["--connect-attempts", str(connect_attempts)]
+    write = ["write-flash", *(["--erase-all"] if erase else []), "-z"]
+    write += [hex(fw.flash_offset if offset is None else offset), str(path)]
+    return [[*common, "--baud", str(baud), *write] for baud in bauds]
+
+
 def flash(
     path: Path,
     port: str | None = None,
@@ -135,6 +186,7 @@ def flash(
     offset: int | None = None,
     connect_attempts: int | None = None,
     bauds: tuple[int, ...] = (FAST_BAUD, SAFE_BAUD),
+    dry_run: bool = False,
 ) -> int:
     fw = check_firmware(path, chip, erase)
     print(describe(fw, path))
@@ -147,24 +199,25 @@ def flash(
     try:
         device = pick_port(port)
     except PortError as e:
-        raise FlashError(str(e)) from None
-    common = ["--chip", fw.chip, "--port", device]
-    if connect_attempts is not None:
-        common += ["--connect-attempts", str(connect_attempts)]
+        if not dry_run:
+            raise FlashError(str(e)) from None
+        print(f"note: {e}; PORT stands for it below", file=sys.stderr)
+        device = "PORT"
+    commands = plan(fw, path, device, erase, offset, connect_attempts, bauds)
+    if dry_run:
+        print("would run (the second only if writing at the first baud rate fails after connecting):")
+        for args in commands:
+            print(command_line(args))
+        return 0
     if erase:
-        print("erasing the whole flash (firmware, Wi-Fi settings, tokens: everything) ...", flush=True)
-        r = esptool([*common, "--baud", str(bauds[0]), "erase-flash"])
-        if not r.ok:
-            raise FlashError(explain(r, device))
-    # as MicroPython's download page says (esptool's defaults for flash mode, frequency and size)
-    write = ["write-flash", "-z", hex(fw.flash_offset if offset is None else offset), str(path)]
-    for i, baud in enumerate(bauds):
-        r = esptool([*common, "--baud", str(baud), *write])
+        print("erasing the whole flash (firmware, Wi-Fi settings, tokens: everything), then writing ...")
+    for i, args in enumerate(commands):
+        r = esptool(args)
         if r.ok:
             break
-        if not r.connected or i == len(bauds) - 1:
-            raise FlashError(explain(r, device))
-        print(f"writing at {baud} baud failed; trying again at {bauds[i + 1]} baud", file=sys.stderr)
+        if not r.connected or i == len(commands) - 1:
+            raise FlashFailed(explain(r, device))
+        print(f"writing at {bauds[i]} baud failed; trying again at {bauds[i + 1]} baud", file=sys.stderr)
     print(f"done: {fw.version or 'firmware'} written to {device}; the board restarts into MicroPython.")
     print("next: `twomes deploy --config server_url=https://...` to put the Twomes app on it")
     return 0
@@ -179,26 +232,40 @@ def run(args: argparse.Namespace) -> int:
             erase=not args.no_erase,
             offset=args.offset,
             connect_attempts=args.connect_attempts,
+            bauds=(args.baud, SAFE_BAUD) if args.baud > SAFE_BAUD else (args.baud,),
+            dry_run=args.dry_run,
         )
     except FlashError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        term.error(str(e))
+        return e.exit_code
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "flash",
         help="erase an ESP32 and write a MicroPython firmware (esptool)",
-        description="Erase the whole flash, then write a MicroPython ESP32 firmware image at 460800 baud "
-        "(retried at 115200). Use the OTA variant, e.g. ESP32_GENERIC-OTA-<date>-<version>.bin.",
+        description="Erase the whole flash and write a MicroPython ESP32 firmware image in one esptool "
+        "run at 460800 baud (retried at 115200). Use the OTA variant, e.g. "
+        "ESP32_GENERIC-OTA-<date>-<version>.bin. Exit status: 0 written, 1 esptool failed on the board, "
+        "2 not a usable firmware file or no port.",
     )
     p.add_argument(
         "firmware", metavar="FIRMWARE.bin", help="merged firmware.bin, or an app-only image with --no-erase"
     )
     p.add_argument("--port", "-p", help="serial port (default: the one ESP32 board plugged in)")
     p.add_argument(
-        "--chip", default="auto", help="chip the board has (default: the chip the image is built for)"
+        "--chip",
+        default="auto",
+        type=chip_name,
+        help="chip the board has, any case (ESP32, esp32-s3; default: the chip the image is built for)",
     )
+    p.add_argument(
+        "--baud",
+        type=int,
+        default=FAST_BAUD,
+        help=f"baud rate of the write (default {FAST_BAUD}; a failed write is retried at {SAFE_BAUD})",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the esptool commands, run nothing")
     p.add_argument(
         "--no-erase", action="store_true", help="keep the rest of the flash (Wi-Fi, tokens, files)"
     )

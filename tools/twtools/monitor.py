@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from twtools import improv
+from twtools import improv, term
 from twtools.adminargs import AdminArgsError, add_admin_options, admin_client, server_problem
 from twtools.ports import PortError, open_serial, pick_port
 
@@ -245,7 +245,7 @@ class Monitor:
         self._partial = ""
 
     def say(self, text: str) -> None:
-        self.out.write(PREFIX + text + "\n")
+        self.out.write(term.paint(PREFIX, "cyan", self.out) + text + "\n")
         self.out.flush()
 
     def handle(self, ev: Event) -> None:
@@ -287,30 +287,68 @@ class Monitor:
             self.say("to create it on the server: run again with --register URL, or `twomes server register`")
 
 
-def _reset_board(ser: Any) -> None:
+class NoModemLines(Exception):
+    """The port has no DTR/RTS (a virtual board's pty, some adapters): no reset through it."""
+
+
+def _reset_board(ser: Any, port: str) -> None:
     """Pulse EN through RTS (the auto-reset circuit of ESP32 dev boards), with GPIO0 (DTR) left high."""
-    ser.dtr = False
-    ser.rts = True
-    time.sleep(0.1)
-    ser.rts = False
+    try:
+        ser.dtr = False
+        ser.rts = True
+        time.sleep(0.1)
+        ser.rts = False
+    except (OSError, ValueError, AttributeError) as e:  # pyserial's SerialException is an OSError
+        raise NoModemLines(
+            f"--reset: {port} has no DTR/RTS lines to pulse the board's EN pin ({e.__class__.__name__}), so "
+            "the board was not restarted. Press its reset (EN) button, or use --soft-reset (MicroPython "
+            "restarts its program: Ctrl-C, then Ctrl-D at the REPL)"
+        ) from None
+
+
+def _soft_reset(ser: Any) -> None:
+    """Stop the program (Ctrl-C), leave a raw REPL (Ctrl-B) and soft-reset MicroPython (Ctrl-D): it
+    runs boot.py and main.py again, so their boot output is seen (no chip reset: the bootloader's and
+    the ROM's lines are not)."""
+    ser.write(b"\r\x03")
+    time.sleep(0.3)
+    ser.write(b"\x03\x02")
+    time.sleep(0.3)
+    ser.write(b"\x04")
+
+
+def _raw_terminal(fd: int) -> list[Any]:
+    """Keys as they are typed, Ctrl-C included (it is for the board, as in miniterm and mpremote repl);
+    output processing stays, so the board's lines still start at the left. Returns the old mode."""
+    import termios
+
+    old = termios.tcgetattr(fd)
+    new = termios.tcgetattr(fd)
+    new[0] &= ~(termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP | termios.IXON)
+    new[3] &= ~(termios.ECHO | termios.ICANON | termios.ISIG | termios.IEXTEN)
+    new[6][termios.VMIN] = 1
+    new[6][termios.VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+    return old
 
 
 def _forward_keys(ser: Any, stop: threading.Event) -> None:
-    """Typed keys go to the board (a REPL is usable); Ctrl-] ends the monitor."""
+    """Typed keys go to the board, Ctrl-C and Ctrl-D included (a REPL is usable); Ctrl-] ends the
+    monitor."""
+    import select
     import termios
-    import tty
 
     fd = sys.stdin.fileno()
-    old = termios.tcgetattr(fd)
-    tty.setcbreak(fd)
+    old = _raw_terminal(fd)
     try:
-        import select
-
         while not stop.is_set():
             ready, _, _ = select.select([fd], [], [], 0.1)
             if ready:
-                ch = sys.stdin.buffer.read1(64)  # type: ignore[attr-defined]
+                ch = os.read(fd, 64)
                 if not ch or b"\x1d" in ch:
+                    ch = ch.split(b"\x1d")[0]
+                    if ch:
+                        ser.write(ch)
                     stop.set()
                     break
                 ser.write(ch.replace(b"\n", b"\r"))
@@ -328,6 +366,7 @@ def monitor(
     exit_after_register: bool = False,
     reset: bool = False,
     keys: bool = False,
+    soft_reset: bool = False,
 ) -> int:
     ser = open_serial(port, baud, timeout=0.05)
     mon = Monitor(out, registrar, show_qr)
@@ -337,7 +376,12 @@ def monitor(
         threading.Thread(target=_forward_keys, args=(ser, stop), daemon=True).start()
     mon.say(f"monitoring {port} at {baud} baud" + ("; Ctrl-] to quit" if keys else "; Ctrl-C to quit"))
     if reset:
-        _reset_board(ser)
+        try:
+            _reset_board(ser, port)
+        except NoModemLines as e:
+            mon.say(str(e))
+    if soft_reset:
+        _soft_reset(ser)
     deadline = time.monotonic() + timeout if timeout else None
     last = time.monotonic()
     try:
@@ -374,11 +418,12 @@ def monitor(
 def run(args: argparse.Namespace) -> int:
     registrar = None
     if args.register is not None:
-        args.server = args.register
+        if args.register:  # the older spelling: --register URL
+            args.server = args.register
         try:
             client = admin_client(args)
         except AdminArgsError as e:
-            print(f"error: {e}", file=sys.stderr)
+            term.error(str(e))
             return 2
 
         def registrar(payload: dict[str, str]) -> Registration:
@@ -400,9 +445,10 @@ def run(args: argparse.Namespace) -> int:
             exit_after_register=args.exit_after_register,
             reset=args.reset,
             keys=keys,
+            soft_reset=args.soft_reset,
         )
     except PortError as e:
-        print(f"error: {e}", file=sys.stderr)
+        term.error(str(e))
         return 2
 
 
@@ -410,7 +456,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser(
         "monitor",
         help="serial console: activation line, QR code, registration on the server, Improv decoded",
-        description="Show the board's console without resetting it. The activation line is shown as a "
+        description="Show the board's console without resetting it, as miniterm or `mpremote repl`: typed "
+        "keys go to the board (Ctrl-C and Ctrl-D too), Ctrl-] quits. The activation line is shown as a "
         "QR code and, with --register, the device is created on the server (POST /device).",
     )
     p.add_argument("--port", "-p", help="serial port (default: the one ESP32 board plugged in)")
@@ -419,15 +466,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--register",
         metavar="SERVER",
         nargs="?",
-        const=os.environ.get("TWOMES_URL", ""),
-        help="create the device on this Twomes server (URL; without one: $TWOMES_URL) when its activation "
-        "line appears",
+        const="",
+        help="create the device on the --server (or $TWOMES_URL) when its activation line appears "
+        "(`--register URL`, the older spelling, still works)",
     )
-    add_admin_options(p, server_flag=None)
+    add_admin_options(p)
     p.add_argument(
         "--qr", action=argparse.BooleanOptionalAction, default=True, help="show the QR code (default on)"
     )
-    p.add_argument("--reset", action="store_true", help="restart the board first (to see its boot log)")
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        help="restart the board first through RTS/EN, to see its whole boot log (needs DTR/RTS lines)",
+    )
+    p.add_argument(
+        "--soft-reset",
+        action="store_true",
+        help="restart MicroPython's program first (Ctrl-C, Ctrl-D): boot.py and main.py print their "
+        "boot log again; works on any port, the virtual board's too",
+    )
     p.add_argument("--timeout", type=float, help="stop after this many seconds")
     p.add_argument(
         "--exit-after-register",

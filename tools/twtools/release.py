@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 from pathlib import Path
 
-from twtools import esp32image, keys
+from twtools import esp32image, keys, term
 from twtools.adminargs import AdminArgsError, add_admin_options, admin_client, server_problem
 from twtools.build import BUILD_DIR, build_bundle
 
@@ -22,6 +21,10 @@ DEFAULT_TYPE = "Generic-Test"
 
 class ReleaseError(Exception):
     pass
+
+
+class ServerFailed(ReleaseError):
+    """The server refused or failed the publication: exit 1 (a file or option problem is exit 2)."""
 
 
 def prepare_image(path: Path, version: str, out: Path | None) -> tuple[Path, str]:
@@ -104,7 +107,7 @@ def release(args: argparse.Namespace) -> int:
             f"published release {rel['id']}: {rel['device_type']} {rel['version']} ({rel['kind']}) on {client.url}"
         )
         if rel["sha256"] != digest:
-            raise ReleaseError(f"the server stored sha256 {rel['sha256']}, not {digest}: upload damaged?")
+            raise ServerFailed(f"the server stored sha256 {rel['sha256']}, not {digest}: upload damaged?")
         if args.target:
             client.set_type_target(args.device_type, rel["id"])
             print(
@@ -113,20 +116,20 @@ def release(args: argparse.Namespace) -> int:
     except ServerError as e:
         words = server_problem(e, client.url)
         if words:
-            raise ReleaseError(words) from None
+            raise ServerFailed(words) from None
         if e.status == 409:
-            raise ReleaseError(
+            raise ServerFailed(
                 f"{e.detail}: a published version never changes; release a new version"
             ) from None
         if e.detail.startswith("Unknown device type"):
-            raise ReleaseError(
+            raise ServerFailed(
                 f"{e.detail} on {client.url}; give --device-type with a type the server has"
             ) from None
-        raise ReleaseError(f"the server refused the release: {e.status} {e.detail}") from None
+        raise ServerFailed(f"the server refused the release: {e.status} {e.detail}") from None
     except Exception as e:
         words = server_problem(e, client.url)
         if words:
-            raise ReleaseError(words) from None
+            raise ServerFailed(words) from None
         raise
     finally:
         client.close()
@@ -136,8 +139,11 @@ def release(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     try:
         return release(args)
+    except ServerFailed as e:
+        term.error(str(e))
+        return 1
     except (ReleaseError, AdminArgsError, keys.SigningError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        term.error(str(e))
         return 2
 
 

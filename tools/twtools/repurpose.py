@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from twtools import deploy as dep
+from twtools import term
 from twtools.adminargs import AdminArgsError, add_admin_options, admin_client, server_problem
 from twtools.ports import PortError, check_port, pick_port
 
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return repurpose(args)
     except (RepurposeError, AdminArgsError, PortError, dep.DeployError, FlashError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        term.error(str(e))
         return 2
 
 

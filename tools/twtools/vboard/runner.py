@@ -7,6 +7,8 @@ esp32 modules, flash, NVS and the bootloader, in a heap of its own) and the devi
 by two pipes. Both write to the board's console. ``machine.reset()`` ends the device process with a
 reboot code (the hardware process follows) and the runner starts both again on the same state,
 exactly like a reboot; ``power_cut()`` kills both at once (SIGKILL) and ``power_on()`` boots again.
+After the app (Ctrl-C, or main.py ended) the console is MicroPython's REPL; Ctrl-D there is a soft
+reset: the device process starts again without the bootloader (``console.py``, ``hw/vrepl.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 from twtools import REPO
 from twtools.build import BUILD_DIR, compile_tree
+from twtools.vboard.console import ReplWatch, SerialLine
 
 HW_DIR = Path(__file__).resolve().parent / "hw"
 REBOOT_EXIT = 93
@@ -107,8 +110,9 @@ class VirtualBoard:
         self._stopping = False
         self._supervisor: threading.Thread | None = None
         self.pty_path: str | None = None
-        self._pty_master: int | None = None
-        self._pty_slave: int | None = None
+        self.serial: SerialLine | None = None
+        self.repl = ReplWatch()
+        self.soft_resets = 0
         self._hw = hw_modules()
         self.state.mkdir(parents=True, exist_ok=True)
         board_file = self.state / "board.json"
@@ -169,11 +173,13 @@ class VirtualBoard:
         end (the device's output, or its stderr with a pty console; the hardware process's too)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
         env.update({"VBOARD": str(self.state), "VBOARD_HW": str(self._hw), **self.env})
+        if self.serial:
+            env["VBOARD_TTY"] = "1"  # the console is a serial line: the REPL follows the app (vrepl.py)
         mp = micropython_bin()
         req_r, req_w = os.pipe()  # device -> hardware
         ans_r, ans_w = os.pipe()  # hardware -> device
         out_r, out_w = os.pipe()
-        pty = self._pty_master
+        pty = self.serial.device_fd if self.serial else None
         try:
             hw = subprocess.Popen(
                 [mp, "-X", f"heapsize={HW_HEAP}", str(HW_DIR / "vhwd.py")],
@@ -181,7 +187,7 @@ class VirtualBoard:
                 env={**env, "VBOARD_RPC": f"{req_r} {ans_w}"},
                 stdin=subprocess.DEVNULL,
                 stdout=out_w if pty is None else pty,
-                stderr=out_w,
+                stderr=out_w if pty is None else pty,
                 pass_fds=(req_r, ans_w),
                 start_new_session=True,  # Ctrl-C in a terminal reaches the firmware, not its hardware
             )
@@ -193,8 +199,9 @@ class VirtualBoard:
                     env={**env, "VBOARD_RPC": f"{ans_r} {req_w}"},
                     stdin=subprocess.PIPE if pty is None else pty,
                     stdout=out_w if pty is None else pty,
-                    stderr=out_w,
+                    stderr=out_w if pty is None else pty,
                     pass_fds=(ans_r, req_w),
+                    start_new_session=pty is not None,  # its Ctrl-C comes from the serial line
                 )
             except BaseException:
                 hw.kill()
@@ -207,8 +214,17 @@ class VirtualBoard:
         return hw, dev, out_r
 
     def _supervise(self) -> None:
+        soft: str | None = None  # after Ctrl-D in the REPL: "raw" or "friendly"
         while not self._stopping:
+            if self.serial:
+                self.serial.reset_line()
+            self.env.pop("VBOARD_SOFT", None)
+            if soft:
+                self.env["VBOARD_SOFT"] = soft
             hw, proc, out = self._spawn()
+            self.repl.reset()
+            if self.serial:  # a soft reset in the raw REPL comes back to the raw REPL
+                self.serial.attach(proc.pid, b"\x01" if soft == "raw" else b"")
             with self._lock:
                 self._proc, self._hw_proc = proc, hw
                 self.boots += 1
@@ -224,7 +240,14 @@ class VirtualBoard:
             with self._lock:
                 self.exit_codes.append(rc)
                 self._lock.notify_all()
+            if self.serial:
+                self.serial.attach(None)
+            soft = None
             if rc == REBOOT_EXIT and not self._stopping:
+                continue
+            if rc == 0 and self.repl.in_repl and not self._stopping:  # Ctrl-D (or sys.exit()) in the REPL
+                soft = "raw" if self.repl.raw else "friendly"
+                self.soft_resets += 1
                 continue
             if not self._stopping:
                 self._feed(f"\n[vboard: firmware stopped, exit code {rc}]\n".encode())
@@ -235,6 +258,7 @@ class VirtualBoard:
 
     def _feed(self, chunk: bytes) -> None:
         with self._lock:
+            self.repl.see(chunk)
             self.raw += chunk
             data = self._partial + chunk
             *done, self._partial = data.split(b"\n")
@@ -262,10 +286,9 @@ class VirtualBoard:
 
     def stop(self) -> None:
         self.power_cut()
-        for fd in (self._pty_master, self._pty_slave):
-            if fd is not None:
-                os.close(fd)
-        self._pty_master = self._pty_slave = None
+        if self.serial:
+            self.serial.close()
+        self.serial = None
 
     @property
     def running(self) -> bool:
@@ -346,12 +369,8 @@ class VirtualBoard:
         tmp.rename(self.state / name)
 
     def _open_pty(self) -> None:
-        import tty
-
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        self._pty_master, self._pty_slave = master, slave
-        self.pty_path = os.ttyname(slave)
+        self.serial = SerialLine(self._feed)
+        self.pty_path = self.serial.path
 
     def __enter__(self) -> VirtualBoard:
         return self

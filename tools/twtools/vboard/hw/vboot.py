@@ -37,12 +37,19 @@ def _run(name):
         exec(code, {"__name__": "__main__", "__file__": name})
     except SystemExit:
         raise
+    except KeyboardInterrupt as e:  # Ctrl-C: the app stops, the REPL takes the console
+        sys.print_exception(e)
+        return None
     except Exception as e:  # the ESP32 prints the traceback and goes on (boot.py) or stops at the REPL
         sys.print_exception(e)
         return False
     return True
 
 
+# as the ESP32 port's main.c: boot.py, main.py (not after a soft reset in the raw REPL), the REPL
 _run("boot.py")
-if not _run("main.py"):
-    sys.exit(1)  # on the chip: an idle REPL; the runner reports it
+_ok = os.getenv("VBOARD_SOFT") == "raw" or _run("main.py")  # VBOARD_SOFT: a soft reset (vrepl.py)
+sys.path.insert(0, _hw)  # only now: nothing of the REPL's is in the heap while the app runs
+import vrepl  # noqa: E402
+
+vrepl.after(_ok)

@@ -49,7 +49,16 @@ if os.getenv("VBOARD_CUT") or os.getenv("VBOARD_TRACE"):  # the power-cut harnes
 # the bootloader checks an OTA app's image before booting it, and so does esp32.Partition.set_boot
 vflash.image_check = vflash.vimage_check
 vesp32.images = True
-_label = vflash.bootloader()
+if os.getenv("VBOARD_SOFT"):  # a soft reset (Ctrl-D in the REPL): no bootloader, the same app runs
+    import vstate
+
+    # MicroPython's own line for it, written here, before the device process starts: it costs the
+    # device's heap nothing
+    print("MPY: soft reboot\r")
+
+    _label = vstate.read_text("running").strip() or None
+else:
+    _label = vflash.bootloader()
 _frozen = None
 if _label and _label.startswith("ota_"):
     import vimage
