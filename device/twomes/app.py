@@ -62,7 +62,6 @@ class App:
         self.message = ""
         self.wifi_result = None
         self.wifi_ssid = None
-        self._joined = None  # (ssid, password) that work, from the portal/Improv or the saved ones
         self.queue = []  # measurements waiting for upload: [(property, ticks, unix or None, value)]
         self._mac = board.mac()
         self.safe = False  # safe mode (boot loop): no update attempts (main() decides, otaboot counts)
@@ -186,21 +185,20 @@ class App:
         try:
             while True:
                 creds = wifi.saved(self.st)
-                if creds is None:
-                    await self.phase("setup", "Setup", None)  # AP mode: portal, app API, Improv
-                elif await self.join(creds) != wifi.JOINED:
-                    await self.phase("setup", "Setup", creds)
-                else:
-                    self._joined = creds
+                if creds is not None and await self.join(creds) == wifi.JOINED:
                     if exists(JOB):  # the previous boot found an update: install it from a clean heap
                         await self.update()
                     await self.phase("online", "Online", creds)
                     continue
-                if self._joined is not None:
+                outcome = await self.setup(creds)  # AP mode: portal, app API, Improv
+                if outcome == "joined":
                     # working credentials are stored: start the online phase from a clean boot, so the
                     # portal's code leaves no holes in the heap (the station joins again in ~1 s)
                     log("setup", "Wi-Fi settings work: restarting to go online")
                     raise Restart()
+                if outcome == "restart":
+                    raise Restart()
+                # "retry": the saved network again
         except Restart:
             pass
         except Exception as e:  # noqa: BLE001 - handed to main(), which logs it and restarts
@@ -218,6 +216,23 @@ class App:
             await getattr(__import__("twomes." + name, None, None, (cls,)), cls)(self).run(*args)
         finally:
             unload(*[n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before])
+
+    async def setup(self, saved):
+        """The setup phase (twomes.ap.controller.run): an outcome, "joined", "retry" or "restart"."""
+        import sys
+
+        before = list(sys.modules)
+        try:
+            from twomes.ap import controller
+
+            return await controller.run(self, saved)
+        finally:
+            controller = None
+            unload(*[n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before])
+
+    def report(self, key, value):
+        """What a phase reports for the status (wifi_ssid, wifi_result, message)."""
+        setattr(self, key, value)
 
     async def update(self):
         """The update boot: install the release the check saved (twomes/update.py)."""

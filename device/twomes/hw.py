@@ -3,6 +3,37 @@
 import sys
 import time
 
+# The runtime differences the device code meets, settled here once: MicroPython's asyncio streams read
+# into a buffer without allocating and wrap a plain socket; CPython's (host tests) do neither.
+MICROPYTHON = sys.implementation.name == "micropython"
+
+
+async def readinto(stream, mv):
+    """Read what is there (at least one byte, waiting for it) into memoryview `mv`; 0 at end of stream."""
+    if MICROPYTHON:
+        return await stream.readinto(mv) or 0
+    data = await stream.read(len(mv))
+    mv[: len(data)] = data
+    return len(data)
+
+
+async def stream(sock):
+    """(reader, writer) asyncio streams over an accepted, non-blocking socket."""
+    import asyncio
+
+    if MICROPYTHON:
+        s = asyncio.StreamReader(sock)  # one Stream reads and writes
+        return s, s
+    return await asyncio.open_connection(sock=sock)
+
+
+def mem_free():
+    """Free heap after a collection; -1 where the runtime does not say (CPython)."""
+    import gc
+
+    gc.collect()
+    return gc.mem_free() if MICROPYTHON else -1
+
 
 def reset():
     """Reset without a Board (when building the Board itself failed)."""

@@ -4,7 +4,7 @@ import asyncio
 import portal_fakes as pf
 
 import support
-from twomes import captive_dns
+from twomes.ap import dns as captive_dns
 
 IP = bytes([192, 168, 4, 1])
 
@@ -90,13 +90,9 @@ def test_fuzz_never_crashes():
 
 def test_server_answers_over_udp_and_survives_garbage():
     async def main():
-        for _ in range(10):
-            port = pf.rand_port()
-            try:
-                task = captive_dns.start("127.0.0.1", port)
-                break
-            except OSError:
-                continue
+        port = pf.rand_port()
+        task = asyncio.create_task(captive_dns.serve("127.0.0.1", port))
+        await asyncio.sleep(0.05)
         try:
             r = await pf.udp_ask(port, pf.dns_query("www.msftconnecttest.com", 1))
             assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
@@ -117,14 +113,22 @@ def test_server_answers_over_udp_and_survives_garbage():
     support.run(main())
 
 
-def test_portal_starts_dns_on_the_board_port():
+def test_setup_mode_serves_dns_on_the_board_port():
     async def main():
-        p = await pf.start_portal()
+        p = await pf.start_portal(dns=True)
         try:
             r = await pf.udp_ask(p.cfg.dns_port, pf.dns_query("detectportal.firefox.com", 1))
             assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
         finally:
-            await p.stop()
+            await pf.stop_portal(p)
         await asyncio.sleep(0)
 
     support.run(main())
+
+
+def test_names_over_255_octets_get_no_answer():
+    out = bytearray(528)
+    # 4 labels of 63 + the root: 4 * 64 + 1 = 257 octets; 3 of 63 and one of 61: 255 (the limit)
+    assert captive_dns.answer(pf.dns_query(".".join(["a" * 63] * 3 + ["b" * 61])), IP, out) > 0
+    assert captive_dns.answer(pf.dns_query(".".join(["a" * 63] * 3 + ["b" * 62])), IP, out) == 0
+    assert captive_dns.answer(pf.dns_query(".".join(["a" * 63] * 4)), IP, out) == 0
