@@ -9,6 +9,7 @@ about 19 KB: this board gets BOARD_HEAP. The portal's own 64 KB figures come fro
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -40,6 +41,9 @@ def mpy(src: Path, dest: Path) -> None:
 
 
 BOARD_HEAP = "128K"
+# The real app in setup mode in the .mpy mode (its code loaded into the heap): until the shipping mode
+# (code in flash) lands, these tests run at this heap instead of the story's budget (DEFAULT_HEAP).
+APP_HEAP = os.getenv("TW_APP_HEAP") or "112K"
 
 
 def start_board(state: Path, pty: bool = False, heap: str = BOARD_HEAP, app: bool = False) -> VirtualBoard:

@@ -148,7 +148,7 @@ class Controller:
                 if name:
                     log("wifi", "device name from setup: %s" % shown(name))
                 self.joined = True
-                self._report(ssid, code, "connected to " + ssid)
+                self._report(ssid, code, "connected to " + shown(ssid))
             else:
                 app.set_state(PORTAL, wifi.REASONS[code])
                 self._report(ssid, code, wifi.REASONS[code])

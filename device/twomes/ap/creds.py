@@ -73,18 +73,17 @@ def _is_hex(text):
 
 
 def shown(s):
-    """`s` (text a client or the air sent) as it may go on the console: printable ASCII only, anything
-    else as a \\x/\\u escape, quoted. No forged log line, no terminal escape sequence."""
-    out = ['"']
+    """`s` (text a client or the air sent) as it may go on the console: printable ASCII as it is, a
+    backslash and anything else as a \\x/\\u escape. No forged log line, no terminal escape sequence."""
+    out = []
     for ch in s:
         o = ord(ch)
-        if 0x20 <= o < 0x7F and ch != "\\" and ch != '"':
+        if 0x20 <= o < 0x7F and ch != "\\":
             out.append(ch)
         elif o < 0x100:
             out.append("\\x%02x" % o)
         else:
             out.append("\\u%04x" % o)
-    out.append('"')
     return "".join(out)
 
 
