@@ -82,7 +82,7 @@ def test_registers_as_twomes_subcommand_and_reads_password_from_stdin(
 def test_improv_serial_with_the_real_app_in_the_default_heap(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The app's own controller behind Improv, in the 64K budget of the whole story (Improv's code comes
+    """The app's own controller behind Improv, in the virtual board's default heap (Improv's code comes
     on top of the portal's while a join runs)."""
     vb = start_board(tmp_path / "board", pty=True, heap=APP_HEAP, app=True)
     try:

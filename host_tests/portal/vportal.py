@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from twtools.build import _bin
-from twtools.vboard.runner import VirtualBoard
+from twtools.vboard.runner import DEFAULT_HEAP, VirtualBoard
 
 HERE = Path(__file__).resolve().parent
 DEVICE_TESTS = HERE.parent / "device"
@@ -41,9 +41,9 @@ def mpy(src: Path, dest: Path) -> None:
 
 
 BOARD_HEAP = "128K"
-# The real app in setup mode in the .mpy mode (its code loaded into the heap): until the shipping mode
-# (code in flash) lands, these tests run at this heap instead of the story's budget (DEFAULT_HEAP).
-APP_HEAP = os.getenv("TW_APP_HEAP") or "112K"
+# The real app's heap (TW_APP_HEAP to try others): the virtual board's default (112K in the .mpy mode,
+# where setup mode's code is loaded into the heap; the story's budget once the code runs from flash).
+APP_HEAP = os.getenv("TW_APP_HEAP") or DEFAULT_HEAP
 
 
 def start_board(state: Path, pty: bool = False, heap: str = BOARD_HEAP, app: bool = False) -> VirtualBoard:
