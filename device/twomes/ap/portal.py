@@ -25,13 +25,15 @@ _HEAD_MAX = const(1536)  # request head bound; phones send ~0.4-1 KB
 _HEAD_MS = const(5000)
 _BODY_MS = const(5000)
 _WRITE_MS = const(10000)
+_BACKLOG = const(8)  # connections the stack holds until accepted (beyond: SYNs dropped, clients wait 1-3 s)
 _GRACE_MS = const(1000)  # an error answer, or what the client still sends after one (200 ms of it)
 _FREE = const(0)
 _HEAD = const(1)  # waiting for / reading the head (idle or slow clients are here)
 _BODY = const(2)
 _ANSWER = const(3)
 _TOO_SLOW = const(408)  # Slot.why: its deadline passed while reading (answered 408)
-_GONE = const(1)  # Slot.why: evicted, past its answer's time, or the portal stops (closed, no answer)
+_GONE = const(1)  # Slot.why: past its answer's time, or the portal stops (closed, no answer)
+_EVICTED = const(2)  # Slot.why: closed for a newer connection (answered 503 if it had asked something)
 _REFUSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nCache-Control: no-store\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: 24\r\n\r\n"
@@ -105,7 +107,7 @@ class Portal:
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(socket.getaddrinfo(ip, port, 0, socket.SOCK_STREAM)[0][-1])
-            s.listen(len(self.slots))
+            s.listen(_BACKLOG)
             s.setblocking(False)
         except BaseException:
             s.close()
@@ -179,7 +181,8 @@ class Portal:
                     if victim is None or b.ticks_diff(s.since, victim.since) < 0:
                         victim = s
             if victim is not None:
-                victim.why = _GONE
+                victim.why = _EVICTED
+                victim.until = b.ticks_add(b.ticks_ms(), _GRACE_MS)
                 victim.task.cancel()
                 self.evicted += 1
                 for _ in range(3):  # its `finally` frees the slot when it runs
@@ -245,6 +248,10 @@ class Portal:
                     slot.until = b.ticks_add(b.ticks_ms(), self.body_ms)
                     await read_body(reader, slot.buf, req, n, end)
             except asyncio.CancelledError:
+                if slot.why == _EVICTED:
+                    if req.method:  # it had sent its request line: a whole answer, written at once
+                        w.write(_REFUSE)
+                    return
                 if slot.why != _TOO_SLOW:
                     raise
                 raise HttpError(408, "request too slow") from None
