@@ -17,6 +17,16 @@ async def readinto(stream, mv):
     return len(data)
 
 
+def sock_readinto(sock, buf):
+    """What a non-blocking socket has (up to len(buf)) into `buf`, without waiting; 0 if nothing."""
+    try:
+        if MICROPYTHON:
+            return sock.readinto(buf) or 0
+        return sock.recv_into(buf)
+    except OSError:
+        return 0
+
+
 async def stream(sock):
     """(reader, writer) asyncio streams over an accepted, non-blocking socket."""
     import asyncio

@@ -46,12 +46,18 @@ BOARD_HEAP = "128K"
 APP_HEAP = os.getenv("TW_APP_HEAP") or DEFAULT_HEAP
 
 
-def start_board(state: Path, pty: bool = False, heap: str = BOARD_HEAP, app: bool = False) -> VirtualBoard:
+def start_board(
+    state: Path,
+    pty: bool = False,
+    heap: str = BOARD_HEAP,
+    app: bool = False,
+    air: list[dict[str, Any]] | None = None,
+) -> VirtualBoard:
     """A fresh board with its portal up (returns once its API answers). `app`: the real app (its own
     controller, in `heap`; its server is a closed port on 127.0.0.1: activation is not these tests'
     business) instead of the portal-only main with the fake controller."""
     config = {"wifi_timeout_s": 3, "server_url": "http://127.0.0.1:9", "retry_base_s": 1, "retry_max_s": 5}
-    vb = VirtualBoard(state, air=AIR, heap=heap, pty=pty, config=config)
+    vb = VirtualBoard(state, air=AIR if air is None else air, heap=heap, pty=pty, config=config)
     vb.install_app()
     if not app:
         mpy(HERE / "portal_main.py", vb.fs / "portal_main.mpy")

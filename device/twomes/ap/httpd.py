@@ -83,6 +83,7 @@ async def read_head(reader, buf, req):
     errors are answered in JSON)."""
     end = -1
     n = 0
+    line = False  # the request line is read (the path and HEAD are known even if the rest fails)
     while end < 0:
         if n >= len(buf):
             raise HttpError(431, "request head too large")
@@ -90,15 +91,14 @@ async def read_head(reader, buf, req):
         if not got:
             raise HttpError(400 if n else 0, "closed mid-request")
         n += got
+        if not line:
+            pos = buf.find(b"\r\n", 0, n)
+            if pos >= 0:
+                _request_line(buf, pos, req)
+                line = True
         end = buf.find(b"\r\n\r\n", 0, n)
     pos = buf.find(b"\r\n") + 2
     try:
-        parts = bytes(buf[: pos - 2]).decode().split(" ")
-        if len(parts) != 3 or parts[2][:7] != "HTTP/1." or not parts[0].isalpha() or parts[1][:1] != "/":
-            raise HttpError(400, "bad request line")
-        req.method = parts[0]
-        req.head = parts[0] == "HEAD"
-        req.path, _, req.query = parts[1].partition("?")
         while pos < end:
             nl = buf.find(b"\r\n", pos, end + 2)
             c = buf.find(b":", pos, nl)
@@ -112,6 +112,18 @@ async def read_head(reader, buf, req):
     except UnicodeError:
         raise HttpError(400, "not UTF-8") from None
     return n, end
+
+
+def _request_line(buf, pos, req):
+    try:
+        parts = bytes(buf[:pos]).decode().split(" ")
+    except UnicodeError:
+        raise HttpError(400, "not UTF-8") from None
+    if len(parts) != 3 or parts[2][:7] != "HTTP/1." or not parts[0].isalpha() or parts[1][:1] != "/":
+        raise HttpError(400, "bad request line")
+    req.method = parts[0]
+    req.head = parts[0] == "HEAD"
+    req.path, _, req.query = parts[1].partition("?")
 
 
 async def read_body(reader, buf, req, n, end):

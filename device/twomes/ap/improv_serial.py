@@ -5,8 +5,9 @@
 # Ctrl-C: the console's 0x03 is data while this runs (kbd_intr(-1)). Once a magic is matched every byte
 # up to the frame's end belongs to the frame, whatever its version, type or checksum (a frame of another
 # version is skipped by its length byte; a magic repeated where the version belongs starts the frame
-# again), so no byte of a frame is ever taken for Ctrl-C. Only a 0x03 outside any frame, with no magic
-# partly matched, stops the app (a person or mpremote wants the REPL).
+# again), so no byte of a frame is ever taken for Ctrl-C. Only a lone 0x03 stops the app (a person or
+# mpremote wants the REPL): outside any frame, no magic partly matched, and not right after a frame with
+# a bad checksum (misaligned bytes: until a good frame or _QUIET_MS of silence).
 import asyncio
 
 from micropython import const
@@ -19,6 +20,7 @@ _VERSION = const(1)
 _T_RPC = const(0x03)
 _FRAME_MAX = const(6 + 3 + 255 + 1)
 _STALE_MS = const(1000)  # silence after which a partial frame is dropped (its length byte lied)
+_QUIET_MS = const(100)  # silence that ends the "noisy" state after a broken frame
 
 
 def frame(ptype, data):
@@ -46,6 +48,7 @@ class Serial:
         self._need = 0  # its full length once its length byte is in
         self._foreign = 0  # inside a frame of another version: 7 type next, 8 length next, 9 its data
         self._skip = 0  # bytes of that frame still to come
+        self._noisy = False  # a frame with a bad checksum came last: a 0x03 now is not a person's Ctrl-C
 
     def _send(self, kind, data):
         self.write(frame(kind, data) + b"\n")
@@ -57,6 +60,10 @@ class Serial:
     def drop(self):
         """Forget a partial frame (silence: its length byte lied)."""
         self._n = self._foreign = 0
+
+    def quiet(self):
+        """The console was silent for _QUIET_MS: a 0x03 now is a person's (or a tool's) Ctrl-C."""
+        self._noisy = False
 
     def feed(self, data):
         """Bytes from the console. Reply frames are written as frames complete; a Wi-Fi command leaves
@@ -83,7 +90,7 @@ class Serial:
                     self._n = n + 1
                     if n == 5:  # a frame starts: whatever was skipped ends here
                         self._foreign = 0
-                elif n == 0 and c == 3 and not inside:
+                elif n == 0 and c == 3 and not inside and not self._noisy:
                     self.interrupted = True
                     return
                 else:
@@ -106,7 +113,8 @@ class Serial:
 
     def _frame(self, f):
         n = len(f)
-        if sum(f[: n - 1]) & 0xFF != f[n - 1]:
+        self._noisy = sum(f[: n - 1]) & 0xFF != f[n - 1]
+        if self._noisy:
             self._send(ERROR, bytes([E_INVALID]))
         elif f[7] == _T_RPC:  # device -> client types are not for us
             creds = self.improv.rpc(f[9 : n - 1])
@@ -130,8 +138,11 @@ async def console(board, ctl, ident, version, reader=None):
             # is judged when its next byte comes (no timeout task per byte)
             data = await reader.read(1)
             now = board.ticks_ms()
-            if not ser.idle() and board.ticks_diff(now, last) >= _STALE_MS:
-                ser.drop()
+            gap = board.ticks_diff(now, last)
+            if gap >= _QUIET_MS:
+                ser.quiet()
+                if gap >= _STALE_MS and not ser.idle():
+                    ser.drop()
             last = now
             if not data:
                 return  # console closed (host tests)

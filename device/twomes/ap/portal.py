@@ -33,12 +33,12 @@ _BODY = const(2)
 _ANSWER = const(3)
 _TOO_SLOW = const(408)  # Slot.why: its deadline passed while reading (answered 408)
 _GONE = const(1)  # Slot.why: past its answer's time, or the portal stops (closed, no answer)
-_EVICTED = const(2)  # Slot.why: closed for a newer connection (answered 503 if it had asked something)
-_REFUSE = (
+_EVICTED = const(2)  # Slot.why: closed for a newer connection (with a 503)
+_REFUSE_HEAD = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nCache-Control: no-store\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: 24\r\n\r\n"
-    b"503 busy, try again now\n"
 )
+_REFUSE_BODY = b"503 busy, try again now\n"
 _BUSY = b'<meta http-equiv="refresh" content="2"><p>Busy, one moment&hellip;</p>'
 
 
@@ -50,6 +50,7 @@ class Slot:
         self.req = Request()
         self.phase = _FREE
         self.task = None
+        self.sock = None  # the connection's socket (for a 503 written at once when it is evicted)
         self.since = 0  # ticks of the connection
         self.until = 0  # ticks of its current deadline
         self.why = 0
@@ -68,6 +69,7 @@ class Portal:
         self.ip = self.origin = ""
         self.hosts = ()
         self.evicted = self.refused = self.too_slow = 0  # counts, for the log and the tests
+        self._scratch = bytearray(512)  # what a refused or evicted connection sent, read and dropped
         self._sock = None
         self._last = board.ticks_ms()
         # the route table: path -> (GET/HEAD handler, POST handler); any other GET: the form (captive)
@@ -181,8 +183,8 @@ class Portal:
                     if victim is None or b.ticks_diff(s.since, victim.since) < 0:
                         victim = s
             if victim is not None:
+                self._refuse(victim.sock, victim.req.head)
                 victim.why = _EVICTED
-                victim.until = b.ticks_add(b.ticks_ms(), _GRACE_MS)
                 victim.task.cancel()
                 self.evicted += 1
                 for _ in range(3):  # its `finally` frees the slot when it runs
@@ -194,9 +196,9 @@ class Portal:
             self.refused += 1
             try:
                 conn.setblocking(False)
-                conn.send(_REFUSE)
             except OSError:
                 pass
+            self._refuse(conn, False)
             conn.close()
             return
         now = b.ticks_ms()
@@ -205,6 +207,7 @@ class Portal:
         slot.until = b.ticks_add(now, self.head_ms)
         slot.why = 0
         slot.req.reset()
+        slot.sock = conn
         try:
             conn.setblocking(False)
             reader, w = await hw.stream(conn)
@@ -248,9 +251,7 @@ class Portal:
                     slot.until = b.ticks_add(b.ticks_ms(), self.body_ms)
                     await read_body(reader, slot.buf, req, n, end)
             except asyncio.CancelledError:
-                if slot.why == _EVICTED:
-                    if req.method:  # it had sent its request line: a whole answer, written at once
-                        w.write(_REFUSE)
+                if slot.why == _EVICTED:  # answered already (_refuse): closed
                     return
                 if slot.why != _TOO_SLOW:
                     raise
@@ -299,13 +300,30 @@ class Portal:
                 w.close()
             except BaseException:  # noqa: BLE001 - the peer may already be gone
                 pass
-            slot.task = None
-            slot.phase = _FREE  # the slot is free before we wait for the close
-            slot.why = 0
+            if slot.task is asyncio.current_task():
+                self._release(slot)  # the slot is free before we wait for the close
             try:
                 await w.wait_closed()
             except BaseException:  # noqa: BLE001 - the peer may already be gone; or we are cancelled
                 pass
+
+    def _release(self, slot):
+        slot.task = slot.sock = None
+        slot.phase = _FREE
+        slot.why = 0
+
+    def _refuse(self, sock, head):
+        """A whole 503 on a connection that gets no slot, at once (nothing waits for it), after reading
+        what it sent already: closing with that unread would reset the answer on its way."""
+        if sock is None:
+            return
+        head = hw.sock_readinto(sock, self._scratch) >= 5 and self._scratch[:5] == b"HEAD " or head
+        try:
+            sock.send(_REFUSE_HEAD)
+            if not head:
+                sock.send(_REFUSE_BODY)
+        except OSError:
+            pass
 
     async def _route(self, req, w):
         path = req.path
