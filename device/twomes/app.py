@@ -207,7 +207,7 @@ class App:
             self._stop = True
 
     async def phase(self, name, cls, *args):
-        """Run a phase (twomes.setup, .online, .update: `cls(app).run(*args)`) and then unload every
+        """Run a phase (twomes.online, .update: `cls(app).run(*args)`) and then unload every
         module it loaded, so that its code leaves the heap before the next phase."""
         import sys
 

@@ -6,7 +6,7 @@ import portal_fakes as pf
 
 import support
 from twomes import wifi
-from twomes.ap import form as portal_form
+from twomes.ap import form
 from twomes.ap import httpd as portal
 
 _JSON = "application/json"
@@ -146,19 +146,17 @@ def test_a_crashing_credential_test_becomes_a_failed_result_and_setup_goes_on():
 
 
 def test_unquote_and_form_parsing():
-    u = portal_form.unquote
+    u = form.unquote
     assert u(b"a+b") == "a b" and u(b"%26%25%2B%40%23%24%3B") == "&%+@#$;"
     assert u(b"caf%C3%A9") == "caf\u00e9" and u(b"100%") == "100%" and u(b"%zz%4") == "%zz%4"
     assert u(b"plain") == "plain" and u(b"") == ""
     support.raises(ValueError, u, b"%FF")
-    f = portal_form.parse_form(
+    f = form.parse_form(
         b"ssid=a%26b&password=p%2Bq+r&x=1&ssid=second&novalue", ("ssid", "password", "novalue")
     )
     assert f == {"ssid": "a&b", "password": "p+q r", "novalue": ""}
-    assert portal_form.parse_form(pf.form(password=pf.SPECIAL_PW), ("password",)) == {
-        "password": pf.SPECIAL_PW
-    }
-    support.raises(ValueError, portal_form.parse_form, b"&" * 20, ("a",))
+    assert form.parse_form(pf.form(password=pf.SPECIAL_PW), ("password",)) == {"password": pf.SPECIAL_PW}
+    support.raises(ValueError, form.parse_form, b"&" * 20, ("a",))
 
 
 def test_escape():

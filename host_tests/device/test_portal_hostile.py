@@ -266,3 +266,24 @@ def test_a_dns_task_that_fails_is_started_again():
                 pass
 
     support.run(main())
+
+
+def test_generated_form_bodies_decode_or_are_refused():
+    # TW_HOSTILE_N random form bodies (make hostile: 10,000): each decodes to text that is valid UTF-8,
+    # or is refused with ValueError (the portal's 400); nothing else
+    import os
+
+    from twomes.ap import form
+
+    count = int(os.getenv("TW_HOSTILE_N") or 300)
+    alphabet = b"ab=&%+0123456789ABCDEFcdef\xc0\xed\xa0\x80\xff\xf4\x90"
+    for _ in range(count):
+        r = os.urandom(40)
+        body = bytes(alphabet[c % len(alphabet)] for c in r[: r[0] % 40])
+        try:
+            d = form.parse_form(body, ("ssid", "password", "name", "other"))
+        except ValueError:
+            continue
+        for v in d.values():
+            assert creds.text_ok(v), body
+            v.encode()

@@ -1,7 +1,8 @@
-# Runs in `micropython -X heapsize=64K`: the portal (+ captive DNS) and Improv on stdin with a fake
-# controller, on a minimal stand-in board (this module doubles as the `network` module). Nothing else of
-# the app is loaded, so the figures are the onboarding's own cost. Prints "@@MEM ..." lines:
-#   before  free heap before any onboarding module is imported
+# Runs in `micropython -X heapsize=...` (test_portal_heap.HEAP): setup mode's tasks (portal, captive DNS,
+# Improv on stdin) with the real controller on a stand-in app (fakectl.py), on a minimal stand-in board
+# (this module doubles as the `network` module). Nothing else of the app is loaded, so the figures are
+# the onboarding's own cost. Prints "@@MEM ..." lines:
+#   before  free heap with setup mode's modules imported, before it starts
 #   started free heap with the portal and Improv running
 #   min_free the lowest free heap seen (after a collection) while requests are served
 #   now      the free heap now and the twomes modules loaded (every 0.25 s)

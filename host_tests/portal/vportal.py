@@ -1,9 +1,10 @@
-"""A virtual board that runs only the setup portal + Improv (host_tests/portal/portal_main.py) with a
-fake controller, on the MicroPython unix port.
+"""A virtual board that runs only setup mode's tasks (host_tests/portal/portal_main.py: portal, DNS,
+Improv) with the real controller on a stand-in app (fakectl.py), on the MicroPython unix port; or the
+real app (start_board(app=True)).
 
 Heap: the virtual board's simulated hardware runs in its own process; the device's heap holds only
 vboot and the hardware proxies (about 5 KB with the interpreter's own start), the app's base modules
-about 19 KB: this board gets BOARD_HEAP. The portal's own 64 KB figures come from test_portal_heap.py
+about 19 KB: this board gets BOARD_HEAP. The portal's own heap figures come from test_portal_heap.py
 (no simulation in that heap either)."""
 
 from __future__ import annotations
