@@ -146,12 +146,3 @@ async def read_body(reader, buf, req, n, end):
             raise HttpError(400, "closed mid-body")
         have += got
     req.body = bytes(mv[:ln])
-
-
-async def discard(reader, buf):
-    """Read and drop what the client still sends (a few reads), so that closing does not reset the
-    answer on its way. The caller bounds the time."""
-    mv = memoryview(buf)
-    for _ in range(4):
-        if not await hw.readinto(reader, mv):
-            return

@@ -17,7 +17,7 @@ from micropython import const
 from twomes import hw
 from twomes.ap import api, form, pages
 from twomes.ap.creds import shown
-from twomes.ap.httpd import HTML, JSON, TEXT, HttpError, Request, discard, read_body, read_head, send
+from twomes.ap.httpd import HTML, JSON, TEXT, HttpError, Request, read_body, read_head, send
 from twomes.log import log
 
 SLOTS = const(4)  # connections served at once (4 x 1.6 KB of buffers and request state)
@@ -34,11 +34,12 @@ _ANSWER = const(3)
 _TOO_SLOW = const(408)  # Slot.why: its deadline passed while reading (answered 408)
 _GONE = const(1)  # Slot.why: past its answer's time, or the portal stops (closed, no answer)
 _EVICTED = const(2)  # Slot.why: closed for a newer connection (with a 503)
-_REFUSE_HEAD = (
+# the answer of a connection that gets no slot: no body (so it is right for HEAD too, whatever the
+# request was), and browsers load the page again in a second
+_REFUSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nCache-Control: no-store\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: 24\r\n\r\n"
+    b"Retry-After: 1\r\nRefresh: 1\r\nContent-Length: 0\r\n\r\n"
 )
-_REFUSE_BODY = b"503 busy, try again now\n"
 _BUSY = b'<meta http-equiv="refresh" content="2"><p>Busy, one moment&hellip;</p>'
 
 
@@ -183,7 +184,7 @@ class Portal:
                     if victim is None or b.ticks_diff(s.since, victim.since) < 0:
                         victim = s
             if victim is not None:
-                self._refuse(victim.sock, victim.req.head)
+                self._refuse(victim.sock)
                 victim.why = _EVICTED
                 victim.task.cancel()
                 self.evicted += 1
@@ -198,7 +199,7 @@ class Portal:
                 conn.setblocking(False)
             except OSError:
                 pass
-            self._refuse(conn, False)
+            self._refuse(conn)
             conn.close()
             return
         now = b.ticks_ms()
@@ -264,6 +265,7 @@ class Portal:
         except HttpError as e:
             status = e.args[0]
             if status and not req.answered:
+                slot.phase = _ANSWER  # answering: never evicted (one answer per connection)
                 slot.why = 0
                 slot.until = b.ticks_add(b.ticks_ms(), _GRACE_MS)
                 if req.path[:5] == "/api/":
@@ -275,13 +277,19 @@ class Portal:
                 try:
                     send(w, status, ctype, body, req.head)
                     await w.drain()
-                    slot.until = b.ticks_add(b.ticks_ms(), 200)  # what the client still sends at once
-                    await discard(reader, slot.buf)
+                    # what the client still sends (a refused head or body): closing before it is in
+                    # would reset the answer on its way; read until it pauses for 100 ms (12 KB at most)
+                    mv = memoryview(slot.buf)
+                    for _ in range(8):
+                        slot.until = b.ticks_add(b.ticks_ms(), 100)
+                        if not await hw.readinto(reader, mv):
+                            break
                 except BaseException:  # noqa: BLE001 - best effort, for its grace at most
                     pass
         except MemoryError:
             # no heap for this answer just now: the phone gets a page that reloads itself in a moment
             # (an error page would end its captive-portal window)
+            slot.phase = _ANSWER
             try:
                 if req.answered:  # mid-page: browsers follow a refresh in the body too
                     w.write(_BUSY)
@@ -297,6 +305,10 @@ class Portal:
             log("portal", "request failed: %s" % type(e).__name__)
         finally:
             try:
+                await asyncio.sleep(0)  # (the answer's last bytes leave)
+                for _ in range(4):  # what the client still sent, unread: closing with it would reset
+                    if not slot.sock or not hw.sock_readinto(slot.sock, slot.buf):  # the answer
+                        break
                 w.close()
             except BaseException:  # noqa: BLE001 - the peer may already be gone
                 pass
@@ -312,16 +324,14 @@ class Portal:
         slot.phase = _FREE
         slot.why = 0
 
-    def _refuse(self, sock, head):
+    def _refuse(self, sock):
         """A whole 503 on a connection that gets no slot, at once (nothing waits for it), after reading
         what it sent already: closing with that unread would reset the answer on its way."""
         if sock is None:
             return
-        head = hw.sock_readinto(sock, self._scratch) >= 5 and self._scratch[:5] == b"HEAD " or head
+        hw.sock_readinto(sock, self._scratch)
         try:
-            sock.send(_REFUSE_HEAD)
-            if not head:
-                sock.send(_REFUSE_BODY)
+            sock.send(_REFUSE)
         except OSError:
             pass
 
