@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install sim server board heap bench powercut fuzz test lint fmt browser-deps clean
+.PHONY: install sim server board heap bench powercut fuzz hostile test lint fmt browser-deps clean
 
 install: $(STAMP)
 
@@ -53,6 +53,12 @@ powercut: install
 FUZZ_SECONDS ?= 180
 fuzz: install
 	$(BIN)/twomes server fuzz --seconds $(FUZZ_SECONDS)
+
+## Setup mode under attack, full counts (~10 min): 10,000 inputs per parser (Improv frames, HTTP requests,
+## forms, DNS packets), 30 s per attack on a virtual board; prints the figures. `make test` runs a slice.
+hostile: install
+	TW_HOSTILE_N=10000 TW_HOSTILE_S=30 $(BIN)/pytest -q -s host_tests/portal/test_hostile.py \
+	  host_tests/device/test_improv.py host_tests/device/test_dns.py host_tests/device/test_portal_hostile.py
 
 ## Chromium for the portal browser test (Debian package; the test skips loudly where it cannot be had).
 browser-deps:

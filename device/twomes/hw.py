@@ -106,6 +106,35 @@ class Conn:
             pass
 
 
+async def readinto(stream, mv):
+    """Read what is there (at least one byte, waiting for it) into memoryview `mv`; 0 at end of stream."""
+    if MICROPYTHON:
+        return await stream.readinto(mv) or 0
+    data = await stream.read(len(mv))
+    mv[: len(data)] = data
+    return len(data)
+
+
+def sock_readinto(sock, buf):
+    """What a non-blocking socket has (up to len(buf)) into `buf`, without waiting; 0 if nothing."""
+    try:
+        if MICROPYTHON:
+            return sock.readinto(buf) or 0
+        return sock.recv_into(buf)
+    except OSError:
+        return 0
+
+
+async def stream(sock):
+    """(reader, writer) asyncio streams over an accepted, non-blocking socket."""
+    import asyncio
+
+    if MICROPYTHON:
+        s = asyncio.StreamReader(sock)  # one Stream reads and writes
+        return s, s
+    return await asyncio.open_connection(sock=sock)
+
+
 def reset():
     """Reset without a Board (when building the Board itself failed)."""
     import machine

@@ -1,68 +1,92 @@
-# The app controller as the portal and Improv see it (status/submit/networks/rescan/info), joining for
-# real on the simulated air. Used by the shared device tests and, copied onto a virtual board's
-# filesystem, by host_tests/portal/portal_main.py (so it imports nothing but twomes.wifi and twomes.creds).
+# The real setup controller (twomes.ap.controller.Controller) on a small stand-in for the app (the
+# phase contract: board, cfg, st, ident, state, set_state, report, sleep_s), joining for real on the
+# simulated air. FakeCtl adds what the tests look at: the credentials submitted, a join held open, the
+# number of rescans. Used by the shared device tests and, copied onto a virtual board's filesystem, by
+# host_tests/portal/portal_main.py (so it imports nothing but twomes modules).
 import asyncio
 
-from twomes import wifi
-
-# twomes.creds is imported where it is used, as the app's controller does (the portal drops it between
-# requests, so a module-level reference would keep a second copy in the heap)
+from twomes import store
+from twomes.ap.controller import Controller
 
 
-class FakeCtl:
-    """The app controller's API as the portal and Improv use it; joins for real on the simulated air."""
+class FakeApp:
+    """What a phase gets from the app, and nothing else."""
 
-    def __init__(self, board, ident, join_ms=600, nets=None):
+    def __init__(self, board, ident, cfg=None, st=None, wifi_timeout_s=1):
         self.board = board
         self.ident = ident
-        self.join_ms = join_ms
+        self.cfg = cfg
+        self.st = st if st is not None else store.Store(board.nvs("twomes"))
         self.state = "portal"
-        self.wifi = None
-        self.ssid = None
-        self.message = "waiting for Wi-Fi settings"
-        from twomes import creds
+        self.message = ""
+        self.reports = {}
+        self.stop = False  # a test sets it: sleep_s raises Restart, as the app's does
+        self.wifi_timeout_s = wifi_timeout_s
 
-        self.nets = creds.scan(board) if nets is None else nets  # [(ssid, rssi, secured)], as the app's
+    def set_state(self, state, message=""):
+        self.state = state
+        self.message = message
+
+    def report(self, key, value):
+        self.reports[key] = value
+
+    async def sleep_s(self, seconds):
+        await asyncio.sleep(seconds)
+        if self.stop:
+            raise RuntimeError("restart")
+
+
+class FakeCtl(Controller):
+    def __init__(self, board, ident, join_ms=600, nets=None, cfg=None, st=None):
+        Controller.__init__(self, FakeApp(board, ident, cfg, st))
+        self.join_ms = join_ms
         self.submitted = []
         self.rescans = 0
-        self.saved = None
         self.hold = False  # a test sets it to keep a join in progress until it clears it
+        if nets is None:
+            from twomes.ap import creds
 
-    def status(self):
-        return {"state": self.state, "wifi": self.wifi, "ssid": self.ssid, "message": self.message}
+            self.nets, self.more = creds.scan(board)
+        else:
+            self.nets = nets
 
-    async def submit(self, ssid, password, name=None):
-        from twomes import creds
+    @property
+    def saved(self):
+        from twomes import wifi
 
-        bad = creds.check_credentials(ssid, password)
-        if bad:
-            raise ValueError(bad)
+        return wifi.saved(self.app.st)
+
+    async def _attempt(self, ssid, password, name):
         self.submitted.append((ssid, password, name))
-        self.state = "joining"
-        self.ssid = ssid
-        self.message = "testing the network"
+        return await Controller._attempt(self, ssid, password, name)
+
+    async def _join(self, ssid, password):
+        from twomes import wifi
+
         while self.hold:
             await asyncio.sleep(0.01)
-        r = await wifi.join(self.board, ssid, password, self.join_ms)
-        self.wifi = r
-        self.message = wifi.REASONS[r]
-        if r == wifi.JOINED:
-            self.state = "activating"
-            self.saved = (ssid, password, name)
-        else:
-            self.state = "portal"
-        return r
+        return await wifi.join(self.app.board, ssid, password, self.join_ms)
 
-    async def rescan(self):
-        from twomes import creds
+    async def rescan(self, force=False):
+        if await Controller.rescan(self, force):
+            self.rescans += 1
+            return True
+        return False
 
-        self.rescans += 1
-        self.nets = creds.scan(self.board)
 
-    def info(self):
-        return {
-            "name": self.ident.name,
-            "device_type": self.ident.device_type,
-            "version": "1.0.0",
-            "state": self.state,
-        }
+async def start_setup(ctl, cfg, version="1.0.0"):
+    """Setup mode's tasks as the controller's run() starts them (portal, DNS, Improv on the console,
+    each supervised), without its loop: the portal stays up after a join (boards that only serve)."""
+    from twomes.ap import dns, improv_serial
+    from twomes.ap.controller import supervise
+    from twomes.ap.portal import Portal
+
+    app = ctl.app
+    p = Portal(app.board, app.ident, cfg, ctl)
+    await p.start()
+    p.tasks = [
+        asyncio.create_task(supervise("portal", p.serve)),
+        asyncio.create_task(supervise("dns", dns.serve, p.ip, cfg.dns_port or 53)),
+        asyncio.create_task(supervise("improv", improv_serial.console, app.board, ctl, app.ident, version)),
+    ]
+    return p

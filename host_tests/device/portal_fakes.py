@@ -59,21 +59,41 @@ def make(air=None, **cfgvals):
     board = hw.Board(cfg, vmachine, vnetwork, vesp32, clock=RealClock())
     st = store.Store(vesp32.NVS("twomes"))
     ident = identity.load(st, board.mac(), cfg, os.urandom)
-    return board, ident, cfg, FakeCtl(board, ident)
+    return board, ident, cfg, FakeCtl(board, ident, cfg=cfg)
 
 
-async def start_portal(air=None, **cfgvals):
-    from twomes.portal import Portal
+async def start_portal(air=None, slots=None, dns=False, **cfgvals):
+    """A portal serving on 127.0.0.1 with the real controller (FakeCtl), its server task supervised
+    as in setup mode (and the captive DNS with `dns`). Stop it with stop_portal()."""
+    from twomes.ap import controller
+    from twomes.ap import dns as ap_dns
+    from twomes.ap.portal import SLOTS, Portal
 
     for _ in range(10):
         board, ident, cfg, ctl = make(air, **cfgvals)
-        p = Portal(board, ident, cfg, ctl)
+        p = Portal(board, ident, cfg, ctl, slots or SLOTS)
         try:
             await p.start()
         except OSError:  # port taken: pick others
             continue
+        p.tasks = [asyncio.create_task(controller.supervise("portal", p.serve))]
+        if dns:
+            p.tasks.append(asyncio.create_task(controller.supervise("dns", ap_dns.serve, p.ip, cfg.dns_port)))
+            await asyncio.sleep(0.05)
         return p
     raise AssertionError("no free ports")
+
+
+async def stop_portal(p):
+    for t in p.tasks + [p.ctl._job]:
+        if t is not None:
+            t.cancel()
+    for t in p.tasks:
+        try:
+            await t
+        except BaseException:  # noqa: BLE001 - cancelled
+            pass
+    await p.stop()
 
 
 # ---- HTTP client ---------------------------------------------------------------------------------
@@ -166,9 +186,7 @@ def form(**fields):
 
 def status(p):
     """What GET /api/status answers."""
-    from twomes import portal_get
-
-    return portal_get.status(p)
+    return p.ctl.status()
 
 
 async def wait_idle(p, max_s=5.0):

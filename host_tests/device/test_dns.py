@@ -4,14 +4,14 @@ import asyncio
 import portal_fakes as pf
 
 import support
-from twomes import captive_dns
+from twomes.ap import dns
 
 IP = bytes([192, 168, 4, 1])
 
 
 def _ask(packet):
     out = bytearray(600)
-    n = captive_dns.answer(packet, IP, out)
+    n = dns.answer(packet, IP, out)
     return bytes(out[:n])
 
 
@@ -72,31 +72,29 @@ def test_malformed_packets_get_no_answer():
 
 
 def test_fuzz_never_crashes():
+    # TW_HOSTILE_N mutated queries (make hostile: 10,000) and as many random packets
     import os
 
+    count = int(os.getenv("TW_HOSTILE_N") or 300)
     base = pf.dns_query("connectivitycheck.gstatic.com", 1)
     out = bytearray(600)
-    for _ in range(300):
+    for _ in range(count):
         noise = os.urandom(len(base))
         n = os.urandom(1)[0] % len(base)
         mutated = bytearray(base)
         for k in range(n % 6):
             mutated[noise[k] % len(base)] = noise[k + 6]
-        length = captive_dns.answer(bytes(mutated[: len(base) - (noise[20] % 3)]), IP, out)
+        length = dns.answer(bytes(mutated[: len(base) - (noise[20] % 3)]), IP, out)
         assert 0 <= length <= 528
-    for _ in range(200):
-        assert 0 <= captive_dns.answer(os.urandom(os.urandom(1)[0] % 64), IP, out) <= 528
+    for _ in range(count):
+        assert 0 <= dns.answer(os.urandom(os.urandom(1)[0] % 64), IP, out) <= 528
 
 
 def test_server_answers_over_udp_and_survives_garbage():
     async def main():
-        for _ in range(10):
-            port = pf.rand_port()
-            try:
-                task = captive_dns.start("127.0.0.1", port)
-                break
-            except OSError:
-                continue
+        port = pf.rand_port()
+        task = asyncio.create_task(dns.serve("127.0.0.1", port))
+        await asyncio.sleep(0.05)
         try:
             r = await pf.udp_ask(port, pf.dns_query("www.msftconnecttest.com", 1))
             assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
@@ -117,14 +115,22 @@ def test_server_answers_over_udp_and_survives_garbage():
     support.run(main())
 
 
-def test_portal_starts_dns_on_the_board_port():
+def test_setup_mode_serves_dns_on_the_board_port():
     async def main():
-        p = await pf.start_portal()
+        p = await pf.start_portal(dns=True)
         try:
             r = await pf.udp_ask(p.cfg.dns_port, pf.dns_query("detectportal.firefox.com", 1))
             assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
         finally:
-            await p.stop()
+            await pf.stop_portal(p)
         await asyncio.sleep(0)
 
     support.run(main())
+
+
+def test_names_over_255_octets_get_no_answer():
+    out = bytearray(528)
+    # 4 labels of 63 + the root: 4 * 64 + 1 = 257 octets; 3 of 63 and one of 61: 255 (the limit)
+    assert dns.answer(pf.dns_query(".".join(["a" * 63] * 3 + ["b" * 61])), IP, out) > 0
+    assert dns.answer(pf.dns_query(".".join(["a" * 63] * 3 + ["b" * 62])), IP, out) == 0
+    assert dns.answer(pf.dns_query(".".join(["a" * 63] * 4)), IP, out) == 0

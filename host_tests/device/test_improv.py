@@ -1,10 +1,12 @@
-# Improv Wi-Fi serial v1: frames, checksums, RPCs, frames split across reads and mixed with text.
+# Improv Wi-Fi serial v1: frames, checksums, RPCs, frames split across reads and mixed with text
+# (twomes.ap.improv: the RPC core; twomes.ap.improv_serial: the framing and the console loop).
 import asyncio
 
 import portal_fakes as pf
 
 import support
-from twomes import improv, wifi
+from twomes import wifi
+from twomes.ap import improv_serial
 
 # the protocol's numbers (private consts in the device module)
 T_STATE = 1
@@ -23,13 +25,48 @@ REQ_STATE = bytes(
 )  # the spec's example
 
 
+class _Imp:
+    """The serial framing with its RPC core; feed() returns the reply frames (without their newline)."""
+
+    def __init__(self):
+        board, ident, cfg, self.ctl = pf.make()
+        self.ident = ident
+        self.out = []
+        self.ser = improv_serial.Serial(self.ctl, ident, "1.2.3", self.out.append)
+
+    def _take(self):
+        frames = []
+        for f in self.out:
+            assert f[-1:] == b"\n"
+            frames.append(f[:-1])
+        del self.out[:]
+        return frames
+
+    def feed(self, data):
+        self.ser.feed(data)
+        return self._take()
+
+    @property
+    def state(self):
+        return self.ser.improv.state
+
+    @property
+    def pending(self):
+        return self.ser.pending
+
+    async def provision(self):
+        ssid, password = self.ser.pending
+        self.ser.pending = None
+        await self.ser.improv.provision(ssid, password)
+        return self._take()
+
+
 def _imp():
-    board, ident, cfg, ctl = pf.make()
-    return improv.Improv(board, ident, ctl, "1.2.3")
+    return _Imp()
 
 
 def _rpc(cmd, payload=b""):
-    return improv.frame(T_RPC, bytes([cmd, len(payload)]) + payload)
+    return improv_serial.frame(T_RPC, bytes([cmd, len(payload)]) + payload)
 
 
 def _wifi_rpc(ssid, password):
@@ -57,7 +94,7 @@ def _strings(data):
 
 def test_frame_format_matches_the_spec_example():
     assert _rpc(C_STATE) == REQ_STATE
-    assert improv.frame(T_STATE, b"\x02") == b"IMPROV\x01\x01\x01\x02" + bytes(
+    assert improv_serial.frame(T_STATE, b"\x02") == b"IMPROV\x01\x01\x01\x02" + bytes(
         [sum(b"IMPROV\x01\x01\x01\x02") & 0xFF]
     )
 
@@ -90,7 +127,7 @@ def test_bad_checksum_unknown_rpc_and_bad_lengths():
     assert [_parse(f) for f in imp.feed(bytes(bad))] == [(T_ERROR, b"\x01")]
     assert [_parse(f) for f in imp.feed(_rpc(0x09))] == [(T_ERROR, b"\x02")]
     # RPC length byte disagreeing with the frame
-    f = improv.frame(T_RPC, bytes([C_STATE, 5]))
+    f = improv_serial.frame(T_RPC, bytes([C_STATE, 5]))
     assert [_parse(x) for x in imp.feed(f)] == [(T_ERROR, b"\x01")]
     # Wi-Fi settings with inconsistent inner lengths / invalid UTF-8
     f = _rpc(C_WIFI, b"\x09home\x03abc")
@@ -212,17 +249,16 @@ def test_run_reads_the_console_and_answers():
     async def main():
         board, ident, cfg, ctl = pf.make()
         con = _Console(board)
-        imp = improv.Improv(con, ident, ctl, "1.2.3")
         w = _wifi_rpc("home", "secret-pass")
         script = [b"some text\n", REQ_STATE[:4], 0.05, REQ_STATE[4:] + w[:7], w[7:], 0.5, REQ_STATE]
-        await imp.run(_Reader(script))
+        await improv_serial.console(con, ctl, ident, "1.2.3", _Reader(script))
         got = _frames(con.written)
         assert got[0] == (T_STATE, b"\x02")
         assert got[1:3] == [(T_ERROR, b"\x00"), (T_STATE, b"\x03")]
         assert got[3] == (T_STATE, b"\x04") and got[4][0] == T_RESULT
         assert got[5] == (T_STATE, b"\x04")
         assert con.intr == [-1, 3]  # Ctrl-C off while listening, restored after
-        assert ctl.saved == ("home", "secret-pass", None) and ctl.wifi == wifi.JOINED
+        assert ctl.saved == ("home", "secret-pass") and ctl.wifi_result == wifi.JOINED
 
     support.run(main())
 
@@ -234,9 +270,8 @@ def test_ctrl_c_between_frames_hands_the_console_back():
     async def main():
         board, ident, cfg, ctl = pf.make()
         con = _Console(board)
-        imp = improv.Improv(con, ident, ctl, "1.2.3")
-        await imp.run(_Reader([REQ_STATE, b"\x03", REQ_STATE]))
-        assert imp.interrupted
+        await improv_serial.console(con, ctl, ident, "1.2.3", _Reader([REQ_STATE, b"\x03", REQ_STATE]))
+        assert ctl.interrupted
         assert _frames(con.written) == [(T_STATE, b"\x02")]  # the second request was not read
         assert con.intr == [-1, 3]
 
@@ -247,9 +282,93 @@ def test_stale_partial_frame_is_dropped():
     async def main():
         board, ident, cfg, ctl = pf.make()
         con = _Console(board)
-        imp = improv.Improv(con, ident, ctl, "1.2.3")
         # a stray "IMPROV" with a huge length, then (after a pause) a real request
-        await imp.run(_Reader([b"IMPROV\x01\x03\xf0abc", 1.3, REQ_STATE]))
+        await improv_serial.console(
+            con, ctl, ident, "1.2.3", _Reader([b"IMPROV\x01\x03\xf0abc", 1.3, REQ_STATE])
+        )
         assert _frames(con.written) == [(T_STATE, b"\x02")]
 
     support.run(main())
+
+
+# ---- hostile input (issue #17): no byte of a frame is ever Ctrl-C; the parser stays in sync -----------
+ISSUE_FRAMES = [
+    b"IMPROV\x02\x03\x02\x02\x00\xe6",  # a state request with version byte 2
+    b"IMPROV\x00\x03\x02\x02\x00\xe4",  # version 0
+    b"IMPROV\xff\x03\x02\x02\x00\xe3",  # version 255
+    b"IMPROVIMPROV\x01\x03\x02\x02\x00\xe5",  # the magic repeated (the real request is answered)
+]
+
+
+def test_the_issues_frames_never_stop_the_app_and_the_next_request_is_answered():
+    for f in ISSUE_FRAMES:
+        imp = _imp()
+        out = imp.feed(f)
+        assert not imp.ser.interrupted, f
+        if f.startswith(b"IMPROVIMPROV"):
+            assert [_parse(x) for x in out] == [(T_STATE, b"\x02")]
+        else:
+            assert out == [], f  # another version: not for us
+        assert imp.ser.idle(), f  # the frame is over: in sync
+        assert [_parse(x) for x in imp.feed(REQ_STATE)] == [(T_STATE, b"\x02")], f
+        imp.feed(b"\x03")  # a lone Ctrl-C after it still stops the app
+        assert imp.ser.interrupted, f
+
+
+def test_a_0x03_in_any_position_of_a_frame_is_data():
+    # every byte of a frame set to 0x03 in turn (version, type, length, data, checksum), of this or
+    # another version: never an interrupt
+    for base in (REQ_STATE, b"IMPROV\x02\x03\x02\x02\x00\xe6", _wifi_rpc("home", "secret-pass")):
+        for i in range(6, len(base)):
+            f = bytearray(base)
+            f[i] = 3
+            imp = _imp()
+            imp.feed(bytes(f))
+            assert not imp.ser.interrupted, (base, i)
+
+
+def _count(default):
+    import os
+
+    return int(os.getenv("TW_HOSTILE_N") or default)
+
+
+def test_generated_inputs_never_interrupt_inside_frames_and_every_reply_is_well_formed():
+    # TW_HOSTILE_N inputs (make hostile: 10,000): frames with random versions, types, lengths, 0x03s,
+    # cut short, glued together, with text between. Each must leave the parser in sync: a real
+    # request after it (and a pause the console loop would see as staleness) is answered.
+    import os
+
+    n = _count(300)
+    kinds = [b"\x01", b"\x02", b"\x03", b"\x00", b"\xff", b"I"]
+    imp = _imp()
+    for k in range(n):
+        r = os.urandom(24)
+        imp.ser.drop()  # each input from a clean start (one parser: a board per input costs too much)
+        imp.ser.quiet()
+        imp.ser.pending = None
+        imp.ser.improv.state = READY
+        data = bytearray()
+        whole = True  # every frame complete: then no 0x03 of them may interrupt
+        for j in range(1 + r[0] % 3):
+            body = bytearray(os.urandom(r[j + 1] % 12))
+            for m in range(len(body)):
+                if r[(m + j) % 24] % 3 == 0:
+                    body[m] = 3
+            f = bytearray(
+                b"IMPROV" + kinds[r[j + 4] % 6] + bytes([3 if r[j + 8] % 2 else r[j + 8], len(body)]) + body
+            )
+            f.append(sum(f) & 0xFF if r[j + 12] % 2 else r[j + 12])
+            cut = len(f) if r[j + 16] % 4 else r[j + 16] % len(f)
+            whole = whole and cut == len(f)
+            data += f[:cut]
+            data += b"text\n" if r[j + 20] % 2 else b""
+        imp.ser.feed(bytes(data))
+        for x in imp.out:
+            assert x[-1:] == b"\n"
+            _parse(x[:-1])  # well-formed
+        del imp.out[:]
+        assert not (whole and imp.ser.interrupted), bytes(data)
+        imp.ser.interrupted = False
+        imp.ser.drop()  # the console loop's staleness rule (1 s of silence)
+        assert [_parse(x) for x in imp.feed(REQ_STATE)] == [(T_STATE, b"\x02")], (k, bytes(data))

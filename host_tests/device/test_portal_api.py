@@ -5,7 +5,9 @@ import json
 import portal_fakes as pf
 
 import support
-from twomes import portal, portal_form, wifi
+from twomes import wifi
+from twomes.ap import form
+from twomes.ap import httpd as portal
 
 _JSON = "application/json"
 
@@ -16,7 +18,7 @@ def _run(body):
         try:
             await body(p)
         finally:
-            await p.stop()
+            await pf.stop_portal(p)
 
     support.run(main())
 
@@ -70,7 +72,8 @@ def test_wifi_accepted_then_status_reports_the_result():
         assert r.status == 409 and "error" in r.json()  # one test at a time
         p.ctl.hold = False
         st = await _status_until_done(p)
-        assert st["result"] == wifi.JOINED and st["wifi"] == wifi.JOINED and st["state"] == "activating"
+        assert st["result"] == wifi.JOINED and st["wifi"] == wifi.JOINED and st["state"] == "joining"
+        assert p.ctl.joined and p.ctl.saved == (pf.CAFE, pf.SPECIAL_PW)  # tested, then stored
         assert st["result_ssid"] == pf.CAFE and st["result_text"] == "connected"
         assert p.ctl.submitted == [(pf.CAFE, pf.SPECIAL_PW, "Attic")]
         assert pf.SPECIAL_PW not in json.dumps(st)
@@ -121,44 +124,39 @@ def test_wifi_input_errors():
     _run(body)
 
 
-def test_controller_refusal_and_crash_become_results():
+def test_a_crashing_credential_test_becomes_a_failed_result_and_setup_goes_on():
     async def body(p):
-        async def refuse(ssid, password, name=None):
-            raise ValueError("that network is not allowed")
+        async def crash(ssid, password):
+            raise RuntimeError("boom")
 
-        p.ctl.submit = refuse
+        join = p.ctl._join
+        p.ctl._join = crash
         r = await pf.post(p, "/api/wifi", json.dumps({"ssid": "home", "password": "secret-pass"}), _JSON)
         assert r.status == 202
         st = await _status_until_done(p)
-        assert st["result"] == "invalid" and st["result_text"] == "that network is not allowed"
-
-        async def crash(ssid, password, name=None):
-            raise RuntimeError("boom")
-
-        p.ctl.submit = crash
-        await pf.post(p, "/connect", pf.form(ssid="home", password="secret-pass"))
-        st = await _status_until_done(p)
-        assert st["result"] == wifi.FAILED
+        assert st["result"] == wifi.FAILED and st["state"] == "portal" and not st["busy"]
         r = await pf.get(p, "/result")
         assert "Could not connect" in r.text
+        p.ctl._join = join  # the next test runs normally
+        await pf.post(p, "/connect", pf.form(ssid="home", password="secret-pass"))
+        st = await _status_until_done(p)
+        assert st["result"] == wifi.JOINED
 
     _run(body)
 
 
 def test_unquote_and_form_parsing():
-    u = portal_form.unquote
+    u = form.unquote
     assert u(b"a+b") == "a b" and u(b"%26%25%2B%40%23%24%3B") == "&%+@#$;"
     assert u(b"caf%C3%A9") == "caf\u00e9" and u(b"100%") == "100%" and u(b"%zz%4") == "%zz%4"
     assert u(b"plain") == "plain" and u(b"") == ""
     support.raises(ValueError, u, b"%FF")
-    f = portal_form.parse_form(
+    f = form.parse_form(
         b"ssid=a%26b&password=p%2Bq+r&x=1&ssid=second&novalue", ("ssid", "password", "novalue")
     )
     assert f == {"ssid": "a&b", "password": "p+q r", "novalue": ""}
-    assert portal_form.parse_form(pf.form(password=pf.SPECIAL_PW), ("password",)) == {
-        "password": pf.SPECIAL_PW
-    }
-    support.raises(ValueError, portal_form.parse_form, b"&" * 20, ("a",))
+    assert form.parse_form(pf.form(password=pf.SPECIAL_PW), ("password",)) == {"password": pf.SPECIAL_PW}
+    support.raises(ValueError, form.parse_form, b"&" * 20, ("a",))
 
 
 def test_escape():

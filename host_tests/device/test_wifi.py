@@ -1,10 +1,10 @@
-# The Wi-Fi credential rule the portal, Improv and `twomes provision` all use (twomes.creds).
+# The Wi-Fi credential rule the portal, Improv and `twomes provision` all use (twomes.ap.creds).
 import support
-from twomes import creds
+from twomes.ap import creds
 
 
 def test_credential_rule_matches_the_esp32_driver():
-    ok = creds.check_credentials
+    ok = creds.check
     assert ok("home", "") is None  # open network
     assert ok("home", "12345678") is None and ok("home", "x" * 63) is None
     assert ok("home", "ab" * 32) is None  # 64 hex digits: a raw PSK

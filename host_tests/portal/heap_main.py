@@ -1,7 +1,8 @@
-# Runs in `micropython -X heapsize=64K`: the portal (+ captive DNS) and Improv on stdin with a fake
-# controller, on a minimal stand-in board (this module doubles as the `network` module). Nothing else of
-# the app is loaded, so the figures are the onboarding's own cost. Prints "@@MEM ..." lines:
-#   before  free heap before any onboarding module is imported
+# Runs in `micropython -X heapsize=...` (test_portal_heap.HEAP): setup mode's tasks (portal, captive DNS,
+# Improv on stdin) with the real controller on a stand-in app (fakectl.py), on a minimal stand-in board
+# (this module doubles as the `network` module). Nothing else of the app is loaded, so the figures are
+# the onboarding's own cost. Prints "@@MEM ..." lines:
+#   before  free heap with setup mode's modules imported, before it starts
 #   started free heap with the portal and Improv running
 #   min_free the lowest free heap seen (after a collection) while requests are served
 #   now      the free heap now and the twomes modules loaded (every 0.25 s)
@@ -11,7 +12,7 @@ import os
 import sys
 import time
 
-from fakectl import FakeCtl
+from fakectl import FakeCtl, start_setup
 
 _MAC = b"\x24\x6f\x28\xd3\xad\x48"
 # ssid -> (password, rssi); "slow" never answers
@@ -103,6 +104,25 @@ class Ident:
     ap_password = "abcdefgh23"
 
 
+class St:
+    """The NVS store's interface (twomes.wifi saves the working credentials in it)."""
+
+    def __init__(self):
+        self.d = {}
+
+    def get(self, k):
+        return self.d.get(k)
+
+    def put(self, k, v):
+        self.d[k] = v
+
+    def delete(self, k):
+        self.d.pop(k, None)
+
+    def commit(self):
+        pass
+
+
 class Cfg:
     ap_open = False
     portal_port = int(os.getenv("PORTAL_PORT") or 0)
@@ -134,19 +154,13 @@ async def main():
     if os.getenv("BASE"):  # the app's base modules too (for measurements)
         from twomes import config, hw, identity, store  # noqa: F401
     board = Board()
-    ctl = FakeCtl(board, Ident, join_ms=3000)
     gc.collect()
     print("@@MEM before free=%d" % gc.mem_free())
-    from twomes.improv import Improv
-    from twomes.portal import Portal
-
-    await Portal(board, Ident, Cfg, ctl).start()
-    imp = Improv(board, Ident, ctl, "1.0.0")
+    ctl = FakeCtl(board, Ident, join_ms=3000, cfg=Cfg, st=St())
+    await start_setup(ctl, Cfg)
     gc.collect()
     print("@@MEM started free=%d" % gc.mem_free())
-    asyncio.create_task(_watch(ctl))
-    await imp.run()
-    await asyncio.sleep(3600)
+    await _watch(ctl)
 
 
 def run():

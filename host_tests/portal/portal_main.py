@@ -5,11 +5,9 @@ import asyncio
 import gc
 import os
 
-from fakectl import FakeCtl
+from fakectl import FakeCtl, start_setup
 
 from twomes import config, hw, identity, store
-from twomes.improv import Improv
-from twomes.portal import Portal
 
 _low = [0]
 
@@ -30,16 +28,13 @@ async def main():
     board = hw.Board(cfg)
     st = store.Store(board.nvs("twomes"))
     ident = identity.load(st, board.mac(), cfg, os.urandom)
-    ctl = FakeCtl(board, ident, join_ms=cfg.wifi_timeout_s * 1000)
-    portal = Portal(board, ident, cfg, ctl)
     gc.collect()
     print("@@MEM before_start free=%d" % gc.mem_free())
-    await portal.start()
+    ctl = FakeCtl(board, ident, join_ms=cfg.wifi_timeout_s * 1000, cfg=cfg, st=st)
+    await start_setup(ctl, cfg)
     gc.collect()
     print("@@MEM started free=%d" % gc.mem_free())
-    asyncio.create_task(_watch())
-    await Improv(board, ident, ctl, "1.0.0").run()
-    await asyncio.sleep(3600)  # console closed: keep serving
+    await _watch()
 
 
 def run():

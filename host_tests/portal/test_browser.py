@@ -1,8 +1,8 @@
 """The setup portal of a virtual board in a real browser (Debian chromium driven by Playwright) on a phone
 viewport: the probe redirect, the scan list, a wrong password, the right one, the result page. The board
-runs the real app (its own controller, joins on the simulated air) in the default heap (64K), as the
-whole story does: a browser's spare connections, page reloads and the form are the portal's hardest
-moments for the heap. Screenshots go to build/screenshots/ (portal.png: the form; portal-result.png:
+runs the real app (its own controller, joins on the simulated air) at APP_HEAP (vportal: the .mpy mode;
+the story's budget once the code runs from flash): a browser's spare connections, page reloads and the
+form are the portal's hardest moments for the heap. Screenshots go to build/screenshots/ (portal.png: the form; portal-result.png:
 the result)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vportal import HOSTILE, start_board
+from vportal import APP_HEAP, HOSTILE, start_board
 
-from twtools.vboard.runner import DEFAULT_HEAP, VirtualBoard
+from twtools.vboard.runner import VirtualBoard
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -43,7 +43,7 @@ def _chromium() -> str:
 @pytest.fixture
 def app_board(tmp_path: Path) -> Iterator[VirtualBoard]:
     """The real app, fresh (no Wi-Fi yet: it opens its portal), in the default heap."""
-    vb = start_board(tmp_path / "board", heap=DEFAULT_HEAP, app=True)
+    vb = start_board(tmp_path / "board", heap=APP_HEAP, app=True)
     try:
         yield vb
     finally:
@@ -100,7 +100,7 @@ def test_portal_in_a_phone_browser(app_board: VirtualBoard) -> None:
     assert "secret-pass" not in console and "wrong-password" not in console  # passwords never printed
     assert "Traceback" not in console, console[-3000:]
     busy = console.count("portal: out of memory")
-    print(f"\nportal in a phone browser at heap {DEFAULT_HEAP}: {busy} answer(s) were 'busy, reload'")
+    print(f"\nportal in a phone browser at heap {APP_HEAP}: {busy} answer(s) were 'busy, reload'")
     # the heap budget: the flow above is served from the portal's pages, not from its out-of-memory
     # fallback (none in every run measured; one is allowed for a browser's unlucky timing)
     assert busy <= 1, console[-3000:]

@@ -23,11 +23,12 @@ from twtools.build import compile_tree
 from twtools.vboard.runner import free_port, micropython_bin
 
 HERE = Path(__file__).resolve().parent
-# 64K: the onboarding's own peak (portal, DNS, Improv, a page or an API request, the credential test) is
-# about 33K at worst here; checked 5 times alone, under a running `twomes sim` and under CPU load (2 busy
-# processes on 2 cores), where the overlap of requests and the credential test changes how the
-# per-request modules fragment the heap. (72K before the portal's heap work.)
-HEAP = "64K"
+# 96K in the .mpy mode (the code is loaded into the heap): since setup mode is cut by responsibility
+# (twomes.ap, all of it imported when the phase starts) its .mpy code takes ~50K of this heap; 88K fails
+# at import. Measured at 96K: portal + DNS + Improv running cost 10.9K, lowest free while serving
+# 12.7K. Shipped, the code runs from flash (ROMFS/frozen) and costs almost nothing: the figures of the
+# shipping mode are taken there (make heap).
+HEAP = "96K"
 
 
 class Proc:
@@ -207,7 +208,6 @@ def test_portal_serves_page_and_post_in_a_small_heap(proc: Proc) -> None:
         f"log, wifi) cost {base} more in the same heap"
     )
     assert mem["heap"] <= int(HEAP[:-1]) * 1024
-    # regression guard: what stays allocated while the portal idles (19.0K measured; 21.7K before the
-    # request reader and the credential rule were loaded per request). The peak while serving is not
-    # guarded: sampled, it varies from ~25K to ~31K with how requests and the credential test overlap.
-    assert resident <= 21 * 1024, mem
+    # regression guard: what the running portal, DNS and Improv hold besides their code (the connection
+    # slots' buffers, tasks, sockets): 10.9K measured
+    assert resident <= 14 * 1024, mem

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vportal import CAFE, SPECIAL_PW, start_board
+from vportal import APP_HEAP, CAFE, SPECIAL_PW, start_board
 
 from twtools import provision
-from twtools.vboard.runner import DEFAULT_HEAP, VirtualBoard, free_port
+from twtools.vboard.runner import VirtualBoard, free_port
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -82,9 +82,9 @@ def test_registers_as_twomes_subcommand_and_reads_password_from_stdin(
 def test_improv_serial_with_the_real_app_in_the_default_heap(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The app's own controller behind Improv, in the 64K budget of the whole story (Improv's code comes
+    """The app's own controller behind Improv, in the virtual board's default heap (Improv's code comes
     on top of the portal's while a join runs)."""
-    vb = start_board(tmp_path / "board", pty=True, heap=DEFAULT_HEAP, app=True)
+    vb = start_board(tmp_path / "board", pty=True, heap=APP_HEAP, app=True)
     try:
         assert vb.pty_path
         code, out = _run(capsys, "--serial", vb.pty_path, "--ssid", "home", "--password", "wrong-password")

@@ -1,14 +1,16 @@
-"""A virtual board that runs only the setup portal + Improv (host_tests/portal/portal_main.py) with a
-fake controller, on the MicroPython unix port.
+"""A virtual board that runs only setup mode's tasks (host_tests/portal/portal_main.py: portal, DNS,
+Improv) with the real controller on a stand-in app (fakectl.py), on the MicroPython unix port; or the
+real app (start_board(app=True)).
 
 Heap: the virtual board's simulated hardware runs in its own process; the device's heap holds only
 vboot and the hardware proxies (about 5 KB with the interpreter's own start), the app's base modules
-about 19 KB: this board gets BOARD_HEAP. The portal's own 64 KB figures come from test_portal_heap.py
+about 19 KB: this board gets BOARD_HEAP. The portal's own heap figures come from test_portal_heap.py
 (no simulation in that heap either)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from twtools.build import _bin
-from twtools.vboard.runner import VirtualBoard
+from twtools.vboard.runner import DEFAULT_HEAP, VirtualBoard
 
 HERE = Path(__file__).resolve().parent
 DEVICE_TESTS = HERE.parent / "device"
@@ -40,14 +42,23 @@ def mpy(src: Path, dest: Path) -> None:
 
 
 BOARD_HEAP = "128K"
+# The real app's heap (TW_APP_HEAP to try others): the virtual board's default (112K in the .mpy mode,
+# where setup mode's code is loaded into the heap; the story's budget once the code runs from flash).
+APP_HEAP = os.getenv("TW_APP_HEAP") or DEFAULT_HEAP
 
 
-def start_board(state: Path, pty: bool = False, heap: str = BOARD_HEAP, app: bool = False) -> VirtualBoard:
+def start_board(
+    state: Path,
+    pty: bool = False,
+    heap: str = BOARD_HEAP,
+    app: bool = False,
+    air: list[dict[str, Any]] | None = None,
+) -> VirtualBoard:
     """A fresh board with its portal up (returns once its API answers). `app`: the real app (its own
     controller, in `heap`; its server is a closed port on 127.0.0.1: activation is not these tests'
     business) instead of the portal-only main with the fake controller."""
     config = {"wifi_timeout_s": 3, "server_url": "http://127.0.0.1:9", "retry_base_s": 1, "retry_max_s": 5}
-    vb = VirtualBoard(state, air=AIR, heap=heap, pty=pty, config=config)
+    vb = VirtualBoard(state, air=AIR if air is None else air, heap=heap, pty=pty, config=config)
     vb.install_app()
     if not app:
         mpy(HERE / "portal_main.py", vb.fs / "portal_main.mpy")

@@ -180,3 +180,58 @@ def test_hardware_process_dying_takes_the_device(tmp_path: Path) -> None:
         os.kill(hw.pid, signal.SIGKILL)
         b.wait_for(r"firmware stopped, exit code -9", 5)
         assert not _alive(dev.pid)
+
+
+CROWDED = [{"ssid": f"{i:02d}" * 16, "password": f"whatever{i}", "rssi": -40 - i} for i in range(30)]
+# main.py of a board whose heap runs out while hardware answers come in (a scan of 30 networks with
+# 32-byte names), bit by bit, until a scan goes through: every later call must still read its own answer
+OUT_OF_HEAP = """import gc
+import network
+
+
+def run(sta):
+    hog = []
+    errors = 0
+    n = 0
+    try:
+        while True:
+            hog.append(bytearray(64))
+    except MemoryError:
+        pass
+    for i in range(8):  # room for small things (the request), not for the answer
+        hog.pop()
+    while hog:
+        try:
+            n = len(sta.scan())
+            break
+        except MemoryError:
+            errors += 1
+            for i in range(4):
+                hog.pop()
+    hog = None
+    gc.collect()
+    return errors, n
+
+
+sta = network.WLAN(network.STA_IF)
+sta.active(True)
+print("scan", len(sta.scan()))
+errors, n = run(sta)
+print("errors", errors, n)
+print("then", len(sta.scan()), sta.config("mac").hex(), sta.isconnected())
+"""
+
+
+def test_the_proxy_stays_in_step_when_the_heap_runs_out_mid_answer(tmp_path: Path) -> None:
+    b = VirtualBoard(tmp_path / "b", air=CROWDED, config={"server_url": "http://127.0.0.1:9"}, heap="32K")
+    b.install_app()
+    (b.fs / "boot.py").write_text("")
+    (b.fs / "main.py").write_text(OUT_OF_HEAP)
+    with b:
+        b.start()
+        b.wait_for(r"^then ", 30)
+        out = "\n".join(b.lines)
+        assert "scan 30" in out, out
+        errors = int(re.search(r"^errors (\d+)", out, re.M).group(1))
+        assert errors >= 1, out  # answers were cut by a MemoryError while being read
+        assert "then 30 246f28d3ad48 False" in out, out  # and the calls after them read their own

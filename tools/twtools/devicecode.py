@@ -58,6 +58,6 @@ NVS_NAMESPACE = "twomes"
 
 
 def credentials_problem(ssid: str, password: str) -> str | None:
-    """The device's own rule for Wi-Fi credentials (``twomes/creds.py`` check_credentials)."""
-    problem: str | None = load("twomes/creds.py").check_credentials(ssid, password)
+    """The device's own rule for Wi-Fi credentials (``twomes/ap/creds.py`` check)."""
+    problem: str | None = load("twomes/ap/creds.py").check(ssid, password)
     return problem

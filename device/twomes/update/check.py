@@ -92,7 +92,8 @@ def decide(app, rel):
     if why is not None:
         log("firmware", "target %s refused: %s" % (printable(version), why))
         return why
-    log("firmware", "target %s, running %s: updating in the next boot" % (version, VERSION))
+    signed = "signature verified, counter %d" % rel["counter"] if "counter" in rel else "unsigned"
+    log("firmware", "target %s (%s), running %s: updating in the next boot" % (version, signed, VERSION))
     state.save_job(rel)
     return True
 

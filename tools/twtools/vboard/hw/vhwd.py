@@ -105,7 +105,10 @@ def _read(n):
 def _answer(err, value, changed=()):
     segs = []
     j = json.dumps([err, _enc(value, segs), [i for i, _ in changed]]).encode()
-    _out.write(b"%6d" % len(j) + j)
+    # head: the JSON's length, then the length of all the raw bytes after it (the device skips an
+    # answer it could not take in whole: vproxy stays in step)
+    rest = sum(len(b) for b in segs) + sum(len(b) for _, b in changed)
+    _out.write(b"%6d%8d" % (len(j), rest) + j)
     for b in segs:
         _out.write(b)
     for _, b in changed:

@@ -9,13 +9,53 @@ _r = open("/proc/self/fd/" + os.getenv("VBOARD_RPC").split()[0], "rb")  # answer
 _w = open("/proc/self/fd/" + os.getenv("VBOARD_RPC").split()[1], "wb")  # requests
 
 
+# An answer is read in step with the hardware process whatever the app does meanwhile: its head (read
+# into _hb, no allocation) gives the length of everything after it; if taking it in fails (a MemoryError
+# while the JSON or a bytes value is made, Ctrl-C), the rest is read into _sb and dropped before the
+# error goes on, so the next call reads its own answer.
+_hb = bytearray(14)  # head: JSON length (6 digits), then the raw bytes' length (8)
+_sb = bytearray(64)
+_s1 = bytearray(1)
+_n = 0  # bytes of the current answer not read yet
+
+
+def _gone():
+    # the hardware process is gone: the power was cut (vcut), this side goes too
+    os.system("kill -9 $PPID")  # at once, SIGKILL: no finally, no flush (the port has no os.kill)
+    while 1:
+        pass
+
+
 def _x(n):
+    global _n
     b = _r.read(n)
-    if len(b) < n:  # the hardware process is gone: the power was cut (vcut), this side goes too
-        os.system("kill -9 $PPID")  # at once, SIGKILL: no finally, no flush (the port has no os.kill)
-        while 1:
-            pass
+    if len(b) < n:
+        _gone()
+    _n -= n
     return b
+
+
+def _fill(buf):
+    global _n
+    if _r.readinto(buf) < len(buf):
+        _gone()
+    _n -= len(buf)
+
+
+def _num(a, b):
+    v = 0
+    for i in range(a, b):
+        c = _hb[i]
+        if c != 32:
+            v = v * 10 + c - 48
+    return v
+
+
+def _skip():
+    while _n >= 64:
+        _fill(_sb)
+    while _n > 0:
+        _fill(_s1)
 
 
 def _d(v):
@@ -40,6 +80,7 @@ def _d(v):
 
 def _q(m, b=()):
     # send request m with buffer arguments b (none: read the handshake), return the answer's value
+    global _n
     if m:
         m = json.dumps(m).encode()  # utf-8: its length in bytes
         try:
@@ -49,11 +90,18 @@ def _q(m, b=()):
                 _w.write(i)
         except OSError:
             pass  # gone: reading the answer says so
-    m = json.loads(_x(int(_x(6))))
-    v = _d(m[1])
-    for i in m[2]:  # buffers the call filled (get_blob, readblocks)
-        if _r.readinto(b[i]) < len(b[i]):
-            _x(1)  # short: gone
+    _n = 14
+    _fill(_hb)
+    j = _num(0, 6)
+    _n = j + _num(6, 14)
+    try:
+        m = json.loads(_x(j))
+        v = _d(m[1])
+        for i in m[2]:  # buffers the call filled (get_blob, readblocks)
+            _fill(b[i])
+    except BaseException:
+        _skip()
+        raise
     if m[0]:
         import builtins
 

@@ -1,7 +1,8 @@
 # Captive DNS: every A question gets the access point's address, every other type an empty NOERROR
 # answer (answering AAAA with an A record confuses clients). Anything that is not one well-formed
-# standard query is dropped without a reply. One non-blocking UDP socket, polled with asyncio.sleep
-# (no private asyncio internals); one preallocated reply buffer.
+# standard query is dropped without a reply, and so is a question name longer than 255 octets (RFC 1035
+# 3.1). One non-blocking UDP socket, polled with asyncio.sleep (no private asyncio internals); one
+# preallocated reply buffer. serve() is a task the setup controller supervises (restarted if it fails).
 import asyncio
 
 from micropython import const
@@ -43,9 +44,11 @@ def answer(query, ip, out):
         if ln == 0:
             i += 1
             break
-        if ln > 63 or i + ln - 11 > _NAME_MAX:
+        if ln > 63:
             return 0
         i += 1 + ln
+        if i - 12 + 1 > _NAME_MAX:  # octets so far, with the root's zero still to come
+            return 0
     if i + 4 > n:
         return 0
     qtype = query[i] << 8 | query[i + 1]
@@ -69,41 +72,33 @@ def answer(query, ip, out):
     return a + 16
 
 
-def start(ip, port):
-    """Bind the UDP socket (errors raise here) and serve it in a task; cancel the task to stop (the
-    socket is closed in its `finally`)."""
+async def serve(ip, port):
+    """Bind the UDP socket and answer until cancelled (the socket is closed in `finally`). Errors end
+    the task: its supervisor logs them and starts it again."""
     import socket
 
+    addr4 = ip_bytes(ip)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(socket.getaddrinfo(ip, port, 0, socket.SOCK_DGRAM)[0][-1])
         s.setblocking(False)
-    except BaseException:
-        s.close()
-        raise
-    log("dns", "answering every name with %s (udp port %d)" % (ip, port))
-    return asyncio.create_task(_serve(s, ip_bytes(ip)))
-
-
-async def _serve(s, addr4):
-    out = bytearray(_MAX + 16)
-    try:
+        log("dns", "answering every name with %s (udp port %d)" % (ip, port))
+        out = bytearray(_MAX + 16)
         while True:
             try:
                 data, peer = s.recvfrom(_MAX + 1)
             except OSError:  # EAGAIN: nothing waiting
                 await asyncio.sleep(_IDLE_S)
                 continue
-            except MemoryError:  # no room this time; the client asks again
-                await asyncio.sleep(_IDLE_S)
-                continue
             try:
                 n = answer(data, addr4, out)
                 if n:
                     s.sendto(memoryview(out)[:n], peer)
-            except Exception as e:  # noqa: BLE001 - one bad packet never stops the server
-                log("dns", "dropped a packet: %r" % e)
+            except (
+                OSError
+            ):  # the peer is gone, a full send buffer: this answer is lost, the client asks again
+                pass
             data = None
             await asyncio.sleep(0)  # a flood of queries must not starve the HTTP server
     finally:

@@ -1,0 +1,109 @@
+# Wi-Fi credentials in AP mode: the rule the ESP32 Wi-Fi driver applies (the portal, the app API,
+# Improv and the host's `twomes provision` all check with it), the scan list a person picks a network
+# from (deduplicated, strongest first, capped), and how text a client sent is shown on the console.
+# Storing working credentials is twomes.wifi's (save/saved/forget).
+from micropython import const
+
+_SSID_MAX = const(32)
+_PASS_MAX = const(64)
+_NAME_MAX = const(32)
+SHOWN_MAX = const(16)  # networks offered in the form, the app API and Improv; the rest: "type the name"
+
+
+def utf8_ok(b):
+    """Whether bytes `b` are valid UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF).
+    MicroPython's decode() is lenient; text that reaches a page, a JSON answer or NVS is checked here."""
+    i = 0
+    n = len(b)
+    while i < n:
+        c = b[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            k, lo, hi = 1, 0x80, 0xBF
+        elif 0xE0 <= c <= 0xEF:
+            k = 2
+            lo = 0xA0 if c == 0xE0 else 0x80
+            hi = 0x9F if c == 0xED else 0xBF
+        elif 0xF0 <= c <= 0xF4:
+            k = 3
+            lo = 0x90 if c == 0xF0 else 0x80
+            hi = 0x8F if c == 0xF4 else 0xBF
+        else:
+            return False
+        if i + k >= n:  # truncated sequence
+            return False
+        if not lo <= b[i + 1] <= hi:
+            return False
+        for j in range(i + 2, i + k + 1):
+            if not 0x80 <= b[j] <= 0xBF:
+                return False
+        i += k + 1
+    return True
+
+
+def text_ok(s):
+    """Whether str `s` is valid Unicode text (CPython: no lone surrogates; MicroPython: valid UTF-8)."""
+    try:
+        return utf8_ok(s.encode())
+    except UnicodeError:
+        return False
+
+
+def check(ssid, password, name=None):
+    """None when acceptable, else a short reason (as the ESP32 Wi-Fi driver would refuse them)."""
+    if not ssid or not text_ok(ssid) or len(ssid.encode()) > _SSID_MAX:
+        return "the network name must be 1 to 32 bytes of UTF-8 text"
+    if not text_ok(password):
+        return "the password must be UTF-8 text"
+    n = len(password.encode())
+    if n > _PASS_MAX or 0 < n < 8 or n == _PASS_MAX and not _is_hex(password):
+        return "the password must be empty (open network), 8 to 63 characters, or 64 hex digits"
+    if name is not None and (not text_ok(name) or len(name.encode()) > _NAME_MAX):
+        return "the device name must be at most 32 bytes of UTF-8 text"
+    return None
+
+
+def _is_hex(text):
+    for ch in text:
+        if ch not in "0123456789abcdefABCDEF":
+            return False
+    return True
+
+
+def shown(s):
+    """`s` (text a client or the air sent) as it may go on the console: printable ASCII as it is, a
+    backslash and anything else as a \\x/\\u escape. No forged log line, no terminal escape sequence."""
+    out = []
+    for ch in s:
+        o = ord(ch)
+        if 0x20 <= o < 0x7F and ch != "\\":
+            out.append(ch)
+        elif o < 0x100:
+            out.append("\\x%02x" % o)
+        else:
+            out.append("\\u%04x" % o)
+    return "".join(out)
+
+
+def scan(board):
+    """(nets, more): nets = [(ssid, rssi, secured)] strongest first, one entry per name, at most
+    SHOWN_MAX; more = how many other names were seen. Hidden networks and names that are not UTF-8 text
+    are left out. Blocking on the chip (~2 s): before the AP starts or from a refresh request."""
+    board.sta.active(True)
+    found = board.sta.scan()
+    # strongest first, then the first of each name is its best: no dict of every name in the air
+    found.sort(key=lambda r: -r[3])
+    nets = []
+    names = []
+    more = 0
+    for ssid, _bssid, _ch, rssi, auth, hidden in found:
+        if hidden or not ssid or not utf8_ok(ssid) or ssid in names:
+            continue
+        names.append(ssid)
+        if len(nets) < SHOWN_MAX:
+            nets.append((ssid.decode(), rssi, auth != 0))
+        else:
+            more += 1
+    return nets, more

@@ -1,0 +1,112 @@
+# Improv Wi-Fi (version 1), the RPC core: one RPC command in (its bytes), replies out through `send`
+# (state, error, RPC result), and the slow part (testing the credentials) through the setup controller.
+# Transport-free: the serial framing and the console loop are twomes.ap.improv_serial; a BLE transport
+# would map the same replies onto its characteristics.
+from micropython import const
+
+from twomes import wifi
+from twomes.ap.creds import shown
+from twomes.log import log
+
+# reply kinds (= the serial packet types)
+STATE = const(0x01)
+ERROR = const(0x02)
+RESULT = const(0x04)
+# states
+READY = const(0x02)
+PROVISIONING = const(0x03)
+PROVISIONED = const(0x04)
+# errors
+E_NONE = const(0x00)
+E_INVALID = const(0x01)
+E_UNKNOWN_RPC = const(0x02)
+E_CONNECT = const(0x03)
+E_UNKNOWN = const(0xFF)
+# RPC commands
+C_WIFI = const(0x01)
+C_STATE = const(0x02)
+C_INFO = const(0x03)
+C_SCAN = const(0x04)
+
+
+def strings(cmd, items):
+    """An RPC result's data: command, length, then each string as length + UTF-8 bytes."""
+    body = bytearray([cmd, 0])
+    for s in items:
+        b = s.encode() if isinstance(s, str) else bytes(s)
+        body.append(len(b))
+        body.extend(b)
+    body[1] = len(body) - 2
+    return bytes(body)
+
+
+class Improv:
+    def __init__(self, ctl, ident, version, send):
+        """`send(kind, data)`: one reply (STATE, ERROR or RESULT with its data bytes) to the client."""
+        self.ctl = ctl
+        self.ident = ident
+        self.version = version
+        self.send = send
+        self.state = READY
+        self.urls = ()  # redirect URL(s) reported once provisioned (none: the device has no local page)
+
+    def rpc(self, data):
+        """One RPC command packet (command, length, payload). Returns (ssid, password) when the caller
+        must run provision() (never waits itself), else None."""
+        if len(data) < 2 or data[1] != len(data) - 2:
+            self.send(ERROR, bytes([E_INVALID]))
+            return None
+        cmd = data[0]
+        if cmd == C_WIFI:
+            p = data[2:]
+            try:
+                ls = p[0]
+                lp = p[1 + ls]
+                if 2 + ls + lp != len(p):
+                    raise ValueError("lengths")
+                creds = (bytes(p[1 : 1 + ls]).decode(), bytes(p[2 + ls :]).decode())
+            except (IndexError, ValueError):  # (UnicodeError is a ValueError)
+                self.send(ERROR, bytes([E_INVALID]))
+                return None
+            if self.state == PROVISIONING:  # one attempt at a time
+                self.send(STATE, bytes([PROVISIONING]))
+                return None
+            self.state = PROVISIONING
+            self.send(ERROR, bytes([E_NONE]))
+            self.send(STATE, bytes([PROVISIONING]))
+            return creds
+        if cmd == C_STATE:
+            self.send(STATE, bytes([self.state]))
+            if self.state == PROVISIONED:
+                self.send(RESULT, strings(C_STATE, self.urls))
+        elif cmd == C_INFO:
+            self.send(RESULT, strings(C_INFO, ("twomes", self.version, "ESP32", self.ident.name)))
+        elif cmd == C_SCAN:
+            for ssid, rssi, secured in self.ctl.nets:  # one result per network, as they go
+                self.send(RESULT, strings(C_SCAN, (ssid, str(rssi), "YES" if secured else "NO")))
+            self.send(RESULT, strings(C_SCAN, ()))
+        else:
+            self.send(ERROR, bytes([E_UNKNOWN_RPC]))
+        return None
+
+    async def provision(self, ssid, password):
+        """Test the credentials through the controller (which checks them and refuses bad ones or a
+        second test with a ValueError) and send the outcome."""
+        code = bad = None
+        try:
+            log("improv", "testing network %s (password: stored)" % shown(ssid))
+            code = await self.ctl.test(ssid, password)
+        except ValueError as e:
+            bad = str(e)
+        except Exception as e:  # noqa: BLE001 - task boundary: report, keep listening
+            log("improv", "provisioning failed: %s" % type(e).__name__)
+        finally:
+            password = None
+            self.state = PROVISIONED if code == wifi.JOINED else READY  # never left "provisioning"
+        if code == wifi.JOINED:
+            self.send(STATE, bytes([PROVISIONED]))
+            self.send(RESULT, strings(C_WIFI, self.urls))
+            return
+        log("improv", "could not join %s: %s" % (shown(ssid), bad or wifi.REASONS.get(code, "error")))
+        self.send(ERROR, bytes([E_CONNECT]))
+        self.send(STATE, bytes([READY]))

@@ -1,0 +1,162 @@
+# Improv Wi-Fi over the serial console: the framing (magic "IMPROV", version, type, length, data,
+# checksum) and the console loop. Browser tools (ESP Web Tools, Home Assistant) hand the device its
+# Wi-Fi credentials this way. The RPC itself is twomes.ap.improv.
+#
+# Ctrl-C: the console's 0x03 is data while this runs (kbd_intr(-1)). Once a magic is matched every byte
+# up to the frame's end belongs to the frame, whatever its version, type or checksum (a frame of another
+# version is skipped by its length byte; a magic repeated where the version belongs starts the frame
+# again), so no byte of a frame is ever taken for Ctrl-C. Only a lone 0x03 stops the app (a person or
+# mpremote wants the REPL): outside any frame, no magic partly matched, and not right after a frame with
+# a bad checksum (misaligned bytes: until a good frame or _QUIET_MS of silence).
+import asyncio
+
+from micropython import const
+
+from twomes.ap.improv import E_INVALID, ERROR, Improv
+from twomes.log import log
+
+_MAGIC = b"IMPROV"
+_VERSION = const(1)
+_T_RPC = const(0x03)
+_FRAME_MAX = const(6 + 3 + 255 + 1)
+_STALE_MS = const(1000)  # silence after which a partial frame is dropped (its length byte lied)
+_QUIET_MS = const(100)  # silence that ends the "noisy" state after a broken frame
+
+
+def frame(ptype, data):
+    """One complete frame (without the trailing newline)."""
+    f = bytearray(_MAGIC)
+    f.append(_VERSION)
+    f.append(ptype)
+    f.append(len(data))
+    f.extend(data)
+    f.append(sum(f) & 0xFF)
+    return bytes(f)
+
+
+class Serial:
+    """The framing: bytes in (feed), reply frames out through `write(frame + b"\\n")`."""
+
+    def __init__(self, ctl, ident, version, write):
+        self.write = write
+        self.improv = Improv(ctl, ident, version, self._send)
+        self.pending = None  # (ssid, password) received, for the console loop to provision
+        self.interrupted = False  # a lone Ctrl-C came
+        self.frames = 0  # complete frames seen (any version), for the log and the tests
+        self._buf = bytearray(_FRAME_MAX)
+        self._n = 0  # bytes of the current frame so far (0: outside a frame)
+        self._need = 0  # its full length once its length byte is in
+        self._foreign = 0  # inside a frame of another version: 7 type next, 8 length next, 9 its data
+        self._skip = 0  # bytes of that frame still to come
+        self._noisy = False  # a frame with a bad checksum came last: a 0x03 now is not a person's Ctrl-C
+
+    def _send(self, kind, data):
+        self.write(frame(kind, data) + b"\n")
+
+    def idle(self):
+        """Outside any frame, no magic partly matched."""
+        return self._n == 0 and not self._foreign
+
+    def drop(self):
+        """Forget a partial frame (silence: its length byte lied)."""
+        self._n = self._foreign = 0
+
+    def quiet(self):
+        """The console was silent for _QUIET_MS: a 0x03 now is a person's (or a tool's) Ctrl-C."""
+        self._noisy = False
+
+    def feed(self, data):
+        """Bytes from the console. Reply frames are written as frames complete; a Wi-Fi command leaves
+        its credentials in self.pending; a lone 0x03 sets self.interrupted (the rest is not read)."""
+        buf = self._buf
+        for c in data:
+            # a frame of another version (or a magic cut short by a new one) is skipped up to its end
+            # by its length byte: none of its bytes is Ctrl-C, but a magic inside it starts a frame
+            inside = self._foreign
+            if inside:
+                if inside == 8:  # its length byte
+                    self._skip = c + 1
+                    self._foreign = 9
+                elif inside == 7:  # its type byte
+                    self._foreign = 8
+                else:
+                    self._skip -= 1
+                    if self._skip <= 0:
+                        self._foreign = 0
+            n = self._n
+            if n < 6:
+                if c == _MAGIC[n]:
+                    buf[n] = c
+                    self._n = n + 1
+                    if n == 5:  # a frame starts: whatever was skipped ends here
+                        self._foreign = 0
+                elif n == 0 and c == 3 and not inside and not self._noisy:
+                    self.interrupted = True
+                    return
+                else:
+                    self._n = 1 if c == 73 else 0  # 'I' may start the next magic
+                    buf[0] = 73
+                continue
+            if n == 6 and c != _VERSION:
+                self._foreign = 7
+                self._n = 1 if c == 73 else 0  # "IMPROVI...": the magic may come again
+                continue
+            buf[n] = c
+            n += 1
+            self._n = n
+            if n == 9:
+                self._need = 9 + c + 1
+            elif n > 9 and n == self._need:
+                self._n = 0
+                self.frames += 1
+                self._frame(memoryview(buf)[:n])
+
+    def _frame(self, f):
+        n = len(f)
+        self._noisy = sum(f[: n - 1]) & 0xFF != f[n - 1]
+        if self._noisy:
+            self._send(ERROR, bytes([E_INVALID]))
+        elif f[7] == _T_RPC:  # device -> client types are not for us
+            creds = self.improv.rpc(f[9 : n - 1])
+            if creds is not None:
+                self.pending = creds
+
+
+async def console(board, ctl, ident, version, reader=None):
+    """Listen for Improv on the serial console until cancelled, the console closes (host tests) or a
+    lone Ctrl-C comes (then ctl.interrupted is set). `reader` (anything with `async read(n)`) replaces
+    the console stream in tests. A task the controller supervises."""
+    board.kbd_intr(-1)  # 0x03 is data here, not Ctrl-C
+    job = None
+    ser = Serial(ctl, ident, version, board.console_write)
+    try:
+        if reader is None:
+            reader = asyncio.StreamReader(board.console_in())
+        last = board.ticks_ms()
+        while True:
+            # one byte per read: console streams block until `n` bytes are there. A frame's staleness
+            # is judged when its next byte comes (no timeout task per byte)
+            data = await reader.read(1)
+            now = board.ticks_ms()
+            gap = board.ticks_diff(now, last)
+            if gap >= _QUIET_MS:
+                ser.quiet()
+                if gap >= _STALE_MS and not ser.idle():
+                    ser.drop()
+            last = now
+            if not data:
+                return  # console closed (host tests)
+            ser.feed(data)
+            if ser.interrupted:
+                ctl.interrupted = True
+                return
+            if ser.pending is not None and (job is None or job.done()):
+                ssid, password = ser.pending
+                ser.pending = None
+                job = asyncio.create_task(ser.improv.provision(ssid, password))
+                password = None
+    finally:
+        if job is not None:
+            job.cancel()
+        board.kbd_intr(3)
+        log("improv", "console listener ended")

@@ -1,0 +1,363 @@
+# The setup access point's web server: the AP itself, the listening socket, a fixed number of connection
+# slots (bounded admission), per-connection deadlines, and the route table. Phones' captive-portal
+# probes (any foreign Host) get a 302 to the form, so the setup page pops up by itself; only a
+# deliberate POST (the form or the app API) acts, through the controller.
+#
+# Limits (docs/setup-mode.md): _SLOTS connections at once, each with its own _HEAD_MAX buffer (the head
+# bound: 431), body <= 1024 bytes (413), head within head_ms of the connection (408), body within
+# body_ms of the head (408), the answer within write_ms. A connection beyond the slots closes the
+# oldest one still waiting for its request (idle or slow), or, when every slot is answering, gets a
+# 503 at once. One request per connection (Connection: close).
+import asyncio
+import json
+import socket
+
+from micropython import const
+
+from twomes import hw
+from twomes.ap import api, form, pages
+from twomes.ap.creds import shown
+from twomes.ap.httpd import HTML, JSON, TEXT, HttpError, Request, read_body, read_head, send
+from twomes.log import log
+
+SLOTS = const(4)  # connections served at once (4 x 1.6 KB of buffers and request state)
+_HEAD_MAX = const(1536)  # request head bound; phones send ~0.4-1 KB
+_HEAD_MS = const(5000)
+_BODY_MS = const(5000)
+_WRITE_MS = const(10000)
+_BACKLOG = const(8)  # connections the stack holds until accepted (beyond: SYNs dropped, clients wait 1-3 s)
+_GRACE_MS = const(1000)  # an error answer, or what the client still sends after one (200 ms of it)
+_FREE = const(0)
+_HEAD = const(1)  # waiting for / reading the head (idle or slow clients are here)
+_BODY = const(2)
+_ANSWER = const(3)
+_TOO_SLOW = const(408)  # Slot.why: its deadline passed while reading (answered 408)
+_GONE = const(1)  # Slot.why: past its answer's time, or the portal stops (closed, no answer)
+_EVICTED = const(2)  # Slot.why: closed for a newer connection (with a 503)
+# the answer of a connection that gets no slot: no body (so it is right for HEAD too, whatever the
+# request was), and browsers load the page again in a second
+_REFUSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nCache-Control: no-store\r\n"
+    b"Retry-After: 1\r\nRefresh: 1\r\nContent-Length: 0\r\n\r\n"
+)
+_BUSY = b'<meta http-equiv="refresh" content="2"><p>Busy, one moment&hellip;</p>'
+
+
+class Slot:
+    """One connection's place: its buffer and request, its task, its phase and deadline."""
+
+    def __init__(self):
+        self.buf = bytearray(_HEAD_MAX)
+        self.req = Request()
+        self.phase = _FREE
+        self.task = None
+        self.sock = None  # the connection's socket (for a 503 written at once when it is evicted)
+        self.since = 0  # ticks of the connection
+        self.until = 0  # ticks of its current deadline
+        self.why = 0
+
+
+class Portal:
+    def __init__(self, board, ident, cfg, ctl, slots=SLOTS):
+        self.board = board
+        self.ident = ident
+        self.cfg = cfg
+        self.ctl = ctl
+        self.slots = [Slot() for _ in range(slots)]  # allocated first, before the heap fragments
+        self.head_ms = _HEAD_MS  # (tests shorten these)
+        self.body_ms = _BODY_MS
+        self.write_ms = _WRITE_MS
+        self.ip = self.origin = ""
+        self.hosts = ()
+        self.evicted = self.refused = self.too_slow = 0  # counts, for the log and the tests
+        self._scratch = bytearray(512)  # what a refused or evicted connection sent, read and dropped
+        self._sock = None
+        self._last = board.ticks_ms()
+        # the route table: path -> (GET/HEAD handler, POST handler); any other GET: the form (captive)
+        self.routes = {
+            "/": (pages.form, None),
+            "/result": (pages.result, None),
+            "/rescan": (pages.rescan, None),
+            "/connect": (None, form.post),
+            "/api/info": (api.info, None),
+            "/api/status": (api.status, None),
+            "/api/networks": (api.networks, None),
+            "/api/wifi": (None, api.wifi),
+        }
+
+    # ---- up and down ------------------------------------------------------------------------------
+    async def start(self):
+        """Access point up and the HTTP socket bound (errors raise here, with the AP down again)."""
+        board = self.board
+        ap = board.ap
+        name = self.ident.name
+        ap.active(True)
+        if self.cfg.ap_open:
+            ap.config(essid=name, authmode=getattr(board.network, "AUTH_OPEN", 0))
+        else:
+            ap.config(
+                essid=name,
+                password=self.ident.ap_password,
+                authmode=getattr(board.network, "AUTH_WPA2_PSK", 3),
+            )
+        ip = ap.ifconfig()[0]  # 192.168.4.1 on the chip; loopback on the virtual board
+        port = self.cfg.portal_port or 80
+        host = ip if port == 80 else "%s:%d" % (ip, port)
+        self.ip = ip
+        self.origin = "http://" + host
+        self.hosts = (host, ip) if port == 80 else (host,)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(socket.getaddrinfo(ip, port, 0, socket.SOCK_STREAM)[0][-1])
+            s.listen(_BACKLOG)
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            try:
+                ap.active(False)
+            except OSError:
+                pass
+            raise
+        self._sock = s
+        self._last = board.ticks_ms()
+        log(
+            "portal",
+            "access point %r up (%s), page %s/" % (name, "open" if self.cfg.ap_open else "WPA2", self.origin),
+        )
+
+    async def stop(self):
+        """Socket closed, connections cancelled (their sockets closed), AP down."""
+        s = self._sock
+        self._sock = None
+        if s is not None:
+            s.close()
+        for slot in self.slots:
+            if slot.task is not None:
+                slot.why = _GONE
+                slot.task.cancel()
+        for _ in range(50):  # let the cancelled handlers run their `finally` (sockets closed)
+            if not self.busy():
+                break
+            await asyncio.sleep(0.01)
+        try:
+            self.board.ap.active(False)
+        except OSError:
+            pass
+        log("portal", "access point down")
+
+    def busy(self):
+        """Connections in the slots."""
+        n = 0
+        for slot in self.slots:
+            if slot.phase != _FREE:
+                n += 1
+        return n
+
+    def idle_ms(self):
+        """Time since the last request was read."""
+        return self.board.ticks_diff(self.board.ticks_ms(), self._last)
+
+    # ---- admission and deadlines (one task, supervised by the controller) -------------------------
+    async def serve(self):
+        """Accept connections into the slots and hold each one to its deadlines, until cancelled. If it
+        fails, the controller starts it again: the listening socket and the connections stay."""
+        while self._sock is not None:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:  # nothing waiting (EAGAIN)
+                conn = None
+            if conn is not None:
+                await self._admit(conn)
+            self._clock()
+            await asyncio.sleep(0 if conn is not None else 0.02)
+
+    async def _admit(self, conn):
+        b = self.board
+        slot = self._free()
+        if slot is None:
+            # the oldest connection still waiting for its request makes room (idle spare connections
+            # of browsers, slow clients); connections being answered are never cut
+            victim = None
+            for s in self.slots:
+                if (s.phase == _HEAD or s.phase == _BODY) and not s.why:
+                    if victim is None or b.ticks_diff(s.since, victim.since) < 0:
+                        victim = s
+            if victim is not None:
+                self._refuse(victim.sock)
+                victim.why = _EVICTED
+                victim.task.cancel()
+                self.evicted += 1
+                for _ in range(3):  # its `finally` frees the slot when it runs
+                    await asyncio.sleep(0)
+                    slot = self._free()
+                    if slot is not None:
+                        break
+        if slot is None:
+            self.refused += 1
+            try:
+                conn.setblocking(False)
+            except OSError:
+                pass
+            self._refuse(conn)
+            conn.close()
+            return
+        now = b.ticks_ms()
+        slot.phase = _HEAD
+        slot.since = now
+        slot.until = b.ticks_add(now, self.head_ms)
+        slot.why = 0
+        slot.req.reset()
+        slot.sock = conn
+        try:
+            conn.setblocking(False)
+            reader, w = await hw.stream(conn)
+            slot.task = asyncio.create_task(self._conn(slot, reader, w))
+        except BaseException:
+            slot.phase = _FREE
+            slot.task = None
+            conn.close()
+            raise
+
+    def _free(self):
+        for slot in self.slots:
+            if slot.phase == _FREE:
+                return slot
+        return None
+
+    def _clock(self):
+        """Cancel the tasks of connections past their deadline (408 while reading, closed otherwise)."""
+        b = self.board
+        now = b.ticks_ms()
+        for slot in self.slots:
+            if slot.phase != _FREE and slot.task is not None and b.ticks_diff(now, slot.until) >= 0:
+                if not slot.why:
+                    slot.why = _TOO_SLOW if slot.phase != _ANSWER else _GONE
+                    if slot.why == _TOO_SLOW:
+                        self.too_slow += 1
+                else:
+                    slot.why = _GONE  # past the grace of its answer too: closed
+                slot.until = b.ticks_add(now, _GRACE_MS)
+                slot.task.cancel()
+
+    # ---- one connection = one request -------------------------------------------------------------
+    async def _conn(self, slot, reader, w):
+        b = self.board
+        req = slot.req
+        try:
+            try:
+                n, end = await read_head(reader, slot.buf, req)
+                if req.length:
+                    slot.phase = _BODY
+                    slot.until = b.ticks_add(b.ticks_ms(), self.body_ms)
+                    await read_body(reader, slot.buf, req, n, end)
+            except asyncio.CancelledError:
+                if slot.why == _EVICTED:  # answered already (_refuse): closed
+                    return
+                if slot.why != _TOO_SLOW:
+                    raise
+                raise HttpError(408, "request too slow") from None
+            slot.phase = _ANSWER
+            self._last = now = b.ticks_ms()
+            slot.until = b.ticks_add(now, self.write_ms)
+            await self._route(req, w)
+            await w.drain()
+        except HttpError as e:
+            status = e.args[0]
+            if status and not req.answered:
+                slot.phase = _ANSWER  # answering: never evicted (one answer per connection)
+                slot.why = 0
+                slot.until = b.ticks_add(b.ticks_ms(), _GRACE_MS)
+                if req.path[:5] == "/api/":
+                    body = json.dumps({"error": e.args[1]}).encode()
+                    ctype = JSON
+                else:
+                    body = ("%d %s\n" % (status, e.args[1])).encode()
+                    ctype = TEXT
+                try:
+                    send(w, status, ctype, body, req.head)
+                    await w.drain()
+                    # what the client still sends (a refused head or body): closing before it is in
+                    # would reset the answer on its way; read until it pauses for 100 ms (12 KB at most)
+                    mv = memoryview(slot.buf)
+                    for _ in range(8):
+                        slot.until = b.ticks_add(b.ticks_ms(), 100)
+                        if not await hw.readinto(reader, mv):
+                            break
+                except BaseException:  # noqa: BLE001 - best effort, for its grace at most
+                    pass
+        except MemoryError:
+            # no heap for this answer just now: the phone gets a page that reloads itself in a moment
+            # (an error page would end its captive-portal window)
+            slot.phase = _ANSWER
+            try:
+                if req.answered:  # mid-page: browsers follow a refresh in the body too
+                    w.write(_BUSY)
+                elif req.path[:5] == "/api/":
+                    send(w, 503, JSON, b'{"error": "busy, try again"}', req.head)
+                else:
+                    send(w, 503, HTML, _BUSY, req.head)
+                await w.drain()
+                log("portal", "out of memory for %s: asked to come again" % shown(req.path))
+            except BaseException:  # noqa: BLE001 - best effort, for its grace at most
+                pass
+        except Exception as e:  # noqa: BLE001 - request boundary: one bad client never stops the portal
+            log("portal", "request failed: %s" % type(e).__name__)
+        finally:
+            try:
+                await asyncio.sleep(0)  # (the answer's last bytes leave)
+                for _ in range(4):  # what the client still sent, unread: closing with it would reset
+                    if not slot.sock or not hw.sock_readinto(slot.sock, slot.buf):  # the answer
+                        break
+                w.close()
+            except BaseException:  # noqa: BLE001 - the peer may already be gone
+                pass
+            if slot.task is asyncio.current_task():
+                self._release(slot)  # the slot is free before we wait for the close
+            try:
+                await w.wait_closed()
+            except BaseException:  # noqa: BLE001 - the peer may already be gone; or we are cancelled
+                pass
+
+    def _release(self, slot):
+        slot.task = slot.sock = None
+        slot.phase = _FREE
+        slot.why = 0
+
+    def _refuse(self, sock):
+        """A whole 503 on a connection that gets no slot, at once (nothing waits for it), after reading
+        what it sent already: closing with that unread would reset the answer on its way."""
+        if sock is None:
+            return
+        hw.sock_readinto(sock, self._scratch)
+        try:
+            sock.send(_REFUSE)
+        except OSError:
+            pass
+
+    async def _route(self, req, w):
+        path = req.path
+        method = req.method
+        api_path = path[:5] == "/api/"
+        if method != "GET" and method != "HEAD" and method != "POST":
+            raise HttpError(405, "method not allowed")
+        if not api_path and req.host not in self.hosts:
+            req.answered = True  # probes (foreign names): a redirect to the form, nothing else
+            send(w, 302, where=self.origin + "/")
+            return
+        r = self.routes.get(path)
+        if method == "POST":
+            if req.origin is not None and req.origin != "null" and req.origin != self.origin:
+                raise HttpError(403, "foreign origin")
+            h = r[1] if r else None
+            if h is None:
+                raise HttpError(404, "nothing to post here")
+        else:
+            h = r[0] if r else None
+            if h is None:
+                if api_path or path == "/favicon.ico":
+                    raise HttpError(404, "not found")
+                req.answered = True  # the probes' URLs on our own address, any other path: the form
+                send(w, 302, where=self.origin + "/")
+                return
+        await h(self, req, w)
