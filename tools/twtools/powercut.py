@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twtools import DEVICE_DIR
+from twtools import DEVICE_DIR, keys
 from twtools.build import build_bundle, read_version
 from twtools.vboard.images import build_sim_image
 from twtools.vboard.runner import VirtualBoard
@@ -97,7 +97,15 @@ class Lab:
         self.server = server
         self.heap = heap
         self.log = log
-        self.config = {"server_url": server.url, **CONFIG}
+        # the lab fleet's release key, made offline as an operator would (`twomes keys new`): the
+        # boards trust it, every release is signed with it
+        self.key_file = work / "keys" / "release.key"
+        pub = (
+            keys.public_hex(keys.load_key(self.key_file))
+            if self.key_file.exists()
+            else keys.new_key(self.key_file)
+        )
+        self.config = {"server_url": server.url, "release_keys": [pub], **CONFIG}
         base = read_version()
         self.old = f"{base}-pc.1"
         self.installers: dict[str, Installer] = {}
@@ -119,7 +127,12 @@ class Lab:
             build_bundle(path, version, src)
         else:
             build_sim_image(path, version, src, **kw)
-        return dict(self.server.client.publish(path, version, kind))
+        manifest, signature = self.sign(path, kind, version)
+        return dict(self.server.client.publish(path, version, kind, manifest=manifest, signature=signature))
+
+    def sign(self, path: Path, kind: str, version: str, counter: int = 1) -> tuple[str, str]:
+        """(manifest, signature) of a release file, signed with the lab's key (`twomes release --key`)."""
+        return keys.sign_file(keys.load_key(self.key_file), path, "Generic-Test", kind, version, counter)
 
     def app_with_ballast(self) -> Path:
         """device/ plus a module of BALLAST_KB constant bytes (never imported): the bundle gets the size

@@ -82,7 +82,7 @@ async def firmware(app, srv, confirm):
         check = None
         app.unload("update.check")
     try:  # the server hears that the action is taken (hawkBit shows it running)
-        await srv.report(srv.rel, True, "saved: installing it in the next boot")
+        await srv.report(srv.rel, True, "%s saved: installing it in the next boot" % srv.rel["version"])
     except Error as e:
         log("firmware", "feedback failed: %s" % e)
     return True
