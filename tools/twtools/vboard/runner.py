@@ -278,7 +278,10 @@ class VirtualBoard:
 
     def _rom_env(self) -> dict[str, str]:
         """The device process's ROMFS mapping (vboard/hw/vrom.py): the partition's flash file and size,
-        and filler strings that reserve its memory, which must be the environment's last entries."""
+        and filler strings that reserve its memory, which must be the environment's last entries. None
+        in the "mpy" mode: a MicroPython build without ROMFS, as the ports ship by default."""
+        if self.code != "romfs":
+            return {}
         try:
             _, size = self.romfs_partition()
         except RuntimeError:

@@ -13,74 +13,64 @@
 # app never reads a slot through the mapping in the boot that writes it).
 #
 # VBOARD_ROM = "<flash file of the partition> <partition size>".
+#
+# On the chip all of this is C and costs the heap nothing but the VfsRom object and its mount entry.
+# Here what the app's heap keeps is that, the mapping's small bytearray object, vvfs, and the qstrs of
+# this module: every global name and string literal of a module is interned for good, so this is one
+# function with few names and short literals (measured: docs/heap.md).
 import sys
-
-import uctypes
-
-_KEY = b"VBOARD_ROMMAP"
-_PIECE = 2048
-
-
-def _reserved():
-    """(address, length) of the reserved bytes: from the first VBOARD_ROMMAP value to the end of the
-    environment block (those entries come last; consecutive strings are consecutive in memory). Read in
-    pieces: the block is larger than the heap."""
-    with open("/proc/self/stat") as f:
-        s = f.read()
-    fields = s[s.rfind(")") + 2 :].split()
-    env_start, env_end = int(fields[47]), int(fields[48])  # fields 50 and 51 of proc(5)
-    del s, fields
-    key = _KEY + b"0="
-    with open("/proc/self/environ", "rb") as f:
-        pos = 0
-        tail = b""
-        while True:
-            piece = f.read(_PIECE)
-            if not piece:
-                raise OSError("no memory reserved for the ROMFS mapping")
-            data = tail + piece
-            i = data.find(key)
-            if i >= 0:
-                start = env_start + pos - len(tail) + i + len(key)
-                return start, env_end - 1 - start  # the block's last NUL stays
-            pos += len(piece)
-            tail = data[-len(key) :]
-
-
-def _fill(addr, src, size):
-    buf = bytearray(_PIECE)
-    erased = src is None
-    if erased:  # never written: erased flash
-        for i in range(_PIECE):
-            buf[i] = 0xFF
-    with open("/proc/self/mem", "r+b") as m:
-        m.seek(addr)
-        pos = 0
-        while pos < size:
-            n = min(_PIECE, size - pos)
-            if not erased and src.readinto(buf) < n:
-                raise OSError("short flash file " + str(pos))
-            m.write(buf if n == _PIECE else memoryview(buf)[:n])
-            pos += n
 
 
 def mount(spec):
     """Map the partition and mount it at /rom if it holds a ROMFS (as the port does; silently skipped
-    otherwise). Returns True when mounted (vboot then puts /rom and /rom/lib on sys.path)."""
+    otherwise). Returns what the port then adds to sys.path (vboot puts it there), or None."""
     path, size = spec.split()
     size = int(size)
-    addr, room = _reserved()
-    if room < size:
-        raise OSError("reserved %d bytes for a ROMFS partition of %d" % (room, size))
+    # the reserved bytes: from the first VBOARD_ROMMAP value to the end of the environment block (those
+    # entries come last; consecutive strings are consecutive in memory); read in pieces, as the block
+    # is larger than the heap
+    with open("/proc/self/stat") as f:
+        s = f.read()
+    s = s[s.rfind(")") + 2 :].split()
+    env, end = int(s[47]), int(s[48])  # fields 50 and 51 of proc(5): env_start, env_end
+    key = b"VBOARD_ROMMAP0="
+    buf = bytearray(2048)
+    with open("/proc/self/environ", "rb") as f:
+        pos = 0
+        tail = b""
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                raise OSError("VBOARD_ROMMAP")
+            s = tail + buf[:n]
+            i = s.find(key)
+            if i >= 0:
+                addr = env + pos - len(tail) + i + len(key)
+                break
+            pos += n
+            tail = s[-len(key) :]
+    s = tail = None
+    if end - 1 - addr < size:  # the block's last NUL stays
+        raise OSError("VBOARD_ROMMAP")
     try:
         src = open(path, "rb")
     except OSError:
-        src = None  # never written: erased
-    try:
-        _fill(addr, src, size)
-    finally:
-        if src is not None:
-            src.close()
+        src = None  # never written: erased flash
+        for i in range(len(buf)):
+            buf[i] = 0xFF
+    with open("/proc/self/mem", "r+b") as f:
+        f.seek(addr)
+        pos = 0
+        while pos < size:
+            n = min(len(buf), size - pos)
+            if src is not None and src.readinto(buf) < n:
+                raise OSError(path)
+            f.write(buf if n == len(buf) else memoryview(buf)[:n])
+            pos += n
+    if src is not None:
+        src.close()
+    buf = None
+    import uctypes
     import vvfs
 
     vvfs.segment = uctypes.bytearray_at(addr, size)
@@ -88,5 +78,5 @@ def mount(spec):
     try:
         vvfs.mount(vvfs.VfsRom(vvfs.segment), "/rom")
     except OSError:
-        return False  # no ROMFS in it (erased, or a torn write): the port skips the mount
-    return True
+        return None  # no ROMFS in it (erased, or a torn write): the port skips the mount
+    return ["/rom", "/rom/lib"]

@@ -5,9 +5,14 @@
 # the esp32.Partition of "romfs", a buffer too; write it through esp32.Partition("romfs") on both
 # (readblocks/writeblocks/ioctl). The write ioctls (3, 4, 5) are not implemented by the ESP32 port
 # either: -EINVAL.
-from vfs import *  # noqa: F403
+# The rest of vfs is asked for by name (a module __getattr__: a smaller dict than a copy of its names).
+import vfs
 
 segment = None  # set by vrom: the mapping of the "romfs" partition
+
+
+def __getattr__(name):
+    return getattr(vfs, name)
 
 
 def rom_ioctl(op, *args):
