@@ -23,11 +23,15 @@ import time
 
 from twtools.vboard.runner import CODE_MODES, DEFAULT_HEAP
 
-_STATE = re.compile(r"\] state: (\w+).*\(free heap (\d+)\)$", re.M)
+_STATE = re.compile(r"\] state: (\w+).*\(free heap (\d+)\)$")
+_BOOT = re.compile(r"\] boot: twomes firmware \S+-sim\.(\d+)$")
+# The story's versions: 1 is what the board was shipped with (its code as --code says), 2 the bundle
+# it installs (an .mpy overlay on both until ROMFS bundles are wired into the update flow).
 
 
 def probe(kib: int, lows: dict[str, int] | None = None, code: str = "romfs") -> tuple[bool, str, float]:
-    """Run the story with a `kib` KiB heap; `lows` gets the least free heap logged per state."""
+    """Run the story with a `kib` KiB heap; `lows` gets the least free heap logged per state and
+    version ("portal v1")."""
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "twtools.cli", "sim", "--heap", f"{kib}K", "--code", code],
@@ -37,8 +41,16 @@ def probe(kib: int, lows: dict[str, int] | None = None, code: str = "romfs") -> 
     )
     out = proc.stdout + proc.stderr
     if lows is not None:
-        for state, free in _STATE.findall(out):
-            lows[state] = min(lows.get(state, 1 << 30), int(free))
+        version = "1"
+        for line in out.splitlines():
+            boot = _BOOT.search(line)
+            if boot:
+                version = boot.group(1)
+                continue
+            m = _STATE.search(line)
+            if m:
+                key = f"{m.group(1)} v{version}"
+                lows[key] = min(lows.get(key, 1 << 30), int(m.group(2)))
     m = re.search(r"FAILED at step (\d+/\d+) \((.*)\):$", out, re.M)
     note = (
         f"failed at step {m.group(1)}: {m.group(2)}"
@@ -97,20 +109,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {code:6s} {f'{size}K' if size else f'more than {args.high}K'}")
     states = sorted(
         {s for code in modes for s in found[code][2]},
-        key=lambda s: min(found[c][2].get(s, 1 << 30) for c in modes),
+        key=lambda s: (s.split()[1], min(found[c][2].get(s, 1 << 30) for c in modes)),
     )
-    print(f"\nleast free heap per state at {at}K (bytes, after gc.collect; - : the story did not get there):")
-    print("  " + "state".ljust(12) + "".join(f"{c:>8s}" for c in modes))
+    print(
+        f"\nleast free heap per state at {at}K (bytes, after gc.collect; v1: the version the board was "
+        "shipped with, v2: the bundle it installed; - : the story did not get there):"
+    )
+    print("  " + "state".ljust(16) + "".join(f"{c:>8s}" for c in modes))
     for state in states:
         row = "".join(f"{found[c][2].get(state, '-'):>8}" for c in modes)
-        print(f"  {state:12s}{row}")
+        print(f"  {state:16s}{row}")
     for code in modes:
         size, lows, _ = found[code]
         if not size:
             continue
         print(f"\n[{code}] least free heap per state at its smallest heap, {size}K:")
         for state, free in sorted(lows.items(), key=lambda kv: kv[1]):
-            print(f"  {state:12s} {free:6d}")
+            print(f"  {state:16s} {free:6d}")
     return 0 if all(found[c][0] for c in modes) else 1
 
 
