@@ -22,7 +22,7 @@ if _rom:
     import vrom
 
     _rom = vrom.mount(_rom)
-    del sys.modules["vrom"]
+    del sys.modules["vrom"], vrom  # its code is dropped: on the chip this is C
 if _cut is not None:  # the power-cut harness: the app's file writes, renames, removes become cut points too
     import vos
 

@@ -74,7 +74,7 @@ def mount(spec):
     import vvfs
 
     vvfs.segment = uctypes.bytearray_at(addr, size)
-    sys.modules["vfs"] = vvfs  # vfs with rom_ioctl, as on a ROMFS build
+    sys.modules["vfs"] = sys.modules.pop("vvfs")  # vfs with rom_ioctl, as on a ROMFS build
     try:
         vvfs.mount(vvfs.VfsRom(vvfs.segment), "/rom")
     except OSError:
