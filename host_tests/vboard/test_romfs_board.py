@@ -53,6 +53,8 @@ except OSError:
     second = False
 if not second:
     print("@@ segments", vfs.rom_ioctl(1), "path", sys.path)
+    # a program the device starts gets a sane environment (a power cut is `kill -9 $PPID` by os.system)
+    print("@@ system", os.system("exit 3") >> 8)
     print("@@ rom", sorted(os.listdir("/rom")), open("/rom/version").read())
     # an update: the image goes into slot B through esp32.Partition, as on the chip
     p = esp32.Partition("romfs")
@@ -85,6 +87,7 @@ def test_slot_b_written_through_the_partition_mounts_like_on_the_chip(tmp_path: 
         seg = b.wait_for(r"^@@ segments (\d+) path (.*)$", 20)
         assert seg.group(1) == "1"
         assert seg.group(2) == "['', '.frozen', '/rom', '/rom/lib', 'lib']"  # the ESP32 port's order
+        assert b.wait_for(r"^@@ system (\d+)$", 5).group(1) == "3"
         rom = b.wait_for(r"^@@ rom (.*)$", 5).group(1)
         assert "'twomes'" in rom and rom.endswith("1.0.0")
         m = b.wait_for(r"^@@ slot B (\S+) 42 in flash heap (\d+) (\d+)$", 20)

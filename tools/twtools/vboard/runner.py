@@ -286,8 +286,9 @@ class VirtualBoard:
             _, size = self.romfs_partition()
         except RuntimeError:
             return {}
-        env = {"VBOARD_ROM": f"{size} {self.state / f'flash_{ROMFS_LABEL}.bin'}"}
-        for i in range(-(-size // _ENV_PIECE)):
+        pieces = -(-size // _ENV_PIECE)
+        env = {"VBOARD_ROM": f"{size} {pieces} {self.state / f'flash_{ROMFS_LABEL}.bin'}"}
+        for i in range(pieces):
             env[f"VBOARD_ROMMAP{i}"] = "x" * min(_ENV_PIECE, size - i * _ENV_PIECE)
         return env
 

@@ -12,7 +12,7 @@
 # The mapping is the partition as it was at power-up (the chip's mapping would follow later writes; the
 # app never reads a slot through the mapping in the boot that writes it).
 #
-# VBOARD_ROM = "<partition size> <flash file of the partition>" (the path may hold spaces).
+# VBOARD_ROM = "<partition size> <number of VBOARD_ROMMAP strings> <flash file of the partition>".
 #
 # On the chip all of this is C and costs the heap nothing but the VfsRom object and its mount entry.
 # Here what the app's heap keeps is that, the mapping's small bytearray object, vvfs, and the qstrs of
@@ -24,7 +24,7 @@ import sys
 def mount(spec):
     """Map the partition and mount it at /rom if it holds a ROMFS (as the port does; silently skipped
     otherwise). Returns what the port then adds to sys.path (vboot puts it there), or None."""
-    size, path = spec.split(" ", 1)
+    size, pieces, path = spec.split(" ", 2)
     size = int(size)
     # the reserved bytes: from the first VBOARD_ROMMAP value to the end of the environment block (those
     # entries come last; consecutive strings are consecutive in memory); read in pieces, as the block
@@ -52,6 +52,12 @@ def mount(spec):
     s = tail = None
     if end - 1 - addr < size:  # the block's last NUL stays
         raise OSError("VBOARD_ROMMAP")
+    # the process's environment no longer lists them (libc drops the pointers, the bytes stay): a
+    # program it starts (os.system, as a power cut does) must not get the image as its environment
+    import os
+
+    for i in range(int(pieces)):
+        os.unsetenv("VBOARD_ROMMAP" + str(i))
     try:
         src = open(path, "rb")
     except OSError:
