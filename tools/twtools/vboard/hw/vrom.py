@@ -6,9 +6,10 @@
 # bytecode and constants of the .mpy files in it run from there, outside the MicroPython heap. Here the
 # same must hold, so the partition is copied once per boot into memory of this process that is not the
 # GC heap: the runner reserves it in the process's environment (VBOARD_ROMMAP0..n, filler bytes, the
-# last entries of the environment block, which nothing reads after start-up); this module finds it
-# (/proc/self/stat: env_start; /proc/self/environ), writes the partition's bytes over it through
-# /proc/self/mem and wraps it with uctypes.bytearray_at - a buffer whose bytes are not in the heap.
+# last entries of the environment block); this module finds it (/proc/self/stat: env_start;
+# /proc/self/environ), takes those entries out of the environment (libc forgets the pointers, the bytes
+# stay where they are and nothing reads them any more), writes the partition's bytes over them through
+# /proc/self/mem and wraps them with uctypes.bytearray_at - a buffer whose bytes are not in the heap.
 # The mapping is the partition as it was at power-up (the chip's mapping would follow later writes; the
 # app never reads a slot through the mapping in the boot that writes it).
 #
