@@ -29,6 +29,20 @@ _BOOT = re.compile(r"\] boot: twomes firmware \S+-sim\.(\d+)$")
 # it installs (an .mpy overlay on both until ROMFS bundles are wired into the update flow).
 
 
+def collect(out: str, lows: dict[str, int]) -> None:
+    """The least free heap per state and version ("portal v1") that the story's console shows."""
+    version = "1"
+    for line in out.splitlines():
+        boot = _BOOT.search(line)
+        if boot:
+            version = boot.group(1)
+            continue
+        m = _STATE.search(line)
+        if m:
+            key = f"{m.group(1)} v{version}"
+            lows[key] = min(lows.get(key, 1 << 30), int(m.group(2)))
+
+
 def probe(kib: int, lows: dict[str, int] | None = None, code: str = "romfs") -> tuple[bool, str, float]:
     """Run the story with a `kib` KiB heap; `lows` gets the least free heap logged per state and
     version ("portal v1")."""
@@ -41,16 +55,7 @@ def probe(kib: int, lows: dict[str, int] | None = None, code: str = "romfs") -> 
     )
     out = proc.stdout + proc.stderr
     if lows is not None:
-        version = "1"
-        for line in out.splitlines():
-            boot = _BOOT.search(line)
-            if boot:
-                version = boot.group(1)
-                continue
-            m = _STATE.search(line)
-            if m:
-                key = f"{m.group(1)} v{version}"
-                lows[key] = min(lows.get(key, 1 << 30), int(m.group(2)))
+        collect(out, lows)
     m = re.search(r"FAILED at step (\d+/\d+) \((.*)\):$", out, re.M)
     note = (
         f"failed at step {m.group(1)}: {m.group(2)}"
