@@ -64,3 +64,10 @@ def test_release_romfs_publishes_a_rom_image_as_a_bundle(tmp_path: Path, capsys)
     assert data.startswith(ROMFS_MAGIC) and b"version\x02\x051.3.0" in data[:32]
     assert rel["kind"] == "bundle" and rel["sha256"] == hashlib.sha256(data).hexdigest()
     assert target["id"] == rel["id"]
+
+
+def test_release_romfs_and_image_together_is_refused(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from twtools.cli import main
+
+    assert main(["release", "--version", "1.3.0", "--romfs", "--image", str(tmp_path / "x.bin")]) == 2
+    assert "give one of them" in capsys.readouterr().err

@@ -67,6 +67,10 @@ def prepare_image(path: Path, version: str, out: Path | None) -> tuple[Path, str
 
 def release(args: argparse.Namespace) -> int:
     version = args.version
+    if args.image and args.romfs:
+        raise ReleaseError(
+            "--romfs makes an app bundle; --image publishes a firmware image: give one of them"
+        )
     if args.image:
         path, what = prepare_image(Path(args.image), version, Path(args.out) if args.out else None)
         kind = "image"
