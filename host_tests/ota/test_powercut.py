@@ -1,18 +1,23 @@
 """A short slice of `twomes powercut` (the full run is `make powercut`): 10 cut points per installer,
-spread over the whole update, on two virtual boards in parallel against a real reference server."""
+spread over the whole update, on two virtual boards in parallel against a real reference server; with
+the app in ROMFS (as it ships) and as .mpy files."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import pytest
+
 from twtools.powercut import KINDS, run
+from twtools.vboard.runner import CODE_MODES
 
 
-def test_power_cuts_during_updates_always_recover(tmp_path: Path) -> None:
+@pytest.mark.parametrize("code", CODE_MODES)
+def test_power_cuts_during_updates_always_recover(tmp_path: Path, code: str) -> None:
     t0 = time.monotonic()
     lines: list[str] = []
-    installers = run(KINDS, limit=10, jobs=2, work=tmp_path, log=lines.append)
+    installers = run(KINDS, limit=10, jobs=2, work=tmp_path, log=lines.append, code=code)
     for kind in KINDS:
         inst = installers[kind]
         assert len(inst.plan) >= 200, f"{kind}: only {len(inst.plan)} durable writes in the update"

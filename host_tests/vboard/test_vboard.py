@@ -6,7 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from twtools.vboard.runner import VirtualBoard
+import pytest
+
+from twtools.vboard.runner import CODE_MODES, VirtualBoard
 
 HOME = {"ssid": "home", "password": "correct horse", "rssi": -50}
 
@@ -23,13 +25,17 @@ def _activation(b: VirtualBoard, start: int = 0) -> dict[str, str]:
     return dict(json.loads(b.lines[b.last_index]))
 
 
-def test_boots_real_main_prints_activation_line_and_keeps_identity(tmp_path: Path) -> None:
-    with _board(tmp_path) as b:
+@pytest.mark.parametrize("code", CODE_MODES)
+def test_boots_real_main_prints_activation_line_and_keeps_identity(tmp_path: Path, code: str) -> None:
+    with _board(tmp_path, code=code) as b:
         b.start()
         first = _activation(b)
         assert first["name"] == "TWOMES-D3AD48" and first["device_type"] == "Generic-Test"
         assert len(first["activation_token"]) == 16 and first["activation_token"].isdigit()
-        assert any(".mpy" in p.name for p in (b.fs / "lib" / "twomes").iterdir())
+        if code == "mpy":
+            assert any(".mpy" in p.name for p in (b.fs / "lib" / "twomes").iterdir())
+        else:  # the app is in the romfs partition; /lib holds the boot-time modules only
+            assert not (b.fs / "lib" / "twomes").exists() and list((b.fs / "lib").glob("*.mpy"))
         assert not list((b.fs / "lib").rglob("*.py"))  # the device code runs as .mpy only
         b.power_cut()
         mark = b.mark()

@@ -12,6 +12,12 @@ end in ``\\n``; the device never needs the whole manifest in RAM:
 
 Paths are relative to the app root; the whole bundle's size and sha256 are what the server publishes and
 the device checks before anything becomes active.
+
+ROMFS images (``build_romfs``): the same compiled modules as a ROMFS filesystem image, written with
+MicroPython's own writer (mpremote's ``VfsRomWriter``, what ``mpremote romfs build`` uses). It is what a
+shipping board runs in place from its "romfs" partition, and the form of an app bundle for such boards
+(docs/ota.md). Its first record is a file ``version`` holding the version, so a device can check an
+image's version before it writes anything (``twomes/update/romfs.py``).
 """
 
 from __future__ import annotations
@@ -138,3 +144,51 @@ def build_bundle(
             put(data)
     shutil.rmtree(work, ignore_errors=True)
     return dest.stat().st_size, h.hexdigest()
+
+
+ROMFS_MAGIC = b"\xd2\xcd\x31"  # extmod/vfs_rom.c: the ROMFS record kind 0x14a6b1, "RM1"
+
+
+def romfs_image(root: Path, version: str) -> bytes:
+    """A ROMFS image of the files under ``root`` (sorted, directories as directories), with the file
+    ``version`` first."""
+    from mpremote.romfs import VfsRomWriter
+
+    fs = VfsRomWriter()
+    fs.mkfile("version", version.encode())
+
+    def add(d: Path) -> None:
+        for entry in sorted(d.iterdir(), key=lambda e: e.name):
+            if entry.is_dir():
+                fs.opendir(entry.name)
+                add(entry)
+                fs.closedir()
+            else:
+                fs.mkfile(entry.name, entry.read_bytes())
+
+    add(root)
+    image: bytes = fs.finalise()
+    return image
+
+
+def build_romfs(
+    dest: Path, version: str, src: Path = DEVICE_DIR, exclude: Iterable[str] = NOT_IN_BUNDLE
+) -> tuple[int, str]:
+    """Write a ROMFS image of the device code stamped with ``version``; returns (size, sha256).
+
+    ``exclude``: module file names left out; by default the boot-time modules, which stay on the
+    filesystem (an update never replaces them).
+    """
+    work = BUILD_DIR / f"romfs-work-{os.getpid()}-{threading.get_ident()}"
+    shutil.rmtree(work, ignore_errors=True)
+    skip = set(exclude)
+    for f in compile_tree(work, version, src):
+        if f.with_suffix(".py").name in skip:
+            f.unlink()
+    image = romfs_image(work, version)
+    shutil.rmtree(work, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(image)
+    tmp.replace(dest)
+    return len(image), hashlib.sha256(image).hexdigest()

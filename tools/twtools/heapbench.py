@@ -1,10 +1,16 @@
-"""`twomes heap`: the smallest MicroPython heap that walks the whole `twomes sim` story.
+"""`twomes heap`: the smallest MicroPython heap that walks the whole `twomes sim` story, in both ways a
+virtual board can hold the app.
 
 A benchmark, not a test: it prints figures. Each probe runs the complete story (portal, activation,
 update, reboot, confirm, upload, button, re-provisioning) on a fresh virtual board with
 `micropython -X heapsize=N` and reports whether every step passed and, if not, which step failed.
-For the smallest passing heap it also prints the least free heap the device logged in each state
-(after a collection): where the margin is.
+
+Modes (`--code`): `romfs`, as the app ships - a ROMFS image in the board's "romfs" partition, its
+bytecode and constants run in place from flash, outside the heap - and `mpy`, .mpy files in /lib that
+MicroPython loads into the heap. For each mode it prints the smallest passing heap (bisected on a grid)
+and the least free heap the device logged in each state (after a collection): at the reference heap
+(`--at`, the virtual board's default) for both modes side by side, and at each mode's smallest heap.
+What is and is not charged to the heap in each mode: docs/heap.md.
 """
 
 from __future__ import annotations
@@ -15,22 +21,41 @@ import subprocess
 import sys
 import time
 
-_STATE = re.compile(r"\] state: (\w+).*\(free heap (\d+)\)$", re.M)
+from twtools.vboard.runner import CODE_MODES, DEFAULT_HEAP
+
+_STATE = re.compile(r"\] state: (\w+).*\(free heap (\d+)\)$")
+_BOOT = re.compile(r"\] boot: twomes firmware \S+-sim\.(\d+)$")
+# The story's versions: 1 is what the board was shipped with (its code as --code says), 2 the bundle
+# it installs (an .mpy overlay on both until ROMFS bundles are wired into the update flow).
 
 
-def probe(kib: int, lows: dict[str, int] | None = None) -> tuple[bool, str, float]:
-    """Run the story with a `kib` KiB heap; `lows` gets the least free heap logged per state."""
+def collect(out: str, lows: dict[str, int]) -> None:
+    """The least free heap per state and version ("portal v1") that the story's console shows."""
+    version = "1"
+    for line in out.splitlines():
+        boot = _BOOT.search(line)
+        if boot:
+            version = boot.group(1)
+            continue
+        m = _STATE.search(line)
+        if m:
+            key = f"{m.group(1)} v{version}"
+            lows[key] = min(lows.get(key, 1 << 30), int(m.group(2)))
+
+
+def probe(kib: int, lows: dict[str, int] | None = None, code: str = "romfs") -> tuple[bool, str, float]:
+    """Run the story with a `kib` KiB heap; `lows` gets the least free heap logged per state and
+    version ("portal v1")."""
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "twtools.cli", "sim", "--heap", f"{kib}K"],
+        [sys.executable, "-m", "twtools.cli", "sim", "--heap", f"{kib}K", "--code", code],
         capture_output=True,
         text=True,
         timeout=300,
     )
     out = proc.stdout + proc.stderr
     if lows is not None:
-        for state, free in _STATE.findall(out):
-            lows[state] = min(lows.get(state, 1 << 30), int(free))
+        collect(out, lows)
     m = re.search(r"FAILED at step (\d+/\d+) \((.*)\):$", out, re.M)
     note = (
         f"failed at step {m.group(1)}: {m.group(2)}"
@@ -40,41 +65,87 @@ def probe(kib: int, lows: dict[str, int] | None = None) -> tuple[bool, str, floa
     return proc.returncode == 0, note, time.monotonic() - t0
 
 
-def run(args: argparse.Namespace) -> int:
-    lo, hi, step = args.low, args.high, args.step
-    lows: dict[str, int] = {}
-    ok_hi, note, secs = probe(hi, lows)
-    print(f"heap {hi:4d}K: {note} ({secs:.1f} s)", flush=True)
-    if not ok_hi:
-        print(f"the story does not pass even with {hi}K")
-        return 1
-    # smallest passing size, on the grid lo + k*step
+def smallest(
+    code: str, lo: int, hi: int, step: int, at: int, at_lows: dict[str, int]
+) -> tuple[int | None, dict[str, int]]:
+    """Bisect the smallest passing heap of mode `code` on the grid lo + k*step; the probe at `at`
+    (the reference heap) fills `at_lows`. Returns (smallest or None, least free per state there)."""
+    ok, note, secs = probe(at, at_lows, code)
+    print(f"[{code}] heap {at:4d}K: {note} ({secs:.1f} s)", flush=True)
+    lows = dict(at_lows)
+    if ok:
+        hi = at
+    else:
+        lo = max(lo, at)
+        lows = {}
+        ok, note, secs = probe(hi, lows, code)
+        print(f"[{code}] heap {hi:4d}K: {note} ({secs:.1f} s)", flush=True)
+        if not ok:
+            return None, {}
     while hi - lo > step:
         mid = lo + ((hi - lo) // 2 // step) * step
         if mid <= lo:
             mid = lo + step
         mid_lows: dict[str, int] = {}
-        ok, note, secs = probe(mid, mid_lows)
-        print(f"heap {mid:4d}K: {note} ({secs:.1f} s)", flush=True)
+        ok, note, secs = probe(mid, mid_lows, code)
+        print(f"[{code}] heap {mid:4d}K: {note} ({secs:.1f} s)", flush=True)
         if ok:
             hi, lows = mid, mid_lows
         else:
             lo = mid
-    print(f"\nsmallest heap for the whole story: {hi}K (-X heapsize, 64-bit unix port; grid {step}K)")
-    print(f"least free heap per state at {hi}K (bytes, after gc.collect):")
-    for state, free in sorted(lows.items(), key=lambda kv: kv[1]):
-        print(f"  {state:12s} {free:6d}")
-    return 0
+    return hi, lows
+
+
+def _kib(text: str) -> int:
+    return int(text.upper().removesuffix("K"))
+
+
+def run(args: argparse.Namespace) -> int:
+    modes = CODE_MODES if args.code == "both" else (args.code,)
+    at = _kib(args.at)
+    found: dict[str, tuple[int | None, dict[str, int], dict[str, int]]] = {}
+    for code in modes:
+        at_lows: dict[str, int] = {}
+        size, lows = smallest(code, args.low, args.high, args.step, at, at_lows)
+        found[code] = (size, lows, at_lows)
+    print(f"\nsmallest heap for the whole story (-X heapsize, 64-bit unix port; grid {args.step}K):")
+    for code in modes:
+        size = found[code][0]
+        print(f"  {code:6s} {f'{size}K' if size else f'more than {args.high}K'}")
+    states = sorted(
+        {s for code in modes for s in found[code][2]},
+        key=lambda s: (s.split()[1], min(found[c][2].get(s, 1 << 30) for c in modes)),
+    )
+    print(
+        f"\nleast free heap per state at {at}K (bytes, after gc.collect; v1: the version the board was "
+        "shipped with, v2: the bundle it installed; - : the story did not get there):"
+    )
+    print("  " + "state".ljust(16) + "".join(f"{c:>8s}" for c in modes))
+    for state in states:
+        row = "".join(f"{found[c][2].get(state, '-'):>8}" for c in modes)
+        print(f"  {state:16s}{row}")
+    for code in modes:
+        size, lows, _ = found[code]
+        if not size:
+            continue
+        print(f"\n[{code}] least free heap per state at its smallest heap, {size}K:")
+        for state, free in sorted(lows.items(), key=lambda kv: kv[1]):
+            print(f"  {state:16s} {free:6d}")
+    return 0 if all(found[c][0] for c in modes) else 1
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "heap",
-        help="benchmark: the smallest heap that walks the whole sim story",
+        help="benchmark: the smallest heap that walks the whole sim story (ROMFS and .mpy modes)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--low", type=int, default=48, help="known or assumed failing size, KiB")
+    p.add_argument("--code", choices=(*CODE_MODES, "both"), default="both", help="which mode(s) to measure")
+    p.add_argument(
+        "--at", default=DEFAULT_HEAP, help=f"reference heap for the per-state table ({DEFAULT_HEAP})"
+    )
+    p.add_argument("--low", type=int, default=24, help="known or assumed failing size, KiB")
     p.add_argument("--high", type=int, default=96, help="size expected to pass, KiB")
     p.add_argument("--step", type=int, default=4, help="grid, KiB")
     p.set_defaults(func=run)

@@ -35,7 +35,7 @@ from typing import Any
 from twtools import DEVICE_DIR, keys
 from twtools.build import build_bundle, read_version
 from twtools.vboard.images import build_sim_image
-from twtools.vboard.runner import VirtualBoard
+from twtools.vboard.runner import CODE_MODES, DEFAULT_CODE, VirtualBoard
 
 KINDS = ("bundle", "image")
 NET = {"ssid": "Powercut lab", "password": "unplug me often", "rssi": -50, "channel": 6, "join_ms": 30}
@@ -92,10 +92,18 @@ class Installer:
 class Lab:
     """A reference server, releases, and board templates (one per identity) to copy for every run."""
 
-    def __init__(self, work: Path, server: Any, heap: str = "128K", log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        work: Path,
+        server: Any,
+        heap: str = "128K",
+        log: Callable[[str], None] = print,
+        code: str = DEFAULT_CODE,
+    ):
         self.work = work
         self.server = server
         self.heap = heap
+        self.code = code  # how version 1 is installed: "romfs" (shipping) or "mpy" (.mpy files)
         self.log = log
         # the lab fleet's release key, made offline as an operator would (`twomes keys new`): the
         # boards trust it, every release is signed with it
@@ -147,7 +155,7 @@ class Lab:
         return src
 
     def board(self, state: Path, mac: str, **kw: Any) -> VirtualBoard:
-        return VirtualBoard(state, mac=mac, config=dict(self.config), heap=self.heap, **kw)
+        return VirtualBoard(state, mac=mac, config=dict(self.config), heap=self.heap, code=self.code, **kw)
 
     def make_identity(self, mac: str) -> Identity:
         """A board with version 1 installed, Wi-Fi settings in NVS, registered, attached, activated by
@@ -294,6 +302,7 @@ def run(
     work: Path | None = None,
     log: Callable[[str], None] = print,
     verbose: bool = False,
+    code: str = DEFAULT_CODE,
 ) -> dict[str, Installer]:
     """The whole harness; returns the installers with their plans and results."""
     from twtools.server.testing import ReferenceServer
@@ -303,7 +312,7 @@ def run(
     work.mkdir(parents=True, exist_ok=True)
     try:
         with ReferenceServer(work / "server", access_log=False) as server:
-            lab = Lab(work, server, heap, log)
+            lab = Lab(work, server, heap, log, code)
             lab.publish(kinds)
             for i in range(max(1, jobs)):
                 ident = lab.make_identity(MACS[i % len(MACS)])
@@ -379,6 +388,7 @@ def main(args: argparse.Namespace) -> int:
         args.heap,
         Path(args.work) if args.work else None,
         verbose=args.verbose,
+        code=args.code,
     )
     n = sum(len([r for r in i.results if not r.missed]) for i in installers.values())
     m = sum(len([r for r in i.results if r.ok]) for i in installers.values())
@@ -399,6 +409,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--jobs", type=int, default=2, help="boards in parallel (default 2: one per core)")
     p.add_argument("--heap", default="128K", help="MicroPython heap size of the boards")
+    p.add_argument(
+        "--code",
+        choices=CODE_MODES,
+        default=DEFAULT_CODE,
+        help=f"how the boards hold version 1's code (default {DEFAULT_CODE}: ROMFS, as it ships)",
+    )
     p.add_argument("--work", help="work directory (kept; default: a temporary one, removed)")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per cut")
     p.set_defaults(func=main)

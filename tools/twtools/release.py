@@ -2,6 +2,11 @@
 ESP32 app image (``--image FILE``), and optionally publish it on a server and make it the device type's
 target (``--target``): what the device's OTA will install next.
 
+``--romfs``: the bundle is a ROMFS image of the app (build.build_romfs), the form a board that runs its
+app from a "romfs" partition installs (into its inactive slot; docs/ota.md). It is published as kind
+``bundle`` too: the device tells the two forms apart by their first bytes, and a device type's fleet
+gets the form its boards run.
+
 A merged ``firmware.bin`` given as ``--image`` is not what OTA writes into an app slot: its app part is
 cut out (from the partition table) and published instead, and the user is told so.
 """
@@ -14,7 +19,7 @@ from pathlib import Path
 
 from twtools import esp32image, keys, term
 from twtools.adminargs import AdminArgsError, add_admin_options, admin_client, server_problem
-from twtools.build import BUILD_DIR, build_bundle
+from twtools.build import BUILD_DIR, build_bundle, build_romfs
 
 DEFAULT_TYPE = "Generic-Test"
 
@@ -65,11 +70,20 @@ def prepare_image(path: Path, version: str, out: Path | None) -> tuple[Path, str
 
 def release(args: argparse.Namespace) -> int:
     version = args.version
+    if args.image and args.romfs:
+        raise ReleaseError(
+            "--romfs makes an app bundle; --image publishes a firmware image: give one of them"
+        )
     if args.image:
         path, what = prepare_image(Path(args.image), version, Path(args.out) if args.out else None)
         kind = "image"
         size = path.stat().st_size
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    elif args.romfs:
+        path = Path(args.out) if args.out else BUILD_DIR / "release" / f"twomes-{version}.romfs"
+        size, digest = build_romfs(path, version)
+        kind = "bundle"
+        what = f"app bundle {version} (ROMFS image)"
     else:
         path = Path(args.out) if args.out else BUILD_DIR / "release" / f"twomes-{version}.bundle"
         size, digest = build_bundle(path, version)
@@ -160,6 +174,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--target", action="store_true", help="make it the target release of the device type")
     p.add_argument(
         "--image", metavar="FILE", help="publish this ESP32 app image (kind image) instead of a bundle"
+    )
+    p.add_argument(
+        "--romfs",
+        action="store_true",
+        help="make the bundle a ROMFS image (for boards that run the app from their romfs partition)",
     )
     p.add_argument("--device-type", default=DEFAULT_TYPE, help=f"device type (default {DEFAULT_TYPE})")
     p.add_argument("--out", metavar="FILE", help="where to write the bundle (or the image's app part)")

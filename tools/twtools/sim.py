@@ -28,7 +28,7 @@ import httpx
 from twtools.build import build_bundle, read_version
 from twtools.keys import new_key
 from twtools.server.client import ca_context
-from twtools.vboard.runner import DEFAULT_HEAP, VirtualBoard
+from twtools.vboard.runner import CODE_MODES, DEFAULT_CODE, DEFAULT_HEAP, VirtualBoard
 
 HOME = {"ssid": "Home network", "password": "p&ss w%rd+#1", "rssi": -48, "channel": 6, "join_ms": 300}
 OFFICE = {
@@ -166,6 +166,7 @@ def run_story(args: argparse.Namespace) -> int:
                 mac=args.mac,
                 air=air,
                 heap=args.heap,
+                code=args.code,
                 echo=echo,
                 config={
                     "server_url": url,
@@ -360,6 +361,7 @@ def run_board(args: argparse.Namespace) -> int:
         mac=args.mac,
         air=air,
         heap=args.heap,
+        code=args.code,
         echo=None if args.pty else print,
         pty=args.pty,
         config={"server_url": args.server or DEFAULT_BOARD_SERVER},
@@ -396,6 +398,12 @@ def run_board(args: argparse.Namespace) -> int:
     return 0
 
 
+_CODE_HELP = (
+    f"how the board holds the app (default {DEFAULT_CODE}): romfs = a ROMFS image in flash run in place, "
+    "as it ships; mpy = .mpy files in /lib, loaded into the heap (development)"
+)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "sim",
@@ -418,6 +426,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default="twomes",
         help="where the device's updates come from: the reference server, or a local gooseBit (hawkBit DDI)",
     )
+    p.add_argument("--code", choices=CODE_MODES, default=DEFAULT_CODE, help=_CODE_HELP)
     p.add_argument("--keep", action="store_true", help="keep server and board running afterwards")
     p.add_argument("--quiet", action="store_true", help="do not show the device's serial console")
     p.set_defaults(func=run_story)
@@ -435,6 +444,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     b.add_argument("--air", help="virtual air JSON file (list of {ssid, password, rssi, channel})")
     b.add_argument("--mac", default="24:6F:28:D3:AD:48")
     b.add_argument("--heap", default=DEFAULT_HEAP, help=f"MicroPython heap size (default {DEFAULT_HEAP})")
+    b.add_argument("--code", choices=CODE_MODES, default=DEFAULT_CODE, help=_CODE_HELP)
     b.add_argument("--state", help="state directory (kept; default: a new temporary one)")
     b.add_argument(
         "--install", action="store_true", help="reinstall the app into an existing state directory"

@@ -13,6 +13,7 @@ reset: the device process starts again without the bootloader (``console.py``, `
 
 from __future__ import annotations
 
+import ast
 import atexit
 import json
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from twtools import REPO
-from twtools.build import BUILD_DIR, compile_tree
+from twtools.build import BUILD_DIR, NOT_IN_BUNDLE, build_romfs, compile_tree
 from twtools.vboard.console import ReplWatch, SerialLine
 
 HW_DIR = Path(__file__).resolve().parent / "hw"
@@ -43,6 +44,15 @@ REBOOT_EXIT = 93
 DEFAULT_HEAP = "112K"
 # The hardware process's heap: the simulation's own, not the device's (on the chip this is C and ROM).
 HW_HEAP = "4M"
+# How the app's code is on the board: "romfs", as it ships (a ROMFS image in the "romfs" partition,
+# mounted at /rom, its bytecode run in place from flash, outside the heap), or "mpy" (.mpy files in
+# /lib, loaded into the heap; for development). docs/heap.md.
+CODE_MODES = ("romfs", "mpy")
+DEFAULT_CODE = "romfs"
+ROMFS_LABEL = "romfs"
+# Largest environment string (MAX_ARG_STRLEN, 32 pages, with its NUL and name): the memory for the
+# ROMFS mapping is reserved in pieces of this size (vboard/hw/vrom.py).
+_ENV_PIECE = 131072 - 64
 # Processes of boards that run now: killed when the Python process exits, so no board (and no hardware
 # process) outlives a test run or a tool that forgot stop().
 _LIVE: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
@@ -68,6 +78,35 @@ def hw_modules() -> Path:
     return out
 
 
+def partition_table(state: Path) -> list[list[Any]]:
+    """The board's partition table: board.json's "partitions", or the simulation's default."""
+    board_file = Path(state) / "board.json"
+    if board_file.exists():
+        table = json.loads(board_file.read_text()).get("partitions")
+        if table:
+            return list(table)
+    tree = ast.parse((HW_DIR / "vflash.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "DEFAULT_TABLE" for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise RuntimeError("vflash.py has no DEFAULT_TABLE")
+
+
+def _read_version(src: Path | None) -> str:
+    from twtools.build import read_version
+
+    return read_version(src) if src else read_version()
+
+
+def _prune(d: Path) -> None:
+    """Remove empty directories under d."""
+    for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(sub.iterdir()):
+            sub.rmdir()
+
+
 def micropython_bin() -> str:
     candidate = Path(sys.executable).parent / "micropython"
     found = str(candidate) if candidate.exists() else shutil.which("micropython")
@@ -87,7 +126,11 @@ class VirtualBoard:
         echo: Callable[[str], None] | None = None,
         pty: bool = False,
         rollback: bool = True,
+        code: str = DEFAULT_CODE,
     ) -> None:
+        if code not in CODE_MODES:
+            raise ValueError(f"code must be one of {CODE_MODES}, not {code!r}")
+        self.code = code
         self.state = Path(state_dir)
         self.fs = self.state / "fs"
         self.mac = mac
@@ -140,13 +183,42 @@ class VirtualBoard:
         return f"http://127.0.0.1:{self.portal_port}"
 
     def install_app(self, version: str | None = None, src: Path | None = None) -> None:
-        """What `twomes deploy` does to a real board: compiled app in /lib, boot.py, main.py, config."""
+        """What deploying does to a real board: boot.py, main.py, config, and the compiled app - in the
+        "romfs" mode as a ROMFS image in slot A of the "romfs" partition (`mpremote romfs deploy`) with
+        only the boot-time modules in /lib; in the "mpy" mode all of it as .mpy files in /lib (`twomes
+        deploy`), the "romfs" partition erased."""
         lib = self.fs / "lib"
         shutil.rmtree(lib, ignore_errors=True)
-        compile_tree(lib, version, **({"src": src} if src else {}))
+        kw = {"src": src} if src else {}
+        files = compile_tree(lib, version, **kw)
+        rom = self.state / f"flash_{ROMFS_LABEL}.bin"
+        if self.code == "romfs":
+            _, size = self.romfs_partition()
+            image = BUILD_DIR / f"romfs-{os.getpid()}-{threading.get_ident()}.img"
+            build_romfs(image, version or _read_version(src), **kw)
+            data = image.read_bytes()
+            image.unlink()
+            if len(data) > size // 2:
+                raise RuntimeError(f"the ROMFS image ({len(data)} bytes) does not fit slot A ({size // 2})")
+            tmp = rom.with_name(rom.name + ".tmp")
+            tmp.write_bytes(data + b"\xff" * (size - len(data)))
+            tmp.replace(rom)
+            for f in files:  # only the boot-time modules stay in /lib
+                if f.with_suffix(".py").name not in NOT_IN_BUNDLE:
+                    f.unlink()
+            _prune(lib)
+        else:
+            rom.unlink(missing_ok=True)  # erased
         for name in ("boot.py", "main.py"):
             shutil.copyfile(REPO / name, self.fs / name)
         self.write_config()
+
+    def romfs_partition(self) -> tuple[int, int]:
+        """(offset, size) of the board's "romfs" partition."""
+        for row in partition_table(self.state):
+            if row[0] == ROMFS_LABEL:
+                return int(row[3]), int(row[4])
+        raise RuntimeError("the board's partition table has no romfs partition")
 
     def write_config(self, **changes: Any) -> None:
         self.config.update(changes)
@@ -176,6 +248,7 @@ class VirtualBoard:
         env.update({"VBOARD": str(self.state), "VBOARD_HW": str(self._hw), **self.env})
         if self.serial:
             env["VBOARD_TTY"] = "1"  # the console is a serial line: the REPL follows the app (vrepl.py)
+        rom = self._rom_env()
         mp = micropython_bin()
         req_r, req_w = os.pipe()  # device -> hardware
         ans_r, ans_w = os.pipe()  # hardware -> device
@@ -197,7 +270,7 @@ class VirtualBoard:
                 dev = subprocess.Popen(
                     [mp, "-X", f"heapsize={self.heap}", str(HW_DIR / "vboot.py")],
                     cwd=self.fs,
-                    env={**env, "VBOARD_RPC": f"{ans_r} {req_w}"},
+                    env={**env, "VBOARD_RPC": f"{ans_r} {req_w}", **rom},  # rom: last (vrom.py)
                     stdin=subprocess.PIPE if pty is None else pty,
                     stdout=out_w if pty is None else pty,
                     stderr=out_w if pty is None else pty,
@@ -213,6 +286,22 @@ class VirtualBoard:
             for fd in (req_r, req_w, ans_r, ans_w, out_w):
                 os.close(fd)
         return hw, dev, out_r
+
+    def _rom_env(self) -> dict[str, str]:
+        """The device process's ROMFS mapping (vboard/hw/vrom.py): the partition's flash file and size,
+        and filler strings that reserve its memory, which must be the environment's last entries. None
+        in the "mpy" mode: a MicroPython build without ROMFS, as the ports ship by default."""
+        if self.code != "romfs":
+            return {}
+        try:
+            _, size = self.romfs_partition()
+        except RuntimeError:
+            return {}
+        pieces = -(-size // _ENV_PIECE)
+        env = {"VBOARD_ROM": f"{size} {pieces} {self.state / f'flash_{ROMFS_LABEL}.bin'}"}
+        for i in range(pieces):
+            env[f"VBOARD_ROMMAP{i}"] = "x" * min(_ENV_PIECE, size - i * _ENV_PIECE)
+        return env
 
     def _supervise(self) -> None:
         soft: str | None = None  # after Ctrl-D in the REPL: "raw" or "friendly"

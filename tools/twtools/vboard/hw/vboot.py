@@ -15,6 +15,14 @@ import vproxy  # noqa: E402 - connects to the hardware process
 # its handshake: the frozen app of the image the bootloader booted, the power-cut harness's cut point,
 # and the hardware modules
 _frozen, _cut, sys.modules["machine"], sys.modules["network"], sys.modules["esp32"] = vproxy._q(0)
+# a ROMFS build maps the "romfs" partition and mounts it at /rom at start-up (vrom.py: the shipping
+# mode; the .mpy-files mode has none). _rom: ["/rom", "/rom/lib"] for sys.path, or None
+_rom = os.getenv("VBOARD_ROM")
+if _rom:
+    import vrom
+
+    _rom = vrom.mount(_rom)
+    del sys.modules["vrom"], vrom  # its code is dropped: on the chip this is C
 if _cut is not None:  # the power-cut harness: the app's file writes, renames, removes become cut points too
     import vos
 
@@ -22,8 +30,10 @@ if _cut is not None:  # the power-cut harness: the app's file writes, renames, r
 sys.path.remove(_hw)
 del sys.modules["vproxy"]
 # an image's frozen app comes first; the port's own .frozen (asyncio...) stands for the rest of the
-# MicroPython firmware that is in every image
+# MicroPython firmware that is in every image; /rom and /rom/lib come before /lib, as on the ESP32 port
 sys.path[:] = ["", _frozen, ".frozen", "lib"] if _frozen else ["", ".frozen", "lib"]
+if _rom:
+    sys.path[-1:-1] = _rom
 
 
 def _run(name):

@@ -17,7 +17,10 @@ INVALID = "invalid"
 ABORTED = "aborted"
 UNDEFINED = "undefined"
 
-# Default table: MicroPython's OTA layout with a factory app added (issue: factory/ota_0/ota_1/otadata/nvs).
+# Default table: MicroPython's OTA layout with a factory app added (issue: factory/ota_0/ota_1/otadata/nvs),
+# and a ROMFS partition: MicroPython's ESP32 port maps the data partition labelled "romfs" (subtype
+# 0x8f, partitions-4MiB-romfs.csv) and mounts it at /rom; the app runs from it in place (shipping
+# mode). Two 256 KB halves: slot A, which the port mounts, and slot B (docs/ota.md).
 DEFAULT_TABLE = [
     # label, type, subtype, offset, size
     ["nvs", 1, 0x02, 0x9000, 0x6000],
@@ -25,6 +28,7 @@ DEFAULT_TABLE = [
     ["factory", 0, 0x00, 0x10000, 0x180000],
     ["ota_0", 0, 0x10, 0x190000, 0x180000],
     ["ota_1", 0, 0x11, 0x310000, 0x180000],
+    ["romfs", 1, 0x8F, 0x490000, 0x80000],
 ]
 
 
