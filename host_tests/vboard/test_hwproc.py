@@ -117,7 +117,9 @@ def test_hardware_calls_cross_over_with_values_buffers_and_exceptions(tmp_path: 
         out = "\n".join(b.lines)
         assert b.exit_codes[0] == REBOOT_EXIT  # machine.reset() over the proxy
         heap = int(re.search(r"^heap (\d+)", out, re.M).group(1))
-        assert heap < 6000, out  # the simulation is not in the device's heap (was ~18 KB)
+        # the simulation is not in the device's heap (was ~18 KB): the proxies and the vfs stand-in of the
+        # ROMFS mapping, 6.6 KB measured with the code held as .mpy
+        assert heap < 7000, out
         # no simulation module in the device; vfs: the ROMFS build's vfs (with rom_ioctl, vvfs.py)
         assert "modules ['esp32', 'machine', 'network', 'vfs']" in out
         assert "missing True True" in out
