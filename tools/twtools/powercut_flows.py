@@ -158,6 +158,7 @@ class Flows:
         self.version = f"{read_version()}-pc.1"
         self.config = {"server_url": server.url, **FLOW_CONFIG}
         self.triggers: dict[Path, tuple[int, int]] = {}  # calibration runs: the last write before the action
+        self.taps: dict[Path, ConsoleTap] = {}  # boards with a pty console (Improv)
 
     # ---- boards and templates -------------------------------------------------------------------
     def board(self, state: Path, mac: str, flow: str, **kw: Any) -> VirtualBoard:
@@ -168,7 +169,16 @@ class Flows:
         board = VirtualBoard(state, mac=mac, config=config, heap=self.heap, pty=pty, **kw)
         if board.fs.exists():
             board.write_config()  # this board's own free ports (the portal's, the DNS's)
+        if pty:
+            self.taps[board.state] = ConsoleTap(board)
         return board
+
+    def unplug(self, board: VirtualBoard) -> None:
+        """The board off for good (end of a run), its console tap closed."""
+        board.stop()
+        tap = self.taps.pop(board.state, None)
+        if tap is not None:
+            tap.close()
 
     def template(self, flow: str, mac: str) -> Template:
         name = device_name(mac)
@@ -180,11 +190,9 @@ class Flows:
         nvs: dict[str, Any] = {}
         if flow != "first-boot":
             t.token = token_for(mac, flow)
-            nvs = {
-                "act_token": _blob(t.token),
-                "ap_secret": _blob("powercut-ap-secret-" + name),
-                "fw_ok": _blob(self.version),
-            }
+            nvs = {"act_token": _blob(t.token), "ap_secret": _blob("powercut-ap-secret-" + name)}
+            if flow != "activation":  # a first activation confirms the version too (a fresh flash)
+                nvs["fw_ok"] = _blob(self.version)
             if flow == "wifi-improv":  # firmware <= 1.0 kept two items: the save migrates them
                 nvs["wifi_ssid"] = _blob(OLD_NET["ssid"])
                 nvs["wifi_pass"] = _blob(OLD_NET["password"])
@@ -261,7 +269,7 @@ class Flows:
     def act_wifi_improv(self, board: VirtualBoard, t: Template) -> None:
         board.wait_for(r"state: portal", RUN_TIMEOUT)
         self.trigger(board)
-        _improv(board)
+        _improv(self.taps.get(board.state))
 
     def act_rotation(self, board: VirtualBoard, t: Template) -> None:
         board.wait_for(r"upload: \d+ measurement\(s\) sent", RUN_TIMEOUT)
@@ -339,6 +347,8 @@ class Flows:
             raise Broken(f"ended {end}, not running")
         if self.uploads(t) == 0:
             raise Broken("no upload arrived at the server")
+        if self.server.client.device(t.name).get("installed_version") != self.version:
+            raise Broken("the version that runs was not confirmed to the server")
 
     def _wifi(
         self, board: VirtualBoard, t: Template, nvs: dict[str, Any], end: str, again: Callable[[], None]
@@ -366,7 +376,7 @@ class Flows:
 
     def check_wifi_improv(self, board: VirtualBoard, t: Template, cut_nvs, nvs, after, acts, end) -> None:  # noqa: ANN001
         self._kept_identity(t, nvs, after)
-        self._wifi(board, t, nvs, end, lambda: _improv(board, wait=True))
+        self._wifi(board, t, nvs, end, lambda: _improv(self.taps.get(board.state)))
 
     def check_rotation(self, board: VirtualBoard, t: Template, cut_nvs, nvs, after, acts, end) -> None:  # noqa: ANN001
         self._kept_identity(t, nvs, after)
@@ -413,27 +423,56 @@ def _wait_portal(board: VirtualBoard, timeout: float = 20.0) -> None:
             time.sleep(0.1)
 
 
-def _improv(board: VirtualBoard, wait: bool = False) -> None:
-    """Send the new network over Improv serial (twomes provision --serial). In a cut run the board may
-    die while the tool waits for the answer: the tool runs in a thread, `wait` for its result."""
+class ConsoleTap:
+    """The console of a board with a pty (the Improv flow): a thread reads the port as a serial
+    terminal would and hands the bytes to the board's console lines (so wait_for works as on a pipe
+    console); Improv frames are written to the same port."""
+
+    def __init__(self, board: VirtualBoard) -> None:
+        import os
+        import threading
+
+        self.board = board
+        self.fd = os.open(board.pty_path or "", os.O_RDWR | os.O_NOCTTY)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        import os
+        import select
+
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:
+                    time.sleep(0.05)
+                    continue
+                if data:
+                    self.board._feed(data)
+
+    def write(self, data: bytes) -> None:
+        import os
+
+        os.write(self.fd, data)
+
+    def close(self) -> None:
+        import os
+
+        self._stop.set()
+        self._thread.join(2)
+        os.close(self.fd)
+
+
+def _improv(tap: ConsoleTap | None) -> None:
+    """The new network's Wi-Fi settings as an Improv RPC (what `twomes provision --serial` sends)."""
     from twtools import provision
 
-    assert board.pty_path
-    out: list[int] = []
-
-    def go() -> None:
-        out.append(
-            provision.provision_serial(
-                board.pty_path or "", NEW_NET["ssid"], NEW_NET["password"], 30, say=lambda s: None
-            )
-        )
-
-    th = threading.Thread(target=go, daemon=True)
-    th.start()
-    if wait:
-        th.join(40)
-        if out != [provision.EXIT_JOINED]:
-            raise Broken(f"Improv: the second try did not join ({out})")
+    if tap is None:
+        raise RuntimeError("the Improv flow needs a board with a pty console")
+    tap.write(b"\n" + provision.wifi_rpc(NEW_NET["ssid"], NEW_NET["password"]) + b"\n")
 
 
 # ---- runs ----------------------------------------------------------------------------------------
@@ -461,7 +500,7 @@ def calibrate(flows: Flows, fr: FlowRun, t: Template) -> None:
         flows.act(fr.name, board, t)
         flows.done(fr.name, board, t, 0)
     finally:
-        board.stop()
+        flows.unplug(board)
         (flows.work / f"calibration-{fr.name}.log").write_text("\n".join(board.lines) + "\n")
     trace = (run / "cut.trace").read_text() if (run / "cut.trace").exists() else ""
     (flows.work / f"calibration-{fr.name}.trace").write_text(trace)
@@ -512,7 +551,7 @@ def cut_run(flows: Flows, fr: FlowRun, t: Template, cut: tuple[int, int, str]) -
         res.why = str(e).splitlines()[0]
         return res
     finally:
-        board.stop()
+        flows.unplug(board)
         res.seconds = time.monotonic() - t0
         if not res.ok:
             res.tail = board.lines[-40:]
