@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from twtools.powercut_flows import FLOWS, nvs_wifi, parse_flows, run
+from twtools.powercut import pick
+from twtools.powercut_flows import FLOWS, FlowRun, Flows, _mac, calibrate, cut_run, nvs_wifi, parse_flows, run
+from twtools.server.testing import ReferenceServer
 
 # the durable writes every flow must have after its trigger (the calibration finds them; a flow that
 # writes less than this no longer does what it is meant to)
@@ -21,13 +23,23 @@ MUST_WRITE = {
     "rotation": {"nvs session"},
     "forget-wifi": {"nvs wifi"},
     "factory-reset": {"nvs session", "nvs act_token", "nvs wifi"},
+    "update-fails": {"nvs fw_bad", "nvs fw_fails"},
+    "update-unconfirmed": {"nvs fw_bad", "nvs fw_fails"},
 }
+
+
+def _slice(name: str, plan: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """The first and the last write of each flow. The update flows: first and last write that are not
+    the failure count's (those are test_a_cut_in_the_failure_count..., a known bug)."""
+    if name.startswith("update-"):
+        plan = [c for c in plan if not c[2].startswith("nvs fw_")]
+    return pick(plan, 2)
 
 
 def test_power_cuts_in_every_durable_flow_recover(tmp_path: Path) -> None:
     t0 = time.monotonic()
     lines: list[str] = []
-    runs = run(FLOWS, limit=2, jobs=2, work=tmp_path, log=lines.append)
+    runs = run(FLOWS, jobs=2, work=tmp_path, log=lines.append, select=_slice)
     for name in FLOWS:
         fr = runs[name]
         assert MUST_WRITE[name] <= {w for _, _, w in fr.plan}, (name, fr.plan, "\n".join(lines))
@@ -50,3 +62,23 @@ def test_flow_names_and_the_credential_rule() -> None:
     assert nvs_wifi({"twomes": {"wifi": item, **old}}) == ("New lab", "pw-new-1")
     assert nvs_wifi({"twomes": old}) == ("Old lab", "pw-old-1")
     assert nvs_wifi({"twomes": {"wifi_pass": old["wifi_pass"]}}) is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug (issue #11, point 3): the failure count is two NVS items, fw_bad (the version) and "
+    "fw_fails (the count); a cut between them counts the new version's first failure on top of the "
+    "previous target's count (3): given up after one attempt",
+)
+def test_a_cut_in_the_failure_count_never_counts_more_failures_than_happened(tmp_path: Path) -> None:
+    """update-unconfirmed (a bundle that resets before it confirms: rolled back, counted) from a device
+    whose previous target was given up: a cut at each NVS write of the count."""
+    with ReferenceServer(tmp_path / "server", access_log=False) as server:
+        flows = Flows(tmp_path, server, log=lambda line: None)
+        fr = FlowRun("update-unconfirmed")
+        fr.templates = [flows.template(fr.name, _mac(9, 0))]
+        calibrate(flows, fr, fr.templates[0])
+        counts = [c for c in fr.plan if c[2].startswith("nvs fw_")]
+        assert counts, fr.plan
+        results = [cut_run(flows, fr, fr.templates[0], c) for c in counts]
+        assert all(r.ok for r in results), [(r.cut, r.why) for r in results]

@@ -66,6 +66,8 @@ FLOWS = (
     "rotation",
     "forget-wifi",
     "factory-reset",
+    "update-fails",
+    "update-unconfirmed",
 )
 MACS = ("24:6F:28:C0:8C:01", "24:6F:28:C0:8C:02", "24:6F:28:C0:8C:03", "24:6F:28:C0:8C:04")
 OLD_NET = {"ssid": "Old lab", "password": "the old password", "rssi": -55, "join_ms": 30}
@@ -97,6 +99,11 @@ def nvs_text(nvs: dict[str, Any], key: str) -> str | None:
     if not item or item[0] != "blob":
         return None
     return bytes.fromhex(item[1]).decode("utf-8", "replace")
+
+
+def nvs_int(nvs: dict[str, Any], key: str) -> int:
+    item = nvs.get("twomes", {}).get(key)
+    return int(item[1]) if item and item[0] == "i32" else 0
 
 
 def nvs_wifi(nvs: dict[str, Any]) -> tuple[str, str] | None:
@@ -159,6 +166,7 @@ class Flows:
         self.config = {"server_url": server.url, **FLOW_CONFIG}
         self.triggers: dict[Path, tuple[int, int]] = {}  # calibration runs: the last write before the action
         self.taps: dict[Path, ConsoleTap] = {}  # boards with a pty console (Improv)
+        self.releases: dict[str, dict[str, Any]] = {}  # the update flows' releases
 
     # ---- boards and templates -------------------------------------------------------------------
     def board(self, state: Path, mac: str, flow: str, **kw: Any) -> VirtualBoard:
@@ -204,8 +212,50 @@ class Flows:
             if flow != "activation":
                 t.session = self.activate(t.token)
                 nvs["session"] = _blob(t.session)
+                if flow != "activation":  # fw_ok: this version was confirmed to the server
+                    status, _ = self.http(
+                        "POST", "/device/firmware/confirm", {"version": self.version}, t.session
+                    )
+                    if status // 100 != 2:
+                        raise RuntimeError(f"confirmation refused: {status}")
+            if flow.startswith("update-"):
+                # the target before this one was given up after three failures: the count of the new
+                # target starts from there (fw_bad names the version the count belongs to)
+                nvs["fw_bad"] = _blob(self.version + "-given-up")
+                nvs["fw_fails"] = ["i32", 3]
+                client.set_device_target(name, self.bad_release(flow)["id"])
         (t.path / "nvs.json").write_text(json.dumps({"twomes": nvs}))
         return t
+
+    def bad_release(self, flow: str) -> dict[str, Any]:
+        """update-fails: a bundle whose file on the server no longer matches its sha256 (it fails the
+        device's check after the download, every time). update-unconfirmed: a bundle that resets the
+        board as it starts, before it can confirm itself (otaboot gives it up, the old one comes back).
+        Published once, shared by the flow's boards."""
+        if flow not in self.releases:
+            from twtools import DEVICE_DIR
+            from twtools.build import build_bundle
+
+            version = self.bad_version(flow)
+            src = self.work / f"src-{flow}"
+            shutil.rmtree(src, ignore_errors=True)
+            shutil.copytree(DEVICE_DIR, src, ignore=shutil.ignore_patterns("__pycache__"))
+            if flow == "update-unconfirmed":
+                init = src / "twomes" / "__init__.py"
+                init.write_text(init.read_text() + "import machine\nmachine.reset()\n")
+            path = self.work / f"{version}.bundle"
+            build_bundle(path, version, src)
+            rel = dict(self.server.client.publish(path, version, "bundle"))
+            if flow == "update-fails":
+                stored = self.server.files_dir / "releases" / f"release-{rel['id']}.bin"
+                data = bytearray(stored.read_bytes())
+                data[len(data) // 2] ^= 0xFF  # one byte: the size still matches, the sha256 does not
+                stored.write_bytes(bytes(data))
+            self.releases[flow] = rel
+        return self.releases[flow]
+
+    def bad_version(self, flow: str) -> str:
+        return f"{read_version()}-pc.{flow}"
 
     def activate(self, token: str) -> str:
         """POST /device/activate with `token` (what a second device with the same token would do): the
@@ -252,7 +302,7 @@ class Flows:
     def act_first_boot(self, board: VirtualBoard, t: Template) -> None:
         pass  # the flow is the boot itself
 
-    act_activation = act_first_boot
+    act_activation = act_update_fails = act_update_unconfirmed = act_first_boot
 
     def _post_wifi(self, board: VirtualBoard) -> None:
         body = {"ssid": NEW_NET["ssid"], "password": NEW_NET["password"]}
@@ -292,6 +342,12 @@ class Flows:
             board.wait_for(r"state: portal", RUN_TIMEOUT, start=mark)
         elif flow in ("forget-wifi", "factory-reset"):
             board.wait_for(r"state: portal", RUN_TIMEOUT, start=mark)
+        elif flow == "update-fails":
+            board.wait_for(self._given_up(flow), 2 * RUN_TIMEOUT, start=mark)
+            board.wait_for(r"state: running", RUN_TIMEOUT, start=board.last_index)
+        elif flow == "update-unconfirmed":
+            board.wait_for(r"never confirmed itself and was rolled back", 2 * RUN_TIMEOUT, start=mark)
+            board.wait_for(r"state: running", RUN_TIMEOUT, start=board.last_index)
         elif flow == "rotation":
             board.wait_for(r"activate: activated", RUN_TIMEOUT, start=mark)
             board.wait_for(r"upload: \d+ measurement\(s\) sent", RUN_TIMEOUT, start=board.last_index)
@@ -377,6 +433,56 @@ class Flows:
     def check_wifi_improv(self, board: VirtualBoard, t: Template, cut_nvs, nvs, after, acts, end) -> None:  # noqa: ANN001
         self._kept_identity(t, nvs, after)
         self._wifi(board, t, nvs, end, lambda: _improv(self.taps.get(board.state)))
+
+    def _given_up(self, flow: str) -> str:
+        return rf"target {re.escape(self.bad_version(flow))} failed (\d+) times: not trying it again"
+
+    def _bad_update(self, board: VirtualBoard, t: Template, after: list[str], flow: str, attempt: str) -> int:
+        """Both update flows: the bad version is never kept, the old one runs (confirmed to the server),
+        and no more failures are counted for the bad version than happened (over the whole run, the cut
+        included: a cut may lose a count - one more attempt - but never add one). Returns the number of
+        failed attempts seen."""
+        bad = self.bad_version(flow)
+        nvs = board.nvs()
+        self._kept_identity(t, nvs, after)
+        attempts = sum(1 for ln in board.lines if re.search(attempt, ln))
+        counted = nvs_int(nvs, "fw_fails") if nvs_text(nvs, "fw_bad") == bad else 0
+        if counted > attempts:
+            raise Broken(f"{counted} failures of {bad} counted, {attempts} happened")
+        if not any(f"state: running - firmware {self.version}" in ln for ln in after):
+            raise Broken(f"{self.version} does not run at the end")
+        if any(f"state: running - firmware {bad}" in ln for ln in board.lines):
+            raise Broken(f"{bad} ran")
+        if self.server.client.device(t.name).get("installed_version") != self.version:
+            raise Broken("the server does not have the old version as the one that runs")
+        return attempts
+
+    def check_update_fails(self, board: VirtualBoard, t: Template, cut_nvs, nvs, after, acts, end) -> None:  # noqa: ANN001
+        flow = "update-fails"
+        attempts = self._bad_update(
+            board, t, after, flow, rf"update to {re.escape(self.bad_version(flow))} failed"
+        )
+        given_up = [m for ln in after if (m := re.search(self._given_up(flow), ln))]
+        if given_up and attempts < 3:
+            raise Broken(
+                f"given up ({given_up[0].group(1)} failures counted) after {attempts} failed attempt(s)"
+            )
+        if not given_up and not any("no update attempts in safe mode" in ln for ln in after):
+            # a cut that cost a count makes a fourth attempt: five boots in a row then mean safe mode
+            # (no attempts for 10 minutes), else the device gives the target up
+            raise Broken("neither given up nor in safe mode")
+        if attempts > 4:
+            raise Broken(f"tried {attempts} times: the count was lost more than once")
+
+    def check_update_unconfirmed(
+        self, board: VirtualBoard, t: Template, cut_nvs, nvs, after, acts, end
+    ) -> None:  # noqa: ANN001
+        bad = re.escape(self.bad_version("update-unconfirmed"))
+        attempts = self._bad_update(
+            board, t, after, "update-unconfirmed", rf"version {bad} never confirmed, rolling back"
+        )
+        if attempts < 1:
+            raise Broken("the bad version was never rolled back")
 
     def check_rotation(self, board: VirtualBoard, t: Template, cut_nvs, nvs, after, acts, end) -> None:  # noqa: ANN001
         self._kept_identity(t, nvs, after)
@@ -586,6 +692,7 @@ def run(
     work: Path | None = None,
     log: Callable[[str], None] = print,
     verbose: bool = False,
+    select: Callable[[str, list[tuple[int, int, str]]], list[tuple[int, int, str]]] | None = None,
 ) -> dict[str, FlowRun]:
     """Every flow: templates, calibrations (in parallel), then the cuts (in parallel, all flows in one
     queue). Returns the flows with their plans and results."""
@@ -624,7 +731,7 @@ def run(
                 return task
 
             _pool(jobs, [calib(runs[n]) for n in names])
-            chosen = {n: pick(runs[n].plan, limit) for n in names}
+            chosen = {n: select(n, runs[n].plan) if select else pick(runs[n].plan, limit) for n in names}
 
             def cut(fr: FlowRun, c: tuple[int, int, str]) -> Callable[[int], None]:
                 def task(w: int) -> None:
