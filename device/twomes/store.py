@@ -18,6 +18,7 @@ FW_FAILED = "fw_bad"  # version that failed to install/boot (not retried until t
 FW_FAILS = "fw_fails"  # consecutive failed attempts for the current target
 DL_STATE = "dl_state"  # resumable download: "<release id> <offset>"
 IMG_NEW = "img_new"  # an ESP32 app image was just installed: mark it valid once confirmed
+RESET = "reset"  # a factory reset under way (set first, removed last): the next boot finishes it
 ALL_KEYS = (
     ACT_TOKEN,
     AP_SECRET,
@@ -30,6 +31,7 @@ ALL_KEYS = (
     FW_FAILS,
     DL_STATE,
     IMG_NEW,
+    RESET,
 )
 
 
@@ -80,11 +82,23 @@ class Store:
                 raise
 
     def erase_all(self):
-        """Factory reset. The session goes first, in a commit of its own: a power cut in the middle
-        must never leave a session without the activation token it came from (the device would upload
-        into the previous owner's record and never print a new activation line)."""
+        """Factory reset, all or nothing across power cuts (NVS is atomic per key, not per commit): the
+        RESET marker first, in a commit of its own, then the session in one of its own (a session
+        must never outlive the activation token it came from: the device would upload into the
+        previous owner's record and never print a new activation line), then every other key, the
+        marker last. A cut before the marker changes nothing; after it, the next boot sees the marker
+        (reset_pending) and erases again."""
+        self.put(RESET, "1")
+        self.commit()
         self.delete(SESSION)
         self.commit()
         for key in ALL_KEYS:
-            self.delete(key)
+            if key != RESET:
+                self.delete(key)
         self.commit()
+        self.delete(RESET)
+        self.commit()
+
+    def reset_pending(self):
+        """A factory reset was cut short by a power cut (the boot finishes it with erase_all())."""
+        return self.get(RESET) is not None

@@ -508,12 +508,32 @@ class Flows:
         if nvs_text(cut_nvs, "session") is None:
             first = next((i for i, ln in enumerate(after) if ACT_LINE.match(ln)), None)
             used = next(
-                (i for i, ln in enumerate(after) if "activate: activated" in ln or "sent" in ln), None
+                (
+                    i
+                    for i, ln in enumerate(after)
+                    if "activate: activated" in ln or "measurement(s) sent" in ln
+                ),
+                None,
             )
             if used is not None and (first is None or first > used):
                 raise Broken("activated or uploaded before printing its activation line")
         if end == "running" and nvs_text(nvs, "act_token") != t.token:
             raise Broken("running with a new activation token nobody registered")
+        # all or nothing: the old state intact (same token, session and network: running) or the reset
+        # done (a new token, no session, no network: the portal)
+        old = (t.token, t.session, (OLD_NET["ssid"], OLD_NET["password"]), "running")
+        state = (nvs_text(nvs, "act_token"), nvs_text(nvs, "session"), nvs_wifi(nvs), end)
+        done = state[0] not in (None, t.token) and state[1:] == (None, None, "portal")
+        if state != old and not done:
+            raise Broken(
+                "half reset: "
+                + ", ".join(
+                    f"{what} {'kept' if a == b else 'changed'}"
+                    for what, a, b in zip(("token", "session", "network", "state"), state, old, strict=True)
+                )
+            )
+        if nvs_text(nvs, "reset") is not None:
+            raise Broken("the reset marker is still in NVS")
 
 
 def _wait_portal(board: VirtualBoard, timeout: float = 20.0) -> None:
