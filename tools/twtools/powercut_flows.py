@@ -24,11 +24,18 @@ rotation        someone activates with the device's         the device re-activa
 forget-wifi     the button held past hold_wifi_s            the old credentials are intact (device joined,
                                                             uploading) or gone (device in the portal);
                                                             identity and session kept either way
-factory-reset   the button held past hold_factory_s         never a session without the activation token it
+factory-reset   the button held past hold_factory_s         all or nothing: the old token, session and network
+                                                            (running) or a new token, none of them (portal);
+                                                            never a session without the activation token it
                                                             came from; a device left without a session prints
-                                                            its activation line (its NVS token) before it
-                                                            activates or uploads; it ends up running, waiting
-                                                            for the operator, or in the portal
+                                                            its activation line before it activates/uploads
+update-fails    the target's file fails its sha256 after    the old version runs, confirmed; no more failures
+                the download (three tries, then given up),  counted than happened; given up only after three
+                from a device whose previous target was     failed attempts, or (a cut cost a count: a fourth
+                given up (fw_fails 3)                       attempt) in safe mode; at most four attempts
+update-          a bundle that resets the board as it       the bad version never runs; the old one runs,
+unconfirmed     starts: otaboot rolls it back, the app      confirmed; no more failures counted than rollbacks
+                counts the failure (same start as above)    happened
 ==============  ==========================================  =================================================
 
 For each flow: templates (one per board identity, one per worker), a calibration run that records the
@@ -791,7 +798,7 @@ def run(
                     f"[powercut] {n}: cuts={len(cuts)} recovered={len(ok)}"
                     + (f" (not reached: {missed})" if missed else "")
                     + (" - ended " + ", ".join(f"{k} {v}" for k, v in sorted(ends.items())) if ends else "")
-                    + f"; {fr.seconds:.0f} board-s"
+                    + f"; {fr.seconds:.0f} s of board runs"
                 )
             return runs
     finally:
