@@ -23,7 +23,7 @@ def boot():
         )
     board = Board(cfg)
     st = store.Store(board.nvs("twomes"))
-    if st.reset_pending():
+    if st.get(store.RESET) is not None:  # a factory reset cut short by a power cut
         log("boot", "a factory reset was cut short by a power cut: finishing it")
         st.erase_all()
     ident = identity.load(st, board.mac(), cfg, os.urandom)

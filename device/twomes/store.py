@@ -87,7 +87,7 @@ class Store:
         must never outlive the activation token it came from: the device would upload into the
         previous owner's record and never print a new activation line), then every other key, the
         marker last. A cut before the marker changes nothing; after it, the next boot sees the marker
-        (reset_pending) and erases again."""
+        (start.boot) and erases again."""
         self.put(RESET, "1")
         self.commit()
         self.delete(SESSION)
@@ -98,7 +98,3 @@ class Store:
         self.commit()
         self.delete(RESET)
         self.commit()
-
-    def reset_pending(self):
-        """A factory reset was cut short by a power cut (the boot finishes it with erase_all())."""
-        return self.get(RESET) is not None

@@ -105,23 +105,22 @@ def test_store_erase_all():
 
 
 def test_store_erase_all_cut_short_is_finished_at_the_next_boot():
-    """A power cut after the marker's commit: the session is gone or going, and reset_pending() tells
-    the next boot to erase again; once done, nothing (the marker included) is left."""
+    """A power cut after the marker's commit: the session is gone or going, and the marker tells the
+    next boot (start.boot) to erase again; once done, nothing (the marker included) is left."""
     support.new_board()
     st = store.Store(vesp32.NVS("twomes"))
     for k in store.ALL_KEYS:
         if k != store.RESET:
             st.put(k, "v")
     st.commit()
-    assert not st.reset_pending()
+    assert st.get(store.RESET) is None
     st.put(store.RESET, "1")  # what erase_all commits first
     st.commit()
     support.power_cycle()
     st = store.Store(vesp32.NVS("twomes"))
-    assert st.reset_pending() and st.get(store.ACT_TOKEN) == "v"
+    assert st.get(store.RESET) == "1" and st.get(store.ACT_TOKEN) == "v"
     st.erase_all()
     support.power_cycle()
     st = store.Store(vesp32.NVS("twomes"))
-    assert not st.reset_pending()
     for k in store.ALL_KEYS:
         assert st.get(k) is None
