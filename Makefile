@@ -44,7 +44,8 @@ heap: install
 bench: install
 	$(BIN)/twomes bench signature
 
-## Power cuts at every durable write of a bundle and an image update, on two virtual boards (~6 min).
+## Power cuts at every durable write of updates and of every other durable flow (first boot, activation,
+## Wi-Fi, token rotation, forget Wi-Fi, factory reset, failed updates), two virtual boards (~14 min).
 powercut: install
 	$(BIN)/twomes powercut
 

@@ -23,6 +23,9 @@ def boot():
         )
     board = Board(cfg)
     st = store.Store(board.nvs("twomes"))
+    if st.get(store.RESET) is not None:  # a factory reset cut short by a power cut
+        log("boot", "a factory reset was cut short by a power cut: finishing it")
+        st.erase_all()
     ident = identity.load(st, board.mac(), cfg, os.urandom)
     log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
     from twomes.online.server import session

@@ -21,6 +21,7 @@ DL_STATE = "dl_state"  # a resumable image download
 IMG_NEW = "img_new"  # an ESP32 app image was installed and switched to
 FW_COUNTER = "fw_ctr"  # highest security counter of a release kept (anti-rollback)
 FW_COUNTER_NEW = "fw_ctr_new"  # the security counter of the release just installed, until it is kept
+RESET = "reset"  # a factory reset under way (set first, removed last): the next boot finishes it
 ALL_KEYS = (
     ACT_TOKEN,
     AP_SECRET,
@@ -35,6 +36,7 @@ ALL_KEYS = (
     IMG_NEW,
     FW_COUNTER,
     FW_COUNTER_NEW,
+    RESET,
 )
 
 
@@ -85,11 +87,19 @@ class Store:
                 raise
 
     def erase_all(self):
-        """Factory reset. The session goes first, in a commit of its own: a power cut in the middle
-        must never leave a session without the activation token it came from (the device would upload
-        into the previous owner's record and never print a new activation line)."""
+        """Factory reset, all or nothing across power cuts (NVS is atomic per key, not per commit): the
+        RESET marker first, in a commit of its own, then the session in one of its own (a session
+        must never outlive the activation token it came from: the device would upload into the
+        previous owner's record and never print a new activation line), then every other key, the
+        marker last. A cut before the marker changes nothing; after it, the next boot sees the marker
+        (start.boot) and erases again."""
+        self.put(RESET, "1")
+        self.commit()
         self.delete(SESSION)
         self.commit()
         for key in ALL_KEYS:
-            self.delete(key)
+            if key != RESET:
+                self.delete(key)
+        self.commit()
+        self.delete(RESET)
         self.commit()

@@ -102,3 +102,25 @@ def test_store_erase_all():
     st = store.Store(vesp32.NVS("twomes"))
     for k in store.ALL_KEYS:
         assert st.get(k) is None
+
+
+def test_store_erase_all_cut_short_is_finished_at_the_next_boot():
+    """A power cut after the marker's commit: the session is gone or going, and the marker tells the
+    next boot (start.boot) to erase again; once done, nothing (the marker included) is left."""
+    support.new_board()
+    st = store.Store(vesp32.NVS("twomes"))
+    for k in store.ALL_KEYS:
+        if k != store.RESET:
+            st.put(k, "v")
+    st.commit()
+    assert st.get(store.RESET) is None
+    st.put(store.RESET, "1")  # what erase_all commits first
+    st.commit()
+    support.power_cycle()
+    st = store.Store(vesp32.NVS("twomes"))
+    assert st.get(store.RESET) == "1" and st.get(store.ACT_TOKEN) == "v"
+    st.erase_all()
+    support.power_cycle()
+    st = store.Store(vesp32.NVS("twomes"))
+    for k in store.ALL_KEYS:
+        assert st.get(k) is None

@@ -379,6 +379,10 @@ def _run_cuts(
 
 
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "flows", "updates") != "updates":  # the other durable flows: twtools.powercut_flows
+        from twtools.powercut_flows import main as flows_main
+
+        return flows_main(args)
     kinds = KINDS if args.installer == "both" else (args.installer,)
     t0 = time.monotonic()
     installers = run(
@@ -403,9 +407,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "--flows",
+        default="all",
+        help="all (default), updates, or a comma list of: updates, first-boot, activation, wifi-portal, "
+        "wifi-improv, rotation, forget-wifi, factory-reset, update-fails, update-unconfirmed "
+        "(see twtools/powercut_flows.py)",
+    )
     p.add_argument("--installer", choices=("bundle", "image", "both"), default="both")
     p.add_argument(
-        "--cuts", type=int, default=0, help="cut points per installer, spread evenly (default 0: all of them)"
+        "--cuts",
+        type=int,
+        default=0,
+        help="cut points per installer/flow, spread evenly (default 0: all of them)",
     )
     p.add_argument("--jobs", type=int, default=2, help="boards in parallel (default 2: one per core)")
     p.add_argument("--heap", default="128K", help="MicroPython heap size of the boards")
