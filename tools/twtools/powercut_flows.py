@@ -170,7 +170,16 @@ class Flows:
         self.heap = heap
         self.log = log
         self.version = f"{read_version()}-pc.1"
-        self.config = {"server_url": server.url, **FLOW_CONFIG}
+        # the lab's release key, as an operator makes it offline: the boards trust it, releases are signed
+        from twtools import keys
+
+        self.key_file = work / "keys" / "release.key"
+        pub = (
+            keys.public_hex(keys.load_key(self.key_file))
+            if self.key_file.exists()
+            else keys.new_key(self.key_file)
+        )
+        self.config = {"server_url": server.url, "release_keys": [pub], **FLOW_CONFIG}
         self.triggers: dict[Path, tuple[int, int]] = {}  # calibration runs: the last write before the action
         self.taps: dict[Path, ConsoleTap] = {}  # boards with a pty console (Improv)
         self.releases: dict[str, dict[str, Any]] = {}  # the update flows' releases
@@ -252,7 +261,14 @@ class Flows:
                 init.write_text(init.read_text() + "import machine\nmachine.reset()\n")
             path = self.work / f"{version}.bundle"
             build_bundle(path, version, src)
-            rel = dict(self.server.client.publish(path, version, "bundle"))
+            from twtools import keys
+
+            manifest, signature = keys.sign_file(
+                keys.load_key(self.key_file), path, "Generic-Test", "bundle", version, 1
+            )
+            rel = dict(
+                self.server.client.publish(path, version, "bundle", manifest=manifest, signature=signature)
+            )
             if flow == "update-fails":
                 stored = self.server.files_dir / "releases" / f"release-{rel['id']}.bin"
                 data = bytearray(stored.read_bytes())
@@ -558,8 +574,8 @@ def _wait_portal(board: VirtualBoard, timeout: float = 20.0) -> None:
 
 class ConsoleTap:
     """The console of a board with a pty (the Improv flow): a thread reads the port as a serial
-    terminal would and hands the bytes to the board's console lines (so wait_for works as on a pipe
-    console); Improv frames are written to the same port."""
+    terminal would (the board's serial line already hands every byte to its console lines, so
+    wait_for works as on a pipe console); Improv frames are written to the same port."""
 
     def __init__(self, board: VirtualBoard) -> None:
         import os
@@ -583,8 +599,7 @@ class ConsoleTap:
                 except OSError:
                     time.sleep(0.05)
                     continue
-                if data:
-                    self.board._feed(data)
+                del data  # read as a terminal reads; board.lines has it already
 
     def write(self, data: bytes) -> None:
         import os
