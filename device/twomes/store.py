@@ -15,8 +15,9 @@ OLD_SSID = "wifi_ssid"  # firmware <= 1.0: read and removed by twomes/wifi.py
 OLD_PASS = "wifi_pass"
 # the update state: read and written only by twomes/update/state.py, which documents the formats
 FW_CONFIRMED = "fw_ok"  # version last confirmed to the server
-FW_FAILED = "fw_bad"  # version whose failed attempts FW_FAILS counts
-FW_FAILS = "fw_fails"  # failed attempts of FW_FAILED in a row
+FW_FAIL = "fw_fail"  # failed attempts in a row and the version they belong to, one item
+FW_FAILED = "fw_bad"  # firmware <= 1.0: the version, then FW_FAILS the count (read once, removed)
+FW_FAILS = "fw_fails"
 DL_STATE = "dl_state"  # a resumable image download
 IMG_NEW = "img_new"  # an ESP32 app image was installed and switched to
 FW_COUNTER = "fw_ctr"  # highest security counter of a release kept (anti-rollback)
@@ -30,6 +31,7 @@ ALL_KEYS = (
     OLD_SSID,
     OLD_PASS,
     FW_CONFIRMED,
+    FW_FAIL,
     FW_FAILED,
     FW_FAILS,
     DL_STATE,

@@ -163,7 +163,7 @@ def test_update_boot_drops_jobs_it_must_not_run():
             await app.phase(app.update_boot)  # no restart: the online phase goes on
             assert _job() is None and _pointer() is None
             assert word is None or _lines(word)
-        assert srv.requests == [] and app.st.get_int(store.FW_FAILS, -1) == -1
+        assert srv.requests == [] and app.st.get(store.FW_FAIL) is None
 
     _go(_fw_server(rel, Reply(500, b"")), body)
 
@@ -176,7 +176,7 @@ def test_update_refused_with_401_is_not_a_failed_attempt():
     async def body(app, on, srv):
         assert await _check(app, on) is False
         assert _lines("session token refused (401)") and _job() is None
-        assert app.st.get(store.FW_FAILED) is None and _pointer() is None
+        assert app.st.get(store.FW_FAIL) is None and _pointer() is None
 
     _go(_fw_server(rel, Reply(401, {"detail": "Invalid session token"})), body)
 
@@ -186,7 +186,7 @@ def _refused(rel, reply, word):
         assert await _check(app, on) is False
         assert _pointer() is None  # nothing activated
         assert _lines(word), support.logged()[-3:]
-        assert app.st.get(store.FW_FAILED) == rel["version"] and app.st.get_int(store.FW_FAILS) == 1
+        assert app.st.get(store.FW_FAIL) == "1 " + rel["version"]  # one failure of that version
 
     _go(_fw_server(rel, reply), body)
 

@@ -118,7 +118,7 @@ def _downloads(srv, rel):
 def _not_installed(app, rel):
     assert vflash.bootloader() == "factory"  # the boot partition did not change
     assert app.st.get(store.IMG_NEW) is None
-    assert app.st.get(store.FW_FAILED) == rel["version"] and app.st.get_int(store.FW_FAILS) == 1
+    assert app.st.get(store.FW_FAIL) == "1 " + rel["version"]
 
 
 def test_image_update_streams_verifies_and_switches():
@@ -463,7 +463,7 @@ def test_old_version_learns_its_new_image_was_rolled_back():
         await _confirm(on)
         assert _lines("image 9.9.9 is not running")
         assert app.st.get(store.IMG_NEW) is None
-        assert app.st.get(store.FW_FAILED) == "9.9.9" and app.st.get_int(store.FW_FAILS) == 1
+        assert app.st.get(store.FW_FAIL) == "1 9.9.9"
         # it tells the server again what runs (the new image may have confirmed itself before)
         assert [r[1] for r in srv.requests] == ["/device/firmware/confirm"]
         assert app.st.get(store.FW_CONFIRMED) == VERSION
@@ -479,7 +479,7 @@ def test_safe_mode_checks_but_does_not_update():
         app.safe = True
         assert await _check(app, on) is False
         assert _lines("no update attempts in safe mode")
-        assert _downloads(srv, rel) == [] and app.st.get_int(store.FW_FAILS, 0) == 0
+        assert _downloads(srv, rel) == [] and app.st.get(store.FW_FAIL) is None
 
     _go(server(rel, ranged(img)), body)
 
@@ -498,10 +498,10 @@ def test_bundle_rolled_back_by_otaboot_counts_as_a_failed_attempt():
         assert slot is None and st["failed"] == "9.9.9"
         await _confirm(on)  # the old version at its next connection
         assert _lines("bundle 9.9.9 never confirmed itself and was rolled back")
-        assert app.st.get(store.FW_FAILED) == "9.9.9" and app.st.get_int(store.FW_FAILS) == 1
+        assert app.st.get(store.FW_FAIL) == "1 9.9.9"
         await _confirm(on)  # counted once
-        assert app.st.get_int(store.FW_FAILS) == 1
+        assert app.st.get(store.FW_FAIL) == "1 9.9.9"
         assert await _check(app, on) is False  # the download (404 here) fails: a second strike
-        assert app.st.get_int(store.FW_FAILS) == 2
+        assert app.st.get(store.FW_FAIL) == "2 9.9.9"
 
     _go(server(rel, lambda h: fw(404, {"detail": "Release not found"})), body)

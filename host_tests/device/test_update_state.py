@@ -43,17 +43,17 @@ def test_failures_are_counted_per_version():
     assert state.fails(st, "2.0.0") == state.FAILS_MAX
     assert state.fails(st, "3.0.0") == 0  # another target starts again
     assert state.count_failure(st, "3.0.0") == 1 and state.fails(st, "2.0.0") == 0
-    assert st.get(store.FW_FAILED) == "3.0.0" and st.get_int(store.FW_FAILS) == 1
+    assert st.get(store.FW_FAIL) == "1 3.0.0"  # the count and its version: one item, never cut apart
 
 
-def test_a_cut_between_the_two_failure_keys_never_charges_a_version_with_anothers_count():
+def test_failures_counted_by_firmware_1_0_are_read_then_replaced():
     st = _nvs()
-    state.count_failure(st, "2.0.0")
-    state.count_failure(st, "2.0.0")
-    # the count is written first: a cut after it leaves the old version with a smaller count
-    st.put_int(store.FW_FAILS, 1)
+    st.put(store.FW_FAILED, "2.0.0")
+    st.put_int(store.FW_FAILS, 2)
     st.commit()
-    assert state.fails(st, "3.0.0") == 0 and state.fails(st, "2.0.0") == 1
+    assert state.fails(st, "2.0.0") == 2 and state.fails(st, "3.0.0") == 0
+    assert state.count_failure(st, "2.0.0") == 3
+    assert st.get(store.FW_FAILED) is None and st.get_int(store.FW_FAILS, -1) == -1
 
 
 def test_confirmation_keeps_the_version_and_forgets_its_failures_only():
@@ -67,7 +67,7 @@ def test_confirmation_keeps_the_version_and_forgets_its_failures_only():
     assert state.fails(st, "2.0.0") == 1  # another version's failures still count
     state.count_failure(st, "1.0.0")
     state.confirm_kept(st, "1.0.0", False)
-    assert state.fails(st, "1.0.0") == 0 and st.get(store.FW_FAILED) is None
+    assert state.fails(st, "1.0.0") == 0 and st.get(store.FW_FAIL) is None
     state.set_image_new(st, "2.0.0", "ota_0", "factory")
     state.image_rolled_back(st, "2.0.0")  # the old version runs: confirm again, count the attempt
     assert state.confirmed(st) is None and state.image_new(st) is None and state.fails(st, "2.0.0") == 1

@@ -23,16 +23,13 @@ MUST_WRITE = {
     "rotation": {"nvs session"},
     "forget-wifi": {"nvs wifi"},
     "factory-reset": {"nvs session", "nvs act_token", "nvs wifi"},
-    "update-fails": {"nvs fw_bad", "nvs fw_fails"},
-    "update-unconfirmed": {"nvs fw_bad", "nvs fw_fails"},
+    "update-fails": {"nvs fw_fail"},
+    "update-unconfirmed": {"nvs fw_fail"},
 }
 
 
 def _slice(name: str, plan: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-    """The first and the last write of each flow. The update flows: first and last write that are not
-    the failure count's (those are test_a_cut_in_the_failure_count..., a known bug)."""
-    if name.startswith("update-"):
-        plan = [c for c in plan if not c[2].startswith("nvs fw_")]
+    """The first and the last write of each flow (the failure count's writes: the test below)."""
     return pick(plan, 2)
 
 
@@ -47,7 +44,7 @@ def test_power_cuts_in_every_durable_flow_recover(tmp_path: Path) -> None:
         failed = [(r.cut, r.why) for r in cut if not r.ok]
         assert len(cut) == min(2, len(fr.plan)) and not failed, "\n".join(lines)
     assert any(f"[powercut] {n}: cuts=" in ln for n in FLOWS for ln in lines)
-    assert time.monotonic() - t0 < 90
+    assert time.monotonic() - t0 < 300  # ~40 s on an idle 2-core machine; bounded, not timed
 
 
 def test_flow_names_and_the_credential_rule() -> None:
@@ -64,12 +61,6 @@ def test_flow_names_and_the_credential_rule() -> None:
     assert nvs_wifi({"twomes": {"wifi_pass": old["wifi_pass"]}}) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (issue #11, point 3): the failure count is two NVS items, fw_bad (the version) and "
-    "fw_fails (the count); a cut between them counts the new version's first failure on top of the "
-    "previous target's count (3): given up after one attempt",
-)
 def test_a_cut_in_the_failure_count_never_counts_more_failures_than_happened(tmp_path: Path) -> None:
     """update-unconfirmed (a bundle that resets before it confirms: rolled back, counted) from a device
     whose previous target was given up: a cut at each NVS write of the count."""

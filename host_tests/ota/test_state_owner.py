@@ -13,8 +13,17 @@ from twtools import DEVICE_DIR, REPO
 OWNER = DEVICE_DIR / "twomes" / "update" / "state.py"
 STORE = DEVICE_DIR / "twomes" / "store.py"  # the list of all NVS keys (mechanism: names only)
 FILES = ("ota/job", "ota/state.json", "ota/boots", "ota/failed")
-KEYS = ("fw_ok", "fw_bad", "fw_fails", "dl_state", "img_new")
-KEY_NAMES = ("FW_CONFIRMED", "FW_FAILED", "FW_FAILS", "DL_STATE", "IMG_NEW")
+KEYS = ("fw_ok", "fw_fail", "fw_bad", "fw_fails", "dl_state", "img_new", "fw_ctr", "fw_ctr_new")
+KEY_NAMES = (
+    "FW_CONFIRMED",
+    "FW_FAIL",
+    "FW_FAILED",
+    "FW_FAILS",
+    "DL_STATE",
+    "IMG_NEW",
+    "FW_COUNTER",
+    "FW_COUNTER_NEW",
+)
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

@@ -32,7 +32,7 @@ factory-reset   the button held past hold_factory_s         all or nothing: the 
 update-fails    the target's file fails its sha256 after    the old version runs, confirmed; no more failures
                 the download (three tries, then given up),  counted than happened; given up only after three
                 from a device whose previous target was     failed attempts, or (a cut cost a count: a fourth
-                given up (fw_fails 3)                       attempt) in safe mode; at most four attempts
+                given up (fw_fail 3)                       attempt) in safe mode; at most four attempts
 update-          a bundle that resets the board as it       the bad version never runs; the old one runs,
 unconfirmed     starts: otaboot rolls it back, the app      confirmed; no more failures counted than rollbacks
                 counts the failure (same start as above)    happened
@@ -469,7 +469,7 @@ class Flows:
         nvs = board.nvs()
         self._kept_identity(t, nvs, after)
         attempts = sum(1 for ln in board.lines if re.search(attempt, ln))
-        counted = nvs_int(nvs, "fw_fails") if nvs_text(nvs, "fw_bad") == bad else 0
+        counted = nvs_failures(nvs, bad)
         if counted > attempts:
             raise Broken(f"{counted} failures of {bad} counted, {attempts} happened")
         if not any(f"state: running - firmware {self.version}" in ln for ln in after):
@@ -557,6 +557,16 @@ class Flows:
             )
         if nvs_text(nvs, "reset") is not None:
             raise Broken("the reset marker is still in NVS")
+
+
+def nvs_failures(nvs: dict[str, Any], version: str) -> int:
+    """Failed attempts of `version` NVS counts: "fw_fail" ("<n> <version>", one item), else firmware
+    1.0's two items (fw_bad, fw_fails)."""
+    one = nvs_text(nvs, "fw_fail")
+    if one:
+        n, _, v = one.partition(" ")
+        return int(n) if v == version else 0
+    return nvs_int(nvs, "fw_fails") if nvs_text(nvs, "fw_bad") == version else 0
 
 
 def _wait_portal(board: VirtualBoard, timeout: float = 20.0) -> None:

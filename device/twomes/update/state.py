@@ -22,9 +22,11 @@
 # of several keys is not: where their order matters they are committed one by one, in an order that a
 # power cut in between cannot turn into a wrong state (count_failure, confirm_kept, image_rolled_back):
 #   fw_ok     str  the version last confirmed to the server
-#   fw_bad    str  the version whose failed attempts fw_fails counts
-#   fw_fails  i32  failed attempts of fw_bad in a row; at FAILS_MAX it is not tried again until the
-#                  server's target changes
+#   fw_fail   str  "<count> <version>": failed attempts of that version in a row, ONE item (a count and
+#                  its version written as two items could be cut apart and charge a version with
+#                  another's count); at FAILS_MAX it is not tried again until the server's target
+#                  changes. Firmware <= 1.0 kept them apart (fw_bad, fw_fails): read when fw_fail is
+#                  missing, removed at the next write
 #   dl_state  str  "<release id> <sha256[:16]> <partition> <offset>": bytes [0, offset) of that image
 #                  are in that partition (image.py, every 64 KB and at the end; kept until the new image
 #                  confirmed itself, so an install cut after the download only verifies again)
@@ -221,23 +223,41 @@ def confirmed(st):
     return st.get(store.FW_CONFIRMED)
 
 
+def _failed(st):
+    """(count, version) of the failures counted, or (0, None)."""
+    raw = st.get(store.FW_FAIL)
+    if raw is None:  # firmware <= 1.0
+        v = st.get(store.FW_FAILED)
+        return (st.get_int(store.FW_FAILS, 0), v) if v else (0, None)
+    n, _, v = raw.partition(" ")
+    try:
+        return int(n), v
+    except ValueError:
+        return 0, None
+
+
 def fails(st, version):
     """Failed attempts of `version` in a row (0 when the failures counted are another version's)."""
-    return st.get_int(store.FW_FAILS, 0) if st.get(store.FW_FAILED) == version else 0
+    n, v = _failed(st)
+    return n if v == version else 0
 
 
 def count_failure(st, version):
-    """One more failed attempt of `version`: the one place failures are counted. The count is committed
-    first (a cut before the version is written leaves the old version with a smaller count, never the
-    new one with the old version's): ESP-IDF writes keys one by one."""
-    same = st.get(store.FW_FAILED) == version
-    n = (st.get_int(store.FW_FAILS, 0) if same else 0) + 1
-    st.put_int(store.FW_FAILS, n)
+    """One more failed attempt of `version`: the one place failures are counted, one NVS item."""
+    n = fails(st, version) + 1
+    st.put(store.FW_FAIL, "%d %s" % (n, version))
+    st.delete(store.FW_FAILED)
+    st.delete(store.FW_FAILS)
     st.commit()
-    if not same:
-        st.put(store.FW_FAILED, version)
-        st.commit()
     return n
+
+
+def _forget_failures(st, version):
+    """`version` is kept: its failures (not another version's) are forgotten (the caller commits)."""
+    if _failed(st)[1] == version:
+        st.delete(store.FW_FAIL)
+        st.delete(store.FW_FAILED)
+        st.delete(store.FW_FAILS)
 
 
 def counter(st):
@@ -270,9 +290,7 @@ def confirm_kept(st, version, image):
     if image:
         st.delete(store.IMG_NEW)
         st.delete(store.DL_STATE)
-    if st.get(store.FW_FAILED) == version:
-        st.delete(store.FW_FAILED)
-        st.delete(store.FW_FAILS)
+    _forget_failures(st, version)
     st.commit()
     st.put(store.FW_CONFIRMED, version)
     st.commit()
