@@ -171,6 +171,7 @@ class App:
                 % (self.state, VERSION, self.ident.name, ", " + self.message if self.message else ""),
             )
             return
+        boot_loop(True)  # a person's action, not a boot that went wrong
         self.set_state("resetting")
         self._stop = True
 
@@ -200,8 +201,10 @@ class App:
                     outcome = await self.phase(self.setup, creds)
                     if outcome == "joined":
                         # working credentials are stored: go online from a clean boot, so the portal
-                        # leaves no holes in the heap (the station joins again in ~1 s)
+                        # leaves no holes in the heap (the station joins again in ~1 s). A restart
+                        # somebody asked for is a good boot: it never counts towards safe mode
                         log("setup", "Wi-Fi settings work: restarting to go online")
+                        boot_loop(True)
                         raise Restart()
                     if outcome == "restart":
                         raise Restart()
@@ -209,6 +212,7 @@ class App:
                 # an update the previous boot found is installed now, from a clean heap
                 if await self.phase(self.update_boot) == "installed":
                     self.set_state("rebooting", "into the new version")
+                    boot_loop(True)  # deliberate: the new version's boots are counted from here
                     raise Restart()
                 if await self.phase(self.online, creds) == "update":
                     self.set_state("rebooting", "to install an update")

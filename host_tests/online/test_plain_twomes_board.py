@@ -1,0 +1,47 @@
+"""A virtual board against the reference server set up as a plain Twomes v1 server: no firmware API,
+no admin API, a device type without `booted_fw`. Registered and attached the Twomes way (POST /device,
+the account API), the device activates, says plainly that the server has no firmware API (its version
+kept without confirmation, updates skipped), learns the type's properties from GET /device and uploads
+only those: the heartbeat arrives, nothing is refused or retried forever."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from twtools.server.testing import ReferenceServer
+from twtools.vboard.runner import VirtualBoard
+
+NET = {"ssid": "Lab", "password": "12345678", "rssi": -50, "channel": 6, "join_ms": 30}
+
+
+def test_a_plain_twomes_server(tmp_path: Path) -> None:
+    with ReferenceServer(
+        tmp_path / "server", plain_twomes=True, device_types=["Plain-Test=heartbeat"], access_log=False
+    ) as srv:
+        b = VirtualBoard(
+            tmp_path / "board",
+            air=[NET],
+            config={"server_url": srv.url, "device_type": "Plain-Test", "retry_base_s": 1, "heartbeat_s": 5},
+        )
+        b.install_app()
+        creds = json.dumps([NET["ssid"], NET["password"]]).encode().hex()
+        (b.state / "nvs.json").write_text(json.dumps({"twomes": {"wifi": ["blob", creds]}}))
+        try:
+            b.start()
+            b.wait_for(r'^\{"name":', 30)
+            line = b.lines[b.last_index]
+            srv.client.register_device(line)  # POST /device, as the operator does on Twomes
+            srv.client.attach_twomes(json.loads(line)["activation_token"])  # the owner's app
+            b.wait_for(r"activate: activated; session token stored", 60)
+            b.wait_for(r"kept without confirmation: the server has no firmware API", 30)
+            b.wait_for(r"device type has 1 properties", 30)
+            b.wait_for(r"has no property booted_fw: not sent", 30)
+            b.wait_for(r"upload: 1 measurement\(s\) sent", 30)
+            mark = b.mark()
+            b.wait_for(r"upload: 1 measurement\(s\) sent", 30, start=mark)  # the next heartbeat too
+        finally:
+            b.stop()
+        out = "\n".join(b.lines)
+        assert "confirmed to the server" not in out and "HTTP 400" not in out
+        assert "state: running" in out
