@@ -10,7 +10,7 @@ from pathlib import Path
 
 import romfsutil  # host_tests/device: ROMFS images on both runtimes
 
-from twtools.build import NOT_IN_BUNDLE, ROMFS_MAGIC
+from twtools.build import BOOT_MODULES, ROMFS_MAGIC
 from twtools.vboard.runner import VirtualBoard
 
 CFG = {"server_url": "http://127.0.0.1:9"}
@@ -32,7 +32,7 @@ def test_shipping_mode_runs_the_app_from_rom_and_not_from_the_heap(tmp_path: Pat
     image = (rom.state / "flash_romfs.bin").read_bytes()
     assert image.startswith(ROMFS_MAGIC) and len(image) == rom.romfs_partition()[1]
     lib = sorted(p.relative_to(rom.fs / "lib").as_posix() for p in (rom.fs / "lib").rglob("*.mpy"))
-    assert lib == sorted(n.replace(".py", ".mpy") for n in NOT_IN_BUNDLE)  # only the boot-time code
+    assert lib == sorted(n.replace(".py", ".mpy") for n in BOOT_MODULES)  # only the boot-time code
     assert (mpy.fs / "lib" / "twomes" / "app.mpy").exists() and not (mpy.state / "flash_romfs.bin").exists()
     with rom, mpy:
         rom.start()

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from twtools.build import build_bundle, read_version
+from twtools.build import build_bundle, build_romfs, read_version
 from twtools.keys import new_key
 from twtools.server.client import ca_context
 from twtools.vboard.runner import CODE_MODES, DEFAULT_CODE, DEFAULT_HEAP, VirtualBoard
@@ -154,8 +154,12 @@ def run_story(args: argparse.Namespace) -> int:
             )
             base = read_version()
             v1, v2 = f"{base}-sim.1", f"{base}-sim.2"
-            size, sha = build_bundle(work / "v2.bundle", v2)
-            story.note(f"bundle {v2}: {size} bytes, sha256 {sha[:16]}...")
+            # the bundle in the form the board installs: a ROMFS image for a board that runs its app
+            # from its "romfs" partition (into the half that does not run), .mpy overlays otherwise
+            romfs = args.code == "romfs"
+            size, sha = (build_romfs if romfs else build_bundle)(work / "v2.bundle", v2)
+            form = "ROMFS image" if romfs else ".mpy overlay"
+            story.note(f"bundle {v2} ({form}): {size} bytes, sha256 {sha[:16]}...")
 
             story.step(
                 "Virtual board with version 1: boots, prints its activation line on the serial console"
@@ -214,6 +218,7 @@ def run_story(args: argparse.Namespace) -> int:
                         gb.url,
                         "--rollout",
                         "sim",
+                        *(["--romfs"] if romfs else []),
                         env=env,
                     )
                 )
@@ -254,7 +259,7 @@ def run_story(args: argparse.Namespace) -> int:
             board.wait_for(rf"running {v1}, confirmed", 30)
 
             story.step(f"Firmware check: target {v2} != {v1} -> streamed, verified, installed, reboot")
-            board.wait_for(rf"slot \w holds {v2}, verified", 30)
+            board.wait_for(rf"slot [\w-]+ holds {v2}, verified", 30)
             board.wait_for(rf"boot: twomes firmware {v2}", 30)
 
             story.step(f"Version {v2} runs, confirms itself, and only then is kept")

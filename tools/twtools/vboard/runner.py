@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from twtools import REPO
-from twtools.build import BUILD_DIR, NOT_IN_BUNDLE, build_romfs, compile_tree
+from twtools.build import BOOT_MODULES, BUILD_DIR, build_romfs, compile_tree
 from twtools.vboard.console import ReplWatch, SerialLine
 
 HW_DIR = Path(__file__).resolve().parent / "hw"
@@ -185,7 +185,7 @@ class VirtualBoard:
     def install_app(self, version: str | None = None, src: Path | None = None) -> None:
         """What deploying does to a real board: boot.py, main.py, config, and the compiled app - in the
         "romfs" mode as a ROMFS image in slot A of the "romfs" partition (`mpremote romfs deploy`) with
-        only the boot-time modules in /lib; in the "mpy" mode all of it as .mpy files in /lib (`twomes
+        only the boot-time modules (BOOT_MODULES) in /lib; in the "mpy" mode all of it as .mpy files in /lib (`twomes
         deploy`), the "romfs" partition erased."""
         lib = self.fs / "lib"
         shutil.rmtree(lib, ignore_errors=True)
@@ -203,8 +203,8 @@ class VirtualBoard:
             tmp = rom.with_name(rom.name + ".tmp")
             tmp.write_bytes(data + b"\xff" * (size - len(data)))
             tmp.replace(rom)
-            for f in files:  # only the boot-time modules stay in /lib
-                if f.with_suffix(".py").name not in NOT_IN_BUNDLE:
+            for f in files:  # only what the boot needs to choose a slot stays in /lib
+                if f.relative_to(lib).with_suffix(".py").as_posix() not in BOOT_MODULES:
                     f.unlink()
             _prune(lib)
         else:
