@@ -87,11 +87,11 @@ def use(state, st):
     if half is None:
         sys.path.insert(0, "ota/" + st["slot"])
         return True
-    import vfs
-
     try:
+        import vfs
+
         seg = memoryview(vfs.rom_ioctl(2, 0))  # the mapped "romfs" partition
-    except (OSError, TypeError):  # no ROMFS partition in this build
+    except (ImportError, AttributeError, OSError, TypeError):  # a build without ROMFS (or partition)
         return False
     ok = _mount(vfs, seg[len(seg) // 2 :] if half else seg)
     if ok:
