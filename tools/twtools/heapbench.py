@@ -26,7 +26,7 @@ from twtools.vboard.runner import CODE_MODES, DEFAULT_HEAP
 _STATE = re.compile(r"\] state: (\w+).*\(free heap (\d+)\)$")
 _BOOT = re.compile(r"\] boot: twomes firmware \S+-sim\.(\d+)$")
 # The story's versions: 1 is what the board was shipped with (its code as --code says), 2 the bundle
-# it installs (an .mpy overlay on both until ROMFS bundles are wired into the update flow).
+# it installs (in the form the board installs: a ROMFS image in romfs mode, .mpy overlays in mpy mode).
 
 
 def collect(out: str, lows: dict[str, int]) -> None:
