@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from twtools.vboard.runner import CODE_MODES, VirtualBoard
+from twtools.vboard.runner import CODE_MODES, MPY_HEAP, VirtualBoard
 
 HOME = {"ssid": "home", "password": "correct horse", "rssi": -50}
 
@@ -27,7 +27,7 @@ def _activation(b: VirtualBoard, start: int = 0) -> dict[str, str]:
 
 @pytest.mark.parametrize("code", CODE_MODES)
 def test_boots_real_main_prints_activation_line_and_keeps_identity(tmp_path: Path, code: str) -> None:
-    with _board(tmp_path, code=code) as b:
+    with _board(tmp_path, code=code, **({"heap": MPY_HEAP} if code == "mpy" else {})) as b:
         b.start()
         first = _activation(b)
         assert first["name"] == "TWOMES-D3AD48" and first["device_type"] == "Generic-Test"

@@ -28,7 +28,7 @@ import httpx
 from twtools.build import build_bundle, build_romfs, read_version
 from twtools.keys import new_key
 from twtools.server.client import ca_context
-from twtools.vboard.runner import CODE_MODES, DEFAULT_CODE, DEFAULT_HEAP, VirtualBoard
+from twtools.vboard.runner import CODE_MODES, DEFAULT_CODE, DEFAULT_HEAP, MPY_HEAP, VirtualBoard
 
 HOME = {"ssid": "Home network", "password": "p&ss w%rd+#1", "rssi": -48, "channel": 6, "join_ms": 300}
 OFFICE = {
@@ -169,7 +169,7 @@ def run_story(args: argparse.Namespace) -> int:
                 work / "board",
                 mac=args.mac,
                 air=air,
-                heap=args.heap,
+                heap=_heap(args),
                 code=args.code,
                 echo=echo,
                 config={
@@ -358,6 +358,11 @@ def _check_secrets(board: VirtualBoard, passwords: list[str]) -> None:
 DEFAULT_BOARD_SERVER = "http://127.0.0.1:8000"
 
 
+def _heap(args: argparse.Namespace) -> str:
+    """--heap, or the budget of the --code mode (the .mpy mode loads the code into the heap)."""
+    return str(args.heap or (MPY_HEAP if args.code == "mpy" else DEFAULT_HEAP))
+
+
 def run_board(args: argparse.Namespace) -> int:
     state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="twomes-board-"))
     air = json.loads(Path(args.air).read_text()) if args.air else [HOME, OFFICE, NEIGHBOUR]
@@ -365,7 +370,7 @@ def run_board(args: argparse.Namespace) -> int:
         state,
         mac=args.mac,
         air=air,
-        heap=args.heap,
+        heap=_heap(args),
         code=args.code,
         echo=None if args.pty else print,
         pty=args.pty,
@@ -423,7 +428,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--mac", default="24:6F:28:D3:AD:48", help="the virtual board's MAC (its name comes from it)"
     )
     p.add_argument(
-        "--heap", default=DEFAULT_HEAP, help=f"MicroPython heap size (-X heapsize; default {DEFAULT_HEAP})"
+        "--heap",
+        help=f"MicroPython heap size (-X heapsize; default {DEFAULT_HEAP}, {MPY_HEAP} with --code mpy)",
     )
     p.add_argument(
         "--updates",
@@ -448,7 +454,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     b.add_argument("--air", help="virtual air JSON file (list of {ssid, password, rssi, channel})")
     b.add_argument("--mac", default="24:6F:28:D3:AD:48")
-    b.add_argument("--heap", default=DEFAULT_HEAP, help=f"MicroPython heap size (default {DEFAULT_HEAP})")
+    b.add_argument(
+        "--heap", help=f"MicroPython heap size (default {DEFAULT_HEAP}, {MPY_HEAP} with --code mpy)"
+    )
     b.add_argument("--code", choices=CODE_MODES, default=DEFAULT_CODE, help=_CODE_HELP)
     b.add_argument("--state", help="state directory (kept; default: a new temporary one)")
     b.add_argument(
