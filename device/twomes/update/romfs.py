@@ -83,6 +83,7 @@ async def install_release(app, resp, rel, prev, have):
     the boot mounts it, otaboot; `prev` is what it rolls back to). Raises Error."""
     from twomes import VERSION
     from twomes.log import log
+
     part = app.board.partition("romfs")
     if part is None:
         raise Error(_BAD, "this board has no romfs partition for a ROMFS bundle")
