@@ -145,7 +145,13 @@ def run_story(args: argparse.Namespace) -> int:
 
                 gb = stack.enter_context(GooseBit(work / "goosebit"))
                 ddi_token = os.urandom(8).hex()
-                ddi = {"updates": "hawkbit", "ddi_url": gb.url, "ddi_tenant": TENANT, "ddi_token": ddi_token}
+                ddi = {
+                    "updates": "hawkbit",
+                    "ddi_url": gb.url,
+                    "ddi_tenant": TENANT,
+                    "ddi_token": ddi_token,
+                    "allow_http": True,  # the local gooseBit speaks plain http (a lab setting)
+                }
                 env |= {"TWOMES_DDI_USER": ADMIN[0], "TWOMES_DDI_PASSWORD": ADMIN[1]}
                 story.note(f"gooseBit {gb.url} (hawkBit DDI): the device's updates come from there")
 
