@@ -8,8 +8,10 @@
 #
 # Slot pointer life: new -> pending (boots=1) -> valid once the app confirmed itself to the server; a
 # slot still pending after max_boots boots is abandoned: the previous slot (or the factory app in /lib)
-# comes back. A bundle belongs to the app partition (ESP32 image) it first booted on ("base"): while
-# another image runs it is not used.
+# comes back. A slot is an .mpy overlay directory (ota/a, ota/b) or a half of the "romfs" partition
+# (rom-a, rom-b: mounted at /rom; one that does not mount is rolled back at once). A bundle belongs
+# to the app partition (ESP32 image) it first booted on ("base"): while another image runs it is not
+# used.
 import sys
 
 
@@ -34,7 +36,7 @@ def choose(state):
     if not st or not st.get("slot"):
         return None, st
     running = running_partition() if st.get("base") or st.get("state") == "new" else None
-    if st.get("base") is not None and st["base"] != running:
+    if state.slot_in_use(st, running) is None:
         print("boot: bundle %s belongs to the image in %s: not used" % (st.get("version"), st["base"]))
         return None, st
     phase = st.get("state")
@@ -48,22 +50,82 @@ def choose(state):
         st["boots"] = st.get("boots", 0) + 1
         if st["boots"] > st.get("max_boots", 3):
             print("boot: version %s never confirmed, rolling back" % st.get("version"))
-            st = {
-                "slot": st.get("prev"),
-                "state": "valid",
-                "boots": 0,
-                "prev": None,
-                "version": st.get("prev_version"),
-                "failed": st.get("version"),
-                "base": st.get("base"),
-            }
-            state.write_slot(st)
-            state.bundle_rolled_back(st["failed"])  # the old version counts it (twomes/update/confirm.py)
+            st = _roll_back(state, st)
         else:
             state.write_slot(st)
-    if st.get("slot"):
-        sys.path.insert(0, "ota/" + st["slot"])
+    if st.get("slot") and not use(state, st):
+        # a ROMFS half that does not mount (never after a verified install): as if it never confirmed
+        print("boot: slot %s of version %s does not mount, rolling back" % (st["slot"], st.get("version")))
+        st = _roll_back(state, st)
+        if st.get("slot") and not use(state, st):
+            print("boot: slot %s does not mount either: the deployed app starts" % st["slot"])
+            return None, st
     return st.get("slot"), st
+
+
+def _roll_back(state, st):
+    """Back to the pointer's previous slot; the version that never confirmed is recorded as failed."""
+    st = {
+        "slot": st.get("prev"),
+        "state": "valid",
+        "boots": 0,
+        "prev": None,
+        "version": st.get("prev_version"),
+        "failed": st.get("version"),
+        "base": st.get("base"),
+    }
+    state.write_slot(st)
+    state.bundle_rolled_back(st["failed"])  # the old version counts it (twomes/update/confirm.py)
+    return st
+
+
+def use(state, st):
+    """Make slot st["slot"] the app of this boot: an .mpy overlay directory first on sys.path, or a ROMFS
+    half mounted at /rom (docs/ota.md "Bundles on a ROMFS board"). False when a ROMFS half does not
+    mount or does not hold the pointer's version: /rom is then what the port mounts (the first half)."""
+    half = state.rom_half(st["slot"])
+    if half is None:
+        sys.path.insert(0, "ota/" + st["slot"])
+        return True
+    try:
+        import vfs
+
+        seg = memoryview(vfs.rom_ioctl(2, 0))  # the mapped "romfs" partition
+    except (ImportError, AttributeError, OSError, TypeError):  # a build without ROMFS (or partition)
+        return False
+    ok = _mount(vfs, seg[len(seg) // 2 :] if half else seg)
+    if ok:
+        try:
+            with open("/rom/version") as f:
+                ok = st.get("version") is None or f.read() == st["version"]
+        except OSError:
+            ok = False
+    if not ok:
+        _mount(vfs, seg)
+    return ok
+
+
+def _mount(vfs, buf):
+    """Mount the ROMFS in `buf` at /rom in place of what is there, with sys.path in the port's order;
+    False (and nothing at /rom) when `buf` holds no ROMFS."""
+    try:
+        fs = vfs.VfsRom(buf)
+    except OSError:
+        fs = None
+    try:
+        vfs.umount("/rom")
+    except OSError:
+        pass  # nothing mounted: the first half held no ROMFS at start-up
+    if fs is None:
+        for p in ("/rom", "/rom/lib"):
+            if p in sys.path:
+                sys.path.remove(p)
+        return False
+    vfs.mount(fs, "/rom")
+    if "/rom" not in sys.path:  # the port adds them only when its own mount succeeded
+        i = sys.path.index(".frozen") + 1 if ".frozen" in sys.path else 1
+        sys.path[i:i] = ["/rom", "/rom/lib"]
+    return True
 
 
 def select():
@@ -71,9 +133,17 @@ def select():
     loaded for it (twomes.update.state, the twomes package, a simulation's partition code) is dropped
     again, so the app that runs next imports its own - the chosen slot's - versions of them."""
     before = list(sys.modules)
+    path = sys.path[:]
     try:
-        from twomes.update import state
-
+        # the pointer is read by /lib's copy of the update state, never by a slot's (a torn or bad slot
+        # must not break the boot): /lib before /rom while it is imported
+        if "/rom" in path:
+            i = path.index("/rom")
+            sys.path[i:i] = [p for p in path if p in ("/lib", "lib")]
+        try:
+            from twomes.update import state
+        finally:
+            sys.path[:] = path
         return choose(state)
     finally:
         state = None

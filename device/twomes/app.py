@@ -15,7 +15,7 @@ import gc
 
 from micropython import const
 
-from twomes import VERSION, hw, unload, wifi
+from twomes import VERSION, hw, store, unload, wifi
 from twomes.errors import Restart
 from twomes.log import log
 
@@ -267,9 +267,9 @@ class App:
         return Server(self)
 
     def activated(self):
-        from twomes.online.server import session
-
-        return session(self.st) is not None
+        """A session token is stored (the key in store.py; not through online.server, whose names would
+        stay interned in the heap of the phase that asks)."""
+        return self.st.get(store.SESSION) is not None
 
 
 def _lit(pattern, t):

@@ -28,9 +28,8 @@ def boot():
         st.erase_all()
     ident = identity.load(st, board.mac(), cfg, os.urandom)
     log("boot", "device %s (%s)" % (ident.name, cfg.device_type))
-    from twomes.online.server import session
-
-    if session(st) is None:
+    if st.get(store.SESSION) is None:  # not activated (not online.server's session(): its code and
+        # names would stay interned in the heap for the whole boot, setup mode included)
         # exactly one line, valid JSON: the operator registers the device with it
         print(ident.activation_line)
         if not cfg.ap_open:  # the setup AP's password, as on a label (not a Wi-Fi secret of the owner)

@@ -137,3 +137,103 @@ def test_bundle_installed_on_another_image_is_not_used():
             sys.modules.pop("esp32", None)
         else:
             sys.modules["esp32"] = had
+
+
+# ---- ROMFS slots: halves of the "romfs" partition, mounted at /rom ---------------------------------
+import romfsutil  # noqa: E402
+
+_MP = sys.implementation.name == "micropython"
+_HALF = 4096
+
+
+class _Vfs:
+    """vfs of a ROMFS build (rom_ioctl(2, 0): the mapped partition) over the port's VfsRom and mount."""
+
+    def __init__(self, seg):
+        import vfs
+
+        self.seg = seg
+        self.VfsRom = vfs.VfsRom
+        self.mount = vfs.mount
+        self.umount = vfs.umount
+
+    def rom_ioctl(self, op, *args):
+        return self.seg if op == 2 else 1
+
+
+def _partition(a, b):
+    seg = bytearray(b"\xff" * (2 * _HALF))
+    if a:
+        seg[: len(a)] = a
+    if b:
+        seg[_HALF : _HALF + len(b)] = b
+    return seg
+
+
+def _rom_boot(seg):
+    """One boot with `seg` as the romfs partition: (slot, pointer, /rom/version or None)."""
+    before_path = list(sys.path)
+    old = sys.modules.get("vfs")
+    sys.modules["vfs"] = _Vfs(seg)
+    try:
+        slot, st = otaboot.select()
+        try:
+            with open("/rom/version") as f:
+                mounted = f.read()
+        except OSError:
+            mounted = None
+        return slot, st, mounted
+    finally:
+        try:
+            sys.modules["vfs"].umount("/rom")
+        except OSError:
+            pass
+        if old is None:
+            sys.modules.pop("vfs", None)
+        else:
+            sys.modules["vfs"] = old
+        sys.path[:] = before_path
+
+
+def _used(boot):
+    return boot[0], boot[2]
+
+
+def test_rom_slot_b_is_mounted_at_rom_and_confirmed_like_a_bundle():
+    if not _MP:
+        return  # the port's VfsRom: the MicroPython run of this test
+    _in(support.tmpdir("ota"))
+    seg = _partition(romfsutil.app("1.0.0"), romfsutil.app("1.1.0"))
+    state.switch_slot("rom-b", "1.1.0", None, "1.0.0", 2)
+    slot, st, mounted = _rom_boot(seg)
+    assert (slot, st["state"], mounted) == ("rom-b", "pending", "1.1.0")
+    assert state.keep_slot()
+    assert _used(_rom_boot(seg)) == ("rom-b", "1.1.0")
+    # the next update goes into the first half; it never confirms: back to the second
+    seg = _partition(romfsutil.app("1.2.0"), romfsutil.app("1.1.0"))
+    state.switch_slot("rom-a", "1.2.0", "rom-b", "1.1.0", 2)
+    assert _used(_rom_boot(seg)) == ("rom-a", "1.2.0")
+    assert _used(_rom_boot(seg)) == ("rom-a", "1.2.0")
+    slot, st, mounted = _rom_boot(seg)
+    assert (slot, st["failed"], mounted) == ("rom-b", "1.2.0", "1.1.0")
+    assert state.take_rolled_back() == "1.2.0"
+
+
+def test_rom_slot_that_does_not_mount_is_rolled_back_at_once():
+    # MicroPython: the second half holds no ROMFS (erased), the first half comes back at /rom.
+    # CPython: a build without ROMFS (no vfs): a ROMFS slot cannot run, the deployed app does.
+    _in(support.tmpdir("ota"))
+    seg = _partition(romfsutil.app("1.0.0"), None)
+    state.switch_slot("rom-b", "1.1.0", None, "1.0.0", 3)
+    if _MP:
+        slot, st, mounted = _rom_boot(seg)
+        assert mounted == "1.0.0"
+    else:
+        slot, st = _select()
+    assert slot is None and st["failed"] == "1.1.0" and st["version"] == "1.0.0"
+    assert state.take_rolled_back() == "1.1.0"
+    # a half holding another version than the pointer names is not run either
+    if _MP:
+        seg = _partition(romfsutil.app("1.0.0"), romfsutil.app("0.9.0"))
+        state.switch_slot("rom-b", "1.1.0", None, "1.0.0", 3)
+        assert _used(_rom_boot(seg)) == (None, "1.0.0")

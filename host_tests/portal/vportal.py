@@ -42,8 +42,8 @@ def mpy(src: Path, dest: Path) -> None:
 
 
 BOARD_HEAP = "128K"
-# The real app's heap (TW_APP_HEAP to try others): the virtual board's default (112K in the .mpy mode,
-# where setup mode's code is loaded into the heap; the story's budget once the code runs from flash).
+# The real app's heap (TW_APP_HEAP to try others): the virtual board's default, the budget of the app
+# as it ships (its code in ROMFS; docs/heap.md).
 APP_HEAP = os.getenv("TW_APP_HEAP") or DEFAULT_HEAP
 
 

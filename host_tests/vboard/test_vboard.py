@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from twtools.vboard.runner import CODE_MODES, VirtualBoard
+from twtools.build import BOOT_MODULES
+from twtools.vboard.runner import CODE_MODES, MPY_HEAP, VirtualBoard
 
 HOME = {"ssid": "home", "password": "correct horse", "rssi": -50}
 
@@ -27,7 +28,7 @@ def _activation(b: VirtualBoard, start: int = 0) -> dict[str, str]:
 
 @pytest.mark.parametrize("code", CODE_MODES)
 def test_boots_real_main_prints_activation_line_and_keeps_identity(tmp_path: Path, code: str) -> None:
-    with _board(tmp_path, code=code) as b:
+    with _board(tmp_path, code=code, **({"heap": MPY_HEAP} if code == "mpy" else {})) as b:
         b.start()
         first = _activation(b)
         assert first["name"] == "TWOMES-D3AD48" and first["device_type"] == "Generic-Test"
@@ -35,7 +36,11 @@ def test_boots_real_main_prints_activation_line_and_keeps_identity(tmp_path: Pat
         if code == "mpy":
             assert any(".mpy" in p.name for p in (b.fs / "lib" / "twomes").iterdir())
         else:  # the app is in the romfs partition; /lib holds the boot-time modules only
-            assert not (b.fs / "lib" / "twomes").exists() and list((b.fs / "lib").glob("*.mpy"))
+            lib = {
+                p.relative_to(b.fs / "lib").with_suffix(".py").as_posix()
+                for p in (b.fs / "lib").rglob("*.mpy")
+            }
+            assert lib == BOOT_MODULES and not (b.fs / "lib" / "twomes" / "app.mpy").exists()
         assert not list((b.fs / "lib").rglob("*.py"))  # the device code runs as .mpy only
         b.power_cut()
         mark = b.mark()

@@ -37,8 +37,20 @@ from twtools import BUILD, DEVICE_DIR
 BUILD_DIR = BUILD
 BUNDLE_MAGIC = b"TWOMES-BUNDLE 2\n"
 LINE_MAX = 128  # the device's limit for one header line
-# Device modules that are never shipped in a bundle: they run before any slot is chosen.
-NOT_IN_BUNDLE = {"otaboot.py"}
+# Device modules (paths relative to device/) never shipped in a bundle: they run before any slot is
+# chosen, so no update replaces them.
+NOT_IN_BUNDLE = frozenset({"otaboot.py"})
+# What the boot needs to read the slot pointer (otaboot and what it imports: the update state's owner
+# and the package modules under it). On a ROMFS board these stay in /lib (or frozen) besides the app in
+# the "romfs" partition: the code that picks a slot must never live only in a slot (a torn slot A
+# would leave nothing to mount slot B with; docs/ota.md). Checked against otaboot's imports by
+# host_tests/ota/test_romfs_bundles.py.
+BOOT_MODULES = NOT_IN_BUNDLE | {
+    "twomes/__init__.py",
+    "twomes/store.py",
+    "twomes/update/__init__.py",
+    "twomes/update/state.py",
+}
 _VERSION_RE = re.compile(r'^VERSION = "[^"]*"$', re.M)
 
 
@@ -108,6 +120,11 @@ def compile_tree(out: Path, version: str | None = None, src: Path = DEVICE_DIR) 
     return files
 
 
+def _rel_py(f: Path, root: Path) -> str:
+    """The source path (relative to device/, as NOT_IN_BUNDLE names it) of a compiled module under root."""
+    return f.relative_to(root).with_suffix(".py").as_posix()
+
+
 def read_version(src: Path = DEVICE_DIR) -> str:
     m = re.search(r'^VERSION = "([^"]*)"$', (src / "twomes" / "__init__.py").read_text(), re.M)
     if not m:
@@ -120,12 +137,12 @@ def build_bundle(
 ) -> tuple[int, str]:
     """Write an app bundle of the device code stamped with ``version``; returns (size, sha256).
 
-    ``exclude``: module file names left out (an ESP32 app image carries all of them: ``exclude=()``).
+    ``exclude``: module paths (relative to device/) left out (an ESP32 app image carries all of them: ``exclude=()``).
     """
     work = BUILD_DIR / f"bundle-work-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     skip = set(exclude)
-    files = [f for f in compile_tree(work, version, src) if f.with_suffix(".py").name not in skip]
+    files = [f for f in compile_tree(work, version, src) if _rel_py(f, work) not in skip]
     dest.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
     with open(dest, "wb") as out:
@@ -176,14 +193,14 @@ def build_romfs(
 ) -> tuple[int, str]:
     """Write a ROMFS image of the device code stamped with ``version``; returns (size, sha256).
 
-    ``exclude``: module file names left out; by default the boot-time modules, which stay on the
+    ``exclude``: module paths (relative to device/) left out; by default the boot-time modules, which stay on the
     filesystem (an update never replaces them).
     """
     work = BUILD_DIR / f"romfs-work-{os.getpid()}-{threading.get_ident()}"
     shutil.rmtree(work, ignore_errors=True)
     skip = set(exclude)
     for f in compile_tree(work, version, src):
-        if f.with_suffix(".py").name in skip:
+        if _rel_py(f, work) in skip:
             f.unlink()
     image = romfs_image(work, version)
     shutil.rmtree(work, ignore_errors=True)

@@ -21,12 +21,12 @@ import subprocess
 import sys
 import time
 
-from twtools.vboard.runner import CODE_MODES, DEFAULT_HEAP
+from twtools.vboard.runner import CODE_MODES, MPY_HEAP
 
 _STATE = re.compile(r"\] state: (\w+).*\(free heap (\d+)\)$")
 _BOOT = re.compile(r"\] boot: twomes firmware \S+-sim\.(\d+)$")
 # The story's versions: 1 is what the board was shipped with (its code as --code says), 2 the bundle
-# it installs (an .mpy overlay on both until ROMFS bundles are wired into the update flow).
+# it installs (in the form the board installs: a ROMFS image in romfs mode, .mpy overlays in mpy mode).
 
 
 def collect(out: str, lows: dict[str, int]) -> None:
@@ -143,9 +143,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--code", choices=(*CODE_MODES, "both"), default="both", help="which mode(s) to measure")
     p.add_argument(
-        "--at", default=DEFAULT_HEAP, help=f"reference heap for the per-state table ({DEFAULT_HEAP})"
+        "--at",
+        default=MPY_HEAP,
+        help=f"reference heap for the per-state table, one both modes pass ({MPY_HEAP})",
     )
     p.add_argument("--low", type=int, default=24, help="known or assumed failing size, KiB")
-    p.add_argument("--high", type=int, default=96, help="size expected to pass, KiB")
+    p.add_argument("--high", type=int, default=128, help="size expected to pass, KiB")
     p.add_argument("--step", type=int, default=4, help="grid, KiB")
     p.set_defaults(func=run)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from twtools import DEVICE_DIR, keys
-from twtools.build import build_bundle, read_version
+from twtools.build import build_bundle, build_romfs, read_version
 from twtools.vboard.images import build_sim_image
 from twtools.vboard.runner import CODE_MODES, DEFAULT_CODE, VirtualBoard
 
@@ -129,10 +129,13 @@ class Lab:
             self.log(f"[powercut] {kind} {new}: {rel['size']} bytes, release {rel['id']}")
 
     def release(self, kind: str, version: str, src: Path = DEVICE_DIR, **kw: Any) -> dict[str, Any]:
-        """Build a bundle or a virtual-board image of `src` stamped `version` and publish it."""
+        """Build a bundle or a virtual-board image of `src` stamped `version` and publish it. A bundle
+        has the form the lab's boards install: a ROMFS image when they run the app from their "romfs"
+        partition, .mpy overlays otherwise (`romfs=` says otherwise)."""
         path = self.work / f"{version}.{kind}"
         if kind == "bundle":
-            build_bundle(path, version, src)
+            romfs = kw.pop("romfs", self.code == "romfs")
+            (build_romfs if romfs else build_bundle)(path, version, src)
         else:
             build_sim_image(path, version, src, **kw)
         manifest, signature = self.sign(path, kind, version)

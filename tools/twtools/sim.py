@@ -25,10 +25,10 @@ from typing import Any
 
 import httpx
 
-from twtools.build import build_bundle, read_version
+from twtools.build import build_bundle, build_romfs, read_version
 from twtools.keys import new_key
 from twtools.server.client import ca_context
-from twtools.vboard.runner import CODE_MODES, DEFAULT_CODE, DEFAULT_HEAP, VirtualBoard
+from twtools.vboard.runner import CODE_MODES, DEFAULT_CODE, DEFAULT_HEAP, MPY_HEAP, VirtualBoard
 
 HOME = {"ssid": "Home network", "password": "p&ss w%rd+#1", "rssi": -48, "channel": 6, "join_ms": 300}
 OFFICE = {
@@ -145,7 +145,13 @@ def run_story(args: argparse.Namespace) -> int:
 
                 gb = stack.enter_context(GooseBit(work / "goosebit"))
                 ddi_token = os.urandom(8).hex()
-                ddi = {"updates": "hawkbit", "ddi_url": gb.url, "ddi_tenant": TENANT, "ddi_token": ddi_token}
+                ddi = {
+                    "updates": "hawkbit",
+                    "ddi_url": gb.url,
+                    "ddi_tenant": TENANT,
+                    "ddi_token": ddi_token,
+                    "allow_http": True,  # the local gooseBit speaks plain http (a lab setting)
+                }
                 env |= {"TWOMES_DDI_USER": ADMIN[0], "TWOMES_DDI_PASSWORD": ADMIN[1]}
                 story.note(f"gooseBit {gb.url} (hawkBit DDI): the device's updates come from there")
 
@@ -154,8 +160,12 @@ def run_story(args: argparse.Namespace) -> int:
             )
             base = read_version()
             v1, v2 = f"{base}-sim.1", f"{base}-sim.2"
-            size, sha = build_bundle(work / "v2.bundle", v2)
-            story.note(f"bundle {v2}: {size} bytes, sha256 {sha[:16]}...")
+            # the bundle in the form the board installs: a ROMFS image for a board that runs its app
+            # from its "romfs" partition (into the half that does not run), .mpy overlays otherwise
+            romfs = args.code == "romfs"
+            size, sha = (build_romfs if romfs else build_bundle)(work / "v2.bundle", v2)
+            form = "ROMFS image" if romfs else ".mpy overlay"
+            story.note(f"bundle {v2} ({form}): {size} bytes, sha256 {sha[:16]}...")
 
             story.step(
                 "Virtual board with version 1: boots, prints its activation line on the serial console"
@@ -165,7 +175,7 @@ def run_story(args: argparse.Namespace) -> int:
                 work / "board",
                 mac=args.mac,
                 air=air,
-                heap=args.heap,
+                heap=_heap(args),
                 code=args.code,
                 echo=echo,
                 config={
@@ -214,6 +224,7 @@ def run_story(args: argparse.Namespace) -> int:
                         gb.url,
                         "--rollout",
                         "sim",
+                        *(["--romfs"] if romfs else []),
                         env=env,
                     )
                 )
@@ -254,7 +265,7 @@ def run_story(args: argparse.Namespace) -> int:
             board.wait_for(rf"running {v1}, confirmed", 30)
 
             story.step(f"Firmware check: target {v2} != {v1} -> streamed, verified, installed, reboot")
-            board.wait_for(rf"slot \w holds {v2}, verified", 30)
+            board.wait_for(rf"slot [\w-]+ holds {v2}, verified", 30)
             board.wait_for(rf"boot: twomes firmware {v2}", 30)
 
             story.step(f"Version {v2} runs, confirms itself, and only then is kept")
@@ -353,6 +364,11 @@ def _check_secrets(board: VirtualBoard, passwords: list[str]) -> None:
 DEFAULT_BOARD_SERVER = "http://127.0.0.1:8000"
 
 
+def _heap(args: argparse.Namespace) -> str:
+    """--heap, or the budget of the --code mode (the .mpy mode loads the code into the heap)."""
+    return str(args.heap or (MPY_HEAP if args.code == "mpy" else DEFAULT_HEAP))
+
+
 def run_board(args: argparse.Namespace) -> int:
     state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="twomes-board-"))
     air = json.loads(Path(args.air).read_text()) if args.air else [HOME, OFFICE, NEIGHBOUR]
@@ -360,7 +376,7 @@ def run_board(args: argparse.Namespace) -> int:
         state,
         mac=args.mac,
         air=air,
-        heap=args.heap,
+        heap=_heap(args),
         code=args.code,
         echo=None if args.pty else print,
         pty=args.pty,
@@ -418,7 +434,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--mac", default="24:6F:28:D3:AD:48", help="the virtual board's MAC (its name comes from it)"
     )
     p.add_argument(
-        "--heap", default=DEFAULT_HEAP, help=f"MicroPython heap size (-X heapsize; default {DEFAULT_HEAP})"
+        "--heap",
+        help=f"MicroPython heap size (-X heapsize; default {DEFAULT_HEAP}, {MPY_HEAP} with --code mpy)",
     )
     p.add_argument(
         "--updates",
@@ -443,7 +460,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     b.add_argument("--air", help="virtual air JSON file (list of {ssid, password, rssi, channel})")
     b.add_argument("--mac", default="24:6F:28:D3:AD:48")
-    b.add_argument("--heap", default=DEFAULT_HEAP, help=f"MicroPython heap size (default {DEFAULT_HEAP})")
+    b.add_argument(
+        "--heap", help=f"MicroPython heap size (default {DEFAULT_HEAP}, {MPY_HEAP} with --code mpy)"
+    )
     b.add_argument("--code", choices=CODE_MODES, default=DEFAULT_CODE, help=_CODE_HELP)
     b.add_argument("--state", help="state directory (kept; default: a new temporary one)")
     b.add_argument(

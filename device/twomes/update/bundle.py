@@ -1,7 +1,8 @@
 # App-bundle installer: stream the bundle into the inactive slot directory (ota/a or ota/b) through
 # the app's one buffer, check every file's and the whole bundle's size and sha256, read the files back,
 # and only then switch the slot pointer (state.switch_slot: one atomic rename). Format:
-# tools/twtools/build.py. Loaded by job.py for a bundle release only.
+# tools/twtools/build.py. Loaded by job.py for a bundle release only. A bundle that starts with the
+# ROMFS magic is the ROMFS form (build_romfs) and goes to romfs.py.
 import hashlib
 import os
 import sys
@@ -14,6 +15,7 @@ from twomes.update import state
 
 _BAD = const(-1)  # errors.Error status: not what the server promised
 _MAGIC = b"TWOMES-BUNDLE 2"
+_ROMFS = b"\xd2\xcd\x31"  # a bundle in ROMFS form starts with the ROMFS magic (romfs.MAGIC)
 _LINE_MAX = const(128)
 _FILES_MAX = const(200)
 _PATH_OK = "abcdefghijklmnopqrstuvwxyz0123456789_./"
@@ -62,6 +64,19 @@ def check_path(p):
     return True
 
 
+def running_slot(app, pointer):
+    """The slot of the slot pointer that runs now (None: the deployed app): the rollback target of the
+    next install. A bundle that belongs to another image does not run (otaboot)."""
+    prev = pointer.get("slot")
+    if prev and state.rom_half(prev) is None:
+        return prev if "ota/" + prev in sys.path else None
+    try:
+        running = app.board.partition("running").info()[4]
+    except (AttributeError, OSError):  # no partition table (host fakes): no image in play
+        running = None
+    return state.slot_in_use(pointer, running)
+
+
 class _Stream:
     """Reads exactly the promised number of bytes from a download, hashing everything it passes on."""
 
@@ -103,7 +118,8 @@ class _Stream:
 
 
 async def install(app, server, rel):
-    """Download (`server.open_release`) and install a bundle release. Raises Error (a bad bundle, no
+    """Download (`server.open_release`) and install a bundle release (this form, or a ROMFS image:
+    romfs.install_release, told apart by the first bytes). Raises Error (a bad bundle, no
     answer, an HTTP status); on success the new slot is new: the next boot runs it, and it must confirm
     itself to stay.
 
@@ -121,9 +137,18 @@ async def install(app, server, rel):
         if resp.length is not None and resp.length != size:
             raise Error(_BAD, "server sends %d bytes, release says %d" % (resp.length, size))
         s = _Stream(resp, size, buf)
-        n = await s.read(len(_MAGIC) + 1)
-        if bytes(buf[:n]) != _MAGIC + b"\n":
+        n = await s.read(len(_ROMFS))
+        if bytes(buf[:n]) == _ROMFS:  # the ROMFS form: an image for a half of the "romfs" partition
+            s = None
+            from twomes.update import romfs
+
+            await romfs.install_release(app, resp, rel, running_slot(app, pointer), n)
+            return
+        start = bytes(buf[:n])
+        n = await s.read(len(_MAGIC) + 1 - n)
+        if start + bytes(buf[:n]) != _MAGIC + b"\n":
             raise Error(_BAD, "not an app bundle")
+        start = None
         lb = bytearray(_LINE_MAX)
         head = {}
         for key in ("version", "mpy", "files"):
@@ -207,8 +232,6 @@ async def install(app, server, rel):
                     total += n
             if total != int(fsize) or hexdigest(h) != fsha:
                 raise Error(_BAD, "%s: read-back mismatch" % path)
-    prev = pointer.get("slot")
-    if prev and "ota/" + prev not in sys.path:
-        prev = None  # that bundle does not run now (it belongs to another image): that image's app does
+    prev = running_slot(app, pointer)
     state.switch_slot(slot, version, prev, VERSION, app.cfg.confirm_boots)
     log("ota", "slot %s holds %s, verified; it runs after the reboot" % (slot, version))

@@ -58,7 +58,7 @@ async def run(app, server):
         ok = e
     finally:
         installer = None
-        app.unload("update.bundle", "update.image")
+        app.unload("update.bundle", "update.romfs", "update.image")
     state.drop_job()
     if ok is True:
         if "counter" in rel:  # signed: kept (anti-rollback) once this version confirms itself

@@ -18,6 +18,7 @@ from binascii import hexlify
 from micropython import const
 
 from twomes.errors import Error
+from twomes.update import state
 
 _NET = const(0)  # errors.Error statuses: no (complete) answer; not what the server promised
 _BAD = const(-1)
@@ -75,10 +76,33 @@ def check_head(b, size, version):
         raise Error(_BAD, "image is version %s, release says %s" % (v.decode(), version))
 
 
-async def install(resp, part, first, count, size, sha256, version, buf):
+async def install_release(app, resp, rel, prev, have):
+    """bundle.py, for a bundle in ROMFS form (its first `have` bytes already in the app's buffer; `prev`:
+    the slot that runs now, None for the deployed app): the image into the half of the "romfs"
+    partition that does not run, verified, then the slot pointer switched to it (state.switch_slot;
+    the boot mounts it, otaboot; `prev` is what it rolls back to). Raises Error."""
+    from twomes import VERSION
+    from twomes.log import log
+
+    part = app.board.partition("romfs")
+    if part is None:
+        raise Error(_BAD, "this board has no romfs partition for a ROMFS bundle")
+    half = 0 if state.rom_half(prev) == 1 else 1  # the deployed app runs from the first half
+    first, count = slot(part, half)
+    name = state.rom_slot(half)
+    log("ota", "installing %s into slot %s (ROMFS, %d bytes)" % (rel["version"], name, rel["size"]))
+    buf = app.buffers()[0]
+    await install(resp, part, first, count, rel["size"], rel["sha256"], rel["version"], buf, have)
+    if await resp.readinto(memoryview(buf)[:1]):
+        raise Error(_BAD, "download longer than promised")
+    state.switch_slot(name, rel["version"], prev, VERSION, app.cfg.confirm_boots)
+    log("ota", "slot %s holds %s, verified; it runs after the reboot" % (name, rel["version"]))
+
+
+async def install(resp, part, first, count, size, sha256, version, buf, have=0):
     """Stream `size` bytes from `resp` (`await resp.readinto(mv)` -> bytes read, 0 at the end) into
     blocks [first, first + count) of `part` through `buf`, read them back, check the sha256, and only
-    then write the image's first word. Raises Error (_BAD: not the promised image, never to be
+    then write the image's first word (`have`: bytes of the image already at the start of `buf`). Raises Error (_BAD: not the promised image, never to be
     retried as is; _NET: the download stopped early). On return the slot holds the verified image."""
     if _BLOCK % len(buf) or len(buf) < 64:
         raise Error(_BAD, "buffer size must divide the flash block size")
@@ -90,7 +114,7 @@ async def install(resp, part, first, count, size, sha256, version, buf):
     head = None
     while pos < size:
         n = min(len(buf), size - pos)
-        got = 0
+        got = have if pos == 0 else 0
         while got < n:
             k = await resp.readinto(memoryview(buf)[got:n])
             if not k:

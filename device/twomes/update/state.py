@@ -6,7 +6,7 @@
 #   ota/job         JSON {"rel": <release>}: the update the next boot installs (check.py saves it after
 #                   validating it, job.py installs it and drops it). <release> is the server's release
 #                   object (docs/api.md): id, version, kind "bundle"|"image", size, sha256, url.
-#   ota/state.json  the bundle slot pointer, JSON {"slot": "a"|"b"|null, "state": "new"|"pending"|"valid",
+#   ota/state.json  the bundle slot pointer, JSON {"slot": "a"|"b"|"rom-a"|"rom-b"|null, "state": "new"|"pending"|"valid",
 #                   "boots": n, "prev": slot|null, "prev_version": version|null, "version": version,
 #                   "max_boots": n, "failed": version|null, "base": partition label|null}.
 #                   new (bundle.py switched to it) -> pending (its first boot, boots=1) -> valid (it
@@ -14,6 +14,12 @@
 #                   to "prev" and records the version in "failed" and in ota/failed. "base": the app
 #                   partition (ESP32 image) the bundle runs on, recorded at its first boot; another image
 #                   does not use the bundle (otaboot), replacing that image forgets it (image.py).
+#                   "slot": "a"/"b" are the .mpy-overlay bundles in the directories ota/a, ota/b (put first
+#                   on sys.path); "rom-a"/"rom-b" the ROMFS bundles in the first/second half of the "romfs"
+#                   partition (romfs.py writes them, otaboot mounts the half at /rom); null: no bundle,
+#                   the app the board was deployed with (/lib, or the ROMFS in the first half). The
+#                   format is read at boot by the copy of this module in /lib (never only in a slot:
+#                   tools/twtools/build.py BOOT_MODULES), so a new version must keep reading it.
 #   ota/boots       decimal text: boots in a row that did not end well, this one included (otaboot counts
 #                   every boot; the app removes the file after a good boot). More than SAFE_AFTER: safe mode.
 #   ota/failed      a version: a bundle otaboot rolled back; the old version counts it as a failed
@@ -122,6 +128,25 @@ def slot():
     except ValueError:
         return None
     return st if isinstance(st, dict) else None
+
+
+def rom_half(name):
+    """0 or 1: the half of the "romfs" partition a slot pointer's "slot" names, or None (not ROMFS)."""
+    return {"rom-a": 0, "rom-b": 1}.get(name)
+
+
+def rom_slot(half):
+    return "rom-b" if half else "rom-a"
+
+
+def slot_in_use(st, running):
+    """The slot the boot runs from pointer `st` on the app partition `running` (otaboot's rule: a bundle
+    belongs to the image it first booted on), or None: the deployed app."""
+    if not st or not st.get("slot"):
+        return None
+    if st.get("base") is not None and st["base"] != running:
+        return None
+    return st["slot"]
 
 
 def write_slot(st):
