@@ -250,7 +250,9 @@ class BlobServer:
                 pass
 
 
-def measure(runs: int, size: int, small: int = 256 * 1024, heap: str = "256K") -> dict[str, dict[str, object]]:
+def measure(
+    runs: int, size: int, small: int = 256 * 1024, heap: str = "256K"
+) -> dict[str, dict[str, object]]:
     with tempfile.TemporaryDirectory(prefix="twomes-bench-http-") as tmp, BlobServer(size, small) as srv:
         lib = Path(tmp) / "lib"
         compile_tree(lib)
@@ -279,4 +281,6 @@ def measure(runs: int, size: int, small: int = 256 * 1024, heap: str = "256K") -
         if line.startswith("@@BENCH "):
             result: dict[str, dict[str, object]] = json.loads(line[8:])
             return result
-    raise RuntimeError(f"the HTTP benchmark did not finish (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    raise RuntimeError(
+        f"the HTTP benchmark did not finish (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+    )

@@ -329,9 +329,27 @@ def require_device(
     raise HTTPException(status_code=401, detail="Invalid device session token")
 
 
+def check_device(
+    database: DB, credentials: Annotated[HTTPAuthorizationCredentials, Depends(device_bearer)]
+) -> AuthedDevice:
+    """Checks the device session token only (a read): the endpoint records the device as seen in its
+    own write transaction (uploads: one write transaction per request)."""
+    token = credentials.credentials
+    ident = dbm.token_ident(token)
+    if ident is not None:
+        with database.read() as conn:
+            row = conn.execute(
+                "SELECT id, name, device_type_id, session_token_hash FROM device WHERE id = ?", (ident,)
+            ).fetchone()
+        if row is not None and dbm.token_matches(token, row["session_token_hash"]):
+            return AuthedDevice(row["id"], row["name"], row["device_type_id"])
+    raise HTTPException(status_code=401, detail="Invalid device session token")
+
+
 Admin = Annotated[int, Depends(require_admin)]
 Account = Annotated[int, Depends(require_account)]
 Device = Annotated[AuthedDevice, Depends(require_device)]
+CheckedDevice = Annotated[AuthedDevice, Depends(check_device)]
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -537,6 +555,10 @@ def _store_measurements(
     """
     server_time = datetime.now(UTC)
     with database.write() as conn:
+        # the device is seen now, in the upload's transaction (a device removed since the check: 401)
+        seen = conn.execute("UPDATE device SET last_seen = ? WHERE id = ?", (dbm.utcnow(), device.id))
+        if seen.rowcount != 1:
+            raise HTTPException(status_code=401, detail="Invalid device session token")
         rows = conn.execute(
             "SELECT id, name FROM property WHERE device_type_id = ?", (device.device_type_id,)
         ).fetchall()
@@ -765,7 +787,9 @@ def device_read_self(database: DB, device: Device) -> dict[str, Any]:
     responses=_errors(400, 401, 403),
     summary="Upload measurements with their own timestamps (device)",
 )
-def upload_variable(body: s.MeasurementsUploadVariable, database: DB, device: Device) -> dict[str, Any]:
+def upload_variable(
+    body: s.MeasurementsUploadVariable, database: DB, device: CheckedDevice
+) -> dict[str, Any]:
     items = [
         (pm.property_name, [(s.timestamp_seconds(m.timestamp), m.value) for m in pm.measurements])
         for pm in body.property_measurements
@@ -779,7 +803,7 @@ def upload_variable(body: s.MeasurementsUploadVariable, database: DB, device: De
     responses=_errors(400, 401, 403),
     summary="Upload measurements taken at a fixed interval (device)",
 )
-def upload_fixed(body: s.MeasurementsUploadFixed, database: DB, device: Device) -> dict[str, Any]:
+def upload_fixed(body: s.MeasurementsUploadFixed, database: DB, device: CheckedDevice) -> dict[str, Any]:
     items: list[tuple[str, list[tuple[float, str]]]] = []
     errors: list[dict[str, Any]] = []
     for index, pm in enumerate(body.property_measurements):
