@@ -262,6 +262,10 @@ class Database:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
+        # SQLite has one writer at a time; a writer that finds the lock taken sleeps in its busy
+        # handler (up to 100 ms a nap). The workers of this process queue here instead and are woken
+        # at once when the writer before them commits.
+        self._write_lock = threading.Lock()
 
     def connect(self) -> sqlite3.Connection:
         """A new connection (the caller closes it)."""
@@ -313,24 +317,25 @@ class Database:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any exception."""
         conn = self._worker_conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error:
-            self._discard(conn)
-            raise
-        try:
-            yield conn
-        except BaseException:
+        with self._write_lock:
             try:
-                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error:
                 self._discard(conn)
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            self._discard(conn)  # its transaction is still open: never reuse it
-            raise
+                raise
+            try:
+                yield conn
+            except BaseException:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    self._discard(conn)
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                self._discard(conn)  # its transaction is still open: never reuse it
+                raise
 
     def secret_recorded(self) -> bool:
         """Whether the database (if it exists) already knows its server secret."""
