@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, FastAPI
@@ -29,16 +29,16 @@ from twtools.server import schemas as s
 from twtools.server.testing import ReferenceServer
 
 LEVELS = (1, 10, 100)
+_BEARER = HTTPBearer()  # module level: the annotations are resolved in the module's namespace
 
 
 def constants_app() -> Any:
     """FastAPI answering the benchmarked paths with constants, after the same body validation."""
     app = FastAPI()
-    bearer = HTTPBearer()
 
     @app.post("/device/measurements/variable-interval", response_model=s.MeasurementsUploadResult)
     def upload(
-        body: s.MeasurementsUploadVariable, _c: HTTPAuthorizationCredentials = Depends(bearer)
+        body: s.MeasurementsUploadVariable, _c: Annotated[HTTPAuthorizationCredentials, Depends(_BEARER)]
     ) -> dict[str, Any]:
         n = sum(len(p.measurements) for p in body.property_measurements)
         return {"server_time": "2026-01-01T00:00:00Z", "size": n}
@@ -162,11 +162,17 @@ def _provision(server: ReferenceServer, n: int, prefix: str) -> tuple[list[str],
             act = f"{prefix}{k:012d}".ljust(16, "0")
             r = http.post(
                 "/device",
-                json={"name": f"TWOMES-{base + k:06X}", "device_type": "Generic-Test", "activation_token": act},
+                json={
+                    "name": f"TWOMES-{base + k:06X}",
+                    "device_type": "Generic-Test",
+                    "activation_token": act,
+                },
                 headers=admin,
             )
             r.raise_for_status()
-            http.post("/account/device/activate", json={"activation_token": act}, headers=account).raise_for_status()
+            http.post(
+                "/account/device/activate", json={"activation_token": act}, headers=account
+            ).raise_for_status()
             r = http.post("/device/activate", json={"activation_token": act})
             r.raise_for_status()
             acts.append(act)
