@@ -135,6 +135,26 @@ async def stream(sock):
     return await asyncio.open_connection(sock=sock)
 
 
+def _readable(sock):
+    # MicroPython: park the task until the socket is readable, as asyncio's own streams do (a
+    # generator awaited by a coroutine; no allocation while it waits)
+    yield asyncio.core._io_queue.queue_read(sock)
+
+
+async def recvfrom(sock, n):
+    """(data, peer) of the next datagram of a non-blocking UDP socket, waiting on the socket (asyncio
+    poll), not on a timer: a task waiting here costs nothing while nothing arrives."""
+    if not MICROPYTHON:
+        return await asyncio.get_running_loop().sock_recvfrom(sock, n)
+    while True:
+        try:
+            return sock.recvfrom(n)
+        except OSError as e:
+            if e.args[0] != 11:  # EAGAIN: nothing yet
+                raise
+        await _readable(sock)
+
+
 def reset():
     """Reset without a Board (when building the Board itself failed)."""
     import machine
