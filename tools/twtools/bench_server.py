@@ -224,3 +224,86 @@ def measure(runs: int, seconds: float, levels: tuple[int, ...] = LEVELS) -> dict
 
 if __name__ == "__main__":
     _serve_constants()
+
+
+def _fill(server: ReferenceServer, devices: int, measurements: int, big: int) -> str:
+    """`devices` devices of the Generic-Test type with `measurements` in all, `big` of them on the
+    first device (the rest spread evenly), written straight into the server's database file (the
+    server is running: WAL). Returns the first device's name."""
+    import sqlite3
+
+    conn = sqlite3.connect(server.db_path, timeout=30, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        type_id = conn.execute("SELECT id FROM device_type WHERE name = 'Generic-Test'").fetchone()[0]
+        prop = conn.execute(
+            "SELECT id FROM property WHERE device_type_id = ? AND name = 'heartbeat'", (type_id,)
+        )
+        prop_id = prop.fetchone()[0]
+        first = conn.execute("SELECT coalesce(max(id), 0) FROM device").fetchone()[0] + 1
+        conn.executemany(
+            "INSERT INTO device (id, name, device_type_id, activation_token_hash, created_on, last_seen)"
+            " VALUES (?, ?, ?, ?, '2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z')",
+            [
+                (first + k, f"TWOMES-{0xC00000 + k:06X}", type_id, f"k1:bench{first + k:016d}")
+                for k in range(devices)
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO upload (id, device_id, server_time, device_time, size) VALUES (?, ?, '2026-01-02', 0, 0)",
+            [(first + k, first + k) for k in range(devices)],
+        )
+        rest = (measurements - big) // max(1, devices - 1)
+
+        def rows() -> Any:
+            for k in range(devices):
+                for t in range(big if k == 0 else rest):
+                    yield (first + k, prop_id, first + k, 1_700_000_000 + t * 60, "1")
+
+        conn.executemany(
+            "INSERT INTO measurement (device_id, property_id, upload_id, timestamp, value) VALUES (?, ?, ?, ?, ?)",
+            rows(),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return f"TWOMES-{0xC00000:06X}"
+
+
+def _timed_get(
+    http: httpx.Client, path: str, runs: int, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    times, size = [], 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = http.get(path, params=params)
+        times.append((time.perf_counter() - t0) * 1000)
+        if r.status_code != 200:
+            raise RuntimeError(f"GET {path}: {r.status_code} {r.text[:200]}")
+        size = len(r.content)
+    return {"ms": times, "bytes": size}
+
+
+def measure_scale(runs: int, devices: int, measurements: int, big: int) -> dict[str, Any]:
+    """The admin reads at a small size (100 devices, 10,000 measurements, 1,000 on one device: the
+    reference) and at the given size, each on its own fresh server."""
+    out: dict[str, Any] = {}
+    for label, (n, m, b) in (("small", (100, 10_000, 1_000)), ("large", (devices, measurements, big))):
+        with ReferenceServer(access_log=False) as server:
+            t0 = time.perf_counter()
+            name = _fill(server, n, m, b)
+            fill_s = time.perf_counter() - t0
+            admin = {"Authorization": f"Bearer {server.admin_token}"}
+            with httpx.Client(base_url=server.url, headers=admin, timeout=120) as http:
+                out[label] = {
+                    "devices": n,
+                    "measurements": m,
+                    "fill_s": fill_s,
+                    "device_page": _timed_get(http, "/admin/devices", runs),
+                    "one_device": _timed_get(http, f"/admin/devices/{name}", runs),
+                    "measurement_page": _timed_get(http, f"/admin/devices/{name}/measurements", runs),
+                    "oldest_page": _timed_get(
+                        http, f"/admin/devices/{name}/measurements", runs, {"skip": max(0, b - 1000)}
+                    ),
+                }
+    return out

@@ -69,7 +69,10 @@ TWOMES_MIN_TOKEN_LENGTH = 8
 # Failed activation attempts per client address, and activations per device.
 DEFAULT_ADDRESS_RATE = Rate(30, 2.0)
 DEFAULT_DEVICE_RATE = Rate(10, 6.0)
-MAX_MEASUREMENTS_LIMIT = 1_000_000
+MAX_MEASUREMENTS_LIMIT = 10_000  # measurements per page at most
+DEFAULT_MEASUREMENTS = 1_000  # per page unless asked
+MAX_PAGE = 1_000  # admin list pages
+DEFAULT_PAGE = 100
 
 ASGIApp = Callable[
     [
@@ -1136,10 +1139,29 @@ def account_create(body: s.AccountCreate, database: DB, _admin: Admin) -> dict[s
     return {"id": account_id, "name": body.name, "session_token": token}
 
 
-@admin.get("/devices", response_model=list[s.AdminDevice], summary="List devices")
-def devices_list(database: DB, _admin: Admin) -> list[dict[str, Any]]:
+@admin.get(
+    "/devices",
+    response_model=list[s.AdminDevice],
+    summary="List devices, one page: by id, `limit` (default 100) with an id above `after`",
+)
+def devices_list(
+    database: DB,
+    _admin: Admin,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1, le=MAX_PAGE, description=f"Devices per page (default {DEFAULT_PAGE}, at most {MAX_PAGE})."
+        ),
+    ] = DEFAULT_PAGE,
+    after: Annotated[
+        int,
+        Query(
+            ge=0, le=s.MAX_ID, description="Only devices with an id above this (the next page: the last id)."
+        ),
+    ] = 0,
+) -> list[dict[str, Any]]:
     with database.read() as conn:
-        rows = conn.execute(f"{_DEVICE_SQL} ORDER BY d.id").fetchall()
+        rows = conn.execute(f"{_DEVICE_SQL} WHERE d.id > ? ORDER BY d.id LIMIT ?", (after, limit)).fetchall()
         return [_admin_device_json(conn, r) for r in rows]
 
 
@@ -1205,9 +1227,21 @@ def device_measurements(
     database: DB,
     _admin: Admin,
     limit: Annotated[
-        int | None,
-        Query(ge=1, le=MAX_MEASUREMENTS_LIMIT, description="Only the newest `limit` measurements."),
-    ] = None,
+        int,
+        Query(
+            ge=1,
+            le=MAX_MEASUREMENTS_LIMIT,
+            description=f"The newest `limit` measurements (default {DEFAULT_MEASUREMENTS}).",
+        ),
+    ] = DEFAULT_MEASUREMENTS,
+    skip: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=s.MAX_ID,
+            description="Skip the newest `skip` first (the next, older page: skip + limit).",
+        ),
+    ] = 0,
 ) -> list[dict[str, Any]]:
     with database.read() as conn:
         row = _device_row_by_name(conn, name)
@@ -1215,13 +1249,10 @@ def device_measurements(
             "SELECT p.name AS property_name, m.timestamp, m.value, m.id FROM measurement m"
             " JOIN property p ON p.id = m.property_id WHERE m.device_id = ?"
         )
-        if limit is None:
-            rows = conn.execute(f"{sql} ORDER BY m.timestamp, m.id", (row["id"],)).fetchall()
-        else:
-            rows = conn.execute(
-                f"{sql} ORDER BY m.timestamp DESC, m.id DESC LIMIT ?", (row["id"], limit)
-            ).fetchall()
-            rows.reverse()
+        rows = conn.execute(
+            f"{sql} ORDER BY m.timestamp DESC, m.id DESC LIMIT ? OFFSET ?", (row["id"], limit, skip)
+        ).fetchall()
+        rows.reverse()
     return [
         {
             "property_name": r["property_name"],
