@@ -42,6 +42,11 @@ def test_bench_quick_prints_every_figure_with_its_ratio(capsys):
             for pair in runs:
                 assert pair["server"]["rps"] > 0 and pair["constants"]["rps"] > 0
                 assert pair["server"]["p99_ms"] >= pair["server"]["p50_ms"] > 0
-    lines = bench.http_table(http, 4 * 2**20) + bench.server_table(r["server"])
+    for label in ("small", "large"):
+        assert all(t > 0 for t in r["scale"][label]["measurement_page"]["ms"])
+        assert r["scale"][label]["measurement_page"]["bytes"] > 0
+    lines = (
+        bench.http_table(http, 4 * 2**20) + bench.server_table(r["server"]) + bench.scale_table(r["scale"])
+    )
     assert any("raw socket loop" in x and "x" in x for x in lines)
     assert any("constants" in x for x in lines)

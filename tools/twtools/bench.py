@@ -330,6 +330,25 @@ def server_table(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def scale_table(r: dict[str, Any]) -> list[str]:
+    small, large = r["small"], r["large"]
+    out = [
+        f"reference server at {large['devices']:,} devices / {large['measurements']:,} measurements vs "
+        f"{small['devices']} / {small['measurements']:,} (same requests, one client)"
+    ]
+    for key, what in (
+        ("device_page", "admin device list, default page"),
+        ("one_device", "one device"),
+        ("measurement_page", "one device's newest measurements (page)"),
+        ("oldest_page", "one device's oldest page"),
+    ):
+        big, ref = large[key]["ms"], small[key]["ms"]
+        rm = statistics.median(ref)
+        out.append(_row(f"  {what}", big, "ms", ".1f", "small database", [x / rm for x in big]))
+        out.append(f"  {'':<44} {large[key]['bytes']:>9} bytes answered")
+    return out
+
+
 def signature_table(r: dict[str, object]) -> list[str]:
     total = [float(x) / 1000 for x in r["total"]]  # type: ignore[attr-defined]
     ed = [float(x) / 1000 for x in r["ed"]]  # type: ignore[attr-defined]
@@ -352,7 +371,7 @@ def machine() -> str:
 
     try:
         mp = subprocess.run(
-            [micropython_bin(), "-c", "import sys; print(sys.version)"],
+            [micropython_bin(), "-c", "import sys; print('%d.%d.%d' % sys.implementation.version[:3])"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -369,7 +388,11 @@ def run_all(args: argparse.Namespace) -> int:
     from twtools import bench_http, bench_server
 
     quick = args.quick
-    what = set(args.what or ["http", "signature", "server"])
+    every = ["http", "signature", "server", "scale"]
+    what = {w.strip() for w in args.only.split(",") if w.strip()} or set(every)
+    if what - set(every):
+        print(f"error: --only: unknown figure(s) {', '.join(sorted(what - set(every)))}", file=sys.stderr)
+        return 2
     runs = args.runs or (2 if quick else 5)
     lines = [
         machine(),
@@ -394,6 +417,12 @@ def run_all(args: argparse.Namespace) -> int:
             )
             raw["server"] = r3
             lines += server_table(r3)
+        if "scale" in what:
+            r4 = bench_server.measure_scale(
+                3 if quick else runs, *((1000, 20_000, 10_000) if quick else (10_000, 1_000_000, 100_000))
+            )
+            raw["scale"] = r4
+            lines += scale_table(r4)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -412,11 +441,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         description="Benchmarks that print figures (not tests).",
     )
     p.add_argument(
-        "what",
-        nargs="*",
-        choices=["http", "signature", "server", []],
-        help="figures to measure (default all): http (device HTTP streaming vs a raw socket and "
-        "requests), signature, server (req/s and p50/p99 vs the framework answering constants)",
+        "--only",
+        default="",
+        metavar="FIGURES",
+        help="comma-separated figures (default all): http (device HTTP streaming vs a raw socket and "
+        "requests), signature, server (req/s and p50/p99 vs the framework answering constants), scale "
+        "(admin reads at 10,000 devices / 1,000,000 measurements vs a small database)",
     )
     p.add_argument("--quick", action="store_true", help="small sizes and short loads (seconds; for tests)")
     p.add_argument("--runs", type=int, default=0, help="runs per figure (default 5; --quick 2)")
