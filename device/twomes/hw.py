@@ -74,6 +74,7 @@ class Conn:
                 raise
             self._s = s
             self._st = asyncio.StreamReader(s)  # the public way to wait for the socket in asyncio
+            self.read_now = s.readinto  # the socket's own method: no Python frame per read
         else:
             self._s = None
             kw = {"ssl": ctx, "server_hostname": host} if ctx is not None else {}
