@@ -290,12 +290,6 @@ class Database:
         except sqlite3.Error:
             pass
 
-    def close(self) -> None:
-        """Close this thread's connection (others close with their threads)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            self._discard(conn)
-
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: one consistent snapshot for all its queries."""
