@@ -286,6 +286,7 @@ def http_table(r: dict[str, dict[str, object]], size: int) -> list[str]:
             out.append(
                 _row(f"  requests {what}", [q], "B", ".0f", "raw socket loop", [q / w if w else float("inf")])
             )
+    out.append(_row("  device HTTP head buffer (allocated once by the app)", [1024.0], "B", ".0f"))
     return out
 
 
