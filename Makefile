@@ -40,9 +40,12 @@ board: install
 heap: install
 	$(BIN)/twomes heap
 
-## Benchmark (prints figures): the release-signature check on the MicroPython unix port, ESP32 estimate.
+## Benchmarks (prints figures, ~4 min): per figure min/median/max over 5 runs and the ratio against a
+## reference measured in the same run: device HTTP streaming vs a raw socket and micropython-lib requests,
+## the release-signature check, the reference server vs FastAPI/uvicorn answering constants.
+## `make test` runs `twomes bench --quick`.
 bench: install
-	$(BIN)/twomes bench signature
+	$(BIN)/twomes bench
 
 ## Power cuts at every durable write of updates and of every other durable flow (first boot, activation,
 ## Wi-Fi, token rotation, forget Wi-Fi, factory reset, failed updates), two virtual boards (~14 min).

@@ -74,6 +74,7 @@ class Conn:
                 raise
             self._s = s
             self._st = asyncio.StreamReader(s)  # the public way to wait for the socket in asyncio
+            self.read_now = s.readinto  # the socket's own method: no Python frame per read
         else:
             self._s = None
             kw = {"ssl": ctx, "server_hostname": host} if ctx is not None else {}
@@ -133,6 +134,29 @@ async def stream(sock):
         s = asyncio.StreamReader(sock)  # one Stream reads and writes
         return s, s
     return await asyncio.open_connection(sock=sock)
+
+
+async def recvfrom(sock, n, waiter=None):
+    """(data, peer) of the next datagram of a non-blocking UDP socket, waiting on the socket (asyncio
+    poll), not on a timer: a task waiting here costs nothing while nothing arrives. `waiter`: the
+    socket's asyncio stream (MicroPython), made once by the caller with datagram_waiter(); its read(0)
+    returns as soon as the socket is readable and takes nothing from it (public asyncio only)."""
+    if not MICROPYTHON:
+        return await asyncio.get_running_loop().sock_recvfrom(sock, n)
+    while True:
+        try:
+            got = sock.recvfrom(n)
+            if got is not None:
+                return got
+        except OSError as e:
+            if e.args[0] != 11:  # EAGAIN: nothing yet
+                raise
+        await waiter.read(0)
+
+
+def datagram_waiter(sock):
+    """What recvfrom() waits on: the socket's asyncio stream (None on CPython)."""
+    return asyncio.StreamReader(sock) if MICROPYTHON else None
 
 
 def reset():

@@ -134,3 +134,42 @@ def test_names_over_255_octets_get_no_answer():
     assert dns.answer(pf.dns_query(".".join(["a" * 63] * 3 + ["b" * 61])), IP, out) > 0
     assert dns.answer(pf.dns_query(".".join(["a" * 63] * 3 + ["b" * 62])), IP, out) == 0
     assert dns.answer(pf.dns_query(".".join(["a" * 63] * 4)), IP, out) == 0
+
+
+def test_idle_server_waits_on_its_socket_without_garbage():
+    # the task waits on the socket (asyncio poll), not on a timer: nothing is allocated while no query
+    # comes (MicroPython: micropython.mem_total counts every allocation), and a query still gets its
+    # answer at once afterwards
+    import sys
+
+    async def main():
+        mp = sys.implementation.name == "micropython"
+        if mp:
+            import micropython
+
+            a = micropython.mem_total()
+            await asyncio.sleep(0.3)
+            alone = micropython.mem_total() - a  # what this sleep itself allocates
+        port = pf.rand_port()
+        task = asyncio.create_task(dns.serve("127.0.0.1", port))
+        await asyncio.sleep(0.05)
+        try:
+            r = await pf.udp_ask(port, pf.dns_query("warm.up", 1))
+            assert r is not None
+            if mp:
+                a = micropython.mem_total()
+                await asyncio.sleep(0.3)  # the DNS task must not wake at all meanwhile
+                idle = micropython.mem_total() - a - alone
+                assert idle < 64, idle  # the 20 ms poll loop it replaces: ~13 KB here
+            else:
+                await asyncio.sleep(0.3)
+            r = await pf.udp_ask(port, pf.dns_query("after.idle", 1))
+            assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
+        finally:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    support.run(main())

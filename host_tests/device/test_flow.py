@@ -378,3 +378,27 @@ def test_control_characters_in_a_version_or_url_are_a_malformed_release():
             assert _lines("malformed release") and not _lines("FAKE")
 
         _go(lambda m, p, h, b, rel=rel: fw(200, {"release": rel}), body)
+
+
+def test_bundle_header_split_anywhere_by_the_network_installs():
+    # header lines are taken from whole reads (not byte by byte): whatever the packet boundaries, the
+    # bytes after a line are the next file's first bytes
+    blob = bundle("9.9.9", FILES)
+    rel = release(blob)
+
+    async def body(app, on, srv):
+        assert await _check(app, on) is True
+        with open("ota/a/twomes/extra.py", "rb") as f:
+            assert f.read() == FILES[1][1]
+        with open("ota/a/twomes/__init__.py", "rb") as f:
+            assert f.read() == FILES[0][1]
+
+    _go(_fw_server(rel, Reply(200, blob, drip=(7, 0))), body)
+
+
+def test_bundle_header_line_too_long_or_trailing_bytes_are_refused():
+    long_name = "twomes/" + "a" * 120 + ".py"  # the file line is over 128 bytes
+    blob = bundle("9.9.9", [(long_name, b"x")])
+    _refused(release(blob), Reply(200, blob), "bundle header line too long")
+    blob = bundle("9.9.9", FILES) + b"junk after the last file"
+    _refused(release(blob), Reply(200, blob), "bundle size mismatch")

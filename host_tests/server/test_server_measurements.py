@@ -18,7 +18,7 @@ def iso(seconds: float) -> str:
 
 
 def stored(tw: Twomes, dev: Provisioned) -> list[tuple[str, str, str]]:
-    r = tw.http.get(f"/admin/devices/{dev.name}/measurements", headers=tw.admin)
+    r = tw.http.get(f"/admin/devices/{dev.name}/measurements", params={"limit": 10_000}, headers=tw.admin)
     assert r.status_code == 200
     return [(m["property_name"], m["timestamp"], m["value"]) for m in r.json()]
 
@@ -317,3 +317,41 @@ def test_chunked_json_body_over_64k_is_413(http: httpx.Client, tw: Twomes, dev: 
 def test_oversized_body_is_refused_before_authentication(http: httpx.Client) -> None:
     r = http.post("/device/activate", content=b"{" + b" " * (70 * 1024) + b"}")
     assert (r.status_code, detail(r)) == (413, "Request body too large")
+
+
+def test_measurements_and_devices_come_in_bounded_pages(tw: Twomes, dev: Provisioned) -> None:
+    """Admin reads are paginated with a bounded default: the newest 1,000 measurements unless asked,
+    older ones with `skip`; devices 100 at a time by id, the next page after the last id."""
+    t0 = 1_700_000_000
+    body = {
+        "upload_time": t0 + 2000,
+        "property_measurements": [
+            {
+                "property_name": "heartbeat",
+                "timestamp": t0,
+                "timestamp_type": "start",
+                "interval": 1,
+                "measurements": [str(k) for k in range(1500)],
+            }
+        ],
+    }
+    r = tw.http.post("/device/measurements/fixed-interval", json=body, headers=dev.headers)
+    assert r.status_code == 200, r.text
+    url = f"/admin/devices/{dev.name}/measurements"
+    page = tw.http.get(url, headers=tw.admin).json()
+    assert [m["value"] for m in page] == [str(k) for k in range(500, 1500)]  # the newest, oldest first
+    older = tw.http.get(url, params={"skip": 1000}, headers=tw.admin).json()
+    assert [m["value"] for m in older] == [str(k) for k in range(500)]
+    assert tw.http.get(url, params={"limit": 10_001}, headers=tw.admin).status_code == 422
+    names = {tw.register().name for _ in range(3)}
+    first = tw.http.get("/admin/devices", params={"limit": 2}, headers=tw.admin).json()
+    assert len(first) == 2
+    rest = tw.http.get(
+        "/admin/devices", params={"limit": 1000, "after": first[-1]["id"]}, headers=tw.admin
+    ).json()
+    everything = [d["name"] for d in first + rest]
+    assert names <= set(everything) and len(everything) == len(set(everything))
+    assert tw.http.get("/admin/devices", params={"limit": 1001}, headers=tw.admin).status_code == 422
+    client_all = tw.server.client.devices(page=2)
+    assert [d["name"] for d in client_all] == everything
+    assert len(tw.server.client.measurements(dev.name, page=400)) == 1500

@@ -24,3 +24,29 @@ def test_signature_bench_measures_real_runs(capsys):
 def test_esp32_estimate_follows_the_stated_method():
     # 10 ms of which 2 ms SHA-512 on a 2400 MHz host: (2 + 8 x 2) x 10 x 2 = 360 ms
     assert bench.esp32_estimate_us(10_000, 2_000, 2400.0) == 360_000
+
+
+def test_bench_quick_prints_every_figure_with_its_ratio(capsys):
+    """`twomes bench --quick` (what `make bench` runs in full): real runs on the unix port and a real
+    reference server; every figure has its min/median/max and its ratio against the reference."""
+    assert main(["bench", "--quick", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    http = r["http"]
+    for who in ("device", "requests", "raw"):
+        assert len(http[who]["mbps"]) == 2 and all(x > 0 for x in http[who]["mbps"])
+        assert 0 < http[who]["need"] < 48 * 1024 and http[who]["live"] > 0
+    # the device client allocates nothing per read: a few bytes per KB (one coroutine per 64 reads)
+    assert max(http["device"]["garbage_per_kb"]) < 16
+    for what in ("upload", "activate"):
+        for runs in r["server"][what].values():
+            for pair in runs:
+                assert pair["server"]["rps"] > 0 and pair["constants"]["rps"] > 0
+                assert pair["server"]["p99_ms"] >= pair["server"]["p50_ms"] > 0
+    for label in ("small", "large"):
+        assert all(t > 0 for t in r["scale"][label]["measurement_page"]["ms"])
+        assert r["scale"][label]["measurement_page"]["bytes"] > 0
+    lines = (
+        bench.http_table(http, 4 * 2**20) + bench.server_table(r["server"]) + bench.scale_table(r["scale"])
+    )
+    assert any("raw socket loop" in x and "x" in x for x in lines)
+    assert any("constants" in x for x in lines)

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from twtools.build import compile_tree
 from twtools.vboard.runner import micropython_bin
@@ -211,13 +212,248 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(xs: list[float]) -> tuple[float, float, float]:
+    return min(xs), statistics.median(xs), max(xs)
+
+
+def _row(
+    name: str, xs: list[float], unit: str, fmt: str, ref: str = "", ratios: list[float] | None = None
+) -> str:
+    lo, med, hi = _stats(xs)
+    cells = f"{name:<44} {lo:>9{fmt}} {med:>9{fmt}} {hi:>9{fmt}} {unit:<6}"
+    if ratios:
+        rlo, rmed, rhi = _stats(ratios)
+        cells += f" {ref:<22} {rlo:5.2f}x {rmed:5.2f}x {rhi:5.2f}x"
+    return cells
+
+
+HEADER = f"{'figure':<44} {'min':>9} {'median':>9} {'max':>9} {'unit':<6} {'ratio against':<22} {'min':>6} {'median':>6} {'max':>6}"
+
+
+def http_table(r: dict[str, dict[str, object]], size: int) -> list[str]:
+    def xs(who: str, key: str) -> list[float]:
+        return [float(x) for x in r[who][key]]  # type: ignore[attr-defined]
+
+    dev, req, raw = xs("device", "mbps"), xs("requests", "mbps"), xs("raw", "mbps")
+    gd, gr = xs("device", "garbage_per_kb"), xs("requests", "garbage_per_kb")
+    out = [
+        f"device HTTP streaming: {size / 2**20:.0f} MB from 127.0.0.1 into a file, 1 KB buffer, MicroPython unix port",
+        _row(
+            "  device client throughput",
+            dev,
+            "MB/s",
+            ".1f",
+            "raw socket loop",
+            [a / b for a, b in zip(dev, raw, strict=True)],
+        ),
+        _row(
+            "  device client throughput",
+            dev,
+            "MB/s",
+            ".1f",
+            "requests",
+            [a / b for a, b in zip(dev, req, strict=True)],
+        ),
+        _row(
+            "  requests throughput",
+            req,
+            "MB/s",
+            ".1f",
+            "raw socket loop",
+            [a / b for a, b in zip(req, raw, strict=True)],
+        ),
+        _row("  raw socket loop throughput", raw, "MB/s", ".1f"),
+        _row(
+            "  device client garbage",
+            gd,
+            "B/KB",
+            ".2f",
+            "requests",
+            [a / max(b, 1e-9) for a, b in zip(gd, gr, strict=True)],
+        ),
+        _row("  requests garbage", gr, "B/KB", ".2f"),
+    ]
+    for key, what in (
+        ("need", "smallest free heap for one request"),
+        ("live", "live heap mid-stream"),
+        ("code", "heap of the module once imported"),
+    ):
+        d, q, w = (float(r[k][key]) for k in ("device", "requests", "raw"))  # type: ignore[arg-type]
+        out.append(_row(f"  device {what}", [d], "B", ".0f", "requests", [d / q if q else float("inf")]))
+        if key == "code":  # requests is frozen into the port: its bytecode is not in the heap
+            out.append(_row(f"  requests {what} (frozen)", [q], "B", ".0f"))
+        else:
+            out.append(
+                _row(f"  requests {what}", [q], "B", ".0f", "raw socket loop", [q / w if w else float("inf")])
+            )
+    out.append(_row("  device HTTP head buffer (allocated once by the app)", [1024.0], "B", ".0f"))
+    return out
+
+
+def server_table(r: dict[str, Any]) -> list[str]:
+    out = [
+        "reference server vs the same FastAPI/uvicorn stack answering constants (keep-alive clients on 127.0.0.1)"
+    ]
+    for what in ("upload", "activate"):
+        for c, runs in r[what].items():
+            srv = [p["server"]["rps"] for p in runs]
+            ref = [p["constants"]["rps"] for p in runs]
+            out.append(
+                _row(
+                    f"  {what} req/s, {c} client(s)",
+                    srv,
+                    "req/s",
+                    ".0f",
+                    "constants",
+                    [a / b for a, b in zip(srv, ref, strict=True)],
+                )
+            )
+            out.append(
+                _row(
+                    f"  {what} p50, {c} client(s)",
+                    [p["server"]["p50_ms"] for p in runs],
+                    "ms",
+                    ".1f",
+                    "constants",
+                    [p["server"]["p50_ms"] / p["constants"]["p50_ms"] for p in runs],
+                )
+            )
+            out.append(
+                _row(
+                    f"  {what} p99, {c} client(s)",
+                    [p["server"]["p99_ms"] for p in runs],
+                    "ms",
+                    ".1f",
+                    "constants",
+                    [p["server"]["p99_ms"] / p["constants"]["p99_ms"] for p in runs],
+                )
+            )
+    return out
+
+
+def scale_table(r: dict[str, Any]) -> list[str]:
+    small, large = r["small"], r["large"]
+    out = [
+        f"reference server at {large['devices']:,} devices / {large['measurements']:,} measurements vs "
+        f"{small['devices']} / {small['measurements']:,} (same requests, one client)"
+    ]
+    for key, what in (
+        ("device_page", "admin device list, default page"),
+        ("one_device", "one device"),
+        ("measurement_page", "one device's newest measurements (page)"),
+        ("oldest_page", "one device's oldest page"),
+    ):
+        big, ref = large[key]["ms"], small[key]["ms"]
+        rm = statistics.median(ref)
+        out.append(_row(f"  {what}", big, "ms", ".1f", "small database", [x / rm for x in big]))
+        out.append(f"  {'':<44} {large[key]['bytes']:>9} bytes answered")
+    return out
+
+
+def signature_table(r: dict[str, object]) -> list[str]:
+    total = [float(x) / 1000 for x in r["total"]]  # type: ignore[attr-defined]
+    ed = [float(x) / 1000 for x in r["ed"]]  # type: ignore[attr-defined]
+    return [
+        "release signature check on the MicroPython unix port (details: twomes bench signature)",
+        _row("  signing.verify", total, "ms", ".1f"),
+        _row(
+            "  ed25519.verify",
+            ed,
+            "ms",
+            ".1f",
+            "signing.verify",
+            [a / b for a, b in zip(ed, total, strict=True)],
+        ),
+    ]
+
+
+def machine() -> str:
+    import platform
+
+    try:
+        mp = subprocess.run(
+            [micropython_bin(), "-c", "import sys; print('%d.%d.%d' % sys.implementation.version[:3])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        mp = "?"
+    return f"machine: {platform.machine()}, {os.cpu_count()} cores at {host_mhz():.0f} MHz, Python {platform.python_version()}, MicroPython {mp}"
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """Every figure, with its ratio against the reference measured in the same run."""
+    import time
+
+    from twtools import bench_http, bench_server
+
+    quick = args.quick
+    every = ["http", "signature", "server", "scale"]
+    what = {w.strip() for w in args.only.split(",") if w.strip()} or set(every)
+    if what - set(every):
+        print(f"error: --only: unknown figure(s) {', '.join(sorted(what - set(every)))}", file=sys.stderr)
+        return 2
+    runs = args.runs or (2 if quick else 5)
+    lines = [
+        machine(),
+        f"{runs} runs per figure{' (--quick: small sizes, short loads)' if quick else ''}",
+        HEADER,
+    ]
+    raw: dict[str, Any] = {}
+    t0 = time.monotonic()
+    try:
+        if "http" in what:
+            size = (4 if quick else 32) * 2**20
+            r = bench_http.measure(runs, size, small=(64 if quick else 256) * 1024)
+            raw["http"] = r
+            lines += http_table(r, size)
+        if "signature" in what:
+            r2 = measure(3 if quick else 15, "64K")
+            raw["signature"] = r2
+            lines += signature_table(r2)
+        if "server" in what:
+            r3 = bench_server.measure(
+                1 if quick else runs, 0.3 if quick else 3.0, (1, 10) if quick else bench_server.LEVELS
+            )
+            raw["server"] = r3
+            lines += server_table(r3)
+        if "scale" in what:
+            r4 = bench_server.measure_scale(
+                3 if quick else runs, *((1000, 20_000, 10_000) if quick else (10_000, 1_000_000, 100_000))
+            )
+            raw["scale"] = r4
+            lines += scale_table(r4)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    lines.append(f"({time.monotonic() - t0:.0f} s)")
+    if args.json:
+        print(json.dumps(raw))
+    else:
+        print("\n".join(lines))
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "bench",
         help="benchmarks of device code on the MicroPython unix port (signature check: time, heap)",
         description="Benchmarks that print figures (not tests).",
     )
-    bs = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    p.add_argument(
+        "--only",
+        default="",
+        metavar="FIGURES",
+        help="comma-separated figures (default all): http (device HTTP streaming vs a raw socket and "
+        "requests), signature, server (req/s and p50/p99 vs the framework answering constants), scale "
+        "(admin reads at 10,000 devices / 1,000,000 measurements vs a small database)",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes and short loads (seconds; for tests)")
+    p.add_argument("--runs", type=int, default=0, help="runs per figure (default 5; --quick 2)")
+    p.add_argument("--json", action="store_true", help="raw figures as JSON")
+    p.set_defaults(func=run_all)
+    bs = p.add_subparsers(dest="bench_command", metavar="signature")
     s = bs.add_parser(
         "signature",
         help="time and heap of the release-signature check, with an ESP32 estimate",

@@ -1,16 +1,16 @@
 # Captive DNS: every A question gets the access point's address, every other type an empty NOERROR
 # answer (answering AAAA with an A record confuses clients). Anything that is not one well-formed
 # standard query is dropped without a reply, and so is a question name longer than 255 octets (RFC 1035
-# 3.1). One non-blocking UDP socket, polled with asyncio.sleep (no private asyncio internals); one
-# preallocated reply buffer. serve() is a task the setup controller supervises (restarted if it fails).
+# 3.1). One non-blocking UDP socket the task waits on (hw.recvfrom: asyncio's poll, no timer, nothing
+# allocated while idle); one preallocated reply buffer. serve() is a task the setup controller supervises (restarted if it fails).
 import asyncio
 
 from micropython import const
 
+from twomes import hw
 from twomes.log import log
 
 _MAX = const(512)  # classic DNS over UDP; longer datagrams are dropped
-_IDLE_S = 0.02  # poll period while nothing arrives
 _TTL = const(60)
 _TYPE_A = const(1)
 _CLASS_IN = const(1)
@@ -85,12 +85,9 @@ async def serve(ip, port):
         s.setblocking(False)
         log("dns", "answering every name with %s (udp port %d)" % (ip, port))
         out = bytearray(_MAX + 16)
+        waiter = hw.datagram_waiter(s)
         while True:
-            try:
-                data, peer = s.recvfrom(_MAX + 1)
-            except OSError:  # EAGAIN: nothing waiting
-                await asyncio.sleep(_IDLE_S)
-                continue
+            data, peer = await hw.recvfrom(s, _MAX + 1, waiter)
             try:
                 n = answer(data, addr4, out)
                 if n:

@@ -22,6 +22,9 @@ _NET = const(0)  # errors.Error status: no (readable) answer
 _HEAD_MAX = const(1024)  # status line + headers: the size of the app's preallocated head buffer
 _JSON_DEPTH = const(8)  # nesting of objects/arrays in an answer we parse
 _JSON_VALUES = const(256)  # values (array items and object members) in an answer we parse
+# a read that finds data ready does not wait; every _TURN-th such read in a row (a power of two) lets
+# the other tasks run (a 1 KB buffer: every 64 KB; the await allocates a coroutine, ~150 B)
+_TURN = const(64)
 # the response headers anybody reads (lower case); the others are skipped
 _KEEP = ("content-length", "content-range", "date", "transfer-encoding", "x-twomes-firmware-api", "etag")
 
@@ -144,7 +147,7 @@ class Response:
         self._pos = self._end = 0  # unread body bytes already in _head: _head[_pos:_end]
         self.length = None  # Content-Length, or None
         self.left = None  # body bytes still to read (None: until close)
-        self._reads = 0
+        self._reads = 0  # reads without a wait: every _TURN-th one yields to the other tasks
 
     async def _recv(self, mv):
         """One read from the connection into mv; 0 when the peer closed. What the socket holds is
@@ -212,32 +215,38 @@ class Response:
     def read_now(self, mv):
         """Body bytes already received, into mv, without waiting and without allocating: their
         count, 0 at the end of the body, or None when the caller must await readinto() (nothing here
-        yet - or the 16th read in a row: that await lets the other tasks run during a long download)."""
-        want = len(mv)
-        if self.left is not None and self.left < want:
-            want = self.left
-        if want == 0:
-            return 0
-        if self._pos < self._end:
-            n = min(want, self._end - self._pos)
-            mv[:n] = memoryview(self._head)[self._pos : self._pos + n]
-            self._pos += n
-        else:
-            self._reads += 1
-            if not self._reads & 15:
-                return None
-            try:
-                n = self._c.read_now(mv if want == len(mv) else mv[:want])
-            except (OSError, ValueError) as e:
-                raise _io_error(e, "connection error")
-            if n is None:
-                return None
-            if n:
-                self._watch.last = self._watch.clk.ticks_ms()
-            elif self.left:
-                raise self._short()
-            else:
+        yet - or the _TURN-th read in a row: that await lets the other tasks run during a long
+        download).
+        (Kept to few locals and a shallow stack: MicroPython allocates a larger frame on the heap at
+        every call.)"""
+        left = self.left
+        if left is not None and left < len(mv):
+            if not left:
                 return 0
+            mv = mv[:left]  # the last piece of the body only
+        if self._pos < self._end:
+            return self._from_head(mv)
+        self._reads += 1
+        if not self._reads & (_TURN - 1):
+            # the peer was not silent in the last _TURN reads: the silence bound restarts here
+            self._watch.last = self._watch.clk.ticks_ms()
+            return None
+        n = _take(self._c, mv)
+        if n is None:
+            return None
+        if not n:
+            if left:
+                raise self._short()
+            return 0
+        if left is not None:
+            self.left = left - n
+        return n
+
+    def _from_head(self, mv):
+        """Body bytes that came with the head (in the head buffer), into mv."""
+        n = min(len(mv), self._end - self._pos)
+        mv[:n] = memoryview(self._head)[self._pos : self._pos + n]
+        self._pos += n
         if self.left is not None:
             self.left -= n
         return n
@@ -251,6 +260,12 @@ class Response:
         n = self.read_now(mv)
         if n is not None:
             return n
+        if not self._reads & (_TURN - 1):  # a turn for the other tasks: data may be there already
+            await asyncio.sleep(0)
+            self._reads += 1
+            n = self.read_now(mv)
+            if n is not None:
+                return n
         want = len(mv)
         if self.left is not None and self.left < want:
             want = self.left
@@ -294,6 +309,19 @@ class Response:
     async def close(self):
         self._watch.stop()
         self._c.close()
+
+
+def _take(c, mv):
+    """c.read_now(mv), or None when it failed: the caller then awaits readinto(), whose read meets
+    the failure again and names it (or the peer's close or the request's clock ends the request).
+    No `except ... as e` and no tuple here: MicroPython would put this frame on the heap at every call
+    (~160 B a read)."""
+    try:
+        return c.read_now(mv)
+    except OSError:
+        return None
+    except ValueError:  # MicroPython's TLS
+        return None
 
 
 def _io_error(e, what):

@@ -78,39 +78,70 @@ def running_slot(app, pointer):
 
 
 class _Stream:
-    """Reads exactly the promised number of bytes from a download, hashing everything it passes on."""
+    """Reads exactly the promised number of bytes from a download, hashing them as they arrive. Header
+    lines are taken from whole reads of up to a line's size, not byte by byte: the bytes after a line
+    wait in buf[pos:end] and are what the next read() returns first."""
 
     def __init__(self, resp, size, buf):
         self.resp = resp
-        self.left = size
+        self.left = size  # bytes of the download not fetched yet
         self.buf = buf
         self.sha = hashlib.sha256()
+        self.pos = self.end = 0  # fetched, not yet consumed: buf[pos:end]
 
-    async def read(self, n):
-        """min(n, len(buf), bytes left) bytes into buf - always that many, however the network splits
-        them, so the writes that follow do not depend on packet sizes; returns the count."""
-        n = min(n, len(self.buf), self.left)
+    async def _fetch(self, at, n):
+        """The next n bytes of the download (n <= left) into buf[at:at + n], hashed."""
+        buf = self.buf
         got = 0
         while got < n:
-            k = await self.resp.readinto(self.buf[got:n])
+            k = await self.resp.readinto(buf[at + got : at + n])
             if not k:
                 raise Error(_BAD, "download ended early")
             got += k
+        self.sha.update(buf[at : at + n])
         self.left -= n
-        self.sha.update(self.buf[:n])
+
+    def pending(self):
+        return self.end - self.pos
+
+    async def read(self, n):
+        """min(n, len(buf), bytes left) bytes into buf[:n] - always that many, however the network
+        splits them, so the writes that follow do not depend on packet sizes; returns the count."""
+        k = self.end - self.pos
+        n = min(n, len(self.buf), self.left + k)
+        if k > n:
+            k = n
+        if k:  # the bytes after the last header line first (moved down: never onto unread ones)
+            self.buf[0:k] = self.buf[self.pos : self.pos + k]
+            self.pos += k
+        if n > k:
+            await self._fetch(k, n - k)
         return n
 
     async def line(self, out):
         """One header line (without the newline) into the bytearray `out`; returns it as str."""
+        buf = self.buf
         n = 0
         while True:
-            if n >= len(out):
+            if self.pos == self.end:
+                k = min(len(out), self.left)
+                if not k:
+                    raise Error(_BAD, "download ended early")
+                await self._fetch(0, k)
+                self.pos, self.end = 0, k
+            i = self.pos
+            end = self.end
+            while i < end and buf[i] != 10:
+                i += 1
+            m = i - self.pos
+            if n + m >= len(out):
                 raise Error(_BAD, "bundle header line too long")
-            await self.read(1)
-            out[n] = self.buf[0]
-            if out[n] == 10:
+            out[n : n + m] = buf[self.pos : i]
+            n += m
+            if i < end:  # the newline
+                self.pos = i + 1
                 break
-            n += 1
+            self.pos = end
         try:
             return str(memoryview(out)[:n], "utf-8")
         except UnicodeError:
@@ -207,7 +238,7 @@ async def install(app, server, rel):
                     raise Error(_BAD, "%s: sha256 mismatch" % path)
                 man.write("%s %d %s\n" % (path, fsize, fsha))
         parts = h = lb = None
-        if s.left != 0:
+        if s.left != 0 or s.pending():
             raise Error(_BAD, "bundle size mismatch")
         if await resp.readinto(buf[:1]):
             raise Error(_BAD, "download longer than promised")

@@ -69,7 +69,10 @@ TWOMES_MIN_TOKEN_LENGTH = 8
 # Failed activation attempts per client address, and activations per device.
 DEFAULT_ADDRESS_RATE = Rate(30, 2.0)
 DEFAULT_DEVICE_RATE = Rate(10, 6.0)
-MAX_MEASUREMENTS_LIMIT = 1_000_000
+MAX_MEASUREMENTS_LIMIT = 10_000  # measurements per page at most
+DEFAULT_MEASUREMENTS = 1_000  # per page unless asked
+MAX_PAGE = 1_000  # admin list pages
+DEFAULT_PAGE = 100
 
 ASGIApp = Callable[
     [
@@ -329,9 +332,27 @@ def require_device(
     raise HTTPException(status_code=401, detail="Invalid device session token")
 
 
+def check_device(
+    database: DB, credentials: Annotated[HTTPAuthorizationCredentials, Depends(device_bearer)]
+) -> AuthedDevice:
+    """Checks the device session token only (a read): the endpoint records the device as seen in its
+    own write transaction (uploads: one write transaction per request)."""
+    token = credentials.credentials
+    ident = dbm.token_ident(token)
+    if ident is not None:
+        with database.read() as conn:
+            row = conn.execute(
+                "SELECT id, name, device_type_id, session_token_hash FROM device WHERE id = ?", (ident,)
+            ).fetchone()
+        if row is not None and dbm.token_matches(token, row["session_token_hash"]):
+            return AuthedDevice(row["id"], row["name"], row["device_type_id"])
+    raise HTTPException(status_code=401, detail="Invalid device session token")
+
+
 Admin = Annotated[int, Depends(require_admin)]
 Account = Annotated[int, Depends(require_account)]
 Device = Annotated[AuthedDevice, Depends(require_device)]
+CheckedDevice = Annotated[AuthedDevice, Depends(check_device)]
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -537,6 +558,10 @@ def _store_measurements(
     """
     server_time = datetime.now(UTC)
     with database.write() as conn:
+        # the device is seen now, in the upload's transaction (a device removed since the check: 401)
+        seen = conn.execute("UPDATE device SET last_seen = ? WHERE id = ?", (dbm.utcnow(), device.id))
+        if seen.rowcount != 1:
+            raise HTTPException(status_code=401, detail="Invalid device session token")
         rows = conn.execute(
             "SELECT id, name FROM property WHERE device_type_id = ?", (device.device_type_id,)
         ).fetchall()
@@ -765,7 +790,9 @@ def device_read_self(database: DB, device: Device) -> dict[str, Any]:
     responses=_errors(400, 401, 403),
     summary="Upload measurements with their own timestamps (device)",
 )
-def upload_variable(body: s.MeasurementsUploadVariable, database: DB, device: Device) -> dict[str, Any]:
+def upload_variable(
+    body: s.MeasurementsUploadVariable, database: DB, device: CheckedDevice
+) -> dict[str, Any]:
     items = [
         (pm.property_name, [(s.timestamp_seconds(m.timestamp), m.value) for m in pm.measurements])
         for pm in body.property_measurements
@@ -779,7 +806,7 @@ def upload_variable(body: s.MeasurementsUploadVariable, database: DB, device: De
     responses=_errors(400, 401, 403),
     summary="Upload measurements taken at a fixed interval (device)",
 )
-def upload_fixed(body: s.MeasurementsUploadFixed, database: DB, device: Device) -> dict[str, Any]:
+def upload_fixed(body: s.MeasurementsUploadFixed, database: DB, device: CheckedDevice) -> dict[str, Any]:
     items: list[tuple[str, list[tuple[float, str]]]] = []
     errors: list[dict[str, Any]] = []
     for index, pm in enumerate(body.property_measurements):
@@ -1112,10 +1139,29 @@ def account_create(body: s.AccountCreate, database: DB, _admin: Admin) -> dict[s
     return {"id": account_id, "name": body.name, "session_token": token}
 
 
-@admin.get("/devices", response_model=list[s.AdminDevice], summary="List devices")
-def devices_list(database: DB, _admin: Admin) -> list[dict[str, Any]]:
+@admin.get(
+    "/devices",
+    response_model=list[s.AdminDevice],
+    summary="List devices, one page: by id, `limit` (default 100) with an id above `after`",
+)
+def devices_list(
+    database: DB,
+    _admin: Admin,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1, le=MAX_PAGE, description=f"Devices per page (default {DEFAULT_PAGE}, at most {MAX_PAGE})."
+        ),
+    ] = DEFAULT_PAGE,
+    after: Annotated[
+        int,
+        Query(
+            ge=0, le=s.MAX_ID, description="Only devices with an id above this (the next page: the last id)."
+        ),
+    ] = 0,
+) -> list[dict[str, Any]]:
     with database.read() as conn:
-        rows = conn.execute(f"{_DEVICE_SQL} ORDER BY d.id").fetchall()
+        rows = conn.execute(f"{_DEVICE_SQL} WHERE d.id > ? ORDER BY d.id LIMIT ?", (after, limit)).fetchall()
         return [_admin_device_json(conn, r) for r in rows]
 
 
@@ -1181,9 +1227,21 @@ def device_measurements(
     database: DB,
     _admin: Admin,
     limit: Annotated[
-        int | None,
-        Query(ge=1, le=MAX_MEASUREMENTS_LIMIT, description="Only the newest `limit` measurements."),
-    ] = None,
+        int,
+        Query(
+            ge=1,
+            le=MAX_MEASUREMENTS_LIMIT,
+            description=f"The newest `limit` measurements (default {DEFAULT_MEASUREMENTS}).",
+        ),
+    ] = DEFAULT_MEASUREMENTS,
+    skip: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=s.MAX_ID,
+            description="Skip the newest `skip` first (the next, older page: skip + limit).",
+        ),
+    ] = 0,
 ) -> list[dict[str, Any]]:
     with database.read() as conn:
         row = _device_row_by_name(conn, name)
@@ -1191,13 +1249,10 @@ def device_measurements(
             "SELECT p.name AS property_name, m.timestamp, m.value, m.id FROM measurement m"
             " JOIN property p ON p.id = m.property_id WHERE m.device_id = ?"
         )
-        if limit is None:
-            rows = conn.execute(f"{sql} ORDER BY m.timestamp, m.id", (row["id"],)).fetchall()
-        else:
-            rows = conn.execute(
-                f"{sql} ORDER BY m.timestamp DESC, m.id DESC LIMIT ?", (row["id"], limit)
-            ).fetchall()
-            rows.reverse()
+        rows = conn.execute(
+            f"{sql} ORDER BY m.timestamp DESC, m.id DESC LIMIT ? OFFSET ?", (row["id"], limit, skip)
+        ).fetchall()
+        rows.reverse()
     return [
         {
             "property_name": r["property_name"],

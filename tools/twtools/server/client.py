@@ -285,8 +285,19 @@ class AdminClient:
 
     # -- devices
 
-    def devices(self) -> list[AdminDevice]:
-        return cast(list[AdminDevice], self._request("GET", "/admin/devices"))
+    def devices(self, page: int = 500) -> list[AdminDevice]:
+        """All devices (the server answers in pages: fetched one after the other)."""
+        out: list[AdminDevice] = []
+        while True:
+            got = cast(
+                list[AdminDevice],
+                self._request(
+                    "GET", "/admin/devices", params={"limit": page, "after": out[-1]["id"] if out else 0}
+                ),
+            )
+            out += got
+            if len(got) < page:
+                return out
 
     def device(self, name: str) -> AdminDevice:
         return cast(AdminDevice, self._request("GET", f"/admin/devices/{_seg(name)}"))
@@ -309,12 +320,21 @@ class AdminClient:
             self._request("PUT", f"/admin/devices/{_seg(name)}/target", json={"release_id": release_id}),
         )
 
-    def measurements(self, name: str, limit: int | None = None) -> list[Measurement]:
-        params = {"limit": limit} if limit is not None else None
-        return cast(
-            list[Measurement],
-            self._request("GET", f"/admin/devices/{_seg(name)}/measurements", params=params),
-        )
+    def measurements(self, name: str, limit: int | None = None, page: int = 10_000) -> list[Measurement]:
+        """The newest `limit` measurements (None: all), oldest first; fetched in pages."""
+        out: list[Measurement] = []
+        while limit is None or len(out) < limit:
+            n = page if limit is None else min(page, limit - len(out))
+            got = cast(
+                list[Measurement],
+                self._request(
+                    "GET", f"/admin/devices/{_seg(name)}/measurements", params={"limit": n, "skip": len(out)}
+                ),
+            )
+            out = got + out
+            if len(got) < n:
+                break
+        return out
 
     # -- firmware
 

@@ -22,6 +22,7 @@ import hmac
 import os
 import secrets
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -248,45 +249,87 @@ def token_matches(token: str, stored_hash: str | None) -> bool:
 
 
 class Database:
-    """A database file; hands out short-lived connections and transactions."""
+    """A database file; hands out transactions on one connection per worker thread.
+
+    Each thread (uvicorn's event loop, each thread of the pool that runs the endpoints) keeps its own
+    connection: opening one costs more than most requests' queries. A connection whose transaction
+    could not be ended cleanly is closed and not reused.
+
+    Durability: WAL journal with ``synchronous = FULL``: a transaction is on disk (fsync of the WAL)
+    before COMMIT returns, so an answered upload or activation survives a power loss of the server.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._local = threading.local()
+        # SQLite has one writer at a time; a writer that finds the lock taken sleeps in its busy
+        # handler (up to 100 ms a nap). The workers of this process queue here instead and are woken
+        # at once when the writer before them commits.
+        self._write_lock = threading.Lock()
 
     def connect(self) -> sqlite3.Connection:
+        """A new connection (the caller closes it)."""
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")
         return conn
+
+    def _worker_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.connect()
+            self._local.conn = conn
+        return conn
+
+    def _discard(self, conn: sqlite3.Connection) -> None:
+        self._local.conn = None
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: one consistent snapshot for all its queries."""
-        conn = self.connect()
+        conn = self._worker_conn()
         try:
             conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._discard(conn)
+            raise
+        try:
+            yield conn
         finally:
-            conn.close()
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._discard(conn)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any exception."""
-        conn = self.connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        conn = self._worker_conn()
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                self._discard(conn)
+                raise
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    self._discard(conn)
                 raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                self._discard(conn)  # its transaction is still open: never reuse it
+                raise
 
     def secret_recorded(self) -> bool:
         """Whether the database (if it exists) already knows its server secret."""

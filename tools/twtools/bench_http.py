@@ -1,0 +1,288 @@
+"""Device HTTP streaming on the MicroPython unix port: the device's client (twomes.online.http, as
+.mpy) against a raw blocking-socket loop and micropython-lib ``requests`` (built into the unix port),
+all three streaming the same body from a local server on 127.0.0.1 into a file, 1 KB at a time.
+
+Per run, in one MicroPython process and in turn (so the three share the machine's state): throughput
+(MB/s, wall time of request + body) and garbage (``micropython.mem_total`` over the stream, per KB of
+body). Once per client: the live heap it holds mid-stream (``gc.mem_alloc`` after a collection, above
+what was allocated before the request), the heap its module occupies once imported, and the smallest
+free heap one streamed request needs (the heap is filled until only that much is free; bisected to
+64 bytes; collector on). The device client is called as the app calls it, with the 1 KB head buffer
+the app allocates once at start (not counted per request; shown as its own row).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from twtools.build import compile_tree
+from twtools.vboard.runner import micropython_bin
+
+_SCRIPT = r"""
+import gc, sys, time, json, micropython
+runs, port, size, small = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+out = sys.argv[5]
+url = "http://127.0.0.1:%d/blob" % port
+buf = bytearray(1024)
+mv = memoryview(buf)
+head = bytearray(1024)  # the device's HTTP head buffer: the app allocates it once at start (app.buffers)
+mid = [0, 0]  # [bytes at which to sample the live heap (0: never), sampled live bytes]
+
+def sample(got):
+    if mid[0] and got >= mid[0]:
+        mid[0] = 0
+        gc.collect()
+        mid[1] = gc.mem_alloc()
+
+def raw(path):
+    import socket
+    s = socket.socket()
+    try:
+        s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        s.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        have = 0
+        while True:  # the head (this server sends a short one)
+            n = s.readinto(mv[have:])
+            if not n:
+                raise OSError("closed in head")
+            have += n
+            i = buf.find(b"\r\n\r\n", 0, have)
+            if i >= 0:
+                break
+        f = open(out, "wb")
+        try:
+            f.write(mv[i + 4 : have])
+            got = have - i - 4
+            while True:
+                n = s.readinto(buf)
+                if not n:
+                    break
+                f.write(buf if n == 1024 else mv[:n])
+                got += n
+                sample(got)
+        finally:
+            f.close()
+    finally:
+        s.close()
+    return got
+
+def req(path):
+    import requests
+    r = requests.get(url[: url.rfind("/")] + path.decode(), stream=True)
+    try:
+        s = r.raw
+        f = open(out, "wb")
+        try:
+            got = 0
+            while True:
+                n = s.readinto(buf)
+                if not n:
+                    break
+                f.write(buf if n == 1024 else mv[:n])
+                got += n
+                sample(got)
+        finally:
+            f.close()
+    finally:
+        r.close()
+    return got
+
+def dev(path):
+    import asyncio
+    from twomes.online import http
+    async def go():
+        r = await http.request("GET", url[: url.rfind("/")] + path.decode(), head_buf=head)
+        try:
+            f = open(out, "wb")
+            try:
+                got = 0
+                while True:
+                    n = r.read_now(mv)
+                    if n is None:
+                        n = await r.readinto(mv)
+                    if not n:
+                        break
+                    f.write(buf if n == 1024 else mv[:n])
+                    got += n
+                    sample(got)
+            finally:
+                f.close()
+        finally:
+            await r.close()
+        return got
+    return asyncio.run(go())
+
+clients = (("raw", raw), ("requests", req), ("device", dev))
+gc.collect()
+code = {}
+for name, mod in (("raw", "socket"), ("requests", "requests"), ("device", "twomes.online.http")):
+    gc.collect()
+    a = gc.mem_alloc()
+    __import__(mod)
+    import asyncio  # the device's app runs on asyncio anyway: not counted
+    gc.collect()
+    code[name] = gc.mem_alloc() - a
+for name, fn in clients:  # warm up (first-use allocations)
+    fn(b"/small")
+res = {name: {"mbps": [], "garbage_per_kb": []} for name, _ in clients}
+for r in range(runs):
+    for name, fn in clients:
+        gc.collect()
+        a = micropython.mem_total()
+        t = time.ticks_us()
+        got = fn(b"/blob")
+        dt = time.ticks_diff(time.ticks_us(), t)
+        g = micropython.mem_total() - a
+        assert got == size, (name, got)
+        res[name]["mbps"].append(got / dt)
+        res[name]["garbage_per_kb"].append(g * 1024 / got)
+import asyncio
+
+async def _drain():
+    await asyncio.sleep_ms(1)
+
+for name, fn in clients:
+    asyncio.run(_drain())  # the previous request's cancelled watchdog leaves the queue
+    gc.collect()
+    base = gc.mem_alloc()
+    mid[0] = small // 2
+    assert fn(b"/small") == small
+    res[name]["live"] = mid[1] - base
+    res[name]["code"] = code[name]
+
+def fits(fn, room):
+    # fill the heap with chunks (a fragmented heap has no single block of all its free bytes) until
+    # only `room` bytes are free after a collection, then try one streamed request
+    asyncio.run(_drain())
+    gc.collect()
+    fill = [None] * 1024  # preallocated: a growing list would leave garbage that frees heap later
+    k = 0
+    try:
+        for _ in range(3):  # the filler's own garbage is collected between rounds
+            size = 4096
+            while size >= 32 and k < len(fill):
+                if gc.mem_free() - size < room:
+                    size //= 2
+                    continue
+                try:
+                    fill[k] = bytearray(size - 16)
+                    k += 1
+                except MemoryError:
+                    size //= 2
+            gc.collect()
+        return fn(b"/small") == small
+    except MemoryError:
+        return False
+    finally:
+        fill = None
+        gc.collect()
+
+for name, fn in clients:
+    lo, hi = 0, 48 * 1024
+    if not fits(fn, hi):
+        need = -1
+    else:
+        while hi - lo > 64:
+            m = (lo + hi) // 2
+            if fits(fn, m):
+                hi = m
+            else:
+                lo = m
+        need = hi
+    res[name]["need"] = need
+print("@@BENCH " + json.dumps(res))
+"""
+
+
+class BlobServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1 answering GET /blob (the big body) and /small with
+    Content-Length, then closing: the body comes from memory, so the client is what is measured."""
+
+    def __init__(self, size: int, small: int) -> None:
+        pattern = bytes(range(256))
+        self.bodies = {b"/blob": pattern * (size // 256), b"/small": pattern * (small // 256)}
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port: int = self.sock.getsockname()[1]
+        self._t = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> BlobServer:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        with c:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                d = c.recv(4096)
+                if not d or len(head) > 65536:
+                    return
+                head += d
+            path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
+            body = self.bodies.get(path)
+            try:
+                if body is None:
+                    c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    return
+                c.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n"
+                    b"Connection: close\r\n\r\n" % len(body)
+                )
+                c.sendall(body)
+            except OSError:
+                pass
+
+
+def measure(
+    runs: int, size: int, small: int = 256 * 1024, heap: str = "256K"
+) -> dict[str, dict[str, object]]:
+    with tempfile.TemporaryDirectory(prefix="twomes-bench-http-") as tmp, BlobServer(size, small) as srv:
+        lib = Path(tmp) / "lib"
+        compile_tree(lib)
+        (Path(tmp) / "bench.py").write_text(_SCRIPT)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
+        env["MICROPYPATH"] = f".frozen:{lib}"
+        proc = subprocess.run(
+            [
+                micropython_bin(),
+                "-X",
+                f"heapsize={heap}",
+                "bench.py",
+                str(runs),
+                str(srv.port),
+                str(len(srv.bodies[b"/blob"])),
+                str(len(srv.bodies[b"/small"])),
+                str(Path(tmp) / "out.bin"),
+            ],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    for line in proc.stdout.splitlines():
+        if line.startswith("@@BENCH "):
+            result: dict[str, dict[str, object]] = json.loads(line[8:])
+            return result
+    raise RuntimeError(
+        f"the HTTP benchmark did not finish (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+    )

@@ -1,0 +1,309 @@
+"""The reference server under load against its framework's ceiling: the same FastAPI/uvicorn stack
+(same request models, same uvicorn protocol and settings) answering constants on the same paths.
+
+Both run as their own process on 127.0.0.1; the load comes from this process: C clients (1, 10, 100),
+each on one keep-alive HTTP/1.1 connection, sending the next request when the answer is in, for a
+fixed time. Figures per (endpoint, C): answered requests per second, p50 and p99 latency. Every answer
+must be a 200 (else the benchmark fails). Uploads: 4 new measurements each (variable interval), by
+devices activated beforehand; activations: POST /device/activate of devices attached to an account
+(the server's per-device activation rate is lifted: the limiter is not what is measured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, FastAPI
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from twtools.server import schemas as s
+from twtools.server.testing import ReferenceServer
+
+LEVELS = (1, 10, 100)
+_BEARER = HTTPBearer()  # module level: the annotations are resolved in the module's namespace
+
+
+def constants_app() -> Any:
+    """FastAPI answering the benchmarked paths with constants, after the same body validation."""
+    app = FastAPI()
+
+    @app.post("/device/measurements/variable-interval", response_model=s.MeasurementsUploadResult)
+    def upload(
+        body: s.MeasurementsUploadVariable, _c: Annotated[HTTPAuthorizationCredentials, Depends(_BEARER)]
+    ) -> dict[str, Any]:
+        n = sum(len(p.measurements) for p in body.property_measurements)
+        return {"server_time": "2026-01-01T00:00:00Z", "size": n}
+
+    @app.post("/device/activate", response_model=s.SessionToken)
+    def activate(body: s.ActivationRequest) -> dict[str, str]:
+        return {"session_token": "1.abcdefghijklmnopqrstuvwxyz"}
+
+    return app
+
+
+def _serve_constants() -> None:  # python -m twtools.bench_server (the reference process)
+    import uvicorn
+
+    # proto IPPROTO_TCP as the server's: asyncio sets TCP_NODELAY only on such sockets
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    print(sock.getsockname()[1], flush=True)
+    from twtools.server.guard import ConnectionLimits, guarded_protocol
+
+    config = uvicorn.Config(
+        constants_app(),
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        http=guarded_protocol(ConnectionLimits()),  # the reference server's protocol, default limits
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+@dataclass
+class Load:
+    path: str
+    bodies: list[tuple[bytes, bytes]]  # (extra header lines, body) cycled per client
+    latencies: list[float] = field(default_factory=list)
+    count: int = 0
+
+
+async def _client(port: int, load: Load, offset: int, step: int, until: float) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = offset
+    try:
+        while time.perf_counter() < until:
+            extra, body = load.bodies[i % len(load.bodies)]
+            i += step
+            t0 = time.perf_counter()
+            writer.write(
+                b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n%s\r\n%s" % (load.path.encode(), len(body), extra, body)
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = head[9:12]
+            n = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    n = int(line[15:])
+            answer = await reader.readexactly(n)
+            if status != b"200":
+                raise RuntimeError(f"{load.path}: {status.decode()} {answer[:200]!r}")
+            load.latencies.append(time.perf_counter() - t0)
+            load.count += 1
+    finally:
+        writer.close()
+
+
+def run_load(port: int, load: Load, clients: int, seconds: float) -> dict[str, float]:
+    async def main() -> float:
+        t0 = time.perf_counter()
+        until = t0 + seconds
+        await asyncio.gather(*(_client(port, load, k, clients, until) for k in range(clients)))
+        return time.perf_counter() - t0
+
+    load.latencies, load.count = [], 0
+    wall = asyncio.run(main())
+    lat = sorted(load.latencies)
+    return {
+        "rps": load.count / wall,
+        "p50_ms": lat[len(lat) // 2] * 1000,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+    }
+
+
+class _Stamp:
+    def __init__(self) -> None:
+        self.t = 1_700_000_000
+
+    def next(self) -> int:
+        self.t += 1
+        return self.t
+
+
+def _upload_bodies(tokens: list[str], stamp: _Stamp, per_token: int) -> list[tuple[bytes, bytes]]:
+    out = []
+    for _ in range(per_token):
+        for tok in tokens:
+            t = stamp.next() * 10
+            body = {
+                "upload_time": t + 5,
+                "property_measurements": [
+                    {
+                        "property_name": "heartbeat",
+                        "measurements": [{"timestamp": t + k, "value": str(k)} for k in range(4)],
+                    }
+                ],
+            }
+            out.append((b"Authorization: Bearer %s\r\n" % tok.encode(), json.dumps(body).encode()))
+    return out
+
+
+def _provision(server: ReferenceServer, n: int, prefix: str) -> tuple[list[str], list[str]]:
+    """n devices attached to one account: (activation tokens, session tokens)."""
+    admin = {"Authorization": f"Bearer {server.admin_token}"}
+    acts, sessions = [], []
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.post("/admin/accounts", json={"name": f"bench {prefix}"}, headers=admin)
+        r.raise_for_status()
+        account = {"Authorization": f"Bearer {r.json()['session_token']}"}
+        base = 0xA00000 if prefix == "a" else 0xB00000
+        for k in range(n):
+            act = f"{prefix}{k:012d}".ljust(16, "0")
+            r = http.post(
+                "/device",
+                json={
+                    "name": f"TWOMES-{base + k:06X}",
+                    "device_type": "Generic-Test",
+                    "activation_token": act,
+                },
+                headers=admin,
+            )
+            r.raise_for_status()
+            http.post(
+                "/account/device/activate", json={"activation_token": act}, headers=account
+            ).raise_for_status()
+            r = http.post("/device/activate", json={"activation_token": act})
+            r.raise_for_status()
+            acts.append(act)
+            sessions.append(r.json()["session_token"])
+    return acts, sessions
+
+
+def measure(runs: int, seconds: float, levels: tuple[int, ...] = LEVELS) -> dict[str, Any]:
+    """{"upload"|"activate": {C: [{"server": {...}, "constants": {...}} per run]}}"""
+    env = dict(os.environ)
+    ref = subprocess.Popen(
+        [sys.executable, "-m", "twtools.bench_server"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert ref.stdout is not None
+        ref_port = int(ref.stdout.readline())
+        limits = ["--activation-rate-device", "1000000/1", "--activation-rate-address", "1000000/1"]
+        with ReferenceServer(access_log=False, extra_args=limits) as server:
+            port = int(server.url.rsplit(":", 1)[1])
+            n = max(levels)
+            acts, sessions = _provision(server, n, "a")
+            _, upload_sessions = _provision(server, n, "u")
+            stamp = _Stamp()
+            act_bodies = [(b"", json.dumps({"activation_token": a}).encode()) for a in acts]
+            out: dict[str, Any] = {"upload": {}, "activate": {}}
+            for c in levels:
+                for what in ("upload", "activate"):
+                    out[what][c] = []
+            for _ in range(runs):
+                for c in levels:
+                    for what, path in (
+                        ("upload", "/device/measurements/variable-interval"),
+                        ("activate", "/device/activate"),
+                    ):
+                        pair = {}
+                        for who, p in (("constants", ref_port), ("server", port)):
+                            if what == "upload":
+                                bodies = _upload_bodies(upload_sessions[:c], stamp, max(1, 2000 // c))
+                            else:
+                                bodies = act_bodies[:c]
+                            pair[who] = run_load(p, Load(path, bodies), c, seconds)
+                        out[what][c].append(pair)
+            del sessions
+            return out
+    finally:
+        ref.terminate()
+        ref.wait(10)
+
+
+if __name__ == "__main__":
+    _serve_constants()
+
+
+def _fill(server: ReferenceServer, devices: int, measurements: int, big: int) -> str:
+    """`devices` devices of the Generic-Test type with `measurements` in all, `big` of them on the
+    first device (the rest spread evenly), written straight into the server's database file (the
+    server is running: WAL). Returns the first device's name."""
+    import sqlite3
+
+    conn = sqlite3.connect(server.db_path, timeout=30, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        type_id = conn.execute("SELECT id FROM device_type WHERE name = 'Generic-Test'").fetchone()[0]
+        prop = conn.execute(
+            "SELECT id FROM property WHERE device_type_id = ? AND name = 'heartbeat'", (type_id,)
+        )
+        prop_id = prop.fetchone()[0]
+        first = conn.execute("SELECT coalesce(max(id), 0) FROM device").fetchone()[0] + 1
+        conn.executemany(
+            "INSERT INTO device (id, name, device_type_id, activation_token_hash, created_on, last_seen)"
+            " VALUES (?, ?, ?, ?, '2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z')",
+            [
+                (first + k, f"TWOMES-{0xC00000 + k:06X}", type_id, f"k1:bench{first + k:016d}")
+                for k in range(devices)
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO upload (id, device_id, server_time, device_time, size) VALUES (?, ?, '2026-01-02', 0, 0)",
+            [(first + k, first + k) for k in range(devices)],
+        )
+        rest = (measurements - big) // max(1, devices - 1)
+
+        def rows() -> Any:
+            for k in range(devices):
+                for t in range(big if k == 0 else rest):
+                    yield (first + k, prop_id, first + k, 1_700_000_000 + t * 60, "1")
+
+        conn.executemany(
+            "INSERT INTO measurement (device_id, property_id, upload_id, timestamp, value) VALUES (?, ?, ?, ?, ?)",
+            rows(),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return f"TWOMES-{0xC00000:06X}"
+
+
+def _timed_get(
+    http: httpx.Client, path: str, runs: int, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    times, size = [], 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = http.get(path, params=params)
+        times.append((time.perf_counter() - t0) * 1000)
+        if r.status_code != 200:
+            raise RuntimeError(f"GET {path}: {r.status_code} {r.text[:200]}")
+        size = len(r.content)
+    return {"ms": times, "bytes": size}
+
+
+def measure_scale(runs: int, devices: int, measurements: int, big: int) -> dict[str, Any]:
+    """The admin reads at a small size (100 devices, 10,000 measurements, 1,000 on one device: the
+    reference) and at the given size, each on its own fresh server."""
+    out: dict[str, Any] = {}
+    for label, (n, m, b) in (("small", (100, 10_000, 1_000)), ("large", (devices, measurements, big))):
+        with ReferenceServer(access_log=False) as server:
+            t0 = time.perf_counter()
+            name = _fill(server, n, m, b)
+            fill_s = time.perf_counter() - t0
+            admin = {"Authorization": f"Bearer {server.admin_token}"}
+            with httpx.Client(base_url=server.url, headers=admin, timeout=120) as http:
+                out[label] = {
+                    "devices": n,
+                    "measurements": m,
+                    "fill_s": fill_s,
+                    "device_page": _timed_get(http, "/admin/devices", runs),
+                    "one_device": _timed_get(http, f"/admin/devices/{name}", runs),
+                    "measurement_page": _timed_get(http, f"/admin/devices/{name}/measurements", runs),
+                    "oldest_page": _timed_get(
+                        http, f"/admin/devices/{name}/measurements", runs, {"skip": max(0, b - 1000)}
+                    ),
+                }
+    return out
