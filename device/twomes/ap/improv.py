@@ -2,9 +2,16 @@
 # (state, error, RPC result), and the slow part (testing the credentials) through the setup controller.
 # Transport-free: the serial framing and the console loop are twomes.ap.improv_serial; a BLE transport
 # would map the same replies onto its characteristics.
+#
+# Two uses: setup mode (`ctl` is the setup controller: scans, credential tests) and the running app
+# (`ctl` None, running(url) called: the device is provisioned). While running it answers "get state"
+# with PROVISIONED and the device's URL and "get device info" as in setup mode, lists no networks (a
+# scan would disturb the station's link) and refuses Wi-Fi settings with "unknown RPC command" (not
+# available in this state): a device in the field changes networks only through setup mode, after a
+# long button press (docs/setup-mode.md, "Improv"). ESPHome re-provisions here instead.
 from micropython import const
 
-from twomes import wifi
+from twomes import hw, wifi
 from twomes.ap.creds import shown
 from twomes.log import log
 
@@ -50,6 +57,12 @@ class Improv:
         self.state = READY
         self.urls = ()  # redirect URL(s) reported once provisioned (none: the device has no local page)
 
+    def running(self, url):
+        """The app runs (provisioned): answer with `url` (the device's page), refuse Wi-Fi settings."""
+        self.ctl = None
+        self.state = PROVISIONED
+        self.urls = (url,)
+
     def rpc(self, data):
         """One RPC command packet (command, length, payload). Returns (ssid, password) when the caller
         must run provision() (never waits itself), else None."""
@@ -68,6 +81,10 @@ class Improv:
             except (IndexError, ValueError):  # (UnicodeError is a ValueError)
                 self.send(ERROR, bytes([E_INVALID]))
                 return None
+            if self.ctl is None:  # running: Wi-Fi changes go through setup mode (see the top)
+                log("improv", "Wi-Fi settings refused while running: hold the button to set up Wi-Fi")
+                self.send(ERROR, bytes([E_UNKNOWN_RPC]))
+                return None
             if self.state == PROVISIONING:  # one attempt at a time
                 self.send(STATE, bytes([PROVISIONING]))
                 return None
@@ -80,9 +97,11 @@ class Improv:
             if self.state == PROVISIONED:
                 self.send(RESULT, strings(C_STATE, self.urls))
         elif cmd == C_INFO:
-            self.send(RESULT, strings(C_INFO, ("twomes", self.version, "ESP32", self.ident.name)))
+            self.send(RESULT, strings(C_INFO, ("twomes", self.version, hw.chip_family(), self.ident.name)))
         elif cmd == C_SCAN:
-            for ssid, rssi, secured in self.ctl.nets:  # one result per network, as they go
+            for ssid, rssi, secured in (
+                self.ctl.nets if self.ctl is not None else ()
+            ):  # one result per network, as they go
                 self.send(RESULT, strings(C_SCAN, (ssid, str(rssi), "YES" if secured else "NO")))
             self.send(RESULT, strings(C_SCAN, ()))
         else:

@@ -122,13 +122,16 @@ class Serial:
                 self.pending = creds
 
 
-async def console(board, ctl, ident, version, reader=None):
+async def console(board, ctl, ident, version, reader=None, url=None):
     """Listen for Improv on the serial console until cancelled, the console closes (host tests) or a
     lone Ctrl-C comes (then ctl.interrupted is set). `reader` (anything with `async read(n)`) replaces
-    the console stream in tests. A task the controller supervises."""
+    the console stream in tests. A task the controller supervises. With `url` the app runs: the device
+    is provisioned (Improv.running) and `ctl` is anything with an `interrupted` field (the app)."""
     board.kbd_intr(-1)  # 0x03 is data here, not Ctrl-C
     job = None
     ser = Serial(ctl, ident, version, board.console_write)
+    if url is not None:
+        ser.improv.running(url)
     try:
         if reader is None:
             reader = asyncio.StreamReader(board.console_in())
