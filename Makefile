@@ -80,9 +80,11 @@ npm-deps:
 test: install browser-deps npm-deps lint
 	$(BIN)/pytest -q host_tests
 
+## ruff on everything; pyright on the device code against micropython-esp32-stubs ([tool.pyright]).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/pyright
 
 fmt: install
 	$(BIN)/ruff format .

@@ -350,4 +350,5 @@ def main():
         time.sleep(5)
     if board is None:  # the config or the board itself failed
         hw.reset()
-    board.reset()
+    else:
+        board.reset()

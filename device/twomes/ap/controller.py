@@ -206,6 +206,7 @@ class Controller:
                     except ValueError as e:  # stored credentials the rule refuses: the portal stays
                         log("setup", "saved network not tried: %s" % e)
                         saved = None
+                        continue  # nothing to try again: the portal stays until settings come
                     if self.joined:
                         return "joined"
                     app.set_state(PORTAL, "waiting for Wi-Fi settings")

@@ -4,9 +4,9 @@
 # would map the same replies onto its characteristics.
 #
 # Two uses: setup mode (`ctl` is the setup controller: scans, credential tests) and the running app
-# (`ctl` None, running(url) called: the device is provisioned). While running it answers "get state"
-# with PROVISIONED and the device's URL and "get device info" as in setup mode, lists no networks (a
-# scan would disturb the station's link) and refuses Wi-Fi settings with "unknown RPC command" (not
+# (running(url) called: the device is provisioned). While running it answers "get state" with
+# PROVISIONED and the device's URL and "get device info" as in setup mode, lists no networks (a scan
+# would disturb the station's link) and refuses Wi-Fi settings with "unknown RPC command" (not
 # available in this state): a device in the field changes networks only through setup mode, after a
 # long button press (docs/setup-mode.md, "Improv"). ESPHome re-provisions here instead.
 from micropython import const
@@ -56,10 +56,11 @@ class Improv:
         self.send = send
         self.state = READY
         self.urls = ()  # redirect URL(s) reported once provisioned (none: the device has no local page)
+        self.fixed = False  # the app runs: Wi-Fi settings are not taken (running())
 
     def running(self, url):
         """The app runs (provisioned): answer with `url` (the device's page), refuse Wi-Fi settings."""
-        self.ctl = None
+        self.fixed = True
         self.state = PROVISIONED
         self.urls = (url,)
 
@@ -81,7 +82,7 @@ class Improv:
             except (IndexError, ValueError):  # (UnicodeError is a ValueError)
                 self.send(ERROR, bytes([E_INVALID]))
                 return None
-            if self.ctl is None:  # running: Wi-Fi changes go through setup mode (see the top)
+            if self.fixed:  # running: Wi-Fi changes go through setup mode (see the top)
                 log("improv", "Wi-Fi settings refused while running: hold the button to set up Wi-Fi")
                 self.send(ERROR, bytes([E_UNKNOWN_RPC]))
                 return None
@@ -99,9 +100,8 @@ class Improv:
         elif cmd == C_INFO:
             self.send(RESULT, strings(C_INFO, ("twomes", self.version, hw.chip_family(), self.ident.name)))
         elif cmd == C_SCAN:
-            for ssid, rssi, secured in (
-                self.ctl.nets if self.ctl is not None else ()
-            ):  # one result per network, as they go
+            nets = () if self.fixed else self.ctl.nets
+            for ssid, rssi, secured in nets:  # one result per network, as they go
                 self.send(RESULT, strings(C_SCAN, (ssid, str(rssi), "YES" if secured else "NO")))
             self.send(RESULT, strings(C_SCAN, ()))
         else:
@@ -111,7 +111,8 @@ class Improv:
     async def provision(self, ssid, password):
         """Test the credentials through the controller (which checks them and refuses bad ones or a
         second test with a ValueError) and send the outcome."""
-        code = bad = None
+        code = wifi.FAILED
+        bad = None
         try:
             log("improv", "testing network %s (password: stored)" % shown(ssid))
             code = await self.ctl.test(ssid, password)
