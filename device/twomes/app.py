@@ -243,25 +243,25 @@ class App:
             unload(*[n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before])
 
     def listen(self):
-        """Improv on the console while the app runs (a task; cancel it to stop). Its modules are
-        loaded here, before the phases (which unload only what they load), and unloaded when it ends.
-        The URL it reports is the device's page on the server."""
+        """The console while the app runs (twomes.ap.improv_run: Ctrl-C, Improv answers "provisioned"
+        with the device's page on the server): a task, cancel it to stop. Its module is loaded here,
+        before the phases (which unload only what they load), and unloaded when it ends."""
         import sys
 
         before = list(sys.modules)
-        from twomes.ap import improv_serial
+        from twomes.ap import improv_run
 
         url = "%s/admin/devices/%s" % (self.cfg.server_url.rstrip("/"), self.ident.name)
         mods = [n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before]
-        return asyncio.create_task(self._listen(improv_serial.console, url, mods))
+        return asyncio.create_task(self._listen(improv_run.run, url, mods))
 
-    async def _listen(self, console, url, mods):
+    async def _listen(self, run, url, mods):
         try:
-            await console(self.board, self, self.ident, VERSION, None, url)
+            await run(self, url)
         except Exception as e:  # noqa: BLE001 - task boundary: Improv is a convenience, the app goes on
             log("improv", "console listener failed (%s)" % type(e).__name__)
         finally:
-            console = None
+            run = None
             unload(*mods)
 
     async def setup(self, saved):

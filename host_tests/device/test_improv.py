@@ -311,25 +311,41 @@ def test_ctrl_c_between_frames_hands_the_console_back():
 
 
 def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
-    """The running app's listener (url given): provisioned with the URL; 0x03 inside frames is data,
-    a lone 0x03 sets the app's `interrupted` and Ctrl-C is restored."""
+    """The running app's console (twomes.ap.improv_run): provisioned with the URL; Improv's modules are
+    loaded when a frame starts and unloaded after the quiet time; 0x03 inside frames is data, a lone
+    0x03 sets the app's `interrupted` and Ctrl-C is restored."""
+    import sys
+
+    from twomes import unload
+    from twomes.ap import improv_run
 
     class _App:
         interrupted = False
 
+    loaded = []
+
+    class _Watch(_Reader):
+        async def read(self, n):
+            loaded.append("twomes.ap.improv_serial" in sys.modules)
+            return await super().read(n)
+
     async def main():
         board, ident, cfg, ctl = pf.make()
-        con = _Console(board)
+        unload("ap.improv_serial", "ap.improv", "ap.creds")  # as in the running app: not loaded
         app = _App()
+        app.board = _Console(board)
+        app.ident = ident
         url = "https://127.0.0.1:8443/admin/devices/" + ident.name
         w = _wifi_rpc("home", "secret-pass")
-        await improv_serial.console(
-            con, app, ident, "1.2.3", _Reader([REQ_STATE, w, b"\x03", REQ_STATE]), url
-        )
-        got = _frames(con.written)
+        script = [b"text\n", REQ_STATE, w, 0.4, b"\x03", REQ_STATE]
+        await improv_run.run(app, url, _Watch(script), quiet_ms=200)
+        got = _frames(app.board.written)
         assert got[0] == (T_STATE, bytes([PROVISIONED])) and _strings(got[1][1]) == [url]
         assert got[2:] == [(T_ERROR, b"\x02")]  # Wi-Fi refused; the request after Ctrl-C not read
-        assert app.interrupted and con.intr == [-1, 3]
+        assert app.interrupted and app.board.intr == [-1, 3]
+        assert loaded[0] is False and True in loaded  # loaded for the frames only
+        assert loaded[-1] is False and "twomes.ap.improv_serial" not in sys.modules  # gone when quiet
+        assert ctl.saved is None  # nothing stored
 
     support.run(main())
 
