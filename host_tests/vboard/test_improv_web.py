@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from twtools import REPO
+from twtools import REPO, provision
 from twtools.vboard.runner import VirtualBoard
 
 WEB = REPO / "host_tests" / "improv_web"
@@ -40,7 +40,9 @@ def _sdk(port: str, *provision: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_esp_web_tools_improv_in_setup_mode_and_while_running(tmp_path: Path) -> None:
+def test_esp_web_tools_improv_in_setup_mode_and_while_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     vb = VirtualBoard(tmp_path / "state", air=AIR, pty=True)
     vb.install_app()
     vb.start()
@@ -64,6 +66,9 @@ def test_esp_web_tools_improv_in_setup_mode_and_while_running(tmp_path: Path) ->
         assert got["state"] == 4
         vb.wait_for("Wi-Fi settings refused while running", 10)
         assert not any("other-pass" in line for line in vb.lines)  # the password never on the console
+        # the project's own tool says so before sending anything
+        code = provision.main(["--serial", vb.pty_path, "--ssid", "other", "--password", "other-pass"])
+        assert code == 1 and "runs already (Improv: provisioned)" in capsys.readouterr().out
         # a lone Ctrl-C still stops the running app: MicroPython's REPL
         with serial.Serial(vb.pty_path, 115200, timeout=0.2) as port:
             time.sleep(0.3)
