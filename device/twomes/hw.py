@@ -34,23 +34,6 @@ else:  # CPython: a monotonic millisecond clock with the same three calls (no wr
         return a + b
 
 
-def chip_family(machine=None):
-    """The chip the running firmware was built for, as Improv and ESP Web Tools name it ("ESP32",
-    "ESP32-S3", "ESP32-C3"), from MicroPython's machine string ("Generic ESP32S3 module with ESP32S3").
-    A firmware that is not built for a chip says what it is: the unix port (the virtual board) gives
-    "unix port (linux)", CPython (the host tests) "cpython (linux)"."""
-    if machine is None:
-        machine = getattr(sys.implementation, "_machine", "")
-    i = machine.rfind(" with ")
-    if i < 0:
-        name = "unix port" if MICROPYTHON else sys.implementation.name
-        return "%s (%s)" % (name, sys.platform)
-    chip = machine[i + 6 :].strip().upper()
-    if chip[:5] == "ESP32" and len(chip) > 5 and chip[5] != "-":
-        chip = "ESP32-" + chip[5:]  # ESP32S3 -> ESP32-S3, as esptool and ESP Web Tools write it
-    return chip
-
-
 def uncancel(task):
     """After a cancellation we turned into an error: CPython counts cancellations per task."""
     if not MICROPYTHON:

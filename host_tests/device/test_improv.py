@@ -114,13 +114,13 @@ def test_request_current_state_and_device_info():
 
 
 def test_chip_family_from_micropythons_machine_string():
-    from twomes import hw
+    from twomes.ap.improv import chip_family
 
-    assert hw.chip_family("Generic ESP32 module with ESP32") == "ESP32"
-    assert hw.chip_family("Generic ESP32S3 module with Octal-SPIRAM with ESP32S3") == "ESP32-S3"
-    assert hw.chip_family("ESP32C3 module with ESP32C3") == "ESP32-C3"
-    assert hw.chip_family("Olimex ESP32-POE with ESP32") == "ESP32"
-    assert hw.chip_family("ESP module with ESP8266") == "ESP8266"
+    assert chip_family("Generic ESP32 module with ESP32") == "ESP32"
+    assert chip_family("Generic ESP32S3 module with Octal-SPIRAM with ESP32S3") == "ESP32-S3"
+    assert chip_family("ESP32C3 module with ESP32C3") == "ESP32-C3"
+    assert chip_family("Olimex ESP32-POE with ESP32") == "ESP32"
+    assert chip_family("ESP module with ESP8266") == "ESP8266"
 
 
 def test_running_app_answers_provisioned_with_its_url_and_refuses_wifi_settings():

@@ -9,9 +9,11 @@
 # would disturb the station's link) and refuses Wi-Fi settings with "unknown RPC command" (not
 # available in this state): a device in the field changes networks only through setup mode, after a
 # long button press (docs/setup-mode.md, "Improv"). ESPHome re-provisions here instead.
+import sys
+
 from micropython import const
 
-from twomes import hw, wifi
+from twomes import wifi
 from twomes.ap.creds import shown
 from twomes.log import log
 
@@ -45,6 +47,23 @@ def strings(cmd, items):
         body.extend(b)
     body[1] = len(body) - 2
     return bytes(body)
+
+
+def chip_family(machine=None):
+    """The chip the running firmware was built for, as Improv and ESP Web Tools name it ("ESP32",
+    "ESP32-S3", "ESP32-C3"), from MicroPython's machine string ("Generic ESP32S3 module with ESP32S3").
+    A firmware that is not built for a chip says what it is: the unix port (the virtual board) gives
+    "unix port (linux)", CPython (the host tests) "cpython (linux)"."""
+    if machine is None:
+        machine = getattr(sys.implementation, "_machine", "")
+    i = machine.rfind(" with ")
+    if i < 0:
+        name = "unix port" if sys.implementation.name == "micropython" else sys.implementation.name
+        return "%s (%s)" % (name, sys.platform)
+    chip = machine[i + 6 :].strip().upper()
+    if chip[:5] == "ESP32" and len(chip) > 5 and chip[5] != "-":
+        chip = "ESP32-" + chip[5:]  # ESP32S3 -> ESP32-S3, as esptool and ESP Web Tools write it
+    return chip
 
 
 class Improv:
@@ -98,7 +117,7 @@ class Improv:
             if self.state == PROVISIONED:
                 self.send(RESULT, strings(C_STATE, self.urls))
         elif cmd == C_INFO:
-            self.send(RESULT, strings(C_INFO, ("twomes", self.version, hw.chip_family(), self.ident.name)))
+            self.send(RESULT, strings(C_INFO, ("twomes", self.version, chip_family(), self.ident.name)))
         elif cmd == C_SCAN:
             nets = () if self.fixed else self.ctl.nets
             for ssid, rssi, secured in nets:  # one result per network, as they go

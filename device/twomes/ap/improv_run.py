@@ -19,7 +19,9 @@ from micropython import const
 from twomes import VERSION, unload
 from twomes.log import log
 
-_QUIET_MS = const(5000)
+_QUIET_MS = const(5000)  # silence after which Improv's modules are unloaded
+_NOISY_MS = const(100)  # improv_serial's silences (its consts are private to it)
+_STALE_MS = const(1000)
 
 
 async def run(app, url, reader=None, quiet_ms=_QUIET_MS):
@@ -45,16 +47,36 @@ async def run(app, url, reader=None, quiet_ms=_QUIET_MS):
         log("improv", "console listener ended")
 
 
-async def _improv(app, url, reader, first, quiet_ms):
-    """Improv with its modules loaded, until _QUIET_MS of silence (True) or the end (False)."""
+async def _improv(app, url, reader, data, quiet_ms):
+    """Improv with its modules loaded, from the byte `data` on, until `quiet_ms` of silence (True) or
+    the end (False). No credential test runs here (running() refuses Wi-Fi settings)."""
     before = list(sys.modules)
     ser = None
     from twomes.ap import improv_serial
 
     try:
-        ser = improv_serial.Serial(app, app.ident, VERSION, app.board.console_write)
+        b = app.board
+        ser = improv_serial.Serial(app, app.ident, VERSION, b.console_write)
         ser.improv.running(url)
-        return await improv_serial.listen(app.board, app, ser, reader, first, quiet_ms)
+        last = b.ticks_ms()
+        while True:
+            ser.feed(data)
+            if ser.interrupted:
+                app.interrupted = True
+                return False
+            try:
+                data = await asyncio.wait_for(reader.read(1), quiet_ms / 1000)
+            except asyncio.TimeoutError:
+                return True  # quiet: a partial frame goes with the framing
+            if not data:
+                return False
+            now = b.ticks_ms()
+            gap = b.ticks_diff(now, last)
+            last = now
+            if gap >= _NOISY_MS:  # as improv_serial.console: the framing's silences
+                ser.quiet()
+                if gap >= _STALE_MS and not ser.idle():
+                    ser.drop()
     finally:
         ser = improv_serial = None
         unload(*[n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before])

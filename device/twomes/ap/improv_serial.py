@@ -123,43 +123,20 @@ class Serial:
 
 
 async def console(board, ctl, ident, version, reader=None):
-    """Setup mode: listen for Improv on the serial console until cancelled, the console closes (host
-    tests) or a lone Ctrl-C comes (then ctl.interrupted is set). `reader` (anything with
-    `async read(n)`) replaces the console stream in tests. A task the controller supervises."""
+    """Listen for Improv on the serial console until cancelled, the console closes (host tests) or a
+    lone Ctrl-C comes (then ctl.interrupted is set). `reader` (anything with `async read(n)`) replaces
+    the console stream in tests. A task the controller supervises."""
     board.kbd_intr(-1)  # 0x03 is data here, not Ctrl-C
+    job = None
+    ser = Serial(ctl, ident, version, board.console_write)
     try:
         if reader is None:
             reader = asyncio.StreamReader(board.console_in())
-        await listen(board, ctl, Serial(ctl, ident, version, board.console_write), reader)
-    finally:
-        board.kbd_intr(3)
-        log("improv", "console listener ended")
-
-
-async def listen(board, ctl, ser, reader, first=b"", quiet_ms=0):
-    """Feed `first`, then the console's bytes to `ser` and run the Wi-Fi tests they ask for. Returns
-    False when the console closes (host tests) or a lone Ctrl-C comes (ctl.interrupted set); with
-    `quiet_ms` (the running app, twomes.ap.improv_run), True after that much silence with no test
-    running (a partial frame is dropped then). Ctrl-C must be off (kbd_intr(-1)) while it runs."""
-    job = None
-    try:
         last = board.ticks_ms()
         while True:
             # one byte per read: console streams block until `n` bytes are there. A frame's staleness
             # is judged when its next byte comes (no timeout task per byte)
-            if first:
-                data = first
-                first = b""
-            elif quiet_ms:
-                try:
-                    data = await asyncio.wait_for(reader.read(1), quiet_ms / 1000)
-                except asyncio.TimeoutError:
-                    ser.drop()
-                    if job is None or job.done():
-                        return True
-                    continue
-            else:
-                data = await reader.read(1)
+            data = await reader.read(1)
             now = board.ticks_ms()
             gap = board.ticks_diff(now, last)
             if gap >= _QUIET_MS:
@@ -168,11 +145,11 @@ async def listen(board, ctl, ser, reader, first=b"", quiet_ms=0):
                     ser.drop()
             last = now
             if not data:
-                return False  # console closed (host tests)
+                return  # console closed (host tests)
             ser.feed(data)
             if ser.interrupted:
                 ctl.interrupted = True
-                return False
+                return
             if ser.pending is not None and (job is None or job.done()):
                 ssid, password = ser.pending
                 ser.pending = None
@@ -181,3 +158,5 @@ async def listen(board, ctl, ser, reader, first=b"", quiet_ms=0):
     finally:
         if job is not None:
             job.cancel()
+        board.kbd_intr(3)
+        log("improv", "console listener ended")
