@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install sim server board heap bench powercut fuzz hostile test lint fmt browser-deps clean
+.PHONY: install sim server board heap bench powercut fuzz hostile test lint fmt browser-deps npm-deps clean
 
 install: $(STAMP)
 
@@ -70,12 +70,25 @@ browser-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: chromium not installed; the browser test will be skipped"; }
 
-test: install browser-deps lint
+## Node and ESP Web Tools' Improv library (pinned, host_tests/improv_web) for the Improv test; Debian's
+## nodejs/npm where missing (the test skips loudly where they cannot be had).
+IMPROV_WEB := host_tests/improv_web
+npm-deps:
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null) \
+	  || echo "warning: node/npm not installed; the Improv web test will be skipped"; }
+	@if command -v npm >/dev/null && [ ! -f $(IMPROV_WEB)/node_modules/.package-lock.json -o \
+	  $(IMPROV_WEB)/package-lock.json -nt $(IMPROV_WEB)/node_modules/.package-lock.json ]; then \
+	  npm ci --prefix $(IMPROV_WEB) --no-audit --no-fund --loglevel=error; fi
+
+test: install browser-deps npm-deps lint
 	$(BIN)/pytest -q host_tests
 
+## ruff on everything; pyright on the device code against micropython-esp32-stubs ([tool.pyright]).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/pyright
 
 fmt: install
 	$(BIN)/ruff format .

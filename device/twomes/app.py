@@ -10,6 +10,10 @@
 # Every state has a timeout and a way out; retries back off exponentially with a per-device jitter.
 # A long button press forgets Wi-Fi (portal again), a very long one is a factory reset. Secrets never
 # reach the console: we say "stored".
+#
+# Improv Wi-Fi answers on the serial console in every phase: setup mode has its own listener (ready,
+# provisioning); while the update boot and the online phase run, listen() answers "provisioned" with
+# the device's URL. A lone Ctrl-C on the console stops the app (the REPL) in every phase.
 import asyncio
 import gc
 
@@ -63,6 +67,7 @@ class App:
         self.safe = False  # safe mode (boot loop): no update attempts
         self._bufs = None  # see buffers()
         self._stop = False  # a restart is due (button action, update installed): run() ends the flow
+        self.interrupted = False  # a lone Ctrl-C on the console (the Improv listener): the REPL
         self._crash = None
         # the watch loop's state (step())
         self._t0 = board.ticks_ms()
@@ -122,6 +127,8 @@ class App:
         b = self.board
         while not self._stop:
             await asyncio.sleep(0.05)  # _POLL_MS; a literal: one float for good
+            if self.interrupted:
+                raise KeyboardInterrupt()  # Ctrl-C on the console: stop the app, the REPL
             self.step(b.ticks_ms())
 
     def step(self, now):
@@ -209,14 +216,18 @@ class App:
                     if outcome == "restart":
                         raise Restart()
                     continue  # "retry": the saved network again
-                # an update the previous boot found is installed now, from a clean heap
-                if await self.phase(self.update_boot) == "installed":
-                    self.set_state("rebooting", "into the new version")
-                    boot_loop(True)  # deliberate: the new version's boots are counted from here
-                    raise Restart()
-                if await self.phase(self.online, creds) == "update":
-                    self.set_state("rebooting", "to install an update")
-                    raise Restart()
+                listener = self.listen()  # Improv: provisioned, the device's URL
+                try:
+                    # an update the previous boot found is installed now, from a clean heap
+                    if await self.phase(self.update_boot) == "installed":
+                        self.set_state("rebooting", "into the new version")
+                        boot_loop(True)  # deliberate: the new version's boots are counted from here
+                        raise Restart()
+                    if await self.phase(self.online, creds) == "update":
+                        self.set_state("rebooting", "to install an update")
+                        raise Restart()
+                finally:
+                    listener.cancel()
         except Restart:
             pass
         except Exception as e:  # noqa: BLE001 - handed to main(), which logs it and restarts
@@ -234,6 +245,28 @@ class App:
             return await start(*args)
         finally:
             unload(*[n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before])
+
+    def listen(self):
+        """The console while the app runs (twomes.ap.improv_run: Ctrl-C, Improv answers "provisioned"
+        with the device's page on the server): a task, cancel it to stop. Its module is loaded here,
+        before the phases (which unload only what they load), and unloaded when it ends."""
+        import sys
+
+        before = list(sys.modules)
+        from twomes.ap import improv_run
+
+        url = "%s/admin/devices/%s" % (self.cfg.server_url.rstrip("/"), self.ident.name)
+        mods = [n[7:] for n in sys.modules if n[:7] == "twomes." and n not in before]
+        return asyncio.create_task(self._listen(improv_run.run, url, mods))
+
+    async def _listen(self, run, url, mods):
+        try:
+            await run(self, url)
+        except Exception as e:  # noqa: BLE001 - task boundary: Improv is a convenience, the app goes on
+            log("improv", "console listener failed (%s)" % type(e).__name__)
+        finally:
+            run = None
+            unload(*mods)
 
     async def setup(self, saved):
         """AP mode: portal, app API, Improv. "joined", "retry" or "restart"."""
@@ -321,4 +354,5 @@ def main():
         time.sleep(5)
     if board is None:  # the config or the board itself failed
         hw.reset()
-    board.reset()
+    else:
+        board.reset()

@@ -16,14 +16,16 @@ def mem_free():
     return gc.mem_free() if MICROPYTHON else -1
 
 
+# (pyright checks against MicroPython's stubs: their opaque tick type is not the CPython branch's int,
+# and their `time` has no monotonic(), which only CPython runs)
 if MICROPYTHON:
-    ticks_ms = time.ticks_ms
-    ticks_diff = time.ticks_diff
-    ticks_add = time.ticks_add
+    ticks_ms = time.ticks_ms  # pyright: ignore[reportAssignmentType]
+    ticks_diff = time.ticks_diff  # pyright: ignore[reportAssignmentType]
+    ticks_add = time.ticks_add  # pyright: ignore[reportAssignmentType]
 else:  # CPython: a monotonic millisecond clock with the same three calls (no wrap-around)
 
     def ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000)  # pyright: ignore[reportAttributeAccessIssue]
 
     def ticks_diff(a, b):
         return a - b
@@ -94,8 +96,9 @@ class Conn:
 
     async def send(self, data):
         w = self._st if self._s is not None else self._w
-        w.write(data)
-        await w.drain()
+        # (MicroPython's asyncio has one Stream class for both directions; the stubs call it StreamReader)
+        w.write(data)  # pyright: ignore[reportAttributeAccessIssue]
+        await w.drain()  # pyright: ignore[reportAttributeAccessIssue]
 
     def close(self):
         try:
@@ -220,10 +223,11 @@ class Board:
     def partition(self, which):
         """`which` is "running", "next" (next OTA slot) or a label."""
         p = self.esp32.Partition
+        # (the stubs' Partition takes a label only; the firmware also takes Partition.RUNNING)
         if which == "running":
-            return p(p.RUNNING)
+            return p(p.RUNNING)  # pyright: ignore[reportArgumentType]
         if which == "next":
-            return p(p.RUNNING).get_next_update()
+            return p(p.RUNNING).get_next_update()  # pyright: ignore[reportArgumentType]
         found = p.find(p.TYPE_APP, label=which) or p.find(p.TYPE_DATA, label=which)
         return found[0] if found else None
 

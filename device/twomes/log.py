@@ -14,7 +14,7 @@ def log(tag, msg):
             _t0 = now
         t = time.ticks_diff(now, _t0)
     except AttributeError:  # CPython host tests
-        now = time.monotonic()
+        now = time.monotonic()  # pyright: ignore[reportAttributeAccessIssue] - CPython only (not in the stubs)
         if _t0 is None:
             _t0 = now
         t = int((now - _t0) * 1000)

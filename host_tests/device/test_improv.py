@@ -106,7 +106,39 @@ def test_request_current_state_and_device_info():
     out = imp.feed(_rpc(C_INFO))
     t, data = _parse(out[0])
     assert t == T_RESULT and data[0] == C_INFO
-    assert _strings(data) == ["twomes", "1.2.3", "ESP32", imp.ident.name]
+    # the chip family of the running firmware: here not a chip, the runtime the tests run on
+    import sys
+
+    runtime = "unix port" if sys.implementation.name == "micropython" else "cpython"
+    assert _strings(data) == ["twomes", "1.2.3", "%s (%s)" % (runtime, sys.platform), imp.ident.name]
+
+
+def test_chip_family_from_micropythons_machine_string():
+    from twomes.ap.improv import chip_family
+
+    assert chip_family("Generic ESP32 module with ESP32") == "ESP32"
+    assert chip_family("Generic ESP32S3 module with Octal-SPIRAM with ESP32S3") == "ESP32-S3"
+    assert chip_family("ESP32C3 module with ESP32C3") == "ESP32-C3"
+    assert chip_family("Olimex ESP32-POE with ESP32") == "ESP32"
+    assert chip_family("ESP module with ESP8266") == "ESP8266"
+
+
+def test_running_app_answers_provisioned_with_its_url_and_refuses_wifi_settings():
+    """After provisioning (the app runs): state PROVISIONED and the URL, device info as in setup mode,
+    no networks listed, Wi-Fi settings refused (changed through setup mode), nothing stored."""
+    imp = _imp()
+    imp.ser.improv.running("https://srv.example/admin/devices/dev-1")
+    out = [_parse(f) for f in imp.feed(REQ_STATE)]
+    assert out[0] == (T_STATE, bytes([PROVISIONED]))
+    assert out[1][0] == T_RESULT and _strings(out[1][1]) == ["https://srv.example/admin/devices/dev-1"]
+    assert len(out) == 2
+    t, data = _parse(imp.feed(_rpc(C_INFO))[0])
+    assert t == T_RESULT and _strings(data)[0] == "twomes" and _strings(data)[3] == imp.ident.name
+    assert [_parse(f) for f in imp.feed(_rpc(C_SCAN))] == [(T_RESULT, bytes([C_SCAN, 0]))]
+    out = [_parse(f) for f in imp.feed(_wifi_rpc("other", "secret-pass"))]
+    assert out == [(T_ERROR, b"\x02")]  # unknown RPC command: not in this state
+    assert imp.pending is None and imp.state == PROVISIONED and imp.ctl.submitted == []
+    assert [_parse(f)[1] for f in imp.feed(REQ_STATE)][0] == bytes([PROVISIONED])
 
 
 def test_scanned_networks_one_result_each_then_empty():
@@ -274,6 +306,46 @@ def test_ctrl_c_between_frames_hands_the_console_back():
         assert ctl.interrupted
         assert _frames(con.written) == [(T_STATE, b"\x02")]  # the second request was not read
         assert con.intr == [-1, 3]
+
+    support.run(main())
+
+
+def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
+    """The running app's console (twomes.ap.improv_run): provisioned with the URL; Improv's modules are
+    loaded when a frame starts and unloaded after the quiet time; 0x03 inside frames is data, a lone
+    0x03 sets the app's `interrupted` and Ctrl-C is restored."""
+    import sys
+
+    from twomes import unload
+    from twomes.ap import improv_run
+
+    class _App:
+        interrupted = False
+
+    loaded = []
+
+    class _Watch(_Reader):
+        async def read(self, n):
+            loaded.append("twomes.ap.improv_serial" in sys.modules)
+            return await super().read(n)
+
+    async def main():
+        board, ident, cfg, ctl = pf.make()
+        unload("ap.improv_serial", "ap.improv", "ap.creds")  # as in the running app: not loaded
+        app = _App()
+        app.board = _Console(board)
+        app.ident = ident
+        url = "https://127.0.0.1:8443/admin/devices/" + ident.name
+        w = _wifi_rpc("home", "secret-pass")
+        script = [b"text\n", REQ_STATE, w, 0.4, b"\x03", REQ_STATE]
+        await improv_run.run(app, url, _Watch(script), quiet_ms=200)
+        got = _frames(app.board.written)
+        assert got[0] == (T_STATE, bytes([PROVISIONED])) and _strings(got[1][1]) == [url]
+        assert got[2:] == [(T_ERROR, b"\x02")]  # Wi-Fi refused; the request after Ctrl-C not read
+        assert app.interrupted and app.board.intr == [-1, 3]
+        assert loaded[0] is False and True in loaded  # loaded for the frames only
+        assert loaded[-1] is False and "twomes.ap.improv_serial" not in sys.modules  # gone when quiet
+        assert ctl.saved is None  # nothing stored
 
     support.run(main())
 

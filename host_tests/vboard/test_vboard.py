@@ -138,3 +138,21 @@ def test_idle_portal_closes_when_credentials_exist(tmp_path: Path) -> None:
         b.wait_for(r"state: portal", 20)
         b.wait_for(r"no visitors for 10 s: closing", 20)
         b.wait_for(r"wifi: home: no such network", 10)  # the saved network is tried again
+
+
+def test_saved_settings_the_rule_refuses_are_dropped_and_the_portal_stays(tmp_path: Path) -> None:
+    """Stored Wi-Fi settings that setup's rule refuses (a 5-character password, from an old firmware)
+    are not tried, and the portal stays up (nothing to go back to). The retry and the idle time end in
+    the same poll here: the idle check once read the dropped settings (saved[0] of None, found by
+    pyright) and the app restarted."""
+    cfg = {"server_url": "http://127.0.0.1:9", "portal_idle_s": 10, "portal_retry_s": 10}
+    with _board(tmp_path, config=cfg) as b:
+        b.set_air([])
+        _saved_wifi(b, "home", "short")
+        b.start()
+        b.wait_for(r"state: portal", 20)
+        b.wait_for(r"saved network not tried: the password must be", 20)
+        mark = b.mark()
+        time.sleep(3)
+        later = "\n".join(b.lines[mark:])
+        assert "closing" not in later and "unexpected error" not in later and "boot:" not in later

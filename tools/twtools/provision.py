@@ -225,6 +225,12 @@ def provision_serial(
         if state is None:
             say(f"error: no Improv answer on {port} within 10 s (is the device in setup mode?)")
             return EXIT_ERROR
+        if state == PROVISIONED:  # a running device refuses new settings (docs/setup-mode.md)
+            say(
+                f"not sent: the device on {port} runs already (Improv: provisioned). To change its Wi-Fi, "
+                "hold its button for 3 s (the LED goes off; setup mode), then run this again"
+            )
+            return EXIT_NOT_JOINED
         time.sleep(0.3)
         ser.reset_input_buffer()  # answers to the polling above are not answers to what follows
         reader.buf = b""

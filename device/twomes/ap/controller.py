@@ -178,6 +178,10 @@ class Controller:
         except OSError as e:
             log("portal", "cannot start: %s" % e)
             return "restart"
+        # 0x03 is data from now on (Improv frames carry it), before anybody can see "portal" and
+        # send a frame: the listener would start only at the next await (it turns it off again and
+        # judges a lone Ctrl-C itself); back on when setup mode ends
+        board.kbd_intr(-1)
         tasks = [
             asyncio.create_task(supervise("portal", portal.serve)),
             asyncio.create_task(supervise("dns", dns.serve, portal.ip, cfg.dns_port or 53)),
@@ -206,6 +210,7 @@ class Controller:
                     except ValueError as e:  # stored credentials the rule refuses: the portal stays
                         log("setup", "saved network not tried: %s" % e)
                         saved = None
+                        continue  # nothing to try again: the portal stays until settings come
                     if self.joined:
                         return "joined"
                     app.set_state(PORTAL, "waiting for Wi-Fi settings")
@@ -225,6 +230,7 @@ class Controller:
                     await t
                 except BaseException:  # noqa: BLE001 - cancelled: its `finally` has run
                     pass
+            board.kbd_intr(3)
             await portal.stop()
 
 

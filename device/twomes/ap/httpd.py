@@ -39,9 +39,12 @@ class Request:
         self.answered = False
 
 
-def send(w, status, ctype=None, body=b"", head=False, where=None):
-    """Status line, headers and `body` (None: the caller streams the body, which ends at close). `head`:
-    a HEAD request, no body. `where`: a redirect's Location. Written in pieces, never built as one string."""
+def send(w, status, ctype=None, body=None, head=False, where=None):
+    """Status line, headers and `body` (None: the caller streams the body, which ends at close; a
+    redirect's is empty). `head`: a HEAD request, no body. `where`: a redirect's Location. Written in
+    pieces, never built as one string."""
+    if body is None and where:
+        body = b""
     i = _REASONS.find("\n%d " % status)
     reason = _REASONS[i + 5 : _REASONS.find("\n", i + 1)] if i >= 0 else "Error"
     w.write(b"HTTP/1.1 %d " % status)

@@ -2,6 +2,15 @@
 # (state, error, RPC result), and the slow part (testing the credentials) through the setup controller.
 # Transport-free: the serial framing and the console loop are twomes.ap.improv_serial; a BLE transport
 # would map the same replies onto its characteristics.
+#
+# Two uses: setup mode (`ctl` is the setup controller: scans, credential tests) and the running app
+# (running(url) called: the device is provisioned). While running it answers "get state" with
+# PROVISIONED and the device's URL and "get device info" as in setup mode, lists no networks (a scan
+# would disturb the station's link) and refuses Wi-Fi settings with "unknown RPC command" (not
+# available in this state): a device in the field changes networks only through setup mode, after a
+# long button press (docs/setup-mode.md, "Improv"). ESPHome re-provisions here instead.
+import sys
+
 from micropython import const
 
 from twomes import wifi
@@ -40,6 +49,23 @@ def strings(cmd, items):
     return bytes(body)
 
 
+def chip_family(machine=None):
+    """The chip the running firmware was built for, as Improv and ESP Web Tools name it ("ESP32",
+    "ESP32-S3", "ESP32-C3"), from MicroPython's machine string ("Generic ESP32S3 module with ESP32S3").
+    A firmware that is not built for a chip says what it is: the unix port (the virtual board) gives
+    "unix port (linux)", CPython (the host tests) "cpython (linux)"."""
+    if machine is None:
+        machine = getattr(sys.implementation, "_machine", "")
+    i = machine.rfind(" with ")
+    if i < 0:
+        name = "unix port" if sys.implementation.name == "micropython" else sys.implementation.name
+        return "%s (%s)" % (name, sys.platform)
+    chip = machine[i + 6 :].strip().upper()
+    if chip[:5] == "ESP32" and len(chip) > 5 and chip[5] != "-":
+        chip = "ESP32-" + chip[5:]  # ESP32S3 -> ESP32-S3, as esptool and ESP Web Tools write it
+    return chip
+
+
 class Improv:
     def __init__(self, ctl, ident, version, send):
         """`send(kind, data)`: one reply (STATE, ERROR or RESULT with its data bytes) to the client."""
@@ -49,6 +75,13 @@ class Improv:
         self.send = send
         self.state = READY
         self.urls = ()  # redirect URL(s) reported once provisioned (none: the device has no local page)
+        self.fixed = False  # the app runs: Wi-Fi settings are not taken (running())
+
+    def running(self, url):
+        """The app runs (provisioned): answer with `url` (the device's page), refuse Wi-Fi settings."""
+        self.fixed = True
+        self.state = PROVISIONED
+        self.urls = (url,)
 
     def rpc(self, data):
         """One RPC command packet (command, length, payload). Returns (ssid, password) when the caller
@@ -68,6 +101,10 @@ class Improv:
             except (IndexError, ValueError):  # (UnicodeError is a ValueError)
                 self.send(ERROR, bytes([E_INVALID]))
                 return None
+            if self.fixed:  # running: Wi-Fi changes go through setup mode (see the top)
+                log("improv", "Wi-Fi settings refused while running: hold the button to set up Wi-Fi")
+                self.send(ERROR, bytes([E_UNKNOWN_RPC]))
+                return None
             if self.state == PROVISIONING:  # one attempt at a time
                 self.send(STATE, bytes([PROVISIONING]))
                 return None
@@ -80,9 +117,10 @@ class Improv:
             if self.state == PROVISIONED:
                 self.send(RESULT, strings(C_STATE, self.urls))
         elif cmd == C_INFO:
-            self.send(RESULT, strings(C_INFO, ("twomes", self.version, "ESP32", self.ident.name)))
+            self.send(RESULT, strings(C_INFO, ("twomes", self.version, chip_family(), self.ident.name)))
         elif cmd == C_SCAN:
-            for ssid, rssi, secured in self.ctl.nets:  # one result per network, as they go
+            nets = () if self.fixed else self.ctl.nets
+            for ssid, rssi, secured in nets:  # one result per network, as they go
                 self.send(RESULT, strings(C_SCAN, (ssid, str(rssi), "YES" if secured else "NO")))
             self.send(RESULT, strings(C_SCAN, ()))
         else:
@@ -92,7 +130,8 @@ class Improv:
     async def provision(self, ssid, password):
         """Test the credentials through the controller (which checks them and refuses bad ones or a
         second test with a ValueError) and send the outcome."""
-        code = bad = None
+        code = wifi.FAILED
+        bad = None
         try:
             log("improv", "testing network %s (password: stored)" % shown(ssid))
             code = await self.ctl.test(ssid, password)

@@ -186,7 +186,7 @@ class Portal:
             if victim is not None:
                 self._refuse(victim.sock)
                 victim.why = _EVICTED
-                victim.task.cancel()
+                victim.task.cancel()  # pyright: ignore[reportAttributeAccessIssue] - set when a slot is taken
                 self.evicted += 1
                 for _ in range(3):  # its `finally` frees the slot when it runs
                     await asyncio.sleep(0)
@@ -212,7 +212,7 @@ class Portal:
         try:
             conn.setblocking(False)
             reader, w = await hw.stream(conn)
-            slot.task = asyncio.create_task(self._conn(slot, reader, w))
+            slot.task = asyncio.create_task(self._conn(slot, reader, w))  # pyright: ignore[reportAttributeAccessIssue]
         except BaseException:
             slot.phase = _FREE
             slot.task = None

@@ -314,7 +314,7 @@ class Ddi:
             action = str(action)
         if not isinstance(action, str) or not 0 < len(action) <= 20 or not action.isdigit():
             raise _bad("no action id")
-        dep = data.get("deployment")
+        dep = data.get("deployment")  # pyright: ignore[reportOptionalMemberAccess] - a dict: it had an id
         if not isinstance(dep, dict):
             raise _bad("no deployment")
         if dep.get("update") == "skip" and dep.get("download") == "skip":
@@ -466,8 +466,9 @@ class Ddi:
         url = _href(links, ("deploymentBase",), "controller")
         data = await self.call("GET", url)
         try:
-            action = str(data["id"])
-            chunk_version = data["deployment"]["chunks"][0]["version"]
+            # (a body that is not an object is a TypeError here, caught below)
+            action = str(data["id"])  # pyright: ignore[reportOptionalSubscript]
+            chunk_version = data["deployment"]["chunks"][0]["version"]  # pyright: ignore[reportOptionalSubscript]
         except (KeyError, IndexError, TypeError):
             raise _bad("deployment unreadable")
         if chunk_version != version or not action.isdigit():

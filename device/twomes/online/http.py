@@ -109,7 +109,7 @@ class _Watch:
             if left <= 0:
                 self.expired = "timeout" if clk.ticks_diff(self.until, now) > 0 else "request took too long"
                 if self.inside:
-                    self.task.cancel()
+                    self.task.cancel()  # pyright: ignore[reportOptionalMemberAccess] - set while inside
                 return
             await asyncio.sleep(min(left, 1000) / 1000)
 
@@ -252,7 +252,8 @@ class Response:
         return n
 
     def _short(self):
-        return Error(_NET, "connection closed after %d of %d bytes" % (self.length - self.left, self.length))
+        # (only with a Content-Length: length and left are ints here)
+        return Error(_NET, "connection closed after %d of %d bytes" % (self.length - self.left, self.length))  # pyright: ignore[reportOperatorIssue]
 
     async def readinto(self, mv):
         """Read up to len(mv) body bytes; 0 at the end of the body (read_now first where allocation
@@ -300,7 +301,8 @@ class Response:
             raise Error(_NET, "response body too large")
         check_json(out, got)
         try:
-            return json.loads(out if got == len(out) else mv[:got])
+            # (MicroPython's json.loads reads any buffer; the stubs say str or bytes)
+            return json.loads(out if got == len(out) else mv[:got])  # pyright: ignore[reportArgumentType]
         except ValueError:
             raise Error(_NET, "response is not JSON")
         except MemoryError:

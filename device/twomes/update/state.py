@@ -212,7 +212,7 @@ def take_rolled_back():
 def boots():
     """Boots since the app last said one went well, this one included."""
     try:
-        return int(_read(_BOOTS))
+        return int(_read(_BOOTS))  # pyright: ignore[reportArgumentType] - None (no file): TypeError, below
     except (TypeError, ValueError):
         return 0
 
