@@ -76,7 +76,8 @@ class Conn:
                 raise
             self._s = s
             self._st = asyncio.StreamReader(s)  # the public way to wait for the socket in asyncio
-            self.read_now = s.readinto  # the socket's own method: no Python frame per read
+            # the socket's own method: no Python frame per read (an instance attribute over the method)
+            self.read_now = s.readinto  # pyright: ignore[reportAttributeAccessIssue]
         else:
             self._s = None
             kw = {"ssl": ctx, "server_hostname": host} if ctx is not None else {}
@@ -145,7 +146,8 @@ async def recvfrom(sock, n, waiter=None):
     socket's asyncio stream (MicroPython), made once by the caller with datagram_waiter(); its read(0)
     returns as soon as the socket is readable and takes nothing from it (public asyncio only)."""
     if not MICROPYTHON:
-        return await asyncio.get_running_loop().sock_recvfrom(sock, n)
+        # CPython only (host tests): the stubs describe MicroPython's asyncio
+        return await asyncio.get_running_loop().sock_recvfrom(sock, n)  # pyright: ignore[reportAttributeAccessIssue]
     while True:
         try:
             got = sock.recvfrom(n)
@@ -154,7 +156,7 @@ async def recvfrom(sock, n, waiter=None):
         except OSError as e:
             if e.args[0] != 11:  # EAGAIN: nothing yet
                 raise
-        await waiter.read(0)
+        await waiter.read(0)  # pyright: ignore[reportOptionalMemberAccess] - not None on MicroPython
 
 
 def datagram_waiter(sock):
