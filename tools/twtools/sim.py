@@ -475,7 +475,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--server", help="use this server instead of a fresh local one (needs --admin-token)")
+    p.add_argument(
+        "--server",
+        help="use this server instead of a fresh local one: this project's, or any Twomes v1 server (update steps "
+        "skipped, said so, when it has no firmware API); needs --admin-token",
+    )
     p.add_argument("--admin-token", help="admin token of --server ($TWOMES_ADMIN_TOKEN)")
     p.add_argument("--ca", help="the CA certificate (PEM or DER) of an https --server; put on the board")
     p.add_argument(
