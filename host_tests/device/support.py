@@ -184,3 +184,27 @@ def release(blob, kind, rel_id, version="9.9.9", signed=True, counter=1, **over)
     for k in over:
         rel[k] = over[k]
     return sign(rel, counter) if signed else rel
+
+
+def go(handler, body, **settings):
+    """Run `body(app, server_seam, fake_server)` against a scripted server (fakeserver.FakeServer with
+    `handler`) on a fresh board, the console log cleared."""
+    from fakeserver import FakeServer
+
+    os.chdir(new_board())
+    logged().clear()
+
+    async def main():
+        srv = await FakeServer(handler).start()
+        try:
+            app, on = make_app(srv.url, **settings)
+            await body(app, on, srv)
+        finally:
+            await srv.stop()
+
+    run(main())
+
+
+def lines(word):
+    """The console lines the device logged that contain `word`."""
+    return [ln for ln in logged() if word in ln]

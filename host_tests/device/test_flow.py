@@ -5,7 +5,7 @@ import hashlib
 import json
 import os
 
-from fakeserver import FakeServer, Reply, fw
+from fakeserver import Reply, fw
 
 import support
 from twomes import store
@@ -14,24 +14,8 @@ from twomes.update import bundle as installer
 TOKEN = "Mw.session-token-1"
 
 
-def _go(handler, body, **settings):
-    d = support.new_board()
-    os.chdir(d)
-    support.logged().clear()
-
-    async def main():
-        srv = await FakeServer(handler).start()
-        try:
-            app, on = support.make_app(srv.url, **settings)
-            await body(app, on, srv)
-        finally:
-            await srv.stop()
-
-    support.run(main())
-
-
-def _lines(word):
-    return [ln for ln in support.logged() if word in ln]
+_go = support.go
+_lines = support.lines
 
 
 def bundle(version, files, mpy=None):

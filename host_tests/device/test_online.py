@@ -3,9 +3,8 @@
 # way a server can - none of it may crash the app, hold it past its deadline or lose measurements.
 import asyncio
 import json
-import os
 
-from fakeserver import FakeServer, Reply
+from fakeserver import Reply
 
 import support
 from twomes import store
@@ -16,24 +15,8 @@ TOKEN = "Mw.session-token-1"
 DATE = "Wed, 25 Nov 2026 10:00:00 GMT"
 
 
-def _go(handler, body, **settings):
-    d = support.new_board()
-    os.chdir(d)
-    support.logged().clear()
-
-    async def main():
-        srv = await FakeServer(handler).start()
-        try:
-            app, on = support.make_app(srv.url, **settings)
-            await body(app, on, srv)
-        finally:
-            await srv.stop()
-
-    support.run(main())
-
-
-def _lines(word):
-    return [ln for ln in support.logged() if word in ln]
+_go = support.go
+_lines = support.lines
 
 
 def _active(app, on):

@@ -28,7 +28,7 @@ from twomes import VERSION
 from twomes.errors import Error
 from twomes.log import log
 from twomes.online import http
-from twomes.online.server import tls
+from twomes.online.server import request
 
 _NET = const(0)
 _BAD = const(-1)
@@ -232,14 +232,7 @@ class Ddi:
         return self._origin + url if url[:1] == "/" else url
 
     async def open(self, method, url, extra="", body=None):
-        if self._ctx is None and url.startswith("https://"):
-            self._ctx = tls(self.cfg, url)
-        elif url.startswith("http://"):
-            tls(self.cfg, url)  # refuses plain http unless allow_http
-        t = self.cfg.http_timeout_s
-        return await http.request(
-            method, url, self._auth(url) + extra, body, t, self.head, self.board, self._ctx, 3 * t
-        )
+        return await request(self, method, url, self._auth(url) + extra, body)
 
     async def call(self, method, url, payload=None):
         """One DDI request -> its JSON answer (None for an empty body)."""

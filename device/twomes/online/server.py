@@ -73,6 +73,17 @@ def tls(cfg, url):
         raise Error(_NET, "CA file %s unusable (%s)" % (cfg.ca_file, e))
 
 
+async def request(on, method, url, extra, body):
+    """One request of a server seam `on` (Server, Ddi: cfg, board, head buffer, its TLS context made
+    at the first https request) within the config's time limits -> Response (the caller closes)."""
+    if on._ctx is None and url.startswith("https://"):
+        on._ctx = tls(on.cfg, url)
+    elif url.startswith("http://"):
+        tls(on.cfg, url)  # refuses plain http unless allow_http
+    t = on.cfg.http_timeout_s
+    return await http.request(method, url, extra, body, t, on.head, on.board, on._ctx, 3 * t)
+
+
 class Server:
     def __init__(self, app):
         self.app = app
@@ -103,12 +114,7 @@ class Server:
     # ---- requests --------------------------------------------------------------------------------
     async def open(self, method, url, extra="", body=None):
         """One request to `url` (this server or a release URL on it) -> Response (the caller closes)."""
-        if self._ctx is None and url.startswith("https://"):
-            self._ctx = tls(self.cfg, url)
-        elif url.startswith("http://"):
-            tls(self.cfg, url)  # refuses plain http unless allowed
-        t = self.cfg.http_timeout_s
-        return await http.request(method, url, extra, body, t, self.head, self.board, self._ctx, 3 * t)
+        return await request(self, method, url, extra, body)
 
     async def call(self, method, path, payload=None, auth=True, limit=_JSON_MAX):
         """One API request -> its JSON answer (see the module's note for the errors)."""
