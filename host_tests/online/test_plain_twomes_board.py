@@ -2,12 +2,15 @@
 no admin API, a device type without `booted_fw`. Registered and attached the Twomes way (POST /device,
 the account API), the device activates, says plainly that the server has no firmware API (its version
 kept without confirmation, updates skipped), learns the type's properties from GET /device and uploads
-only those: the heartbeat arrives, nothing is refused or retried forever."""
+only those: the heartbeat arrives, nothing is refused or retried forever. When someone else activates
+with its token (401), it activates again and its state stays running (uploads work again at once)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import httpx
 
 from twtools.server.testing import ReferenceServer
 from twtools.vboard.runner import VirtualBoard
@@ -40,6 +43,17 @@ def test_a_plain_twomes_server(tmp_path: Path) -> None:
             b.wait_for(r"upload: 1 measurement\(s\) sent", 30)
             mark = b.mark()
             b.wait_for(r"upload: 1 measurement\(s\) sent", 30, start=mark)  # the next heartbeat too
+            # someone activates with the device's token: its session is refused (401) from now on; it
+            # activates again, and as soon as an upload works its state (and LED) says running again
+            token = json.loads(line)["activation_token"]
+            r = httpx.post(srv.url + "/device/activate", json={"activation_token": token}, timeout=10)
+            assert r.status_code == 200
+            mark = b.mark()
+            b.wait_for(r"session token refused \(401\): activating again", 30, start=mark)
+            b.wait_for(r"activate: activated; session token stored", 30, start=mark)
+            b.wait_for(r"upload: 1 measurement\(s\) sent", 30, start=mark)
+            states = [ln.split("state: ")[1] for ln in b.lines if "state: " in ln]
+            assert states[-1].startswith("running"), states  # state and LED: running, not activating
         finally:
             b.stop()
         out = "\n".join(b.lines)
