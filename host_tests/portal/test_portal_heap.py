@@ -27,8 +27,10 @@ HERE = Path(__file__).resolve().parent
 # (twomes.ap, all of it imported when the phase starts) its .mpy code takes ~50K of this heap; 88K fails
 # at import. Measured at 96K: portal + DNS + Improv running cost 11.5K, lowest free while serving
 # 11.5K. Shipped, the code runs from flash (ROMFS/frozen) and costs almost nothing: the figures of the
-# shipping mode are taken there (make heap).
-HEAP = "96K"
+# shipping mode are taken there (make heap). 104K: at 96K the /result page was answered "busy" once
+# (a fragmented heap while the credential test runs, on a loaded machine); this test is about what
+# stays behind, not about the smallest heap (the busy answer itself is tested in test_portal_http).
+HEAP = "104K"
 
 
 class Proc:
