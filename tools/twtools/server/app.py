@@ -384,6 +384,17 @@ class Settings:
     by_device: RateLimiter
 
 
+def _guess(request: Request) -> tuple[Settings, tuple[str, str]]:
+    """An activation-token guess from the client's address, within its rate (429 + Retry-After when
+    over it). The caller refunds the guess when the token was right: only failed guesses count."""
+    settings = _settings(request)
+    key = ("address", _client_address(request))
+    wait = settings.by_address.take(key)
+    if wait:
+        raise _too_many(wait, "activation attempts from this address")
+    return settings, key
+
+
 def _too_many(wait: float, what: str) -> HTTPException:
     return HTTPException(
         status_code=429,
@@ -687,11 +698,7 @@ def twomes_account_create(
     summary="Activate an account: a new account session token (no auth), as Twomes",
 )
 def twomes_account_activate(body: s.AccountActivate, request: Request, database: DB) -> dict[str, str]:
-    settings = _settings(request)
-    address = _client_address(request)
-    wait = settings.by_address.take(("address", address))
-    if wait:
-        raise _too_many(wait, "activation attempts from this address")
+    settings, guess = _guess(request)
     with database.write() as conn:
         row = conn.execute(
             "SELECT id FROM account WHERE activation_token_hash = ?",
@@ -699,7 +706,7 @@ def twomes_account_activate(body: s.AccountActivate, request: Request, database:
         ).fetchone()
         if row is None:
             raise HTTPException(status_code=404, detail="No account found for provided activation token")
-        settings.by_address.refund(("address", address))
+        settings.by_address.refund(guess)
         token, token_hash = dbm.new_token(row["id"])
         conn.execute(
             "UPDATE account SET session_token_hash = ?, token_revoked_on = NULL, activated_on = ? WHERE id = ?",
@@ -717,16 +724,12 @@ def twomes_account_activate(body: s.AccountActivate, request: Request, database:
 def account_device_activate(
     body: s.ActivationRequest, request: Request, database: DB, account_id: Account
 ) -> dict[str, Any]:
-    settings = _settings(request)
-    address = _client_address(request)
-    wait = settings.by_address.take(("address", address))
-    if wait:
-        raise _too_many(wait, "activation attempts from this address")
+    settings, guess = _guess(request)
     with database.write() as conn:
         row = _find_by_activation(conn, settings.key, body.activation_token, _DEVICE_SQL)
         if row is None:
             raise HTTPException(status_code=404, detail="No device found for provided activation token")
-        settings.by_address.refund(("address", address))
+        settings.by_address.refund(guess)
         _attach(conn, row, account_id)
         return _device_json(_device_row_by_id(conn, row["id"]))
 
@@ -738,11 +741,7 @@ def account_device_activate(
     summary="Activate: get a new device session token (no auth)",
 )
 def device_activate(body: s.ActivationRequest, request: Request, database: DB) -> dict[str, str]:
-    settings = _settings(request)
-    address = _client_address(request)
-    wait = settings.by_address.take(("address", address))
-    if wait:
-        raise _too_many(wait, "activation attempts from this address")
+    settings, guess = _guess(request)
     with database.write() as conn:
         row = _find_by_activation(
             conn,
@@ -752,7 +751,7 @@ def device_activate(body: s.ActivationRequest, request: Request, database: DB) -
         )
         if row is None:
             raise HTTPException(status_code=404, detail="No device found for provided activation token")
-        settings.by_address.refund(("address", address))  # only failed guesses count per address
+        settings.by_address.refund(guess)
         wait = settings.by_device.take(("device", row["id"]))
         if wait:
             raise _too_many(wait, "activations of this device")
