@@ -4,7 +4,6 @@ with a virtual board's console on a pty (the app's own main loop stands in as co
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import os
@@ -48,21 +47,20 @@ def _board(tmp: Path, mac: str = "24:6F:28:D3:AD:48", script: bool = False, **co
 
 
 def _wait_port_open(path: str, timeout: float = 20.0) -> None:
-    """Until someone holds the port (pyserial's exclusive lock, which the monitor takes)."""
-    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            except BlockingIOError:
+    """Until someone holds the port (pyserial's exclusive flock, which the monitor takes), read from
+    /proc/locks: probing with a lock of our own could collide with the monitor's and make it "busy"."""
+    st = os.stat(path)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/locks") as f:
+            if any(
+                line.split()[1] == "FLOCK" and line.split()[5] == key for line in f if len(line.split()) > 5
+            ):
                 time.sleep(0.2)  # pyserial locks first, then configures the port and flushes its input
                 return
-            time.sleep(0.02)
-        raise AssertionError("the monitor did not open the port")
-    finally:
-        os.close(fd)
+        time.sleep(0.02)
+    raise AssertionError("the monitor did not open the port")
 
 
 def _activation(board: VirtualBoard) -> dict:
