@@ -1,5 +1,6 @@
 # Shared fakes and clients for the portal / DNS / Improv tests (both runtimes): a fake app controller
-# with the app's exact API, a real-time clock, and tiny HTTP/DNS clients on 127.0.0.1.
+# with the app's exact API, a real-time clock and a clock the test moves (with the chip's wrap-around),
+# an in-process connection for the portal (no socket), and tiny HTTP/DNS clients on 127.0.0.1.
 import asyncio
 import os
 import time
@@ -44,19 +45,141 @@ class RealClock:
             return a - b
 
 
+class TestClock:
+    """Ticks that move only when the test says so, with MicroPython's tick arithmetic: they wrap at
+    `period` (the ESP32's 2**30 by default; ticks_diff is right for spans under half of it)."""
+
+    def __init__(self, now=0, period=1 << 30):
+        self.period = period
+        self.now = now & (period - 1)
+
+    def ticks_ms(self):
+        return self.now
+
+    def ticks_add(self, a, b):
+        return (a + b) & (self.period - 1)
+
+    def ticks_diff(self, a, b):
+        half = self.period >> 1
+        return ((a - b + half) & (self.period - 1)) - half
+
+    def advance(self, ms):
+        self.now = self.ticks_add(self.now, ms)
+
+
+class Conn:
+    """An accepted connection without a socket, for the portal's admit(): the test plays the client
+    (feed / shut / read_answers) and sees what the portal did (out: what it sent; closed). Its streams
+    come from streams(conn), the Portal's `streams` argument. A client that does not read (reading =
+    False) keeps the portal's drain() waiting, as a full send buffer does."""
+
+    def __init__(self, data=b"", reading=True):
+        self.inbox = bytearray(data)  # sent by the client, not yet read by the portal
+        self.eof = False  # the client shut its side
+        self.reading = reading
+        self.out = bytearray()  # what reached the client
+        self.unsent = bytearray()  # written by the portal, waiting for drain()
+        self.closed = False
+        self._ev = asyncio.Event()
+
+    # the client's side
+    def feed(self, data):
+        self.inbox += data
+        self._ev.set()
+
+    def shut(self):
+        self.eof = True
+        self._ev.set()
+
+    def read_answers(self):
+        self.reading = True
+        self._ev.set()
+
+    # the socket's side (what hw.sock_readinto and the portal call)
+    def setblocking(self, flag):
+        pass
+
+    def send(self, data):
+        if self.closed:
+            raise OSError(32, "closed")
+        self.out += data  # (small answers: the send buffer takes them whole)
+        return len(data)
+
+    def recv_into(self, buf):
+        n = min(len(buf), len(self.inbox))
+        buf[:n] = self.inbox[:n]
+        self.inbox = self.inbox[n:]
+        return n
+
+    readinto = recv_into
+
+    def close(self):
+        if not self.closed and self.reading:
+            self.out += self.unsent  # the stack still sends what was written
+        self.closed = True
+        self._ev.set()
+
+
+class _Stream:
+    """The asyncio stream over a Conn (reader and writer in one, as MicroPython's Stream)."""
+
+    def __init__(self, conn):
+        self.c = conn
+
+    async def _wait(self):
+        self.c._ev.clear()
+        await self.c._ev.wait()
+
+    async def read(self, n):
+        c = self.c
+        while not c.inbox and not c.eof and not c.closed:
+            await self._wait()
+        got = bytes(c.inbox[:n])
+        c.inbox = c.inbox[len(got) :]
+        return got
+
+    async def readinto(self, mv):
+        got = await self.read(len(mv))
+        mv[: len(got)] = got
+        return len(got)
+
+    def write(self, data):
+        self.c.unsent += data
+
+    async def drain(self):
+        c = self.c
+        while not c.reading and not c.closed:
+            await self._wait()
+        if c.closed:
+            raise OSError(32, "closed")
+        c.out += c.unsent
+        c.unsent = bytearray()
+
+    def close(self):
+        self.c.close()
+
+    async def wait_closed(self):
+        pass
+
+
+async def streams(conn):
+    s = _Stream(conn)
+    return s, s
+
+
 def rand_port():
     b = os.urandom(2)
     return 20000 + (b[0] << 8 | b[1]) % 30000
 
 
-def make(air=None, **cfgvals):
-    """(board, ident, cfg, ctl) on a fresh simulated board."""
+def make(air=None, clock=None, **cfgvals):
+    """(board, ident, cfg, ctl) on a fresh simulated board (on real time, or on `clock`)."""
     support.new_board(air=AIR if air is None else air)
     values = {"portal_port": rand_port(), "dns_port": rand_port()}
     values.update(cfgvals)
     cfg = config.defaults()
     config.update(cfg, values)
-    board = hw.Board(cfg, vmachine, vnetwork, vesp32, clock=RealClock())
+    board = hw.Board(cfg, vmachine, vnetwork, vesp32, clock=clock or RealClock())
     st = store.Store(vesp32.NVS("twomes"))
     ident = identity.load(st, board.mac(), cfg, os.urandom)
     return board, ident, cfg, FakeCtl(board, ident, cfg=cfg)

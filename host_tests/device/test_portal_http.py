@@ -323,13 +323,13 @@ def test_a_failing_server_task_is_logged_and_started_again():
         p = await pf.start_portal()
         lines = log.sink = []
         try:
-            clock = p._clock
+            clock = p.tick
 
             def out_of_memory():
-                p._clock = clock
+                p.tick = clock
                 raise MemoryError("memory allocation failed, allocating 416 bytes")
 
-            p._clock = out_of_memory
+            p.tick = out_of_memory
             await asyncio.sleep(0.1)
             assert [ln for ln in lines if "portal: task failed (MemoryError): started again (1)" in ln], lines
             r = await pf.get(p, "/api/info")

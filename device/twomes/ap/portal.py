@@ -58,8 +58,9 @@ class Slot:
 
 
 class Portal:
-    def __init__(self, board, ident, cfg, ctl, slots=SLOTS):
-        self.board = board
+    def __init__(self, board, ident, cfg, ctl, slots=SLOTS, streams=None):
+        self.board = board  # its ticks_ms/ticks_add/ticks_diff are the clock of every deadline here
+        self._streams = streams or hw.stream  # (reader, writer) of an accepted connection (tests: in-process)
         self.ident = ident
         self.cfg = cfg
         self.ctl = ctl
@@ -168,11 +169,12 @@ class Portal:
             except OSError:  # nothing waiting (EAGAIN)
                 conn = None
             if conn is not None:
-                await self._admit(conn)
-            self._clock()
+                await self.admit(conn)
+            self.tick()
             await asyncio.sleep(0 if conn is not None else 0.02)
 
-    async def _admit(self, conn):
+    async def admit(self, conn):
+        """Give an accepted connection a slot and start its request (serve() calls this)."""
         b = self.board
         slot = self._free()
         if slot is None:
@@ -211,7 +213,7 @@ class Portal:
         slot.sock = conn
         try:
             conn.setblocking(False)
-            reader, w = await hw.stream(conn)
+            reader, w = await self._streams(conn)
             slot.task = asyncio.create_task(self._conn(slot, reader, w))  # pyright: ignore[reportAttributeAccessIssue]
         except BaseException:
             slot.phase = _FREE
@@ -225,8 +227,10 @@ class Portal:
                 return slot
         return None
 
-    def _clock(self):
-        """Cancel the tasks of connections past their deadline (408 while reading, closed otherwise)."""
+    def tick(self):
+        """Hold every connection to its deadline at the board's ticks now: cancel the tasks of those
+        past it (408 while reading, closed otherwise). serve() calls this after every accept and every
+        20 ms; tests call it on a board clock they move themselves. A deadline fires at its tick."""
         b = self.board
         now = b.ticks_ms()
         for slot in self.slots:
