@@ -73,6 +73,23 @@ def test_a_request_in_time_is_answered_and_its_slot_freed():
     _go(body)
 
 
+def test_idle_time_counts_from_the_last_request_read():
+    async def body(p, clock):
+        t0 = clock.now
+        await _at(p, clock, t0, 1234)
+        assert p.idle_ms() == 1234
+        c = await _admit(p, PART)  # a connection is not a request yet
+        await _at(p, clock, t0, 2000)
+        assert p.idle_ms() == 2000
+        c.feed(b"\r\n")  # its head complete: a request
+        await _settle()
+        assert _status(c) == b"302" and p.idle_ms() == 0
+        await _at(p, clock, t0, 2500)
+        assert p.idle_ms() == 500
+
+    _go(body)
+
+
 def test_a_head_that_never_ends_gets_408_at_head_ms_and_not_one_tick_before():
     async def body(p, clock):
         for sent in (b"", PART):  # silent, or the head begun and never finished

@@ -93,6 +93,8 @@ async def _close(conns):
             pass
 
 
+# The two tests below are the real-socket, real-time check of admission and deadlines (no timing is
+# asserted); which connection is evicted, and each deadline to the tick: test_portal_deadlines.py.
 def test_idle_connections_make_room_for_a_real_request():
     async def body(p):
         conns = await _idle(p.cfg.portal_port, SLOTS + 3)  # a phone's spare connections and more

@@ -215,26 +215,32 @@ def test_oversized_requests_are_refused():
 
 
 def test_slow_clients_get_408_and_are_closed():
+    # the integration check, over real sockets and real time with wide margins; each limit to the
+    # tick, on a clock the test moves: test_portal_deadlines.py
     async def body(p):
         p.head_ms = 300
         port = p.cfg.portal_port
+        clk = p.board
+        t0 = clk.ticks_ms()
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finishes its headers
         await w.drain()
         data = b""
         for _ in range(3):
-            chunk = await asyncio.wait_for(r.read(1024), 3)
+            chunk = await asyncio.wait_for(r.read(1024), 10)
             if not chunk:
                 break
             data += chunk
+        took = clk.ticks_diff(clk.ticks_ms(), t0)
         w.close()
         await w.wait_closed()
         assert data.startswith(b"HTTP/1.1 408"), data
+        assert took >= 300, took  # never before its time (the portal's clock starts at the accept)
         # a client that connects and says nothing is dropped too, and others are served meanwhile
         r2, w2 = await asyncio.open_connection("127.0.0.1", port)
         resp = await pf.get(p, "/api/info")
         assert resp.status == 200
-        got = await asyncio.wait_for(r2.read(1024), 3)
+        got = await asyncio.wait_for(r2.read(1024), 10)
         assert got == b"" or got.startswith(b"HTTP/1.1 408")
         w2.close()
         await w2.wait_closed()
@@ -278,7 +284,8 @@ def test_no_heap_for_an_answer_asks_to_come_again_and_the_portal_goes_on():
     _run(body)
 
 
-def test_idle_time_and_stop():
+def test_stop_takes_the_socket_and_the_access_point_down():
+    # (the idle time, on a clock the test moves: test_portal_deadlines.py)
     async def main():
         p = await pf.start_portal()
         port = p.cfg.portal_port
@@ -286,10 +293,8 @@ def test_idle_time_and_stop():
 
         ap = vstate.read_json("ap.json")
         assert ap["active"] and ap["essid"] == p.ident.name and ap["secured"]
-        await asyncio.sleep(1.0)
-        assert p.idle_ms() >= 950
-        await pf.get(p, "/generate_204", host="connectivitycheck.gstatic.com")
-        assert p.idle_ms() < 500  # a request makes the portal busy again (wide margin for a slow machine)
+        r = await pf.get(p, "/generate_204", host="connectivitycheck.gstatic.com")
+        assert r.status == 302
         await pf.stop_portal(p)
         assert not vstate.read_json("ap.json")["active"]
         refused = False
