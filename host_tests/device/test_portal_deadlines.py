@@ -17,10 +17,10 @@ INFO = b"GET /api/info HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n"
 PART = b"GET / HTTP/1.1\r\nHost: 192.168.4.1\r\n"  # a head that never ends
 
 
-def _portal(clock=None, slots=SLOTS):
+def _portal(clock=None):
     clock = clock or pf.TestClock(1000)
     board, ident, cfg, ctl = pf.make(clock=clock)
-    return Portal(board, ident, cfg, ctl, slots, pf.streams), clock
+    return Portal(board, ident, cfg, ctl, SLOTS, pf.streams), clock
 
 
 async def _settle():
@@ -47,9 +47,9 @@ def _status(c):
     return bytes(c.out)[9:12]
 
 
-def _go(body, clock=None, slots=SLOTS):
+def _go(body, clock=None):
     async def main():
-        p, clk = _portal(clock, slots)
+        p, clk = _portal(clock)
         try:
             await body(p, clk)
         finally:
