@@ -350,6 +350,41 @@ def scale_table(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def portal_table(r: dict[str, Any]) -> list[str]:
+    dev, md = r["device"], r["microdot"]
+    # the portal's own share: the live heap with the portal up above the controller alone, which is
+    # measured in the microdot variant (its controller imports a stub instead of the device's portal)
+    own = {
+        "device": [a - c for a, c in zip(dev["ready"], md["ctl"], strict=True)],
+        "microdot": [a - c for a, c in zip(md["ready"], md["ctl"], strict=True)],
+    }
+
+    def row(name: str, d: list[float], m: list[float], unit: str, scale: float = 1.0) -> list[str]:
+        d = [x / scale for x in d]
+        m = [x / scale for x in m]
+        fmt = ".0f" if scale == 1.0 else ".1f"
+        return [
+            _row(
+                f"  device portal: {name}",
+                d,
+                unit,
+                fmt,
+                "microdot",
+                [a / b for a, b in zip(d, m, strict=True)],
+            ),
+            _row(f"  microdot: {name}", m, unit, fmt),
+        ]
+
+    return [
+        "setup portal vs the same portal on microdot (same routes, pages, JSON, controller; .mpy code in the "
+        "heap; MicroPython unix port)",
+        *row("smallest heap, phone sequence", dev["need_k"], md["need_k"], "KB"),
+        *row("live heap, up and idle", dev["ready"], md["ready"], "KB", 1024.0),
+        *row("live heap after the sequence", dev["after"], md["after"], "KB", 1024.0),
+        *row("the portal's own share, idle", own["device"], own["microdot"], "KB", 1024.0),
+    ]
+
+
 def signature_table(r: dict[str, object]) -> list[str]:
     total = [float(x) / 1000 for x in r["total"]]  # type: ignore[attr-defined]
     ed = [float(x) / 1000 for x in r["ed"]]  # type: ignore[attr-defined]
@@ -386,10 +421,10 @@ def run_all(args: argparse.Namespace) -> int:
     """Every figure, with its ratio against the reference measured in the same run."""
     import time
 
-    from twtools import bench_http, bench_server
+    from twtools import bench_http, bench_portal, bench_server
 
     quick = args.quick
-    every = ["http", "signature", "server", "scale"]
+    every = ["http", "portal", "signature", "server", "scale"]
     what = {w.strip() for w in args.only.split(",") if w.strip()} or set(every)
     if what - set(every):
         print(f"error: --only: unknown figure(s) {', '.join(sorted(what - set(every)))}", file=sys.stderr)
@@ -408,6 +443,10 @@ def run_all(args: argparse.Namespace) -> int:
             r = bench_http.measure(runs, size, small=(64 if quick else 256) * 1024)
             raw["http"] = r
             lines += http_table(r, size)
+        if "portal" in what:
+            rp = bench_portal.measure(1 if quick else runs, step=4 if quick else 1)
+            raw["portal"] = rp
+            lines += portal_table(rp)
         if "signature" in what:
             r2 = measure(3 if quick else 15, "64K")
             raw["signature"] = r2
