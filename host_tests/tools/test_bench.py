@@ -50,16 +50,30 @@ def test_bench_quick_prints_every_figure_with_its_ratio(capsys):
     # byte for byte (pages, JSON), and there are all of them
     assert portal["device"]["answers"] == portal["microdot"]["answers"]
     assert len(portal["device"]["answers"]) == 8
+    flow = r["flow"]
+    assert len(flow["steps"]) == 13 and len(flow["runs"]) == 1
+    steps = flow["runs"][0]
+    for s in steps:
+        parts = [s[f"{k}_s"] for k in ("device", "hardware", "server", "host")]
+        assert s["wall_s"] > 0 and all(x >= 0 for x in parts) and s["waiting_s"] >= 0
+    # the board computes from its first boot on, in every step after it (the firmware's process and
+    # its simulated hardware), also after the update's reboot (a new process: its time is added)
+    assert all(s["device_s"] > 0 and s["hardware_s"] > 0 for s in steps[2:])
+    assert steps[0]["device_s"] == 0  # the board does not exist yet
+    # the waits are real: the steps with a simulated join or a button hold wait for seconds
+    assert sum(s["waiting_s"] for s in steps) > 5
     for label in ("small", "large"):
         assert all(t > 0 for t in r["scale"][label]["measurement_page"]["ms"])
         assert r["scale"][label]["measurement_page"]["bytes"] > 0
     lines = (
         bench.http_table(http, 4 * 2**20)
         + bench.portal_table(portal)
+        + bench.flow_table(flow)
         + bench.server_table(r["server"])
         + bench.scale_table(r["scale"])
     )
     assert any("smallest heap" in x and "microdot" in x and "x" in x for x in lines)
+    assert any("whole story: device work" in x and "story wall time" in x for x in lines)
     assert any("raw socket loop" in x and "x" in x for x in lines)
     assert any("constants" in x for x in lines)
 

@@ -385,6 +385,59 @@ def portal_table(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def flow_table(r: dict[str, Any]) -> list[str]:
+    runs = r["runs"]
+
+    def col(i: int, key: str) -> list[float]:
+        return [float(run[i][key]) for run in runs]
+
+    out = [
+        "flow latencies of `twomes sim` per step: device work (CPU time of the firmware's process) against the "
+        "step's wall time; the rest is the simulated hardware, the server, the host side (CPU) and waits"
+    ]
+    for i, step in enumerate(r["steps"]):
+        wall, dev = col(i, "wall_s"), col(i, "device_s")
+        out.append(
+            _row(
+                f"  {i + 1:2d} {step[:39]}",
+                [x * 1000 for x in dev],
+                "ms",
+                ".0f",
+                "step wall time",
+                [d / w if w else 0.0 for d, w in zip(dev, wall, strict=True)],
+            )
+        )
+        med = {
+            k: statistics.median(col(i, f"{k}_s")) for k in ("wall", "hardware", "server", "host", "waiting")
+        }
+        out.append(
+            f"  {'':<44} wall {med['wall']:.2f} s: sim hardware {med['hardware'] * 1000:.0f} ms, server "
+            f"{med['server'] * 1000:.0f} ms, host {med['host'] * 1000:.0f} ms, waiting {med['waiting']:.2f} s (medians)"
+        )
+
+    def total(key: str) -> list[float]:
+        return [sum(float(s[key]) for s in run) for run in runs]
+
+    wall = total("wall_s")
+    for key, what, fmt in (
+        ("device_s", "device work", ".2f"),
+        ("waiting_s", "waiting (nobody computing)", ".1f"),
+    ):
+        xs = total(key)
+        out.append(
+            _row(
+                f"  whole story: {what}",
+                xs,
+                "s",
+                fmt,
+                "story wall time",
+                [a / b for a, b in zip(xs, wall, strict=True)],
+            )
+        )
+    out.append(_row("  whole story: wall time", wall, "s", ".1f"))
+    return out
+
+
 def signature_table(r: dict[str, object]) -> list[str]:
     total = [float(x) / 1000 for x in r["total"]]  # type: ignore[attr-defined]
     ed = [float(x) / 1000 for x in r["ed"]]  # type: ignore[attr-defined]
@@ -421,10 +474,10 @@ def run_all(args: argparse.Namespace) -> int:
     """Every figure, with its ratio against the reference measured in the same run."""
     import time
 
-    from twtools import bench_http, bench_portal, bench_server
+    from twtools import bench_flow, bench_http, bench_portal, bench_server
 
     quick = args.quick
-    every = ["http", "portal", "signature", "server", "scale"]
+    every = ["http", "portal", "flow", "signature", "server", "scale"]
     what = {w.strip() for w in args.only.split(",") if w.strip()} or set(every)
     if what - set(every):
         print(f"error: --only: unknown figure(s) {', '.join(sorted(what - set(every)))}", file=sys.stderr)
@@ -447,6 +500,10 @@ def run_all(args: argparse.Namespace) -> int:
             rp = bench_portal.measure(1 if quick else runs, step=4 if quick else 1)
             raw["portal"] = rp
             lines += portal_table(rp)
+        if "flow" in what:
+            rf = bench_flow.measure(1 if quick else runs)
+            raw["flow"] = rf
+            lines += flow_table(rf)
         if "signature" in what:
             r2 = measure(3 if quick else 15, "64K")
             raw["signature"] = r2
@@ -485,7 +542,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default="",
         metavar="FIGURES",
         help="comma-separated figures (default all): http (device HTTP streaming vs a raw socket and "
-        "requests), signature, server (req/s and p50/p99 vs the framework answering constants), scale "
+        "requests), portal (setup portal heap vs the same portal on microdot), flow (twomes sim per step: "
+        "device work vs wall time, waits), signature, server (req/s and p50/p99 vs the framework answering constants), scale "
         "(admin reads at 10,000 devices / 1,000,000 measurements vs a small database)",
     )
     p.add_argument("--quick", action="store_true", help="small sizes and short loads (seconds; for tests)")

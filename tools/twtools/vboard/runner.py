@@ -68,6 +68,23 @@ def _kill_live() -> None:
             proc.kill()
 
 
+def cpu_ns(pid: int, threads: bool = False) -> int:
+    """CPU time (ns) a process has used so far, also after it exited and before it is reaped (a
+    zombie keeps its accounting): its main thread's run time from /proc/<pid>/schedstat (exact; a
+    MicroPython unix-port process has one thread), or with `threads` (or without schedstat) utime +
+    stime of /proc/<pid>/stat (all its threads, in clock ticks). 0 if the process is gone."""
+    if not threads:
+        try:
+            return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -160,6 +177,10 @@ class VirtualBoard:
         self.serial: SerialLine | None = None
         self.repl = ReplWatch()
         self.soft_resets = 0
+        # CPU time of the board's processes (twomes sim --timing): of those that ended, and the pids
+        # of those that run
+        self._cpu_done = {"device": 0, "hardware": 0}
+        self._cpu_live: dict[str, int] = {}
         self._hw = hw_modules()
         self.state.mkdir(parents=True, exist_ok=True)
         board_file = self.state / "board.json"
@@ -320,13 +341,16 @@ class VirtualBoard:
                 self.serial.attach(proc.pid, b"\x01" if soft == "raw" else b"")
             with self._lock:
                 self._proc, self._hw_proc = proc, hw
+                self._cpu_live = {"device": proc.pid, "hardware": hw.pid}
                 self.boots += 1
             with open(out, "rb", buffering=0) as stream:
                 while chunk := stream.read(4096):  # until both processes are gone
                     self._feed(chunk)
+            self._bank_cpu("device", proc, None)
             rc = proc.wait()
+            self._bank_cpu("hardware", hw, 5)  # it ends when the device's end of the pipes closes
             try:
-                hw.wait(5)  # it ends when the device's end of the pipes closes
+                hw.wait(5)
             except subprocess.TimeoutExpired:
                 hw.kill()
                 hw.wait()
@@ -348,6 +372,34 @@ class VirtualBoard:
         with self._lock:
             self._proc = self._hw_proc = None
             self._lock.notify_all()
+
+    def _bank_cpu(self, role: str, proc: subprocess.Popen[bytes], timeout: float | None) -> None:
+        """Once `proc` has exited (not yet reaped: its accounting is still there), add its CPU time to
+        the board's; not counted if it is still running after `timeout` s (it is then killed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        flags = os.WEXITED | os.WNOWAIT | (0 if deadline is None else os.WNOHANG)
+        used = 0
+        try:
+            while os.waitid(os.P_PID, proc.pid, flags) is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
+            else:
+                used = cpu_ns(proc.pid)
+        except ChildProcessError:  # reaped already (by a kill at exit)
+            pass
+        with self._lock:
+            self._cpu_done[role] += used
+            self._cpu_live.pop(role, None)
+
+    def cpu_ns(self) -> dict[str, int]:
+        """CPU time (ns) the board's processes used so far, every boot: "device" (the firmware's
+        process) and "hardware" (the simulated hardware's)."""
+        with self._lock:
+            return {
+                role: done + cpu_ns(self._cpu_live[role]) if role in self._cpu_live else done
+                for role, done in self._cpu_done.items()
+            }
 
     def _feed(self, chunk: bytes) -> None:
         with self._lock:
