@@ -56,6 +56,7 @@ def test_bench_quick_prints_every_figure_with_its_ratio(capsys):
     for s in steps:
         parts = [s[f"{k}_s"] for k in ("device", "hardware", "server", "host")]
         assert s["wall_s"] > 0 and all(x >= 0 for x in parts) and s["waiting_s"] >= 0
+        assert s["device_queued_s"] >= 0
     # the board computes from its first boot on, in every step after it (the firmware's process and
     # its simulated hardware), also after the update's reboot (a new process: its time is added)
     assert all(s["device_s"] > 0 and s["hardware_s"] > 0 for s in steps[2:])

@@ -408,11 +408,13 @@ def flow_table(r: dict[str, Any]) -> list[str]:
             )
         )
         med = {
-            k: statistics.median(col(i, f"{k}_s")) for k in ("wall", "hardware", "server", "host", "waiting")
+            k: statistics.median(col(i, f"{k}_s"))
+            for k in ("wall", "hardware", "server", "host", "waiting", "device_queued")
         }
         out.append(
-            f"  {'':<44} wall {med['wall']:.2f} s: sim hardware {med['hardware'] * 1000:.0f} ms, server "
-            f"{med['server'] * 1000:.0f} ms, host {med['host'] * 1000:.0f} ms, waiting {med['waiting']:.2f} s (medians)"
+            f"  {'':<44} wall {med['wall']:.2f} s = waiting {med['waiting']:.2f} s + CPU: sim hardware "
+            f"{med['hardware'] * 1000:.0f} ms, server {med['server'] * 1000:.0f} ms, host "
+            f"{med['host'] * 1000:.0f} ms (medians; device queued for a CPU {med['device_queued'] * 1000:.0f} ms)"
         )
 
     def total(key: str) -> list[float]:
@@ -422,6 +424,7 @@ def flow_table(r: dict[str, Any]) -> list[str]:
     for key, what, fmt in (
         ("device_s", "device work", ".2f"),
         ("waiting_s", "waiting (nobody computing)", ".1f"),
+        ("device_queued_s", "device ready, no CPU free", ".2f"),
     ):
         xs = total(key)
         out.append(

@@ -85,6 +85,15 @@ def cpu_ns(pid: int, threads: bool = False) -> int:
         return 0
 
 
+def queued_ns(pid: int) -> int:
+    """Time (ns) a process's main thread was ready to run but waiting for a CPU (/proc/<pid>/schedstat:
+    a busy machine, not the program's own waits). 0 if unknown."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -179,7 +188,7 @@ class VirtualBoard:
         self.soft_resets = 0
         # CPU time of the board's processes (twomes sim --timing): of those that ended, and the pids
         # of those that run
-        self._cpu_done = {"device": 0, "hardware": 0}
+        self._cpu_done = {"device": 0, "hardware": 0, "device_queued": 0}
         self._cpu_live: dict[str, int] = {}
         self._hw = hw_modules()
         self.state.mkdir(parents=True, exist_ok=True)
@@ -378,28 +387,33 @@ class VirtualBoard:
         the board's; not counted if it is still running after `timeout` s (it is then killed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         flags = os.WEXITED | os.WNOWAIT | (0 if deadline is None else os.WNOHANG)
-        used = 0
+        used = queued = 0
         try:
             while os.waitid(os.P_PID, proc.pid, flags) is None:
                 if deadline is not None and time.monotonic() > deadline:
                     break
                 time.sleep(0.005)
             else:
-                used = cpu_ns(proc.pid)
+                used, queued = cpu_ns(proc.pid), queued_ns(proc.pid)
         except ChildProcessError:  # reaped already (by a kill at exit)
             pass
         with self._lock:
             self._cpu_done[role] += used
             self._cpu_live.pop(role, None)
+            if role == "device":
+                self._cpu_done["device_queued"] += queued
 
     def cpu_ns(self) -> dict[str, int]:
         """CPU time (ns) the board's processes used so far, every boot: "device" (the firmware's
-        process) and "hardware" (the simulated hardware's)."""
+        process) and "hardware" (the simulated hardware's); "device_queued": the time the firmware's
+        process was ready to run but waited for a CPU (the machine was busy)."""
         with self._lock:
-            return {
-                role: done + cpu_ns(self._cpu_live[role]) if role in self._cpu_live else done
-                for role, done in self._cpu_done.items()
-            }
+            out = dict(self._cpu_done)
+            for role, pid in self._cpu_live.items():
+                out[role] += cpu_ns(pid)
+                if role == "device":
+                    out["device_queued"] += queued_ns(pid)
+            return out
 
     def _feed(self, chunk: bytes) -> None:
         with self._lock:
