@@ -365,7 +365,7 @@ def portal_table(r: dict[str, Any]) -> list[str]:
         fmt = ".0f" if scale == 1.0 else ".1f"
         return [
             _row(
-                f"  device portal: {name}",
+                f"  device: {name}",
                 d,
                 unit,
                 fmt,
