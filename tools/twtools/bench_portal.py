@@ -53,7 +53,12 @@ def _mpy(src: Path, dest: Path) -> None:
 
 def prepare(work: Path) -> dict[str, Path]:
     """The two portals' filesystems under `work` (.mpy files): {variant: directory}."""
-    import microdot  # the pinned PyPI package ships the MicroPython-compatible source
+    try:
+        import microdot  # the pinned PyPI package ships the MicroPython-compatible source
+    except ImportError:
+        raise RuntimeError(
+            "the portal figure needs microdot (pinned in pyproject.toml's dev extra: make install)"
+        ) from None
 
     dev, md = work / "device", work / "microdot"
     compile_tree(dev)
