@@ -357,12 +357,10 @@ class VirtualBoard:
                     self._feed(chunk)
             self._bank_cpu("device", proc, None)
             rc = proc.wait()
-            self._bank_cpu("hardware", hw, 5)  # it ends when the device's end of the pipes closes
-            try:
-                hw.wait(5)
-            except subprocess.TimeoutExpired:
+            # it ends when the device's end of the pipes closes (within 5 s, or it is killed)
+            if not self._bank_cpu("hardware", hw, 5):
                 hw.kill()
-                hw.wait()
+            hw.wait()
             with self._lock:
                 self.exit_codes.append(rc)
                 self._lock.notify_all()
@@ -382,15 +380,17 @@ class VirtualBoard:
             self._proc = self._hw_proc = None
             self._lock.notify_all()
 
-    def _bank_cpu(self, role: str, proc: subprocess.Popen[bytes], timeout: float | None) -> None:
+    def _bank_cpu(self, role: str, proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
         """Once `proc` has exited (not yet reaped: its accounting is still there), add its CPU time to
-        the board's; not counted if it is still running after `timeout` s (it is then killed)."""
+        the board's. False if it still runs after `timeout` s (not counted)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         flags = os.WEXITED | os.WNOWAIT | (0 if deadline is None else os.WNOHANG)
         used = queued = 0
+        exited = True
         try:
             while os.waitid(os.P_PID, proc.pid, flags) is None:
                 if deadline is not None and time.monotonic() > deadline:
+                    exited = False
                     break
                 time.sleep(0.005)
             else:
@@ -402,6 +402,7 @@ class VirtualBoard:
             self._cpu_live.pop(role, None)
             if role == "device":
                 self._cpu_done["device_queued"] += queued
+        return exited
 
     def cpu_ns(self) -> dict[str, int]:
         """CPU time (ns) the board's processes used so far, every boot: "device" (the firmware's
