@@ -40,8 +40,9 @@ board: install
 heap: install
 	$(BIN)/twomes heap
 
-## Benchmarks (prints figures, ~4 min): per figure min/median/max over 5 runs and the ratio against a
+## Benchmarks (prints figures, ~7 min): per figure min/median/max over 5 runs and the ratio against a
 ## reference measured in the same run: device HTTP streaming vs a raw socket and micropython-lib requests,
+## the setup portal's heap vs the same portal on microdot, the sim's steps (device work vs wall time),
 ## the release-signature check, the reference server vs FastAPI/uvicorn answering constants.
 ## `make test` runs `twomes bench --quick`.
 bench: install

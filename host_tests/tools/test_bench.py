@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from twtools import bench
+from twtools import bench, bench_portal
 from twtools.cli import main
 
 
@@ -42,11 +42,50 @@ def test_bench_quick_prints_every_figure_with_its_ratio(capsys):
             for pair in runs:
                 assert pair["server"]["rps"] > 0 and pair["constants"]["rps"] > 0
                 assert pair["server"]["p99_ms"] >= pair["server"]["p50_ms"] > 0
+    portal = r["portal"]
+    for v in bench_portal.VARIANTS:
+        assert len(portal[v]["need_k"]) == 1 and portal[v]["need_k"][0] * 1024 >= portal[v]["ready"][0]
+        assert 0 < portal[v]["base"][0] < portal[v]["ctl"][0] < portal[v]["ready"][0] <= portal[v]["after"][0]
+    # the same portal: every answer of the phone's sequence that does not depend on timing is the same
+    # byte for byte (pages, JSON), and there are all of them
+    assert portal["device"]["answers"] == portal["microdot"]["answers"]
+    assert len(portal["device"]["answers"]) == 8
+    flow = r["flow"]
+    assert len(flow["steps"]) == 13 and len(flow["runs"]) == 1
+    steps = flow["runs"][0]
+    for s in steps:
+        parts = [s[f"{k}_s"] for k in ("device", "hardware", "server", "host")]
+        assert s["wall_s"] > 0 and all(x >= 0 for x in parts) and s["waiting_s"] >= 0
+        assert s["device_queued_s"] >= 0
+    # the board computes from its first boot on, in every step after it (the firmware's process and
+    # its simulated hardware), also after the update's reboot (a new process: its time is added)
+    assert all(s["device_s"] > 0 and s["hardware_s"] > 0 for s in steps[2:])
+    assert steps[0]["device_s"] == 0  # the board does not exist yet
+    # the waits are real: the steps with a simulated join or a button hold wait for seconds
+    assert sum(s["waiting_s"] for s in steps) > 5
     for label in ("small", "large"):
         assert all(t > 0 for t in r["scale"][label]["measurement_page"]["ms"])
         assert r["scale"][label]["measurement_page"]["bytes"] > 0
     lines = (
-        bench.http_table(http, 4 * 2**20) + bench.server_table(r["server"]) + bench.scale_table(r["scale"])
+        bench.http_table(http, 4 * 2**20)
+        + bench.portal_table(portal)
+        + bench.flow_table(flow)
+        + bench.server_table(r["server"])
+        + bench.scale_table(r["scale"])
     )
+    assert any("smallest heap" in x and "microdot" in x and "x" in x for x in lines)
+    assert any("whole story: device work" in x and "story wall time" in x for x in lines)
     assert any("raw socket loop" in x and "x" in x for x in lines)
     assert any("constants" in x for x in lines)
+
+
+def test_portal_smallest_heap_is_where_the_sequence_starts_failing(tmp_path):
+    """The bisection's answer is real: the phone's sequence passes at the heap found and fails one grid
+    step below it (a MemoryError, a 503 'busy' or a wrong answer), for both portals."""
+    roots = bench_portal.prepare(tmp_path)
+    for v in bench_portal.VARIANTS:
+        idle = bench_portal.visit(v, roots[v], f"{bench_portal.ROOMY_K}K")["ready"]
+        lo = idle // 1024 // 8 * 8
+        need = bench_portal.smallest(v, roots[v], lo, lo + 64, 8)
+        assert bench_portal.passes(v, roots[v], need)
+        assert not bench_portal.passes(v, roots[v], need - 8)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from twtools.build import BOOT_MODULES
-from twtools.vboard.runner import CODE_MODES, MPY_HEAP, VirtualBoard
+from twtools.vboard.runner import CODE_MODES, MPY_HEAP, VirtualBoard, cpu_ns
 
 HOME = {"ssid": "home", "password": "correct horse", "rssi": -50}
 
@@ -61,6 +61,12 @@ def test_machine_reset_reboots_on_the_same_state(tmp_path: Path) -> None:
         again = _activation(b, mark)
         assert again == first
         assert b.boots == 2 and b.exit_codes[0] == 93
+        # the board's CPU time (twomes sim --timing) counts every boot: the first process's time is
+        # kept when it ends, the second one's is added while it runs
+        used = b.cpu_ns()
+        with b._lock:
+            second = cpu_ns(b._proc.pid) if b._proc is not None else 0
+        assert 0 < second < used["device"] and used["hardware"] > 0
 
 
 def test_factory_reset_makes_a_new_token(tmp_path: Path) -> None:

@@ -350,6 +350,97 @@ def scale_table(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def portal_table(r: dict[str, Any]) -> list[str]:
+    dev, md = r["device"], r["microdot"]
+    # the portal's own share: the live heap with the portal up above the controller alone, which is
+    # measured in the microdot variant (its controller imports a stub instead of the device's portal)
+    own = {
+        "device": [a - c for a, c in zip(dev["ready"], md["ctl"], strict=True)],
+        "microdot": [a - c for a, c in zip(md["ready"], md["ctl"], strict=True)],
+    }
+
+    def row(name: str, d: list[float], m: list[float], unit: str, scale: float = 1.0) -> list[str]:
+        d = [x / scale for x in d]
+        m = [x / scale for x in m]
+        fmt = ".0f" if scale == 1.0 else ".1f"
+        return [
+            _row(
+                f"  device: {name}",
+                d,
+                unit,
+                fmt,
+                "microdot",
+                [a / b for a, b in zip(d, m, strict=True)],
+            ),
+            _row(f"  microdot: {name}", m, unit, fmt),
+        ]
+
+    return [
+        "setup portal vs the same portal on microdot (same routes, pages, JSON, controller; .mpy code in the "
+        "heap; MicroPython unix port)",
+        *row("smallest heap, phone sequence", dev["need_k"], md["need_k"], "KB"),
+        *row("live heap, up and idle", dev["ready"], md["ready"], "KB", 1024.0),
+        *row("live heap after the sequence", dev["after"], md["after"], "KB", 1024.0),
+        *row("the portal's own share, idle", own["device"], own["microdot"], "KB", 1024.0),
+    ]
+
+
+def flow_table(r: dict[str, Any]) -> list[str]:
+    runs = r["runs"]
+
+    def col(i: int, key: str) -> list[float]:
+        return [float(run[i][key]) for run in runs]
+
+    out = [
+        "flow latencies of `twomes sim` per step: device work (CPU time of the firmware's process) against the "
+        "step's wall time; the rest is the simulated hardware, the server, the host side (CPU) and waits"
+    ]
+    for i, step in enumerate(r["steps"]):
+        wall, dev = col(i, "wall_s"), col(i, "device_s")
+        out.append(
+            _row(
+                f"  {i + 1:2d} {step[:39]}",
+                [x * 1000 for x in dev],
+                "ms",
+                ".0f",
+                "step wall time",
+                [d / w if w else 0.0 for d, w in zip(dev, wall, strict=True)],
+            )
+        )
+        med = {
+            k: statistics.median(col(i, f"{k}_s"))
+            for k in ("wall", "hardware", "server", "host", "waiting", "device_queued")
+        }
+        out.append(
+            f"  {'':<44} wall {med['wall']:.2f} s = waiting {med['waiting']:.2f} s + CPU: sim hardware "
+            f"{med['hardware'] * 1000:.0f} ms, server {med['server'] * 1000:.0f} ms, host "
+            f"{med['host'] * 1000:.0f} ms (medians; device queued for a CPU {med['device_queued'] * 1000:.0f} ms)"
+        )
+
+    def total(key: str) -> list[float]:
+        return [sum(float(s[key]) for s in run) for run in runs]
+
+    wall = total("wall_s")
+    for key, what, fmt in (
+        ("device_s", "device work", ".2f"),
+        ("waiting_s", "waiting (nobody computing)", ".1f"),
+        ("device_queued_s", "device ready, no CPU free", ".2f"),
+    ):
+        xs = total(key)
+        out.append(
+            _row(
+                f"  whole story: {what}",
+                xs,
+                "s",
+                fmt,
+                "story wall time",
+                [a / b for a, b in zip(xs, wall, strict=True)],
+            )
+        )
+    out.append(_row("  whole story: wall time", wall, "s", ".1f"))
+    return out
+
+
 def signature_table(r: dict[str, object]) -> list[str]:
     total = [float(x) / 1000 for x in r["total"]]  # type: ignore[attr-defined]
     ed = [float(x) / 1000 for x in r["ed"]]  # type: ignore[attr-defined]
@@ -386,10 +477,10 @@ def run_all(args: argparse.Namespace) -> int:
     """Every figure, with its ratio against the reference measured in the same run."""
     import time
 
-    from twtools import bench_http, bench_server
+    from twtools import bench_flow, bench_http, bench_portal, bench_server
 
     quick = args.quick
-    every = ["http", "signature", "server", "scale"]
+    every = ["http", "portal", "flow", "signature", "server", "scale"]
     what = {w.strip() for w in args.only.split(",") if w.strip()} or set(every)
     if what - set(every):
         print(f"error: --only: unknown figure(s) {', '.join(sorted(what - set(every)))}", file=sys.stderr)
@@ -408,6 +499,14 @@ def run_all(args: argparse.Namespace) -> int:
             r = bench_http.measure(runs, size, small=(64 if quick else 256) * 1024)
             raw["http"] = r
             lines += http_table(r, size)
+        if "portal" in what:
+            rp = bench_portal.measure(1 if quick else runs, step=4 if quick else 1)
+            raw["portal"] = rp
+            lines += portal_table(rp)
+        if "flow" in what:
+            rf = bench_flow.measure(1 if quick else runs)
+            raw["flow"] = rf
+            lines += flow_table(rf)
         if "signature" in what:
             r2 = measure(3 if quick else 15, "64K")
             raw["signature"] = r2
@@ -446,7 +545,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default="",
         metavar="FIGURES",
         help="comma-separated figures (default all): http (device HTTP streaming vs a raw socket and "
-        "requests), signature, server (req/s and p50/p99 vs the framework answering constants), scale "
+        "requests), portal (setup portal heap vs the same portal on microdot), flow (twomes sim per step: "
+        "device work vs wall time, waits), signature, server (req/s and p50/p99 vs the framework answering constants), scale "
         "(admin reads at 10,000 devices / 1,000,000 measurements vs a small database)",
     )
     p.add_argument("--quick", action="store_true", help="small sizes and short loads (seconds; for tests)")

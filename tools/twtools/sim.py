@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import ssl
 import subprocess
@@ -28,7 +29,7 @@ import httpx
 from twtools.build import build_bundle, build_romfs, read_version
 from twtools.keys import new_key
 from twtools.server.client import ca_context
-from twtools.vboard.runner import CODE_MODES, DEFAULT_CODE, DEFAULT_HEAP, MPY_HEAP, VirtualBoard
+from twtools.vboard.runner import CODE_MODES, DEFAULT_CODE, DEFAULT_HEAP, MPY_HEAP, VirtualBoard, cpu_ns
 
 HOME = {"ssid": "Home network", "password": "p&ss w%rd+#1", "rssi": -48, "channel": 6, "join_ms": 300}
 OFFICE = {
@@ -45,16 +46,84 @@ class StepFailed(Exception):
     pass
 
 
+# CPU time (ns) of the operator's `twomes` commands the story ran (_cli), for --timing
+_CLI_NS = [0]
+
+
+class Meter:
+    """--timing: per step of the story, its wall time and the CPU time each party used in it, all
+    measured (docs/bench.md): the device's firmware process (every boot) and the simulated hardware's
+    process (VirtualBoard.cpu_ns, from /proc/<pid>/schedstat), the reference server's process
+    (/proc/<pid>/stat, all its threads), and the host side (this process: the story, the phone's HTTP,
+    the board's console reader; and the operator's `twomes` commands). What is left of the wall time
+    nobody computed in: the deliberate and simulated waits (the simulated Wi-Fi join, retry back-offs,
+    the good-boot timer, the device's sleeps, the story waiting for the device) and waiting for a CPU."""
+
+    def __init__(self) -> None:
+        self.board: VirtualBoard | None = None
+        self.server_pid: int | None = None
+        self.marks: list[tuple[str, dict[str, float]]] = []
+
+    def sample(self) -> dict[str, float]:
+        board = self.board.cpu_ns() if self.board is not None else {}
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "t": time.monotonic(),
+            "device": board.get("device", 0) / 1e9,
+            "device_queued": board.get("device_queued", 0) / 1e9,
+            "hardware": board.get("hardware", 0) / 1e9,
+            "server": cpu_ns(self.server_pid, threads=True) / 1e9 if self.server_pid else 0.0,
+            "host": ru.ru_utime + ru.ru_stime + _CLI_NS[0] / 1e9,
+        }
+
+    def mark(self, step: str) -> None:
+        self.marks.append((step, self.sample()))
+
+    def steps(self) -> list[dict[str, Any]]:
+        """Per step: wall_s and the seconds of each party; waiting_s what nobody computed (>= 0: on
+        two cores parties compute at the same time); device_queued_s the firmware's time waiting for
+        a CPU (a busy machine)."""
+        end = self.sample()
+        out = []
+        for i, (step, a) in enumerate(self.marks):
+            b = self.marks[i + 1][1] if i + 1 < len(self.marks) else end
+            row: dict[str, Any] = {"step": step, "wall_s": b["t"] - a["t"]}
+            for k in ("device", "hardware", "server", "host", "device_queued"):
+                row[f"{k}_s"] = b[k] - a[k]  # never negative: each is a running total
+            busy = sum(row[f"{k}_s"] for k in ("device", "hardware", "server", "host"))
+            row["waiting_s"] = max(0.0, row["wall_s"] - busy)
+            # (device_queued_s, the firmware ready to run but without a CPU, is part of waiting_s or
+            # overlaps the other parties' CPU time: shown, not subtracted)
+            out.append(row)
+        return out
+
+
+def timing_lines(steps: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        f"{'step':<4} {'wall':>7} {'device':>8} {'sim hw':>8} {'server':>8} {'host':>8} {'waiting':>8} "
+        f"{'dev queued':>10}  (s)"
+    ]
+    for i, r in enumerate(steps, 1):
+        lines.append(
+            f"{i:<4} {r['wall_s']:7.2f} {r['device_s']:8.3f} {r['hardware_s']:8.3f} {r['server_s']:8.3f} "
+            f"{r['host_s']:8.3f} {r['waiting_s']:8.2f} {r['device_queued_s']:10.3f}  {r['step'][:50]}"
+        )
+    return lines
+
+
 class Story:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.n = 0
         self.total = 13
         self.t0 = time.monotonic()
+        self.meter = Meter() if getattr(args, "timing", None) else None
 
     def step(self, text: str) -> None:
         self.n += 1
         self.current = text
+        if self.meter is not None:
+            self.meter.mark(text)
         print(f"\n[sim {self.n:2d}/{self.total}] {text}", flush=True)
 
     def note(self, text: str) -> None:
@@ -64,12 +133,24 @@ class Story:
 def _cli(*argv: str, env: dict[str, str]) -> str:
     """Run the tools CLI as the operator would; returns its output, raises on failure."""
     cmd = [sys.executable, "-m", "twtools.cli", *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **env})
+        deadline = time.monotonic() + 60
+        # wait4: the exit status and the command's CPU time (--timing) at once
+        while (got := os.wait4(proc.pid, os.WNOHANG))[0] == 0:
+            if time.monotonic() > deadline:
+                proc.kill()
+                got = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.01)
+        proc.returncode = os.waitstatus_to_exitcode(got[1])
+        _CLI_NS[0] += int((got[2].ru_utime + got[2].ru_stime) * 1e9)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
-        raise StepFailed(
-            f"`twomes {' '.join(argv[:2])}` failed: {proc.stderr.strip() or proc.stdout.strip()}"
-        )
-    return proc.stdout.strip()
+        raise StepFailed(f"`twomes {' '.join(argv[:2])}` failed: {stderr.strip() or stdout.strip()}")
+    return stdout.strip()
 
 
 def _portal_join(board: VirtualBoard, net: dict[str, Any], timeout: float = 30) -> str:
@@ -127,6 +208,8 @@ def run_story(args: argparse.Namespace) -> int:
 
                 srv = stack.enter_context(ReferenceServer(work / "server", tls=True))
                 url, token = srv.url, srv.admin_token
+                if story.meter is not None and srv._process is not None:
+                    story.meter.server_pid = srv._process.pid
                 ca = srv.tls_dir / "ca.pem"
             env = {"TWOMES_URL": url, "TWOMES_ADMIN_TOKEN": token}
             if ca is not None:
@@ -194,6 +277,8 @@ def run_story(args: argparse.Namespace) -> int:
                 },
             )
             stack.callback(board.stop)
+            if story.meter is not None:
+                story.meter.board = board
             board.install_app(version=v1)
             if ca is not None:  # as `twomes deploy --ca` puts it on a real board: DER, under ca_file
                 (board.fs / "ca.der").write_bytes(to_der(ca.read_bytes()))
@@ -355,6 +440,11 @@ def run_story(args: argparse.Namespace) -> int:
             print(
                 f"\n[sim] all {story.total} steps passed in {time.monotonic() - story.t0:.1f} s", flush=True
             )
+            if story.meter is not None:
+                steps = story.meter.steps()
+                Path(args.timing).write_text(json.dumps({"steps": steps}, indent=1))
+                print("\n[sim] time per step (CPU seconds of each party; waiting: nobody computing)")
+                print("\n".join(timing_lines(steps)), flush=True)
             if args.keep:
                 print(f"[sim] kept running: portal {board.portal_url}, server {url}, admin token {token}")
                 print("[sim] press Ctrl-C to stop")
@@ -496,6 +586,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="where the device's updates come from: the reference server, or a local gooseBit (hawkBit DDI)",
     )
     p.add_argument("--code", choices=CODE_MODES, default=DEFAULT_CODE, help=_CODE_HELP)
+    p.add_argument(
+        "--timing",
+        metavar="FILE",
+        help="per step, wall time and the CPU time of the device, the simulated hardware, the server and "
+        "the host side; the rest is waiting (printed, and written to FILE as JSON; make bench uses it)",
+    )
     p.add_argument("--keep", action="store_true", help="keep server and board running afterwards")
     p.add_argument("--quiet", action="store_true", help="do not show the device's serial console")
     p.set_defaults(func=run_story)

@@ -68,6 +68,32 @@ def _kill_live() -> None:
             proc.kill()
 
 
+def cpu_ns(pid: int, threads: bool = False) -> int:
+    """CPU time (ns) a process has used so far, also after it exited and before it is reaped (a
+    zombie keeps its accounting): its main thread's run time from /proc/<pid>/schedstat (exact; a
+    MicroPython unix-port process has one thread), or with `threads` (or without schedstat) utime +
+    stime of /proc/<pid>/stat (all its threads, in clock ticks). 0 if the process is gone."""
+    if not threads:
+        try:
+            return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def queued_ns(pid: int) -> int:
+    """Time (ns) a process's main thread was ready to run but waiting for a CPU (/proc/<pid>/schedstat:
+    a busy machine, not the program's own waits). 0 if unknown."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -160,6 +186,10 @@ class VirtualBoard:
         self.serial: SerialLine | None = None
         self.repl = ReplWatch()
         self.soft_resets = 0
+        # CPU time of the board's processes (twomes sim --timing): of those that ended, and the pids
+        # of those that run
+        self._cpu_done = {"device": 0, "hardware": 0, "device_queued": 0}
+        self._cpu_live: dict[str, int] = {}
         self._hw = hw_modules()
         self.state.mkdir(parents=True, exist_ok=True)
         board_file = self.state / "board.json"
@@ -320,16 +350,17 @@ class VirtualBoard:
                 self.serial.attach(proc.pid, b"\x01" if soft == "raw" else b"")
             with self._lock:
                 self._proc, self._hw_proc = proc, hw
+                self._cpu_live = {"device": proc.pid, "hardware": hw.pid}
                 self.boots += 1
             with open(out, "rb", buffering=0) as stream:
                 while chunk := stream.read(4096):  # until both processes are gone
                     self._feed(chunk)
+            self._bank_cpu("device", proc, None)
             rc = proc.wait()
-            try:
-                hw.wait(5)  # it ends when the device's end of the pipes closes
-            except subprocess.TimeoutExpired:
+            # it ends when the device's end of the pipes closes (within 5 s, or it is killed)
+            if not self._bank_cpu("hardware", hw, 5):
                 hw.kill()
-                hw.wait()
+            hw.wait()
             with self._lock:
                 self.exit_codes.append(rc)
                 self._lock.notify_all()
@@ -348,6 +379,42 @@ class VirtualBoard:
         with self._lock:
             self._proc = self._hw_proc = None
             self._lock.notify_all()
+
+    def _bank_cpu(self, role: str, proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
+        """Once `proc` has exited (not yet reaped: its accounting is still there), add its CPU time to
+        the board's. False if it still runs after `timeout` s (not counted)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        flags = os.WEXITED | os.WNOWAIT | (0 if deadline is None else os.WNOHANG)
+        used = queued = 0
+        exited = True
+        try:
+            while os.waitid(os.P_PID, proc.pid, flags) is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    exited = False
+                    break
+                time.sleep(0.005)
+            else:
+                used, queued = cpu_ns(proc.pid), queued_ns(proc.pid)
+        except ChildProcessError:  # reaped already (by a kill at exit)
+            pass
+        with self._lock:
+            self._cpu_done[role] += used
+            self._cpu_live.pop(role, None)
+            if role == "device":
+                self._cpu_done["device_queued"] += queued
+        return exited
+
+    def cpu_ns(self) -> dict[str, int]:
+        """CPU time (ns) the board's processes used so far, every boot: "device" (the firmware's
+        process) and "hardware" (the simulated hardware's); "device_queued": the time the firmware's
+        process was ready to run but waited for a CPU (the machine was busy)."""
+        with self._lock:
+            out = dict(self._cpu_done)
+            for role, pid in self._cpu_live.items():
+                out[role] += cpu_ns(pid)
+                if role == "device":
+                    out["device_queued"] += queued_ns(pid)
+            return out
 
     def _feed(self, chunk: bytes) -> None:
         with self._lock:
