@@ -230,11 +230,13 @@ def test_wifi_settings_failures_report_unable_to_connect():
 
 
 class _Reader:
-    """Console stand-in: hands out the scripted chunks (a number means: pause that long)."""
+    """Console stand-in: hands out the scripted chunks (a number means: pause that long; with a
+    `clock` (portal_fakes.TestClock) it is milliseconds on that clock, no real time)."""
 
-    def __init__(self, script):
+    def __init__(self, script, clock=None):
         self.script = list(script)
         self.buf = b""
+        self.clock = clock
 
     async def read(self, n):
         while not self.buf:
@@ -242,7 +244,10 @@ class _Reader:
                 return b""
             item = self.script.pop(0)
             if isinstance(item, (int, float)):
-                await asyncio.sleep(item)
+                if self.clock is None:
+                    await asyncio.sleep(item)
+                else:
+                    self.clock.advance(item)
             else:
                 self.buf = item
         out, self.buf = self.buf[:n], self.buf[n:]
@@ -350,17 +355,72 @@ def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
     support.run(main())
 
 
-def test_stale_partial_frame_is_dropped():
+# ---- the framing's silences on a clock the test moves (portal_fakes.TestClock): each at its tick and
+# not one tick before, across the tick wrap-around; no real time passes
+STALE_MS = 1000  # improv_serial._STALE_MS: a partial frame is dropped after this much silence
+QUIET_MS = 100  # improv_serial._QUIET_MS: silence that ends the "noisy" state after a broken frame
+PARTIAL = b"IMPROV\x01\x03\xf0abc"  # a stray magic with a huge length byte (the frame never ends)
+WRAP = (1 << 30) - 300  # the ESP32's ticks wrap 300 ms after this
+
+
+def _console_on_clock(script, t0):
+    """What the setup console answered to `script` on a TestClock starting at t0, and the controller."""
+    got = []
+
     async def main():
-        board, ident, cfg, ctl = pf.make()
+        clock = pf.TestClock(t0)
+        board, ident, cfg, ctl = pf.make(clock=clock)
         con = _Console(board)
-        # a stray "IMPROV" with a huge length, then (after a pause) a real request
-        await improv_serial.console(
-            con, ctl, ident, "1.2.3", _Reader([b"IMPROV\x01\x03\xf0abc", 1.3, REQ_STATE])
-        )
-        assert _frames(con.written) == [(T_STATE, b"\x02")]
+        await improv_serial.console(con, ctl, ident, "1.2.3", _Reader(script, clock))
+        got.append(_frames(con.written))
+        got.append(ctl)
 
     support.run(main())
+    return got
+
+
+def test_stale_partial_frame_is_dropped_after_its_silence_and_not_one_tick_before():
+    for t0 in (5000, WRAP):
+        # 999 ms of silence: the request is more data of the partial frame (no answer)
+        assert _console_on_clock([PARTIAL, STALE_MS - 1, REQ_STATE], t0)[0] == [], t0
+        # 1000 ms: the partial frame is dropped and the request answered
+        assert _console_on_clock([PARTIAL, STALE_MS, REQ_STATE], t0)[0] == [(T_STATE, b"\x02")], t0
+        # a frame sent slowly (999 ms between its bytes) is still one frame
+        slow = [REQ_STATE[:3], STALE_MS - 1, REQ_STATE[3:9], STALE_MS - 1, REQ_STATE[9:]]
+        assert _console_on_clock(slow, t0)[0] == [(T_STATE, b"\x02")], t0
+
+
+def test_a_ctrl_c_right_after_a_broken_frame_counts_only_after_its_quiet_time():
+    bad = REQ_STATE[:-1] + bytes([REQ_STATE[-1] ^ 1])  # a wrong checksum: the bytes are misaligned
+    for t0 in (5000, WRAP + 250):
+        frames, ctl = _console_on_clock([bad, QUIET_MS - 1, b"\x03", REQ_STATE], t0)
+        assert not ctl.interrupted and frames == [(T_ERROR, b"\x01"), (T_STATE, b"\x02")], t0
+        frames, ctl = _console_on_clock([bad, QUIET_MS, b"\x03", REQ_STATE], t0)
+        assert ctl.interrupted and frames == [(T_ERROR, b"\x01")], t0  # the request after it not read
+
+
+def test_running_console_drops_a_stale_partial_frame_at_the_same_tick():
+    """twomes.ap.improv_run judges the framing's silences itself (its quiet time, after which Improv's
+    modules are unloaded, is a real-time wait_for; these reads never wait)."""
+    from twomes.ap import improv_run
+
+    class _App:
+        interrupted = False
+
+    for t0 in (5000, WRAP):
+        for gap, answered in ((STALE_MS - 1, False), (STALE_MS, True)):
+
+            async def main(t0, gap):
+                clock = pf.TestClock(t0)
+                board, ident, cfg, ctl = pf.make(clock=clock)
+                app = _App()
+                app.board = _Console(board)
+                app.ident = ident
+                await improv_run.run(app, "https://x/", _Reader([PARTIAL, gap, REQ_STATE], clock))
+                return _frames(app.board.written)
+
+            got = support.run(main(t0, gap))
+            assert (got[:1] == [(T_STATE, bytes([PROVISIONED]))]) == answered, (t0, gap, got)
 
 
 # ---- hostile input (issue #17): no byte of a frame is ever Ctrl-C; the parser stays in sync -----------
