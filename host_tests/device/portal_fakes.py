@@ -66,6 +66,13 @@ class TestClock:
     def advance(self, ms):
         self.now = self.ticks_add(self.now, ms)
 
+    async def sleep(self, seconds, stop=None):
+        """asyncio.sleep on this clock: returns once the test has moved the clock `seconds` on (it
+        yields to the other tasks meanwhile, no real time passes), or when `stop()` says so."""
+        end = self.ticks_add(self.now, int(seconds * 1000))
+        while self.ticks_diff(end, self.now) > 0 and not (stop and stop()):
+            await asyncio.sleep(0)
+
 
 class Conn:
     """An accepted connection without a socket, for the portal's admit(): the test plays the client
