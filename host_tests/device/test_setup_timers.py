@@ -1,6 +1,6 @@
 # Setup mode's own timers on a clock the test moves (portal_fakes.TestClock, with the chip's tick
-# wrap-around), in-process: the rescan limit, the retries of the saved network, the idle portal, the
-# grace after a join, and supervise()'s pauses. Each fires at its tick and not one tick before; no
+# wrap-around), in-process: the rescan limit, the retries of the saved network, the credential test's
+# time limit, the idle portal, the grace after a join, and supervise()'s pauses. Each fires at its tick and not one tick before; no
 # real time passes. The controller's loop and the supervised tasks sleep with the app's sleep_s, here
 # TestClock.sleep (a sleep on the test's clock). The portal's connections come in without a socket
 # (portal_fakes.Conn); the station's join is the controller's seam (_join), answered at once. Both
@@ -224,6 +224,31 @@ def test_a_test_from_the_portal_defers_the_saved_network_by_its_full_time():
         assert ph.tries() == 1
 
     _phase(body, portal_retry_s=5, portal_idle_s=3600)
+
+
+# ---- the credential test's time limit (wifi.join) ---------------------------------------------------
+def test_a_credential_test_times_out_at_its_tick_and_not_one_before():
+    """A network that never answers (the simulated chip keeps trying): the join gives up after
+    timeout_ms on the board's ticks (cfg.wifi_timeout_s), looking every 100 ms, and stops the driver."""
+    timeout = 3000
+
+    async def main(t0, jump, late):
+        clock = pf.TestClock(t0)
+        board, ident, cfg, ctl = pf.make(clock=clock)
+        job = asyncio.create_task(wifi.join(board, "slow", "slowslow1", timeout, clock.sleep))
+        await _settle()
+        clock.now = clock.ticks_add(t0, jump)  # the join's next look
+        await _settle()
+        if late:
+            assert not job.done()  # one tick early: still joining
+            clock.advance(100)  # its next look
+            await _settle()
+        assert job.done() and await job == wifi.TIMEOUT
+        assert board.sta.status() == board.network.STAT_IDLE  # the driver's own retries stopped
+
+    for t0 in (5000, WRAP - 1500):
+        support.run(main(t0, timeout - 1, True))
+        support.run(main(t0, timeout, False))
 
 
 # ---- the idle portal --------------------------------------------------------------------------------
