@@ -248,6 +248,8 @@ class _Reader:
                     await asyncio.sleep(item)
                 else:
                     self.clock.advance(item)
+                    for _ in range(10):  # a waiter on that clock may give up now
+                        await asyncio.sleep(0)
             else:
                 self.buf = item
         out, self.buf = self.buf[:n], self.buf[n:]
@@ -335,15 +337,16 @@ def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
             return await super().read(n)
 
     async def main():
-        board, ident, cfg, ctl = pf.make()
+        clock = pf.TestClock(5000)  # (the quiet time to the tick: the next test)
+        board, ident, cfg, ctl = pf.make(clock=clock)
         unload("ap.improv_serial", "ap.improv", "ap.creds")  # as in the running app: not loaded
         app = _App()
         app.board = _Console(board)
         app.ident = ident
         url = "https://127.0.0.1:8443/admin/devices/" + ident.name
         w = _wifi_rpc("home", "secret-pass")
-        script = [b"text\n", REQ_STATE, w, 0.4, b"\x03", REQ_STATE]
-        await improv_run.run(app, url, _Watch(script), quiet_ms=200)
+        script = [b"text\n", REQ_STATE, w, 400, b"\x03", REQ_STATE]
+        await improv_run.run(app, url, _Watch(script, clock), quiet_ms=200, wait_for=clock.wait_for)
         got = _frames(app.board.written)
         assert got[0] == (T_STATE, bytes([PROVISIONED])) and _strings(got[1][1]) == [url]
         assert got[2:] == [(T_ERROR, b"\x02")]  # Wi-Fi refused; the request after Ctrl-C not read
@@ -504,3 +507,47 @@ def test_generated_inputs_never_interrupt_inside_frames_and_every_reply_is_well_
         imp.ser.interrupted = False
         imp.ser.drop()  # the console loop's staleness rule (1 s of silence)
         assert [_parse(x) for x in imp.feed(REQ_STATE)] == [(T_STATE, b"\x02")], (k, bytes(data))
+
+
+def test_running_console_unloads_improv_at_its_quiet_time_and_not_one_tick_before():
+    """twomes.ap.improv_run's quiet time (5 s) on the test's clock (its wait_for, TestClock.wait_for):
+    Improv's modules stay for a frame that starts 4,999 ms after the last byte, and are unloaded after
+    5,000 ms (the next "I" loads them again); every request is answered either way."""
+    import sys
+
+    from twomes import unload
+    from twomes.ap import improv_run
+
+    quiet = 5000  # improv_run._QUIET_MS
+
+    class _App:
+        interrupted = False
+
+    async def main(t0, gap):
+        clock = pf.TestClock(t0)
+        board, ident, cfg, ctl = pf.make(clock=clock)
+        unload("ap.improv_serial", "ap.improv", "ap.creds")  # as in the running app: not loaded
+        app = _App()
+        app.board = _Console(board)
+        app.ident = ident
+        seen = []  # (byte, Improv's framing loaded when it came)
+
+        class _Watch(_Reader):
+            async def read(self, n):
+                got = await _Reader.read(self, n)
+                seen.append((got, "twomes.ap.improv_serial" in sys.modules))
+                return got
+
+        await improv_run.run(
+            app, "https://x/", _Watch([REQ_STATE, gap, REQ_STATE], clock), wait_for=clock.wait_for
+        )
+        got = _frames(app.board.written)
+        assert [f[0] for f in got] == [T_STATE, T_RESULT, T_STATE, T_RESULT], got
+        assert "twomes.ap.improv_serial" not in sys.modules  # the console closed: unloaded
+        return seen
+
+    for t0 in (5000, WRAP - 2500):
+        seen = support.run(main(t0, quiet - 1))
+        assert seen[0] == (b"I", False) and seen[len(REQ_STATE)] == (b"I", True), seen  # still loaded
+        seen = support.run(main(t0, quiet))
+        assert seen[len(REQ_STATE)] == (b"I", False), seen  # unloaded at the tick: loaded again
