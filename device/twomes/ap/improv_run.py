@@ -41,10 +41,9 @@ async def run(app, url, reader=None, quiet_ms=_QUIET_MS, wait_for=None):
             if c == 3:
                 app.interrupted = True
                 return
-            if c == 73 and not await _improv(
-                app, url, reader, data, quiet_ms, wait_for or asyncio.wait_for
-            ):  # "I": maybe an Improv frame
-                return
+            if c == 73:  # "I": maybe an Improv frame
+                if not await _improv(app, url, reader, data, quiet_ms, wait_for or asyncio.wait_for):
+                    return
     finally:
         b.kbd_intr(3)
         log("improv", "console listener ended")
