@@ -1,8 +1,9 @@
 # Setup mode's own timers on a clock the test moves (portal_fakes.TestClock, with the chip's tick
 # wrap-around), in-process: the rescan limit, the retries of the saved network, the credential test's
-# time limit, the idle portal, the grace after a join, and supervise()'s pauses. Each fires at its tick and not one tick before; no
-# real time passes. The controller's loop and the supervised tasks sleep with the app's sleep_s, here
-# TestClock.sleep (a sleep on the test's clock). The portal's connections come in without a socket
+# time limit, the idle portal, the grace after a join, and supervise()'s pauses. Each fires at its tick
+# and not one tick before; no real time passes. The controller's loop sleeps with the app's sleep_s,
+# supervise() and wifi.join with the sleep they are given (asyncio.sleep unless given): here
+# TestClock.sleep, a sleep on the test's clock. The portal's connections come in without a socket
 # (portal_fakes.Conn); the station's join is the controller's seam (_join), answered at once. Both
 # runtimes. (The portal's connection limits: test_portal_deadlines.py; Improv's silences:
 # test_improv.py; the same phase on a virtual board in real time: host_tests/vboard/test_vboard.py.)

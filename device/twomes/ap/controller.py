@@ -171,15 +171,15 @@ class Controller:
 
     # ---- the phase ---------------------------------------------------------------------------------
     def _tasks(self, portal):
-        """Setup mode's tasks (web server, DNS, Improv on the console), each supervised, pausing with the
-        app's sleep (the seam the host tests replace: no console, no DNS socket)."""
+        """Setup mode's tasks (web server, DNS, Improv on the console), each supervised (the seam the
+        host tests replace: no console, no DNS socket). Their pauses are asyncio.sleep: the app's
+        sleep_s would end a task with Restart that nobody awaits yet (a console message)."""
         app = self.app
-        s = app.sleep_s
         return [
-            asyncio.create_task(supervise("portal", portal.serve, sleep=s)),
-            asyncio.create_task(supervise("dns", dns.serve, portal.ip, app.cfg.dns_port or 53, sleep=s)),
+            asyncio.create_task(supervise("portal", portal.serve)),
+            asyncio.create_task(supervise("dns", dns.serve, portal.ip, app.cfg.dns_port or 53)),
             asyncio.create_task(
-                supervise("improv", improv_serial.console, app.board, self, app.ident, VERSION, sleep=s)
+                supervise("improv", improv_serial.console, app.board, self, app.ident, VERSION)
             ),
         ]
 
