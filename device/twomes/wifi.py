@@ -23,8 +23,9 @@ REASONS = {
 }
 
 
-async def join(board, ssid, password, timeout_ms):
-    """Connect the station; returns one of JOINED, WRONG_PASSWORD, NOT_FOUND, TIMEOUT, FAILED."""
+async def join(board, ssid, password, timeout_ms, sleep=None):
+    """Connect the station; returns one of JOINED, WRONG_PASSWORD, NOT_FOUND, TIMEOUT, FAILED (after
+    timeout_ms on the board's ticks). `sleep(seconds)` between looks: asyncio.sleep unless given."""
     net = board.network
     sta = board.sta
     sta.active(True)
@@ -51,7 +52,7 @@ async def join(board, ssid, password, timeout_ms):
         if board.ticks_diff(board.ticks_ms(), t0) >= timeout_ms:
             result = TIMEOUT
             break
-        await asyncio.sleep(0.1)  # a literal: one float for good, not a new one at each poll
+        await (sleep or asyncio.sleep)(0.1)  # a literal: one float for good, not a new one at each poll
     try:
         sta.disconnect()  # stop the driver's own endless retries
     except OSError:

@@ -37,8 +37,8 @@ class FakeApp:
 
 
 class FakeCtl(Controller):
-    def __init__(self, board, ident, join_ms=600, nets=None, cfg=None, st=None):
-        Controller.__init__(self, FakeApp(board, ident, cfg, st))
+    def __init__(self, board, ident, join_ms=600, nets=None, cfg=None, st=None, app=None, streams=None):
+        Controller.__init__(self, app or FakeApp(board, ident, cfg, st), streams)
         self.join_ms = join_ms
         self.submitted = []
         self.rescans = 0

@@ -66,6 +66,28 @@ class TestClock:
     def advance(self, ms):
         self.now = self.ticks_add(self.now, ms)
 
+    async def sleep(self, seconds, stop=None):
+        """asyncio.sleep on this clock: returns once the test has moved the clock `seconds` on (it
+        yields to the other tasks meanwhile, no real time passes), or when `stop()` says so."""
+        end = self.ticks_add(self.now, int(seconds * 1000))
+        while self.ticks_diff(end, self.now) > 0 and not (stop and stop()):
+            await asyncio.sleep(0)
+
+    async def wait_for(self, aw, seconds):
+        """asyncio.wait_for on this clock: `aw`'s result, or asyncio.TimeoutError (`aw` cancelled) once
+        the test has moved the clock `seconds` on before `aw` finished."""
+        end = self.ticks_add(self.now, int(seconds * 1000))
+        task = asyncio.create_task(aw)
+        try:
+            while not task.done():
+                if self.ticks_diff(end, self.now) <= 0:
+                    raise asyncio.TimeoutError()
+                await asyncio.sleep(0)
+            return await task
+        finally:
+            if not task.done():
+                task.cancel()
+
 
 class Conn:
     """An accepted connection without a socket, for the portal's admit(): the test plays the client

@@ -230,11 +230,13 @@ def test_wifi_settings_failures_report_unable_to_connect():
 
 
 class _Reader:
-    """Console stand-in: hands out the scripted chunks (a number means: pause that long)."""
+    """Console stand-in: hands out the scripted chunks (a number means: pause that long; with a
+    `clock` (portal_fakes.TestClock) it is milliseconds on that clock, no real time)."""
 
-    def __init__(self, script):
+    def __init__(self, script, clock=None):
         self.script = list(script)
         self.buf = b""
+        self.clock = clock
 
     async def read(self, n):
         while not self.buf:
@@ -242,7 +244,12 @@ class _Reader:
                 return b""
             item = self.script.pop(0)
             if isinstance(item, (int, float)):
-                await asyncio.sleep(item)
+                if self.clock is None:
+                    await asyncio.sleep(item)
+                else:
+                    self.clock.advance(item)
+                    for _ in range(10):  # a waiter on that clock may give up now
+                        await asyncio.sleep(0)
             else:
                 self.buf = item
         out, self.buf = self.buf[:n], self.buf[n:]
@@ -330,15 +337,16 @@ def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
             return await super().read(n)
 
     async def main():
-        board, ident, cfg, ctl = pf.make()
+        clock = pf.TestClock(5000)  # (the quiet time to the tick: the next test)
+        board, ident, cfg, ctl = pf.make(clock=clock)
         unload("ap.improv_serial", "ap.improv", "ap.creds")  # as in the running app: not loaded
         app = _App()
         app.board = _Console(board)
         app.ident = ident
         url = "https://127.0.0.1:8443/admin/devices/" + ident.name
         w = _wifi_rpc("home", "secret-pass")
-        script = [b"text\n", REQ_STATE, w, 0.4, b"\x03", REQ_STATE]
-        await improv_run.run(app, url, _Watch(script), quiet_ms=200)
+        script = [b"text\n", REQ_STATE, w, 400, b"\x03", REQ_STATE]
+        await improv_run.run(app, url, _Watch(script, clock), quiet_ms=200, wait_for=clock.wait_for)
         got = _frames(app.board.written)
         assert got[0] == (T_STATE, bytes([PROVISIONED])) and _strings(got[1][1]) == [url]
         assert got[2:] == [(T_ERROR, b"\x02")]  # Wi-Fi refused; the request after Ctrl-C not read
@@ -350,17 +358,72 @@ def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
     support.run(main())
 
 
-def test_stale_partial_frame_is_dropped():
+# ---- the framing's silences on a clock the test moves (portal_fakes.TestClock): each at its tick and
+# not one tick before, across the tick wrap-around; no real time passes
+STALE_MS = 1000  # improv_serial._STALE_MS: a partial frame is dropped after this much silence
+QUIET_MS = 100  # improv_serial._QUIET_MS: silence that ends the "noisy" state after a broken frame
+PARTIAL = b"IMPROV\x01\x03\xf0abc"  # a stray magic with a huge length byte (the frame never ends)
+WRAP = (1 << 30) - 300  # the ESP32's ticks wrap 300 ms after this
+
+
+def _console_on_clock(script, t0):
+    """What the setup console answered to `script` on a TestClock starting at t0, and the controller."""
+    got = []
+
     async def main():
-        board, ident, cfg, ctl = pf.make()
+        clock = pf.TestClock(t0)
+        board, ident, cfg, ctl = pf.make(clock=clock)
         con = _Console(board)
-        # a stray "IMPROV" with a huge length, then (after a pause) a real request
-        await improv_serial.console(
-            con, ctl, ident, "1.2.3", _Reader([b"IMPROV\x01\x03\xf0abc", 1.3, REQ_STATE])
-        )
-        assert _frames(con.written) == [(T_STATE, b"\x02")]
+        await improv_serial.console(con, ctl, ident, "1.2.3", _Reader(script, clock))
+        got.append(_frames(con.written))
+        got.append(ctl)
 
     support.run(main())
+    return got
+
+
+def test_stale_partial_frame_is_dropped_after_its_silence_and_not_one_tick_before():
+    for t0 in (5000, WRAP):
+        # 999 ms of silence: the request is more data of the partial frame (no answer)
+        assert _console_on_clock([PARTIAL, STALE_MS - 1, REQ_STATE], t0)[0] == [], t0
+        # 1000 ms: the partial frame is dropped and the request answered
+        assert _console_on_clock([PARTIAL, STALE_MS, REQ_STATE], t0)[0] == [(T_STATE, b"\x02")], t0
+        # a frame sent slowly (999 ms between its bytes) is still one frame
+        slow = [REQ_STATE[:3], STALE_MS - 1, REQ_STATE[3:9], STALE_MS - 1, REQ_STATE[9:]]
+        assert _console_on_clock(slow, t0)[0] == [(T_STATE, b"\x02")], t0
+
+
+def test_a_ctrl_c_right_after_a_broken_frame_counts_only_after_its_quiet_time():
+    bad = REQ_STATE[:-1] + bytes([REQ_STATE[-1] ^ 1])  # a wrong checksum: the bytes are misaligned
+    for t0 in (5000, WRAP + 250):
+        frames, ctl = _console_on_clock([bad, QUIET_MS - 1, b"\x03", REQ_STATE], t0)
+        assert not ctl.interrupted and frames == [(T_ERROR, b"\x01"), (T_STATE, b"\x02")], t0
+        frames, ctl = _console_on_clock([bad, QUIET_MS, b"\x03", REQ_STATE], t0)
+        assert ctl.interrupted and frames == [(T_ERROR, b"\x01")], t0  # the request after it not read
+
+
+def test_running_console_drops_a_stale_partial_frame_at_the_same_tick():
+    """twomes.ap.improv_run judges the framing's silences itself (its quiet time, after which Improv's
+    modules are unloaded, is a real-time wait_for; these reads never wait)."""
+    from twomes.ap import improv_run
+
+    class _App:
+        interrupted = False
+
+    for t0 in (5000, WRAP):
+        for gap, answered in ((STALE_MS - 1, False), (STALE_MS, True)):
+
+            async def main(t0, gap):
+                clock = pf.TestClock(t0)
+                board, ident, cfg, ctl = pf.make(clock=clock)
+                app = _App()
+                app.board = _Console(board)
+                app.ident = ident
+                await improv_run.run(app, "https://x/", _Reader([PARTIAL, gap, REQ_STATE], clock))
+                return _frames(app.board.written)
+
+            got = support.run(main(t0, gap))
+            assert (got[:1] == [(T_STATE, bytes([PROVISIONED]))]) == answered, (t0, gap, got)
 
 
 # ---- hostile input (issue #17): no byte of a frame is ever Ctrl-C; the parser stays in sync -----------
@@ -444,3 +507,47 @@ def test_generated_inputs_never_interrupt_inside_frames_and_every_reply_is_well_
         imp.ser.interrupted = False
         imp.ser.drop()  # the console loop's staleness rule (1 s of silence)
         assert [_parse(x) for x in imp.feed(REQ_STATE)] == [(T_STATE, b"\x02")], (k, bytes(data))
+
+
+def test_running_console_unloads_improv_at_its_quiet_time_and_not_one_tick_before():
+    """twomes.ap.improv_run's quiet time (5 s) on the test's clock (its wait_for, TestClock.wait_for):
+    Improv's modules stay for a frame that starts 4,999 ms after the last byte, and are unloaded after
+    5,000 ms (the next "I" loads them again); every request is answered either way."""
+    import sys
+
+    from twomes import unload
+    from twomes.ap import improv_run
+
+    quiet = 5000  # improv_run._QUIET_MS
+
+    class _App:
+        interrupted = False
+
+    async def main(t0, gap):
+        clock = pf.TestClock(t0)
+        board, ident, cfg, ctl = pf.make(clock=clock)
+        unload("ap.improv_serial", "ap.improv", "ap.creds")  # as in the running app: not loaded
+        app = _App()
+        app.board = _Console(board)
+        app.ident = ident
+        seen = []  # (byte, Improv's framing loaded when it came)
+
+        class _Watch(_Reader):
+            async def read(self, n):
+                got = await _Reader.read(self, n)
+                seen.append((got, "twomes.ap.improv_serial" in sys.modules))
+                return got
+
+        await improv_run.run(
+            app, "https://x/", _Watch([REQ_STATE, gap, REQ_STATE], clock), wait_for=clock.wait_for
+        )
+        got = _frames(app.board.written)
+        assert [f[0] for f in got] == [T_STATE, T_RESULT, T_STATE, T_RESULT], got
+        assert "twomes.ap.improv_serial" not in sys.modules  # the console closed: unloaded
+        return seen
+
+    for t0 in (5000, WRAP - 2500):
+        seen = support.run(main(t0, quiet - 1))
+        assert seen[0] == (b"I", False) and seen[len(REQ_STATE)] == (b"I", True), seen  # still loaded
+        seen = support.run(main(t0, quiet))
+        assert seen[len(REQ_STATE)] == (b"I", False), seen  # unloaded at the tick: loaded again

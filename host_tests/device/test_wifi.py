@@ -55,3 +55,30 @@ def test_damaged_credentials_read_as_none():
     for raw in ("not json", "[1, 2]", '["", "x"]', '"x"'):
         st.put(store.WIFI, raw)
         assert wifi.saved(st) is None, raw
+
+
+def test_shown_text_does_not_intern_its_characters():
+    """shown() (every SSID and name a client or the air sends goes through it to the console) walks
+    the text's UTF-8 bytes: walking the str itself makes MicroPython intern each new character for good
+    (qstr pools, ~18 bytes a character): 2,000 distinct characters in SSIDs cost 36 KB of heap, and a
+    client sending new ones would run the device out of heap. Same output as a walk of the characters."""
+    import gc
+
+    texts = []
+    for k in range(100):  # CJK characters no other test uses, made from bytes (chr() would intern them)
+        raw = bytearray()
+        for cp in range(0x9000 + 20 * k, 0x9000 + 20 * k + 20):
+            raw += bytes([0xE0 | cp >> 12, 0x80 | cp >> 6 & 0x3F, 0x80 | cp & 0x3F])
+        texts.append(bytes(raw).decode())
+    out = []
+    gc.collect()
+    free = getattr(gc, "mem_free", lambda: 0)()
+    for t in texts:
+        out.append(len(creds.shown(t)))
+    gc.collect()
+    lost = free - getattr(gc, "mem_free", lambda: 0)()
+    assert lost < 4096, lost  # the list of lengths; interning: ~36,000
+    assert out == [120] * 100  # "\\uXXXX" for each of the 20
+    assert creds.shown("a\\b\x1b[31m\n\u00e9\u07ff\u0800\U0001f600 ~") == (
+        "a\\x5cb\\x1b[31m\\x0a\\xe9\\u07ff\\u0800\\u1f600 ~"
+    )

@@ -25,9 +25,9 @@ _RESCAN_MIN_MS = const(10000)  # a scan costs the chip about two seconds and dis
 _PAUSE_MS = const(500)  # before a failed task is started again (more after repeated failures)
 
 
-async def supervise(name, fn, *args):
+async def supervise(name, fn, *args, sleep=None):
     """Run `fn(*args)` until it returns (or is cancelled); an exception is logged and `fn` started
-    again after a pause. Returns the number of restarts."""
+    again after a pause (`sleep(seconds)`: asyncio.sleep unless given). Returns the number of restarts."""
     fails = 0
     while True:
         try:
@@ -41,14 +41,15 @@ async def supervise(name, fn, *args):
                 pass
             e = None
         try:
-            await asyncio.sleep(_PAUSE_MS / 1000 if fails < 10 else 5)
+            await (sleep or asyncio.sleep)(_PAUSE_MS / 1000 if fails < 10 else 5)
         except MemoryError:
             pass
 
 
 class Controller:
-    def __init__(self, app):
+    def __init__(self, app, streams=None):
         self.app = app
+        self._streams = streams  # the portal's connection streams (tests: in-process, no socket)
         self.nets = []  # the last scan, as shown: [(ssid, rssi, secured)] strongest first (creds.scan)
         self.more = 0  # networks seen beyond those
         self.testing = None  # the SSID under test
@@ -59,6 +60,7 @@ class Controller:
         self.message = ""
         self._job = None
         self._rescan_at = None
+        self._ended = None  # ticks when the last credential test ended (the saved network waits after it)
 
     # ---- what the portal, the app API and Improv ask ----------------------------------------------
     def status(self):
@@ -161,18 +163,32 @@ class Controller:
                 pass
         finally:
             password = None
+            self._ended = app.board.ticks_ms()
             self.testing = None
             self._job = None
             self.result = (ssid, code, wifi.REASONS.get(code, code))
         return code
 
     # ---- the phase ---------------------------------------------------------------------------------
+    def _tasks(self, portal):
+        """Setup mode's tasks (web server, DNS, Improv on the console), each supervised (the seam the
+        host tests replace: no console, no DNS socket). Their pauses are asyncio.sleep: the app's
+        sleep_s would end a task with Restart that nobody awaits yet (a console message)."""
+        app = self.app
+        return [
+            asyncio.create_task(supervise("portal", portal.serve)),
+            asyncio.create_task(supervise("dns", dns.serve, portal.ip, app.cfg.dns_port or 53)),
+            asyncio.create_task(
+                supervise("improv", improv_serial.console, app.board, self, app.ident, VERSION)
+            ),
+        ]
+
     async def run(self, saved):
         app = self.app
         board = app.board
         cfg = app.cfg
         await self.rescan(True)  # before the AP starts: a scan disturbs clients of the AP
-        portal = Portal(board, app.ident, cfg, self)
+        portal = Portal(board, app.ident, cfg, self, streams=self._streams)
         try:
             await portal.start()
         except OSError as e:
@@ -182,11 +198,7 @@ class Controller:
         # send a frame: the listener would start only at the next await (it turns it off again and
         # judges a lone Ctrl-C itself); back on when setup mode ends
         board.kbd_intr(-1)
-        tasks = [
-            asyncio.create_task(supervise("portal", portal.serve)),
-            asyncio.create_task(supervise("dns", dns.serve, portal.ip, cfg.dns_port or 53)),
-            asyncio.create_task(supervise("improv", improv_serial.console, board, self, app.ident, VERSION)),
-        ]
+        tasks = self._tasks(portal)
         app.set_state(PORTAL, "waiting for Wi-Fi settings")
         if not cfg.ap_open:  # the setup AP's own password (printed like a label), not an owner's secret
             log("setup", "access point password %s" % app.ident.ap_password)
@@ -202,6 +214,8 @@ class Controller:
                     return "joined"
                 if saved is None or self.testing is not None:
                     continue
+                if self._ended is not None:  # the saved network waits its full time after any test
+                    last_try, self._ended = self._ended, None
                 now = board.ticks_ms()
                 if board.ticks_diff(now, last_try) >= retry_ms:
                     last_try = now

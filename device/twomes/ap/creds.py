@@ -76,10 +76,18 @@ def shown(s):
     """`s` (text a client or the air sent) as it may go on the console: printable ASCII as it is, a
     backslash and anything else as a \\x/\\u escape. No forged log line, no terminal escape sequence."""
     out = []
-    for ch in s:
-        o = ord(ch)
-        if 0x20 <= o < 0x7F and ch != "\\":
-            out.append(ch)
+    b = s.encode()  # (walking the text itself would intern each new character for good: heap)
+    i = 0
+    while i < len(b):
+        o = b[i]
+        k = 1 if o < 0x80 else 2 if o < 0xE0 else 3 if o < 0xF0 else 4
+        if k > 1:
+            o &= 0x7F >> k
+            for j in range(i + 1, i + k):
+                o = o << 6 | b[j] & 0x3F
+        i += k
+        if 0x20 <= o < 0x7F and o != 0x5C:
+            out.append(chr(o))
         elif o < 0x100:
             out.append("\\x%02x" % o)
         else:

@@ -24,9 +24,10 @@ _NOISY_MS = const(100)  # improv_serial's silences (its consts are private to it
 _STALE_MS = const(1000)
 
 
-async def run(app, url, reader=None, quiet_ms=_QUIET_MS):
+async def run(app, url, reader=None, quiet_ms=_QUIET_MS, wait_for=None):
     """Until cancelled, a lone Ctrl-C (then app.interrupted is set) or the console closes (host tests).
-    `app`: board, ident, interrupted. `reader` and `quiet_ms` are the tests' (the console stream)."""
+    `app`: board, ident, interrupted. `reader` (the console stream), `quiet_ms` and `wait_for`
+    (asyncio.wait_for unless given: the silence's clock) are the tests'."""
     b = app.board
     b.kbd_intr(-1)  # 0x03 is data here, not Ctrl-C
     try:
@@ -40,14 +41,15 @@ async def run(app, url, reader=None, quiet_ms=_QUIET_MS):
             if c == 3:
                 app.interrupted = True
                 return
-            if c == 73 and not await _improv(app, url, reader, data, quiet_ms):  # "I": maybe an Improv frame
-                return
+            if c == 73:  # "I": maybe an Improv frame
+                if not await _improv(app, url, reader, data, quiet_ms, wait_for or asyncio.wait_for):
+                    return
     finally:
         b.kbd_intr(3)
         log("improv", "console listener ended")
 
 
-async def _improv(app, url, reader, data, quiet_ms):
+async def _improv(app, url, reader, data, quiet_ms, wait_for):
     """Improv with its modules loaded, from the byte `data` on, until `quiet_ms` of silence (True) or
     the end (False). No credential test runs here (running() refuses Wi-Fi settings)."""
     before = list(sys.modules)
@@ -65,7 +67,7 @@ async def _improv(app, url, reader, data, quiet_ms):
                 app.interrupted = True
                 return False
             try:
-                data = await asyncio.wait_for(reader.read(1), quiet_ms / 1000)
+                data = await wait_for(reader.read(1), quiet_ms / 1000)
             except asyncio.TimeoutError:
                 return True  # quiet: a partial frame goes with the framing
             if not data:
