@@ -107,7 +107,7 @@ class Response:
     def __init__(self, st, head, clk, idle_ms, total_ms):
         self._st = st  # the connection (twomes.hw: a stream)
         self._head = head  # preallocated once by the app: no 1 KB allocation per request
-        self._pos = len(head)  # body bytes that came with the head: _head[_pos:]
+        self._rest = 0  # body bytes that came with the head, at the head buffer's end
         self.status = 0
         self.headers = {}
         self.length = None  # Content-Length, or None
@@ -237,25 +237,41 @@ class Response:
         n = end - i - 4
         if n:
             head[len(head) - n :] = mv[i + 4 : end]
-        self._pos = len(head) - n
+        self._rest = n
 
     def read_now(self, mv):
         """Body bytes already received, into mv, without waiting and without allocating: their
         count, 0 at the end of the body, or None when the caller must await readinto() (nothing here
         yet - or the _TURN-th read in a row: that await lets the other tasks run during a long
         download).
-        (Kept to few locals and a shallow stack: MicroPython allocates a larger frame on the heap at
-        every call.)"""
+        (Two small Python frames per read: MicroPython puts a frame whose locals, stack and exception
+        handlers exceed 11 words on the heap at every call, so the socket's exceptions are caught in
+        hw.read_now, a frame of its own.)"""
+        self._reads += 1
+        if self._reads & (_TURN - 1) and not self._rest:
+            left = self._left
+            if left is not None and left > len(mv):  # not the body's last piece
+                n = hw.read_now(self._st, mv)
+                if n:
+                    self._left = left - n
+                    return n
+                if n is None:
+                    return None
+                raise self._short()  # closed before the end of the body
+        return self._read_now(mv)
+
+    def _read_now(self, mv):
+        """read_now() at the edges: the turn, the body's last piece, its end, the bytes in the head
+        buffer."""
+        if not self._reads & (_TURN - 1):
+            return None
         left = self._left
         if left is not None and left < len(mv):
             if not left:
                 return 0
             mv = mv[:left]  # the last piece of the body only
-        if self._pos < len(self._head):
+        if self._rest:
             return self._from_head(mv)
-        self._reads += 1
-        if not self._reads & (_TURN - 1):
-            return None
         n = hw.read_now(self._st, mv)
         if n is None:
             return None
@@ -269,9 +285,10 @@ class Response:
 
     def _from_head(self, mv):
         """Body bytes that came with the head (at the head buffer's end), into mv."""
-        n = min(len(mv), len(self._head) - self._pos)
-        mv[:n] = memoryview(self._head)[self._pos : self._pos + n]
-        self._pos += n
+        n = min(len(mv), self._rest)
+        i = len(self._head) - self._rest
+        mv[:n] = memoryview(self._head)[i : i + n]
+        self._rest -= n
         if self._left is not None:
             self._left -= n
         return n
