@@ -274,8 +274,8 @@ def http_table(r: dict[str, dict[str, object]], size: int) -> list[str]:
         _row("  requests garbage", gr, "B/KB", ".2f"),
     ]
     for key, what in (
-        ("need", "smallest free heap, one piece"),
-        ("need_frag", "smallest free heap, shredded"),
+        ("need", "smallest free heap for one request"),
+        ("block", "largest block one request needs"),
         ("live", "live heap mid-stream"),
         ("code", "heap of the module once imported"),
     ):

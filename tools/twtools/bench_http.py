@@ -9,11 +9,10 @@ streaming loop is a coroutine (it awaits), the others' a plain function. Per run
 client first, middle and last in turn): throughput (MB/s, wall time of request + body) and garbage
 (``micropython.mem_total`` over the stream, per KB of body). Once per client: the live heap it holds
 mid-stream (``gc.mem_alloc`` after a collection, above what was allocated before the request), the
-heap its module occupies once imported, and the smallest free heap one streamed request needs, two
-ways (collector on): with the free heap in one piece (everything else filled; bisected to 32 bytes),
-and with the free heap shredded (filled with chunks until only that much is free, which leaves holes
-of a few blocks; bisected to 64 bytes): the second is the first plus the largest single allocation
-the request needs to find in a hole. The device client is called as the app calls it, with the 1 KB
+heap its module occupies once imported, the smallest free heap one streamed request needs with the
+free heap in one piece (everything else filled; bisected to 32 bytes; collector on), and the largest
+block it needs in one piece (the free heap only in holes of a given size, plenty of them; the
+smallest size that works): what a fragmented heap must still offer. The device client is called as the app calls it, with the 1 KB
 head buffer the app allocates once at start (not counted per request; shown as its own row).
 """
 
@@ -123,7 +122,9 @@ async def dev(path):
 
 # Every client is called from inside the running event loop, as the app calls anything (its flow is
 # an asyncio task): the loop's own task and frames exist before a request and are nobody's cost. The
-# device's streaming loop is a coroutine (it awaits), the others' a plain function.
+# device's streaming loop is a coroutine (it awaits), the others' a plain function. When the heap is
+# filled to see what a request needs, the caller's coroutine is made before (it is the caller's, like
+# a plain function's frame, which MicroPython puts on the C stack when the heap has no room).
 clients = (("raw", raw, False), ("requests", req, False), ("device", dev, True))
 
 
@@ -131,27 +132,34 @@ async def call(fn, is_async, path):
     return (await fn(path)) if is_async else fn(path)
 
 
-async def fits(fn, is_async, room):
-    # free heap shredded into small holes: the heap is filled with chunks until only `room` bytes are
-    # free after a collection (what stays free is holes of a few blocks), then one streamed request
+async def fits_holes(fn, is_async, h):
+    # free heap only in holes of h GC blocks (plenty of them): the heap is filled with h-block objects
+    # (first fit: one after the other), then single blocks into every other hole, then every other
+    # h-block object is freed; one streamed request. (A tuple of 4h - 2 items is one allocation of
+    # exactly h blocks: a block is 4 words.)
     await asyncio.sleep_ms(1)  # the previous request's cancelled watchdog leaves the queue
     gc.collect()
-    fill = [None] * 1024  # preallocated: a growing list would leave garbage that frees heap later
+    aw = fn(b"/small") if is_async else None  # the caller's coroutine exists before: not the client's
+    fill = [None] * 8192
     k = 0
     try:
-        for _ in range(3):  # the filler's own garbage is collected between rounds
-            size = 4096
-            while size >= 32 and k < len(fill):
-                if gc.mem_free() - size < room:
-                    size //= 2
-                    continue
-                try:
-                    fill[k] = bytearray(size - 16)
-                    k += 1
-                except MemoryError:
-                    size //= 2
-            gc.collect()
-        return await call(fn, is_async, b"/small") == small
+        while k < len(fill):
+            try:
+                fill[k] = (None,) * (4 * h - 2)
+                k += 1
+            except MemoryError:
+                break
+        n = k
+        while n < len(fill):
+            try:
+                fill[n] = (None,) * 2
+                n += 1
+            except MemoryError:
+                break
+        for i in range(0, k, 2):
+            fill[i] = None
+        gc.collect()
+        return ((await aw) if is_async else fn(b"/small")) == small
     except MemoryError:
         return False
     finally:
@@ -164,6 +172,7 @@ async def fits_whole(fn, is_async, room):
     # single blocks into every hole), then the reserved piece is freed; one streamed request
     await asyncio.sleep_ms(1)
     gc.collect()
+    aw = fn(b"/small") if is_async else None  # the caller's coroutine exists before: not the client's
     fill = [None] * 4096
     k = 0
     try:
@@ -177,7 +186,7 @@ async def fits_whole(fn, is_async, room):
                 size //= 2
         reserve = None
         gc.collect()
-        return await call(fn, is_async, b"/small") == small
+        return ((await aw) if is_async else fn(b"/small")) == small
     except MemoryError:
         return False
     finally:
@@ -185,8 +194,8 @@ async def fits_whole(fn, is_async, room):
         gc.collect()
 
 
-async def bisect(test, fn, is_async, step):
-    lo, hi = 0, 48 * 1024
+async def bisect(test, fn, is_async, step, hi=48 * 1024):
+    lo = 0
     if not await test(fn, is_async, hi):
         return -1
     while hi - lo > step:
@@ -224,7 +233,7 @@ async def main():
         res[name]["code"] = code[name]
     for name, fn, a in clients:
         res[name]["need"] = await bisect(fits_whole, fn, a, 32)
-        res[name]["need_frag"] = await bisect(fits, fn, a, 64)
+        res[name]["block"] = await bisect(fits_holes, fn, a, 1, 64) * 32  # blocks of 32 B (64-bit)
     return res
 
 

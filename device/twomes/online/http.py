@@ -299,16 +299,19 @@ class Response:
 
     async def readinto(self, mv):
         """Read up to len(mv) body bytes; 0 at the end of the body (read_now first where allocation
-        matters: this is a coroutine)."""
+        matters: this is a coroutine; a small one, as it is what the turn to the other tasks costs)."""
         n = self.read_now(mv)
-        if n is not None:
-            return n
-        if not self._reads & (_TURN - 1):  # a turn for the other tasks: data may be there already
-            await hw.sleep_ms(0)
-            self._reads += 1
-            n = self.read_now(mv)
-            if n is not None:
-                return n
+        if n is None:
+            if not self._reads & (_TURN - 1):  # a turn for the other tasks: data may be there after it
+                await hw.sleep_ms(0)
+                self._reads += 1
+                n = self.read_now(mv)
+            if n is None:
+                n = await self._wait(mv)
+        return n
+
+    async def _wait(self, mv):
+        """readinto() when the socket is empty: wait for it within the request's time."""
         if self._left is not None and self._left < len(mv):
             mv = mv[: self._left]
         if self._w:
