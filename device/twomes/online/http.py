@@ -314,8 +314,8 @@ class Response:
         """readinto() when the socket is empty: wait for it within the request's time."""
         if self._left is not None and self._left < len(mv):
             mv = mv[: self._left]
-        if self._w:
-            raise Error(_NET, self._w)  # the time was up while the caller was elsewhere
+        if self._w:  # the time was up while the caller was elsewhere (outside a wait: a str)
+            raise Error(_NET, str(self._w))
         self._w = 1
         try:
             n = await hw.wait_read(self._st, mv)
