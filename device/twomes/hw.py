@@ -53,16 +53,16 @@ def tls_context(cadata):
 
 # ---- client connections (the HTTP client, twomes/online/http.py) ----------------------------------
 # A connection is its stream: on MicroPython asyncio's Stream over a non-blocking socket (the public
-# way to wait for a socket; the socket is its `.s`), on CPython (the host tests) a _CConn. No object of
-# our own per connection on the device and no coroutine per read: read_now() takes what has arrived,
-# wait_read() and write() return asyncio's own awaitables.
+# way to wait for a socket; the socket is its `.s`), on CPython (the host tests) _host_conn's object.
+# No object of our own per connection on the device and no coroutine per read: read_now() takes what
+# has arrived, wait_read() and write() return asyncio's own awaitables.
 
 
 def connect(host, port, ctx):
     """A TCP connection (TLS with `ctx`, verifying the server's name) -> its stream, at once: the TCP
     connect and the TLS handshake complete in the background, the first write waits for them."""
     if not MICROPYTHON:
-        return _CConn(host, port, ctx)
+        return _host_conn(host, port, ctx)
     import socket
 
     ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
@@ -136,38 +136,40 @@ def put(buf, at, text, i=0, j=-1):
     return end
 
 
-class _NoData:
-    @staticmethod
-    def readinto(mv):
-        return None
+def _host_conn(host, port, ctx):
+    """CPython (host tests only): asyncio streams with the device's calls, opened at the first write.
+    (Made here, at the first use: on MicroPython nothing of it is built.)"""
 
+    class NoData:
+        @staticmethod
+        def readinto(mv):
+            return None  # what read_now() asks: nothing without waiting here
 
-class _CConn:
-    """CPython (host tests only): asyncio streams with the device's calls, opened at the first write."""
+    class Conn:
+        def __init__(self):
+            self.r = self.w = None
+            self.s = NoData
 
-    def __init__(self, host, port, ctx):
-        self.args = (host, port, {"ssl": ctx, "server_hostname": host} if ctx is not None else {})
-        self.r = self.w = None
-        self.s = _NoData  # what read_now() asks: nothing without waiting here
+        def write(self, data):
+            self.out = bytes(data)
 
-    def write(self, data):
-        self.out = bytes(data)
+        async def drain(self):
+            if self.w is None:
+                kw = {"ssl": ctx, "server_hostname": host} if ctx is not None else {}
+                self.r, self.w = await asyncio.open_connection(host, port, **kw)
+            self.w.write(self.out)
+            await self.w.drain()
 
-    async def drain(self):
-        if self.w is None:
-            host, port, kw = self.args
-            self.r, self.w = await asyncio.open_connection(host, port, **kw)
-        self.w.write(self.out)
-        await self.w.drain()
+        async def readinto(self, mv):
+            data = await self.r.read(len(mv))  # pyright: ignore[reportOptionalMemberAccess]
+            mv[: len(data)] = data
+            return len(data)
 
-    async def readinto(self, mv):
-        data = await self.r.read(len(mv))  # pyright: ignore[reportOptionalMemberAccess]
-        mv[: len(data)] = data
-        return len(data)
+        def close(self):
+            if self.w is not None:
+                self.w.close()
 
-    def close(self):
-        if self.w is not None:
-            self.w.close()
+    return Conn()
 
 
 def sleep_ms(ms):
