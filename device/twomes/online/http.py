@@ -297,17 +297,25 @@ class Response:
         # (only with a Content-Length: length and left are ints here)
         return Error(_NET, "connection closed after %d of %d bytes" % (self.length - self._left, self.length))  # pyright: ignore[reportOperatorIssue]
 
-    async def readinto(self, mv):
-        """Read up to len(mv) body bytes; 0 at the end of the body (read_now first where allocation
-        matters: this is a coroutine; a small one, as it is what the turn to the other tasks costs)."""
+    def readinto(self, mv):
+        """-> an awaitable: up to len(mv) body bytes read into mv; 0 at the end of the body. (A function
+        that returns the one coroutine the case needs - bytes already here, the turn to the other tasks,
+        the wait for an empty socket - not a coroutine around them; read_now first where allocation
+        matters.)"""
+        n = self.read_now(mv)
+        if n is not None:
+            return _now(n)
+        if not self._reads & (_TURN - 1):
+            return self._turn(mv)
+        return self._wait(mv)
+
+    async def _turn(self, mv):
+        """readinto() on the _TURN-th read in a row: the other tasks run, then data may be here."""
+        await hw.sleep_ms(0)
+        self._reads += 1
         n = self.read_now(mv)
         if n is None:
-            if not self._reads & (_TURN - 1):  # a turn for the other tasks: data may be there after it
-                await hw.sleep_ms(0)
-                self._reads += 1
-                n = self.read_now(mv)
-            if n is None:
-                n = await self._wait(mv)
+            n = await self._wait(mv)
         return n
 
     async def _wait(self, mv):
@@ -374,6 +382,10 @@ class Response:
         if self._st is not None:
             hw.close(self._st)
             self._st = None
+
+
+async def _now(n):
+    return n
 
 
 def _is(buf, i, j, name):
