@@ -2,8 +2,9 @@
 # the deployed CA (twomes/hw.py tls_context); bodies streamed with readinto() into the caller's buffer
 # (a firmware image never sits in RAM). Whatever a server sends, the caller gets a Response or an
 # errors.Error - never a crash:
-#   - time: every request has ONE watchdog task that bounds the silence between bytes (timeout_s) and
-#     the whole request (deadline_s: connect, head and body) - no task or closure per read;
+#   - time: every request has ONE watchdog task that bounds the silence (timeout_s) and the whole
+#     request (deadline_s: sending - the TCP connect and TLS handshake complete in it - head and body)
+#     - no task or closure per read;
 #   - size: the head must fit the caller's 1 KB head buffer, JSON bodies are bounded in size, nesting
 #     depth and number of values BEFORE they are parsed (a 2 KB "[[[[..." must not exhaust the heap);
 #   - errors: timeouts, resets, refused connections, TLS failures, garbage become Error(0, reason).
@@ -23,7 +24,7 @@ _HEAD_MAX = const(1024)  # status line + headers: the size of the app's prealloc
 _JSON_DEPTH = const(8)  # nesting of objects/arrays in an answer we parse
 _JSON_VALUES = const(256)  # values (array items and object members) in an answer we parse
 # a read that finds data ready does not wait; every _TURN-th such read in a row (a power of two) lets
-# the other tasks run (a 1 KB buffer: every 64 KB; the await allocates a coroutine, ~150 B)
+# the other tasks run (a 1 KB buffer: every 64 KB; the await allocates a coroutine, 160 B)
 _TURN = const(64)
 # the response headers anybody reads: their names as compared (lower case) and as keys in .headers;
 # the others are skipped (Content-Length is .length)
@@ -138,19 +139,11 @@ class Response:
                     await hw.sleep_ms(left)
                     continue
                 since = None  # silent too long
-            now = self._w == 1
+            inside = self._w == 1
             self._w = "request took too long" if since is not None else "timeout"
-            if now:
+            if inside:
                 task.cancel()
             return
-
-    def _expired(self):
-        """Error(_NET) when the time is up: the watchdog cancelled the task or says why."""
-        w = self._w
-        if isinstance(w, str):
-            hw.uncancel(asyncio.current_task())
-            return Error(_NET, w)
-        return None
 
     async def _go(self, n, body):
         """request()'s awaitable: send the request head (the first n bytes of the head buffer) and
@@ -174,11 +167,11 @@ class Response:
                 if not n:
                     raise Error(_NET, "connection closed in headers")
                 self._reads += 1
-                mv = self._head.find(b"\r\n\r\n", got - 3 if got > 3 else 0, got + n)
+                end = self._head.find(b"\r\n\r\n", got - 3 if got > 3 else 0, got + n)
                 got += n
-                if mv >= 0:
+                if end >= 0:
                     break
-            self._parse(mv, got)
+            self._parse(end, got)
         except BaseException as e:
             self._close()
             raise self._failed(e)
@@ -227,7 +220,7 @@ class Response:
                     continue  # no colon: not a header we keep
                 a, b = _strip(head, c + 1, eol)
                 if _is(head, pos, c, b"content-length"):
-                    self.length = self._left = n = _int(head, a, b)
+                    self.length = self._left = _int(head, a, b)
                     continue
                 for k in range(len(_KEEP)):
                     if _is(head, pos, c, _KEEP[k]):
