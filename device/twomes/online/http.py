@@ -23,9 +23,11 @@ _NET = const(0)  # errors.Error status: no (readable) answer
 _HEAD_MAX = const(1024)  # status line + headers: the size of the app's preallocated head buffer
 _JSON_DEPTH = const(8)  # nesting of objects/arrays in an answer we parse
 _JSON_VALUES = const(256)  # values (array items and object members) in an answer we parse
-# a read that finds data ready does not wait; every _TURN-th such read in a row (a power of two) lets
-# the other tasks run (a 1 KB buffer: every 64 KB; the await allocates a coroutine, 160 B)
-_TURN = const(64)
+# a read that finds data ready does not wait; while data keeps coming, the other tasks get a turn
+# every _TURN_MS (looked at every _LOOK-th read, a power of two: one clock call per 16 reads; the
+# turn's await allocates a coroutine, 160 B)
+_TURN_MS = const(20)
+_LOOK = const(16)
 # the response headers anybody reads: their names as compared (lower case) and as keys in .headers;
 # the others are skipped (Content-Length is .length)
 _KEEP = (b"content-range", b"date", b"transfer-encoding", b"x-twomes-firmware-api", b"etag")
@@ -102,8 +104,8 @@ class Response:
     One object per request and one watchdog task, nothing per read. The watchdog bounds the silence
     (no read for idle ms) and the whole request (deadline): when the time is up while the request's
     task waits inside this module, it cancels that task and the wait raises Error(_NET); when the caller
-    is elsewhere, the next wait raises it. (Ten attributes: MicroPython's table for an 11th and 12th
-    costs a block more, for a 13th four.)"""
+    is elsewhere, the next wait raises it. (Eleven attributes: MicroPython's table for 11 and 12 is a
+    block more than for ten, for a 13th four.)"""
 
     def __init__(self, st, head, clk, idle_ms, total_ms):
         self._st = st  # the connection (twomes.hw: a stream)
@@ -113,9 +115,10 @@ class Response:
         self.headers = {}
         self.length = None  # Content-Length, or None
         self._left = None  # body bytes still to read (None: until close)
-        # reads so far: every _TURN-th one in a row yields to the other tasks; the watchdog takes a
-        # change as a sign of life
-        self._reads = 0
+        # reads so far (and turns taken): at a multiple of _LOOK, read_now() looks whether the other
+        # tasks' turn is due; the watchdog takes a change as a sign of life
+        self._reads = 1
+        self._turned = hw.ticks_ms()  # when the other tasks last had a turn
         # 0: the request's task is elsewhere, 1: it waits in this module (the watchdog may cancel it),
         # a str: the time is up, why
         self._w = 0
@@ -126,7 +129,7 @@ class Response:
         the last look starts the silence again, so it lasts idle ms to 1 s more)."""
         since = clk.ticks_ms()
         until = clk.ticks_add(since, until)
-        seen = 0
+        seen = 1
         while True:
             now = clk.ticks_ms()
             if self._reads != seen:
@@ -235,15 +238,14 @@ class Response:
     def read_now(self, mv):
         """Body bytes already received, into mv, without waiting and without allocating: their
         count, 0 at the end of the body, or None when the caller must await readinto() (nothing here
-        yet - or the _TURN-th read in a row: that await lets the other tasks run during a long
-        download).
+        yet - or the other tasks' turn: every _TURN_MS of a long download that await lets them run).
         (Two small Python frames per read: MicroPython puts a frame whose locals, stack and exception
         handlers exceed 11 words on the heap at every call, so the socket's exceptions are caught in
         hw.read_now, a frame of its own.)"""
-        self._reads += 1
-        if self._reads & (_TURN - 1) and not self._rest:
+        if self._reads & (_LOOK - 1) and not self._rest:
             left = self._left
             if left is not None and left > len(mv):  # not the body's last piece
+                self._reads += 1
                 n = hw.read_now(self._st, mv)
                 if n:
                     self._left = left - n
@@ -254,10 +256,11 @@ class Response:
         return self._read_now(mv)
 
     def _read_now(self, mv):
-        """read_now() at the edges: the turn, the body's last piece, its end, the bytes in the head
-        buffer."""
-        if not self._reads & (_TURN - 1):
-            return None
+        """read_now() at the edges: the look at the clock for the turn, the body's last piece, its end,
+        the bytes in the head buffer."""
+        if self._turn_due():
+            return None  # readinto() takes the turn (and counts it)
+        self._reads += 1
         left = self._left
         if left is not None and left < len(mv):
             if not left:
@@ -298,18 +301,20 @@ class Response:
         n = self.read_now(mv)
         if n is not None:
             return _now(n)
-        if not self._reads & (_TURN - 1):
+        if self._turn_due():
             return self._turn(mv)
         return self._wait(mv)
 
+    def _turn_due(self):
+        return not self._reads & (_LOOK - 1) and hw.ticks_diff(hw.ticks_ms(), self._turned) >= _TURN_MS
+
     async def _turn(self, mv):
-        """readinto() on the _TURN-th read in a row: the other tasks run, then data may be here."""
+        """readinto() when the other tasks' turn is due: they run, then data may be here."""
         await hw.sleep_ms(0)
+        self._turned = hw.ticks_ms()
         self._reads += 1
         n = self.read_now(mv)
-        if n is None:
-            n = await self._wait(mv)
-        return n
+        return n if n is not None else await self._wait(mv)
 
     async def _wait(self, mv):
         """readinto() when the socket is empty: wait for it within the request's time."""
