@@ -51,64 +51,132 @@ def tls_context(cadata):
     return ctx
 
 
-class Conn:
-    """One TCP (or TLS) client connection for the HTTP client: read_now() takes what has arrived
-    without waiting or allocating (None: nothing yet), readinto() waits for more."""
+# ---- client connections (the HTTP client, twomes/online/http.py) ----------------------------------
+# A connection is its stream: on MicroPython asyncio's Stream over a non-blocking socket (the public
+# way to wait for a socket; the socket is its `.s`), on CPython (the host tests) _host_conn's object.
+# No object of our own per connection on the device and no coroutine per read: read_now() takes what
+# has arrived, wait_read() and write() return asyncio's own awaitables.
 
-    async def open(self, host, port, ctx):
-        if MICROPYTHON:
-            import socket
 
-            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-            s = socket.socket(ai[0], ai[1], ai[2])
-            try:
-                s.setblocking(False)
-                try:
-                    s.connect(ai[-1])
-                except OSError as e:
-                    if e.errno != 115:  # EINPROGRESS
-                        raise
-                if ctx is not None:
-                    s = ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
-                    s.setblocking(False)
-            except BaseException:
-                s.close()
-                raise
-            self._s = s
-            self._st = asyncio.StreamReader(s)  # the public way to wait for the socket in asyncio
-            # the socket's own method: no Python frame per read (an instance attribute over the method)
-            self.read_now = s.readinto  # pyright: ignore[reportAttributeAccessIssue]
-        else:
-            self._s = None
-            kw = {"ssl": ctx, "server_hostname": host} if ctx is not None else {}
-            self._st, self._w = await asyncio.open_connection(host, port, **kw)
-        return self
+def connect(host, port, ctx):
+    """A TCP connection (TLS with `ctx`, verifying the server's name) -> its stream, at once: the TCP
+    connect and the TLS handshake complete in the background, the first write waits for them."""
+    if not MICROPYTHON:
+        return _host_conn(host, port, ctx)
+    import socket
 
-    def read_now(self, mv):
-        return self._s.readinto(mv) if self._s is not None else None
-
-    async def readinto(self, mv):
-        """Bytes read (0: closed), or None when nothing could be read yet (TLS: a partial record)."""
-        if self._s is not None:
-            return await self._st.readinto(mv)
-        data = await self._st.read(len(mv))
-        mv[: len(data)] = data
-        return len(data)
-
-    async def send(self, data):
-        w = self._st if self._s is not None else self._w
-        # (MicroPython's asyncio has one Stream class for both directions; the stubs call it StreamReader)
-        w.write(data)  # pyright: ignore[reportAttributeAccessIssue]
-        await w.drain()  # pyright: ignore[reportAttributeAccessIssue]
-
-    def close(self):
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    s = socket.socket(ai[0], ai[1], ai[2])
+    try:
+        s.setblocking(False)
         try:
-            if self._s is not None:
-                self._s.close()
-            else:
-                self._w.close()
-        except Exception:  # noqa: BLE001 - closing must never raise
-            pass
+            s.connect(ai[-1])
+        except OSError as e:
+            if e.errno != 115:  # EINPROGRESS
+                raise
+        ai = None
+        if ctx is not None:
+            s = ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
+            s.setblocking(False)
+        return asyncio.StreamReader(s)
+    except BaseException:
+        s.close()
+        raise
+
+
+def read_now(st, mv):
+    """What the connection already holds, into mv, without waiting or allocating: bytes read, 0 when
+    the peer closed, None when nothing is there yet - or when the read failed: the awaited read meets
+    the failure again and names it. (No `except ... as e` and no tuple: either would put this frame on
+    the heap at every call.)"""
+    try:
+        return st.s.readinto(mv)
+    except OSError:
+        return None
+    except ValueError:  # MicroPython's TLS
+        return None
+
+
+def wait_read(st, mv):
+    """An awaitable: wait until the connection is readable, then read into mv -> bytes read (0: closed),
+    or None when nothing could be read after all (TLS: a partial record)."""
+    return st.readinto(mv)
+
+
+def write(st, data):
+    """Send data (a buffer) -> an awaitable that waits until it is out (asyncio: it yields to the other
+    tasks once even then). What is not sent at once is copied: data may change after the call."""
+    st.write(data)
+    return st.drain()
+
+
+def close(st):
+    """Close the connection's socket; never raises."""
+    try:
+        if MICROPYTHON:
+            st.s.close()
+        else:
+            st.close()
+    except Exception:  # noqa: BLE001 - closing must never raise
+        pass
+
+
+def put(buf, at, text, i=0, j=-1):
+    """Copy text[i:j] (str: its UTF-8 bytes; j=-1: to the end) into buf at `at` -> where it ends, or -1
+    when it does not fit (buf never grows). MicroPython copies from the str itself (no bytes copy)."""
+    if at < 0:
+        return -1
+    mv = memoryview(text) if MICROPYTHON else memoryview(text.encode())  # pyright: ignore[reportArgumentType]
+    if j < 0:
+        j = len(mv)
+    end = at + j - i
+    if end > len(buf):
+        return -1
+    buf[at:end] = mv[i:j]
+    return end
+
+
+def _host_conn(host, port, ctx):
+    """CPython (host tests only): asyncio streams with the device's calls, opened at the first write.
+    (Made here, at the first use: on MicroPython nothing of it is built.)"""
+
+    class NoData:
+        @staticmethod
+        def readinto(mv):
+            return None  # what read_now() asks: nothing without waiting here
+
+    class Conn:
+        def __init__(self):
+            self.r = self.w = None
+            self.s = NoData
+
+        def write(self, data):
+            self.out = bytes(data)
+
+        async def drain(self):
+            if self.w is None:
+                kw = {"ssl": ctx, "server_hostname": host} if ctx is not None else {}
+                self.r, self.w = await asyncio.open_connection(host, port, **kw)
+            self.w.write(self.out)
+            await self.w.drain()
+
+        async def readinto(self, mv):
+            data = await self.r.read(len(mv))  # pyright: ignore[reportOptionalMemberAccess]
+            mv[: len(data)] = data
+            return len(data)
+
+        def close(self):
+            if self.w is not None:
+                self.w.close()
+
+    return Conn()
+
+
+def sleep_ms(ms):
+    """asyncio's sleep in milliseconds (MicroPython: allocates nothing)."""
+    if MICROPYTHON:
+        return asyncio.sleep_ms(ms)  # pyright: ignore[reportAttributeAccessIssue]
+    return asyncio.sleep(ms / 1000)
 
 
 async def readinto(stream, mv):

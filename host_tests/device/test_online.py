@@ -389,6 +389,53 @@ def test_http_client_bounds():
     _go(None, body)
 
 
+def test_http_request_head_as_the_url_says():
+    # the URL's parts, without a string per part: host, port, where the path starts
+    assert http.split_url("http://127.0.0.1:8000/a/b/?x=1") == (False, "127.0.0.1", 8000, 21)
+    assert http.split_url("https://example.org") == (True, "example.org", 443, 19)
+    assert http.split_url("http://[::1]:8000/x") == (False, "::1", 8000, 17)
+    assert http.split_url("https://[::1]/x") == (True, "::1", 443, 13)
+    for bad in (
+        "ftp://h/",
+        "http://",
+        "http://:80/",
+        "http://h:0/",
+        "http://h:99999/",
+        "http://h:x/",
+        "http://[::1/",
+        "http://[::1]x/",
+        "http://hé/",
+    ):
+        try:
+            http.split_url(bad)
+            raise AssertionError("accepted " + bad)
+        except ValueError:
+            pass
+
+    async def body(app, on, srv):
+        # path and query as given (a trailing slash too); Host is the URL's authority; the extra header
+        # lines and the body's length follow the fixed ones
+        resp = await http.request("POST", srv.url + "/a/b/?x=1", "X-One: 1\r\n", b"{}", 2, bytearray(1024))
+        try:
+            assert resp.status == 200 and await resp.json(100) == {"ok": True}
+        finally:
+            await resp.close()
+        method, path, headers, sent = srv.requests[-1]
+        assert (method, path, sent) == ("POST", "/a/b/?x=1", b"{}")
+        assert headers["host"] == "127.0.0.1:%d" % srv.port and headers["x-one"] == "1"
+        assert headers["content-length"] == "2" and headers["connection"] == "close"
+        # a request head that does not fit the head buffer: refused before connecting
+        n = len(srv.requests)
+        try:
+            await http.request("GET", srv.url + "/", "X-Big: %s\r\n" % ("a" * 1000), None, 2, bytearray(1024))
+            raise AssertionError("sent a head larger than the buffer")
+        except Error as e:
+            assert e.status == 0 and "head buffer" in str(e)
+        assert len(srv.requests) == n
+
+    _go(lambda m, p, h, b: Reply(200, {"ok": True}), body)
+
+
 def test_time_comes_from_the_server_date_header():
     from twomes.online.server import parse_http_date
 

@@ -35,7 +35,8 @@ def test_bench_quick_prints_every_figure_with_its_ratio(capsys):
     for who in ("device", "requests", "raw"):
         assert len(http[who]["mbps"]) == 2 and all(x > 0 for x in http[who]["mbps"])
         assert 0 < http[who]["need"] < 48 * 1024 and http[who]["live"] > 0
-    # the device client allocates nothing per read: a few bytes per KB (one coroutine per 64 reads)
+        assert 0 < http[who]["block"] <= http[who]["need"]
+    # the device client allocates nothing per read: a few bytes per KB (a coroutine per wait and per turn)
     assert max(http["device"]["garbage_per_kb"]) < 16
     for what in ("upload", "activate"):
         for runs in r["server"][what].values():

@@ -275,6 +275,7 @@ def http_table(r: dict[str, dict[str, object]], size: int) -> list[str]:
     ]
     for key, what in (
         ("need", "smallest free heap for one request"),
+        ("block", "largest block one request needs"),
         ("live", "live heap mid-stream"),
         ("code", "heap of the module once imported"),
     ):

@@ -1,14 +1,19 @@
 """Device HTTP streaming on the MicroPython unix port: the device's client (twomes.online.http, as
 .mpy) against a raw blocking-socket loop and micropython-lib ``requests`` (built into the unix port),
-all three streaming the same body from a local server on 127.0.0.1 into a file, 1 KB at a time.
+all three streaming the same body from a local server on 127.0.0.1 into a file, 1 KB at a time, into
+the same buffer, in one MicroPython process.
 
-Per run, in one MicroPython process and in turn (so the three share the machine's state): throughput
-(MB/s, wall time of request + body) and garbage (``micropython.mem_total`` over the stream, per KB of
-body). Once per client: the live heap it holds mid-stream (``gc.mem_alloc`` after a collection, above
-what was allocated before the request), the heap its module occupies once imported, and the smallest
-free heap one streamed request needs (the heap is filled until only that much is free; bisected to
-64 bytes; collector on). The device client is called as the app calls it, with the 1 KB head buffer
-the app allocates once at start (not counted per request; shown as its own row).
+All three are called from inside one running asyncio event loop, as the app calls anything (its flow
+is a task): the loop's task and frames exist before a request and count for nobody; the device's
+streaming loop is a coroutine (it awaits), the others' a plain function. Per run, in turn (each
+client first, middle and last in turn): throughput (MB/s, wall time of request + body) and garbage
+(``micropython.mem_total`` over the stream, per KB of body). Once per client: the live heap it holds
+mid-stream (``gc.mem_alloc`` after a collection, above what was allocated before the request), the
+heap its module occupies once imported, the smallest free heap one streamed request needs with the
+free heap in one piece (everything else filled; bisected to 32 bytes; collector on), and the largest
+block it needs in one piece (the free heap only in holes of a given size, plenty of them; the
+smallest size that works): what a fragmented heap must still offer. The device client is called as the app calls it, with the 1 KB
+head buffer the app allocates once at start (not counted per request; shown as its own row).
 """
 
 from __future__ import annotations
@@ -93,109 +98,156 @@ def req(path):
         r.close()
     return got
 
-def dev(path):
-    import asyncio
+async def dev(path):
     from twomes.online import http
-    async def go():
-        r = await http.request("GET", url[: url.rfind("/")] + path.decode(), head_buf=head)
+    r = await http.request("GET", url[: url.rfind("/")] + path.decode(), head_buf=head)
+    try:
+        f = open(out, "wb")
         try:
-            f = open(out, "wb")
-            try:
-                got = 0
-                while True:
-                    n = r.read_now(mv)
-                    if n is None:
-                        n = await r.readinto(mv)
-                    if not n:
-                        break
-                    f.write(buf if n == 1024 else mv[:n])
-                    got += n
-                    sample(got)
-            finally:
-                f.close()
+            got = 0
+            while True:
+                n = r.read_now(mv)
+                if n is None:
+                    n = await r.readinto(mv)
+                if not n:
+                    break
+                f.write(buf if n == 1024 else mv[:n])
+                got += n
+                sample(got)
         finally:
-            await r.close()
-        return got
-    return asyncio.run(go())
+            f.close()
+    finally:
+        await r.close()
+    return got
 
-clients = (("raw", raw), ("requests", req), ("device", dev))
-gc.collect()
-code = {}
-for name, mod in (("raw", "socket"), ("requests", "requests"), ("device", "twomes.online.http")):
-    gc.collect()
-    a = gc.mem_alloc()
-    __import__(mod)
-    import asyncio  # the device's app runs on asyncio anyway: not counted
-    gc.collect()
-    code[name] = gc.mem_alloc() - a
-for name, fn in clients:  # warm up (first-use allocations)
-    fn(b"/small")
-res = {name: {"mbps": [], "garbage_per_kb": []} for name, _ in clients}
-for r in range(runs):
-    for name, fn in clients:
-        gc.collect()
-        a = micropython.mem_total()
-        t = time.ticks_us()
-        got = fn(b"/blob")
-        dt = time.ticks_diff(time.ticks_us(), t)
-        g = micropython.mem_total() - a
-        assert got == size, (name, got)
-        res[name]["mbps"].append(got / dt)
-        res[name]["garbage_per_kb"].append(g * 1024 / got)
-import asyncio
+# Every client is called from inside the running event loop, as the app calls anything (its flow is
+# an asyncio task): the loop's own task and frames exist before a request and are nobody's cost. The
+# device's streaming loop is a coroutine (it awaits), the others' a plain function. When the heap is
+# filled to see what a request needs, the caller's coroutine is made before (it is the caller's, like
+# a plain function's frame, which MicroPython puts on the C stack when the heap has no room).
+clients = (("raw", raw, False), ("requests", req, False), ("device", dev, True))
 
-async def _drain():
-    await asyncio.sleep_ms(1)
 
-for name, fn in clients:
-    asyncio.run(_drain())  # the previous request's cancelled watchdog leaves the queue
-    gc.collect()
-    base = gc.mem_alloc()
-    mid[0] = small // 2
-    assert fn(b"/small") == small
-    res[name]["live"] = mid[1] - base
-    res[name]["code"] = code[name]
+async def call(fn, is_async, path):
+    return (await fn(path)) if is_async else fn(path)
 
-def fits(fn, room):
-    # fill the heap with chunks (a fragmented heap has no single block of all its free bytes) until
-    # only `room` bytes are free after a collection, then try one streamed request
-    asyncio.run(_drain())
+
+async def fits_holes(fn, is_async, h):
+    # free heap only in holes of h GC blocks (plenty of them): the heap is filled with h-block objects
+    # (first fit: one after the other), then single blocks into every other hole, then every other
+    # h-block object is freed; one streamed request. (A tuple of 4h - 2 items is one allocation of
+    # exactly h blocks: a block is 4 words.)
+    await asyncio.sleep_ms(1)  # the previous request's cancelled watchdog leaves the queue
     gc.collect()
-    fill = [None] * 1024  # preallocated: a growing list would leave garbage that frees heap later
+    aw = fn(b"/small") if is_async else None  # the caller's coroutine exists before: not the client's
+    fill = [None] * 8192
     k = 0
     try:
-        for _ in range(3):  # the filler's own garbage is collected between rounds
-            size = 4096
-            while size >= 32 and k < len(fill):
-                if gc.mem_free() - size < room:
-                    size //= 2
-                    continue
-                try:
-                    fill[k] = bytearray(size - 16)
-                    k += 1
-                except MemoryError:
-                    size //= 2
-            gc.collect()
-        return fn(b"/small") == small
+        while k < len(fill):
+            try:
+                fill[k] = (None,) * (4 * h - 2)
+                k += 1
+            except MemoryError:
+                break
+        n = k
+        while n < len(fill):
+            try:
+                fill[n] = (None,) * 2
+                n += 1
+            except MemoryError:
+                break
+        for i in range(0, k, 2):
+            fill[i] = None
+        gc.collect()
+        return ((await aw) if is_async else fn(b"/small")) == small
     except MemoryError:
         return False
     finally:
         fill = None
         gc.collect()
 
-for name, fn in clients:
-    lo, hi = 0, 48 * 1024
-    if not fits(fn, hi):
-        need = -1
-    else:
-        while hi - lo > 64:
-            m = (lo + hi) // 2
-            if fits(fn, m):
-                hi = m
-            else:
-                lo = m
-        need = hi
-    res[name]["need"] = need
+
+async def fits_whole(fn, is_async, room):
+    # free heap in one piece: `room` bytes are reserved first, everything else is filled (chunks, then
+    # single blocks into every hole), then the reserved piece is freed; one streamed request
+    await asyncio.sleep_ms(1)
+    gc.collect()
+    aw = fn(b"/small") if is_async else None  # the caller's coroutine exists before: not the client's
+    fill = [None] * 4096
+    k = 0
+    try:
+        reserve = bytearray(room - 16) if room > 16 else None
+        size = 8192
+        while size >= 16 and k < len(fill):
+            try:
+                fill[k] = bytearray(size - 16) if size > 16 else (k,)
+                k += 1
+            except MemoryError:
+                size //= 2
+        reserve = None
+        gc.collect()
+        return ((await aw) if is_async else fn(b"/small")) == small
+    except MemoryError:
+        return False
+    finally:
+        fill = None
+        gc.collect()
+
+
+async def bisect(test, fn, is_async, step, hi=48 * 1024):
+    lo = 0
+    if not await test(fn, is_async, hi):
+        return -1
+    while hi - lo > step:
+        m = (lo + hi) // 2
+        if await test(fn, is_async, m):
+            hi = m
+        else:
+            lo = m
+    return hi
+
+
+async def main():
+    for name, fn, a in clients:  # warm up (first-use allocations)
+        await call(fn, a, b"/small")
+    res = {name: {"mbps": [], "garbage_per_kb": []} for name, _, _ in clients}
+    for r in range(runs):
+        # each client first, middle and last in turn: none always runs on a machine the others warmed
+        for name, fn, a in clients[r % 3 :] + clients[: r % 3]:
+            gc.collect()
+            g = micropython.mem_total()
+            t = time.ticks_us()
+            got = await call(fn, a, b"/blob")
+            dt = time.ticks_diff(time.ticks_us(), t)
+            g = micropython.mem_total() - g
+            assert got == size, (name, got)
+            res[name]["mbps"].append(got / dt)
+            res[name]["garbage_per_kb"].append(g * 1024 / got)
+    for name, fn, a in clients:
+        await asyncio.sleep_ms(1)  # the previous request's cancelled watchdog leaves the queue
+        gc.collect()
+        base = gc.mem_alloc()
+        mid[0] = small // 2
+        assert await call(fn, a, b"/small") == small
+        res[name]["live"] = mid[1] - base
+        res[name]["code"] = code[name]
+    for name, fn, a in clients:
+        res[name]["need"] = await bisect(fits_whole, fn, a, 32)
+        res[name]["block"] = await bisect(fits_holes, fn, a, 1, 64) * 32  # blocks of 32 B (64-bit)
+    return res
+
+
+import asyncio  # the device's app runs on asyncio anyway: not counted below
+
+gc.collect()
+code = {}
+for name, mod in (("raw", "socket"), ("requests", "requests"), ("device", "twomes.online.http")):
+    gc.collect()
+    a = gc.mem_alloc()
+    __import__(mod)
+    gc.collect()
+    code[name] = gc.mem_alloc() - a
+res = asyncio.run(main())
 print("@@BENCH " + json.dumps(res))
 """
 
