@@ -143,3 +143,32 @@ def test_a_cut_inside_posted_writes_leaves_those_before_it_and_tears_its_own(tmp
     data = _cut_at(tmp_path, plan, "flash ota_0 erase 0x1000", nth=2)
     assert data[:BLOCK] == b"".join(bytes([i]) * 1024 for i in range(1, 5))
     assert data[BLOCK : BLOCK + 2048] == b"\xff" * 2048 and data[BLOCK + 2048 : 2 * BLOCK] == bytes(2048)
+
+
+FAILING = """import esp32
+p = esp32.Partition("ota_1")
+p.writeblocks(0, b"abcd", 0)  # posted: its failure comes later
+p.ioctl(6, 1)  # posted after a failed one: skipped
+try:
+    p.info()
+    print("no error")
+except OSError as e:
+    print("raised later", type(e).__name__)
+print("then", p.info()[4])
+"""
+
+
+def test_a_posted_call_that_fails_is_raised_by_the_next_call_that_waits(tmp_path: Path) -> None:
+    """The flash file cannot be opened (a directory stands in its place): the posted write fails in
+    the hardware process; the device's next waiting call raises that error instead of its own answer,
+    and the call after it is answered as usual."""
+    b = _board(tmp_path / "b")
+    (b.fs / "main.py").write_text(FAILING)
+    (tmp_path / "b" / "flash_ota_1.bin").mkdir()
+    try:
+        b.start()
+        b.wait_for(r"^then ", 30)
+    finally:
+        b.stop()
+    out = "\n".join(b.lines)
+    assert "raised later OSError" in out and "then ota_1" in out
