@@ -20,8 +20,9 @@ def _sha(b):
 
 
 class _Resp:
-    """A download: readinto() fills at most the next chunk size (cycling), 0 at the end; `stop` ends the
-    body early."""
+    """A download: readinto() fills at most the next chunk size (cycling), 0 at the end; read_now() the
+    same without waiting, except every third call, when nothing has come in yet (None: the installer
+    awaits readinto); `stop` ends the body early."""
 
     def __init__(self, data, sizes=(7, 300, 1000, 13), stop=None):
         self.data = data
@@ -29,8 +30,19 @@ class _Resp:
         self.sizes = sizes
         self.i = 0
         self.end = len(data) if stop is None else stop
+        self.waits = self.nows = 0
+
+    def read_now(self, mv):
+        self.nows += 1
+        if self.nows % 3 == 0:
+            return None
+        return self._take(mv)
 
     async def readinto(self, mv):
+        self.waits += 1
+        return self._take(mv)
+
+    def _take(self, mv):
         n = min(len(mv), self.sizes[self.i % len(self.sizes)], self.end - self.pos)
         self.i += 1
         mv[:n] = self.data[self.pos : self.pos + n]
@@ -114,6 +126,17 @@ def test_image_is_streamed_verified_and_mounts():
     assert _slot_bytes(part, 0, 16) == b"\xff" * 16  # slot A untouched
     assert support.run(romfs.verify(part, first, len(img), _sha(img), bytearray(512)))
     _mount_and_import(got)
+
+
+def test_bytes_already_received_are_taken_without_an_await():
+    part = _part()
+    img = romfsutil.app("2.0.0", extra=b"# " + b"x" * 9000 + b"\n")
+    resp = _Resp(img)
+    _install(part, 1, img, resp=resp)
+    first, _ = romfs.slot(part, 1)
+    assert _slot_bytes(part, first, len(img)) == img
+    # readinto is awaited only when read_now had nothing (every third call here), never before asking
+    assert resp.nows > 3 and resp.waits == resp.nows // 3
 
 
 def test_odd_sizes_and_a_small_buffer():

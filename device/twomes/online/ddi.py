@@ -176,7 +176,7 @@ def _plain(resp):
 
 class _Part:
     """The release file inside a larger answer: `skip` bytes dropped, `size` bytes passed on; looks
-    like an http.Response to the installers (length, headers, readinto, close)."""
+    like an http.Response to the installers (length, headers, read_now, readinto, close)."""
 
     def __init__(self, resp, skip, size, offset, total):
         self.resp = resp
@@ -197,6 +197,18 @@ class _Part:
             return 0
         n = await self.resp.readinto(mv[: self.left] if self.left < len(mv) else mv)
         self.left -= n
+        return n
+
+    def read_now(self, mv):
+        """Bytes of the file already received, without waiting: their count, 0 at the end, None when
+        the caller must await readinto() (nothing here yet, or bytes before the file still to skip)."""
+        if self.skip:
+            return None
+        if not self.left:
+            return 0
+        n = self.resp.read_now(mv[: self.left] if self.left < len(mv) else mv)
+        if n:
+            self.left -= n
         return n
 
     async def close(self):

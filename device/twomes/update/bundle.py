@@ -94,7 +94,10 @@ class _Stream:
         buf = self.buf
         got = 0
         while got < n:
-            k = await self.resp.readinto(buf[at + got : at + n])
+            mv = buf[at + got : at + n]
+            k = self.resp.read_now(mv)  # what has come in already: no await, no coroutine
+            if k is None:
+                k = await self.resp.readinto(mv)
             if not k:
                 raise Error(_BAD, "download ended early")
             got += k

@@ -146,7 +146,10 @@ async def _download(app, server, rel, part, at, key, deadline):
             while got < n:
                 if board.ticks_diff(deadline, board.ticks_ms()) <= 0:
                     raise Error(_NET, "download too slow (%d of %d bytes)" % (pos + got, size))
-                k = await resp.readinto(buf[got:n])
+                mv = buf[got:n]
+                k = resp.read_now(mv)  # what has come in already: no await, no coroutine
+                if k is None:
+                    k = await resp.readinto(mv)
                 if not k:
                     raise Error(_NET, "download ended at %d of %d bytes" % (pos + got, size))
                 got += k

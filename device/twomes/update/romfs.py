@@ -100,7 +100,8 @@ async def install_release(app, resp, rel, prev, have):
 
 
 async def install(resp, part, first, count, size, sha256, version, buf, have=0):
-    """Stream `size` bytes from `resp` (`await resp.readinto(mv)` -> bytes read, 0 at the end) into
+    """Stream `size` bytes from `resp` (`resp.read_now(mv)` -> bytes already received, 0 at the end,
+    None: then `await resp.readinto(mv)` -> bytes read, 0 at the end; http.Response) into
     blocks [first, first + count) of `part` through `buf`, read them back, check the sha256, and only
     then write the image's first word (`have`: bytes of the image already at the start of `buf`). Raises Error (_BAD: not the promised image, never to be
     retried as is; _NET: the download stopped early). On return the slot holds the verified image."""
@@ -116,7 +117,10 @@ async def install(resp, part, first, count, size, sha256, version, buf, have=0):
         n = min(len(buf), size - pos)
         got = have if pos == 0 else 0
         while got < n:
-            k = await resp.readinto(memoryview(buf)[got:n])
+            mv = memoryview(buf)[got:n]
+            k = resp.read_now(mv)  # what has come in already: no await, no coroutine
+            if k is None:
+                k = await resp.readinto(mv)
             if not k:
                 raise Error(_NET, "download ended at %d of %d bytes" % (pos + got, size))
             got += k

@@ -6,8 +6,10 @@
 #                            the state file cut.boots), the <n>-th durable write is cut: it does not
 #                            happen (NVS keys, otadata, files) or happens torn (flash program/erase: the
 #                            first half only), and the hardware process is SIGKILLed at once - no
-#                            finally blocks, no flush, exactly a power cut; the device process, which
-#                            waits for its hardware call, sees the pipe close and kills itself too.
+#                            finally blocks, no flush, exactly a power cut; the device process sees
+#                            the pipe close at its next hardware call and kills itself too (flash
+#                            writes and erases are posted, vpart.py: each is still a point of its own,
+#                            in the order sent, and the device's other durable writes wait for them).
 #   VBOARD_TRACE=1           every durable write is appended to cut.trace as "<boot> <n> <what>"
 #                            (the harness's calibration run).
 #

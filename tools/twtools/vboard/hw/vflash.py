@@ -6,8 +6,7 @@ import vstate
 
 ESP_ERR_NOT_FOUND = -261  # what mark_app_valid_cancel_rollback() raises without bootloader rollback
 _BLOCK = 4096
-_PIECE = 256
-_ERASED = b"\xff" * _PIECE
+_ERASED = b"\xff" * _BLOCK
 _EMPTY_SEQ = 0xFFFFFFFF
 # otadata entry states (esp_ota_img_states_t)
 NEW = "new"
@@ -30,6 +29,34 @@ DEFAULT_TABLE = [
     ["ota_1", 0, 0x11, 0x310000, 0x180000],
     ["romfs", 1, 0x8F, 0x490000, 0x80000],
 ]
+
+
+# {flash file: open file} in the hardware process (vhwd sets it): each partition's file is opened once
+# per boot. Its writes are unbuffered (MicroPython), so a power cut (SIGKILL) loses none of them. None
+# (in-process fakes of the host tests): opened and closed at every call, as files may be replaced.
+keep = None
+
+
+_tides = {}  # with keep: {flash file: {block: offset in it from which the block is erased}}
+
+
+def _blank(b):
+    """Are the bytes b all erased (0xFF)?"""
+    i = 0
+    while i < len(b):
+        k = min(len(b) - i, _BLOCK)
+        if b[i : i + k] != (_ERASED if k == _BLOCK else _ERASED[:k]):
+            return False
+        i += k
+    return True
+
+
+def _fill(f, n):
+    """n erased bytes (0xFF) into the open file f, at its position."""
+    while n > 0:
+        k = n if n < _BLOCK else _BLOCK
+        f.write(_ERASED if k == _BLOCK else _ERASED[:k])
+        n -= k
 
 
 def _table():
@@ -70,6 +97,7 @@ class Partition:
         else:
             raise ValueError("partition not found")
         self.block_size = block_size
+        self._kf = self._kt = None  # with keep: the open flash file and its erased tails
 
     def __repr__(self):
         return "<Partition %s>" % self._row[0]
@@ -94,16 +122,39 @@ class Partition:
         return (r[1], r[2], r[3], r[4], r[0], False)
 
     # -- block device protocol (writeblocks with an offset does not erase, like the ESP32 port)
+    def path(self):
+        """The flash file of this partition (absolute: the device process reads it, from elsewhere)."""
+        p = vstate.path("flash_" + self._row[0] + ".bin")
+        if p[:1] != "/":
+            import os
+
+            p = os.getcwd() + "/" + p
+        return p
+
     def _file(self):
-        name = "flash_" + self._row[0] + ".bin"
-        p = vstate.path(name)
-        try:
-            return open(p, "r+b")
-        except OSError:
-            with open(p, "wb") as f:
-                for _ in range(self._row[4] // _PIECE):
-                    f.write(_ERASED)
-            return open(p, "r+b")
+        f = self._kf  # kept open (keep): looked up once per object
+        if f is not None:
+            return f
+        p = vstate.path("flash_" + self._row[0] + ".bin")
+        f = keep.get(p) if keep is not None else None
+        if f is None:
+            try:
+                f = open(p, "r+b")
+            except OSError:
+                with open(p, "wb") as f:
+                    _fill(f, self._row[4])
+                f = open(p, "r+b")
+            if keep is not None:
+                keep[p] = f
+        if keep is not None:
+            self._kf = f
+            self._kt = _tides.setdefault(p, {})
+        return f
+
+    @staticmethod
+    def _done(f):
+        if keep is None:
+            f.close()
 
     def _span(self, block_num, offset, n):
         start = block_num * self.block_size + (offset or 0)
@@ -113,9 +164,12 @@ class Partition:
 
     def readblocks(self, block_num, buf, offset=0):
         start = self._span(block_num, offset, len(buf))
-        with self._file() as f:
+        f = self._file()
+        try:
             f.seek(start)
             got = f.readinto(buf)
+        finally:
+            self._done(f)
         if got != len(buf):
             raise OSError(errno.EIO, "flash read failed")
 
@@ -131,26 +185,52 @@ class Partition:
             )
         self._program(start, buf)
 
-    # On the chip this is C and costs no heap; here every allocation is at most _PIECE bytes, so the
-    # simulation does not fail where the app's heap is fragmented.
+    # NOR flash: programming can only clear bits: over programmed bytes the result is old AND new (byte
+    # by byte: no big integers). The app writes onto erased flash (each block erased before its first
+    # write): the bytes then go in as they are, and where the hardware process knows the place is
+    # erased (_tides) the old bytes are not even read.
     def _program(self, start, buf):
-        mv = memoryview(buf)
-        with self._file() as f:
-            for i in range(0, len(mv), _PIECE):
-                piece = mv[i : i + _PIECE]
-                n = len(piece)
-                f.seek(start + i)
+        n = len(buf)
+        f = self._file()
+        t = self._kt
+        b, o = start // _BLOCK, start % _BLOCK
+        try:
+            f.seek(start)
+            if t is None or t.get(b, _BLOCK) > o or o + n > _BLOCK:
                 old = f.read(n)
-                # NOR flash: programming can only clear bits
-                new = int.from_bytes(old, "little") & int.from_bytes(bytes(piece), "little")
-                f.seek(start + i)
-                f.write(new.to_bytes(n, "little"))
+                if not _blank(old):
+                    buf = bytearray(buf)
+                    for i in range(n):
+                        if old[i] != 0xFF:
+                            buf[i] &= old[i]
+                f.seek(start)
+            f.write(buf)
+        finally:
+            self._done(f)
+        if t is not None:  # each touched block is erased past the written bytes, if it was before
+            end = start + n
+            for k in range(b, (end - 1) // _BLOCK + 1):
+                m = t.get(k)
+                if m is not None:
+                    m = max(m, min(end - k * _BLOCK, _BLOCK))
+                    if m < _BLOCK:
+                        t[k] = m
+                    else:
+                        del t[k]
 
     def _erase(self, start, n):
-        with self._file() as f:
+        f = self._file()
+        try:
             f.seek(start)
-            for _ in range(n // _PIECE):
-                f.write(_ERASED)
+            _fill(f, n)
+        finally:
+            self._done(f)
+        t = self._kt
+        if t is not None:  # blocks erased to their end are erased from the erase's start in them
+            end = start + n
+            for k in range(start // _BLOCK, (end - 1) // _BLOCK + 1):
+                if end >= (k + 1) * _BLOCK:
+                    t[k] = min(t.get(k, _BLOCK), max(start - k * _BLOCK, 0))
 
     def ioctl(self, cmd, arg=None):
         if cmd == 4:

@@ -64,6 +64,15 @@ def _d(v):
     if t is dict:
         if "id" in v:
             t = H()
+            if "list" in v:  # an esp32.Partition: its proxy class is loaded when first needed
+                import sys
+
+                sys.path.append(os.getenv("VBOARD_HW"))
+                try:
+                    import vpart
+                finally:
+                    sys.path.pop()
+                t = vpart.F(H, _q, _w, _gone, v["list"])
             t._h = v["id"]
             return t
         if "bytes" in v:
@@ -130,7 +139,7 @@ class H:
             if isinstance(x, (bytes, bytearray, memoryview)):
                 a[i] = {"bytes" if type(x) is bytes else "bytearray": len(b), "len": len(x)}
                 b.append(x)
-            elif type(x) is H:
+            elif isinstance(x, H):
                 a[i] = {"id": x._h}
         h = s._h
         return _q(h + [a, k] if type(h) is list else [h, a, k], b)
