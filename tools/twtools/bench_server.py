@@ -37,14 +37,14 @@ def constants_app() -> Any:
     app = FastAPI()
 
     @app.post("/device/measurements/variable-interval", response_model=s.MeasurementsUploadResult)
-    def upload(
+    async def upload(
         body: s.MeasurementsUploadVariable, _c: Annotated[HTTPAuthorizationCredentials, Depends(_BEARER)]
     ) -> dict[str, Any]:
         n = sum(len(p.measurements) for p in body.property_measurements)
         return {"server_time": "2026-01-01T00:00:00Z", "size": n}
 
     @app.post("/device/activate", response_model=s.SessionToken)
-    def activate(body: s.ActivationRequest) -> dict[str, str]:
+    async def activate(body: s.ActivationRequest) -> dict[str, str]:
         return {"session_token": "1.abcdefghijklmnopqrstuvwxyz"}
 
     return app

@@ -15,18 +15,23 @@ database alone does not let anyone test guesses offline. Hashes of databases mad
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger("twtools.server")
 
 SCHEMA_VERSION = 2
 KEYED_PREFIX = "k1:"
@@ -248,6 +253,22 @@ def token_matches(token: str, stored_hash: str | None) -> bool:
 # ------------------------------------------------------------------------------------------ connection
 
 
+T = TypeVar("T")
+_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+MAX_GROUP = 256  # units of work in one group commit at most
+WRITER_IDLE_S = 5.0  # the writer thread ends after this long without work (a new unit starts it again)
+
+
+def _deliver(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, exc in outcomes:
+        if future.cancelled():  # the request is gone (client disconnected); its unit is committed
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+
 class Database:
     """A database file; hands out transactions on one connection per worker thread.
 
@@ -266,6 +287,13 @@ class Database:
         # handler (up to 100 ms a nap). The workers of this process queue here instead and are woken
         # at once when the writer before them commits.
         self._write_lock = threading.Lock()
+        self._property_ids: dict[int, dict[str, int]] = {}
+        # Units of work for the writer thread (:meth:`transact`), which runs while there are some.
+        self._jobs: list[_Job] = []
+        self._jobs_ready = threading.Condition()
+        self._writer: threading.Thread | None = None
+        # HTTP requests being handled now (kept by the app: :class:`app.TwomesApp`).
+        self.requests_in_flight = 0
 
     def connect(self) -> sqlite3.Connection:
         """A new connection (the caller closes it)."""
@@ -290,6 +318,29 @@ class Database:
         except sqlite3.Error:
             pass
 
+    def read_row(self, sql: str, params: tuple[object, ...]) -> sqlite3.Row | None:
+        """The first row of one query (one statement: its own snapshot, no explicit transaction)."""
+        conn = self._worker_conn()
+        try:
+            row: sqlite3.Row | None = conn.execute(sql, params).fetchone()
+        except sqlite3.Error:
+            self._discard(conn)
+            raise
+        return row
+
+    def property_ids(self, conn: sqlite3.Connection, device_type_id: int) -> dict[str, int]:
+        """{property name: id} of a device type. Kept once read: a type's properties are written
+        with the type, in its creation's transaction, and never change."""
+        ids = self._property_ids.get(device_type_id)
+        if ids is None:
+            rows = conn.execute(
+                "SELECT id, name FROM property WHERE device_type_id = ?", (device_type_id,)
+            ).fetchall()
+            ids = {r[1]: r[0] for r in rows}
+            if ids:
+                self._property_ids[device_type_id] = ids
+        return ids
+
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: one consistent snapshot for all its queries."""
@@ -306,6 +357,80 @@ class Database:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 self._discard(conn)
+
+    async def transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(conn)`` as one atomic unit of a write transaction on the writer thread and return
+        its result (or raise its exception) once that transaction is committed - with
+        ``synchronous = FULL``, once it is on disk. For the event loop: it goes on with other requests
+        meanwhile.
+
+        Group commit: the writer takes every unit queued while it was busy into one transaction, each
+        in its own savepoint (a unit that raises is rolled back alone, the others are kept), and
+        commits them with one fsync. So the writes of concurrent requests share a commit instead of
+        waiting for one fsync each; none is answered before the commit that holds it.
+        """
+        if self.requests_in_flight <= 1 and self._writer is None:
+            # The only request in the server: committing right here (the event loop waits for the
+            # fsync) costs less than handing the work to the writer thread and back; no other request
+            # is delayed by it. (A unit that raises rolls back the whole transaction: it is alone.)
+            with self.write() as conn:
+                return work(conn)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._jobs_ready:
+            self._jobs.append((work, loop, future))
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_jobs, name="sqlite-writer", daemon=True)
+                self._writer.start()
+            else:
+                self._jobs_ready.notify()
+        return await future
+
+    def _write_jobs(self) -> None:
+        """The writer thread: commits queued units in groups; ends after a while without work."""
+        try:
+            while True:
+                with self._jobs_ready:
+                    if not self._jobs:
+                        self._jobs_ready.wait(WRITER_IDLE_S)
+                    if not self._jobs:
+                        self._writer = None
+                        return
+                    jobs, self._jobs = self._jobs[:MAX_GROUP], self._jobs[MAX_GROUP:]
+                self._commit_group(jobs)
+        finally:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                self._discard(conn)
+
+    def _commit_group(self, jobs: list[_Job]) -> None:
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            with self.write() as conn:
+                for work, _, future in jobs:
+                    conn.execute("SAVEPOINT unit")
+                    try:
+                        result = work(conn)
+                    except Exception as exc:  # this request's error (HTTP error or a bug): its unit only
+                        conn.execute("ROLLBACK TO unit")
+                        conn.execute("RELEASE unit")
+                        results.append((future, None, exc))
+                    else:
+                        conn.execute("RELEASE unit")
+                        results.append((future, result, None))
+        except Exception as exc:  # the transaction itself failed (BEGIN/COMMIT/savepoint): all of them
+            log.exception("write transaction failed")
+            results = [(future, None, exc) for _, _, future in jobs]
+        by_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+        ] = {}
+        for (_, loop, _), outcome in zip(jobs, results, strict=True):
+            by_loop.setdefault(loop, []).append(outcome)
+        for loop, outcomes in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, outcomes)
+            except RuntimeError:  # the loop is closed (server stopping): nobody waits for these
+                pass
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
