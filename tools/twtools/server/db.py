@@ -294,6 +294,8 @@ class Database:
         self._writer: threading.Thread | None = None
         # HTTP requests being handled now (kept by the app: :class:`app.TwomesApp`).
         self.requests_in_flight = 0
+        self.group_commits = 0  # transactions the writer thread committed, and the units in them
+        self.grouped_units = 0
 
     def connect(self) -> sqlite3.Connection:
         """A new connection (the caller closes it)."""
@@ -418,6 +420,8 @@ class Database:
                     else:
                         conn.execute("RELEASE unit")
                         results.append((future, result, None))
+            self.group_commits += 1
+            self.grouped_units += len(jobs)
         except Exception as exc:  # the transaction itself failed (BEGIN/COMMIT/savepoint): all of them
             log.exception("write transaction failed")
             results = [(future, None, exc) for _, _, future in jobs]
