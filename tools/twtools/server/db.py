@@ -2,9 +2,10 @@
 
 One database file holds everything except the firmware images (those live in the files directory).
 The schema is created on first start; the journal is WAL so readers never block the single writer.
-Every request opens its own short-lived connection (cheap for SQLite) and every write runs inside a
-``BEGIN IMMEDIATE`` transaction, so concurrent writers are serialised by SQLite itself (``busy_timeout``
-makes them wait instead of failing).
+Each thread keeps one connection (the event loop, the worker threads, the writer thread); every write
+runs inside a ``BEGIN IMMEDIATE`` transaction, and the writers of this process queue on one lock
+(``busy_timeout`` makes another process's writers wait instead of failing). The device endpoints write
+through :meth:`Database.transact` (group commit, see there).
 
 Secrets are never stored: session, account and admin tokens (256 random bits each) are kept as SHA-256
 hashes. Activation tokens are short (a device prints 16 decimal digits; Twomes-style ones may have 8), so
@@ -277,7 +278,9 @@ class Database:
     could not be ended cleanly is closed and not reused.
 
     Durability: WAL journal with ``synchronous = FULL``: a transaction is on disk (fsync of the WAL)
-    before COMMIT returns, so an answered upload or activation survives a power loss of the server.
+    before COMMIT returns, and no request is answered before the commit that holds its write, so an
+    answered upload or activation survives a power loss of the server. A power loss can only lose
+    writes not answered yet (the device retries them; uploads are idempotent).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -292,6 +295,7 @@ class Database:
         self._jobs: list[_Job] = []
         self._jobs_ready = threading.Condition()
         self._writer: threading.Thread | None = None
+        self._writer_busy = False  # committing a group now
         # HTTP requests being handled now (kept by the app: :class:`app.TwomesApp`).
         self.requests_in_flight = 0
         self.group_commits = 0  # transactions the writer thread committed, and the units in them
@@ -371,7 +375,7 @@ class Database:
         commits them with one fsync. So the writes of concurrent requests share a commit instead of
         waiting for one fsync each; none is answered before the commit that holds it.
         """
-        if self.requests_in_flight <= 1 and self._writer is None:
+        if self.requests_in_flight <= 1 and not self._jobs and not self._writer_busy:
             # The only request in the server: committing right here (the event loop waits for the
             # fsync) costs less than handing the work to the writer thread and back; no other request
             # is delayed by it. (A unit that raises rolls back the whole transaction: it is alone.)
@@ -399,7 +403,11 @@ class Database:
                         self._writer = None
                         return
                     jobs, self._jobs = self._jobs[:MAX_GROUP], self._jobs[MAX_GROUP:]
-                self._commit_group(jobs)
+                    self._writer_busy = True
+                try:
+                    self._commit_group(jobs)
+                finally:
+                    self._writer_busy = False
         finally:
             conn = getattr(self._local, "conn", None)
             if conn is not None:
