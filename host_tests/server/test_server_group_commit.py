@@ -1,15 +1,14 @@
-"""Writes of concurrent requests: group commit on the writer thread (db.Database.transact).
+"""Writes of concurrent requests: group commit (db.Database.transact).
 
-Each request's write is one unit (a savepoint) of a write transaction; units queued while the writer is
-busy share one commit (one fsync); a unit that fails is rolled back alone; nothing is answered before
-the commit that holds it. A request alone in the server commits on the event loop.
+Each request's write is one unit (a savepoint) of a write transaction; the units of the requests that
+reach it in the same turns of the event loop share one commit (one fsync); a unit that fails is rolled
+back alone; nothing is answered before the commit that holds it. A request alone commits at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from pathlib import Path
 
 import httpx
@@ -31,14 +30,19 @@ def database(tmp_path: Path) -> dbm.Database:
     return database
 
 
-def _insert(value: int, fail: bool = False) -> object:
-    def work(conn: sqlite3.Connection) -> tuple[int, str]:
+def _insert(value: int, fail: bool = False, answered: list[bool] | None = None) -> object:
+    def work(conn: sqlite3.Connection) -> int:
         conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        if answered is not None:
+            answered.append(any(f.done() for f in FUTURES))
         if fail:
             raise ValueError(f"unit {value} fails after writing")
-        return value, threading.current_thread().name
+        return value
 
     return work
+
+
+FUTURES: list[asyncio.Future[object]] = []
 
 
 def _values(database: dbm.Database) -> list[int]:
@@ -49,41 +53,35 @@ def _values(database: dbm.Database) -> list[int]:
         conn.close()
 
 
-def test_queued_units_share_a_commit_and_fail_alone(database: dbm.Database) -> None:
+def test_concurrent_units_share_a_commit_and_fail_alone(database: dbm.Database) -> None:
+    answered: list[bool] = []
+
     async def main() -> list[object]:
-        database.requests_in_flight = 2  # as while several requests are handled: the writer thread
-        database._write_lock.acquire()  # the writer's first group waits; the rest queue behind it
-        try:
-            tasks = [asyncio.ensure_future(database.transact(_insert(v, fail=v == 3))) for v in range(10)]
-            await asyncio.sleep(0.05)
-            assert not any(t.done() for t in tasks)  # nothing answered before its commit
-        finally:
-            database._write_lock.release()
-        return list(await asyncio.gather(*tasks, return_exceptions=True))
+        database.requests_in_flight = 2  # as while several requests are handled
+        FUTURES[:] = [
+            asyncio.ensure_future(database.transact(_insert(v, fail=v == 3, answered=answered)))
+            for v in range(10)
+        ]
+        return list(await asyncio.gather(*FUTURES, return_exceptions=True))
 
     results = asyncio.run(main())
     assert isinstance(results[3], ValueError)
-    assert [r for k, r in enumerate(results) if k != 3] == [(v, "sqlite-writer") for v in range(10) if v != 3]
+    assert [r for k, r in enumerate(results) if k != 3] == [v for v in range(10) if v != 3]
     assert _values(database) == [v for v in range(10) if v != 3]  # unit 3's own insert rolled back
-    # The first unit may have been taken alone before the lock let go; the others shared one commit.
-    assert database.grouped_units == 10
-    assert database.group_commits <= 2
+    assert (database.group_commits, database.grouped_units) == (1, 10)  # one transaction, one fsync
+    assert answered == [False] * 10  # no request answered while the group was being written
 
 
-def test_a_lone_request_commits_on_the_loop(database: dbm.Database) -> None:
-    async def main() -> object:
+def test_a_lone_request_commits_at_once(database: dbm.Database) -> None:
+    async def main(value: int, fail: bool) -> object:
         assert database.requests_in_flight == 0
-        return await database.transact(_insert(1))
+        return await database.transact(_insert(value, fail=fail))
 
-    assert asyncio.run(main()) == (1, threading.current_thread().name)
+    assert asyncio.run(main(1, False)) == 1
     with pytest.raises(ValueError):
-        asyncio.run(main_failing(database))
+        asyncio.run(main(2, True))
     assert _values(database) == [1]
     assert database.group_commits == 0
-
-
-async def main_failing(database: dbm.Database) -> object:
-    return await database.transact(_insert(2, fail=True))
 
 
 def test_concurrent_uploads_are_each_stored_once(server: ReferenceServer, tw: Twomes) -> None:

@@ -252,7 +252,7 @@ def _json_error(status: int, detail: str, headers: dict[str, str] | None = None)
 
 class InFlightMiddleware:
     """Counts the HTTP requests being handled (``Database.requests_in_flight``): a request alone in
-    the server commits its write on the event loop, concurrent ones go to the group commit."""
+    the server commits its write at once, concurrent ones share a group commit."""
 
     def __init__(self, app: ASGIApp, database: dbm.Database) -> None:
         self.app = app
