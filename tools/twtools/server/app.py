@@ -164,17 +164,19 @@ def strict_json(body: bytes) -> Any:
     """``body`` decoded as strict JSON: no ``NaN``/``Infinity``, no number out of the float range or of
     over 4300 digits, no lone surrogate (``"\\ud800"``) in a string or a name, nesting that Python can
     decode. Anything else raises ``json.JSONDecodeError`` (FastAPI answers 422 ``json_invalid``)."""
-    text = body.decode("utf-8", "replace")
     try:
         value = json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
     except json.JSONDecodeError:
         raise
     except _BadJson as exc:
-        raise json.JSONDecodeError(str(exc), text, 0) from None
+        raise json.JSONDecodeError(str(exc), _text(body), 0) from None
     except RecursionError:
-        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+        raise json.JSONDecodeError("nested too deeply", _text(body), 0) from None
     except ValueError as exc:  # bad UTF-8, an integer of over 4300 digits
-        raise json.JSONDecodeError(str(exc).split(":")[0][:100] or "not JSON", text, 0) from None
+        raise json.JSONDecodeError(str(exc).split(":")[0][:100] or "not JSON", _text(body), 0) from None
+    if not _may_hold_surrogates(body):
+        return value
+    text = _text(body)
     stack = [value]
     while stack:
         item = stack.pop()
@@ -189,6 +191,17 @@ def strict_json(body: bytes) -> Any:
         elif isinstance(item, list):
             stack.extend(item)
     return value
+
+
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", "replace")
+
+
+def _may_hold_surrogates(body: bytes) -> bool:
+    """Whether ``json.loads(body)`` can give a string with a lone surrogate. It decodes UTF-8 with
+    ``surrogatepass``, so only a ``\\u`` escape or an encoded surrogate (its lead byte is 0xED) can
+    make one; a body in another encoding (UTF-16/32, told by its first bytes) is always checked."""
+    return b"\\u" in body or b"\xed" in body or json.detect_encoding(body) != "utf-8"
 
 
 class StrictJsonRequest(Request):
@@ -237,6 +250,23 @@ def _json_error(status: int, detail: str, headers: dict[str, str] | None = None)
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+class InFlightMiddleware:
+    """Counts the HTTP requests being handled (``Database.requests_in_flight``): a request alone in
+    the server commits its write at once, concurrent ones share a group commit."""
+
+    def __init__(self, app: ASGIApp, database: dbm.Database) -> None:
+        self.app = app
+        self.database = database
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        database = self.database
+        database.requests_in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            database.requests_in_flight -= 1
+
+
 class TwomesApp(FastAPI):
     """FastAPI with the firmware-API marker outside everything (so even a 500 carries it)."""
 
@@ -244,7 +274,9 @@ class TwomesApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:  # type: ignore[override]
         stack = super().build_middleware_stack()
-        return FirmwareApiHeaderMiddleware(stack) if self.firmware_api else stack
+        if self.firmware_api:
+            stack = FirmwareApiHeaderMiddleware(stack)
+        return InFlightMiddleware(stack, self.state.db)
 
 
 # ---------------------------------------------------------------------------------------------- auth
@@ -259,12 +291,9 @@ class _Bearer(HTTPBearer):
 
 admin_bearer = _Bearer(scheme_name="AdminToken", description="Admin session token.")
 account_bearer = _Bearer(scheme_name="AccountToken", description="Account (owner app) session token.")
-device_bearer = _Bearer(
-    scheme_name="DeviceToken", description="Device session token from `/device/activate`."
-)
 
 
-def get_db(request: Request) -> dbm.Database:
+async def get_db(request: Request) -> dbm.Database:
     database: dbm.Database = request.app.state.db
     return database
 
@@ -315,38 +344,50 @@ class AuthedDevice:
     device_type_id: int
 
 
-def require_device(
-    database: DB, credentials: Annotated[HTTPAuthorizationCredentials, Depends(device_bearer)]
-) -> AuthedDevice:
-    """Checks the device session token and records the device as seen now."""
-    token = credentials.credentials
-    ident = dbm.token_ident(token)
-    if ident is not None:
-        with database.write() as conn:
-            row = conn.execute(
-                "SELECT id, name, device_type_id, session_token_hash FROM device WHERE id = ?", (ident,)
-            ).fetchone()
-            if row is not None and dbm.token_matches(token, row["session_token_hash"]):
-                conn.execute("UPDATE device SET last_seen = ? WHERE id = ?", (dbm.utcnow(), ident))
-                return AuthedDevice(row["id"], row["name"], row["device_type_id"])
-    raise HTTPException(status_code=401, detail="Invalid device session token")
+class _DeviceBearer(_Bearer):
+    """The device session token, checked against the database in the same dependency (FastAPI's cost
+    per dependency is more than the check itself; this runs on every upload). Runs on the event loop:
+    the check is one indexed read, no thread hop. With ``record_seen`` the device is recorded as seen
+    now (a short write transaction); without, the endpoint records it in its own write transaction."""
+
+    def __init__(self, *, record_seen: bool) -> None:
+        super().__init__(
+            scheme_name="DeviceToken", description="Device session token from `/device/activate`."
+        )
+        self.record_seen = record_seen
+
+    async def __call__(self, request: Request) -> AuthedDevice:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        assert credentials is not None  # auto_error: no token is a 403
+        token = credentials.credentials
+        ident = dbm.token_ident(token)
+        if ident is not None:
+            database: dbm.Database = request.app.state.db
+            if self.record_seen:
+
+                def seen(conn: sqlite3.Connection) -> AuthedDevice | None:
+                    row = conn.execute(_AUTH_DEVICE_SQL, (ident,)).fetchone()
+                    if row is None or not dbm.token_matches(token, row[3]):
+                        return None
+                    conn.execute("UPDATE device SET last_seen = ? WHERE id = ?", (dbm.utcnow(), ident))
+                    return AuthedDevice(row[0], row[1], row[2])
+
+                device = await database.transact(seen)
+                if device is not None:
+                    return device
+            else:
+                row = database.read_row(_AUTH_DEVICE_SQL, (ident,))
+                if row is not None and dbm.token_matches(token, row[3]):
+                    return AuthedDevice(row[0], row[1], row[2])
+        raise HTTPException(status_code=401, detail="Invalid device session token")
 
 
-def check_device(
-    database: DB, credentials: Annotated[HTTPAuthorizationCredentials, Depends(device_bearer)]
-) -> AuthedDevice:
-    """Checks the device session token only (a read): the endpoint records the device as seen in its
-    own write transaction (uploads: one write transaction per request)."""
-    token = credentials.credentials
-    ident = dbm.token_ident(token)
-    if ident is not None:
-        with database.read() as conn:
-            row = conn.execute(
-                "SELECT id, name, device_type_id, session_token_hash FROM device WHERE id = ?", (ident,)
-            ).fetchone()
-        if row is not None and dbm.token_matches(token, row["session_token_hash"]):
-            return AuthedDevice(row["id"], row["name"], row["device_type_id"])
-    raise HTTPException(status_code=401, detail="Invalid device session token")
+_AUTH_DEVICE_SQL = "SELECT id, name, device_type_id, session_token_hash FROM device WHERE id = ?"
+# Checks the device session token and records the device as seen now.
+require_device = _DeviceBearer(record_seen=True)
+# Checks the device session token only (a read): the endpoint records the device as seen in its own
+# write transaction (uploads: one write transaction per request).
+check_device = _DeviceBearer(record_seen=False)
 
 
 Admin = Annotated[int, Depends(require_admin)]
@@ -555,7 +596,7 @@ def _check_target(
         )
 
 
-def _store_measurements(
+async def _store_measurements(
     database: dbm.Database,
     device: AuthedDevice,
     upload_time: float,
@@ -566,25 +607,25 @@ def _store_measurements(
     Idempotent: a measurement whose (device, property, timestamp) is already stored is skipped (the
     first value stays), so a device that re-sends an upload after a lost answer creates no duplicates.
     ``size`` is the number of measurements in the upload (as Twomes answers); the log tells the new ones.
+    One unit of a write transaction, answered once committed (:meth:`db.Database.transact`).
     """
     server_time = datetime.now(UTC)
-    with database.write() as conn:
+    now = server_time.isoformat(timespec="microseconds")
+    size = sum(len(values) for _, values in items)
+
+    def store(conn: sqlite3.Connection) -> int:
         # the device is seen now, in the upload's transaction (a device removed since the check: 401)
-        seen = conn.execute("UPDATE device SET last_seen = ? WHERE id = ?", (dbm.utcnow(), device.id))
+        seen = conn.execute("UPDATE device SET last_seen = ? WHERE id = ?", (now, device.id))
         if seen.rowcount != 1:
             raise HTTPException(status_code=401, detail="Invalid device session token")
-        rows = conn.execute(
-            "SELECT id, name FROM property WHERE device_type_id = ?", (device.device_type_id,)
-        ).fetchall()
-        property_ids = {r["name"]: r["id"] for r in rows}
+        property_ids = database.property_ids(conn, device.device_type_id)
         invalid = {name for name, _ in items} - property_ids.keys()
         if invalid:
             names = "{" + ", ".join(repr(n) for n in sorted(invalid)) + "}"
             raise HTTPException(status_code=400, detail=f"Invalid property name(s): {names}")
-        size = sum(len(values) for _, values in items)
         cur = conn.execute(
             "INSERT INTO upload (device_id, server_time, device_time, size) VALUES (?, ?, ?, ?)",
-            (device.id, server_time.isoformat(timespec="microseconds"), upload_time, size),
+            (device.id, now, upload_time, size),
         )
         upload_id = cur.lastrowid
         before = conn.total_changes
@@ -600,8 +641,11 @@ def _store_measurements(
         stored = conn.total_changes - before
         if stored == 0:
             conn.execute("DELETE FROM upload WHERE id = ?", (upload_id,))  # a repeat: nothing new at all
-        else:
+        elif stored != size:
             conn.execute("UPDATE upload SET size = ? WHERE id = ?", (stored, upload_id))
+        return stored
+
+    stored = await database.transact(store)
     if stored < size:
         log.info(
             "device %s: %d of %d measurements already stored (a repeated upload)",
@@ -740,9 +784,10 @@ def account_device_activate(
     responses={**_errors(403, 404), **_TOO_MANY},
     summary="Activate: get a new device session token (no auth)",
 )
-def device_activate(body: s.ActivationRequest, request: Request, database: DB) -> dict[str, str]:
+async def device_activate(body: s.ActivationRequest, request: Request) -> dict[str, str]:
     settings, guess = _guess(request)
-    with database.write() as conn:
+
+    def activate(conn: sqlite3.Connection) -> str:
         row = _find_by_activation(
             conn,
             settings.key,
@@ -764,7 +809,10 @@ def device_activate(body: s.ActivationRequest, request: Request, database: DB) -
             " WHERE id = ?",
             (token_hash, now, now, row["id"]),
         )
-    return {"session_token": token}
+        return token
+
+    database: dbm.Database = request.app.state.db
+    return {"session_token": await database.transact(activate)}
 
 
 @twomes.get(
@@ -789,14 +837,16 @@ def device_read_self(database: DB, device: Device) -> dict[str, Any]:
     responses=_errors(400, 401, 403),
     summary="Upload measurements with their own timestamps (device)",
 )
-def upload_variable(
-    body: s.MeasurementsUploadVariable, database: DB, device: CheckedDevice
+async def upload_variable(
+    body: s.MeasurementsUploadVariable, request: Request, device: CheckedDevice
 ) -> dict[str, Any]:
     items = [
         (pm.property_name, [(s.timestamp_seconds(m.timestamp), m.value) for m in pm.measurements])
         for pm in body.property_measurements
     ]
-    return _store_measurements(database, device, s.timestamp_seconds(body.upload_time), items)
+    return await _store_measurements(
+        request.app.state.db, device, s.timestamp_seconds(body.upload_time), items
+    )
 
 
 @twomes.post(
@@ -805,7 +855,9 @@ def upload_variable(
     responses=_errors(400, 401, 403),
     summary="Upload measurements taken at a fixed interval (device)",
 )
-def upload_fixed(body: s.MeasurementsUploadFixed, database: DB, device: CheckedDevice) -> dict[str, Any]:
+async def upload_fixed(
+    body: s.MeasurementsUploadFixed, request: Request, device: CheckedDevice
+) -> dict[str, Any]:
     items: list[tuple[str, list[tuple[float, str]]]] = []
     errors: list[dict[str, Any]] = []
     for index, pm in enumerate(body.property_measurements):
@@ -825,7 +877,9 @@ def upload_fixed(body: s.MeasurementsUploadFixed, database: DB, device: CheckedD
         items.append((pm.property_name, list(zip(times, pm.measurements, strict=True))))
     if errors:
         raise RequestValidationError(errors)
-    return _store_measurements(database, device, s.timestamp_seconds(body.upload_time), items)
+    return await _store_measurements(
+        request.app.state.db, device, s.timestamp_seconds(body.upload_time), items
+    )
 
 
 # ------------------------------------------------------------------------------------- firmware API
@@ -1604,11 +1658,12 @@ def create_app(
         log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
         return _json_error(500, "Internal server error")
 
-    app.include_router(twomes)
-    if firmware_api:
-        app.include_router(firmware)
-    if admin_api:
-        app.include_router(admin)
+    # The routers' routes go straight into the app's route table (the same routes and OpenAPI document
+    # as include_router): an included router is matched twice per request (once to pick the router,
+    # once inside it), which cost more than the whole handler of an upload.
+    routers = [twomes] + ([firmware] if firmware_api else []) + ([admin] if admin_api else [])
+    for router in routers:
+        app.router.routes.extend(router.routes)
     return app
 
 
