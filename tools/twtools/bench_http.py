@@ -252,13 +252,13 @@ print("@@BENCH " + json.dumps(res))
 """
 
 
-class BlobServer:
-    """A threaded HTTP/1.1 server on 127.0.0.1 answering GET /blob (the big body) and /small with
-    Content-Length, then closing: the body comes from memory, so the client is what is measured."""
+class BodyServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1: GET /<name> answers that file whole (200) or from a
+    `Range: bytes=a-` offset (206), with Content-Length, then closes. Bodies come from memory, so the
+    client is what is measured (the HTTP figure and the OTA figure)."""
 
-    def __init__(self, size: int, small: int) -> None:
-        pattern = bytes(range(256))
-        self.bodies = {b"/blob": pattern * (size // 256), b"/small": pattern * (small // 256)}
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = {("/" + k).encode(): v for k, v in files.items()}
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -266,7 +266,7 @@ class BlobServer:
         self.port: int = self.sock.getsockname()[1]
         self._t = threading.Thread(target=self._accept, daemon=True)
 
-    def __enter__(self) -> BlobServer:
+    def __enter__(self) -> BodyServer:
         self._t.start()
         return self
 
@@ -289,25 +289,44 @@ class BlobServer:
                 if not d or len(head) > 65536:
                     return
                 head += d
-            path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
-            body = self.bodies.get(path)
+            lines = head.split(b"\r\n")
+            path = lines[0].split(b" ")[1] if lines[0].count(b" ") >= 2 else b""
+            start = 0
+            for line in lines[1:]:
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"range" and v.strip().startswith(b"bytes="):
+                    start = int(v.strip()[6:].split(b"-")[0])
+            body = self.files.get(path)
             try:
-                if body is None:
+                if body is None or start >= max(len(body), 1):
                     c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     return
-                c.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n"
-                    b"Connection: close\r\n\r\n" % len(body)
+                status = b"206 Partial Content" if start else b"200 OK"
+                extra = (
+                    b"Content-Range: bytes %d-%d/%d\r\n" % (start, len(body) - 1, len(body)) if start else b""
                 )
-                c.sendall(body)
+                c.sendall(
+                    b"HTTP/1.1 %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n%s"
+                    b"Connection: close\r\n\r\n" % (status, len(body) - start, extra)
+                )
+                c.sendall(memoryview(body)[start:])
             except OSError:
                 pass
+
+
+def _bodies(size: int, small: int) -> dict[str, bytes]:
+    """The big body (/blob) and the small one (/small) the HTTP figure reads."""
+    pattern = bytes(range(256))
+    return {"blob": pattern * (size // 256), "small": pattern * (small // 256)}
 
 
 def measure(
     runs: int, size: int, small: int = 256 * 1024, heap: str = "256K"
 ) -> dict[str, dict[str, object]]:
-    with tempfile.TemporaryDirectory(prefix="twomes-bench-http-") as tmp, BlobServer(size, small) as srv:
+    with (
+        tempfile.TemporaryDirectory(prefix="twomes-bench-http-") as tmp,
+        BodyServer(_bodies(size, small)) as srv,
+    ):
         lib = Path(tmp) / "lib"
         compile_tree(lib)
         (Path(tmp) / "bench.py").write_text(_SCRIPT)

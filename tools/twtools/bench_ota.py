@@ -26,13 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import socket
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
 from twtools import DEVICE_DIR
+from twtools.bench_http import BodyServer
 from twtools.build import build_bundle, build_romfs, read_version
 from twtools.vboard.images import build_sim_image_bytes
 from twtools.vboard.runner import VirtualBoard
@@ -145,67 +144,6 @@ print("@@BENCH " + json.dumps(res))
 """
 
 
-class ReleaseServer:
-    """A threaded HTTP/1.1 server on 127.0.0.1: GET /<name> answers that file whole (200) or from a
-    `Range: bytes=a-` offset (206), with Content-Length, then closes. Bodies come from memory."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = {("/" + k).encode(): v for k, v in files.items()}
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port: int = self.sock.getsockname()[1]
-        self._t = threading.Thread(target=self._accept, daemon=True)
-
-    def __enter__(self) -> ReleaseServer:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c: socket.socket) -> None:
-        with c:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                d = c.recv(4096)
-                if not d or len(head) > 65536:
-                    return
-                head += d
-            lines = head.split(b"\r\n")
-            path = lines[0].split(b" ")[1] if lines[0].count(b" ") >= 2 else b""
-            start = 0
-            for line in lines[1:]:
-                k, _, v = line.partition(b":")
-                if k.strip().lower() == b"range" and v.strip().startswith(b"bytes="):
-                    start = int(v.strip()[6:].split(b"-")[0])
-            body = self.files.get(path)
-            try:
-                if body is None or start >= max(len(body), 1):
-                    c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    return
-                status = b"206 Partial Content" if start else b"200 OK"
-                extra = (
-                    b"Content-Range: bytes %d-%d/%d\r\n" % (start, len(body) - 1, len(body)) if start else b""
-                )
-                c.sendall(
-                    b"HTTP/1.1 %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n%s"
-                    b"Connection: close\r\n\r\n" % (status, len(body) - start, extra)
-                )
-                c.sendall(memoryview(body)[start:])
-            except OSError:
-                pass
-
-
 def _ballast(src: Path, size: int) -> None:
     """Modules of about `size` bytes of constants in all (never imported): the bundle's stand-in for a
     field app's size; deterministic, and not compressible into nothing. 64 KB a module (mpy-cross runs
@@ -268,7 +206,7 @@ def measure(runs: int, size: int, heap: str = HEAP) -> dict[str, Any]:
         for name in ("boot.py", "twomes.json"):
             (board.fs / name).unlink(missing_ok=True)  # no slot selection, no config: the bench script only
         (board.fs / "main.py").write_text(_SCRIPT)
-        with ReleaseServer(files) as srv:
+        with BodyServer(files) as srv:
             (board.fs / "bench.json").write_text(
                 json.dumps({"url": f"http://127.0.0.1:{srv.port}", "runs": runs, "releases": rels})
             )
