@@ -201,10 +201,12 @@ class App:
         await asyncio.sleep(0.2)  # let the last lines out
 
     async def flow(self):
+        setup_ran = False
         try:
             while True:
                 creds = wifi.saved(self.st)
                 if creds is None or await self.join(creds) != wifi.JOINED:
+                    setup_ran = True
                     outcome = await self.phase(self.setup, creds)
                     if outcome == "joined":
                         # working credentials are stored: go online from a clean boot, so the portal
@@ -216,6 +218,13 @@ class App:
                     if outcome == "restart":
                         raise Restart()
                     continue  # "retry": the saved network again
+                if setup_ran:
+                    # joined after setup mode gave up waiting ("retry"): online from a clean boot too.
+                    # Setup's names stay interned after its unload (docs/heap.md): with the online
+                    # phase's on top they would take the qstr pool past its next doubling (7.4 KB)
+                    log("setup", "the saved network works again: restarting to go online")
+                    boot_loop(True)
+                    raise Restart()
                 listener = self.listen()  # Improv: provisioned, the device's URL
                 try:
                     # an update the previous boot found is installed now, from a clean heap

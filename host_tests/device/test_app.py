@@ -145,3 +145,48 @@ def test_a_good_boot_resets_the_boot_loop_counter_and_safe_mode_ends():
     assert not app._stop
     _run(app, b, 601000)
     assert app._stop  # safe mode: a normal restart after 10 minutes
+
+
+def test_after_setup_mode_gives_up_a_join_goes_online_from_a_clean_boot():
+    """Setup mode ended with "retry" (nobody came; the saved network is tried again) and the saved
+    network works: the app restarts instead of going online in this boot, whose heap keeps setup's
+    names for good (docs/heap.md, the qstr pool). Without setup mode in between it goes online at once."""
+
+    class Flow(App):
+        def __init__(self, b, cfg, st, ident, joins):
+            App.__init__(self, b, cfg, st, ident)
+            self.joins = joins
+            self.phases = []
+
+        async def join(self, creds):
+            return self.joins.pop(0)
+
+        async def setup(self, saved):
+            self.phases.append("setup")
+            return "retry"
+
+        async def online(self, creds):
+            from twomes.errors import Restart
+
+            self.phases.append("online")
+            raise Restart()  # (the end of this test's flow)
+
+        async def update_boot(self):
+            return "none"
+
+        def listen(self):
+            class _Task:
+                def cancel(self):
+                    pass
+
+            return _Task()
+
+    app, b = _app()
+    wifi.save(app.st, "home", "correct horse")
+    retried = Flow(b, app.cfg, app.st, app.ident, [wifi.NOT_FOUND, wifi.JOINED])
+    support.run(retried.flow())
+    assert retried.phases == ["setup"] and retried._stop and retried._crash is None
+    assert [ln for ln in support.logged() if "the saved network works again: restarting" in ln]
+    direct = Flow(b, app.cfg, app.st, app.ident, [wifi.JOINED])
+    support.run(direct.flow())
+    assert direct.phases == ["online"] and direct._crash is None
