@@ -147,10 +147,11 @@ def test_a_good_boot_resets_the_boot_loop_counter_and_safe_mode_ends():
     assert app._stop  # safe mode: a normal restart after 10 minutes
 
 
-def test_after_setup_mode_gives_up_a_join_goes_online_from_a_clean_boot():
+def test_setup_mode_and_the_online_phase_never_share_a_boot():
     """Setup mode ended with "retry" (nobody came; the saved network is tried again) and the saved
     network works: the app restarts instead of going online in this boot, whose heap keeps setup's
-    names for good (docs/heap.md, the qstr pool). Without setup mode in between it goes online at once."""
+    names for good (docs/heap.md, the qstr pool). Without setup mode in between it goes online at once;
+    when the online phase ends "offline" (Wi-Fi gone) it restarts instead of opening setup mode."""
 
     class Flow(App):
         def __init__(self, b, cfg, st, ident, joins):
@@ -166,10 +167,8 @@ def test_after_setup_mode_gives_up_a_join_goes_online_from_a_clean_boot():
             return "retry"
 
         async def online(self, creds):
-            from twomes.errors import Restart
-
             self.phases.append("online")
-            raise Restart()  # (the end of this test's flow)
+            return "offline"
 
         async def update_boot(self):
             return "none"
@@ -187,6 +186,8 @@ def test_after_setup_mode_gives_up_a_join_goes_online_from_a_clean_boot():
     support.run(retried.flow())
     assert retried.phases == ["setup"] and retried._stop and retried._crash is None
     assert [ln for ln in support.logged() if "the saved network works again: restarting" in ln]
-    direct = Flow(b, app.cfg, app.st, app.ident, [wifi.JOINED])
+    support.logged().clear()
+    direct = Flow(b, app.cfg, app.st, app.ident, [wifi.JOINED, wifi.NOT_FOUND])
     support.run(direct.flow())
-    assert direct.phases == ["online"] and direct._crash is None
+    assert direct.phases == ["online"] and direct._stop and direct._crash is None  # no setup after it
+    assert [ln for ln in support.logged() if "Wi-Fi gone: restarting" in ln]
