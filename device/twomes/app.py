@@ -4,6 +4,8 @@
 #        -> running (LED solid; heartbeat + booted_fw uploads)
 #   an update found by checking: rebooting -> boot -> joining -> updating (the update boot, a clean
 #        heap) -> rebooting -> the new version boots, confirms, and only then is kept
+#   setup mode and the online phase never share a boot: "joined", a "retry" that joins and "offline"
+#        restart (the names a phase interned stay in the heap after its unload: docs/heap.md)
 #
 # Phases (setup, online, update) are packages loaded when they start and unloaded when they end; each
 # returns an outcome and reaches the app only through the interface in docs/device-architecture.md.
@@ -201,10 +203,12 @@ class App:
         await asyncio.sleep(0.2)  # let the last lines out
 
     async def flow(self):
+        setup_ran = False
         try:
             while True:
                 creds = wifi.saved(self.st)
                 if creds is None or await self.join(creds) != wifi.JOINED:
+                    setup_ran = True
                     outcome = await self.phase(self.setup, creds)
                     if outcome == "joined":
                         # working credentials are stored: go online from a clean boot, so the portal
@@ -216,6 +220,13 @@ class App:
                     if outcome == "restart":
                         raise Restart()
                     continue  # "retry": the saved network again
+                if setup_ran:
+                    # joined after setup mode gave up waiting ("retry"): online from a clean boot too.
+                    # Setup's names stay interned after its unload (docs/heap.md): with the online
+                    # phase's on top they would take the qstr pool past its next doubling (7.4 KB)
+                    log("setup", "the saved network works again: restarting to go online")
+                    boot_loop(True)
+                    raise Restart()
                 listener = self.listen()  # Improv: provisioned, the device's URL
                 try:
                     # an update the previous boot found is installed now, from a clean heap
@@ -226,6 +237,12 @@ class App:
                     if await self.phase(self.online, creds) == "update":
                         self.set_state("rebooting", "to install an update")
                         raise Restart()
+                    # "offline" (Wi-Fi gone for good): the saved network, then setup mode, from a clean
+                    # boot: the online phase's names stay interned after its unload, and setup mode on
+                    # top of them would pass the qstr pool's next doubling (docs/heap.md)
+                    log("online", "Wi-Fi gone: restarting to try it again from a clean heap")
+                    boot_loop(True)
+                    raise Restart()
                 finally:
                     listener.cancel()
         except Restart:

@@ -52,8 +52,8 @@ _CHOICES = {"updates": ("twomes", "hawkbit"), "ddi_token_kind": ("TargetToken", 
 def _hex_key(v):
     if not isinstance(v, str) or len(v) != 64:
         return False
-    for ch in v:
-        if not ("0" <= ch <= "9" or "a" <= ch <= "f"):
+    for c in v.encode():  # bytes: iterating a str interns every character it hands out (heap.md)
+        if not (48 <= c <= 57 or 97 <= c <= 102):  # 0-9 a-f
             return False
     return True
 
@@ -103,7 +103,7 @@ def update(cfg, values):
                 cfg.problems.append("%s: each key must be 64 lower-case hex digits" % key)
                 continue
             value = tuple(value)
-        elif key == "ca_file" and [ch for ch in value if not "!" <= ch <= "~"]:
+        elif key == "ca_file" and [c for c in value.encode() if not 33 <= c <= 126]:  # "!".."~"
             cfg.problems.append("ca_file has spaces, control or non-ASCII characters")
             continue
         setattr(cfg, key, value)

@@ -9,7 +9,8 @@ from twomes import store
 
 _TOKEN_DIGITS = const(16)  # ~53 bits; the Twomes server requires at least 8 characters
 _AP_PASS_LEN = const(10)
-_AP_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # 32 symbols: no 0/o/1/l, unbiased with % 32
+_AP_ALPHABET = b"abcdefghijkmnpqrstuvwxyz23456789"  # 32 symbols: no 0/o/1/l, unbiased with % 32
+# (bytes: picking characters out of a str would intern each one as a qstr for the rest of the boot)
 
 
 def device_name(prefix, mac):
@@ -18,17 +19,17 @@ def device_name(prefix, mac):
 
 def new_token(urandom, digits=_TOKEN_DIGITS):
     """`digits` decimal digits, uniform: bytes >= 250 are rejected, so % 10 has no bias."""
-    out = []
+    out = bytearray()
     while len(out) < digits:
         for b in urandom(digits):
             if b < 250 and len(out) < digits:
-                out.append("0123456789"[b % 10])
-    return "".join(out)
+                out.append(48 + b % 10)  # "0" + the digit
+    return out.decode()
 
 
 def ap_password(secret, name):
     digest = hashlib.sha256(secret.encode() + b"/ap/" + name.encode()).digest()
-    return "".join(_AP_ALPHABET[digest[i] % 32] for i in range(_AP_PASS_LEN))
+    return bytes(_AP_ALPHABET[digest[i] % 32] for i in range(_AP_PASS_LEN)).decode()
 
 
 def make(name, device_type, token, ap_secret):

@@ -26,8 +26,19 @@ def log(tag, msg):
 
 def printable(text, limit=64):
     """Text from outside (a server, a phone) as it may reach the console: control characters shown as
-    '?', bounded - so nobody can forge a console line or send escape sequences to the terminal."""
-    out = []
-    for ch in text[:limit]:
-        out.append("?" if ch < " " or "\x7f" <= ch < "\xa0" else ch)
-    return "".join(out) + ("..." if len(text) > limit else "")
+    '?', bounded - so nobody can forge a console line or send escape sequences to the terminal. Looked
+    at as UTF-8 bytes: iterating a str would intern every character it holds, for good (docs/heap.md)."""
+    b = text[:limit].encode("utf-8", "surrogatepass")
+    out = bytearray()
+    n = len(b)
+    i = 0
+    while i < n:
+        c = b[i]
+        i += 1
+        if c < 0x20 or c == 0x7F:  # C0 controls, DEL
+            c = 63
+        elif c == 0xC2 and i < n and b[i] < 0xA0:  # C1 controls (U+0080..U+009F): two bytes
+            c = 63
+            i += 1
+        out.append(c)
+    return out.decode("utf-8", "surrogatepass") + ("..." if len(text) > limit else "")

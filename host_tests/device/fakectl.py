@@ -74,10 +74,10 @@ class FakeCtl(Controller):
         return False
 
 
-async def start_setup(ctl, cfg, version="1.0.0"):
-    """Setup mode's tasks as the controller's run() starts them (portal, DNS, Improv on the console,
+async def start_setup(ctl, cfg):
+    """Setup mode's tasks as the controller's run() starts them (portal, DNS, the console with Improv,
     each supervised), without its loop: the portal stays up after a join (boards that only serve)."""
-    from twomes.ap import dns, improv_serial
+    from twomes.ap import dns
     from twomes.ap.controller import supervise
     from twomes.ap.portal import Portal
 
@@ -87,6 +87,6 @@ async def start_setup(ctl, cfg, version="1.0.0"):
     p.tasks = [
         asyncio.create_task(supervise("portal", p.serve)),
         asyncio.create_task(supervise("dns", dns.serve, p.ip, cfg.dns_port or 53)),
-        asyncio.create_task(supervise("improv", improv_serial.console, app.board, ctl, app.ident, version)),
+        asyncio.create_task(supervise("improv", ctl.console)),
     ]
     return p

@@ -145,3 +145,49 @@ def test_a_good_boot_resets_the_boot_loop_counter_and_safe_mode_ends():
     assert not app._stop
     _run(app, b, 601000)
     assert app._stop  # safe mode: a normal restart after 10 minutes
+
+
+def test_setup_mode_and_the_online_phase_never_share_a_boot():
+    """Setup mode ended with "retry" (nobody came; the saved network is tried again) and the saved
+    network works: the app restarts instead of going online in this boot, whose heap keeps setup's
+    names for good (docs/heap.md, the qstr pool). Without setup mode in between it goes online at once;
+    when the online phase ends "offline" (Wi-Fi gone) it restarts instead of opening setup mode."""
+
+    class Flow(App):
+        def __init__(self, b, cfg, st, ident, joins):
+            App.__init__(self, b, cfg, st, ident)
+            self.joins = joins
+            self.phases = []
+
+        async def join(self, creds):
+            return self.joins.pop(0)
+
+        async def setup(self, saved):
+            self.phases.append("setup")
+            return "retry"
+
+        async def online(self, creds):
+            self.phases.append("online")
+            return "offline"
+
+        async def update_boot(self):
+            return "none"
+
+        def listen(self):
+            class _Task:
+                def cancel(self):
+                    pass
+
+            return _Task()
+
+    app, b = _app()
+    wifi.save(app.st, "home", "correct horse")
+    retried = Flow(b, app.cfg, app.st, app.ident, [wifi.NOT_FOUND, wifi.JOINED])
+    support.run(retried.flow())
+    assert retried.phases == ["setup"] and retried._stop and retried._crash is None
+    assert [ln for ln in support.logged() if "the saved network works again: restarting" in ln]
+    support.logged().clear()
+    direct = Flow(b, app.cfg, app.st, app.ident, [wifi.JOINED, wifi.NOT_FOUND])
+    support.run(direct.flow())
+    assert direct.phases == ["online"] and direct._stop and direct._crash is None  # no setup after it
+    assert [ln for ln in support.logged() if "Wi-Fi gone: restarting" in ln]

@@ -317,6 +317,44 @@ def test_ctrl_c_between_frames_hands_the_console_back():
     support.run(main())
 
 
+def test_setup_console_loads_improv_when_a_frame_starts_and_a_lone_ctrl_c_stops_the_app():
+    """Setup mode's console (Controller.console): until an "I" comes nothing of Improv is loaded and a
+    lone 0x03 is Ctrl-C; the first frame loads the framing and the RPC core, which answer it (its
+    first byte included) and provision, and stay loaded for the rest of setup mode."""
+    import sys
+
+    from twomes import unload
+
+    loaded = []
+
+    class _Watch(_Reader):
+        async def read(self, n):
+            loaded.append("twomes.ap.improv_serial" in sys.modules)
+            return await super().read(n)
+
+    async def main():
+        board, ident, cfg, ctl = pf.make()
+        unload("ap.improv_serial", "ap.improv")  # as when setup mode starts
+        ctl.app.board = con = _Console(board)
+        await ctl.console(_Watch([b"boot text\n", b"\x03"]))
+        assert ctl.interrupted and con.intr == [-1, 3]
+        assert True not in loaded and "twomes.ap.improv_serial" not in sys.modules
+        ctl.interrupted = False
+        del loaded[:]
+        con.intr = []
+        w = _wifi_rpc("home", "secret-pass")
+        await ctl.console(_Watch([b"text\n", REQ_STATE[:1], 0.05, REQ_STATE[1:], w, 0.5, b"\x03"]))
+        got = _frames(con.written)
+        assert got[0] == (T_STATE, bytes([READY]))  # the frame whose "I" loaded it is answered
+        assert got[1:3] == [(T_ERROR, b"\x00"), (T_STATE, bytes([PROVISIONING]))]
+        assert got[3] == (T_STATE, bytes([PROVISIONED])) and got[4][0] == T_RESULT
+        assert ctl.saved == ("home", "secret-pass") and ctl.wifi_result == wifi.JOINED
+        assert ctl.interrupted and con.intr == [-1, -1, 3]
+        assert loaded[0] is False and loaded[-1] is True  # loaded at the frame, kept
+
+    support.run(main())
+
+
 def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
     """The running app's console (twomes.ap.improv_run): provisioned with the URL; Improv's modules are
     loaded when a frame starts and unloaded after the quiet time; 0x03 inside frames is data, a lone

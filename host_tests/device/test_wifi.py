@@ -82,3 +82,32 @@ def test_shown_text_does_not_intern_its_characters():
     assert creds.shown("a\\b\x1b[31m\n\u00e9\u07ff\u0800\U0001f600 ~") == (
         "a\\x5cb\\x1b[31m\\x0a\\xe9\\u07ff\\u0800\\u1f600 ~"
     )
+
+
+def test_text_from_outside_is_shown_escaped_and_never_interned():
+    """shown() (console lines about a client's or the air's text), printable() (a server's text) and the
+    hex rule look at UTF-8 bytes: on MicroPython, iterating a str interns every character it hands out
+    as a qstr, for good, so a client sending new characters with each request would grow the heap."""
+    import gc
+    import sys
+
+    from twomes.log import printable
+
+    assert creds.shown("Caf\u00e9 \u2615\\\x1b[1m\U0001f600 ok") == "Caf\\xe9 \\u2615\\x5c\\x1b[1m\\u1f600 ok"
+    assert creds.shown("") == "" and creds.shown("plain text") == "plain text"
+    assert printable("ok\x1b[31m\x85red\u00e9\u2615\x7f") == "ok?[31m?red\u00e9\u2615?"
+    assert printable("x" * 70, 8) == "xxxxxxxx..."
+    assert creds.check("home", "0123456789abcdefABCDEF" * 2 + "0" * 20) is None  # 64 hex digits
+    assert "64 hex digits" in creds.check("home", "\u4e00" + "a" * 61)  # 64 bytes, not hex
+    # 400 characters nobody sent before (made from bytes: chr() itself interns what it returns)
+    texts = [bytes([0xE5, 0x80 + (i >> 6), 0x80 + (i & 63)]).decode() for i in range(400)]
+    gc.collect()
+    before = gc.mem_alloc() if sys.implementation.name == "micropython" else 0
+    for t in texts:
+        creds.shown(t + "!")
+        printable(t + "?")
+        creds.check("home", t * 21 + "a")  # 64 bytes: the hex rule looks at it
+    gc.collect()
+    if sys.implementation.name == "micropython":
+        # interned, they would hold 400 qstrs (a pool entry each, and a new pool of 640 entries)
+        assert gc.mem_alloc() - before < 1024, gc.mem_alloc() - before

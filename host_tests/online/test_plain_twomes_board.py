@@ -59,3 +59,49 @@ def test_a_plain_twomes_server(tmp_path: Path) -> None:
         out = "\n".join(b.lines)
         assert "confirmed to the server" not in out and "HTTP 400" not in out
         assert "state: running" in out
+
+
+def test_wifi_gone_restarts_and_opens_setup_mode_from_a_clean_heap(tmp_path: Path) -> None:
+    """Running, then the network disappears for good (three rejoins fail): the app restarts (a good boot)
+    instead of opening setup mode in the boot that ran the online phase - that phase's names stay in
+    the heap's qstr pool and setup mode on top of them would pass its next doubling (docs/heap.md). The
+    next boot tries the saved network and opens the portal; when the network is back it is joined."""
+    with ReferenceServer(
+        tmp_path / "server", plain_twomes=True, device_types=["Plain-Test=heartbeat"], access_log=False
+    ) as srv:
+        b = VirtualBoard(
+            tmp_path / "board",
+            air=[NET],
+            config={
+                "server_url": srv.url,
+                "device_type": "Plain-Test",
+                "retry_base_s": 1,
+                "retry_max_s": 2,
+                "heartbeat_s": 5,
+                "portal_retry_s": 5,
+            },
+        )
+        b.install_app()
+        creds = json.dumps([NET["ssid"], NET["password"]]).encode().hex()
+        (b.state / "nvs.json").write_text(json.dumps({"twomes": {"wifi": ["blob", creds]}}))
+        try:
+            b.start()
+            b.wait_for(r'^\{"name":', 30)
+            line = b.lines[b.last_index]
+            srv.client.register_device(line)
+            srv.client.attach_twomes(json.loads(line)["activation_token"])
+            b.wait_for(r"state: running", 60)
+            boots = b.boots
+            mark = b.mark()
+            b.set_air([])  # the router is gone
+            b.wait_for(r"state: offline - Wi-Fi gone", 60, start=mark)
+            b.wait_for(r"online: Wi-Fi gone: restarting to try it again from a clean heap", 10, start=mark)
+            b.wait_for(r"state: portal", 60, start=b.last_index)
+            assert b.boots == boots + 1  # setup mode in a boot of its own
+            mark = b.mark()
+            b.set_air([NET])  # back: the portal's retry joins it, and the app restarts to go online
+            b.wait_for(r"state: running", 60, start=mark)
+        finally:
+            b.stop()
+        out = "\n".join(b.lines)
+        assert "Traceback" not in out and "unexpected error" not in out, out[-3000:]

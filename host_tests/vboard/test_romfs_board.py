@@ -5,7 +5,9 @@ build: vfs.rom_ioctl, the partition as a buffer, /rom and /rom/lib on sys.path."
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
 from pathlib import Path
 
 import romfsutil  # host_tests/device: ROMFS images on both runtimes
@@ -96,3 +98,50 @@ def test_slot_b_written_through_the_partition_mounts_like_on_the_chip(tmp_path: 
     # the 512 KB partition and the modules' code are not in the heap: what importing from slot B kept
     # is the modules' objects (functions, dicts), a few hundred bytes
     assert int(m.group(3)) == 0x80000 and int(m.group(2)) < 2000, m.group(0)
+
+
+# main.py with the qstr pool printed after every state change (micropython.qstr_info(): n_pool pools,
+# n_qstr names), then the app as main.py starts it
+QSTR_MAIN = """
+import micropython
+import twomes.app
+
+_set = twomes.app.App.set_state
+
+
+def _state(self, state, message=""):
+    _set(self, state, message)
+    micropython.qstr_info()
+
+
+twomes.app.App.set_state = _state
+twomes.app.main()
+"""
+
+
+def test_setup_mode_stays_within_five_qstr_pools(tmp_path: Path) -> None:
+    """Every name a module holds is interned for good when it is imported (ROMFS keeps the text in
+    flash, the pool entry is heap). The dynamic pools double: 20, 40, ... 320 entries (620 names), and
+    the 621st name allocates a pool of 640 entries at once, 7.4 KB on the 64-bit unix port. Setup mode
+    (portal, API, DNS, a credential test; Improv not used) stays below it, with room for the names a
+    request or Improv adds (docs/heap.md, "The qstr pool")."""
+    home = {"ssid": "home", "password": "correct horse", "rssi": -50}
+    b = VirtualBoard(tmp_path / "b", air=[home], config=CFG)
+    b.install_app()
+    (b.fs / "main.py").write_text(QSTR_MAIN)
+    with b:
+        b.start()
+        b.wait_for(r"state: portal", 20)
+        for path in ("/", "/api/networks", "/api/status", "/generate_204"):  # (a probe: redirected)
+            assert urllib.request.urlopen(b.portal_url + path, timeout=10).status == 200
+        body = json.dumps({"ssid": "home", "password": "correct horse"}).encode()
+        req = urllib.request.Request(b.portal_url + "/api/wifi", body, {"Content-Type": "application/json"})
+        assert urllib.request.urlopen(req, timeout=10).status == 202
+        start = b.wait_for(r"state: joining - testing", 20)
+        b.wait_for(r"^qstr pool", 10, start=b.last_index)
+        line = b.lines[b.last_index]
+    m = re.search(r"n_pool=(\d+), n_qstr=(\d+)", line)
+    assert m, line
+    pools, names = int(m.group(1)), int(m.group(2))
+    print(f"\nsetup mode, credential test: {names} names in {pools} qstr pools")
+    assert pools == 5 and names <= 600, (pools, names, start.group(0))

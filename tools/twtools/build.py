@@ -96,14 +96,17 @@ def compile_tree(out: Path, version: str | None = None, src: Path = DEVICE_DIR) 
             if not _VERSION_RE.search(text):
                 raise RuntimeError("twomes/__init__.py has no VERSION line to stamp")
             text = _VERSION_RE.sub(f'VERSION = "{version}"', text)
-        key = hashlib.sha256(rel.as_posix().encode() + b"\0" + text.encode()).hexdigest()[:32]
+        # the source name a traceback shows: the module's dotted name, the same string as its __name__,
+        # so the board interns one qstr for both (docs/heap.md: every distinct name costs heap for good)
+        source = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+        key = hashlib.sha256(source.encode() + b"\0" + text.encode()).hexdigest()[:32]
         cached = cache / f"{key}.mpy"
         if not cached.exists():
             tmp_src = cache / f"{key}.src" / rel
             tmp_src.parent.mkdir(parents=True, exist_ok=True)
             tmp_src.write_text(text)
             subprocess.run(
-                [mpy_cross, "-s", rel.as_posix(), "-o", str(cached) + ".tmp", str(tmp_src)],
+                [mpy_cross, "-s", source, "-o", str(cached) + ".tmp", str(tmp_src)],
                 check=True,
             )
             Path(str(cached) + ".tmp").rename(cached)

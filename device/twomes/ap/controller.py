@@ -13,7 +13,7 @@ import asyncio
 from micropython import const
 
 from twomes import VERSION, wifi
-from twomes.ap import creds, dns, improv_serial
+from twomes.ap import creds, dns
 from twomes.ap.creds import shown
 from twomes.ap.portal import Portal
 from twomes.log import log
@@ -169,18 +169,47 @@ class Controller:
             self.result = (ssid, code, wifi.REASONS.get(code, code))
         return code
 
+    async def console(self, reader=None):
+        """The serial console in setup mode, until cancelled, a lone Ctrl-C (then self.interrupted is
+        set) or the console closes. Improv's framing and RPC core (twomes.ap.improv_serial and
+        twomes.ap.improv) are loaded when the first byte of its magic ("I") comes, and stay for the rest
+        of setup mode: a setup that never sees Improv never holds its code, names or buffers. Until
+        then a lone 0x03 is Ctrl-C and other bytes are nothing (as improv_serial.Serial judges them
+        outside a frame). `reader` replaces the console stream in tests."""
+        app = self.app
+        b = app.board
+        b.kbd_intr(-1)  # 0x03 is data from here on (improv_serial.console: the same)
+        first = None
+        try:
+            if reader is None:
+                reader = asyncio.StreamReader(b.console_in())
+            while first is None:
+                data = await reader.read(1)
+                if not data:
+                    return  # console closed (host tests)
+                if data[0] == 3:
+                    self.interrupted = True
+                    return
+                if data[0] == 73:  # "I"
+                    first = data
+        finally:
+            if first is None:
+                b.kbd_intr(3)
+                log("improv", "console listener ended")
+        from twomes.ap import improv_serial
+
+        await improv_serial.console(b, self, app.ident, VERSION, reader, first)
+
     # ---- the phase ---------------------------------------------------------------------------------
     def _tasks(self, portal):
-        """Setup mode's tasks (web server, DNS, Improv on the console), each supervised (the seam the
+        """Setup mode's tasks (web server, DNS, the console where Improv may come), each supervised (the seam the
         host tests replace: no console, no DNS socket). Their pauses are asyncio.sleep: the app's
         sleep_s would end a task with Restart that nobody awaits yet (a console message)."""
         app = self.app
         return [
             asyncio.create_task(supervise("portal", portal.serve)),
             asyncio.create_task(supervise("dns", dns.serve, portal.ip, app.cfg.dns_port or 53)),
-            asyncio.create_task(
-                supervise("improv", improv_serial.console, app.board, self, app.ident, VERSION)
-            ),
+            asyncio.create_task(supervise("improv", self.console)),
         ]
 
     async def run(self, saved):

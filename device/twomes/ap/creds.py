@@ -65,34 +65,47 @@ def check(ssid, password, name=None):
     return None
 
 
+# Text from outside is looked at as its UTF-8 bytes, never character by character: MicroPython interns
+# every character a str hands out (iteration, s[i]) as a qstr, for good, so a client sending new
+# characters would grow the heap with each request (docs/heap.md).
+
+
 def _is_hex(text):
-    for ch in text:
-        if ch not in "0123456789abcdefABCDEF":
+    for c in text.encode("utf-8", "surrogatepass"):
+        if not (48 <= c <= 57 or 65 <= c <= 70 or 97 <= c <= 102):  # 0-9 A-F a-f
             return False
     return True
 
 
 def shown(s):
     """`s` (text a client or the air sent) as it may go on the console: printable ASCII as it is, a
-    backslash and anything else as a \\x/\\u escape. No forged log line, no terminal escape sequence."""
-    out = []
-    b = s.encode()  # (walking the text itself would intern each new character for good: heap)
+    backslash and anything else as a \\x/\\u escape (its code point). No forged log line, no terminal
+    escape sequence."""
+    b = s.encode("utf-8", "surrogatepass")  # (CPython: a lone surrogate is escaped too)
+    out = bytearray()
+    n = len(b)
     i = 0
-    while i < len(b):
+    while i < n:
         o = b[i]
-        k = 1 if o < 0x80 else 2 if o < 0xE0 else 3 if o < 0xF0 else 4
-        if k > 1:
-            o &= 0x7F >> k
-            for j in range(i + 1, i + k):
-                o = o << 6 | b[j] & 0x3F
-        i += k
+        i += 1
+        k = 0  # continuation bytes of this character (a stray one is shown as the byte it is)
+        if o >= 0xF0:
+            k, o = 3, o & 0x07
+        elif o >= 0xE0:
+            k, o = 2, o & 0x0F
+        elif o >= 0xC0:
+            k, o = 1, o & 0x1F
+        while k and i < n:
+            o = o << 6 | b[i] & 0x3F
+            i += 1
+            k -= 1
         if 0x20 <= o < 0x7F and o != 0x5C:
-            out.append(chr(o))
+            out.append(o)
         elif o < 0x100:
-            out.append("\\x%02x" % o)
+            out.extend(b"\\x%02x" % o)
         else:
-            out.append("\\u%04x" % o)
-    return "".join(out)
+            out.extend(b"\\u%04x" % o)
+    return out.decode()
 
 
 def scan(board):

@@ -5,7 +5,7 @@
 #
 # Two uses: setup mode (`ctl` is the setup controller: scans, credential tests) and the running app
 # (running(url) called: the device is provisioned). While running it answers "get state" with
-# PROVISIONED and the device's URL and "get device info" as in setup mode, lists no networks (a scan
+# _PROVISIONED and the device's URL and "get device info" as in setup mode, lists no networks (a scan
 # would disturb the station's link) and refuses Wi-Fi settings with "unknown RPC command" (not
 # available in this state): a device in the field changes networks only through setup mode, after a
 # long button press (docs/setup-mode.md, "Improv"). ESPHome re-provisions here instead.
@@ -17,25 +17,26 @@ from twomes import wifi
 from twomes.ap.creds import shown
 from twomes.log import log
 
-# reply kinds (= the serial packet types)
-STATE = const(0x01)
+# reply kinds (= the serial packet types). Private (_NAME) but for the two the framing sends itself:
+# a public const is a global, one more name in the heap for good when Improv is used
+_STATE = const(0x01)
 ERROR = const(0x02)
-RESULT = const(0x04)
+_RESULT = const(0x04)
 # states
-READY = const(0x02)
-PROVISIONING = const(0x03)
-PROVISIONED = const(0x04)
+_READY = const(0x02)
+_PROVISIONING = const(0x03)
+_PROVISIONED = const(0x04)
 # errors
-E_NONE = const(0x00)
+_E_NONE = const(0x00)
 E_INVALID = const(0x01)
-E_UNKNOWN_RPC = const(0x02)
-E_CONNECT = const(0x03)
-E_UNKNOWN = const(0xFF)
+_E_UNKNOWN_RPC = const(0x02)
+_E_CONNECT = const(0x03)
+_E_UNKNOWN = const(0xFF)
 # RPC commands
-C_WIFI = const(0x01)
-C_STATE = const(0x02)
-C_INFO = const(0x03)
-C_SCAN = const(0x04)
+_C_WIFI = const(0x01)
+_C_STATE = const(0x02)
+_C_INFO = const(0x03)
+_C_SCAN = const(0x04)
 
 
 def strings(cmd, items):
@@ -68,19 +69,19 @@ def chip_family(machine=None):
 
 class Improv:
     def __init__(self, ctl, ident, version, send):
-        """`send(kind, data)`: one reply (STATE, ERROR or RESULT with its data bytes) to the client."""
+        """`send(kind, data)`: one reply (_STATE, ERROR or _RESULT with its data bytes) to the client."""
         self.ctl = ctl
         self.ident = ident
         self.version = version
         self.send = send
-        self.state = READY
+        self.state = _READY
         self.urls = ()  # redirect URL(s) reported once provisioned (none: the device has no local page)
         self.fixed = False  # the app runs: Wi-Fi settings are not taken (running())
 
     def running(self, url):
         """The app runs (provisioned): answer with `url` (the device's page), refuse Wi-Fi settings."""
         self.fixed = True
-        self.state = PROVISIONED
+        self.state = _PROVISIONED
         self.urls = (url,)
 
     def rpc(self, data):
@@ -90,7 +91,7 @@ class Improv:
             self.send(ERROR, bytes([E_INVALID]))
             return None
         cmd = data[0]
-        if cmd == C_WIFI:
+        if cmd == _C_WIFI:
             p = data[2:]
             try:
                 ls = p[0]
@@ -103,28 +104,28 @@ class Improv:
                 return None
             if self.fixed:  # running: Wi-Fi changes go through setup mode (see the top)
                 log("improv", "Wi-Fi settings refused while running: hold the button to set up Wi-Fi")
-                self.send(ERROR, bytes([E_UNKNOWN_RPC]))
+                self.send(ERROR, bytes([_E_UNKNOWN_RPC]))
                 return None
-            if self.state == PROVISIONING:  # one attempt at a time
-                self.send(STATE, bytes([PROVISIONING]))
+            if self.state == _PROVISIONING:  # one attempt at a time
+                self.send(_STATE, bytes([_PROVISIONING]))
                 return None
-            self.state = PROVISIONING
-            self.send(ERROR, bytes([E_NONE]))
-            self.send(STATE, bytes([PROVISIONING]))
+            self.state = _PROVISIONING
+            self.send(ERROR, bytes([_E_NONE]))
+            self.send(_STATE, bytes([_PROVISIONING]))
             return creds
-        if cmd == C_STATE:
-            self.send(STATE, bytes([self.state]))
-            if self.state == PROVISIONED:
-                self.send(RESULT, strings(C_STATE, self.urls))
-        elif cmd == C_INFO:
-            self.send(RESULT, strings(C_INFO, ("twomes", self.version, chip_family(), self.ident.name)))
-        elif cmd == C_SCAN:
+        if cmd == _C_STATE:
+            self.send(_STATE, bytes([self.state]))
+            if self.state == _PROVISIONED:
+                self.send(_RESULT, strings(_C_STATE, self.urls))
+        elif cmd == _C_INFO:
+            self.send(_RESULT, strings(_C_INFO, ("twomes", self.version, chip_family(), self.ident.name)))
+        elif cmd == _C_SCAN:
             nets = () if self.fixed else self.ctl.nets
             for ssid, rssi, secured in nets:  # one result per network, as they go
-                self.send(RESULT, strings(C_SCAN, (ssid, str(rssi), "YES" if secured else "NO")))
-            self.send(RESULT, strings(C_SCAN, ()))
+                self.send(_RESULT, strings(_C_SCAN, (ssid, str(rssi), "YES" if secured else "NO")))
+            self.send(_RESULT, strings(_C_SCAN, ()))
         else:
-            self.send(ERROR, bytes([E_UNKNOWN_RPC]))
+            self.send(ERROR, bytes([_E_UNKNOWN_RPC]))
         return None
 
     async def provision(self, ssid, password):
@@ -141,11 +142,11 @@ class Improv:
             log("improv", "provisioning failed: %s" % type(e).__name__)
         finally:
             password = None
-            self.state = PROVISIONED if code == wifi.JOINED else READY  # never left "provisioning"
+            self.state = _PROVISIONED if code == wifi.JOINED else _READY  # never left "provisioning"
         if code == wifi.JOINED:
-            self.send(STATE, bytes([PROVISIONED]))
-            self.send(RESULT, strings(C_WIFI, self.urls))
+            self.send(_STATE, bytes([_PROVISIONED]))
+            self.send(_RESULT, strings(_C_WIFI, self.urls))
             return
         log("improv", "could not join %s: %s" % (shown(ssid), bad or wifi.REASONS.get(code, "error")))
-        self.send(ERROR, bytes([E_CONNECT]))
-        self.send(STATE, bytes([READY]))
+        self.send(ERROR, bytes([_E_CONNECT]))
+        self.send(_STATE, bytes([_READY]))

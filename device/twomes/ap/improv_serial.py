@@ -122,13 +122,16 @@ class Serial:
                 self.pending = creds
 
 
-async def console(board, ctl, ident, version, reader=None):
+async def console(board, ctl, ident, version, reader=None, first=None):
     """Listen for Improv on the serial console until cancelled, the console closes (host tests) or a
     lone Ctrl-C comes (then ctl.interrupted is set). `reader` (anything with `async read(n)`) replaces
-    the console stream in tests. A task the controller supervises."""
+    the console stream in tests; `first`: bytes already read from it (the controller's console, which
+    loads this module when the start of a frame comes). Run by the setup controller's console task."""
     board.kbd_intr(-1)  # 0x03 is data here, not Ctrl-C
     job = None
     ser = Serial(ctl, ident, version, board.console_write)
+    if first:
+        ser.feed(first)
     try:
         if reader is None:
             reader = asyncio.StreamReader(board.console_in())

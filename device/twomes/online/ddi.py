@@ -88,8 +88,8 @@ def _href(links, names, what):
 def _hex(v, n):
     if not isinstance(v, str) or len(v) != n:
         return None
-    for ch in v:
-        if ch not in "0123456789abcdef":
+    for c in v.encode():  # (bytes: iterating a str interns every character it hands out)
+        if not (48 <= c <= 57 or 97 <= c <= 102):  # 0-9 a-f
             return None
     return v
 

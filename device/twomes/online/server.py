@@ -228,7 +228,7 @@ class Server:
 
 
 def _is_token(text):
-    for ch in text:
-        if not "!" <= ch <= "~":  # printable ASCII, no space: it goes into a header line
+    for c in text.encode():  # (bytes: iterating a str interns every character it hands out)
+        if not 33 <= c <= 126:  # printable ASCII, no space: it goes into a header line
             return False
     return True

@@ -35,8 +35,8 @@ def valid(rel):
 def _plain(text):
     """Printable ASCII without spaces: a version or a URL never carries anything that could split a
     request line or forge a console line."""
-    for ch in text:
-        if not "!" <= ch <= "~":
+    for c in text.encode():  # (bytes: iterating a str interns every character it hands out)
+        if not 33 <= c <= 126:  # "!".."~"
             return False
     return True
 

@@ -30,8 +30,8 @@ def _hex(text, n):
     """bytes of a hex string of exactly n lower-case digits, or None."""
     if not isinstance(text, str) or len(text) != n:
         return None
-    for ch in text:
-        if not ("0" <= ch <= "9" or "a" <= ch <= "f"):
+    for c in text.encode():  # bytes: iterating a str interns every character it hands out (heap.md)
+        if not (48 <= c <= 57 or 97 <= c <= 102):  # 0-9 a-f
             return None
     from binascii import unhexlify
 
@@ -42,18 +42,22 @@ def _chars(s, n, lo):
     """s is a str of 1..n characters from lo to "~" (printable ASCII; lo "!" also excludes spaces)."""
     if not isinstance(s, str) or not 0 < len(s) <= n:
         return False
-    for ch in s:
-        if not lo <= ch <= "~":
+    lo = ord(lo)
+    for c in s.encode():  # (bytes, as in _hex)
+        if not lo <= c <= 126:  # "~"
             return False
     return True
 
 
 def version_ok(v):
     """A release version: 1..64 of [0-9A-Za-z._+-], starting with a letter or digit."""
-    if not _chars(v, 64, "!") or v[0] in "._+-":
+    if not _chars(v, 64, "!"):
         return False
-    for ch in v:
-        if not (ch.isalpha() or ch.isdigit() or ch in "._+-"):
+    b = v.encode()  # (bytes, as in _hex)
+    if b[0] in b"._+-":
+        return False
+    for c in b:
+        if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in b"._+-"):
             return False
     return True
 
