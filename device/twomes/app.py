@@ -23,7 +23,7 @@ from micropython import const
 
 from twomes import VERSION, hw, store, unload, wifi
 from twomes.errors import Restart
-from twomes.log import log
+from twomes.log import log, printable
 
 # Every state: (LED pattern as on/off ms, None = solid on; the part of the firmware that sets it).
 # Plain strings: they are what the console, the portal API and the button report.
@@ -116,11 +116,12 @@ class App:
         raise Restart()
 
     async def join(self, creds):
-        self.set_state("joining", "joining %s" % creds[0])
+        name = printable(creds[0])  # (the SSID came from a phone: no forged console line)
+        self.set_state("joining", "joining %s" % name)
         self.wifi_ssid = creds[0]
         result = await wifi.join(self.board, creds[0], creds[1], self.cfg.wifi_timeout_s * 1000)
         self.wifi_result = result
-        log("wifi", "%s: %s" % (creds[0], wifi.REASONS[result]))
+        log("wifi", "%s: %s" % (name, wifi.REASONS[result]))
         return result
 
     # ---- the watch loop: LED, button, time up ---------------------------------------------------

@@ -191,3 +191,35 @@ def test_setup_mode_and_the_online_phase_never_share_a_boot():
     support.run(direct.flow())
     assert direct.phases == ["online"] and direct._stop and direct._crash is None  # no setup after it
     assert [ln for ln in support.logged() if "Wi-Fi gone: restarting" in ln]
+
+
+def test_joining_shows_the_ssid_without_its_control_characters():
+    """The SSID came from a phone: a newline or an escape sequence in it cannot forge a console line."""
+
+    class Net:
+        STAT_GOT_IP = 3
+        STAT_WRONG_PASSWORD = 202
+        STAT_NO_AP_FOUND = 201
+
+    class Sta:
+        def active(self, on):
+            pass
+
+        def disconnect(self):
+            pass
+
+        def connect(self, ssid, password):
+            pass
+
+        def status(self):
+            return Net.STAT_NO_AP_FOUND
+
+    app, b = _app()
+    b.network, b.sta = Net, Sta()
+    forged = "home\n[   1.000] firmware: running 9.9.9, confirmed\x1b[2J"
+    assert support.run(app.join((forged, "pw"))) == wifi.NOT_FOUND
+    said = "\n".join(support.logged())
+    assert "\x1b" not in said and "\n[   1.000] firmware" not in said
+    assert "joining home?[   1.000] firmware: running 9.9.9, confirmed?[2J" in said
+    assert "wifi: home?[   1.000] firmware: running 9.9.9, confirmed?[2J: " in said
+    assert app.wifi_ssid == forged  # what the status page shows (JSON-escaped there) is the SSID itself
