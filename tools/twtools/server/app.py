@@ -623,6 +623,12 @@ async def _store_measurements(
         if invalid:
             names = "{" + ", ".join(repr(n) for n in sorted(invalid)) + "}"
             raise HTTPException(status_code=400, detail=f"Invalid property name(s): {names}")
+        # The upload row and its measurements in a savepoint: a repeat (nothing new at all) is undone
+        # by rolling back to it. Not by a DELETE of the upload row: with foreign keys on, SQLite then
+        # looks for measurements of that upload, and nothing indexes measurement.upload_id (another
+        # index would cost every upload), so each repeat read the whole table (3 ms at 80,000
+        # measurements, on the event loop).
+        conn.execute("SAVEPOINT upload")
         cur = conn.execute(
             "INSERT INTO upload (device_id, server_time, device_time, size) VALUES (?, ?, ?, ?)",
             (device.id, now, upload_time, size),
@@ -640,9 +646,10 @@ async def _store_measurements(
         )
         stored = conn.total_changes - before
         if stored == 0:
-            conn.execute("DELETE FROM upload WHERE id = ?", (upload_id,))  # a repeat: nothing new at all
+            conn.execute("ROLLBACK TO upload")  # a repeat: no upload row
         elif stored != size:
             conn.execute("UPDATE upload SET size = ? WHERE id = ?", (stored, upload_id))
+        conn.execute("RELEASE upload")
         return stored
 
     stored = await database.transact(store)
