@@ -107,3 +107,30 @@ def test_the_old_way_would_read_the_table(stored: tuple[dbm.Database, appm.Authe
     finally:
         conn.set_progress_handler(None, 0)
         conn.close()
+
+
+def test_a_request_alone_commits_at_once_in_the_app(tmp_path: Path) -> None:
+    """In the app as uvicorn runs it (lifespan started): an upload alone in the server is committed
+    at once, not queued for a group commit (the lifespan call is not a request in flight)."""
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+    from server_helpers import Twomes
+
+    app = appm.create_app(tmp_path / "t.sqlite3", tmp_path / "files")
+    database: dbm.Database = app.state.db
+    with TestClient(app) as http:
+        tw = Twomes(SimpleNamespace(admin_token=app.state.initial_admin_token), http)  # type: ignore[arg-type]
+        dev = tw.provision()
+        assert database.requests_in_flight == 0
+        body = {
+            "upload_time": T0,
+            "property_measurements": [{"property_name": "heartbeat", "measurements": []}],
+        }
+        body["property_measurements"][0]["measurements"] = [
+            {"timestamp": T0 - k, "value": "1"} for k in range(3)
+        ]
+        for _ in range(2):  # new, then a repeat
+            r = http.post("/device/measurements/variable-interval", json=body, headers=dev.headers)
+            assert (r.status_code, r.json()["size"]) == (200, 3)
+        assert database.group_commits == 0

@@ -252,13 +252,17 @@ def _json_error(status: int, detail: str, headers: dict[str, str] | None = None)
 
 class InFlightMiddleware:
     """Counts the HTTP requests being handled (``Database.requests_in_flight``): a request alone in
-    the server commits its write at once, concurrent ones share a group commit."""
+    the server commits its write at once, concurrent ones share a group commit. Only HTTP requests:
+    the lifespan call lasts as long as the server (counted, it made every request look concurrent)."""
 
     def __init__(self, app: ASGIApp, database: dbm.Database) -> None:
         self.app = app
         self.database = database
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         database = self.database
         database.requests_in_flight += 1
         try:
