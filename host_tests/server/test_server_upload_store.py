@@ -109,9 +109,9 @@ def test_the_old_way_would_read_the_table(stored: tuple[dbm.Database, appm.Authe
         conn.close()
 
 
-def test_a_request_alone_commits_at_once_in_the_app(tmp_path: Path) -> None:
-    """In the app as uvicorn runs it (lifespan started): an upload alone in the server is committed
-    at once, not queued for a group commit (the lifespan call is not a request in flight)."""
+def test_uploads_in_the_app_are_group_committed(tmp_path: Path) -> None:
+    """In the app as uvicorn runs it (lifespan started): each upload is a unit of a group commit
+    (alone: a group of one), new or repeated."""
     from types import SimpleNamespace
 
     from fastapi.testclient import TestClient
@@ -122,15 +122,14 @@ def test_a_request_alone_commits_at_once_in_the_app(tmp_path: Path) -> None:
     with TestClient(app) as http:
         tw = Twomes(SimpleNamespace(admin_token=app.state.initial_admin_token), http)  # type: ignore[arg-type]
         dev = tw.provision()
-        assert database.requests_in_flight == 0
+        before = (database.group_commits, database.grouped_units)
+        values = [{"timestamp": T0 - k, "value": "1"} for k in range(3)]
         body = {
             "upload_time": T0,
-            "property_measurements": [{"property_name": "heartbeat", "measurements": []}],
+            "property_measurements": [{"property_name": "heartbeat", "measurements": values}],
         }
-        body["property_measurements"][0]["measurements"] = [
-            {"timestamp": T0 - k, "value": "1"} for k in range(3)
-        ]
         for _ in range(2):  # new, then a repeat
             r = http.post("/device/measurements/variable-interval", json=body, headers=dev.headers)
             assert (r.status_code, r.json()["size"]) == (200, 3)
-        assert database.group_commits == 0
+        assert (database.group_commits - before[0], database.grouped_units - before[1]) == (2, 2)
+    assert _uploads(database) == [(1, 3)]  # the repeat left no upload row

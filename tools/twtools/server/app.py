@@ -250,27 +250,6 @@ def _json_error(status: int, detail: str, headers: dict[str, str] | None = None)
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-class InFlightMiddleware:
-    """Counts the HTTP requests being handled (``Database.requests_in_flight``): a request alone in
-    the server commits its write at once, concurrent ones share a group commit. Only HTTP requests:
-    the lifespan call lasts as long as the server (counted, it made every request look concurrent)."""
-
-    def __init__(self, app: ASGIApp, database: dbm.Database) -> None:
-        self.app = app
-        self.database = database
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        database = self.database
-        database.requests_in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            database.requests_in_flight -= 1
-
-
 class TwomesApp(FastAPI):
     """FastAPI with the firmware-API marker outside everything (so even a 500 carries it)."""
 
@@ -280,7 +259,7 @@ class TwomesApp(FastAPI):
         stack = super().build_middleware_stack()
         if self.firmware_api:
             stack = FirmwareApiHeaderMiddleware(stack)
-        return InFlightMiddleware(stack, self.state.db)
+        return stack
 
 
 # ---------------------------------------------------------------------------------------------- auth
