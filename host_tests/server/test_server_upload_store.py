@@ -109,6 +109,8 @@ def test_the_old_way_would_read_the_table(stored: tuple[dbm.Database, appm.Authe
         conn.close()
 
 
+# Starlette's test client over httpx is deprecated in favour of httpx2 (not a dependency here).
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_uploads_in_the_app_are_group_committed(tmp_path: Path) -> None:
     """In the app as uvicorn runs it (lifespan started): each upload is a unit of a group commit
     (alone: a group of one), new or repeated."""
