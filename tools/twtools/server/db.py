@@ -360,9 +360,10 @@ class Database:
         answered. A request alone in the server is a group of one, two turns later (a few tens of
         microseconds): whether others are coming cannot be told sooner - the requests whose data came
         in the same turn are only started in the next one, one after the other, and a count of the
-        requests in flight saw each of them alone and made each wait for its own fsync. The work runs on the event loop
-        (short statements on its own connection: no hand-off to a thread, which cost more CPU than it
-        saved on this server's 2 cores; the loop waits for the fsync, once per group).
+        requests in flight saw each of them alone and made each wait for its own fsync. The work runs
+        on the event loop (short statements on its own connection: no hand-off to a thread, which
+        cost more CPU than it saved on this server's 2 cores; the loop waits for the fsync, once per
+        group).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
