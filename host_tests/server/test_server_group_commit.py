@@ -2,7 +2,7 @@
 
 Each request's write is one unit (a savepoint) of a write transaction; the units of the requests that
 reach it in the same turns of the event loop share one commit (one fsync); a unit that fails is rolled
-back alone; nothing is answered before the commit that holds it. A request alone commits at once.
+back alone; nothing is answered before the commit that holds it. A request alone is a group of one.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ def test_concurrent_units_share_a_commit_and_fail_alone(database: dbm.Database) 
     answered: list[bool] = []
 
     async def main() -> list[object]:
-        database.requests_in_flight = 2  # as while several requests are handled
         FUTURES[:] = [
             asyncio.ensure_future(database.transact(_insert(v, fail=v == 3, answered=answered)))
             for v in range(10)
@@ -72,16 +71,15 @@ def test_concurrent_units_share_a_commit_and_fail_alone(database: dbm.Database) 
     assert answered == [False] * 10  # no request answered while the group was being written
 
 
-def test_a_lone_request_commits_at_once(database: dbm.Database) -> None:
+def test_a_lone_unit_is_a_group_of_one(database: dbm.Database) -> None:
     async def main(value: int, fail: bool) -> object:
-        assert database.requests_in_flight == 0
         return await database.transact(_insert(value, fail=fail))
 
     assert asyncio.run(main(1, False)) == 1
     with pytest.raises(ValueError):
         asyncio.run(main(2, True))
-    assert _values(database) == [1]
-    assert database.group_commits == 0
+    assert _values(database) == [1]  # the failed unit rolled back, its group committed (empty)
+    assert (database.group_commits, database.grouped_units) == (2, 2)
 
 
 def test_concurrent_uploads_are_each_stored_once(server: ReferenceServer, tw: Twomes) -> None:

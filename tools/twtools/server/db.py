@@ -282,8 +282,6 @@ class Database:
         self._property_ids: dict[int, dict[str, int]] = {}
         # Units of work waiting for the next group commit (:meth:`transact`).
         self._pending: list[_Job] = []
-        # HTTP requests being handled now (kept by the app: :class:`app.TwomesApp`).
-        self.requests_in_flight = 0
         self.group_commits = 0  # group commits made, and the units in them
         self.grouped_units = 0
 
@@ -359,13 +357,14 @@ class Database:
         every unit the other requests of those turns brought (the requests whose data came in
         together), in one transaction, each in its own savepoint (a unit that raises is rolled back
         alone, the others are kept), with one COMMIT and so one fsync for all; then each request is
-        answered. A request alone in the server commits at once. The work runs on the event loop
-        (short statements on its own connection: no hand-off to a thread, which cost more CPU than it
-        saved on this server's 2 cores; the loop waits for the fsync, once per group).
+        answered. A request alone in the server is a group of one, two turns later (a few tens of
+        microseconds): whether others are coming cannot be told sooner - the requests whose data came
+        in the same turn are only started in the next one, one after the other, and a count of the
+        requests in flight saw each of them alone and made each wait for its own fsync. The work runs
+        on the event loop (short statements on its own connection: no hand-off to a thread, which
+        cost more CPU than it saved on this server's 2 cores; the loop waits for the fsync, once per
+        group).
         """
-        if self.requests_in_flight <= 1 and not self._pending:
-            with self.write() as conn:  # alone: a unit that raises rolls back the whole transaction
-                return work(conn)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((work, future))
