@@ -11,8 +11,13 @@ from pathlib import Path
 from twtools import DEVICE_DIR
 from twtools.build import read_version
 from twtools.powercut import Lab
+from twtools.vboard.runner import MPY_HEAP
 
 BASE = read_version()
+# A board that boots an image runs the image's frozen app, which the virtual board loads from .mpy
+# files into the heap (it cannot freeze into the unix port; on the chip it is in flash): the .mpy
+# mode's heap, not the shipping mode's (docs/heap.md).
+IMAGE_HEAP = MPY_HEAP
 
 
 def _target(lab: Lab, name: str, rel: dict) -> None:
@@ -57,7 +62,7 @@ def test_bundle_on_the_factory_app_does_not_shadow_a_newer_image(lab: Lab) -> No
     rel2 = lab.release("bundle", v2)
     rel3 = lab.release("image", v3, runtime=32 * 1024)
     _target(lab, ident.name, rel2)
-    board = lab.fresh(ident, "layers")
+    board = lab.fresh(ident, "layers", heap=IMAGE_HEAP)
     try:
         board.start()
         board.wait_for(rf"version {v2} confirmed and kept", 30)
@@ -78,7 +83,7 @@ def test_bootloader_without_rollback_is_reported_and_the_image_kept(lab: Lab) ->
     ident = lab.make_identity("24:6F:28:0A:00:03")
     v2 = f"{BASE}-norollback"
     _target(lab, ident.name, lab.release("image", v2, runtime=32 * 1024))
-    board = lab.fresh(ident, "norollback", rollback=False)
+    board = lab.fresh(ident, "norollback", rollback=False, heap=IMAGE_HEAP)
     try:
         board.start()
         board.wait_for(r"bootloader without rollback support: image kept", 30)

@@ -158,7 +158,8 @@ class Lab:
         return src
 
     def board(self, state: Path, mac: str, **kw: Any) -> VirtualBoard:
-        return VirtualBoard(state, mac=mac, config=dict(self.config), heap=self.heap, code=self.code, **kw)
+        kw = {"heap": self.heap, "code": self.code, **kw}
+        return VirtualBoard(state, mac=mac, config=dict(self.config), **kw)
 
     def make_identity(self, mac: str) -> Identity:
         """A board with version 1 installed, Wi-Fi settings in NVS, registered, attached, activated by
