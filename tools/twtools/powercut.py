@@ -359,7 +359,10 @@ def _run_cuts(
                 if not queue:
                     return
                 cut = queue.pop(0)
-            res = lab.cut_run(inst, ident, cut)
+            try:
+                res = lab.cut_run(inst, ident, cut)
+            except Exception as e:  # noqa: BLE001 - the harness's own failure is this cut's failure, not a lost cut
+                res = Result(cut, False, why=f"harness error: {type(e).__name__}: {e}")
             with lock:
                 inst.results.append(res)
                 if not res.ok and not res.missed:
