@@ -31,7 +31,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twtools.build import compile_tree
 from twtools.vboard.runner import micropython_bin
 
 ESP32_HZ = 240e6
@@ -143,28 +142,14 @@ def sample_manifest() -> tuple[str, str, str]:
 
 
 def measure(runs: int, heap: str) -> dict[str, object]:
+    from twtools.bench_http import run_script
+
     text, sig, pub = sample_manifest()
     with tempfile.TemporaryDirectory(prefix="twomes-bench-") as tmp:
-        lib = Path(tmp) / "lib"
-        compile_tree(lib)
         (Path(tmp) / "manifest.json").write_text(text)
-        (Path(tmp) / "bench.py").write_text(_SCRIPT)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
-        env["MICROPYPATH"] = f".frozen:{lib}"
-        proc = subprocess.run(
-            [micropython_bin(), "-X", f"heapsize={heap}", "bench.py", str(runs), "manifest.json", sig, pub],
-            cwd=tmp,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    for line in proc.stdout.splitlines():
-        if line.startswith("@@BENCH "):
-            result: dict[str, object] = json.loads(line[8:])
-            result["manifest_bytes"] = len(text)
-            return result
-    raise RuntimeError(f"the benchmark did not finish (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        result = run_script(Path(tmp), _SCRIPT, heap, [str(runs), "manifest.json", sig, pub], "the benchmark")
+    result["manifest_bytes"] = len(text)
+    return result
 
 
 def _ms(us: float) -> str:

@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 from twtools.build import compile_tree
 from twtools.vboard.runner import micropython_bin
@@ -320,6 +321,29 @@ def _bodies(size: int, small: int) -> dict[str, bytes]:
     return {"blob": pattern * (size // 256), "small": pattern * (small // 256)}
 
 
+def run_script(tmp: Path, script: str, heap: str, args: list[str], what: str) -> dict[str, Any]:
+    """Run ``script`` on the MicroPython unix port in ``tmp`` with the device code compiled to .mpy
+    (``tmp/lib``) and ``-X heapsize=heap``; returns the JSON of its ``@@BENCH`` line."""
+    lib = tmp / "lib"
+    compile_tree(lib)
+    (tmp / "bench.py").write_text(script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
+    env["MICROPYPATH"] = f".frozen:{lib}"
+    proc = subprocess.run(
+        [micropython_bin(), "-X", f"heapsize={heap}", "bench.py", *args],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("@@BENCH "):
+            result: dict[str, Any] = json.loads(line[8:])
+            return result
+    raise RuntimeError(f"{what} did not finish (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+
+
 def measure(
     runs: int, size: int, small: int = 256 * 1024, heap: str = "256K"
 ) -> dict[str, dict[str, object]]:
@@ -327,33 +351,5 @@ def measure(
         tempfile.TemporaryDirectory(prefix="twomes-bench-http-") as tmp,
         BodyServer(_bodies(size, small)) as srv,
     ):
-        lib = Path(tmp) / "lib"
-        compile_tree(lib)
-        (Path(tmp) / "bench.py").write_text(_SCRIPT)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
-        env["MICROPYPATH"] = f".frozen:{lib}"
-        proc = subprocess.run(
-            [
-                micropython_bin(),
-                "-X",
-                f"heapsize={heap}",
-                "bench.py",
-                str(runs),
-                str(srv.port),
-                str(len(srv.files[b"/blob"])),
-                str(len(srv.files[b"/small"])),
-                str(Path(tmp) / "out.bin"),
-            ],
-            cwd=tmp,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    for line in proc.stdout.splitlines():
-        if line.startswith("@@BENCH "):
-            result: dict[str, dict[str, object]] = json.loads(line[8:])
-            return result
-    raise RuntimeError(
-        f"the HTTP benchmark did not finish (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
-    )
+        args = [str(runs), str(srv.port), str(len(srv.files[b"/blob"])), str(len(srv.files[b"/small"]))]
+        return run_script(Path(tmp), _SCRIPT, heap, [*args, str(Path(tmp) / "out.bin")], "the HTTP benchmark")
