@@ -46,6 +46,16 @@ def sample(got):
         gc.collect()
         mid[1] = gc.mem_alloc()
 
+# the blocking clients' streaming loop (the same for both): the socket/stream into the file
+def pump(s, f, got):
+    while True:
+        n = s.readinto(buf)
+        if not n:
+            return got
+        f.write(buf if n == 1024 else mv[:n])
+        got += n
+        sample(got)
+
 def raw(path):
     import socket
     s = socket.socket()
@@ -64,40 +74,23 @@ def raw(path):
         f = open(out, "wb")
         try:
             f.write(mv[i + 4 : have])
-            got = have - i - 4
-            while True:
-                n = s.readinto(buf)
-                if not n:
-                    break
-                f.write(buf if n == 1024 else mv[:n])
-                got += n
-                sample(got)
+            return pump(s, f, have - i - 4)
         finally:
             f.close()
     finally:
         s.close()
-    return got
 
 def req(path):
     import requests
     r = requests.get(url[: url.rfind("/")] + path.decode(), stream=True)
     try:
-        s = r.raw
         f = open(out, "wb")
         try:
-            got = 0
-            while True:
-                n = s.readinto(buf)
-                if not n:
-                    break
-                f.write(buf if n == 1024 else mv[:n])
-                got += n
-                sample(got)
+            return pump(r.raw, f, 0)
         finally:
             f.close()
     finally:
         r.close()
-    return got
 
 async def dev(path):
     from twomes.online import http
