@@ -52,15 +52,16 @@ def tls_context(cadata):
 
 
 # ---- client connections (the HTTP client, twomes/online/http.py) ----------------------------------
-# A connection is its stream: on MicroPython asyncio's Stream over a non-blocking socket (the public
-# way to wait for a socket; the socket is its `.s`), on CPython (the host tests) _host_conn's object.
-# No object of our own per connection on the device and no coroutine per read: read_now() takes what
-# has arrived, wait_read() and write() return asyncio's own awaitables.
+# A connection is (socket, stream): on MicroPython a non-blocking socket and asyncio's Stream over it
+# (the public way to wait for a socket; the socket is kept next to it, not read from the Stream's
+# attributes), on CPython (the host tests) _host_conn's pair. No class of our own per connection on
+# the device and no coroutine per read: read_now() takes what has arrived from the socket, wait_read()
+# and write() return asyncio's own awaitables.
 
 
 def connect(host, port, ctx):
-    """A TCP connection (TLS with `ctx`, verifying the server's name) -> its stream, at once: the TCP
-    connect and the TLS handshake complete in the background, the first write waits for them."""
+    """A TCP connection (TLS with `ctx`, verifying the server's name) -> (socket, stream), at once: the
+    TCP connect and the TLS handshake complete in the background, the first write waits for them."""
     if not MICROPYTHON:
         return _host_conn(host, port, ctx)
     import socket
@@ -78,45 +79,43 @@ def connect(host, port, ctx):
         if ctx is not None:
             s = ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
             s.setblocking(False)
-        return asyncio.StreamReader(s)
+        return s, asyncio.StreamReader(s)
     except BaseException:
         s.close()
         raise
 
 
-def read_now(st, mv):
+def read_now(conn, mv):
     """What the connection already holds, into mv, without waiting or allocating: bytes read, 0 when
     the peer closed, None when nothing is there yet - or when the read failed: the awaited read meets
     the failure again and names it. (No `except ... as e` and no tuple: either would put this frame on
     the heap at every call.)"""
     try:
-        return st.s.readinto(mv)
+        return conn[0].readinto(mv)
     except OSError:
         return None
     except ValueError:  # MicroPython's TLS
         return None
 
 
-def wait_read(st, mv):
+def wait_read(conn, mv):
     """An awaitable: wait until the connection is readable, then read into mv -> bytes read (0: closed),
     or None when nothing could be read after all (TLS: a partial record)."""
-    return st.readinto(mv)
+    return conn[1].readinto(mv)
 
 
-def write(st, data):
+def write(conn, data):
     """Send data (a buffer) -> an awaitable that waits until it is out (asyncio: it yields to the other
     tasks once even then). What is not sent at once is copied: data may change after the call."""
+    st = conn[1]
     st.write(data)
     return st.drain()
 
 
-def close(st):
+def close(conn):
     """Close the connection's socket; never raises."""
     try:
-        if MICROPYTHON:
-            st.s.close()
-        else:
-            st.close()
+        conn[0].close()
     except Exception:  # noqa: BLE001 - closing must never raise
         pass
 
@@ -137,18 +136,12 @@ def put(buf, at, text, i=0, j=-1):
 
 
 def _host_conn(host, port, ctx):
-    """CPython (host tests only): asyncio streams with the device's calls, opened at the first write.
-    (Made here, at the first use: on MicroPython nothing of it is built.)"""
+    """CPython (host tests only): (socket stand-in, asyncio streams) with the device's calls, opened at
+    the first write. (Made here, at the first use: on MicroPython nothing of it is built.)"""
 
-    class NoData:
-        @staticmethod
-        def readinto(mv):
-            return None  # what read_now() asks: nothing without waiting here
-
-    class Conn:
+    class Stream:
         def __init__(self):
             self.r = self.w = None
-            self.s = NoData
 
         def write(self, data):
             self.out = bytes(data)
@@ -165,11 +158,19 @@ def _host_conn(host, port, ctx):
             mv[: len(data)] = data
             return len(data)
 
-        def close(self):
-            if self.w is not None:
-                self.w.close()
+    class Sock:
+        def __init__(self, st):
+            self.st = st
 
-    return Conn()
+        def readinto(self, mv):
+            return None  # what read_now() asks: nothing without waiting here
+
+        def close(self):
+            if self.st.w is not None:
+                self.st.w.close()
+
+    st = Stream()
+    return Sock(st), st
 
 
 def sleep_ms(ms):
