@@ -71,15 +71,23 @@ def test_concurrent_units_share_a_commit_and_fail_alone(database: dbm.Database) 
     assert answered == [False] * 10  # no request answered while the group was being written
 
 
-def test_a_lone_unit_is_a_group_of_one(database: dbm.Database) -> None:
+def test_a_lone_unit_is_a_group_of_one_with_no_savepoint(database: dbm.Database) -> None:
+    statements: list[str] = []
+
     async def main(value: int, fail: bool) -> object:
+        database._worker_conn().set_trace_callback(statements.append)  # the loop thread's connection
         return await database.transact(_insert(value, fail=fail))
 
     assert asyncio.run(main(1, False)) == 1
-    with pytest.raises(ValueError):
+    assert statements == ["BEGIN IMMEDIATE", "INSERT INTO t (v) VALUES (1)", "COMMIT"]
+    statements.clear()
+    with pytest.raises(ValueError, match="unit 2 fails"):
         asyncio.run(main(2, True))
-    assert _values(database) == [1]  # the failed unit rolled back, its group committed (empty)
-    assert (database.group_commits, database.grouped_units) == (2, 2)
+    assert statements == ["BEGIN IMMEDIATE", "INSERT INTO t (v) VALUES (2)", "ROLLBACK"]
+    assert _values(database) == [1]  # the failed unit's transaction rolled back
+    assert (database.group_commits, database.grouped_units) == (1, 1)
+    assert asyncio.run(main(3, False)) == 3  # the connection is still good
+    assert _values(database) == [1, 3]
 
 
 def test_concurrent_uploads_are_each_stored_once(server: ReferenceServer, tw: Twomes) -> None:

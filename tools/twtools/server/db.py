@@ -255,6 +255,12 @@ def token_matches(token: str, stored_hash: str | None) -> bool:
 
 
 T = TypeVar("T")
+
+
+class _Alone(Exception):
+    """The unit of a group of one raised: its transaction is rolled back (its error is in its outcome)."""
+
+
 _Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 MAX_GROUP = 256  # units of work in one group commit at most
 
@@ -358,7 +364,7 @@ class Database:
         together), in one transaction, each in its own savepoint (a unit that raises is rolled back
         alone, the others are kept), with one COMMIT and so one fsync for all; then each request is
         answered. A request alone in the server is a group of one, two turns later (a few tens of
-        microseconds): whether others are coming cannot be told sooner - the requests whose data came
+        microseconds), without a savepoint (its transaction is its unit): whether others are coming cannot be told sooner - the requests whose data came
         in the same turn are only started in the next one, one after the other, and a count of the
         requests in flight saw each of them alone and made each wait for its own fsync. The work runs
         on the event loop (short statements on its own connection: no hand-off to a thread, which
@@ -379,19 +385,29 @@ class Database:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             with self.write() as conn:
-                for work, future in jobs:
-                    conn.execute("SAVEPOINT unit")
+                if len(jobs) == 1:  # alone: the transaction is its unit (no savepoint to pay for)
+                    work, future = jobs[0]
                     try:
-                        result = work(conn)
-                    except Exception as exc:  # this request's error (HTTP error or a bug): its unit only
-                        conn.execute("ROLLBACK TO unit")
-                        conn.execute("RELEASE unit")
+                        outcomes.append((future, work(conn), None))
+                    except Exception as exc:
                         outcomes.append((future, None, exc))
-                    else:
-                        conn.execute("RELEASE unit")
-                        outcomes.append((future, result, None))
+                        raise _Alone from exc  # write() rolls the transaction back
+                else:
+                    for work, future in jobs:
+                        conn.execute("SAVEPOINT unit")
+                        try:
+                            result = work(conn)
+                        except Exception as exc:  # this request's error (HTTP error or a bug): its unit only
+                            conn.execute("ROLLBACK TO unit")
+                            conn.execute("RELEASE unit")
+                            outcomes.append((future, None, exc))
+                        else:
+                            conn.execute("RELEASE unit")
+                            outcomes.append((future, result, None))
             self.group_commits += 1
             self.grouped_units += len(jobs)
+        except _Alone:  # a group of one whose unit raised: rolled back, its error is its answer
+            pass
         except Exception as exc:  # the transaction itself failed (BEGIN/COMMIT/savepoint): all of them
             log.exception("write transaction failed")
             outcomes = [(future, None, exc) for _, future in jobs]
