@@ -339,6 +339,17 @@ def log_cut(log: Callable[[str], None], name: str, res: Result, verbose: bool, c
         log(f"[powercut] {name} cut {boot}:{n} {what}: {state} ({res.seconds:.1f} s)")
 
 
+def tally(results: list[Result]) -> tuple[int, int, int]:
+    """(cut points reached, of those recovered from, cut points not reached)."""
+    reached = [r for r in results if not r.missed]
+    return len(reached), len([r for r in reached if r.ok]), len(results) - len(reached)
+
+
+def summary(results: list[Result]) -> str:
+    n, m, missed = tally(results)
+    return f"cuts={n} recovered={m}" + (f" (not reached: {missed})" if missed else "")
+
+
 def pick(plan: list[tuple[int, int, str]], limit: int | None) -> list[tuple[int, int, str]]:
     """All cut points, or `limit` of them spread evenly over the update (first and last included)."""
     if limit is None or limit >= len(plan):
@@ -384,14 +395,7 @@ def run(
                     f"cutting at {len(chosen)} of them"
                 )
                 _run_cuts(lab, inst, chosen, log, verbose)
-                cuts = [r for r in inst.results if not r.missed]
-                ok = [r for r in cuts if r.ok]
-                missed = len(inst.results) - len(cuts)
-                log(
-                    f"[powercut] {kind}: cuts={len(cuts)} recovered={len(ok)}"
-                    + (f" (not reached: {missed})" if missed else "")
-                    + f" in {time.monotonic() - t0:.0f} s"
-                )
+                log(f"[powercut] {kind}: {summary(inst.results)} in {time.monotonic() - t0:.0f} s")
             return lab.installers
     finally:
         if own:
@@ -453,8 +457,7 @@ def main(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         code=args.code,
     )
-    n = sum(len([r for r in i.results if not r.missed]) for i in installers.values())
-    m = sum(len([r for r in i.results if r.ok]) for i in installers.values())
+    n, m, _ = tally([r for i in installers.values() for r in i.results])
     print(f"cuts={n} recovered={m} ({time.monotonic() - t0:.0f} s)", flush=True)
     return 0 if n == m and n > 0 else 1
 

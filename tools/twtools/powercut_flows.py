@@ -62,7 +62,19 @@ from pathlib import Path
 from typing import Any
 
 from twtools.build import read_version
-from twtools.powercut import CONFIG, Broken, Result, cut_and_judge, device_name, guarded, log_cut, pick, pool
+from twtools.powercut import (
+    CONFIG,
+    Broken,
+    Result,
+    cut_and_judge,
+    device_name,
+    guarded,
+    log_cut,
+    pick,
+    pool,
+    summary,
+    tally,
+)
 from twtools.vboard.runner import VirtualBoard
 
 FLOWS = (
@@ -763,15 +775,12 @@ def run(
             for n in names:
                 fr = runs[n]
                 fr.results.sort(key=lambda r: (r.cut[0], r.cut[1]))
-                cuts = [r for r in fr.results if not r.missed]
-                ok = [r for r in cuts if r.ok]
-                missed = len(fr.results) - len(cuts)
                 ends: dict[str, int] = {}
-                for r in ok:
-                    ends[r.first] = ends.get(r.first, 0) + 1
+                for r in fr.results:
+                    if r.ok:
+                        ends[r.first] = ends.get(r.first, 0) + 1
                 log(
-                    f"[powercut] {n}: cuts={len(cuts)} recovered={len(ok)}"
-                    + (f" (not reached: {missed})" if missed else "")
+                    f"[powercut] {n}: {summary(fr.results)}"
                     + (" - ended " + ", ".join(f"{k} {v}" for k, v in sorted(ends.items())) if ends else "")
                     + f"; {fr.seconds:.0f} s of board runs"
                 )
@@ -805,7 +814,8 @@ def main(args: argparse.Namespace) -> int:
 
     updates, names = parse_flows(args.flows)
     t0 = time.monotonic()
-    n = m = 0
+    results: list[Result] = []
+    no_plan = False
     work = Path(args.work) if args.work else None
     limit = None if args.cuts == 0 else args.cuts
     if updates:
@@ -813,14 +823,15 @@ def main(args: argparse.Namespace) -> int:
         installers = powercut.run(
             kinds, limit, args.jobs, args.heap, work / "updates" if work else None, verbose=args.verbose
         )
-        n += sum(len([r for r in i.results if not r.missed]) for i in installers.values())
-        m += sum(len([r for r in i.results if r.ok]) for i in installers.values())
+        results += [r for i in installers.values() for r in i.results]
     if names:
         runs = run(names, limit, args.jobs, args.heap, work / "flows" if work else None, verbose=args.verbose)
-        n += sum(len([r for r in f.results if not r.missed]) for f in runs.values())
-        m += sum(len([r for r in f.results if r.ok]) for f in runs.values())
-        if any(not f.plan for f in runs.values()):
+        results += [r for f in runs.values() for r in f.results]
+        no_plan = any(not f.plan for f in runs.values())
+        if no_plan:
             print("a flow has no cut points (its calibration failed)", flush=True)
-            m -= 1
+    n, m, _ = tally(results)
+    if no_plan:
+        m -= 1  # the run fails
     print(f"cuts={n} recovered={m} ({time.monotonic() - t0:.0f} s)", flush=True)
     return 0 if n == m and n > 0 else 1
