@@ -821,7 +821,13 @@ def main(args: argparse.Namespace) -> int:
     if updates:
         kinds = powercut.KINDS if args.installer == "both" else (args.installer,)
         installers = powercut.run(
-            kinds, limit, args.jobs, args.heap, work / "updates" if work else None, verbose=args.verbose
+            kinds,
+            limit,
+            args.jobs,
+            args.heap,
+            work / "updates" if work else None,
+            verbose=args.verbose,
+            code=args.code,
         )
         results += [r for i in installers.values() for r in i.results]
     if names:
