@@ -90,11 +90,25 @@ def test_fuzz_never_crashes():
         assert 0 <= dns.answer(os.urandom(os.urandom(1)[0] % 64), IP, out) <= 528
 
 
+async def _serve(port):
+    """The captive DNS server on 127.0.0.1:`port`, listening."""
+    task = asyncio.create_task(dns.serve("127.0.0.1", port))
+    await asyncio.sleep(0.05)
+    return task
+
+
+async def _stop(task):
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
 def test_server_answers_over_udp_and_survives_garbage():
     async def main():
         port = pf.rand_port()
-        task = asyncio.create_task(dns.serve("127.0.0.1", port))
-        await asyncio.sleep(0.05)
+        task = await _serve(port)
         try:
             r = await pf.udp_ask(port, pf.dns_query("www.msftconnecttest.com", 1))
             assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
@@ -105,11 +119,7 @@ def test_server_answers_over_udp_and_survives_garbage():
             r = await pf.udp_ask(port, pf.dns_query("still.alive", 1))
             assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
         finally:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await _stop(task)
         assert await pf.udp_ask(port, pf.dns_query("gone", 1), timeout=0.2) is None
 
     support.run(main())
@@ -151,8 +161,7 @@ def test_idle_server_waits_on_its_socket_without_garbage():
             await asyncio.sleep(0.3)
             alone = micropython.mem_total() - a  # what this sleep itself allocates
         port = pf.rand_port()
-        task = asyncio.create_task(dns.serve("127.0.0.1", port))
-        await asyncio.sleep(0.05)
+        task = await _serve(port)
         try:
             r = await pf.udp_ask(port, pf.dns_query("warm.up", 1))
             assert r is not None
@@ -166,10 +175,6 @@ def test_idle_server_waits_on_its_socket_without_garbage():
             r = await pf.udp_ask(port, pf.dns_query("after.idle", 1))
             assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
         finally:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await _stop(task)
 
     support.run(main())

@@ -256,6 +256,20 @@ class _Reader:
         return out
 
 
+class _Watch(_Reader):
+    """A _Reader that notes at every read whether Improv's framing is loaded (`loaded`)."""
+
+    def __init__(self, script, clock=None):
+        super().__init__(script, clock)
+        self.loaded = []
+
+    async def read(self, n):
+        import sys
+
+        self.loaded.append("twomes.ap.improv_serial" in sys.modules)
+        return await super().read(n)
+
+
 class _Console:
     def __init__(self, board):
         self.board = board
@@ -325,25 +339,20 @@ def test_setup_console_loads_improv_when_a_frame_starts_and_a_lone_ctrl_c_stops_
 
     from twomes import unload
 
-    loaded = []
-
-    class _Watch(_Reader):
-        async def read(self, n):
-            loaded.append("twomes.ap.improv_serial" in sys.modules)
-            return await super().read(n)
-
     async def main():
         board, ident, cfg, ctl = pf.make()
         unload("ap.improv_serial", "ap.improv")  # as when setup mode starts
         ctl.app.board = con = _Console(board)
-        await ctl.console(_Watch([b"boot text\n", b"\x03"]))
+        reader = _Watch([b"boot text\n", b"\x03"])
+        await ctl.console(reader)
         assert ctl.interrupted and con.intr == [-1, 3]
-        assert True not in loaded and "twomes.ap.improv_serial" not in sys.modules
+        assert True not in reader.loaded and "twomes.ap.improv_serial" not in sys.modules
         ctl.interrupted = False
-        del loaded[:]
         con.intr = []
         w = _wifi_rpc("home", "secret-pass")
-        await ctl.console(_Watch([b"text\n", REQ_STATE[:1], 0.05, REQ_STATE[1:], w, 0.5, b"\x03"]))
+        reader = _Watch([b"text\n", REQ_STATE[:1], 0.05, REQ_STATE[1:], w, 0.5, b"\x03"])
+        await ctl.console(reader)
+        loaded = reader.loaded
         got = _frames(con.written)
         assert got[0] == (T_STATE, bytes([READY]))  # the frame whose "I" loaded it is answered
         assert got[1:3] == [(T_ERROR, b"\x00"), (T_STATE, bytes([PROVISIONING]))]
@@ -367,13 +376,6 @@ def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
     class _App:
         interrupted = False
 
-    loaded = []
-
-    class _Watch(_Reader):
-        async def read(self, n):
-            loaded.append("twomes.ap.improv_serial" in sys.modules)
-            return await super().read(n)
-
     async def main():
         clock = pf.TestClock(5000)  # (the quiet time to the tick: the next test)
         board, ident, cfg, ctl = pf.make(clock=clock)
@@ -384,7 +386,9 @@ def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
         url = "https://127.0.0.1:8443/admin/devices/" + ident.name
         w = _wifi_rpc("home", "secret-pass")
         script = [b"text\n", REQ_STATE, w, 400, b"\x03", REQ_STATE]
-        await improv_run.run(app, url, _Watch(script, clock), quiet_ms=200, wait_for=clock.wait_for)
+        reader = _Watch(script, clock)
+        await improv_run.run(app, url, reader, quiet_ms=200, wait_for=clock.wait_for)
+        loaded = reader.loaded
         got = _frames(app.board.written)
         assert got[0] == (T_STATE, bytes([PROVISIONED])) and _strings(got[1][1]) == [url]
         assert got[2:] == [(T_ERROR, b"\x02")]  # Wi-Fi refused; the request after Ctrl-C not read

@@ -6,20 +6,18 @@ measures what the app's base modules cost in the same heap, for comparison."""
 from __future__ import annotations
 
 import json
-import os
-import queue
 import socket
 import subprocess
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vportal import CAFE, SPECIAL_PW, mpy
+from vportal import CAFE, SPECIAL_PW
 
 from twtools.build import compile_tree
+from twtools.mpprocess import STANDIN, MicroPythonProcess, mpy
 from twtools.vboard.runner import free_port, micropython_bin
 
 HERE = Path(__file__).resolve().parent
@@ -33,64 +31,19 @@ HERE = Path(__file__).resolve().parent
 HEAP = "104K"
 
 
-class Proc:
+class Proc(MicroPythonProcess):
     def __init__(self, work: Path) -> None:
         compile_tree(work / "lib")
         mpy(HERE / "heap_main.py", work / "heap_main.mpy")
+        mpy(STANDIN, work / "standin.mpy")
         mpy(HERE.parent / "device" / "fakectl.py", work / "fakectl.mpy")
         self.port, self.dns_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
-        env.update(
-            MICROPYPATH=f"{work}:{work / 'lib'}:.frozen",
-            PORTAL_PORT=str(self.port),
-            DNS_PORT=str(self.dns_port),
-        )
-        self.env = env
-        self.work = work
-        self.p = subprocess.Popen(
-            [micropython_bin(), "-X", f"heapsize={HEAP}", "-c", "import heap_main\nheap_main.run()"],
-            cwd=work,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self.lines: list[str] = []
-        self.q: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for raw in self.p.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
-            self.q.put(line)
-
-    def wait_for(self, text: str, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if text in self.q.get(timeout=0.1):
-                    return
-            except queue.Empty:
-                if self.p.poll() is not None:
-                    break
-        raise AssertionError(f"no {text!r} from the device:\n" + "\n".join(self.lines[-30:]))
+        env = {"PORTAL_PORT": str(self.port), "DNS_PORT": str(self.dns_port)}
+        super().__init__("heap_main", work, [work, work / "lib", ".frozen"], HEAP, env, AssertionError)
 
     def http(self, path: str, body: bytes | None = None, ctype: str = "") -> tuple[int, bytes]:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-            head = (
-                f"{'POST' if body is not None else 'GET'} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-            )
-            if body is not None:
-                head += f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            s.sendall(head.encode() + b"\r\n" + (body or b""))
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
-        if not data.startswith(b"HTTP/1.1 "):
-            raise AssertionError(f"no answer to {path}; device output:\n" + "\n".join(self.lines[-30:]))
-        return int(data.split(b" ", 2)[1]), data.partition(b"\r\n\r\n")[2]
+        status, _, payload = self.request(self.port, path, body, ctype, answer="HTTP/1.1 ")
+        return status, payload
 
     def status(self) -> dict[str, object]:
         return dict(json.loads(self.http("/api/status")[1]))
@@ -134,7 +87,7 @@ class Proc:
         )
         out = subprocess.run(
             [micropython_bin(), "-X", f"heapsize={HEAP}", "-c", code],
-            cwd=self.work,
+            cwd=self.cwd,
             env=self.env,
             capture_output=True,
             text=True,
@@ -150,8 +103,7 @@ def proc(tmp_path: Path) -> Iterator[Proc]:
     try:
         yield p
     finally:
-        p.p.kill()
-        p.p.wait()
+        p.close()
 
 
 def test_portal_serves_page_and_post_in_a_small_heap(proc: Proc) -> None:
@@ -186,9 +138,7 @@ def test_portal_serves_page_and_post_in_a_small_heap(proc: Proc) -> None:
                 ("127.0.0.1", proc.dns_port),
             )
             assert s.recv(600)[-4:] == bytes([127, 0, 0, 1])
-        assert proc.p.stdin is not None
-        proc.p.stdin.write(bytes.fromhex("494D50524F5601030202 00E5".replace(" ", "")) + b"\n")
-        proc.p.stdin.flush()
+        proc.send(bytes.fromhex("494D50524F5601030202 00E5".replace(" ", "")) + b"\n")
         time.sleep(0.5)
         for _ in range(2):  # a page again after all that
             assert proc.http("/")[0] == 200

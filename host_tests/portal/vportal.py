@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from twtools.build import _bin
+from twtools.mpprocess import mpy
 from twtools.vboard.runner import DEFAULT_HEAP, VirtualBoard
 
 HERE = Path(__file__).resolve().parent
@@ -35,10 +34,6 @@ AIR: list[dict[str, Any]] = [
     {"ssid": "slow", "password": "slowslow1", "rssi": -83, "behavior": "timeout"},
     {"ssid": "open-net", "password": "", "rssi": -88},
 ]
-
-
-def mpy(src: Path, dest: Path) -> None:
-    subprocess.run([_bin("mpy-cross"), "-o", str(dest), str(src)], check=True)
 
 
 BOARD_HEAP = "128K"

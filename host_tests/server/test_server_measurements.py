@@ -23,6 +23,22 @@ def stored(tw: Twomes, dev: Provisioned) -> list[tuple[str, str, str]]:
     return [(m["property_name"], m["timestamp"], m["value"]) for m in r.json()]
 
 
+def heartbeats(values: list[str], start: int = T0, upload_time: int = T0) -> dict[str, object]:
+    """A fixed-interval upload: heartbeat `values`, one a second from `start`."""
+    return {
+        "upload_time": upload_time,
+        "property_measurements": [
+            {
+                "property_name": "heartbeat",
+                "timestamp": start,
+                "timestamp_type": "start",
+                "interval": 1,
+                "measurements": values,
+            }
+        ],
+    }
+
+
 @pytest.fixture
 def dev(tw: Twomes) -> Provisioned:
     return tw.provision()
@@ -228,18 +244,7 @@ def test_fixed_interval_validation(
 
 
 def test_measurements_limit_gives_the_newest(http: httpx.Client, tw: Twomes, dev: Provisioned) -> None:
-    body = {
-        "upload_time": T0,
-        "property_measurements": [
-            {
-                "property_name": "heartbeat",
-                "timestamp": T0,
-                "timestamp_type": "start",
-                "interval": 1,
-                "measurements": [str(i) for i in range(10)],
-            }
-        ],
-    }
+    body = heartbeats([str(i) for i in range(10)])
     assert http.post("/device/measurements/fixed-interval", json=body, headers=dev.headers).status_code == 200
     r = http.get(f"/admin/devices/{dev.name}/measurements", params={"limit": 3}, headers=tw.admin)
     assert [m["value"] for m in r.json()] == ["7", "8", "9"]
@@ -253,19 +258,7 @@ def test_measurements_limit_gives_the_newest(http: httpx.Client, tw: Twomes, dev
 
 
 def _big_upload(n_values: int) -> bytes:
-    body = {
-        "upload_time": T0,
-        "property_measurements": [
-            {
-                "property_name": "heartbeat",
-                "timestamp": T0,
-                "timestamp_type": "start",
-                "interval": 1,
-                "measurements": ["x" * 10] * n_values,
-            }
-        ],
-    }
-    return json.dumps(body).encode()
+    return json.dumps(heartbeats(["x" * 10] * n_values)).encode()
 
 
 def test_json_body_at_the_limit_is_accepted(http: httpx.Client, tw: Twomes, dev: Provisioned) -> None:
@@ -323,18 +316,7 @@ def test_measurements_and_devices_come_in_bounded_pages(tw: Twomes, dev: Provisi
     """Admin reads are paginated with a bounded default: the newest 1,000 measurements unless asked,
     older ones with `skip`; devices 100 at a time by id, the next page after the last id."""
     t0 = 1_700_000_000
-    body = {
-        "upload_time": t0 + 2000,
-        "property_measurements": [
-            {
-                "property_name": "heartbeat",
-                "timestamp": t0,
-                "timestamp_type": "start",
-                "interval": 1,
-                "measurements": [str(k) for k in range(1500)],
-            }
-        ],
-    }
+    body = heartbeats([str(k) for k in range(1500)], start=t0, upload_time=t0 + 2000)
     r = tw.http.post("/device/measurements/fixed-interval", json=body, headers=dev.headers)
     assert r.status_code == 200, r.text
     url = f"/admin/devices/{dev.name}/measurements"

@@ -24,6 +24,13 @@ def _register(server, name, token):
     server.client.register_device({"name": name, "device_type": "Generic-Test", "activation_token": token})
 
 
+def _repurpose(server, board, name, admin_token=None):
+    """`twomes repurpose NAME` against the server and the board's serial line (no registration)."""
+    token = server.admin_token if admin_token is None else admin_token
+    args = ["--server", server.url, "--admin-token", token, "--port", board.pty_path, "--no-register"]
+    return main(["repurpose", name, *args])
+
+
 def test_repurpose_renames_erases_and_deploys(tmp_path, server, capsys):
     _register(server, NAME, "1111111111111111")
     _register(server, NAME + "-OLD", "2222222222222222")  # repurposed once before
@@ -34,19 +41,7 @@ def test_repurpose_renames_erases_and_deploys(tmp_path, server, capsys):
             )
         )
         (board.fs / "twomes.json").write_text(json.dumps({"server_url": server.url}))
-        rc = main(
-            [
-                "repurpose",
-                NAME,
-                "--server",
-                server.url,
-                "--admin-token",
-                server.admin_token,
-                "--port",
-                board.pty_path,
-                "--no-register",
-            ]
-        )
+        rc = _repurpose(server, board, NAME)
         out = capsys.readouterr().out
         assert rc == 0, out
         assert "yes: MAC 24:6F:28:C0:FF:EE" in out
@@ -63,52 +58,16 @@ def test_repurpose_renames_erases_and_deploys(tmp_path, server, capsys):
 def test_repurpose_refuses_another_board_and_unknown_name(tmp_path, server, capsys):
     _register(server, NAME, "1111111111111111")
     with serial_board(tmp_path, mac="24:6F:28:AB:CD:EF") as board:
-        rc = main(
-            [
-                "repurpose",
-                NAME,
-                "--server",
-                server.url,
-                "--admin-token",
-                server.admin_token,
-                "--port",
-                board.pty_path,
-                "--no-register",
-            ]
-        )
+        rc = _repurpose(server, board, NAME)
         err = capsys.readouterr().err
         assert rc == 2
         assert f"the board on {board.pty_path} is TWOMES-ABCDEF (MAC 24:6F:28:AB:CD:EF), not {NAME}" in err
         assert [d["name"] for d in server.client.devices()] == [NAME]  # nothing renamed
 
-        rc = main(
-            [
-                "repurpose",
-                "TWOMES-ABCDEF",
-                "--server",
-                server.url,
-                "--admin-token",
-                server.admin_token,
-                "--port",
-                board.pty_path,
-                "--no-register",
-            ]
-        )
+        rc = _repurpose(server, board, "TWOMES-ABCDEF")
         assert rc == 2
         assert "TWOMES-ABCDEF is not on the server" in capsys.readouterr().err
 
-        rc = main(
-            [
-                "repurpose",
-                "TWOMES-ABCDEF",
-                "--server",
-                server.url,
-                "--admin-token",
-                "nope",
-                "--port",
-                board.pty_path,
-                "--no-register",
-            ]
-        )
+        rc = _repurpose(server, board, "TWOMES-ABCDEF", admin_token="nope")
         assert rc == 2
         assert "rejected the admin token" in capsys.readouterr().err

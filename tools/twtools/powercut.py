@@ -79,6 +79,10 @@ class Result:
     tail: list[str] = field(default_factory=list)
 
 
+class Broken(Exception):
+    """An invariant does not hold after the cut."""
+
+
 @dataclass
 class Installer:
     kind: str
@@ -232,60 +236,118 @@ class Lab:
         return plan
 
     def cut_run(self, inst: Installer, ident: Identity, cut: tuple[int, int, str]) -> Result:
-        t0 = time.monotonic()
-        boot, n, what = cut
+        boot, n, _ = cut
         run = self._copy(ident, f"{inst.kind}-{boot}-{n}")
         board = self.board(run, ident.mac)
-        res = Result(cut, False)
         done = rf"state: running - firmware {re.escape(inst.new)}"
-        try:
-            board.env = {"VBOARD_CUT": f"{boot}:{n}"}
-            board.start()
-            m = board.wait_for(rf"\[vboard: power cut at|{done}", RUN_TIMEOUT)
-            if "power cut" not in m.group(0):
-                res.missed = True
-                res.why = "the cut point was not reached"
-                return res
-            deadline = time.monotonic() + 15
-            while board.running and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if board.running:
-                res.why = "the board did not die at the cut"
-                return res
-            if board._supervisor:
-                board._supervisor.join(10)
-            board.env = {}
-            mark = board.mark()
-            board.power_on()
+
+        def reach() -> bool:
+            return "power cut" in board.wait_for(rf"\[vboard: power cut at|{done}", RUN_TIMEOUT).group(0)
+
+        def judge(mark: int, cut_nvs: dict[str, Any]) -> str:
             first = board.wait_for(r"boot: twomes firmware (\S+)", 30, start=mark).group(1)
-            res.first = first
             if first not in (inst.old, inst.new):
-                res.why = f"came back running {first}"
-                return res
+                raise Broken(f"came back running {first}")
             board.wait_for(done, RUN_TIMEOUT, start=mark)
             after = board.lines[mark:]
             if any(ln.startswith('{"name":') or "activate: activated" in ln for ln in after):
-                res.why = "the device activated again (its session was lost)"
-                return res
+                raise Broken("the device activated again (its session was lost)")
             session = board.nvs().get("twomes", {}).get("session")
             if not session or bytes.fromhex(session[1]).decode() != ident.session:
-                res.why = "the session token in NVS changed"
-                return res
+                raise Broken("the session token in NVS changed")
             dev = self.server.client.device(ident.name)
             if dev.get("installed_version") != inst.new:
-                res.why = f"the server has installed_version {dev.get('installed_version')}"
-                return res
-            res.ok = True
+                raise Broken(f"the server has installed_version {dev.get('installed_version')}")
+            return first
+
+        return cut_and_judge(cut, run, board, reach, judge)
+
+
+def cut_and_judge(
+    cut: tuple[int, int, str],
+    run: Path,
+    board: VirtualBoard,
+    reach: Callable[[], bool],
+    judge: Callable[[int, dict[str, Any]], str],
+    off: Callable[[], None] | None = None,
+    unplug: Callable[[VirtualBoard], None] = VirtualBoard.stop,
+) -> Result:
+    """One power cut, judged: `board` (not started; its state a fresh copy in `run`, removed at the end)
+    starts with the cut armed, dies at it and is powered on again.
+
+    reach(): what leads to the cut's write; waits for the board to report the cut, False if the run
+    went on without reaching it (the write sequence differed: a missed cut, not a failure).
+    off(): with the power off, before it comes back (the hand lets go of the button).
+    judge(mark, cut_nvs): with the power back (console lines from `mark`; NVS as the cut left it):
+    raises Broken (or times out) if an invariant does not hold, else returns what the board came back
+    as (Result.first). unplug(board): the board off for good, at the end."""
+    t0 = time.monotonic()
+    res = Result(cut, False)
+    try:
+        board.env = {"VBOARD_CUT": f"{cut[0]}:{cut[1]}"}
+        board.start()
+        if not reach():
+            res.missed = True
+            res.why = "the cut point was not reached"
             return res
-        except (TimeoutError, RuntimeError, OSError) as e:
-            res.why = str(e).splitlines()[0]
+        deadline = time.monotonic() + 15
+        while board.running and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if board.running:
+            res.why = "the board did not die at the cut"
             return res
-        finally:
-            board.stop()
-            res.seconds = time.monotonic() - t0
-            if not res.ok:
-                res.tail = board.lines[-40:]
-            shutil.rmtree(run, ignore_errors=True)
+        if board._supervisor:
+            board._supervisor.join(10)
+        if off is not None:
+            off()
+        cut_nvs = board.nvs()
+        board.env = {}
+        mark = board.mark()
+        board.power_on()
+        res.first = judge(mark, cut_nvs)
+        res.ok = True
+        return res
+    except (Broken, TimeoutError, RuntimeError, OSError) as e:
+        res.why = str(e).splitlines()[0]
+        return res
+    finally:
+        unplug(board)
+        res.seconds = time.monotonic() - t0
+        if not res.ok:
+            res.tail = board.lines[-40:]
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def guarded(cut: tuple[int, int, str], cut_run: Callable[[], Result]) -> Result:
+    """`cut_run()` (a run of `cut`), with the harness's own failure counted as this cut's failure, not a lost cut."""
+    try:
+        return cut_run()
+    except Exception as e:  # noqa: BLE001 - the harness's own failure is this cut's failure, not a lost cut
+        return Result(cut, False, why=f"harness error: {type(e).__name__}: {e}")
+
+
+def log_cut(log: Callable[[str], None], name: str, res: Result, verbose: bool, came: str) -> None:
+    """A failed cut with the device's last lines; with `verbose`, every cut (`came`: how the first
+    of a recovered one is said)."""
+    boot, n, what = res.cut
+    if not res.ok and not res.missed:
+        log(f"[powercut] {name} FAILED at boot {boot} write {n} ({what}): {res.why}")
+        for line in res.tail:
+            log(f"    device | {line}")
+    elif verbose:
+        state = "not reached" if res.missed else f"{came} {res.first}, recovered"
+        log(f"[powercut] {name} cut {boot}:{n} {what}: {state} ({res.seconds:.1f} s)")
+
+
+def tally(results: list[Result]) -> tuple[int, int, int]:
+    """(cut points reached, of those recovered from, cut points not reached)."""
+    reached = [r for r in results if not r.missed]
+    return len(reached), len([r for r in reached if r.ok]), len(results) - len(reached)
+
+
+def summary(results: list[Result]) -> str:
+    n, m, missed = tally(results)
+    return f"cuts={n} recovered={m}" + (f" (not reached: {missed})" if missed else "")
 
 
 def pick(plan: list[tuple[int, int, str]], limit: int | None) -> list[tuple[int, int, str]]:
@@ -333,14 +395,7 @@ def run(
                     f"cutting at {len(chosen)} of them"
                 )
                 _run_cuts(lab, inst, chosen, log, verbose)
-                cuts = [r for r in inst.results if not r.missed]
-                ok = [r for r in cuts if r.ok]
-                missed = len(inst.results) - len(cuts)
-                log(
-                    f"[powercut] {kind}: cuts={len(cuts)} recovered={len(ok)}"
-                    + (f" (not reached: {missed})" if missed else "")
-                    + f" in {time.monotonic() - t0:.0f} s"
-                )
+                log(f"[powercut] {kind}: {summary(inst.results)} in {time.monotonic() - t0:.0f} s")
             return lab.installers
     finally:
         if own:
@@ -351,38 +406,39 @@ def _run_cuts(
     lab: Lab, inst: Installer, chosen: list[tuple[int, int, str]], log: Callable[[str], None], verbose: bool
 ) -> None:
     lock = threading.Lock()
-    queue = list(chosen)
 
-    def worker(ident: Identity) -> None:
+    def cut(c: tuple[int, int, str]) -> Callable[[int], None]:
+        def task(w: int) -> None:
+            ident = lab.identities[w]
+            res = guarded(c, lambda: lab.cut_run(inst, ident, c))
+            with lock:
+                inst.results.append(res)
+                log_cut(log, inst.kind, res, verbose, "back as")
+
+        return task
+
+    pool(len(lab.identities), [cut(c) for c in chosen])
+    inst.results.sort(key=lambda r: (r.cut[0], r.cut[1]))
+
+
+def pool(jobs: int, tasks: list[Callable[[int], None]]) -> None:
+    """Run tasks on `jobs` threads; a task gets the worker's number (its board identity)."""
+    lock = threading.Lock()
+    queue = list(tasks)
+
+    def worker(i: int) -> None:
         while True:
             with lock:
                 if not queue:
                     return
-                cut = queue.pop(0)
-            try:
-                res = lab.cut_run(inst, ident, cut)
-            except Exception as e:  # noqa: BLE001 - the harness's own failure is this cut's failure, not a lost cut
-                res = Result(cut, False, why=f"harness error: {type(e).__name__}: {e}")
-            with lock:
-                inst.results.append(res)
-                if not res.ok and not res.missed:
-                    log(
-                        f"[powercut] {inst.kind} FAILED at boot {cut[0]} write {cut[1]} ({cut[2]}): {res.why}"
-                    )
-                    for line in res.tail:
-                        log(f"    device | {line}")
-                elif verbose:
-                    state = "not reached" if res.missed else f"back as {res.first}, recovered"
-                    log(
-                        f"[powercut] {inst.kind} cut {cut[0]}:{cut[1]} {cut[2]}: {state} ({res.seconds:.1f} s)"
-                    )
+                task = queue.pop(0)
+            task(i)
 
-    threads = [threading.Thread(target=worker, args=(ident,), daemon=True) for ident in lab.identities]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    inst.results.sort(key=lambda r: (r.cut[0], r.cut[1]))
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(jobs)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -401,8 +457,7 @@ def main(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         code=args.code,
     )
-    n = sum(len([r for r in i.results if not r.missed]) for i in installers.values())
-    m = sum(len([r for r in i.results if r.ok]) for i in installers.values())
+    n, m, _ = tally([r for i in installers.values() for r in i.results])
     print(f"cuts={n} recovered={m} ({time.monotonic() - t0:.0f} s)", flush=True)
     return 0 if n == m and n > 0 else 1
 

@@ -62,7 +62,19 @@ from pathlib import Path
 from typing import Any
 
 from twtools.build import read_version
-from twtools.powercut import CONFIG, Result, device_name, pick
+from twtools.powercut import (
+    CONFIG,
+    Broken,
+    Result,
+    cut_and_judge,
+    device_name,
+    guarded,
+    log_cut,
+    pick,
+    pool,
+    summary,
+    tally,
+)
 from twtools.vboard.runner import VirtualBoard
 
 FLOWS = (
@@ -91,10 +103,6 @@ SETTLE = r"state: (running|portal|waiting)"
 ACT_LINE = re.compile(r'^\{"name":.*"activation_token":"(\d+)"\}$')
 AP_LINE = re.compile(r"access point (?:\S+ )?password (\w+)")
 _AP_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
-
-
-class Broken(Exception):
-    """An invariant of the flow does not hold after the cut."""
 
 
 def _blob(text: str) -> list[str]:
@@ -677,66 +685,25 @@ def calibrate(flows: Flows, fr: FlowRun, t: Template) -> None:
 
 
 def cut_run(flows: Flows, fr: FlowRun, t: Template, cut: tuple[int, int, str]) -> Result:
-    t0 = time.monotonic()
-    boot, n, what = cut
+    boot, n, _ = cut
     run, t = _copy(flows, fr, t, f"{boot}-{n}")
     board = flows.board(run, t.mac, fr.name)
-    res = Result(cut, False)
-    try:
-        board.env = {"VBOARD_CUT": f"{boot}:{n}"}
-        board.start()
+
+    def reach() -> bool:
         flows.act(fr.name, board, t)
         try:
             board.wait_for(r"\[vboard: power cut at", RUN_TIMEOUT)
         except TimeoutError:
-            res.missed = True
-            res.why = "the cut point was not reached"
-            return res
-        deadline = time.monotonic() + 15
-        while board.running and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if board.running:
-            res.why = "the board did not die at the cut"
-            return res
-        if board._supervisor:
-            board._supervisor.join(10)
+            return False
+        return True
+
+    def off() -> None:
         board.button(False)  # the hand let go of the button while the power was off
-        cut_nvs = board.nvs()
-        board.env = {}
-        mark = board.mark()
-        board.power_on()
-        res.first = flows.check(fr.name, board, t, cut_nvs, mark)
-        res.ok = True
-        return res
-    except (Broken, TimeoutError, RuntimeError, OSError) as e:
-        res.why = str(e).splitlines()[0]
-        return res
-    finally:
-        flows.unplug(board)
-        res.seconds = time.monotonic() - t0
-        if not res.ok:
-            res.tail = board.lines[-40:]
-        shutil.rmtree(run, ignore_errors=True)
 
+    def judge(mark: int, cut_nvs: dict[str, Any]) -> str:
+        return flows.check(fr.name, board, t, cut_nvs, mark)
 
-def _pool(jobs: int, tasks: list[Callable[[int], None]]) -> None:
-    """Run tasks on `jobs` threads; a task gets the worker's number (its board identity)."""
-    lock = threading.Lock()
-    queue = list(tasks)
-
-    def worker(i: int) -> None:
-        while True:
-            with lock:
-                if not queue:
-                    return
-                task = queue.pop(0)
-            task(i)
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(jobs)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    return cut_and_judge(cut, run, board, reach, judge, off, flows.unplug)
 
 
 def run(
@@ -787,30 +754,16 @@ def run(
 
                 return task
 
-            _pool(jobs, [calib(runs[n]) for n in names])
+            pool(jobs, [calib(runs[n]) for n in names])
             chosen = {n: select(n, runs[n].plan) if select else pick(runs[n].plan, limit) for n in names}
 
             def cut(fr: FlowRun, c: tuple[int, int, str]) -> Callable[[int], None]:
                 def task(w: int) -> None:
-                    try:
-                        res = cut_run(flows, fr, fr.templates[w], c)
-                    except Exception as e:  # noqa: BLE001 - the harness's own failure is this cut's failure, not a lost cut
-                        res = Result(c, False)
-                        res.why = f"harness error: {type(e).__name__}: {e}"
+                    res = guarded(c, lambda: cut_run(flows, fr, fr.templates[w], c))
                     with lock:
                         fr.results.append(res)
                         fr.seconds += res.seconds
-                        if not res.ok and not res.missed:
-                            log(
-                                f"[powercut] {fr.name} FAILED at boot {c[0]} write {c[1]} ({c[2]}): {res.why}"
-                            )
-                            for line in res.tail:
-                                log(f"    device | {line}")
-                        elif verbose:
-                            state = "not reached" if res.missed else f"ended {res.first}, recovered"
-                            log(
-                                f"[powercut] {fr.name} cut {c[0]}:{c[1]} {c[2]}: {state} ({res.seconds:.1f} s)"
-                            )
+                        log_cut(log, fr.name, res, verbose, "ended")
 
                 return task
 
@@ -818,19 +771,16 @@ def run(
             tasks = []
             for k in range(max((len(c) for c in chosen.values()), default=0)):
                 tasks += [cut(runs[n], chosen[n][k]) for n in names if k < len(chosen[n])]
-            _pool(jobs, tasks)
+            pool(jobs, tasks)
             for n in names:
                 fr = runs[n]
                 fr.results.sort(key=lambda r: (r.cut[0], r.cut[1]))
-                cuts = [r for r in fr.results if not r.missed]
-                ok = [r for r in cuts if r.ok]
-                missed = len(fr.results) - len(cuts)
                 ends: dict[str, int] = {}
-                for r in ok:
-                    ends[r.first] = ends.get(r.first, 0) + 1
+                for r in fr.results:
+                    if r.ok:
+                        ends[r.first] = ends.get(r.first, 0) + 1
                 log(
-                    f"[powercut] {n}: cuts={len(cuts)} recovered={len(ok)}"
-                    + (f" (not reached: {missed})" if missed else "")
+                    f"[powercut] {n}: {summary(fr.results)}"
                     + (" - ended " + ", ".join(f"{k} {v}" for k, v in sorted(ends.items())) if ends else "")
                     + f"; {fr.seconds:.0f} s of board runs"
                 )
@@ -864,22 +814,30 @@ def main(args: argparse.Namespace) -> int:
 
     updates, names = parse_flows(args.flows)
     t0 = time.monotonic()
-    n = m = 0
+    results: list[Result] = []
+    no_plan = False
     work = Path(args.work) if args.work else None
     limit = None if args.cuts == 0 else args.cuts
     if updates:
         kinds = powercut.KINDS if args.installer == "both" else (args.installer,)
         installers = powercut.run(
-            kinds, limit, args.jobs, args.heap, work / "updates" if work else None, verbose=args.verbose
+            kinds,
+            limit,
+            args.jobs,
+            args.heap,
+            work / "updates" if work else None,
+            verbose=args.verbose,
+            code=args.code,
         )
-        n += sum(len([r for r in i.results if not r.missed]) for i in installers.values())
-        m += sum(len([r for r in i.results if r.ok]) for i in installers.values())
+        results += [r for i in installers.values() for r in i.results]
     if names:
         runs = run(names, limit, args.jobs, args.heap, work / "flows" if work else None, verbose=args.verbose)
-        n += sum(len([r for r in f.results if not r.missed]) for f in runs.values())
-        m += sum(len([r for r in f.results if r.ok]) for f in runs.values())
-        if any(not f.plan for f in runs.values()):
+        results += [r for f in runs.values() for r in f.results]
+        no_plan = any(not f.plan for f in runs.values())
+        if no_plan:
             print("a flow has no cut points (its calibration failed)", flush=True)
-            m -= 1
+    n, m, _ = tally(results)
+    if no_plan:
+        m -= 1  # the run fails
     print(f"cuts={n} recovered={m} ({time.monotonic() - t0:.0f} s)", flush=True)
     return 0 if n == m and n > 0 else 1

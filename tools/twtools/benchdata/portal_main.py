@@ -1,7 +1,8 @@
 # Bench material, NOT device code: the main of `twomes bench --only portal` on the MicroPython unix port
 # (`micropython -X heapsize=N`). PORTAL=device runs the device's portal (twomes.ap.portal), PORTAL=microdot
 # the same portal on microdot (mdportal.py), both in front of the device's real setup controller
-# (twomes.ap.controller) on a stand-in board whose station joins for real after 300 ms on a simulated air.
+# (twomes.ap.controller) on a stand-in board (standin.py) whose station joins for real after 300 ms on a
+# simulated air.
 # Nothing else runs (no captive DNS, no Improv), so the heap figures are the portal's and the
 # controller's. Lines for the bench:
 #   @@BASE live=N      the stand-in board is up, nothing of twomes imported yet
@@ -14,107 +15,21 @@ import asyncio
 import gc
 import os
 import sys
-import time
 
-_MAC = b"\x24\x6f\x28\xd3\xad\x48"
+from standin import Board, Ident, St
+
 # ssid -> (password, rssi)
 _AIR = {
     "home": ("secret-pass", -52),
     "Caf\u00e9 \u2615 & Co": ("p&%+@#$;\u00e4ssw\u00f6rd =x", -60),
     "<b>x</b>": ("whatever1", -83),
 }
-STAT_IDLE = 1000
-STAT_CONNECTING = 1001
-STAT_GOT_IP = 1010
-STAT_NO_AP_FOUND = 201
-STAT_WRONG_PASSWORD = 202
-AUTH_OPEN = 0
-AUTH_WPA2_PSK = 3
-
-
-class WLAN:
-    def __init__(self):
-        self.st = STAT_IDLE
-        self.ssid = self.key = None
-        self.t0 = 0
-
-    def active(self, v=None):
-        return True
-
-    def config(self, *args, **kw):
-        return _MAC
-
-    def scan(self):
-        return [(s.encode(), _MAC, 1, _AIR[s][1], 3, False) for s in _AIR]
-
-    def connect(self, ssid, key):
-        self.ssid, self.key, self.t0, self.st = ssid, key, time.ticks_ms(), STAT_CONNECTING
-
-    def disconnect(self):
-        self.st = STAT_IDLE
-
-    def isconnected(self):
-        return self.status() == STAT_GOT_IP
-
-    def ifconfig(self):
-        return ("127.0.0.1", "255.255.255.0", "127.0.0.1", "127.0.0.1")
-
-    def status(self):
-        if self.st == STAT_CONNECTING and time.ticks_diff(time.ticks_ms(), self.t0) > 300:
-            net = _AIR.get(self.ssid)
-            self.st = (
-                STAT_NO_AP_FOUND
-                if net is None
-                else STAT_GOT_IP
-                if net[0] == self.key
-                else STAT_WRONG_PASSWORD
-            )
-        return self.st
-
-
-class Board:
-    def __init__(self):
-        self.network = sys.modules[__name__]
-        self.sta = WLAN()
-        self.ap = WLAN()
-
-    def ticks_ms(self):
-        return time.ticks_ms()
-
-    def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
-
-    def ticks_add(self, a, b):
-        return time.ticks_add(a, b)
-
-
-class Ident:
-    name = "TWOMES-D3AD48"
-    device_type = "Generic-Test"
-    ap_password = "abcdefgh23"
 
 
 class Cfg:
     ap_open = False
     portal_port = int(os.getenv("PORTAL_PORT") or 0)
     wifi_timeout_s = 3
-
-
-class St:
-    def __init__(self):
-        self.d = {}
-
-    def get(self, k):
-        return self.d.get(k)
-
-    def put(self, k, v):
-        self.d[k] = v
-
-    def delete(self, k):
-        self.d.pop(k, None)
-
-    def commit(self):
-        pass
 
 
 class App:
@@ -148,7 +63,7 @@ async def _mem():
 
 
 async def main():
-    board = Board()
+    board = Board(_AIR)
     gc.collect()
     print("@@BASE live=%d" % gc.mem_alloc())
     from twomes.ap.controller import Controller
