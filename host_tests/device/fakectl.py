@@ -1,8 +1,9 @@
 # The real setup controller (twomes.ap.controller.Controller) on a small stand-in for the app (the
 # phase contract: board, cfg, st, ident, state, set_state, report, sleep_s), joining for real on the
 # simulated air. FakeCtl adds what the tests look at: the credentials submitted, a join held open, the
-# number of rescans. Used by the shared device tests and, copied onto a virtual board's filesystem, by
-# host_tests/portal/portal_main.py (so it imports nothing but twomes modules).
+# number of rescans. Used by the shared device tests and, copied next to them on the MicroPython unix
+# port, by host_tests/portal/portal_main.py (a virtual board) and heap_main.py (the heap test and the
+# portal bench's stand-in board), so it imports nothing but twomes modules.
 import asyncio
 
 from twomes import store
