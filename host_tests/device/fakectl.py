@@ -2,8 +2,8 @@
 # phase contract: board, cfg, st, ident, state, set_state, report, sleep_s), joining for real on the
 # simulated air. FakeCtl adds what the tests look at: the credentials submitted, a join held open, the
 # number of rescans. Used by the shared device tests and, copied next to them on the MicroPython unix
-# port, by host_tests/portal/portal_main.py (a virtual board) and heap_main.py (the heap test and the
-# portal bench's stand-in board), so it imports nothing but twomes modules.
+# port, by host_tests/portal/portal_main.py (on a virtual board) and heap_main.py (the portal heap
+# test), so it imports nothing but twomes modules.
 import asyncio
 
 from twomes import store
