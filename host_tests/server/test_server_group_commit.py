@@ -90,6 +90,27 @@ def test_a_lone_unit_is_a_group_of_one_with_no_savepoint(database: dbm.Database)
     assert _values(database) == [1, 3]
 
 
+def test_a_failed_commit_fails_its_whole_group_and_the_next_group_goes_on(database: dbm.Database) -> None:
+    with database.write() as conn:  # a reference checked at COMMIT: an orphan makes COMMIT fail
+        conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TABLE c (p INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)")
+
+    def orphan(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO c (p) VALUES (99)")
+        return "orphan"
+
+    async def main() -> tuple[list[object], object]:
+        group = [database.transact(orphan), database.transact(_insert(1)), database.transact(_insert(2))]
+        failed = list(await asyncio.gather(*group, return_exceptions=True))
+        return failed, await database.transact(_insert(3))
+
+    failed, after = asyncio.run(main())
+    assert all(isinstance(r, sqlite3.IntegrityError) for r in failed), failed  # no unit answered as stored
+    assert after == 3
+    assert _values(database) == [3]
+    assert (database.group_commits, database.grouped_units) == (1, 1)
+
+
 def test_concurrent_uploads_are_each_stored_once(server: ReferenceServer, tw: Twomes) -> None:
     """Over HTTP: many devices upload at once (and each repeats its upload, and sends one with an
     invalid property); every measurement is stored exactly once, the bad uploads change nothing."""
