@@ -49,7 +49,7 @@ bench: install
 	$(BIN)/twomes bench
 
 ## Power cuts at every durable write of updates and of every other durable flow (first boot, activation,
-## Wi-Fi, token rotation, forget Wi-Fi, factory reset, failed updates), two virtual boards (~14 min).
+## Wi-Fi, token rotation, forget Wi-Fi, factory reset, failed updates), two virtual boards (~30 min).
 powercut: install
 	$(BIN)/twomes powercut
 
