@@ -29,8 +29,9 @@ def goosebit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GooseBit]:
 def lab(tmp_path_factory: pytest.TempPathFactory, goosebit: GooseBit) -> Iterator[Lab]:
     work: Path = tmp_path_factory.mktemp("hawkbit-lab")
     with ReferenceServer(work / "server", access_log=False) as server:
-        # 128K: room to spare for the DDI client with gooseBit's answers (the story's own heap figures,
-        # DEFAULT_HEAP and docs/heap.md, are measured against the reference server)
+        # 128K: the .mpy-overlay bundles and the images most tests here install run from the heap
+        # (the .mpy mode's costs, docs/heap.md); the shipping form (a ROMFS bundle at the default
+        # heap) has its own test
         lab = Lab(work, server, heap="128K", log=lambda line: None)
         lab.config.update(
             {"updates": "hawkbit", "ddi_url": goosebit.ddi_url, "ddi_tenant": TENANT, "allow_http": True}

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import pytest
 
 from twtools import DEVICE_DIR, keys
-from twtools.build import build_bundle, read_version
+from twtools.build import build_bundle, build_romfs, read_version
 from twtools.ddipublish import signed_artifact
 from twtools.goosebit import GooseBit, make_swu
 from twtools.powercut import Identity, Lab, device_name
 from twtools.vboard.images import build_sim_image
+from twtools.vboard.runner import DEFAULT_HEAP
 
 BASE = read_version()
 # the update boot of this base (device/twomes/update.py) fetches releases from the Twomes server only;
@@ -51,9 +53,13 @@ def _identity(lab: Lab, gb: GooseBit, mac: str) -> tuple[Identity, str]:
 
 def _rollout(lab: Lab, gb: GooseBit, name: str, kind: str, version: str, sha: str | None = None) -> int:
     path = lab.work / f"{version}.{kind}"
-    if kind == "bundle":
+    if kind == "bundle":  # the .mpy overlay: runs from the heap
         build_bundle(path, version)
         fname = f"twomes-{version}.bundle"
+    elif kind == "romfs":  # the shipping form: a ROMFS image, run in place from the romfs partition
+        build_romfs(path, version)
+        fname = f"twomes-{version}.romfs"
+        kind = "bundle"
     else:
         build_sim_image(path, version, DEVICE_DIR, runtime=256 * 1024)
         fname = f"twomes-{version}.bin"
@@ -71,8 +77,8 @@ def _rollout(lab: Lab, gb: GooseBit, name: str, kind: str, version: str, sha: st
     return sw
 
 
-def _board(lab: Lab, ident: Identity, token: str, tag: str):  # noqa: ANN202 - a VirtualBoard
-    board = lab.fresh(ident, tag)
+def _board(lab: Lab, ident: Identity, token: str, tag: str, **kw: Any):  # noqa: ANN202 - a VirtualBoard
+    board = lab.fresh(ident, tag, **kw)
     board.write_config(ddi_token=token)  # the template's config has the token it was made with
     return board
 
@@ -128,6 +134,28 @@ def test_update_succeeds_and_the_action_is_closed_after_the_new_version_runs(
     try:
         board.start()
         board.wait_for(rf"state: running - firmware {re.escape(v2)}", 120)
+        dev = _state(goosebit, ident.name, "Finished")
+        assert dev["sw_version"] == v2
+    finally:
+        board.stop()
+
+
+def test_a_shipping_board_takes_a_romfs_bundle_at_the_default_heap(lab: Lab, goosebit: GooseBit) -> None:
+    """As it ships: the app in the romfs partition, the update a ROMFS bundle, the virtual board's
+    default heap (the other tests here give 128K: their .mpy overlays and images run from the heap).
+    The DDI client, the signature check and the ROMFS install fit: on plain http the smallest heap
+    for this was 84K (docs/heap.md), below the default."""
+    if lab.code != "romfs":
+        pytest.skip("a ROMFS bundle is for boards that run their app from the romfs partition")
+    ident, token = _identity(lab, goosebit, "24:6F:28:DD:10:07")
+    v2 = f"{BASE}-ddi.7"
+    _rollout(lab, goosebit, ident.name, "romfs", v2)
+    board = _board(lab, ident, token, "romfs", heap=DEFAULT_HEAP)
+    try:
+        board.start()
+        board.wait_for(r"ota: installing .* into slot rom-\w \(ROMFS", 60)
+        board.wait_for(rf"state: running - firmware {re.escape(v2)}", 120)
+        assert not any("MemoryError" in line for line in board.lines), board.lines[-30:]
         dev = _state(goosebit, ident.name, "Finished")
         assert dev["sw_version"] == v2
     finally:
