@@ -18,24 +18,37 @@ from twtools.vboard.runner import VirtualBoard
 NET = {"ssid": "Lab", "password": "12345678", "rssi": -50, "channel": 6, "join_ms": 30}
 
 
+def _board(tmp_path: Path, srv: ReferenceServer, **config: object) -> VirtualBoard:
+    """A board with the app, its Wi-Fi settings in NVS and the plain server's device type."""
+    b = VirtualBoard(
+        tmp_path / "board",
+        air=[NET],
+        config={"server_url": srv.url, "device_type": "Plain-Test", "retry_base_s": 1, **config},
+    )
+    b.install_app()
+    creds = json.dumps([NET["ssid"], NET["password"]]).encode().hex()
+    (b.state / "nvs.json").write_text(json.dumps({"twomes": {"wifi": ["blob", creds]}}))
+    return b
+
+
+def _register(b: VirtualBoard, srv: ReferenceServer) -> str:
+    """The operator registers the board from its boot line (POST /device, as on Twomes) and the owner's
+    app attaches it; returns that line."""
+    b.wait_for(r'^\{"name":', 30)
+    line = b.lines[b.last_index]
+    srv.client.register_device(line)
+    srv.client.attach_twomes(json.loads(line)["activation_token"])
+    return line
+
+
 def test_a_plain_twomes_server(tmp_path: Path) -> None:
     with ReferenceServer(
         tmp_path / "server", plain_twomes=True, device_types=["Plain-Test=heartbeat"], access_log=False
     ) as srv:
-        b = VirtualBoard(
-            tmp_path / "board",
-            air=[NET],
-            config={"server_url": srv.url, "device_type": "Plain-Test", "retry_base_s": 1, "heartbeat_s": 5},
-        )
-        b.install_app()
-        creds = json.dumps([NET["ssid"], NET["password"]]).encode().hex()
-        (b.state / "nvs.json").write_text(json.dumps({"twomes": {"wifi": ["blob", creds]}}))
+        b = _board(tmp_path, srv, heartbeat_s=5)
         try:
             b.start()
-            b.wait_for(r'^\{"name":', 30)
-            line = b.lines[b.last_index]
-            srv.client.register_device(line)  # POST /device, as the operator does on Twomes
-            srv.client.attach_twomes(json.loads(line)["activation_token"])  # the owner's app
+            line = _register(b, srv)
             b.wait_for(r"activate: activated; session token stored", 60)
             b.wait_for(r"kept without confirmation: the server has no firmware API", 30)
             b.wait_for(r"device type has 1 properties", 30)
@@ -69,27 +82,10 @@ def test_wifi_gone_restarts_and_opens_setup_mode_from_a_clean_heap(tmp_path: Pat
     with ReferenceServer(
         tmp_path / "server", plain_twomes=True, device_types=["Plain-Test=heartbeat"], access_log=False
     ) as srv:
-        b = VirtualBoard(
-            tmp_path / "board",
-            air=[NET],
-            config={
-                "server_url": srv.url,
-                "device_type": "Plain-Test",
-                "retry_base_s": 1,
-                "retry_max_s": 2,
-                "heartbeat_s": 5,
-                "portal_retry_s": 5,
-            },
-        )
-        b.install_app()
-        creds = json.dumps([NET["ssid"], NET["password"]]).encode().hex()
-        (b.state / "nvs.json").write_text(json.dumps({"twomes": {"wifi": ["blob", creds]}}))
+        b = _board(tmp_path, srv, retry_max_s=2, heartbeat_s=5, portal_retry_s=5)
         try:
             b.start()
-            b.wait_for(r'^\{"name":', 30)
-            line = b.lines[b.last_index]
-            srv.client.register_device(line)
-            srv.client.attach_twomes(json.loads(line)["activation_token"])
+            _register(b, srv)
             b.wait_for(r"state: running", 60)
             boots = b.boots
             mark = b.mark()
