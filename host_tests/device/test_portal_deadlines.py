@@ -47,6 +47,14 @@ def _status(c):
     return bytes(c.out)[9:12]
 
 
+async def _all_answered(p, conns):
+    """The clients read their answers: each got a 200 and every slot is free again."""
+    for c in conns:
+        c.read_answers()
+    await _settle()
+    assert all(_status(c) == b"200" for c in conns) and p.busy() == 0
+
+
 def _go(body, clock=None):
     async def main():
         p, clk = _portal(clock)
@@ -242,10 +250,7 @@ def test_eviction_takes_the_oldest_waiting_connection_with_a_503():
             assert victim.closed and _status(victim) == b"503" and b"Retry-After: 1" in victim.out
             assert all(not c.closed for c in conns[i + 1 :]) and not news[-1].closed
             assert p.evicted == i + 1 and p.refused == 0 and p.busy() == SLOTS
-        for c in news:
-            c.read_answers()
-        await _settle()
-        assert all(_status(c) == b"200" for c in news) and p.busy() == 0
+        await _all_answered(p, news)
 
     _go(body)
 
@@ -269,10 +274,7 @@ def test_a_request_being_answered_is_never_evicted():
         new = await _admit(p, INFO)
         assert new.closed and _status(new) == b"503" and p.refused == 1
         assert all(not c.closed for c in busy) and p.busy() == SLOTS
-        for c in busy:
-            c.read_answers()
-        await _settle()
-        assert all(_status(c) == b"200" for c in busy) and p.busy() == 0
+        await _all_answered(p, busy)
 
     _go(body)
 
