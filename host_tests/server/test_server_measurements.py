@@ -312,6 +312,55 @@ def test_oversized_body_is_refused_before_authentication(http: httpx.Client) -> 
     assert (r.status_code, detail(r)) == (413, "Request body too large")
 
 
+def test_older_pages_follow_the_cursor_exactly_while_new_measurements_come_in(
+    tw: Twomes, dev: Provisioned
+) -> None:
+    """A full page's `Link: rel="next"` leads to the older page by a cursor: exact when newer
+    measurements arrive between the pages and when measurements share a timestamp (the cursor is a
+    row, not a time); the last page has no link. A cursor of another device is refused."""
+    t0 = 1_700_000_000
+    both = {  # two properties at each of 30 times: 60 measurements, in pairs that share a timestamp
+        "upload_time": t0 + 100,
+        "property_measurements": [
+            {
+                "property_name": p,
+                "measurements": [{"timestamp": t0 + k, "value": f"{p[0]}{k}"} for k in range(30)],
+            }
+            for p in ("heartbeat", "batteryVoltage")
+        ],
+    }
+    up = "/device/measurements/variable-interval"
+    assert tw.http.post(up, json=both, headers=dev.headers).status_code == 200
+    url = f"/admin/devices/{dev.name}/measurements"
+    r = tw.http.get(url, params={"limit": 25}, headers=tw.admin)
+    newer = heartbeats(["n0", "n1"], start=t0 + 1000, upload_time=t0 + 1100)  # in before the next page
+    assert (
+        tw.http.post("/device/measurements/fixed-interval", json=newer, headers=dev.headers).status_code
+        == 200
+    )
+    pages = [r.json()]
+    while "next" in r.links:
+        r = tw.http.get(r.links["next"]["url"], headers=tw.admin)
+        assert r.status_code == 200, r.text
+        pages.append(r.json())
+    assert [len(p) for p in pages] == [25, 25, 10]
+    rows = [m for page in reversed(pages) for m in page]  # oldest first
+    assert sorted(m["value"] for m in rows) == sorted(f"{c}{k}" for c in "hb" for k in range(30))
+    assert [m["timestamp"] for m in rows] == sorted(m["timestamp"] for m in rows)
+    assert [m["value"] for m in tw.server.client.measurements(dev.name, page=7)][-2:] == ["n0", "n1"]
+    assert len(tw.server.client.measurements(dev.name, page=7)) == 62
+    half = tw.http.get(url, params={"limit": 31}, headers=tw.admin)  # 62: the second page is the last
+    last = tw.http.get(half.links["next"]["url"], headers=tw.admin)
+    assert (len(last.json()), "next" in last.links) == (31, False)
+
+    cursor = httpx.URL(tw.http.get(url, params={"limit": 1}, headers=tw.admin).links["next"]["url"]).params
+    other = tw.provision()
+    r = tw.http.get(f"/admin/devices/{other.name}/measurements", params=cursor, headers=tw.admin)
+    assert (r.status_code, detail(r)) == (400, "Invalid cursor: not one of this device's measurements")
+    for bad in ("0", "x", "-3"):
+        assert tw.http.get(url, params={"before": bad}, headers=tw.admin).status_code == 422
+
+
 def test_measurements_and_devices_come_in_bounded_pages(tw: Twomes, dev: Provisioned) -> None:
     """Admin reads are paginated with a bounded default: the newest 1,000 measurements unless asked,
     older ones with `skip`; devices 100 at a time by id, the next page after the last id."""

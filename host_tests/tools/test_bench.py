@@ -67,6 +67,8 @@ def test_bench_quick_prints_every_figure_with_its_ratio(capsys):
     for label in ("small", "large"):
         assert all(t > 0 for t in r["scale"][label]["measurement_page"]["ms"])
         assert r["scale"][label]["measurement_page"]["bytes"] > 0
+        # the oldest page reached along the cursors is the page `skip` reaches (the same 1,000 rows)
+        assert r["scale"][label]["oldest_by_cursor"]["bytes"] == r["scale"][label]["oldest_page"]["bytes"] > 2
     ota = r["ota"]
     size = ota["size"]
     assert (

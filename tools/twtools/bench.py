@@ -327,7 +327,8 @@ def scale_table(r: dict[str, Any]) -> list[str]:
         ("device_page", "admin device list, default page"),
         ("one_device", "one device"),
         ("measurement_page", "one device's newest measurements (page)"),
-        ("oldest_page", "one device's oldest page"),
+        ("oldest_page", "one device's oldest page by skip"),
+        ("oldest_by_cursor", "one device's oldest page by cursor"),
     ):
         big, ref = large[key]["ms"], small[key]["ms"]
         rm = statistics.median(ref)

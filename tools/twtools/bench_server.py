@@ -303,6 +303,20 @@ def _timed_get(
     return {"ms": times, "bytes": size}
 
 
+def _oldest_page_url(http: httpx.Client, path: str) -> str:
+    """The URL of a device's oldest page, reached the way a client pages: from the newest page along
+    the `Link: rel="next"` cursors (not timed)."""
+    url = path
+    while True:
+        r = http.get(url)
+        if r.status_code != 200:
+            raise RuntimeError(f"GET {url}: {r.status_code} {r.text[:200]}")
+        nxt = r.links.get("next")
+        if nxt is None:
+            return url
+        url = nxt["url"]
+
+
 def measure_scale(runs: int, devices: int, measurements: int, big: int) -> dict[str, Any]:
     """The admin reads at a small size (100 devices, 10,000 measurements, 1,000 on one device: the
     reference) and at the given size, each on its own fresh server."""
@@ -323,6 +337,9 @@ def measure_scale(runs: int, devices: int, measurements: int, big: int) -> dict[
                     "measurement_page": _timed_get(http, f"/admin/devices/{name}/measurements", runs),
                     "oldest_page": _timed_get(
                         http, f"/admin/devices/{name}/measurements", runs, {"skip": max(0, b - 1000)}
+                    ),
+                    "oldest_by_cursor": _timed_get(
+                        http, _oldest_page_url(http, f"/admin/devices/{name}/measurements"), runs
                     ),
                 }
     return out

@@ -1272,11 +1272,24 @@ def device_target(name: str, body: s.TargetRequest, database: DB, _admin: Admin)
 @admin.get(
     "/devices/{name}/measurements",
     response_model=list[s.Measurement],
-    responses=_errors(404),
+    responses={
+        **_errors(400, 404),
+        200: {
+            "description": "One page, oldest first (newest last)",
+            "headers": {
+                "Link": {
+                    "description": 'The next, older page (`<URL>; rel="next"`) when there are older measurements.',
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+    },
     summary="A device's measurements, oldest first (newest last)",
 )
 def device_measurements(
     name: str,
+    request: Request,
+    response: Response,
     database: DB,
     _admin: Admin,
     limit: Annotated[
@@ -1287,25 +1300,49 @@ def device_measurements(
             description=f"The newest `limit` measurements (default {DEFAULT_MEASUREMENTS}).",
         ),
     ] = DEFAULT_MEASUREMENTS,
+    before: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=s.MAX_ID,
+            description="Only measurements older than this cursor: the `before` of a page's `Link` (rel=next)."
+            " Pages stay exact while new measurements come in, and an old page costs what a new one does.",
+        ),
+    ] = None,
     skip: Annotated[
         int,
         Query(
             ge=0,
             le=s.MAX_ID,
-            description="Skip the newest `skip` first (the next, older page: skip + limit).",
+            description="Skip the newest `skip` first (the next, older page: skip + limit; `before` is cheaper).",
         ),
     ] = 0,
 ) -> list[dict[str, Any]]:
     with database.read() as conn:
         row = _device_row_by_name(conn, name)
-        sql = (
-            "SELECT p.name AS property_name, m.timestamp, m.value, m.id FROM measurement m"
-            " JOIN property p ON p.id = m.property_id WHERE m.device_id = ?"
-        )
+        where, args = "m.device_id = ?", [row["id"]]
+        if before is not None:
+            # the cursor is the oldest row of the newer page; the order is (timestamp, id), both in the index
+            at = conn.execute(
+                "SELECT timestamp FROM measurement WHERE id = ? AND device_id = ?", (before, row["id"])
+            ).fetchone()
+            if at is None:
+                raise HTTPException(
+                    status_code=400, detail="Invalid cursor: not one of this device's measurements"
+                )
+            where += " AND (m.timestamp, m.id) < (?, ?)"
+            args += [at[0], before]
         rows = conn.execute(
-            f"{sql} ORDER BY m.timestamp DESC, m.id DESC LIMIT ? OFFSET ?", (row["id"], limit, skip)
+            "SELECT p.name AS property_name, m.timestamp, m.value, m.id FROM measurement m"
+            f" JOIN property p ON p.id = m.property_id WHERE {where}"
+            " ORDER BY m.timestamp DESC, m.id DESC LIMIT ? OFFSET ?",
+            (*args, limit + 1, skip),  # one more: whether an older page exists
         ).fetchall()
-        rows.reverse()
+    if len(rows) > limit:
+        del rows[limit:]
+        nxt = request.url.remove_query_params(["before", "skip"]).include_query_params(before=rows[-1]["id"])
+        response.headers["Link"] = f'<{nxt}>; rel="next"'
+    rows.reverse()
     return [
         {
             "property_name": r["property_name"],

@@ -185,11 +185,14 @@ class AdminClient:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self._http.request(method, path, **kwargs)
         if response.is_error:
             raise ServerError.from_response(response)
-        return response.json()
+        return response
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._response(method, path, **kwargs).json()
 
     # -- Twomes device API, admin side
 
@@ -321,19 +324,19 @@ class AdminClient:
         )
 
     def measurements(self, name: str, limit: int | None = None, page: int = 10_000) -> list[Measurement]:
-        """The newest `limit` measurements (None: all), oldest first; fetched in pages."""
+        """The newest `limit` measurements (None: all), oldest first; fetched in pages, each older page
+        by the cursor of the page before (its `Link: rel="next"`), so measurements that come in
+        meanwhile neither repeat nor push a page's rows into the next."""
         out: list[Measurement] = []
+        params: dict[str, int] = {}
         while limit is None or len(out) < limit:
-            n = page if limit is None else min(page, limit - len(out))
-            got = cast(
-                list[Measurement],
-                self._request(
-                    "GET", f"/admin/devices/{_seg(name)}/measurements", params={"limit": n, "skip": len(out)}
-                ),
-            )
-            out = got + out
-            if len(got) < n:
+            params["limit"] = page if limit is None else min(page, limit - len(out))
+            response = self._response("GET", f"/admin/devices/{_seg(name)}/measurements", params=params)
+            out = cast(list[Measurement], response.json()) + out
+            nxt = response.links.get("next")
+            if nxt is None:
                 break
+            params["before"] = int(httpx.URL(nxt["url"]).params["before"])
         return out
 
     # -- firmware
