@@ -122,13 +122,13 @@ async def upload(app, srv):
             app.set_state(_RUNNING, "firmware %s" % VERSION)
 
 
-async def run(app, srv, creds, check, confirm, upd=None):
+async def run(app, srv, creds, check, confirm, updates=None):
     """Until Wi-Fi is lost for good (three rejoins failed): then "offline". `check(app, upd, False)`
-    is the periodic firmware check (the online phase's) with the update seam `upd` (srv, or a DDI
-    server whose polling interval, sleep_s, replaces fw_check_s): True when it saved an update ->
+    is the periodic firmware check (the online phase's) with the update seam `updates` (srv, or a
+    DDI server whose polling interval, sleep_s, replaces fw_check_s): True when it saved an update ->
     "update". While the server has not taken this version's confirmation (it answers, but not with
     success), `confirm(app, upd)` is asked again with backoff: the device keeps running and uploading."""
-    upd = upd or srv
+    upd = updates or srv
     board, cfg = app.board, app.cfg
     await learn(srv)
     app.set_state(_RUNNING, "firmware %s" % VERSION)
