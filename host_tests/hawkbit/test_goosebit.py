@@ -12,6 +12,7 @@ server in host_tests/device/test_ddi.py."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Any
@@ -156,21 +157,23 @@ def _state(self, state, message=""):
 twomes.app.App.set_state = _state
 twomes.app.main()
 """
-# 4K above the smallest heap that passes (76K, the Twomes story's: docs/heap.md, "hawkBit (DDI) mode")
-DDI_HEAP = "80K"
+# 4K above the smallest heap that passes (76K, the Twomes story's: docs/heap.md, "hawkBit (DDI) mode");
+# TW_DDI_HEAP to measure at another (`pytest -s` prints the names and free heap per state)
+DDI_HEAP = os.getenv("TW_DDI_HEAP") or "80K"
 NAMES_MAX = 610  # 10 below the qstr pool's edge (620 names): room for what a request interns
 
 
-def _pools(lines: list[str]) -> list[tuple[int, int, str]]:
-    """(names, pools, state) of every qstr_info() line the probe printed."""
-    seen, state = [], "boot"
+def _pools(lines: list[str]) -> list[tuple[int, int, str, int]]:
+    """(names, pools, state, free heap) of every qstr_info() line the probe printed (after the state's
+    line, which says the free heap after a collection)."""
+    seen, state, free = [], "boot", 0
     for line in lines:
-        m = re.search(r"state: (\w+)", line)
+        m = re.search(r"state: (\w+).*\(free heap (\d+)\)", line)
         if m:
-            state = m.group(1)
+            state, free = m.group(1), int(m.group(2))
         m = re.search(r"n_pool=(\d+), n_qstr=(\d+)", line)
         if m:
-            seen.append((int(m.group(2)), int(m.group(1)), state))
+            seen.append((int(m.group(2)), int(m.group(1)), state, free))
     return seen
 
 
@@ -205,9 +208,10 @@ def test_a_shipping_board_takes_a_romfs_bundle_within_five_qstr_pools(lab: Lab, 
     assert _state(goosebit, ident.name, "Finished")["sw_version"] == v2
     seen = _pools(board.lines)
     assert len(seen) >= 10, seen  # check boot, update boot, v2's confirmation, check and running
-    names, pools, at = max(seen)
-    print(f"\nDDI mode at {DDI_HEAP}: at most {names} names in {pools} qstr pools ({at})")
-    assert all(p == 5 for _, p, _ in seen) and names <= NAMES_MAX, (
+    names, pools, at, _ = max(seen)
+    print(f"\nDDI mode at {DDI_HEAP}: at most {names} names in {pools} qstr pools ({at}); per state change:")
+    print("\n".join(f"  {s:<12} {n} names, {p} pools, {f} bytes free" for n, p, s, f in seen))
+    assert all(p == 5 for _, p, _, _ in seen) and names <= NAMES_MAX, (
         f"{names} names, {pools} pools ({at}): {seen}"
     )
 
