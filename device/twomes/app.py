@@ -41,8 +41,8 @@ STATES = {
     "offline": ((100, 900), "online"),
     "resetting": ((0, 1000), "app"),
 }
-_HOLD_WIFI = (0, 1000)  # button held past the Wi-Fi-reset time: LED off
-_HOLD_FACTORY = (50, 50)  # past the factory-reset time: flicker (one change per poll)
+_HOLD_WIFI = const((0, 1000))  # button held past the Wi-Fi-reset time: LED off
+_HOLD_FACTORY = const((50, 50))  # past the factory-reset time: flicker (one change per poll)
 _BUF = const(1024)
 _POLL_MS = const(50)
 _GC_EVERY = const(4096)
@@ -299,11 +299,15 @@ class App:
         return await phase.run(self, creds)
 
     async def update_boot(self):
-        """The job the previous boot's check saved, if any: "installed", "failed" or "none"."""
+        """The job the previous boot's check saved, if any: "installed", "failed" or "none". The update
+        state says whether there is one; the job's module is loaded only to run one (its names stay
+        interned for the whole boot, docs/heap.md)."""
+        from twomes.update import state
+
+        if not state.job_saved():
+            return "none"
         from twomes.update import job
 
-        if not job.waiting():
-            return "none"
         return await job.run(self, self.server())
 
     def server(self):

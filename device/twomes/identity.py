@@ -9,7 +9,7 @@ from twomes import store
 
 _TOKEN_DIGITS = const(16)  # ~53 bits; the Twomes server requires at least 8 characters
 _AP_PASS_LEN = const(10)
-_AP_ALPHABET = b"abcdefghijkmnpqrstuvwxyz23456789"  # 32 symbols: no 0/o/1/l, unbiased with % 32
+_AP_ALPHABET = const(b"abcdefghijkmnpqrstuvwxyz23456789")  # 32 symbols: no 0/o/1/l, unbiased with % 32
 # (bytes: picking characters out of a str would intern each one as a qstr for the rest of the boot)
 
 

@@ -3,6 +3,13 @@
 # the device never signs. test_ed25519 checks it against the RFC 8032 signatures.
 from twomes.update import ed25519 as e
 
+# RFC 8032 5.1: the field prime, the group order L and the base point B (the verifier's are private
+# constants, folded into its code on MicroPython: not module attributes there)
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+_BX = 15112221349535400772501151409588531511454012693041857206046113283949847762202
+_BY = 46316835694926478169428394003475163141307993866256225615783033603165251855960
+
 
 def _mul(n, pt):
     q = (0, 1, 1, 0)
@@ -15,7 +22,7 @@ def _mul(n, pt):
 
 
 def _base():
-    return (e._BX, e._BY, 1, e._BX * e._BY % e._P)
+    return (_BX, _BY, 1, _BX * _BY % _P)
 
 
 def _secret(seed):
@@ -34,10 +41,10 @@ def public_key(seed):
 def sign(seed, message):
     a, prefix = _secret(seed)
     pub = e._encode(_mul(a, _base()))
-    r = int.from_bytes(e.sha512(prefix + message), "little") % e._L
+    r = int.from_bytes(e.sha512(prefix + message), "little") % _L
     rb = e._encode(_mul(r, _base()))
-    k = int.from_bytes(e.sha512(rb + pub + message), "little") % e._L
-    return rb + ((r + k * a) % e._L).to_bytes(32, "little")
+    k = int.from_bytes(e.sha512(rb + pub + message), "little") % _L
+    return rb + ((r + k * a) % _L).to_bytes(32, "little")
 
 
 def canonical(manifest):

@@ -30,8 +30,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory, goosebit: GooseBit) -> Iterato
     work: Path = tmp_path_factory.mktemp("hawkbit-lab")
     with ReferenceServer(work / "server", access_log=False) as server:
         # 128K: the .mpy-overlay bundles and the images most tests here install run from the heap
-        # (the .mpy mode's costs, docs/heap.md); the shipping form (a ROMFS bundle at the default
-        # heap) has its own test
+        # (the .mpy mode's costs, docs/heap.md); the shipping form (a ROMFS bundle at 80K, near the
+        # story's heap) has its own test
         lab = Lab(work, server, heap="128K", log=lambda line: None)
         lab.config.update(
             {"updates": "hawkbit", "ddi_url": goosebit.ddi_url, "ddi_tenant": TENANT, "allow_http": True}

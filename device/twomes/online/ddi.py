@@ -34,7 +34,9 @@ _NET = const(0)
 _BAD = const(-1)
 _JSON_MAX = const(2048)
 _SWU_HEAD = const(2048)  # an .swu's sw-description (+ manifest) and the release file's header fit here
-_MANIFEST = ".manifest.json"
+# (private string constants: folded into the code, their names and texts are not interned, docs/heap.md)
+_MANIFEST = const(".manifest.json")
+_TRAILER = const("TRAILER!!!")  # the name of a cpio archive's last (empty) member
 
 
 def parse_sleep(text):
@@ -66,8 +68,8 @@ def _bad(what):
     return Error(_BAD, "deployment refused: " + what)
 
 
-def _str(d, key, what, limit=200):
-    v = d.get(key) if isinstance(d, dict) else None
+def _str(data, key, what, limit=200):
+    v = data.get(key) if isinstance(data, dict) else None
     if not isinstance(v, str) or not 0 < len(v) <= limit:
         raise _bad("%s has no %s" % (what, key))
     return v
@@ -118,25 +120,26 @@ def _member(buf, n, pos):
 
 
 def _setting(text, key):
-    """The quoted value of `key = "..."` (or `key: "..."`) in a libconfig text (sw-description)."""
+    """The quoted value of `key = "..."` (or `key: "..."`) in a libconfig text (sw-description, read as
+    bytes: indexing a str interns every character it hands out), or None. UnicodeError: not text."""
     i = 0
     while True:
         i = text.find(key, i)
         if i < 0:
             return None
         j = i + len(key)
-        before = text[i - 1] if i else " "
+        before = text[i - 1 : i]  # b"" at the start
         i = j
-        if before.isalpha() or before in "-_":
+        if before.isalpha() or before in (b"-", b"_"):  # the end of a longer name
             continue
         rest = text[j : j + 140].lstrip()
-        if rest[:1] not in ("=", ":"):
+        if rest[:1] not in (b"=", b":"):
             continue
         rest = rest[1:].lstrip()
-        if rest[:1] != '"':
+        if rest[:1] != b'"':
             return None
-        end = rest.find('"', 1)
-        return rest[1:end] if end > 0 else None
+        end = rest.find(b'"', 1)
+        return str(rest[1:end], "utf-8") if end > 0 else None
 
 
 def swu_head(buf, n):
@@ -145,14 +148,11 @@ def swu_head(buf, n):
     name, start, size, nxt = _member(buf, n, 0)
     if name != "sw-description" or start + size > n:
         raise _bad("SWU archive has no sw-description first (or a larger one than %d bytes)" % _SWU_HEAD)
-    try:
-        desc = str(bytes(buf[start : start + size]), "utf-8")
-    except UnicodeError:
-        raise _bad("sw-description is not text")
+    desc = bytes(buf[start : start + size])
     manifest = None
     while True:
         name, start, size, after = _member(buf, n, nxt)
-        if name == "TRAILER!!!":
+        if name == _TRAILER:
             raise _bad("SWU archive holds no release file")
         if not name.endswith(_MANIFEST):
             break
@@ -160,8 +160,11 @@ def swu_head(buf, n):
             raise _bad("manifest larger than the SWU head")
         manifest = str(bytes(buf[start : start + size]), "utf-8")
         nxt = after
-    sha = _hex(_setting(desc, "sha256"), 64)
-    version = _setting(desc, "version")
+    try:
+        sha = _hex(_setting(desc, b"sha256"), 64)
+        version = _setting(desc, b"version")
+    except UnicodeError:
+        raise _bad("sw-description is not text")
     if sha is None or not version:
         raise _bad("sw-description names no version or sha256")
     if size <= 0:
@@ -223,9 +226,9 @@ class Ddi:
         cfg = app.cfg
         if not cfg.ddi_url:
             raise Error(_NET, "updates = hawkbit but no ddi_url in the config")
-        self._base = cfg.ddi_url.rstrip("/")
-        self._root = "%s/%s/controller/v1/%s" % (self._base, cfg.ddi_tenant, app.ident.name)
-        self._origin = self._base[: self._base.find("/", 8)] if self._base.find("/", 8) > 0 else self._base
+        base = cfg.ddi_url.rstrip("/")
+        self._root = "%s/%s/controller/v1/%s" % (base, cfg.ddi_tenant, app.ident.name)
+        self._origin = base[: base.find("/", 8)] if base.find("/", 8) > 0 else base
         self.fw_api = True  # the seam's flag (Server: False without a firmware API); a DDI server has one
         self.sleep_s = None  # the polling interval the server asks for (config.polling.sleep), seconds
         self.cancelled = None  # the id of the last action the server cancelled (acknowledged)
@@ -307,7 +310,9 @@ class Ddi:
             return None
         rel = await self.deployment(_href(links, ("deploymentBase",), "controller"))
         if rel is not None and rel["version"] == VERSION:  # it runs already (a lost confirmation)
-            await self.feedback("deploymentBase", rel["action"], "closed", "success", ["running " + VERSION])
+            await self.feedback(
+                "deploymentBase", rel["action"], "closed", "success", ["running %s" % VERSION]
+            )
             return None
         self.rel = rel
         return rel
@@ -327,7 +332,7 @@ class Ddi:
             return None
         chunks = dep.get("chunks")
         if not isinstance(chunks, list) or not chunks or not isinstance(chunks[0], dict):
-            raise _bad("no chunks")
+            raise _bad("deployment has no chunks")
         chunk = chunks[0]
         version = _str(chunk, "version", "chunk", 64)
         arts = chunk.get("artifacts")

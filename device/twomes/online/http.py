@@ -30,8 +30,8 @@ _TURN_MS = const(20)
 _LOOK = const(16)
 # the response headers anybody reads: their names as compared (lower case) and as keys in .headers;
 # the others are skipped (Content-Length is .length)
-_KEEP = (b"content-range", b"date", b"transfer-encoding", b"x-twomes-firmware-api", b"etag")
-_KEYS = ("content-range", "date", "transfer-encoding", "x-twomes-firmware-api", "etag")
+_KEEP = const((b"content-range", b"date", b"transfer-encoding", b"x-twomes-firmware-api", b"etag"))
+_KEYS = const(("content-range", "date", "transfer-encoding", "x-twomes-firmware-api", "etag"))
 
 
 def split_url(url):

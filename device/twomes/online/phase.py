@@ -10,8 +10,6 @@ from twomes.log import log, printable
 from twomes.online.server import Server
 
 _NET = const(0)
-UPDATE = "update"
-OFFLINE = "offline"
 
 
 async def run(app, creds):
@@ -20,7 +18,7 @@ async def run(app, creds):
         await activate(app, srv)
     upd = updates(app, srv)
     if await firmware(app, upd, True):
-        return UPDATE
+        return "update"
     from twomes.online import running
 
     return await running.run(app, srv, creds, firmware, confirmation, upd)

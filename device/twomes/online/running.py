@@ -15,7 +15,7 @@ from twomes.log import log, printable
 _UPLOAD_BATCH = const(20)
 _PROPS_MAX = const(64)
 _NET = const(0)
-RUNNING = "running"
+_RUNNING = const("running")  # the state (a private constant: its name is not interned, docs/heap.md)
 
 
 def measure(app, srv, prop, value):
@@ -52,16 +52,18 @@ async def learn(srv):
 
 
 def unknown_names(detail):
-    """The property names in a Twomes 400 "Invalid property name(s): {'a', 'b'}", or []."""
-    i = detail.find("{")
-    j = detail.rfind("}")
-    if "property" not in detail or i < 0 or j < i:
+    """The property names in a Twomes 400 "Invalid property name(s): {'a', 'b'}", or []. Read as
+    bytes: indexing a str interns every character it hands out (docs/heap.md)."""
+    text = detail.encode()
+    i = text.find(b"{")
+    j = text.rfind(b"}")
+    if b"property" not in text or i < 0 or j < i:
         return []
     out = []
-    for part in detail[i + 1 : j].split(","):
+    for part in text[i + 1 : j].split(b","):
         part = part.strip()
-        if len(part) >= 2 and part[0] == part[-1] and part[0] in "'\"":
-            out.append(part[1:-1])
+        if len(part) >= 2 and part[:1] == part[-1:] and part[:1] in (b"'", b'"'):
+            out.append(str(part[1:-1], "utf-8"))
     return out
 
 
@@ -116,20 +118,20 @@ async def upload(app, srv):
         payload = None
         del q[: len(batch)]
         log("upload", "%d measurement(s) sent" % len(batch))
-        if app.state != RUNNING:  # e.g. after a re-activation: uploads work again
-            app.set_state(RUNNING, "firmware %s" % VERSION)
+        if app.state != _RUNNING:  # e.g. after a re-activation: uploads work again
+            app.set_state(_RUNNING, "firmware %s" % VERSION)
 
 
-async def run(app, srv, creds, check, confirm, upd=None):
+async def run(app, srv, creds, check, confirm, updates=None):
     """Until Wi-Fi is lost for good (three rejoins failed): then "offline". `check(app, upd, False)`
-    is the periodic firmware check (the online phase's) with the update seam `upd` (srv, or a DDI
-    server whose polling interval, sleep_s, replaces fw_check_s): True when it saved an update ->
+    is the periodic firmware check (the online phase's) with the update seam `updates` (srv, or a
+    DDI server whose polling interval, sleep_s, replaces fw_check_s): True when it saved an update ->
     "update". While the server has not taken this version's confirmation (it answers, but not with
     success), `confirm(app, upd)` is asked again with backoff: the device keeps running and uploading."""
-    upd = upd or srv
+    upd = updates or srv
     board, cfg = app.board, app.cfg
     await learn(srv)
-    app.set_state(RUNNING, "firmware %s" % VERSION)
+    app.set_state(_RUNNING, "firmware %s" % VERSION)
     measure(app, srv, "booted_fw", VERSION)
     hb_ms = cfg.heartbeat_s * 1000
     fw_ms = (getattr(upd, "sleep_s", None) or cfg.fw_check_s) * 1000
@@ -152,7 +154,7 @@ async def run(app, srv, creds, check, confirm, upd=None):
             else:
                 app.set_state("offline", "Wi-Fi gone")
                 return "offline"
-            app.set_state(RUNNING, "firmware %s" % VERSION)
+            app.set_state(_RUNNING, "firmware %s" % VERSION)
         if board.ticks_diff(now, last_hb) >= hb_ms:
             last_hb = now
             measure(app, srv, "heartbeat", "1")
@@ -169,11 +171,11 @@ async def run(app, srv, creds, check, confirm, upd=None):
         if upd.unconfirmed and board.ticks_diff(now, next_confirm) >= 0:
             upd.unconfirmed = await confirm(app, upd) == "pending"
             next_confirm = board.ticks_add(board.ticks_ms(), int(again.next_s() * 1000))
-            app.set_state(RUNNING, "firmware %s" % VERSION)
+            app.set_state(_RUNNING, "firmware %s" % VERSION)
         if board.ticks_diff(now, last_fw) >= fw_ms:
             last_fw = now
             if await check(app, upd, False):
                 return "update"
             fw_ms = (getattr(upd, "sleep_s", None) or cfg.fw_check_s) * 1000
-            app.set_state(RUNNING, "firmware %s" % VERSION)
+            app.set_state(_RUNNING, "firmware %s" % VERSION)
         await app.sleep_s(0.5)

@@ -20,7 +20,7 @@ _NET = const(0)
 _NO_FW_API = const(-2)
 _JSON_MAX = const(2048)  # any answer we parse (GET /device lists the type's properties: 4 KB)
 _DEVICE_MAX = const(4096)
-_MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"  # one string: twelve would be twelve qstrs for good
+_MONTHS = const("JanFebMarAprMayJunJulAugSepOctNovDec")  # one string: twelve would be twelve qstrs for good
 
 
 def session(st):

@@ -13,11 +13,6 @@ from twomes.update import state
 _BAD = const(-1)  # errors.Error status: not what the server promised / cannot be installed here
 
 
-def waiting():
-    """Is there a job for this boot?"""
-    return state.job_saved()
-
-
 async def run(app, server):
     """Install the saved release through `server` (open_release, report). Returns "installed" (the
     next boot runs it: restart), "failed" (counted unless the session was refused; the job is gone and

@@ -23,7 +23,7 @@ _BAD = const(-1)
 _MANIFEST_MAX = const(512)
 _INT_MAX = const(0x7FFFFFFF)
 _URL_MAX = const(200)
-FIELDS = ("counter", "device_type", "kind", "sha256", "size", "version")
+_FIELDS = const(("counter", "device_type", "kind", "sha256", "size", "version"))
 
 
 def _hex(text, n):
@@ -110,9 +110,9 @@ def verify(manifest_text, signature, keys, device_type):
         m = json.loads(manifest_text)
     except ValueError:
         raise Error(_BAD, what)
-    if not isinstance(m, dict) or len(m) != len(FIELDS):
+    if not isinstance(m, dict) or len(m) != len(_FIELDS):
         raise Error(_BAD, what)
-    for name in FIELDS:
+    for name in _FIELDS:
         if name not in m:
             raise Error(_BAD, what + ": no " + name)
         if not _ok(name, m[name]):

@@ -53,11 +53,12 @@ from twomes import store
 
 SAFE_AFTER = const(5)  # failed boots in a row before safe mode (no update attempts)
 FAILS_MAX = const(3)  # failed attempts of one version before it is not tried again
-_DIR = "ota"
-_JOB = "ota/job"
-_SLOT = "ota/state.json"
-_BOOTS = "ota/boots"
-_FAILED = "ota/failed"
+# the files (private constants: folded into the code, their names and texts not interned, docs/heap.md)
+_DIR = const("ota")
+_JOB = const("ota/job")
+_SLOT = const("ota/state.json")
+_BOOTS = const("ota/boots")
+_FAILED = const("ota/failed")
 
 
 def _read(path):
