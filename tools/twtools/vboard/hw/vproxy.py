@@ -1,9 +1,12 @@
-# The device's side of the virtual board's hardware. vboot installs proxies as machine, network and
+# The device's side of the virtual board's hardware. vfw installs proxies as machine, network and
 # esp32: every attribute and call is answered by the hardware process (vhwd.py: the simulation, and
 # the protocol) while the device waits, as a call into C does on the chip. Tiny on purpose: on an ESP32
-# those modules cost the MicroPython heap nothing. Importing it connects to the hardware process.
+# those modules cost the MicroPython heap nothing (here their code runs in place from the firmware's
+# ROM, vmap.py). Importing it connects to the hardware process.
 import json
 import os
+
+import vfw
 
 _r = open("/proc/self/fd/" + os.getenv("VBOARD_RPC").split()[0], "rb")  # answers
 _w = open("/proc/self/fd/" + os.getenv("VBOARD_RPC").split()[1], "wb")  # requests
@@ -17,6 +20,7 @@ _hb = bytearray(14)  # head: JSON length (6 digits), then the raw bytes' length 
 _sb = bytearray(64)
 _s1 = bytearray(1)
 _n = 0  # bytes of the current answer not read yet
+_p = None  # vpart.F (esp32.Partition's proxies), loaded at the first partition
 
 
 def _gone():
@@ -60,19 +64,15 @@ def _skip():
 
 def _d(v):
     # a value of the answer; its bytes follow the JSON text, in this order
+    global _p
     t = type(v)
     if t is dict:
         if "id" in v:
             t = H()
-            if "list" in v:  # an esp32.Partition: its proxy class is loaded when first needed
-                import sys
-
-                sys.path.append(os.getenv("VBOARD_HW"))
-                try:
-                    import vpart
-                finally:
-                    sys.path.pop()
-                t = vpart.F(H, _q, _w, _gone, v["list"])
+            if "list" in v:  # an esp32.Partition: its proxy's code is loaded when first needed
+                if _p is None:
+                    _p = vfw.load("vpart").F
+                t = _p(H, _q, _w, _gone, v["list"])
             t._h = v["id"]
             return t
         if "bytes" in v:
