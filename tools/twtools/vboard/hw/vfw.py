@@ -17,7 +17,7 @@ rom = 0  # set by vmap: 1 when the "romfs" partition is mounted at /rom
 
 def load(name):
     """A module of this ROM, imported in place (the ROM is mounted at /.fw for the import only, so the
-    app never sees it) and not kept in sys.modules."""
+    app never sees it)."""
     vfs.mount(vfs.VfsRom(fw), "/.fw")
     sys.path.insert(0, "/.fw")
     try:
@@ -25,7 +25,6 @@ def load(name):
     finally:
         sys.path.pop(0)
         vfs.umount("/.fw")
-        sys.modules.pop(name, None)
 
 
 def main():
@@ -39,7 +38,9 @@ def main():
 
         vos.install(cut)
     # nothing of the simulation is left in sys.modules, and its ROM is not mounted while the app runs
-    # (vproxy loads vpart, esp32.Partition's proxy, at the first partition: load())
+    # (vproxy loads vpart, esp32.Partition's proxy, at the first partition: load(); it stays in
+    # sys.modules from then on, as it did when it came from a file, and otaboot drops what the boot
+    # loaded)
     del sys.modules["vproxy"], sys.modules["vfw"]
     vfs.umount("/.fw")
     # an image's frozen app comes first; the port's own .frozen (asyncio...) stands for the rest of the

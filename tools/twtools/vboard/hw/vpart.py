@@ -1,6 +1,7 @@
 # The device's proxy of an esp32.Partition, made by vproxy at the first partition the hardware process
-# hands over ({"id": handle, "list": [size, block size, flash file]}; so a boot without partitions does
-# not carry it), from the firmware's ROM (vfw.load): its code runs in place there. On the chip a flash write is a C call that returns when the flash is
+# hands over ({"id": handle, "list": [size, block size, flash file]}; an update's business, so the
+# app's other boots do not carry this in their heap), from the firmware's ROM (vfw.load): its code runs
+# in place there. On the chip a flash write is a C call that returns when the flash is
 # programmed; here a write or an erase is posted - sent down the pipe and not waited
 # for: the hardware process does them in the order sent, each one still a durable write (a cut point)
 # of its own (vcut), and one that fails is raised by the next hardware call that waits. A read takes the

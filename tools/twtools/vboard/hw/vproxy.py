@@ -5,6 +5,7 @@
 # ROM, vmap.py). Importing it connects to the hardware process.
 import json
 import os
+import sys
 
 import vfw
 
@@ -20,7 +21,6 @@ _hb = bytearray(14)  # head: JSON length (6 digits), then the raw bytes' length 
 _sb = bytearray(64)
 _s1 = bytearray(1)
 _n = 0  # bytes of the current answer not read yet
-_p = None  # vpart.F (esp32.Partition's proxies), loaded at the first partition
 
 
 def _gone():
@@ -64,15 +64,12 @@ def _skip():
 
 def _d(v):
     # a value of the answer; its bytes follow the JSON text, in this order
-    global _p
     t = type(v)
     if t is dict:
         if "id" in v:
             t = H()
             if "list" in v:  # an esp32.Partition: its proxy's code is loaded when first needed
-                if _p is None:
-                    _p = vfw.load("vpart").F
-                t = _p(H, _q, _w, _gone, v["list"])
+                t = (sys.modules.get("vpart") or vfw.load("vpart")).F(H, _q, _w, _gone, v["list"])
             t._h = v["id"]
             return t
         if "bytes" in v:
