@@ -2,8 +2,7 @@
 # MicroPython's start-up in flash are on the chip. As the script it stays in the heap for the whole run
 # (it runs boot.py and main.py from inside), so it only hands over: vmap maps the simulation's firmware
 # ROM and the "romfs" partition (then forgets itself), vfw - running in place from that ROM - starts
-# the hardware proxies, runs boot.py and main.py as the ESP32 port's main.c does (main.py not after a
-# soft reset in the raw REPL: VBOARD_SOFT, vrepl.py) and then the REPL (docs/heap.md).
+# the hardware proxies, boot.py, main.py and then the REPL (docs/heap.md).
 import os
 import sys
 
@@ -13,6 +12,4 @@ import vmap  # noqa: E402
 del vmap
 import vfw  # noqa: E402
 
-vfw.start()
-vfw.run("boot.py")
-vfw.end(os.getenv("VBOARD_SOFT") == "raw" or vfw.run("main.py"))
+vfw.main()

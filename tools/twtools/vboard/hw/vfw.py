@@ -7,6 +7,7 @@
 # does. This module and those it imports run in place from the firmware's ROM (vmap.py): their bytecode,
 # constants and names' text are not in the heap; what is, is their module, function and class objects.
 import gc
+import os
 import sys
 
 import vfs
@@ -27,8 +28,7 @@ def load(name):
         vfs.umount("/.fw")
 
 
-def start():
-    """Before boot.py: the hardware proxies, the power-cut harness, sys.path."""
+def main():
     import vproxy  # connects to the hardware process
 
     # its handshake: the frozen app of the image the bootloader booted, the power-cut harness's cut
@@ -53,18 +53,16 @@ def start():
     # the app starts on a heap as compact as the chip's at boot.py (whose start-up is C): the start-up's
     # garbage (vmap read the environment block and copied the ROMs in pieces) is collected now, before
     # long-lived objects of the app can land above it and split the free heap
+    p = frozen = None
     gc.collect()
-
-
-def end(ok):
-    """After main.py (`ok`: as run() returned): the REPL, its code loaded from the ROM only now, so
-    nothing of it is in the heap while the app runs."""
+    # as the ESP32 port's main.c: boot.py, main.py (not after a soft reset in the raw REPL), the REPL
+    _run("boot.py")
+    ok = os.getenv("VBOARD_SOFT") == "raw" or _run("main.py")  # VBOARD_SOFT: a soft reset (vrepl.py)
+    # the REPL's code comes from the ROM only now: nothing of it is in the heap while the app runs
     load("vrepl").after(ok)
 
 
-def run(name):
-    """Run boot.py or main.py as the ESP32 port's main.c does: True, False when it failed, None after
-    Ctrl-C."""
+def _run(name):
     try:
         with open(name) as f:
             code = f.read()
