@@ -56,8 +56,13 @@ CODE_MODES = ("romfs", "mpy")
 DEFAULT_CODE = "romfs"
 ROMFS_LABEL = "romfs"
 # Largest environment string (MAX_ARG_STRLEN, 32 pages, with its NUL and name): the memory for the
-# ROMFS mapping is reserved in pieces of this size (vboard/hw/vrom.py).
+# ROMFS mappings is reserved in pieces of this size (vboard/hw/vmap.py).
 _ENV_PIECE = 131072 - 64
+# The simulation's modules that run in the device process: in a ROMFS image of their own (firmware_rom),
+# run in place from a mapping outside the heap, as the chip's C modules run from flash (docs/heap.md,
+# "The simulation's share"). vboot.py and vmap.py (which makes the mapping) are the only ones loaded
+# into the heap, vmap only while it runs.
+FW_MODULES = ("vfw", "vproxy", "vpart", "vvfs", "vos", "vrepl")
 # Processes of boards that run now: killed when the Python process exits, so no board (and no hardware
 # process) outlives a test run or a tool that forgot stop().
 _LIVE: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
@@ -109,6 +114,24 @@ def hw_modules() -> Path:
     return out
 
 
+def firmware_rom(hw: Path) -> Path:
+    """The simulation's device-side modules (FW_MODULES, compiled in `hw`) as a ROMFS image: the device
+    process maps it outside its heap and runs them in place (hw/vmap.py), as the chip runs its C
+    modules from flash. Rewritten (atomically: boards may be starting) only when it changed."""
+    from mpremote.romfs import VfsRomWriter
+
+    fs = VfsRomWriter()
+    for name in FW_MODULES:
+        fs.mkfile(f"{name}.mpy", (hw / f"{name}.mpy").read_bytes())
+    image: bytes = fs.finalise()
+    dest = hw.parent / "vboard-fw.romfs"
+    if not dest.exists() or dest.read_bytes() != image:
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+        tmp.write_bytes(image)
+        tmp.replace(dest)
+    return dest
+
+
 def partition_table(state: Path) -> list[list[Any]]:
     """The board's partition table: board.json's "partitions", or the simulation's default."""
     board_file = Path(state) / "board.json"
@@ -144,6 +167,16 @@ def micropython_bin() -> str:
     if not found:
         raise RuntimeError("the MicroPython unix port is not installed: run `make install`")
     return found
+
+
+def _map_env(name: str, path: Path, size: int) -> dict[str, str]:
+    """A mapping's environment entries (vboard/hw/vmap.py): its flash file and size, then the filler
+    strings that reserve its memory (consecutive in the process's environment block)."""
+    pieces = -(-size // _ENV_PIECE)
+    env = {name: f"{size} {pieces} {path}"}
+    for i in range(pieces):
+        env[f"{name}MAP{i}"] = "x" * min(_ENV_PIECE, size - i * _ENV_PIECE)
+    return env
 
 
 class VirtualBoard:
@@ -193,6 +226,7 @@ class VirtualBoard:
         self._cpu_done = {"device": 0, "hardware": 0, "device_queued": 0}
         self._cpu_live: dict[str, int] = {}
         self._hw = hw_modules()
+        self._fw = firmware_rom(self._hw)
         self.state.mkdir(parents=True, exist_ok=True)
         board_file = self.state / "board.json"
         board = json.loads(board_file.read_text()) if board_file.exists() else {}
@@ -305,7 +339,7 @@ class VirtualBoard:
                 dev = subprocess.Popen(
                     [mp, "-X", f"heapsize={self.heap}", str(HW_DIR / "vboot.py")],
                     cwd=self.fs,
-                    env={**env, "VBOARD_RPC": f"{ans_r} {req_w}", **rom},  # rom: last (vrom.py)
+                    env={**env, "VBOARD_RPC": f"{ans_r} {req_w}", **rom},  # rom: last (vmap.py)
                     stdin=subprocess.PIPE if pty is None else pty,
                     stdout=out_w if pty is None else pty,
                     stderr=out_w if pty is None else pty,
@@ -323,20 +357,17 @@ class VirtualBoard:
         return hw, dev, out_r
 
     def _rom_env(self) -> dict[str, str]:
-        """The device process's ROMFS mapping (vboard/hw/vrom.py): the partition's flash file and size,
-        and filler strings that reserve its memory, which must be the environment's last entries. None
-        in the "mpy" mode: a MicroPython build without ROMFS, as the ports ship by default."""
+        """The device process's ROMFS mappings (vboard/hw/vmap.py), which must be the environment's last
+        entries: the simulation's firmware ROM (always), then the "romfs" partition (none in the "mpy"
+        mode: a MicroPython build without ROMFS, as the ports ship by default)."""
+        env = _map_env("VBOARD_FW", self._fw, self._fw.stat().st_size)
         if self.code != "romfs":
-            return {}
+            return env
         try:
             _, size = self.romfs_partition()
         except RuntimeError:
-            return {}
-        pieces = -(-size // _ENV_PIECE)
-        env = {"VBOARD_ROM": f"{size} {pieces} {self.state / f'flash_{ROMFS_LABEL}.bin'}"}
-        for i in range(pieces):
-            env[f"VBOARD_ROMMAP{i}"] = "x" * min(_ENV_PIECE, size - i * _ENV_PIECE)
-        return env
+            return env
+        return {**env, **_map_env("VBOARD_ROM", self.state / f"flash_{ROMFS_LABEL}.bin", size)}
 
     def _supervise(self) -> None:
         soft: str | None = None  # after Ctrl-D in the REPL: "raw" or "friendly"

@@ -1,7 +1,7 @@
 # ESP32 app images on the virtual board (format: tools/twtools/vboard/images.py). The bootloader's image
 # check - header, chip id, segments, checksum, appended SHA-256 - and the ROM's job of mapping the
 # booted image's code: its frozen app (an app bundle after esp_app_desc_t) is unpacked once per image
-# into <state>/frozen/<label>-<sha>/, which vboot puts on sys.path where the chip has '.frozen'.
+# into <state>/frozen/<label>-<sha>/, which vfw puts on sys.path where the chip has '.frozen'.
 # Runs at boot inside the unix port, before the app; vboot drops it afterwards.
 import hashlib
 import os

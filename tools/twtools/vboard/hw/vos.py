@@ -1,4 +1,4 @@
-# `os` and `open` for the app on a board armed for power cuts (vboot installs them when the hardware
+# `os` and `open` for the app on a board armed for power cuts (vfw installs them when the hardware
 # process says so): the real ones, with every filesystem change announced first to the hardware
 # process (vcut.point there, over vproxy), which counts the durable writes of the whole board - flash,
 # otadata, NVS keys and these - and cuts the power at the chosen one. Calls that change nothing (mkdir

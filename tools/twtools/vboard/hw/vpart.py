@@ -1,7 +1,8 @@
-# The device's proxy of an esp32.Partition, loaded by vproxy at the first partition the hardware process
+# The device's proxy of an esp32.Partition, made by vproxy at the first partition the hardware process
 # hands over ({"id": handle, "list": [size, block size, flash file]}; an update's business, so the
-# app's other boots do not carry this in their heap). On the chip a flash write is a C call that returns
-# when the flash is programmed; here a write or an erase is posted - sent down the pipe and not waited
+# app's other boots do not carry this in their heap), from the firmware's ROM (vfw.load): its code runs
+# in place there. On the chip a flash write is a C call that returns when the flash is
+# programmed; here a write or an erase is posted - sent down the pipe and not waited
 # for: the hardware process does them in the order sent, each one still a durable write (a cut point)
 # of its own (vcut), and one that fails is raised by the next hardware call that waits. A read takes the
 # flash file itself once the hardware has done what was posted. So an image costs no process round trip

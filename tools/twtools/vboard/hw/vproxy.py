@@ -1,9 +1,13 @@
-# The device's side of the virtual board's hardware. vboot installs proxies as machine, network and
+# The device's side of the virtual board's hardware. vfw installs proxies as machine, network and
 # esp32: every attribute and call is answered by the hardware process (vhwd.py: the simulation, and
 # the protocol) while the device waits, as a call into C does on the chip. Tiny on purpose: on an ESP32
-# those modules cost the MicroPython heap nothing. Importing it connects to the hardware process.
+# those modules cost the MicroPython heap nothing (here their code runs in place from the firmware's
+# ROM, vmap.py). Importing it connects to the hardware process.
 import json
 import os
+import sys
+
+import vfw
 
 _r = open("/proc/self/fd/" + os.getenv("VBOARD_RPC").split()[0], "rb")  # answers
 _w = open("/proc/self/fd/" + os.getenv("VBOARD_RPC").split()[1], "wb")  # requests
@@ -64,15 +68,8 @@ def _d(v):
     if t is dict:
         if "id" in v:
             t = H()
-            if "list" in v:  # an esp32.Partition: its proxy class is loaded when first needed
-                import sys
-
-                sys.path.append(os.getenv("VBOARD_HW"))
-                try:
-                    import vpart
-                finally:
-                    sys.path.pop()
-                t = vpart.F(H, _q, _w, _gone, v["list"])
+            if "list" in v:  # an esp32.Partition: its proxy's code is loaded when first needed
+                t = (sys.modules.get("vpart") or vfw.load("vpart")).F(H, _q, _w, _gone, v["list"])
             t._h = v["id"]
             return t
         if "bytes" in v:

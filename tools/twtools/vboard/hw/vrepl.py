@@ -1,4 +1,4 @@
-# The virtual board's REPL after the app (vboot.py imports this only then: nothing of it is in the
+# The virtual board's REPL after the app (vfw.py imports this only then: nothing of it is in the
 # heap while the app runs), as the ESP32 port's main.c starts the MicroPython REPL after main.py.
 #
 # The REPL is the unix port's own, MicroPython's shared pyexec code: friendly REPL, paste mode (Ctrl-E),
@@ -16,7 +16,9 @@ def after(ok):
     """After boot.py and main.py: `ok` False when main.py failed, None after Ctrl-C."""
     if ok is None or os.getenv("VBOARD_TTY"):
         _root()
-        os.putenv("MICROPYINSPECT", "1")  # the unix port starts its REPL when vboot.py ends
+        os.putenv(
+            "MICROPYINSPECT", "1"
+        )  # the unix port starts its REPL when vboot.py ends (vfw.main returns)
     elif not ok:
         sys.exit(1)  # a console without a keyboard (pipes): the runner reports it
 
