@@ -33,7 +33,10 @@ def test_host_tools_install_on_another_python(tmp_path):
     if py is None:
         pytest.skip("no CPython 3.10/3.12/3.13 found (set TWOMES_TEST_PYTHON)")
     pip = [sys.executable, "-m", "pip"]
-    run = dict(capture_output=True, text=True, timeout=300)
+    # a throwaway venv sees only what it installs (a PYTHONPATH with a checkout's tools/ would make pip
+    # take twtools as installed already, from its egg-info, and leave out the `twomes` command)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = dict(capture_output=True, text=True, timeout=300, env=env)
     r = subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(REPO)], **run)
     assert r.returncode == 0, r.stderr
     wheel = next((tmp_path / "dist").glob("twtools-*.whl"))
