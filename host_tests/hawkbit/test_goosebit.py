@@ -23,6 +23,7 @@ from twtools import DEVICE_DIR, keys
 from twtools.build import build_bundle, build_romfs, read_version
 from twtools.ddipublish import signed_artifact
 from twtools.goosebit import GooseBit, make_swu
+from twtools.heapbench import QSTR_MAIN, qstr_pools
 from twtools.powercut import Identity, Lab, device_name
 from twtools.vboard.images import build_sim_image
 
@@ -140,41 +141,10 @@ def test_update_succeeds_and_the_action_is_closed_after_the_new_version_runs(
         board.stop()
 
 
-# main.py with the qstr pool printed after every state change (micropython.qstr_info(): n_pool pools,
-# n_qstr names), then the app as main.py starts it (the probe of host_tests/vboard/test_romfs_board.py)
-QSTR_MAIN = """
-import micropython
-import twomes.app
-
-_set = twomes.app.App.set_state
-
-
-def _state(self, state, message=""):
-    _set(self, state, message)
-    micropython.qstr_info()
-
-
-twomes.app.App.set_state = _state
-twomes.app.main()
-"""
 # 4K above the smallest heap that passes (76K, the Twomes story's: docs/heap.md, "hawkBit (DDI) mode");
 # TW_DDI_HEAP to measure at another (`pytest -s` prints the names and free heap per state)
 DDI_HEAP = os.getenv("TW_DDI_HEAP") or "80K"
 NAMES_MAX = 610  # 10 below the qstr pool's edge (620 names): room for what a request interns
-
-
-def _pools(lines: list[str]) -> list[tuple[int, int, str, int]]:
-    """(names, pools, state, free heap) of every qstr_info() line the probe printed (after the state's
-    line, which says the free heap after a collection)."""
-    seen, state, free = [], "boot", 0
-    for line in lines:
-        m = re.search(r"state: (\w+).*\(free heap (\d+)\)", line)
-        if m:
-            state, free = m.group(1), int(m.group(2))
-        m = re.search(r"n_pool=(\d+), n_qstr=(\d+)", line)
-        if m:
-            seen.append((int(m.group(2)), int(m.group(1)), state, free))
-    return seen
 
 
 def test_a_shipping_board_takes_a_romfs_bundle_within_five_qstr_pools(lab: Lab, goosebit: GooseBit) -> None:
@@ -200,13 +170,13 @@ def test_a_shipping_board_takes_a_romfs_bundle_within_five_qstr_pools(lab: Lab, 
         board.wait_for(r"^qstr pool", 10, start=board.last_index)
     except TimeoutError as e:
         raise AssertionError(
-            f"{e}\nmost names seen (names, pools, state): {max(_pools(board.lines), default=None)}"
+            f"{e}\nmost names seen (names, pools, state): {max(qstr_pools(board.lines), default=None)}"
         ) from e
     finally:
         board.stop()
     assert not any("MemoryError" in line for line in board.lines), board.lines[-30:]
     assert _state(goosebit, ident.name, "Finished")["sw_version"] == v2
-    seen = _pools(board.lines)
+    seen = qstr_pools(board.lines)
     assert len(seen) >= 10, seen  # check boot, update boot, v2's confirmation, check and running
     names, pools, at, _ = max(seen)
     print(f"\nDDI mode at {DDI_HEAP}: at most {names} names in {pools} qstr pools ({at}); per state change:")

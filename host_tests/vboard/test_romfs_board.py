@@ -13,6 +13,7 @@ from pathlib import Path
 import romfsutil  # host_tests/device: ROMFS images on both runtimes
 
 from twtools.build import BOOT_MODULES, ROMFS_MAGIC
+from twtools.heapbench import QSTR_MAIN, qstr_pools
 from twtools.vboard.runner import MPY_HEAP, VirtualBoard
 
 CFG = {"server_url": "http://127.0.0.1:9"}
@@ -100,25 +101,6 @@ def test_slot_b_written_through_the_partition_mounts_like_on_the_chip(tmp_path: 
     assert int(m.group(3)) == 0x80000 and int(m.group(2)) < 2000, m.group(0)
 
 
-# main.py with the qstr pool printed after every state change (micropython.qstr_info(): n_pool pools,
-# n_qstr names), then the app as main.py starts it
-QSTR_MAIN = """
-import micropython
-import twomes.app
-
-_set = twomes.app.App.set_state
-
-
-def _state(self, state, message=""):
-    _set(self, state, message)
-    micropython.qstr_info()
-
-
-twomes.app.App.set_state = _state
-twomes.app.main()
-"""
-
-
 def test_setup_mode_stays_within_five_qstr_pools(tmp_path: Path) -> None:
     """Every name a module holds is interned for good when it is imported (ROMFS keeps the text in
     flash, the pool entry is heap). The dynamic pools double: 20, 40, ... 320 entries (620 names), and
@@ -139,9 +121,7 @@ def test_setup_mode_stays_within_five_qstr_pools(tmp_path: Path) -> None:
         assert urllib.request.urlopen(req, timeout=10).status == 202
         start = b.wait_for(r"state: joining - testing", 20)
         b.wait_for(r"^qstr pool", 10, start=b.last_index)
-        line = b.lines[b.last_index]
-    m = re.search(r"n_pool=(\d+), n_qstr=(\d+)", line)
-    assert m, line
-    pools, names = int(m.group(1)), int(m.group(2))
+    names, pools, state, _ = qstr_pools(b.lines)[-1]
+    assert state == "joining", state
     print(f"\nsetup mode, credential test: {names} names in {pools} qstr pools")
     assert pools == 5 and names <= 600, (pools, names, start.group(0))

@@ -25,6 +25,41 @@ from twtools.vboard.runner import CODE_MODES, MPY_HEAP
 
 _STATE = re.compile(r"\] state: (\w+).*\(free heap (\d+)\)$")
 _BOOT = re.compile(r"\] boot: twomes firmware \S+-sim\.(\d+)$")
+# A board's main.py that prints the qstr pool (micropython.qstr_info(): n_pool pools, n_qstr names)
+# after every state change, then starts the app as main.py does: how the tests watch the qstr pool's
+# edge (docs/heap.md, "The qstr pool"). The probe itself adds 3 names.
+QSTR_MAIN = """
+import micropython
+import twomes.app
+
+_set = twomes.app.App.set_state
+
+
+def _state(self, state, message=""):
+    _set(self, state, message)
+    micropython.qstr_info()
+
+
+twomes.app.App.set_state = _state
+twomes.app.main()
+"""
+_POOL = re.compile(r"n_pool=(\d+), n_qstr=(\d+)")
+
+
+def qstr_pools(lines: list[str]) -> list[tuple[int, int, str, int]]:
+    """(names, pools, state, free heap) of every pool line QSTR_MAIN printed, with the state whose line
+    came before it and the free heap that line says (after a collection; 0 before any state)."""
+    seen, state, free = [], "boot", 0
+    for line in lines:
+        m = _STATE.search(line)
+        if m:
+            state, free = m.group(1), int(m.group(2))
+        m = _POOL.search(line)
+        if m:
+            seen.append((int(m.group(2)), int(m.group(1)), state, free))
+    return seen
+
+
 # The story's versions: 1 is what the board was shipped with (its code as --code says), 2 the bundle
 # it installs (in the form the board installs: a ROMFS image in romfs mode, .mpy overlays in mpy mode).
 
