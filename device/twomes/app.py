@@ -112,7 +112,7 @@ class App:
             left = b.ticks_diff(end, b.ticks_ms())
             if left <= 0:
                 return
-            await asyncio.sleep(0.05 if left >= _POLL_MS else left / 1000)
+            await hw.sleep_ms(_POLL_MS if left >= _POLL_MS else left)  # (allocates nothing)
         raise Restart()
 
     async def join(self, creds):
@@ -126,13 +126,24 @@ class App:
 
     # ---- the watch loop: LED, button, time up ---------------------------------------------------
     async def watch(self):
-        """step() every _POLL_MS until a restart is due. One loop, not a task each."""
+        """step() every _POLL_MS until a restart is due. One loop, not a task each. The loop itself
+        allocates nothing (hw.sleep_ms); a poll that finds no heap (MemoryError: setup mode's portal
+        under attack can fill it for a moment) is skipped and the next one tries again, so the app's
+        LED, button and restarts never die of a phase's load. The skipped polls are logged once the
+        heap is back."""
         b = self.board
+        skipped = 0
         while not self._stop:
-            await asyncio.sleep(0.05)  # _POLL_MS; a literal: one float for good
+            await hw.sleep_ms(_POLL_MS)
             if self.interrupted:
                 raise KeyboardInterrupt()  # Ctrl-C on the console: stop the app, the REPL
-            self.step(b.ticks_ms())
+            try:
+                self.step(b.ticks_ms())
+                if skipped:
+                    log("app", "%d polls of the LED and button skipped: no heap" % skipped)
+                    skipped = 0
+            except MemoryError:
+                skipped += 1
 
     def step(self, now):
         """One poll at `now` (ticks ms): the LED shows the state's pattern, the button is read
@@ -161,8 +172,8 @@ class App:
             elif held >= cfg.hold_wifi_s * 1000:
                 self._hold = _HOLD_WIFI
         if not self._good and up >= _GOOD_BOOT_S * 1000:
+            boot_loop(True)  # up for a while: this boot went well (a MemoryError: the next poll again)
             self._good = True
-            boot_loop(True)  # up for a while: this boot went well
         if self.safe and up >= _SAFE_S * 1000:
             self._stop = True
 

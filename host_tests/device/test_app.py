@@ -147,6 +147,56 @@ def test_a_good_boot_resets_the_boot_loop_counter_and_safe_mode_ends():
     assert app._stop  # safe mode: a normal restart after 10 minutes
 
 
+def test_the_watch_loop_outlives_a_full_heap():
+    """A poll that finds no heap (MemoryError from the button, the LED or the good boot's counter:
+    setup mode's portal under attack can fill the heap for a moment) is skipped, the loop goes on and
+    the good boot is counted at the next poll that has heap; the skipped polls are logged after."""
+    import twomes.app as appmod
+
+    class Starved(Board):
+        def __init__(self, app_box):
+            Board.__init__(self)
+            self.app_box = app_box
+            self.polls = 0
+
+        def ticks_ms(self):
+            return self.now
+
+        def button_pressed(self):
+            self.polls += 1
+            self.now += 1000  # the loop's own sleep is real time (50 ms); its clock is ours
+            if self.polls == 12:
+                self.app_box[0]._stop = True
+            if self.polls in (2, 3):
+                raise MemoryError("memory allocation failed, allocating 32 bytes")
+            return False
+
+    box = [None]
+    app, _ = _app("portal")
+    b = Starved(box)
+    app2 = App(b, app.cfg, app.st, app.ident)
+    app2.state = "portal"
+    box[0] = app2
+    app2._t0 = -55000  # the good boot is due within the first polls
+    real = appmod.boot_loop
+    calls = []
+
+    def boot_loop(good=False):
+        calls.append(good)
+        if len(calls) == 1:
+            raise MemoryError("memory allocation failed, allocating 464 bytes")
+        return real(good)
+
+    appmod.boot_loop = boot_loop
+    try:
+        support.run(app2.watch())
+    finally:
+        appmod.boot_loop = real
+    assert b.polls == 12 and app2._stop
+    assert calls == [True, True] and app2._good  # failed once, counted at the next poll
+    assert [ln for ln in support.logged() if "polls of the LED and button skipped: no heap" in ln]
+
+
 def test_setup_mode_and_the_online_phase_never_share_a_boot():
     """Setup mode ended with "retry" (nobody came; the saved network is tried again) and the saved
     network works: the app restarts instead of going online in this boot, whose heap keeps setup's

@@ -334,3 +334,27 @@ def test_the_test_clock_does_what_the_ports_ticks_do():
                 assert c.ticks_diff(a, b) == time.ticks_diff(a, b), (a, b)
             for d in (0, 1, 777, half - 1, -1, -777, 1 - half):  # (the port's limit: |d| < half)
                 assert c.ticks_add(a, d) == time.ticks_add(a, d), (a, d)
+
+
+def test_no_heap_for_a_connection_gets_come_again_and_the_portal_goes_on():
+    """No heap for a new connection's stream or task (MemoryError, a portal under attack at a small
+    heap): that client gets the "come again" 503 at once, its slot stays free, and the next connection
+    is served (the accept loop is not restarted, no pause)."""
+
+    async def body(p, clock):
+        calls = []
+
+        async def starved(conn):
+            calls.append(1)
+            if len(calls) == 1:
+                raise MemoryError("memory allocation failed, allocating 360 bytes")
+            return await pf.streams(conn)
+
+        p._streams = starved
+        first = await _admit(p, INFO)
+        assert first.closed and _status(first) == b"503" and b"Retry-After: 1" in bytes(first.out)
+        assert p.refused == 1 and p.busy() == 0
+        second = await _admit(p, INFO, reading=False)
+        await _all_answered(p, [second])
+
+    _go(body)

@@ -164,14 +164,17 @@ class Portal:
         """Accept connections into the slots and hold each one to its deadlines, until cancelled. If it
         fails, the controller starts it again: the listening socket and the connections stay."""
         while self._sock is not None:
+            conn = None
             try:
                 conn, _ = self._sock.accept()
             except OSError:  # nothing waiting (EAGAIN)
-                conn = None
+                pass
+            except MemoryError:  # no heap for the socket object: the next turn tries again
+                pass
             if conn is not None:
                 await self.admit(conn)
             self.tick()
-            await asyncio.sleep(0 if conn is not None else 0.02)
+            await hw.sleep_ms(0 if conn is not None else 20)  # (allocates nothing)
 
     async def admit(self, conn):
         """Give an accepted connection a slot and start its request (serve() calls this)."""
@@ -215,9 +218,15 @@ class Portal:
             conn.setblocking(False)
             reader, w = await self._streams(conn)
             slot.task = asyncio.create_task(self._conn(slot, reader, w))  # pyright: ignore[reportAttributeAccessIssue]
+        except MemoryError:
+            # no heap for its stream or task just now: "come again" at once, as when every slot is
+            # taken (_REFUSE is a constant), and the accept loop goes on (no restart, no pause)
+            self._release(slot)
+            self.refused += 1
+            self._refuse(conn)
+            conn.close()
         except BaseException:
-            slot.phase = _FREE
-            slot.task = None
+            self._release(slot)
             conn.close()
             raise
 
