@@ -197,6 +197,43 @@ def test_the_watch_loop_outlives_a_full_heap():
     assert [ln for ln in support.logged() if "polls of the LED and button skipped: no heap" in ln]
 
 
+def test_a_poll_of_the_watch_loop_allocates_nothing():
+    """What the watch loop does every 50 ms (step(): the LED pattern, the button, the time up, and its
+    sleep) takes no heap on MicroPython, so a full heap cannot starve it (a board's own calls aside:
+    the chip's Pin calls allocate nothing). CPython: the same polls run, nothing is measured."""
+    import gc
+    import sys
+
+    from twomes import hw
+
+    class Quiet(Board):
+        def led_set(self, on):
+            self.on = on  # (the base Board records every change in a list: that allocates)
+
+    app, _ = _app("portal")
+    b = Quiet()
+    app2 = App(b, app.cfg, app.st, app.ident)
+    app2.state = "portal"
+    app2._good = True  # the good boot's counter (a module loaded once per boot) is another test's
+    mp = sys.implementation.name == "micropython"
+    for _ in range(3):  # warm: the first poll sets the LED's state
+        b.now += 50
+        app2.step(b.now)
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.mem_alloc() if mp else 0
+        for _ in range(400):  # 20 s of polls: the LED changes 40 times
+            b.now += 50
+            app2.step(b.now)
+            if mp:
+                hw.sleep_ms(50)  # the loop's sleep (not awaited here: only its making counts)
+        used = gc.mem_alloc() - before if mp else 0
+    finally:
+        gc.enable()
+    assert used == 0, used
+
+
 def test_setup_mode_and_the_online_phase_never_share_a_boot():
     """Setup mode ended with "retry" (nobody came; the saved network is tried again) and the saved
     network works: the app restarts instead of going online in this boot, whose heap keeps setup's
