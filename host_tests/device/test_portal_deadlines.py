@@ -358,3 +358,24 @@ def test_no_heap_for_a_connection_gets_come_again_and_the_portal_goes_on():
         await _all_answered(p, [second])
 
     _go(body)
+
+
+def test_short_of_heap_the_oldest_waiting_connection_makes_room_and_newcomers_come_again():
+    """Less heap than a connection and its answer need (Portal.room(), after a collection): the oldest
+    connection still waiting for its request is closed with a 503 to make room, and when that is not
+    enough the newcomer gets the "come again" 503 at once instead of a slot that would run out of heap
+    mid-answer. Connections being answered are never cut; with heap again, the next one is served."""
+
+    async def body(p, clock):
+        idle = await _admit(p)
+        busy = await _admit(p, INFO, reading=False)  # being answered
+        p.room = lambda need: False
+        new = await _admit(p, INFO)
+        assert idle.closed and _status(idle) == b"503" and p.evicted == 1
+        assert new.closed and _status(new) == b"503" and p.refused == 1
+        assert not busy.closed and p.busy() == 1
+        p.room = lambda need: True
+        again = await _admit(p, INFO, reading=False)
+        await _all_answered(p, [busy, again])
+
+    _go(body)

@@ -9,6 +9,7 @@
 # oldest one still waiting for its request (idle or slow), or, when every slot is answering, gets a
 # 503 at once. One request per connection (Connection: close).
 import asyncio
+import gc
 import json
 import socket
 
@@ -26,6 +27,11 @@ _HEAD_MS = const(5000)
 _BODY_MS = const(5000)
 _WRITE_MS = const(10000)
 _BACKLOG = const(8)  # connections the stack holds until accepted (beyond: SYNs dropped, clients wait 1-3 s)
+# heap a new connection needs before it gets a slot: its task, stream and request (~1.1 KB on the 64-bit
+# unix port) and room for its answer; below it (after a collection) the connection gets the "come
+# again" 503 at once instead of a slot that would run out of heap mid-answer
+_ROOM = const(2048)
+_ACCEPT_ROOM = const(512)  # for accept()'s socket object; below it connections wait in the backlog
 _GRACE_MS = const(1000)  # an error answer, or what the client still sends after one (200 ms of it)
 _FREE = const(0)
 _HEAD = const(1)  # waiting for / reading the head (idle or slow clients are here)
@@ -166,7 +172,10 @@ class Portal:
         while self._sock is not None:
             conn = None
             try:
-                conn, _ = self._sock.accept()
+                # accept() allocates the socket object after the stack's accept: without heap for it the
+                # connection would be lost, unanswered. Short of that, it waits in the backlog a turn
+                if self.room(_ACCEPT_ROOM):
+                    conn, _ = self._sock.accept()
             except OSError:  # nothing waiting (EAGAIN)
                 pass
             except MemoryError:  # no heap for the socket object: the next turn tries again
@@ -180,9 +189,10 @@ class Portal:
         """Give an accepted connection a slot and start its request (serve() calls this)."""
         b = self.board
         slot = self._free()
-        if slot is None:
-            # the oldest connection still waiting for its request makes room (idle spare connections
-            # of browsers, slow clients); connections being answered are never cut
+        room = self.room(_ROOM)
+        if slot is None or not room:
+            # the oldest connection still waiting for its request makes room, a slot or heap (idle
+            # spare connections of browsers, slow clients); connections being answered are never cut
             victim = None
             for s in self.slots:
                 if (s.phase == _HEAD or s.phase == _BODY) and not s.why:
@@ -195,10 +205,11 @@ class Portal:
                 self.evicted += 1
                 for _ in range(3):  # its `finally` frees the slot when it runs
                     await asyncio.sleep(0)
-                    slot = self._free()
-                    if slot is not None:
+                    if victim.phase == _FREE:
                         break
-        if slot is None:
+                slot = self._free()
+                room = self.room(_ROOM)
+        if slot is None or not room:  # no slot, or no heap to answer it: "come again" at once
             self.refused += 1
             try:
                 conn.setblocking(False)
@@ -229,6 +240,15 @@ class Portal:
             self._release(slot)
             conn.close()
             raise
+
+    def room(self, need):
+        """Whether `need` bytes of heap are free, after a collection if garbage holds them (CPython,
+        whose mem_free is -1: always)."""
+        free = hw.mem_free()
+        if 0 <= free < need:
+            gc.collect()
+            free = hw.mem_free()
+        return free < 0 or free >= need
 
     def _free(self):
         for slot in self.slots:
