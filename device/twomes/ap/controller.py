@@ -228,6 +228,10 @@ class Controller:
         # judges a lone Ctrl-C itself); back on when setup mode ends
         board.kbd_intr(-1)
         tasks = self._tasks(portal)
+        # one turn of the loop first: each task has taken what it holds while it runs (the DNS socket
+        # and its buffer, the console's listener), so the state's logged free heap is the running
+        # portal's, not the heap before it
+        await asyncio.sleep(0)
         app.set_state(PORTAL, "waiting for Wi-Fi settings")
         if not cfg.ap_open:  # the setup AP's own password (printed like a label), not an owner's secret
             log("setup", "access point password %s" % app.ident.ap_password)
