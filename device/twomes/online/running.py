@@ -123,11 +123,12 @@ async def upload(app, srv):
 
 
 async def run(app, srv, creds, check, confirm, updates=None):
-    """Until Wi-Fi is lost for good (three rejoins failed): then "offline". `check(app, upd, False)`
-    is the periodic firmware check (the online phase's) with the update seam `updates` (srv, or a
-    DDI server whose polling interval, sleep_s, replaces fw_check_s): True when it saved an update ->
-    "update". While the server has not taken this version's confirmation (it answers, but not with
-    success), `confirm(app, upd)` is asked again with backoff: the device keeps running and uploading."""
+    """Until Wi-Fi is lost for good (three rejoins failed): then "offline". `check(app, updates,
+    False)` is the periodic firmware check (the online phase's) with the update seam `updates` (srv
+    when None, or a DDI server whose polling interval, sleep_s, replaces fw_check_s): True when it
+    saved an update -> "update". While the server has not taken this version's confirmation (it
+    answers, but not with success), `confirm(app, updates)` is asked again with backoff: the device
+    keeps running and uploading."""
     upd = updates or srv
     board, cfg = app.board, app.cfg
     await learn(srv)

@@ -32,7 +32,8 @@ import uctypes
 import vfs
 
 
-def m(name):
+def mapped(name):
+    """The piece of flash `name` describes, copied into its reserved memory: a bytearray outside the heap."""
     size, n, path = os.getenv(name).split(" ", 2)
     size = int(size)
     with open("/proc/self/stat") as f:
@@ -80,7 +81,7 @@ def m(name):
     return uctypes.bytearray_at(addr, size)
 
 
-fw = m("VBOARD_FW")
+fw = mapped("VBOARD_FW")
 vfs.mount(vfs.VfsRom(fw), "/.fw")
 sys.path[:] = ["/.fw"]
 import vfw  # noqa: E402 - from the firmware's ROM
@@ -89,7 +90,7 @@ vfw.fw = fw
 if os.getenv("VBOARD_ROM"):
     import vvfs  # noqa: E402
 
-    vvfs.segment = m("VBOARD_ROM")
+    vvfs.segment = mapped("VBOARD_ROM")
     sys.modules["vfs"] = sys.modules.pop("vvfs")  # vfs with rom_ioctl, as on a ROMFS build
     try:
         vfs.mount(vfs.VfsRom(vvfs.segment), "/rom")

@@ -16,9 +16,8 @@ def after(ok):
     """After boot.py and main.py: `ok` False when main.py failed, None after Ctrl-C."""
     if ok is None or os.getenv("VBOARD_TTY"):
         _root()
-        os.putenv(
-            "MICROPYINSPECT", "1"
-        )  # the unix port starts its REPL when vboot.py ends (vfw.main returns)
+        # the unix port starts its REPL when vboot.py ends (after vfw.main returns)
+        os.putenv("MICROPYINSPECT", "1")
     elif not ok:
         sys.exit(1)  # a console without a keyboard (pipes): the runner reports it
 
