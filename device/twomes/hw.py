@@ -42,26 +42,38 @@ def uncancel(task):
 
 def tls_context(cadata):
     """A TLS client context that verifies the server's certificate chain against `cadata` (DER) and,
-    with the server_hostname given at connect, its name. (MicroPython's default is CERT_NONE.)"""
-    import ssl
+    with the server_hostname given at connect, its name. (MicroPython's `ssl` defaults to CERT_NONE.)
+    On MicroPython the port's `tls` module itself: `ssl` is a Python wrapper of it (1 KB more heap)."""
+    if not MICROPYTHON:
+        import ssl
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cadata=cadata)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=cadata)
+        return ctx
+    import tls
+
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = tls.CERT_REQUIRED
+    ctx.load_verify_locations(cadata)
     return ctx
 
 
 # ---- client connections (the HTTP client, twomes/online/http.py) ----------------------------------
-# A connection is (socket, stream): on MicroPython a non-blocking socket and asyncio's Stream over it
+# A connection is [socket, stream]: on MicroPython a non-blocking socket and asyncio's Stream over it
 # (the public way to wait for a socket; the socket is kept next to it, not read from the Stream's
 # attributes), on CPython (the host tests) _host_conn's pair. No class of our own per connection on
 # the device and no coroutine per read: read_now() takes what has arrived from the socket, wait_read()
-# and write() return asyncio's own awaitables.
+# and write() return asyncio's own awaitables. An https connection has a TLS context of its own (3 KB
+# of heap on the 64-bit unix port): made here from the CA, it goes with the socket, and close() empties
+# the list, so a finished coroutine that still holds the list holds neither (docs/heap.md).
 
 
-def connect(host, port, ctx):
-    """A TCP connection (TLS with `ctx`, verifying the server's name) -> (socket, stream), at once: the
-    TCP connect and the TLS handshake complete in the background, the first write waits for them."""
+def connect(host, port, ca):
+    """A TCP connection (TLS verified against `ca`, DER bytes, and the server's name when given) ->
+    [socket, stream], at once: the TCP connect and the TLS handshake complete in the background, the
+    first write waits for them."""
+    ctx = tls_context(ca) if ca is not None else None
     if not MICROPYTHON:
         return _host_conn(host, port, ctx)
     import socket
@@ -79,7 +91,7 @@ def connect(host, port, ctx):
         if ctx is not None:
             s = ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
             s.setblocking(False)
-        return s, asyncio.StreamReader(s)
+        return [s, asyncio.StreamReader(s)]
     except BaseException:
         s.close()
         raise
@@ -113,11 +125,39 @@ def write(conn, data):
 
 
 def close(conn):
-    """Close the connection's socket; never raises."""
+    """Close the connection's socket and let go of it; never raises. What a finished coroutine still
+    holds (MicroPython keeps a coroutine's dead stack slots until it is freed) - the list, asyncio's
+    Stream - no longer leads to the socket and its TLS context, and neither does asyncio's poller."""
     try:
         conn[0].close()
     except Exception:  # noqa: BLE001 - closing must never raise
         pass
+    if MICROPYTHON:
+        conn[1].s = None
+        _unpoll()
+    conn[0] = conn[1] = None
+
+
+def _unpoll():
+    """MicroPython's select.poll keeps the last (object, events) pair its ipoll() handed out until it
+    hands out another, so asyncio's poller holds the last socket it woke a task for - a closed TLS
+    socket with its context: 3.6 KB on the 64-bit unix port - until another stream has an event, which
+    in the running state can be minutes away (docs/heap.md). One ipoll(0) with an always-writable UDP
+    socket registered hands out a pair that is not the closed socket; poll is level-triggered, so any
+    other event it passes is handed to asyncio again by its next poll. (MicroPython's asyncio has no
+    public way to its poller: asyncio.core._io_queue.)"""
+    import select
+    import socket
+
+    poller = asyncio.core._io_queue.poller  # pyright: ignore[reportAttributeAccessIssue]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        poller.register(s, select.POLLOUT)
+        for _ in poller.ipoll(0):
+            pass
+        poller.unregister(s)
+    finally:
+        s.close()
 
 
 def put(buf, at, text, i=0, j=-1):
@@ -170,7 +210,7 @@ def _host_conn(host, port, ctx):
                 self.st.w.close()
 
     st = Stream()
-    return Sock(st), st
+    return [Sock(st), st]
 
 
 def sleep_ms(ms):

@@ -113,3 +113,70 @@ def test_a_downgrade_to_plain_http_is_refused(certs: dict[str, Path], tmp_path: 
             b.stop()
         assert seen == []
         assert not [ln for ln in b.lines if "allow_http: plain http" in ln]  # the lab switch is off
+
+
+# A board's main.py that prints the heap in use (after a collection) before each request of the HTTP
+# client and after each Response is closed, then starts the app as main.py does. (The client is
+# patched when the online phase has loaded it: the boot unloads its own copy.)
+HEAP_MAIN = """
+import gc
+import sys
+import twomes.app
+
+_set = twomes.app.App.set_state
+
+
+def _used(what):
+    gc.collect()
+    print("heap in use %s %d" % (what, gc.mem_alloc()))
+
+
+def _patch(http):
+    _request, _close = http.request, http.Response.close
+
+    def request(*args):
+        _used("before a request")
+        return _request(*args)
+
+    async def close(self):
+        await _close(self)
+        _used("after a request")
+
+    http.request = request
+    http.Response.close = close
+
+
+def _state(self, state, message=""):
+    http = sys.modules.get("twomes.online.http")
+    if http is not None and not hasattr(http, "_patched"):
+        _patch(http)
+        http._patched = True
+    _set(self, state, message)
+
+
+twomes.app.App.set_state = _state
+twomes.app.main()
+"""
+
+
+def test_no_tls_context_is_held_between_requests(certs: dict[str, Path], tmp_path: Path) -> None:
+    """A TLS context is 3 KB of heap on the 64-bit unix port (docs/heap.md): each connection makes its
+    own and lets go of it, with its socket, when it is closed - also from asyncio's poller, which keeps
+    the last socket it woke a task for. Between requests (the activation's retries: 404, not
+    registered) the heap holds no more than before the first one but asyncio's stream module (1.7 KB),
+    which the first connection loads, and no context."""
+    with https_server(certs["good_cert"], certs["good_key"]) as (port, seen):
+        b = _board(tmp_path, f"https://127.0.0.1:{port}", certs["ca_der"])
+        (b.fs / "main.py").write_text(HEAP_MAIN)
+        try:
+            b.start()
+            b.wait_for(r"activate: not registered on the server yet", 60)
+            for _ in range(3):
+                b.wait_for(r"heap in use after a request", 30, start=b.last_index + 1)
+        finally:
+            b.stop()
+    used = [(ln.split()[3], int(ln.split()[-1])) for ln in b.lines if "heap in use " in ln]
+    first = next(n for what, n in used if what == "before")
+    after = [n for what, n in used if what == "after"]
+    assert len(seen) >= 3 and len(after) >= 3, used
+    assert max(after) - first < 4096, used  # a context (3,104 bytes) and its socket (~0.6 KB) are gone

@@ -53,35 +53,39 @@ def parse_http_date(text):
     return days * 86400 + hh * 3600 + mm * 60 + ss
 
 
-def tls(cfg, url):
-    """The TLS context for `url` (None for http): the CA file deployed with the config (DER). Plain
-    http only with allow_http (a lab setting, logged at boot by the config)."""
+def ca(on, url):
+    """The CA that verifies `url`'s server (DER bytes; None for http), read from the CA file deployed
+    with the config at the first https request of the seam `on` (Server, Ddi) and kept in on._ca; a
+    file that no TLS context takes is refused here. Plain http only with allow_http (a lab setting,
+    logged at boot by the config)."""
+    cfg = on.cfg
     if url.startswith("http://"):
         if not cfg.allow_http:
             raise Error(_NET, "plain http refused (set allow_http for a lab server)")
         return None
-    try:
-        with open(cfg.ca_file, "rb") as f:
-            cadata = f.read()
-    except OSError:
-        raise Error(_NET, "no CA file %s to verify the server" % cfg.ca_file)
-    from twomes import hw
+    if on._ca is None:
+        try:
+            with open(cfg.ca_file, "rb") as f:
+                cadata = f.read()
+        except OSError:
+            raise Error(_NET, "no CA file %s to verify the server" % cfg.ca_file)
+        from twomes import hw
 
-    try:
-        return hw.tls_context(cadata)
-    except (ValueError, OSError) as e:
-        raise Error(_NET, "CA file %s unusable (%s)" % (cfg.ca_file, e))
+        try:
+            hw.tls_context(cadata)
+        except (ValueError, OSError) as e:
+            raise Error(_NET, "CA file %s unusable (%s)" % (cfg.ca_file, e))
+        on._ca = cadata
+    return on._ca
 
 
 async def request(on, method, url, extra, body):
-    """One request of a server seam `on` (Server, Ddi: cfg, board, head buffer, its TLS context made
-    at the first https request) within the config's time limits -> Response (the caller closes)."""
-    if on._ctx is None and url.startswith("https://"):
-        on._ctx = tls(on.cfg, url)
-    elif url.startswith("http://"):
-        tls(on.cfg, url)  # refuses plain http unless allow_http
+    """One request of a server seam `on` (Server, Ddi: cfg, board, head buffer, CA) within the config's
+    time limits -> Response (the caller closes). An https connection makes its own TLS context from the
+    CA (twomes/hw.py connect), which goes with the connection: no context (3 KB of heap on the 64-bit
+    unix port, docs/heap.md) is held between requests, in the running state or the signature check."""
     t = on.cfg.http_timeout_s
-    return await http.request(method, url, extra, body, t, on.head, on.board, on._ctx, 3 * t)
+    return await http.request(method, url, extra, body, t, on.head, on.board, ca(on, url), 3 * t)
 
 
 class Server:
@@ -96,7 +100,7 @@ class Server:
         self.unconfirmed = False  # this version's confirmation is still to be taken by the server
         self.rel = None  # the release of the last target() that named one
         self._time = None  # (unix seconds, ticks) from the server's last Date header: no NTP needed
-        self._ctx = None  # TLS context, made at the first request (the CA file read once)
+        self._ca = None  # the CA file's bytes, read at the first https request (ca())
         self._url = app.cfg.server_url.rstrip("/")
 
     # ---- time from the server ------------------------------------------------------------------
