@@ -54,7 +54,7 @@ def tls_context(cadata):
     import tls
 
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = tls.CERT_REQUIRED
+    ctx.verify_mode = tls.CERT_REQUIRED  # pyright: ignore[reportAttributeAccessIssue] - not in the stubs
     ctx.load_verify_locations(cadata)
     return ctx
 
