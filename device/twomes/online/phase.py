@@ -78,7 +78,7 @@ async def firmware(app, srv, confirm):
             return False
     finally:
         check = None
-        app.unload("update.check")
+        app.unload("update.check", "update.state")  # (the state's owner: loaded by the check, 3 KB)
     try:  # the server hears that the action is taken (hawkBit shows it running)
         await srv.report(srv.rel, True, "%s saved: installing it in the next boot" % srv.rel["version"])
     except Error as e:
@@ -96,7 +96,7 @@ async def confirmation(app, srv):
         outcome = await confirm.run(app, srv)
     finally:
         confirm = None
-        app.unload("update.confirm")
+        app.unload("update.confirm", "update.state")
     if outcome == "restart":
         raise Restart()
     return outcome
