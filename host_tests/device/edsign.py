@@ -3,19 +3,20 @@
 # the device never signs. test_ed25519 checks it against the RFC 8032 signatures.
 from twomes.update import ed25519 as e
 
-# RFC 8032 5.1: the field prime, the group order L and the base point B (the verifier's are private
+# RFC 8032 5.1: the field prime, the group order L, the base point B and 2d (the verifier's are private
 # constants, folded into its code on MicroPython: not module attributes there)
 _P = 2**255 - 19
 _L = 2**252 + 27742317777372353535851937790883648493
 _BX = 15112221349535400772501151409588531511454012693041857206046113283949847762202
 _BY = 46316835694926478169428394003475163141307993866256225615783033603165251855960
+_D2 = 2 * (-121665 * pow(121666, _P - 2, _P)) % _P  # 2d, as the verifier's _add takes it
 
 
 def _mul(n, pt):
     q = (0, 1, 1, 0)
     while n:
         if n & 1:
-            q = e._add(q, pt)
+            q = e._add(q, pt, _D2)
         pt = e._double(pt)
         n >>= 1
     return q

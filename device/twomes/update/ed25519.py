@@ -8,18 +8,21 @@
 # as the canonical encoding of R), like most libraries; R's encoding must be the canonical one.
 # MicroPython has no SHA-512 in hashlib: sha512() below is the FIPS 180-4 algorithm on 64-bit ints.
 import hashlib
+from array import array
 
 from micropython import const
 
 # (private constants: folded into the code, their names not interned - docs/heap.md)
-# the field prime 2^255 - 19, the group order L, d = -121665/121666, 2d, sqrt(-1), the base point B
+# the field prime 2^255 - 19, the group order L, d = -121665/121666, sqrt(-1), the base point B's
+# encoding (y = 4/5, x even: RFC 8032 5.1); 2d and B's coordinates are computed when a signature is
+# checked (a big int constant is ~128 bytes of heap while the module is loaded, docs/heap.md)
 _P = const(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFED)
 _L = const(0x1000000000000000000000000000000014DEF9DEA2F79CD65812631A5CF5D3ED)
 _D = const(0x52036CEE2B6FFE738CC740797779E89800700A4D4141D8AB75EB4DCA135978A3)
-_D2 = const(0x2406D9DC56DFFCE7198E80F2EEF3D13000E0149A8283B156EBD69B9426B2F159)
 _SQRT_M1 = const(0x2B8324804FC1DF0B2B4D00993DFBD7A72F431806AD2FE478C4EE1B274A0EA0B0)
-_BX = const(0x216936D3CD6E53FEC0A4E231FDD6DC5C692CC7609525A7B2C9562D608F25D51A)
-_BY = const(0x6666666666666666666666666666666666666666666666666666666666666658)
+_B = const(
+    b"\x58\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66\x66"
+)
 _M64 = const(0xFFFFFFFFFFFFFFFF)
 
 # SHA-512: the first 64 bits of the fractional parts of the cube roots of the first 80 primes (_K) and
@@ -65,8 +68,11 @@ def sha512_pure(data):
     n = len(data)
     # padding: 0x80, zeros up to 112 mod 128, the length in bits as 128-bit big-endian
     tail = b"\x80" + bytes((111 - n) % 128) + (n * 8).to_bytes(16, "big")
-    h = [int.from_bytes(_H[i : i + 8], "big") for i in range(0, 64, 8)]
-    w = [0] * 16  # the message schedule as a window of its last 16 words (64 big ints less live)
+    # the state and the message schedule (a window of its last 16 words) as arrays of 64-bit words:
+    # a word held in a list is a big int object of its own (~64 bytes on the 64-bit unix port), in an
+    # array it is 8 bytes inline (24 objects, ~1.4 KB, less live at the check's peak: docs/heap.md)
+    h = array("Q", [int.from_bytes(_H[i : i + 8], "big") for i in range(0, 64, 8)])
+    w = array("Q", [0] * 16)
     k = _K
     total = n + len(tail)
     for off in range(0, total, 128):
@@ -111,13 +117,13 @@ def sha512_pure(data):
 # Points in extended coordinates (X, Y, Z, T), x = X/Z, y = Y/Z, x*y = T/Z (RFC 8032 5.1.4)
 
 
-def _add(p1, p2):
+def _add(p1, p2, d2):
     p = _P
     x1, y1, z1, t1 = p1
     x2, y2, z2, t2 = p2
     a = (y1 - x1) * (y2 - x2) % p
     b = (y1 + x1) * (y2 + x2) % p
-    c = t1 * _D2 % p * t2 % p
+    c = t1 * d2 % p * t2 % p
     d = 2 * z1 * z2 % p
     e = b - a
     f = d - c
@@ -190,16 +196,20 @@ def verify(public_key, message, signature):
     s = int.from_bytes(signature[32:], "little")
     if s >= _L:
         return False
+    r = bytes(signature[:32])
+    # the hash first: SHA-512 is the largest working set of the check, and nothing of the curve is
+    # live meanwhile (docs/heap.md)
+    k = int.from_bytes(sha512(r + bytes(public_key) + bytes(message)), "little") % _L
     a = _decode(public_key)
     if a is None:
         return False
-    r = bytes(signature[:32])
-    k = int.from_bytes(sha512(r + bytes(public_key) + bytes(message)), "little") % _L
+    na = (_P - a[0], a[1], 1, _P - a[3])
+    a = None
     # [S]B + [k](-A), both scalars at once (Straus-Shamir): one doubling per bit, one addition where
     # either bit is set; then R must be its canonical encoding
-    b = (_BX, _BY, 1, _BX * _BY % _P)
-    na = (_P - a[0], a[1], 1, _P - a[3])
-    both = _add(b, na)
+    b = _decode(_B)
+    d2 = 2 * _D % _P
+    both = _add(b, na, d2)
     q = None
     i = 253
     while i >= 0:
@@ -208,7 +218,7 @@ def verify(public_key, message, signature):
         bit = (s >> i & 1) | (k >> i & 1) << 1
         if bit:
             add = b if bit == 1 else na if bit == 2 else both
-            q = add if q is None else _add(q, add)
+            q = add if q is None else _add(q, add, d2)
         i -= 1
     if q is None:
         q = (0, 1, 1, 0)  # the neutral element
