@@ -127,37 +127,36 @@ def write(conn, data):
 def close(conn):
     """Close the connection's socket and let go of it; never raises. What a finished coroutine still
     holds (MicroPython keeps a coroutine's dead stack slots until it is freed) - the list, asyncio's
-    Stream - no longer leads to the socket and its TLS context, and neither does asyncio's poller."""
+    Stream - no longer leads to the socket and its TLS context, and neither does asyncio's poller:
+    MicroPython's select.poll keeps the last (object, events) pair its ipoll() handed out until it hands
+    out another, so it holds the last socket it woke a task for - a closed TLS socket with its context,
+    3.6 KB on the 64-bit unix port - until another stream has an event, which in the running state can
+    be minutes away (docs/heap.md). One ipoll(0) with an always-writable UDP socket registered hands
+    out a pair that is not the closed socket; poll is level-triggered, so any other event it passes is
+    handed to asyncio again by its next poll. (MicroPython's asyncio has no public way to its poller:
+    asyncio.core._io_queue.)"""
     try:
         conn[0].close()
     except Exception:  # noqa: BLE001 - closing must never raise
         pass
     if MICROPYTHON:
         conn[1].s = None
-        _unpoll()
-    conn[0] = conn[1] = None
+        import select
+        import socket
 
-
-def _unpoll():
-    """MicroPython's select.poll keeps the last (object, events) pair its ipoll() handed out until it
-    hands out another, so asyncio's poller holds the last socket it woke a task for - a closed TLS
-    socket with its context: 3.6 KB on the 64-bit unix port - until another stream has an event, which
-    in the running state can be minutes away (docs/heap.md). One ipoll(0) with an always-writable UDP
-    socket registered hands out a pair that is not the closed socket; poll is level-triggered, so any
-    other event it passes is handed to asyncio again by its next poll. (MicroPython's asyncio has no
-    public way to its poller: asyncio.core._io_queue.)"""
-    import select
-    import socket
-
-    poller = asyncio.core._io_queue.poller  # pyright: ignore[reportAttributeAccessIssue]
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        poller.register(s, select.POLLOUT)
-        for _ in poller.ipoll(0):
+        poller = asyncio.core._io_queue.poller  # pyright: ignore[reportAttributeAccessIssue]
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                poller.register(s, select.POLLOUT)
+                for _ in poller.ipoll(0):
+                    pass
+                poller.unregister(s)
+            finally:
+                s.close()
+        except Exception:  # noqa: BLE001 - closing must never raise (the poller keeps the socket then)
             pass
-        poller.unregister(s)
-    finally:
-        s.close()
+    conn[0] = conn[1] = None
 
 
 def put(buf, at, text, i=0, j=-1):

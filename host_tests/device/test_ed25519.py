@@ -212,6 +212,19 @@ def test_sha512_pure_matches_fips_digests():
         assert ed25519.sha512(data) == _h(digest), len(data)
 
 
+def test_sha512_of_parts_is_the_sha512_of_their_bytes():
+    # the verifier hashes R, A and the message as parts (never joined: docs/heap.md); parts that end
+    # inside a block, on its edge and empty ones
+    data = bytes(range(256)) * 2
+    for cut in ((), (0,), (32, 64), (64, 128, 128), (1, 127, 255, 300), (111, 112, 113)):
+        parts, at = [], 0
+        for c in cut:
+            parts.append(data[at:c])
+            at = c
+        parts.append(bytearray(data[at:]))
+        assert ed25519.sha512_pure(*parts) == ed25519.sha512(*parts) == ed25519.sha512(data), cut
+
+
 def test_the_test_signer_reproduces_rfc8032():
     # edsign (the tests' signer) must give the RFC's public keys and signatures before other tests trust it
     for name, seed, pk, msg, sig in _VECTORS[:3] + _VECTORS[4:]:

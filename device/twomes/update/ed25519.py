@@ -55,33 +55,47 @@ _H = const(
 )
 
 
-def sha512(data):
-    """SHA-512 of bytes; hashlib's where the runtime has it (CPython), else the pure version."""
+def sha512(*parts):
+    """SHA-512 of the bytes of `parts` one after the other; hashlib's where the runtime has it
+    (CPython), else the pure version."""
     h = getattr(hashlib, "sha512", None)
     if h is not None:
-        return h(data).digest()
-    return sha512_pure(data)
+        h = h()
+        for p in parts:
+            h.update(p)
+        return h.digest()
+    return sha512_pure(*parts)
 
 
-def sha512_pure(data):
+def sha512_pure(*parts):
     m = _M64
-    n = len(data)
+    n = 0
+    for p in parts:
+        n += len(p)
     # padding: 0x80, zeros up to 112 mod 128, the length in bits as 128-bit big-endian
-    tail = b"\x80" + bytes((111 - n) % 128) + (n * 8).to_bytes(16, "big")
+    parts += (b"\x80" + bytes((111 - n) % 128) + (n * 8).to_bytes(16, "big"),)
     # the state and the message schedule (a window of its last 16 words) as arrays of 64-bit words:
     # a word held in a list is a big int object of its own (~64 bytes on the 64-bit unix port), in an
     # array it is 8 bytes inline (24 objects, ~1.4 KB, less live at the check's peak: docs/heap.md)
     h = array("Q", [int.from_bytes(_H[i : i + 8], "big") for i in range(0, 64, 8)])
     w = array("Q", [0] * 16)
     k = _K
-    total = n + len(tail)
-    for off in range(0, total, 128):
-        if off + 128 <= n:
-            block = data[off : off + 128]
-        else:
-            block = (data[off:] if off < n else b"") + tail[max(0, off - n) : off + 128 - n]
-        for i in range(16):
-            w[i] = int.from_bytes(block[8 * i : 8 * i + 8], "big")
+    # each 128-byte block is copied from the parts into one buffer: the message is never joined
+    block = bytearray(128)
+    at = off = 0  # the part and the offset in it where the next block starts
+    for _ in range((n + len(parts[-1])) // 128):
+        got = 0
+        while got < 128:
+            p = parts[at]
+            take = min(128 - got, len(p) - off)
+            block[got : got + take] = memoryview(p)[off : off + take]
+            got += take
+            off += take
+            if off == len(p):
+                at += 1
+                off = 0
+        for t in range(16):
+            w[t] = int.from_bytes(block[8 * t : 8 * t + 8], "big")
         a, b, c, d, e, f, g, hh = h
         for i in range(80):
             j = i & 15
@@ -121,15 +135,14 @@ def _add(p1, p2, d2):
     p = _P
     x1, y1, z1, t1 = p1
     x2, y2, z2, t2 = p2
+    # RFC 8032 5.1.4's A..H, four live at a time (each a big int: the signature check's peak)
     a = (y1 - x1) * (y2 - x2) % p
     b = (y1 + x1) * (y2 + x2) % p
+    a, b = b - a, b + a  # E, H
     c = t1 * d2 % p * t2 % p
     d = 2 * z1 * z2 % p
-    e = b - a
-    f = d - c
-    g = d + c
-    h = b + a
-    return (e * f % p, g * h % p, f * g % p, e * h % p)
+    c, d = d - c, d + c  # F, G
+    return (a * c % p, d * b % p, c * d % p, a * b % p)  # (E*F, G*H, F*G, E*H)
 
 
 def _double(p1):
@@ -137,13 +150,10 @@ def _double(p1):
     x1, y1, z1, _ = p1
     a = x1 * x1 % p
     b = y1 * y1 % p
-    c = 2 * z1 * z1 % p
-    h = a + b
-    s = x1 + y1
-    e = h - s * s % p
-    g = a - b
-    f = c + g
-    return (e * f % p, g * h % p, f * g % p, e * h % p)
+    a, b = a + b, a - b  # H, G
+    c = 2 * z1 * z1 % p + b  # F
+    e = a - (x1 + y1) * (x1 + y1) % p  # E
+    return (e * c % p, b * a % p, c * b % p, e * a % p)  # (E*F, G*H, F*G, E*H)
 
 
 def _decode(s):
@@ -199,26 +209,26 @@ def verify(public_key, message, signature):
     r = bytes(signature[:32])
     # the hash first: SHA-512 is the largest working set of the check, and nothing of the curve is
     # live meanwhile (docs/heap.md)
-    k = int.from_bytes(sha512(r + bytes(public_key) + bytes(message)), "little") % _L
+    k = int.from_bytes(sha512(r, public_key, message), "little") % _L
     a = _decode(public_key)
     if a is None:
         return False
     na = (_P - a[0], a[1], 1, _P - a[3])
     a = None
-    # [S]B + [k](-A), both scalars at once (Straus-Shamir): one doubling per bit, one addition where
-    # either bit is set; then R must be its canonical encoding
+    # [S]B + [k](-A), both scalars at once (Straus-Shamir): one doubling per bit, an addition per bit
+    # set (B - A is not kept for the bits set in both: one point less live); then R must be its
+    # canonical encoding
     b = _decode(_B)
     d2 = 2 * _D % _P
-    both = _add(b, na, d2)
     q = None
     i = 253
     while i >= 0:
         if q is not None:
             q = _double(q)
-        bit = (s >> i & 1) | (k >> i & 1) << 1
-        if bit:
-            add = b if bit == 1 else na if bit == 2 else both
-            q = add if q is None else _add(q, add, d2)
+        if s >> i & 1:
+            q = b if q is None else _add(q, b, d2)
+        if k >> i & 1:
+            q = na if q is None else _add(q, na, d2)
         i -= 1
     if q is None:
         q = (0, 1, 1, 0)  # the neutral element
