@@ -7,7 +7,6 @@ from micropython import const
 from twomes import VERSION
 from twomes.errors import Error
 from twomes.log import log, printable
-from twomes.update import state
 
 _NO_FW_API = const(-2)  # errors.Error status: the server has no firmware API (a plain Twomes server)
 
@@ -47,7 +46,7 @@ def verify_signature(app, rel):
     manifest's, and a security counter not below the highest one kept (anti-rollback). Returns None
     when the release may be installed, else the reason it is refused. Unsigned releases only with
     allow_unsigned (lab; said on the console)."""
-    from twomes.update import signing
+    from twomes.update import signing, state
 
     cfg = app.cfg
     try:
@@ -78,6 +77,10 @@ def decide(app, rel):
     if version == VERSION:
         log("firmware", "up to date (%s)" % VERSION)
         return False
+    # the update state's owner: loaded only for a target that differs from what runs (3 KB of heap, not
+    # held by a check that finds nothing to do; the online phase unloads it with this module)
+    from twomes.update import state
+
     fails = state.fails(app.st, version)
     if fails >= state.FAILS_MAX:
         log(
