@@ -174,7 +174,6 @@ def test_a_shipping_board_takes_a_romfs_bundle_within_five_qstr_pools(lab: Lab, 
         ) from e
     finally:
         board.stop()
-        open("/tmp/o68_ddi_lines.log", "w").write("\n".join(board.lines))  # TEMP
     assert not any("MemoryError" in line for line in board.lines), board.lines[-30:]
     assert _state(goosebit, ident.name, "Finished")["sw_version"] == v2
     seen = qstr_pools(board.lines)
