@@ -144,8 +144,8 @@ def close(conn):
         import select
         import socket
 
-        poller = asyncio.core._io_queue.poller  # pyright: ignore[reportAttributeAccessIssue]
         try:
+            poller = asyncio.core._io_queue.poller  # pyright: ignore[reportAttributeAccessIssue]
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
                 poller.register(s, select.POLLOUT)
