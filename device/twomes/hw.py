@@ -199,6 +199,17 @@ def sock_readinto(sock, buf):
         return 0
 
 
+def sock_try(sock, buf):
+    """What a non-blocking socket has (up to len(buf)) into `buf`, without waiting: bytes read, 0 when
+    the peer closed (or reset) it, None when nothing is there yet."""
+    try:
+        if MICROPYTHON:
+            return sock.readinto(buf)  # (None: EAGAIN)
+        return sock.recv_into(buf)
+    except OSError as e:
+        return None if e.errno == 11 else 0  # EAGAIN (CPython: BlockingIOError)
+
+
 async def stream(sock):
     """(reader, writer) asyncio streams over an accepted, non-blocking socket."""
     import asyncio

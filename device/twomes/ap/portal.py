@@ -7,7 +7,9 @@
 # bound: 431), body <= 1024 bytes (413), head within head_ms of the connection (408), body within
 # body_ms of the head (408), the answer within write_ms. A connection beyond the slots closes the
 # oldest one still waiting for its request (idle or slow), or, when every slot is answering, gets a
-# 503 at once. One request per connection (Connection: close).
+# 503 at once. One request per connection (Connection: close). A connection that has sent nothing yet
+# (a browser's spare connection, an idle client) is held by the accept loop without a task: its socket
+# and slot only; it gets its task (stream, coroutines) when its first bytes are in.
 import asyncio
 import gc
 import json
@@ -46,6 +48,12 @@ _REFUSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nCache-Control: no-store\r\n"
     b"Retry-After: 1\r\nRefresh: 1\r\nContent-Length: 0\r\n\r\n"
 )
+# the 408 of a connection that sent nothing within _HEAD_MS (as send() writes an HttpError's answer)
+_SILENT = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nCache-Control: no-store\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
+    b"Content-Length: 21\r\n\r\n408 request too slow\n"
+)
 _BUSY = b'<meta http-equiv="refresh" content="2"><p>Busy, one moment&hellip;</p>'
 
 
@@ -56,7 +64,7 @@ class Slot:
         self.buf = bytearray(_HEAD_MAX)
         self.req = Request()
         self.phase = _FREE
-        self.task = None
+        self.task = None  # None while it waits for its first bytes (held by the accept loop)
         self.sock = None  # the connection's socket (for a 503 written at once when it is evicted)
         self.since = 0  # ticks of the connection
         self.until = 0  # ticks of its current deadline
@@ -143,6 +151,8 @@ class Portal:
             if slot.task is not None:
                 slot.why = _GONE
                 slot.task.cancel()
+            elif slot.phase != _FREE:  # waiting for its first bytes: no task to end
+                self._close(slot)
         for _ in range(50):  # let the cancelled handlers run their `finally` (sockets closed)
             if not self.busy():
                 break
@@ -200,13 +210,16 @@ class Portal:
                         victim = s
             if victim is not None:
                 self._refuse(victim.sock)
-                victim.why = _EVICTED
-                victim.task.cancel()  # pyright: ignore[reportAttributeAccessIssue] - set when a slot is taken
                 self.evicted += 1
-                for _ in range(3):  # its `finally` frees the slot when it runs
-                    await asyncio.sleep(0)
-                    if victim.phase == _FREE:
-                        break
+                if victim.task is None:  # it sent nothing yet: no task to end
+                    self._close(victim)
+                else:
+                    victim.why = _EVICTED
+                    victim.task.cancel()
+                    for _ in range(3):  # its `finally` frees the slot when it runs
+                        await asyncio.sleep(0)
+                        if victim.phase == _FREE:
+                            break
                 slot = self._free()
                 room = self.room(_ROOM)
         if slot is None or not room:  # no slot, or no heap to answer it: "come again" at once
@@ -227,19 +240,28 @@ class Portal:
         slot.sock = conn
         try:
             conn.setblocking(False)
-            reader, w = await self._streams(conn)
-            slot.task = asyncio.create_task(self._conn(slot, reader, w))  # pyright: ignore[reportAttributeAccessIssue]
-        except MemoryError:
-            # no heap for its stream or task just now: "come again" at once, as when every slot is
-            # taken (_REFUSE is a constant), and the accept loop goes on (no restart, no pause)
-            self._release(slot)
-            self.refused += 1
-            self._refuse(conn)
-            conn.close()
-        except BaseException:
-            self._release(slot)
-            conn.close()
-            raise
+        except OSError:
+            pass
+        self._wake(slot)  # what it sent already starts its request at once
+
+    def _wake(self, slot):
+        """A connection waiting for its first bytes (no task): what it sent now starts its request (its
+        task, which makes its stream); one the client closed frees its slot. Nothing is allocated while
+        it stays silent. True while it still waits."""
+        n = hw.sock_try(slot.sock, slot.buf)
+        if n is None:
+            return True
+        if n:
+            try:
+                slot.task = asyncio.create_task(self._conn(slot, n))  # pyright: ignore[reportAttributeAccessIssue]
+                return False
+            except MemoryError:
+                # no heap for its task just now: "come again" at once, as when every slot is taken
+                # (_REFUSE is a constant), and the accept loop goes on (no restart, no pause)
+                self.refused += 1
+                self._refuse(slot.sock)
+        self._close(slot)  # (closed before it sent anything: nothing to answer)
+        return False
 
     def room(self, need):
         """Whether `need` bytes of heap are free, after a collection if garbage holds them (CPython,
@@ -259,11 +281,18 @@ class Portal:
     def tick(self):
         """Hold every connection to its deadline at the board's ticks now: cancel the tasks of those
         past it (408 while reading, closed otherwise). serve() calls this after every accept and every
-        20 ms; tests call it on a board clock they move themselves. A deadline fires at its tick."""
+        20 ms; tests call it on a board clock they move themselves. A deadline fires at its tick. It
+        also looks at the connections waiting for their first bytes: those that sent some get their
+        task, those that hang up free their slots."""
         b = self.board
         now = b.ticks_ms()
         for slot in self.slots:
-            if slot.phase != _FREE and slot.task is not None and b.ticks_diff(now, slot.until) >= 0:
+            if slot.phase != _FREE and slot.task is None:  # waiting for its first bytes
+                if self._wake(slot) and b.ticks_diff(now, slot.until) >= 0:
+                    self.too_slow += 1
+                    self._refuse(slot.sock, _SILENT)
+                    self._close(slot)
+            elif slot.phase != _FREE and b.ticks_diff(now, slot.until) >= 0:
                 if not slot.why:
                     slot.why = _TOO_SLOW if slot.phase != _ANSWER else _GONE
                     if slot.why == _TOO_SLOW:
@@ -274,12 +303,16 @@ class Portal:
                 slot.task.cancel()
 
     # ---- one connection = one request -------------------------------------------------------------
-    async def _conn(self, slot, reader, w):
+    async def _conn(self, slot, n):
+        """The request of a connection whose first `n` bytes are in its slot's buffer."""
         b = self.board
         req = slot.req
+        sock = slot.sock
+        w = None
         try:
             try:
-                n, end = await read_head(reader, slot.buf, req)
+                reader, w = await self._streams(sock)
+                n, end = await read_head(reader, slot.buf, req, n)
                 if req.length:
                     slot.phase = _BODY
                     slot.until = b.ticks_add(b.ticks_ms(), self.body_ms)
@@ -324,7 +357,10 @@ class Portal:
             # (an error page would end its captive-portal window)
             slot.phase = _ANSWER
             try:
-                if req.answered:  # mid-page: browsers follow a refresh in the body too
+                if w is None:  # no heap for its stream: "come again" at once (_REFUSE is a constant)
+                    self.refused += 1
+                    self._refuse(sock)
+                elif req.answered:  # mid-page: browsers follow a refresh in the body too
                     w.write(_BUSY)
                 elif req.path[:5] == "/api/":
                     send(w, 503, JSON, b'{"error": "busy, try again"}', req.head)
@@ -342,13 +378,17 @@ class Portal:
                 for _ in range(4):  # what the client still sent, unread: closing with it would reset
                     if not slot.sock or not hw.sock_readinto(slot.sock, slot.buf):  # the answer
                         break
-                w.close()
+                if w is None:
+                    sock.close()
+                else:
+                    w.close()
             except BaseException:  # noqa: BLE001 - the peer may already be gone
                 pass
             if slot.task is asyncio.current_task():
                 self._release(slot)  # the slot is free before we wait for the close
             try:
-                await w.wait_closed()
+                if w is not None:
+                    await w.wait_closed()
             except BaseException:  # noqa: BLE001 - the peer may already be gone; or we are cancelled
                 pass
 
@@ -357,14 +397,23 @@ class Portal:
         slot.phase = _FREE
         slot.why = 0
 
-    def _refuse(self, sock):
-        """A whole 503 on a connection that gets no slot, at once (nothing waits for it), after reading
-        what it sent already: closing with that unread would reset the answer on its way."""
+    def _close(self, slot):
+        """Close the socket of a connection without a task and free its slot."""
+        try:
+            slot.sock.close()  # pyright: ignore[reportOptionalMemberAccess] - a taken slot has one
+        except OSError:
+            pass
+        self._release(slot)
+
+    def _refuse(self, sock, answer=_REFUSE):
+        """A whole answer (by default the 503) on a connection that gets no slot or no task, at once
+        (nothing waits for it), after reading what it sent already: closing with that unread would
+        reset the answer on its way."""
         if sock is None:
             return
         hw.sock_readinto(sock, self._scratch)
         try:
-            sock.send(_REFUSE)
+            sock.send(answer)
         except OSError:
             pass
 
