@@ -364,6 +364,92 @@ def test_setup_console_loads_improv_when_a_frame_starts_and_a_lone_ctrl_c_stops_
     support.run(main())
 
 
+SETUP_QUIET_MS = 5000  # controller._QUIET_MS: setup mode's console unloads Improv after this silence
+
+
+class _Seen(_Reader):
+    """A _Reader on a TestClock that also runs callables of the script (awaited: the test acting
+    between two bytes) and notes, for every chunk it hands out, whether Improv's framing was loaded."""
+
+    def __init__(self, script, clock):
+        super().__init__(script, clock)
+        self.seen = []  # (chunk, loaded)
+
+    async def read(self, n):
+        import sys
+
+        while not self.buf and self.script and callable(self.script[0]):
+            await self.script.pop(0)()
+        got = await _Reader.read(self, n)
+        self.seen.append((got, "twomes.ap.improv_serial" in sys.modules))
+        return got
+
+
+def test_setup_console_unloads_improv_after_its_quiet_time_but_never_during_a_provisioning():
+    """Setup mode's console (Controller.console) unloads Improv's framing and RPC core after
+    SETUP_QUIET_MS of silence (still loaded at 4,999 ms, gone at 5,000: the next frame loads them again
+    and is answered), but not while a provisioning runs (however long the credential test takes: its
+    outcome goes out) nor after one that joined (its state stays "provisioned"); after one that failed
+    they go at the next silence. Ctrl-C is off all along until a lone 0x03. On the test's clock,
+    across the wrap-around, both runtimes."""
+    import sys
+
+    from twomes import unload
+
+    def first_of(seen, chunk, k=0):
+        """Whether Improv was loaded when the k-th chunk starting with `chunk`'s first byte came."""
+        hits = [ld for got, ld in seen if got == chunk[:1]]
+        return hits[k]
+
+    async def main(t0, password, joined):
+        clock = pf.TestClock(t0)
+        board, ident, cfg, ctl = pf.make(clock=clock)
+        unload("ap.improv_serial", "ap.improv")  # as when setup mode starts
+        ctl.app.board = con = _Console(board)
+        ctl.hold = True  # the credential test runs until release()
+
+        async def release():
+            ctl.hold = False
+            for _ in range(500):  # the simulated join (30 ms of real time), bounded
+                if ctl.testing is None:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError("the credential test did not end")
+
+        w = _wifi_rpc("home", password)
+        script = [REQ_STATE, SETUP_QUIET_MS - 1, REQ_STATE, SETUP_QUIET_MS, REQ_STATE, w]
+        script += [3 * SETUP_QUIET_MS, REQ_STATE, release, SETUP_QUIET_MS - 1, REQ_STATE]
+        script += [SETUP_QUIET_MS, b"\x03"]
+        reader = _Seen(script, clock)
+        await ctl.console(reader, wait_for=clock.wait_for)
+        seen = reader.seen
+        got = _frames(con.written)
+        # the frames' first bytes: loaded for the first, still at 4,999 ms, unloaded at 5,000 ms
+        assert [first_of(seen, REQ_STATE, k) for k in range(3)] == [False, True, False], seen
+        assert got[:3] == [(T_STATE, bytes([READY]))] * 3
+        assert got[3:5] == [(T_ERROR, b"\x00"), (T_STATE, bytes([PROVISIONING]))]
+        # 15 s of silence during the credential test: still loaded, it answers "provisioning"
+        assert first_of(seen, REQ_STATE, 3) is True and got[5] == (T_STATE, bytes([PROVISIONING]))
+        if joined:
+            assert got[6] == (T_STATE, bytes([PROVISIONED])) and got[7][0] == T_RESULT
+            assert ctl.saved == ("home", password)
+            rest = got[8:]
+            state = PROVISIONED
+        else:
+            assert got[6:8] == [(T_ERROR, b"\x03"), (T_STATE, bytes([READY]))]
+            rest = got[8:]
+            state = READY
+        assert first_of(seen, REQ_STATE, 4) is True and rest[0] == (T_STATE, bytes([state]))
+        # the last silence: gone unless it joined; the lone 0x03 is Ctrl-C either way
+        assert seen[-1] == (b"\x03", joined), seen[-3:]
+        assert ("twomes.ap.improv_serial" in sys.modules) is False  # the console ended: unloaded
+        assert ctl.interrupted and con.intr[0] == -1 and con.intr[-1] == 3 and 3 not in con.intr[:-1]
+
+    for t0 in (5000, WRAP - 3 * SETUP_QUIET_MS):
+        support.run(main(t0, "wrong-pass", False))
+        support.run(main(t0, "secret-pass", True))
+
+
 def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
     """The running app's console (twomes.ap.improv_run): provisioned with the URL; Improv's modules are
     loaded when a frame starts and unloaded after the quiet time; 0x03 inside frames is data, a lone

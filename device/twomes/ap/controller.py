@@ -12,7 +12,7 @@ import asyncio
 
 from micropython import const
 
-from twomes import VERSION, wifi
+from twomes import VERSION, unload, wifi
 from twomes.ap import creds, dns
 from twomes.ap.creds import shown
 from twomes.ap.portal import Portal
@@ -23,6 +23,7 @@ JOINING = "joining"
 _GRACE_MS = const(4000)  # after a join: time for the phone (or the Improv tool) to see the result
 _RESCAN_MIN_MS = const(10000)  # a scan costs the chip about two seconds and disturbs the AP's clients
 _PAUSE_MS = const(500)  # before a failed task is started again (more after repeated failures)
+_QUIET_MS = const(5000)  # console silence after which Improv's modules are unloaded (none under way)
 
 
 async def supervise(name, fn, *args, sleep=None):
@@ -169,21 +170,22 @@ class Controller:
             self.result = (ssid, code, wifi.REASONS.get(code, code))
         return code
 
-    async def console(self, reader=None):
+    async def console(self, reader=None, quiet_ms=_QUIET_MS, wait_for=None):
         """The serial console in setup mode, until cancelled, a lone Ctrl-C (then self.interrupted is
         set) or the console closes. Improv's framing and RPC core (twomes.ap.improv_serial and
-        twomes.ap.improv) are loaded when the first byte of its magic ("I") comes, and stay for the rest
-        of setup mode: a setup that never sees Improv never holds its code, names or buffers. Until
-        then a lone 0x03 is Ctrl-C and other bytes are nothing (as improv_serial.Serial judges them
-        outside a frame). `reader` replaces the console stream in tests."""
-        app = self.app
-        b = app.board
+        twomes.ap.improv) are loaded when the first byte of its magic ("I") comes, and unloaded again
+        after `quiet_ms` of silence with nothing under way (no provisioning running or done): a setup
+        that does not use Improv holds neither its code nor its buffers. Without them a lone 0x03 is
+        Ctrl-C and other bytes are nothing (as improv_serial.Serial judges them outside a frame).
+        `reader` (the console stream) and `wait_for` (asyncio.wait_for unless given: the silence's
+        clock) are the tests'."""
+        b = self.app.board
         b.kbd_intr(-1)  # 0x03 is data from here on (improv_serial.console: the same)
-        first = None
+        done = False  # Improv's console ended it (Ctrl-C on again, logged)
         try:
             if reader is None:
                 reader = asyncio.StreamReader(b.console_in())
-            while first is None:
+            while True:
                 data = await reader.read(1)
                 if not data:
                     return  # console closed (host tests)
@@ -191,14 +193,28 @@ class Controller:
                     self.interrupted = True
                     return
                 if data[0] == 73:  # "I"
-                    first = data
+                    done = True
+                    if not await self._improv(reader, data, quiet_ms, wait_for):
+                        return
+                    done = False  # handed back after a silence: listening here again
         finally:
-            if first is None:
+            if not done:
                 b.kbd_intr(3)
                 log("improv", "console listener ended")
+
+    async def _improv(self, reader, first, quiet_ms, wait_for):
+        """Improv with its modules loaded, from the byte `first` on: True when it hands the console
+        back after a silence (the modules unloaded again), False when the console ended."""
         from twomes.ap import improv_serial
 
-        await improv_serial.console(b, self, app.ident, VERSION, reader, first)
+        try:
+            app = self.app
+            return await improv_serial.console(
+                app.board, self, app.ident, VERSION, reader, first, quiet_ms, wait_for
+            )
+        finally:
+            improv_serial = None
+            unload("ap.improv_serial", "ap.improv")
 
     # ---- the phase ---------------------------------------------------------------------------------
     def _tasks(self, portal):

@@ -122,13 +122,18 @@ class Serial:
                 self.pending = creds
 
 
-async def console(board, ctl, ident, version, reader=None, first=None):
+async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=0, wait_for=None):
     """Listen for Improv on the serial console until cancelled, the console closes (host tests) or a
-    lone Ctrl-C comes (then ctl.interrupted is set). `reader` (anything with `async read(n)`) replaces
-    the console stream in tests; `first`: bytes already read from it (the controller's console, which
-    loads this module when the start of a frame comes). Run by the setup controller's console task."""
+    lone Ctrl-C comes (then ctl.interrupted is set): False, Ctrl-C back on. With `quiet_ms`: True after
+    that much silence with nothing under way (no provisioning running or done: Improv is "ready"), the
+    console handed back as it is (0x03 still data) for its caller to unload this. `reader` (anything
+    with `async read(n)`) replaces the console stream in tests; `first`: bytes already read from it (the
+    controller's console, which loads this module when the start of a frame comes); `wait_for` (the
+    silence's clock: asyncio.wait_for unless given) is the tests'. Run by the setup controller's
+    console task."""
     board.kbd_intr(-1)  # 0x03 is data here, not Ctrl-C
     job = None
+    quiet = False
     ser = Serial(ctl, ident, version, board.console_write)
     if first:
         ser.feed(first)
@@ -138,8 +143,18 @@ async def console(board, ctl, ident, version, reader=None, first=None):
         last = board.ticks_ms()
         while True:
             # one byte per read: console streams block until `n` bytes are there. A frame's staleness
-            # is judged when its next byte comes (no timeout task per byte)
-            data = await reader.read(1)
+            # is judged when its next byte comes (no timer per frame); the silence that unloads
+            # Improv is the read's own time limit
+            if quiet_ms:
+                try:
+                    data = await (wait_for or asyncio.wait_for)(reader.read(1), quiet_ms / 1000)
+                except asyncio.TimeoutError:
+                    if ser.improv.ready():  # a partial frame goes with the framing
+                        quiet = True
+                        return True
+                    continue  # a provisioning under way (or done): Improv stays for its outcome
+            else:
+                data = await reader.read(1)
             now = board.ticks_ms()
             gap = board.ticks_diff(now, last)
             if gap >= _QUIET_MS:
@@ -148,11 +163,11 @@ async def console(board, ctl, ident, version, reader=None, first=None):
                     ser.drop()
             last = now
             if not data:
-                return  # console closed (host tests)
+                return False  # console closed (host tests)
             ser.feed(data)
             if ser.interrupted:
                 ctl.interrupted = True
-                return
+                return False
             if ser.pending is not None and (job is None or job.done()):
                 ssid, password = ser.pending
                 ser.pending = None
@@ -161,5 +176,6 @@ async def console(board, ctl, ident, version, reader=None, first=None):
     finally:
         if job is not None:
             job.cancel()
-        board.kbd_intr(3)
-        log("improv", "console listener ended")
+        if not quiet:
+            board.kbd_intr(3)
+            log("improv", "console listener ended")
