@@ -421,7 +421,7 @@ def test_setup_console_unloads_improv_after_its_quiet_time_but_never_during_a_pr
         script += [3 * SETUP_QUIET_MS, REQ_STATE, release, SETUP_QUIET_MS - 1, REQ_STATE]
         script += [SETUP_QUIET_MS, b"\x03"]
         reader = _Seen(script, clock)
-        await ctl.console(reader, wait_for=clock.wait_for)
+        await ctl.console(reader, sleep=clock.sleep)
         seen = reader.seen
         got = _frames(con.written)
         # the frames' first bytes: loaded for the first, still at 4,999 ms, unloaded at 5,000 ms
@@ -448,6 +448,48 @@ def test_setup_console_unloads_improv_after_its_quiet_time_but_never_during_a_pr
     for t0 in (5000, WRAP - 3 * SETUP_QUIET_MS):
         support.run(main(t0, "wrong-pass", False))
         support.run(main(t0, "secret-pass", True))
+
+
+def test_setup_console_after_a_failure_takes_a_0x03_for_ctrl_c_only_after_a_silence():
+    """Setup mode's console fails mid-frame (a MemoryError under load; its supervisor starts it again):
+    Ctrl-C stays off meanwhile, and the new listener may start inside the frame whose bytes it lost, so
+    a 0x03 is Ctrl-C only after 100 ms of silence (not at 99), as after a frame with a bad checksum. A
+    console that ended normally leaves the next one sure again. On the test's clock, both runtimes."""
+    from twomes import unload
+
+    class _Failing(_Reader):
+        async def read(self, n):
+            got = await _Reader.read(self, n)
+            if not got:
+                raise MemoryError("memory allocation failed, allocating 64 bytes")
+            return got
+
+    async def main(t0, gap):
+        clock = pf.TestClock(t0)
+        board, ident, cfg, ctl = pf.make(clock=clock)
+        unload("ap.improv_serial", "ap.improv")
+        ctl.app.board = con = _Console(board)
+        seen = []  # whether the lone 0x03 was Ctrl-C, per failure
+        for lost_at in (4, 0):  # inside Improv's framing (loaded), or in the listener before it
+            try:
+                await ctl.console(_Failing([b"text", REQ_STATE[:lost_at]], clock), sleep=clock.sleep)
+            except MemoryError:
+                pass
+            assert 3 not in con.intr and not ctl.interrupted, con.intr  # Ctrl-C stays off
+            # the rest of the frame (its type byte is 0x03), then a lone 0x03 after `gap` of silence
+            await ctl.console(_Reader([REQ_STATE[7:], gap, b"\x03", REQ_STATE], clock), sleep=clock.sleep)
+            seen.append(ctl.interrupted)
+            assert con.intr[-1] == 3  # it ended normally (Ctrl-C, or the console closed)
+            ctl.interrupted = False
+            con.intr = []
+        # a console that ended normally: the next one takes a lone 0x03 at once
+        await ctl.console(_Reader([b"\x03"], clock), sleep=clock.sleep)
+        seen.append(ctl.interrupted)
+        return seen
+
+    for t0 in (5000, WRAP):
+        assert support.run(main(t0, 99)) == [False, False, True], t0
+        assert support.run(main(t0, 100)) == [True, True, True], t0
 
 
 def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():

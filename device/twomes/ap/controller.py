@@ -24,6 +24,7 @@ _GRACE_MS = const(4000)  # after a join: time for the phone (or the Improv tool)
 _RESCAN_MIN_MS = const(10000)  # a scan costs the chip about two seconds and disturbs the AP's clients
 _PAUSE_MS = const(500)  # before a failed task is started again (more after repeated failures)
 _QUIET_MS = const(5000)  # console silence after which Improv's modules are unloaded (none under way)
+_NOISY_MS = const(100)  # silence before a 0x03 is Ctrl-C after the console failed (improv_serial's too)
 
 
 async def supervise(name, fn, *args, sleep=None):
@@ -62,6 +63,8 @@ class Controller:
         self._job = None
         self._rescan_at = None
         self._ended = None  # ticks when the last credential test ended (the saved network waits after it)
+        self._unsure = False  # the console task failed: bytes of a frame may have been lost
+        self.ending = False  # setup mode is ending (its tasks are being cancelled)
 
     # ---- what the portal, the app API and Improv ask ----------------------------------------------
     def status(self):
@@ -170,39 +173,52 @@ class Controller:
             self.result = (ssid, code, wifi.REASONS.get(code, code))
         return code
 
-    async def console(self, reader=None, quiet_ms=_QUIET_MS, wait_for=None):
+    async def console(self, reader=None, quiet_ms=_QUIET_MS, sleep=None):
         """The serial console in setup mode, until cancelled, a lone Ctrl-C (then self.interrupted is
         set) or the console closes. Improv's framing and RPC core (twomes.ap.improv_serial and
         twomes.ap.improv) are loaded when the first byte of its magic ("I") comes, and unloaded again
         after `quiet_ms` of silence with nothing under way (no provisioning running or done): a setup
         that does not use Improv holds neither its code nor its buffers. Without them a lone 0x03 is
-        Ctrl-C and other bytes are nothing (as improv_serial.Serial judges them outside a frame).
-        `reader` (the console stream) and `wait_for` (asyncio.wait_for unless given: the silence's
-        clock) are the tests'."""
+        Ctrl-C and other bytes are nothing (as improv_serial.Serial judges them outside a frame); after
+        a failure of this task (its supervisor starts it again; Ctrl-C stays off meanwhile) bytes of a
+        frame may have been lost, so a 0x03 is Ctrl-C only after _NOISY_MS of silence. `reader` (the
+        console stream) and `sleep` (asyncio.sleep unless given: the silence's clock) are the tests'."""
         b = self.app.board
         b.kbd_intr(-1)  # 0x03 is data from here on (improv_serial.console: the same)
         done = False  # Improv's console ended it (Ctrl-C on again, logged)
+        unsure = self._unsure  # the last console failed: mid-frame bytes may follow
+        self._unsure = True  # until this one ends normally
         try:
             if reader is None:
                 reader = asyncio.StreamReader(b.console_in())
+            last = b.ticks_ms()
             while True:
                 data = await reader.read(1)
+                now = b.ticks_ms()
+                if unsure and b.ticks_diff(now, last) >= _NOISY_MS:
+                    unsure = False
+                last = now
                 if not data:
-                    return  # console closed (host tests)
-                if data[0] == 3:
+                    break  # console closed (host tests)
+                if data[0] == 3 and not unsure:
                     self.interrupted = True
-                    return
+                    break
                 if data[0] == 73:  # "I"
                     done = True
-                    if not await self._improv(reader, data, quiet_ms, wait_for):
-                        return
-                    done = False  # handed back after a silence: listening here again
+                    if not await self._improv(reader, data, quiet_ms, sleep, unsure):
+                        break
+                    done = unsure = False  # handed back after a silence: listening here again
+                    last = b.ticks_ms()
+            self._unsure = False
+        except Exception:
+            done = True  # a failure: the supervisor starts this again, 0x03 stays data until then
+            raise
         finally:
             if not done:
                 b.kbd_intr(3)
                 log("improv", "console listener ended")
 
-    async def _improv(self, reader, first, quiet_ms, wait_for):
+    async def _improv(self, reader, first, quiet_ms, sleep, unsure):
         """Improv with its modules loaded, from the byte `first` on: True when it hands the console
         back after a silence (the modules unloaded again), False when the console ended."""
         from twomes.ap import improv_serial
@@ -210,7 +226,7 @@ class Controller:
         try:
             app = self.app
             return await improv_serial.console(
-                app.board, self, app.ident, VERSION, reader, first, quiet_ms, wait_for
+                app.board, self, app.ident, VERSION, reader, first, quiet_ms, sleep, unsure
             )
         finally:
             improv_serial = None
@@ -285,6 +301,7 @@ class Controller:
                     )
                     return "retry"
         finally:
+            self.ending = True  # (a cancellation now is the end, not the console's silence)
             for t in tasks + [self._job]:
                 if t is not None:
                     t.cancel()

@@ -12,6 +12,7 @@ import asyncio
 
 from micropython import const
 
+from twomes import hw
 from twomes.ap.improv import E_INVALID, ERROR, Improv
 from twomes.log import log
 
@@ -122,46 +123,51 @@ class Serial:
                 self.pending = creds
 
 
-async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=0, wait_for=None):
+async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=0, sleep=None, unsure=False):
     """Listen for Improv on the serial console until cancelled, the console closes (host tests) or a
-    lone Ctrl-C comes (then ctl.interrupted is set): False, Ctrl-C back on. With `quiet_ms`: True after
-    that much silence with nothing under way (no provisioning running or done: Improv is "ready"), the
-    console handed back as it is (0x03 still data) for its caller to unload this. `reader` (anything
-    with `async read(n)`) replaces the console stream in tests; `first`: bytes already read from it (the
-    controller's console, which loads this module when the start of a frame comes); `wait_for` (the
-    silence's clock: asyncio.wait_for unless given) is the tests'. Run by the setup controller's
-    console task."""
+    lone Ctrl-C comes (then ctl.interrupted is set): False, Ctrl-C back on (not after a failure: the
+    supervisor starts the listener again, and 0x03 stays data until then). With `quiet_ms`: True after
+    that much silence with nothing under way (Improv "ready"; the end of a provisioning starts the
+    silence again), the console handed back as it is (0x03 still data) for its caller to unload this.
+    `reader` (anything with `async read(n)`) replaces the console stream in tests; `first`: bytes
+    already read from it (the controller's console, which loads this module when the start of a frame
+    comes); `sleep` (the silence's clock: asyncio.sleep unless given) is the tests'; `unsure`: bytes
+    before `first` may have been lost (a 0x03 is Ctrl-C only after a silence). Run by the setup
+    controller's console task."""
     board.kbd_intr(-1)  # 0x03 is data here, not Ctrl-C
-    job = None
+    job = watch = None
     quiet = False
     ser = Serial(ctl, ident, version, board.console_write)
+    ser.back = False  # the silence's watch asks for the console to be handed back
+    if unsure:
+        ser._noisy = True
     if first:
         ser.feed(first)
     try:
         if reader is None:
             reader = asyncio.StreamReader(board.console_in())
-        last = board.ticks_ms()
+        ser.last = board.ticks_ms()
+        if quiet_ms:  # one watch for the whole time (no time limit per read: nothing allocated per byte)
+            me = asyncio.current_task()
+            watch = asyncio.create_task(_silence(board, ser, me, quiet_ms, sleep or asyncio.sleep))
         while True:
             # one byte per read: console streams block until `n` bytes are there. A frame's staleness
-            # is judged when its next byte comes (no timer per frame); the silence that unloads
-            # Improv is the read's own time limit
-            if quiet_ms:
-                try:
-                    data = await (wait_for or asyncio.wait_for)(reader.read(1), quiet_ms / 1000)
-                except asyncio.TimeoutError:
-                    if ser.improv.ready():  # a partial frame goes with the framing
-                        quiet = True
-                        return True
-                    continue  # a provisioning under way (or done): Improv stays for its outcome
-            else:
+            # is judged when its next byte comes (no timer per frame)
+            try:
                 data = await reader.read(1)
+            except asyncio.CancelledError:
+                if not ser.back or getattr(ctl, "ending", True):
+                    raise
+                hw.uncancel(me)  # (the watch's cancellation: the silence, not the end of setup mode)
+                quiet = True
+                return True
             now = board.ticks_ms()
-            gap = board.ticks_diff(now, last)
+            gap = board.ticks_diff(now, ser.last)
             if gap >= _QUIET_MS:
                 ser.quiet()
                 if gap >= _STALE_MS and not ser.idle():
                     ser.drop()
-            last = now
+            ser.last = now
             if not data:
                 return False  # console closed (host tests)
             ser.feed(data)
@@ -171,11 +177,36 @@ async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=
             if ser.pending is not None and (job is None or job.done()):
                 ssid, password = ser.pending
                 ser.pending = None
-                job = asyncio.create_task(ser.improv.provision(ssid, password))
+                job = asyncio.create_task(_provision(board, ser, ssid, password))
                 password = None
+    except Exception:
+        quiet = True  # a failure (MemoryError): the supervisor starts the listener again, 0x03 stays data
+        raise
     finally:
+        if watch is not None:
+            watch.cancel()
         if job is not None:
             job.cancel()
         if not quiet:
             board.kbd_intr(3)
             log("improv", "console listener ended")
+
+
+async def _provision(board, ser, ssid, password):
+    try:
+        await ser.improv.provision(ssid, password)
+    finally:
+        password = None
+        ser.last = board.ticks_ms()  # the silence that unloads Improv counts from here
+
+
+async def _silence(board, ser, task, quiet_ms, sleep):
+    """Cancel `task` (the console's, reading) with ser.back set once the console was silent for
+    quiet_ms and Improv is "ready" (no provisioning running or done)."""
+    while True:
+        left = quiet_ms - board.ticks_diff(board.ticks_ms(), ser.last)
+        if left <= 0 and ser.improv.ready():
+            ser.back = True
+            task.cancel()
+            return
+        await sleep((left if left > 0 else quiet_ms) / 1000)
