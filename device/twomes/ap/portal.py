@@ -192,7 +192,10 @@ class Portal:
                 pass
             if conn is not None:
                 await self.admit(conn)
-            self.tick()
+            try:
+                self.tick()
+            except MemoryError:  # (its deadlines and waiting connections: again at the next turn)
+                pass
             await hw.sleep_ms(0 if conn is not None else 20)  # (allocates nothing)
 
     async def admit(self, conn):
@@ -253,13 +256,15 @@ class Portal:
             return True
         if n:
             try:
-                slot.task = asyncio.create_task(self._conn(slot, n))  # pyright: ignore[reportAttributeAccessIssue]
-                return False
+                if self.room(_ROOM):
+                    slot.task = asyncio.create_task(self._conn(slot, n))  # pyright: ignore[reportAttributeAccessIssue]
+                    return False
             except MemoryError:
-                # no heap for its task just now: "come again" at once, as when every slot is taken
-                # (_REFUSE is a constant), and the accept loop goes on (no restart, no pause)
-                self.refused += 1
-                self._refuse(slot.sock)
+                pass
+            # no heap for its task and answer just now: "come again" at once, as when every slot is
+            # taken (_REFUSE is a constant), and the accept loop goes on (no restart, no pause)
+            self.refused += 1
+            self._refuse(slot.sock)
         self._close(slot)  # (closed before it sent anything: nothing to answer)
         return False
 
