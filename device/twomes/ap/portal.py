@@ -191,7 +191,12 @@ class Portal:
             except MemoryError:  # no heap for the socket object: the next turn tries again
                 pass
             if conn is not None:
-                await self.admit(conn)
+                try:
+                    await self.admit(conn)
+                except MemoryError:  # (no heap even for its admission: "come again" at once)
+                    self.refused += 1
+                    self._refuse(conn)
+                    conn.close()
             try:
                 self.tick()
             except MemoryError:  # (its deadlines and waiting connections: again at the next turn)
@@ -401,6 +406,7 @@ class Portal:
         slot.task = slot.sock = None
         slot.phase = _FREE
         slot.why = 0
+        slot.req.reset()  # what it read (path, headers, body) is not kept: small pieces all over the heap
 
     def _close(self, slot):
         """Close the socket of a connection without a task and free its slot."""
