@@ -197,10 +197,7 @@ class Portal:
                     self.refused += 1
                     self._refuse(conn)
                     conn.close()
-            try:
-                self.tick()
-            except MemoryError:  # (its deadlines and waiting connections: again at the next turn)
-                pass
+            self.tick()
             await hw.sleep_ms(0 if conn is not None else 20)  # (allocates nothing)
 
     async def admit(self, conn):
