@@ -50,6 +50,8 @@ class Serial:
         self._foreign = 0  # inside a frame of another version: 7 type next, 8 length next, 9 its data
         self._skip = 0  # bytes of that frame still to come
         self._noisy = False  # a frame with a bad checksum came last: a 0x03 now is not a person's Ctrl-C
+        self.last = 0  # ticks of the last byte (console())
+        self.back = False  # console(): its silence's watch asks for the console to be handed back
 
     def _send(self, kind, data):
         self.write(frame(kind, data) + b"\n")
@@ -138,9 +140,7 @@ async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=
     job = watch = None
     quiet = False
     ser = Serial(ctl, ident, version, board.console_write)
-    ser.back = False  # the silence's watch asks for the console to be handed back
-    if unsure:
-        ser._noisy = True
+    ser._noisy = unsure
     if first:
         ser.feed(first)
     try:
