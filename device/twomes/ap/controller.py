@@ -12,7 +12,7 @@ import asyncio
 
 from micropython import const
 
-from twomes import VERSION, unload, wifi
+from twomes import VERSION, hw, unload, wifi
 from twomes.ap import creds, dns
 from twomes.ap.creds import shown
 from twomes.ap.portal import Portal
@@ -191,13 +191,17 @@ class Controller:
         try:
             if reader is None:
                 reader = asyncio.StreamReader(b.console_in())
-            last = b.ticks_ms()
             while True:
-                data = await reader.read(1)
-                now = b.ticks_ms()
-                if unsure and b.ticks_diff(now, last) >= _NOISY_MS:
+                t = b.ticks_ms()
+                try:
+                    data = await reader.read(1)
+                except MemoryError:  # no heap for this read just now: again in a moment
+                    await hw.sleep_ms(10)
+                    continue
+                # the line was silent for the read's own wait (a stall of the loop before it does not
+                # count: the bytes waited in the console's buffer meanwhile)
+                if unsure and b.ticks_diff(b.ticks_ms(), t) >= _NOISY_MS:
                     unsure = False
-                last = now
                 if not data:
                     break  # console closed (host tests)
                 if data[0] == 3 and not unsure:
@@ -205,10 +209,17 @@ class Controller:
                     break
                 if data[0] == 73:  # "I"
                     done = True
-                    if not await self._improv(reader, data, quiet_ms, sleep, unsure):
+                    try:
+                        back = await self._improv(reader, data, quiet_ms, sleep, unsure)
+                    except MemoryError:
+                        # no heap to load Improv: the rest of its frame (a 0x03 in it) comes here, so a
+                        # 0x03 is Ctrl-C only after a silence again; the next "I" tries again
+                        done = False
+                        unsure = True
+                        continue
+                    if not back:
                         break
                     done = unsure = False  # handed back after a silence: listening here again
-                    last = b.ticks_ms()
             self._unsure = False
         except Exception:
             done = True  # a failure: the supervisor starts this again, 0x03 stays data until then

@@ -114,9 +114,9 @@ class Improv:
             if self.state == _PROVISIONING:  # one attempt at a time
                 self.send(_STATE, bytes([_PROVISIONING]))
                 return None
-            self.state = _PROVISIONING
             self.send(ERROR, bytes([_E_NONE]))
             self.send(_STATE, bytes([_PROVISIONING]))
+            self.state = _PROVISIONING  # (after the replies: if they fail for want of heap, nothing runs)
             return creds
         if cmd == _C_STATE:
             self.send(_STATE, bytes([self.state]))

@@ -152,7 +152,10 @@ async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=
             watch = asyncio.create_task(_silence(board, ser, me, quiet_ms, sleep or asyncio.sleep))
         while True:
             # one byte per read: console streams block until `n` bytes are there. A frame's staleness
-            # is judged when its next byte comes (no timer per frame)
+            # is judged when its next byte comes (no timer per frame), by how long the line was silent:
+            # the read's own wait (a stall of the loop before it does not count: the bytes waited in the
+            # console's buffer meanwhile)
+            t = board.ticks_ms()
             try:
                 data = await reader.read(1)
             except asyncio.CancelledError:
@@ -161,8 +164,11 @@ async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=
                 hw.uncancel(me)  # (the watch's cancellation: the silence, not the end of setup mode)
                 quiet = True
                 return True
+            except MemoryError:  # no heap for this read just now: again in a moment, in step
+                await hw.sleep_ms(10)
+                continue
             now = board.ticks_ms()
-            gap = board.ticks_diff(now, ser.last)
+            gap = board.ticks_diff(now, t)
             if gap >= _QUIET_MS:
                 ser.quiet()
                 if gap >= _STALE_MS and not ser.idle():
@@ -170,7 +176,10 @@ async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=
             ser.last = now
             if not data:
                 return False  # console closed (host tests)
-            ser.feed(data)
+            try:
+                ser.feed(data)
+            except MemoryError:  # no heap for a reply: that reply is lost, the framing stays in step
+                pass
             if ser.interrupted:
                 ctl.interrupted = True
                 return False
