@@ -190,16 +190,6 @@ async def readinto(stream, mv):
 
 
 def sock_readinto(sock, buf):
-    """What a non-blocking socket has (up to len(buf)) into `buf`, without waiting; 0 if nothing."""
-    try:
-        if MICROPYTHON:
-            return sock.readinto(buf) or 0
-        return sock.recv_into(buf)
-    except OSError:
-        return 0
-
-
-def sock_try(sock, buf):
     """What a non-blocking socket has (up to len(buf)) into `buf`, without waiting: bytes read, 0 when
     the peer closed (or reset) it, None when nothing is there yet."""
     try:

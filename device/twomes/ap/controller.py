@@ -23,7 +23,6 @@ JOINING = "joining"
 _GRACE_MS = const(4000)  # after a join: time for the phone (or the Improv tool) to see the result
 _RESCAN_MIN_MS = const(10000)  # a scan costs the chip about two seconds and disturbs the AP's clients
 _PAUSE_MS = const(500)  # before a failed task is started again (more after repeated failures)
-_QUIET_MS = const(5000)  # console silence after which Improv's modules are unloaded (none under way)
 _NOISY_MS = const(100)  # silence before a 0x03 is Ctrl-C after the console failed (improv_serial's too)
 
 
@@ -64,7 +63,6 @@ class Controller:
         self._rescan_at = None
         self._ended = None  # ticks when the last credential test ended (the saved network waits after it)
         self._unsure = False  # the console task failed: bytes of a frame may have been lost
-        self.ending = False  # setup mode is ending (its tasks are being cancelled)
 
     # ---- what the portal, the app API and Improv ask ----------------------------------------------
     def status(self):
@@ -173,16 +171,17 @@ class Controller:
             self.result = (ssid, code, wifi.REASONS.get(code, code))
         return code
 
-    async def console(self, reader=None, quiet_ms=_QUIET_MS, sleep=None):
+    async def console(self, reader=None, sleep=None):
         """The serial console in setup mode, until cancelled, a lone Ctrl-C (then self.interrupted is
         set) or the console closes. Improv's framing and RPC core (twomes.ap.improv_serial and
         twomes.ap.improv) are loaded when the first byte of its magic ("I") comes, and unloaded again
-        after `quiet_ms` of silence with nothing under way (no provisioning running or done): a setup
-        that does not use Improv holds neither its code nor its buffers. Without them a lone 0x03 is
-        Ctrl-C and other bytes are nothing (as improv_serial.Serial judges them outside a frame); after
-        a failure of this task (its supervisor starts it again; Ctrl-C stays off meanwhile) bytes of a
-        frame may have been lost, so a 0x03 is Ctrl-C only after _NOISY_MS of silence. `reader` (the
-        console stream) and `sleep` (asyncio.sleep unless given: the silence's clock) are the tests'."""
+        after 5 s of silence with nothing under way (no provisioning running or done): a setup that
+        does not use Improv holds neither its code nor its buffers. Without them a lone 0x03 is Ctrl-C
+        and other bytes are nothing (as improv_serial.Serial judges them outside a frame). Where bytes
+        of a frame may have been lost (this task failed and its supervisor started it again, or there
+        was no heap to load Improv at a frame) a 0x03 is Ctrl-C only after _NOISY_MS of silence.
+        `reader` (the console stream) and `sleep` (asyncio.sleep unless given: the silence's clock)
+        are the tests'."""
         b = self.app.board
         b.kbd_intr(-1)  # 0x03 is data from here on (improv_serial.console: the same)
         done = False  # Improv's console ended it (Ctrl-C on again, logged)
@@ -207,19 +206,26 @@ class Controller:
                 if data[0] == 3 and not unsure:
                     self.interrupted = True
                     break
-                if data[0] == 73:  # "I"
-                    done = True
-                    try:
-                        back = await self._improv(reader, data, quiet_ms, sleep, unsure)
-                    except MemoryError:
-                        # no heap to load Improv: the rest of its frame (a 0x03 in it) comes here, so a
-                        # 0x03 is Ctrl-C only after a silence again; the next "I" tries again
-                        done = False
-                        unsure = True
-                        continue
-                    if not back:
+                if data[0] != 73:  # "I": Improv's magic starts
+                    continue
+                done = True
+                improv_serial = None
+                try:
+                    from twomes.ap import improv_serial
+
+                    app = self.app
+                    args = (b, self, app.ident, VERSION, reader, data, sleep or asyncio.sleep, unsure)
+                    if not await improv_serial.console(*args):
                         break
-                    done = unsure = False  # handed back after a silence: listening here again
+                    unsure = False  # handed back after a silence: listening here again
+                except MemoryError:
+                    # no heap to load Improv: the rest of its frame (a 0x03 in it) comes here, so a
+                    # 0x03 is Ctrl-C only after a silence again; the next "I" tries again
+                    unsure = True
+                finally:
+                    args = improv_serial = None
+                    unload("ap.improv_serial", "ap.improv")
+                done = False
             self._unsure = False
         except Exception:
             done = True  # a failure: the supervisor starts this again, 0x03 stays data until then
@@ -228,20 +234,6 @@ class Controller:
             if not done:
                 b.kbd_intr(3)
                 log("improv", "console listener ended")
-
-    async def _improv(self, reader, first, quiet_ms, sleep, unsure):
-        """Improv with its modules loaded, from the byte `first` on: True when it hands the console
-        back after a silence (the modules unloaded again), False when the console ended."""
-        from twomes.ap import improv_serial
-
-        try:
-            app = self.app
-            return await improv_serial.console(
-                app.board, self, app.ident, VERSION, reader, first, quiet_ms, sleep, unsure
-            )
-        finally:
-            improv_serial = None
-            unload("ap.improv_serial", "ap.improv")
 
     # ---- the phase ---------------------------------------------------------------------------------
     def _tasks(self, portal):
@@ -312,11 +304,14 @@ class Controller:
                     )
                     return "retry"
         finally:
-            self.ending = True  # (a cancellation now is the end, not the console's silence)
             for t in tasks + [self._job]:
                 if t is not None:
                     t.cancel()
             for t in tasks:
+                # (the console may take one cancellation for its silence's, improv_serial.console)
+                while not t.done():
+                    t.cancel()
+                    await asyncio.sleep(0)
                 try:
                     await t
                 except BaseException:  # noqa: BLE001 - cancelled: its `finally` has run

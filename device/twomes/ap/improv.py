@@ -84,11 +84,6 @@ class Improv:
         self.state = _PROVISIONED
         self.urls = (url,)
 
-    def ready(self):
-        """Nothing under way and nothing to remember (state "ready": a new Improv would answer the
-        same): its modules may be unloaded."""
-        return self.state == _READY
-
     def rpc(self, data):
         """One RPC command packet (command, length, payload). Returns (ssid, password) when the caller
         must run provision() (never waits itself), else None."""

@@ -22,6 +22,8 @@ _T_RPC = const(0x03)
 _FRAME_MAX = const(6 + 3 + 255 + 1)
 _STALE_MS = const(1000)  # silence after which a partial frame is dropped (its length byte lied)
 _QUIET_MS = const(100)  # silence that ends the "noisy" state after a broken frame
+_BACK_MS = const(5000)  # console(): silence after which it hands the console back (Improv unloaded)
+_READY = const(0x02)  # improv's state "ready" (its consts are private to it)
 
 
 def frame(ptype, data):
@@ -125,31 +127,30 @@ class Serial:
                 self.pending = creds
 
 
-async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=0, sleep=None, unsure=False):
+async def console(board, ctl, ident, version, reader=None, first=None, sleep=None, _noisy=False):
     """Listen for Improv on the serial console until cancelled, the console closes (host tests) or a
     lone Ctrl-C comes (then ctl.interrupted is set): False, Ctrl-C back on (not after a failure: the
-    supervisor starts the listener again, and 0x03 stays data until then). With `quiet_ms`: True after
-    that much silence with nothing under way (Improv "ready"; the end of a provisioning starts the
-    silence again), the console handed back as it is (0x03 still data) for its caller to unload this.
-    `reader` (anything with `async read(n)`) replaces the console stream in tests; `first`: bytes
-    already read from it (the controller's console, which loads this module when the start of a frame
-    comes); `sleep` (the silence's clock: asyncio.sleep unless given) is the tests'; `unsure`: bytes
-    before `first` may have been lost (a 0x03 is Ctrl-C only after a silence). Run by the setup
-    controller's console task."""
+    supervisor starts the listener again, and 0x03 stays data until then). With `sleep` (the silence's
+    clock, asyncio.sleep): True after _BACK_MS of silence with nothing under way (Improv "ready"; a
+    provisioning's end starts the silence again), the console handed back as it is (0x03 still data)
+    for its caller to unload this. `reader` (anything with `async read(n)`) replaces the console
+    stream in tests; `first`: bytes already read from it (the controller's console, which loads this
+    module when the start of a frame comes); `_noisy`: bytes before `first` may have been lost (a 0x03
+    is Ctrl-C only after a silence). Run by the setup controller's console task."""
     board.kbd_intr(-1)  # 0x03 is data here, not Ctrl-C
     job = watch = None
     quiet = False
     ser = Serial(ctl, ident, version, board.console_write)
-    ser._noisy = unsure
+    ser._noisy = _noisy
     if first:
         ser.feed(first)
     try:
         if reader is None:
             reader = asyncio.StreamReader(board.console_in())
         ser.last = board.ticks_ms()
-        if quiet_ms:  # one watch for the whole time (no time limit per read: nothing allocated per byte)
+        if sleep:  # one watch for the whole time (no time limit per read: nothing allocated per byte)
             me = asyncio.current_task()
-            watch = asyncio.create_task(_silence(board, ser, me, quiet_ms, sleep or asyncio.sleep))
+            watch = asyncio.create_task(_silence(board, ser, me, sleep))
         while True:
             # one byte per read: console streams block until `n` bytes are there. A frame's staleness
             # is judged when its next byte comes (no timer per frame), by how long the line was silent:
@@ -159,7 +160,7 @@ async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=
             try:
                 data = await reader.read(1)
             except asyncio.CancelledError:
-                if not ser.back or getattr(ctl, "ending", True):
+                if not ser.back:
                     raise
                 hw.uncancel(me)  # (the watch's cancellation: the silence, not the end of setup mode)
                 quiet = True
@@ -186,10 +187,10 @@ async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=
             if ser.pending is not None and (job is None or job.done()):
                 ssid, password = ser.pending
                 ser.pending = None
-                job = asyncio.create_task(_provision(board, ser, ssid, password))
+                job = asyncio.create_task(ser.improv.provision(ssid, password))
                 password = None
     except Exception:
-        quiet = True  # a failure (MemoryError): the supervisor starts the listener again, 0x03 stays data
+        quiet = True  # a failure: the supervisor starts the listener again, 0x03 stays data until then
         raise
     finally:
         if watch is not None:
@@ -201,21 +202,17 @@ async def console(board, ctl, ident, version, reader=None, first=None, quiet_ms=
             log("improv", "console listener ended")
 
 
-async def _provision(board, ser, ssid, password):
-    try:
-        await ser.improv.provision(ssid, password)
-    finally:
-        password = None
-        ser.last = board.ticks_ms()  # the silence that unloads Improv counts from here
-
-
-async def _silence(board, ser, task, quiet_ms, sleep):
+async def _silence(board, ser, task, sleep):
     """Cancel `task` (the console's, reading) with ser.back set once the console was silent for
-    quiet_ms and Improv is "ready" (no provisioning running or done)."""
+    _BACK_MS with Improv "ready" (while it is not, a provisioning running or done, the silence starts
+    again)."""
     while True:
-        left = quiet_ms - board.ticks_diff(board.ticks_ms(), ser.last)
-        if left <= 0 and ser.improv.ready():
+        now = board.ticks_ms()
+        if ser.improv.state != _READY:
+            ser.last = now
+        left = _BACK_MS - board.ticks_diff(now, ser.last)
+        if left <= 0:
             ser.back = True
             task.cancel()
             return
-        await sleep((left if left > 0 else quiet_ms) / 1000)
+        await sleep(left / 1000)

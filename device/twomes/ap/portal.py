@@ -152,7 +152,7 @@ class Portal:
                 slot.why = _GONE
                 slot.task.cancel()
             elif slot.phase != _FREE:  # waiting for its first bytes: no task to end
-                self._close(slot)
+                self._release(slot, True)
         for _ in range(50):  # let the cancelled handlers run their `finally` (sockets closed)
             if not self.busy():
                 break
@@ -186,6 +186,7 @@ class Portal:
                 # connection would be lost, unanswered. Short of that, it waits in the backlog a turn
                 if self.room(_ACCEPT_ROOM):
                     conn, _ = self._sock.accept()
+                    conn.setblocking(False)  # (never a read that waits: this loop serves them all)
             except OSError:  # nothing waiting (EAGAIN)
                 pass
             except MemoryError:  # no heap for the socket object: the next turn tries again
@@ -217,7 +218,7 @@ class Portal:
                 self._refuse(victim.sock)
                 self.evicted += 1
                 if victim.task is None:  # it sent nothing yet: no task to end
-                    self._close(victim)
+                    self._release(victim, True)
                 else:
                     victim.why = _EVICTED
                     victim.task.cancel()
@@ -247,28 +248,7 @@ class Portal:
             conn.setblocking(False)
         except OSError:
             pass
-        self._wake(slot)  # what it sent already starts its request at once
-
-    def _wake(self, slot):
-        """A connection waiting for its first bytes (no task): what it sent now starts its request (its
-        task, which makes its stream); one the client closed frees its slot. Nothing is allocated while
-        it stays silent. True while it still waits."""
-        n = hw.sock_try(slot.sock, slot.buf)
-        if n is None:
-            return True
-        if n:
-            try:
-                if self.room(_ROOM):
-                    slot.task = asyncio.create_task(self._conn(slot, n))  # pyright: ignore[reportAttributeAccessIssue]
-                    return False
-            except MemoryError:
-                pass
-            # no heap for its task and answer just now: "come again" at once, as when every slot is
-            # taken (_REFUSE is a constant), and the accept loop goes on (no restart, no pause)
-            self.refused += 1
-            self._refuse(slot.sock)
-        self._close(slot)  # (closed before it sent anything: nothing to answer)
-        return False
+        self.tick()  # what it sent already starts its request at once
 
     def room(self, need):
         """Whether `need` bytes of heap are free, after a collection if garbage holds them (CPython,
@@ -289,16 +269,31 @@ class Portal:
         """Hold every connection to its deadline at the board's ticks now: cancel the tasks of those
         past it (408 while reading, closed otherwise). serve() calls this after every accept and every
         20 ms; tests call it on a board clock they move themselves. A deadline fires at its tick. It
-        also looks at the connections waiting for their first bytes: those that sent some get their
-        task, those that hang up free their slots."""
+        also looks at the connections waiting for their first bytes (admit() calls it too): those
+        that sent some get their task, those that hang up free their slots."""
         b = self.board
         now = b.ticks_ms()
         for slot in self.slots:
-            if slot.phase != _FREE and slot.task is None:  # waiting for its first bytes
-                if self._wake(slot) and b.ticks_diff(now, slot.until) >= 0:
+            if slot.phase != _FREE and slot.task is None:
+                # waiting for its first bytes (no task; nothing is allocated while it stays silent):
+                # what it sent now starts its request (its task, which makes its stream); one the
+                # client closed frees its slot; one silent until its deadline gets the 408
+                n = hw.sock_readinto(slot.sock, slot.buf)
+                if n:
+                    try:
+                        slot.task = asyncio.create_task(self._conn(slot, n))  # pyright: ignore[reportAttributeAccessIssue]
+                        continue
+                    except MemoryError:
+                        # no heap for its task just now: "come again" at once, as when every slot
+                        # is taken (_REFUSE is a constant), and the accept loop goes on
+                        self.refused += 1
+                        self._refuse(slot.sock)
+                elif n is None:
+                    if b.ticks_diff(now, slot.until) < 0:
+                        continue
                     self.too_slow += 1
                     self._refuse(slot.sock, _SILENT)
-                    self._close(slot)
+                self._release(slot, True)  # (closed before it sent anything: nothing to answer)
             elif slot.phase != _FREE and b.ticks_diff(now, slot.until) >= 0:
                 if not slot.why:
                     slot.why = _TOO_SLOW if slot.phase != _ANSWER else _GONE
@@ -399,21 +394,19 @@ class Portal:
             except BaseException:  # noqa: BLE001 - the peer may already be gone; or we are cancelled
                 pass
 
-    def _release(self, slot):
+    def _release(self, slot, close=False):
+        """Free the slot (`close`: and close its socket: a connection without a task)."""
+        if close:
+            try:
+                slot.sock.close()  # pyright: ignore[reportOptionalMemberAccess] - a taken slot has one
+            except OSError:
+                pass
         slot.task = slot.sock = None
         slot.phase = _FREE
         slot.why = 0
         slot.req.reset()  # what it read (path, headers, body) is not kept: small pieces all over the heap
 
-    def _close(self, slot):
-        """Close the socket of a connection without a task and free its slot."""
-        try:
-            slot.sock.close()  # pyright: ignore[reportOptionalMemberAccess] - a taken slot has one
-        except OSError:
-            pass
-        self._release(slot)
-
-    def _refuse(self, sock, answer=_REFUSE):
+    def _refuse(self, sock, data=_REFUSE):
         """A whole answer (by default the 503) on a connection that gets no slot or no task, at once
         (nothing waits for it), after reading what it sent already: closing with that unread would
         reset the answer on its way."""
@@ -421,7 +414,7 @@ class Portal:
             return
         hw.sock_readinto(sock, self._scratch)
         try:
-            sock.send(answer)
+            sock.send(data)
         except OSError:
             pass
 
