@@ -52,8 +52,7 @@ class Serial:
         self._foreign = 0  # inside a frame of another version: 7 type next, 8 length next, 9 its data
         self._skip = 0  # bytes of that frame still to come
         self._noisy = False  # a frame with a bad checksum came last: a 0x03 now is not a person's Ctrl-C
-        self.last = 0  # ticks of the last byte (console())
-        self.back = False  # console(): its silence's watch asks for the console to be handed back
+        self.last = 0  # ticks of the last byte (console(); None: its silence's watch asks it to hand back)
 
     def _send(self, kind, data):
         self.write(frame(kind, data) + b"\n")
@@ -160,7 +159,7 @@ async def console(board, ctl, ident, version, reader=None, first=None, sleep=Non
             try:
                 data = await reader.read(1)
             except asyncio.CancelledError:
-                if not ser.back:
+                if ser.last is not None:
                     raise
                 hw.uncancel(me)  # (the watch's cancellation: the silence, not the end of setup mode)
                 quiet = True
@@ -203,7 +202,7 @@ async def console(board, ctl, ident, version, reader=None, first=None, sleep=Non
 
 
 async def _silence(board, ser, task, sleep):
-    """Cancel `task` (the console's, reading) with ser.back set once the console was silent for
+    """Cancel `task` (the console's, reading) with ser.last None once the console was silent for
     _BACK_MS with Improv "ready" (while it is not, a provisioning running or done, the silence starts
     again)."""
     while True:
@@ -212,7 +211,7 @@ async def _silence(board, ser, task, sleep):
             ser.last = now
         left = _BACK_MS - board.ticks_diff(now, ser.last)
         if left <= 0:
-            ser.back = True
+            ser.last = None
             task.cancel()
             return
         await sleep(left / 1000)

@@ -34,6 +34,7 @@ _BACKLOG = const(8)  # connections the stack holds until accepted (beyond: SYNs 
 # again" 503 at once instead of a slot that would run out of heap mid-answer
 _ROOM = const(2048)
 _ACCEPT_ROOM = const(512)  # for accept()'s socket object; below it connections wait in the backlog
+_SCRATCH = const(64)  # what a refused connection sent is read (and dropped) this much at a time
 _GRACE_MS = const(1000)  # an error answer, or what the client still sends after one (200 ms of it)
 _FREE = const(0)
 _HEAD = const(1)  # waiting for / reading the head (idle or slow clients are here)
@@ -85,7 +86,7 @@ class Portal:
         self.ip = self.origin = ""
         self.hosts = ()
         self.evicted = self.refused = self.too_slow = 0  # counts, for the log and the tests
-        self._scratch = bytearray(512)  # what a refused or evicted connection sent, read and dropped
+        self._scratch = bytearray(_SCRATCH)  # what a refused or evicted connection sent, read and dropped
         self._sock = None
         self._last = board.ticks_ms()
         # the route table: path -> (GET/HEAD handler, POST handler); any other GET: the form (captive)
@@ -412,7 +413,9 @@ class Portal:
         reset the answer on its way."""
         if sock is None:
             return
-        hw.sock_readinto(sock, self._scratch)
+        for _ in range(_HEAD_MAX // _SCRATCH):  # (a head's worth at most)
+            if hw.sock_readinto(sock, self._scratch) != _SCRATCH:
+                break
         try:
             sock.send(data)
         except OSError:
