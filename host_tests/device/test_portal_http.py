@@ -253,8 +253,7 @@ def test_no_heap_for_an_answer_asks_to_come_again_and_the_portal_goes_on():
         raise MemoryError("memory allocation failed, allocating 795 bytes")
 
     class NoHeapList:  # the scan list, as the page finds it when its strings find no heap
-        def __iter__(self):
-            no_heap()
+        __len__ = no_heap
 
     async def body(p):
         nets = p.ctl.nets

@@ -51,7 +51,7 @@ class Controller:
     def __init__(self, app, streams=None):
         self.app = app
         self._streams = streams  # the portal's connection streams (tests: in-process, no socket)
-        self.nets = []  # the last scan, as shown: [(ssid, rssi, secured)] strongest first (creds.scan)
+        self.nets = b""  # the last scan, as shown (creds.scan; creds.listed reads it)
         self.more = 0  # networks seen beyond those
         self.testing = None  # the SSID under test
         self.result = None  # (ssid, code, text) of the last test
