@@ -276,7 +276,8 @@ def test_a_task_that_ignores_its_cancellation_is_cancelled_again_after_the_grace
         await ev.wait()
 
     async def body(p, clock):
-        p.routes["/api/stuck"] = (stuck, None)
+        table = p.routes
+        p.routes = lambda path: (stuck, None) if path == "/api/stuck" else table(path)
         t0 = clock.now
         c = await _admit(p, b"GET /api/stuck HTTP/1.1\r\n\r\n")
         await _at(p, clock, t0, p.write_ms)

@@ -89,17 +89,27 @@ class Portal:
         self._scratch = bytearray(_SCRATCH)  # what a refused or evicted connection sent, read and dropped
         self._sock = None
         self._last = board.ticks_ms()
-        # the route table: path -> (GET/HEAD handler, POST handler); any other GET: the form (captive)
-        self.routes = {
-            "/": (pages.form, None),
-            "/result": (pages.result, None),
-            "/rescan": (pages.rescan, None),
-            "/connect": (None, form.post),
-            "/api/info": (api.info, None),
-            "/api/status": (api.status, None),
-            "/api/networks": (api.networks, None),
-            "/api/wifi": (None, api.wifi),
-        }
+
+    def routes(self, path):
+        """The route table: (GET/HEAD handler, POST handler) of `path`, or None (any other GET: the
+        form, captive). Code, not a dict of tuples held for the whole of setup mode."""
+        if path == "/":
+            return pages.form, None
+        if path == "/result":
+            return pages.result, None
+        if path == "/rescan":
+            return pages.rescan, None
+        if path == "/connect":
+            return None, form.post
+        if path == "/api/info":
+            return api.info, None
+        if path == "/api/status":
+            return api.status, None
+        if path == "/api/networks":
+            return api.networks, None
+        if path == "/api/wifi":
+            return None, api.wifi
+        return None
 
     # ---- up and down ------------------------------------------------------------------------------
     async def start(self):
@@ -431,7 +441,7 @@ class Portal:
             req.answered = True  # probes (foreign names): a redirect to the form, nothing else
             send(w, 302, where=self.origin + "/")
             return
-        r = self.routes.get(path)
+        r = self.routes(path)
         if method == "POST":
             if req.origin is not None and req.origin != "null" and req.origin != self.origin:
                 raise HttpError(403, "foreign origin")
