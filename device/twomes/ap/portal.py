@@ -232,7 +232,7 @@ class Portal:
                     self._release(victim, True)
                 else:
                     victim.why = _EVICTED
-                    victim.task.cancel()
+                    victim.task.cancel()  # pyright: ignore[reportOptionalMemberAccess] - set in this branch
                     for _ in range(3):  # its `finally` frees the slot when it runs
                         await asyncio.sleep(0)
                         if victim.phase == _FREE:
@@ -313,7 +313,7 @@ class Portal:
                 else:
                     slot.why = _GONE  # past the grace of its answer too: closed
                 slot.until = b.ticks_add(now, _GRACE_MS)
-                slot.task.cancel()
+                slot.task.cancel()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
 
     # ---- one connection = one request -------------------------------------------------------------
     async def _conn(self, slot, n):
@@ -324,6 +324,7 @@ class Portal:
         w = None
         try:
             try:
+                # (pyright: the stubs' StreamReader has no writer calls; MicroPython's Stream is both)
                 reader, w = await self._streams(sock)
                 n, end = await read_head(reader, slot.buf, req, n)
                 if req.length:
@@ -340,7 +341,7 @@ class Portal:
             self._last = now = b.ticks_ms()
             slot.until = b.ticks_add(now, self.write_ms)
             await self._route(req, w)
-            await w.drain()
+            await w.drain()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
         except HttpError as e:
             status = e.args[0]
             if status and not req.answered:
@@ -355,7 +356,7 @@ class Portal:
                     ctype = TEXT
                 try:
                     send(w, status, ctype, body, req.head)
-                    await w.drain()
+                    await w.drain()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
                     # what the client still sends (a refused head or body): closing before it is in
                     # would reset the answer on its way; read until it pauses for 100 ms (12 KB at most)
                     mv = memoryview(slot.buf)
@@ -374,12 +375,12 @@ class Portal:
                     self.refused += 1
                     self._refuse(sock)
                 elif req.answered:  # mid-page: browsers follow a refresh in the body too
-                    w.write(_BUSY)
+                    w.write(_BUSY)  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
                 elif req.path[:5] == "/api/":
                     send(w, 503, JSON, b'{"error": "busy, try again"}', req.head)
                 else:
                     send(w, 503, HTML, _BUSY, req.head)
-                await w.drain()
+                await w.drain()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
                 log("portal", "out of memory for %s: asked to come again" % shown(req.path))
             except BaseException:  # noqa: BLE001 - best effort, for its grace at most
                 pass
@@ -394,14 +395,14 @@ class Portal:
                 if w is None:
                     sock.close()
                 else:
-                    w.close()
+                    w.close()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
             except BaseException:  # noqa: BLE001 - the peer may already be gone
                 pass
             if slot.task is asyncio.current_task():
                 self._release(slot)  # the slot is free before we wait for the close
             try:
                 if w is not None:
-                    await w.wait_closed()
+                    await w.wait_closed()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
             except BaseException:  # noqa: BLE001 - the peer may already be gone; or we are cancelled
                 pass
 
