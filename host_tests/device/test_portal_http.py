@@ -318,6 +318,34 @@ def test_open_access_point_when_configured():
     support.run(main())
 
 
+def test_no_heap_even_to_admit_a_connection_gets_come_again_and_the_loop_goes_on():
+    # a MemoryError while the accept loop admits a connection (its slot, its first read): that client
+    # gets the "come again" 503 at once, and the accept loop is neither failed nor paused
+    async def main():
+        from twomes import log
+
+        p = await pf.start_portal()
+        lines = log.sink = []
+        try:
+            admit = p.admit
+
+            async def starved(conn):
+                p.admit = admit
+                raise MemoryError("memory allocation failed, allocating 216 bytes")
+
+            p.admit = starved
+            r = await pf.get(p, "/api/info")
+            assert r.status == 503 and r.headers["retry-after"] == "1" and p.refused == 1, r.raw
+            r = await pf.get(p, "/api/info")
+            assert r.status == 200
+            assert not [ln for ln in lines if "task failed" in ln], lines
+        finally:
+            log.sink = None
+            await pf.stop_portal(p)
+
+    support.run(main())
+
+
 def test_a_failing_server_task_is_logged_and_started_again():
     # a MemoryError (or any error) that ends the accept loop: the supervisor logs it and starts the
     # loop again; the listening socket and the connections stay
