@@ -537,6 +537,44 @@ def test_setup_console_goes_on_in_step_when_the_heap_runs_out():
     support.run(main())
 
 
+def test_setup_console_hands_back_after_a_silence_also_while_its_reads_find_no_heap():
+    """The silence's watch may cancel the console while it waits out a MemoryError (no heap for a read
+    for 5 s): that is still the hand-back (Improv unloaded, the listener goes on, Ctrl-C stays off),
+    never the end of the console. On the test's clock, both runtimes."""
+    import sys
+
+    from twomes import unload
+
+    class _NoHeap(_Reader):
+        async def read(self, n):
+            if not self.buf and self.script and self.script[0] == "oom":
+                self.script.pop(0)
+                self.clock.advance(1000)  # (then straight to the console's wait)
+                raise _oom()
+            return await _Reader.read(self, n)
+
+    async def main():
+        clock = pf.TestClock(5000)
+        board, ident, cfg, ctl = pf.make(clock=clock)
+        unload("ap.improv_serial", "ap.improv")
+        ctl.app.board = con = _Console(board)
+        reader = _NoHeap([REQ_STATE] + ["oom"] * 6 + [REQ_STATE], clock)
+        seen = []
+
+        async def read(n):
+            got = await _NoHeap.read(reader, n)
+            seen.append((got, "twomes.ap.improv_serial" in sys.modules))
+            return got
+
+        reader.read = read
+        await ctl.console(reader, sleep=clock.sleep)
+        assert _frames(con.written) == [(T_STATE, bytes([READY]))] * 2
+        assert [ld for got, ld in seen if got == b"I"] == [False, False], seen  # unloaded in between
+        assert not ctl.interrupted and con.intr[-1] == 3 and 3 not in con.intr[:-1]
+
+    support.run(main())
+
+
 def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
     """The running app's console (twomes.ap.improv_run): provisioned with the URL; Improv's modules are
     loaded when a frame starts and unloaded after the quiet time; 0x03 inside frames is data, a lone

@@ -158,12 +158,6 @@ async def console(board, ctl, ident, version, reader=None, first=None, sleep=Non
             t = board.ticks_ms()
             try:
                 data = await reader.read(1)
-            except asyncio.CancelledError:
-                if ser.last is not None:
-                    raise
-                hw.uncancel(me)  # (the watch's cancellation: the silence, not the end of setup mode)
-                quiet = True
-                return True
             except MemoryError:  # no heap for this read just now: again in a moment, in step
                 await hw.sleep_ms(10)
                 continue
@@ -188,6 +182,12 @@ async def console(board, ctl, ident, version, reader=None, first=None, sleep=Non
                 ser.pending = None
                 job = asyncio.create_task(ser.improv.provision(ssid, password))
                 password = None
+    except asyncio.CancelledError:
+        if ser.last is not None:
+            raise
+        hw.uncancel(me)  # (the watch's cancellation, wherever it met the loop: the silence, not the end)
+        quiet = True
+        return True
     except Exception:
         quiet = True  # a failure: the supervisor starts the listener again, 0x03 stays data until then
         raise
