@@ -229,13 +229,14 @@ async def readinto(stream, mv):
 
 
 def sock_readinto(sock, buf):
-    """What a non-blocking socket has (up to len(buf)) into `buf`, without waiting; 0 if nothing."""
+    """What a non-blocking socket has (up to len(buf)) into `buf`, without waiting: bytes read, 0 when
+    the peer closed (or reset) it, None when nothing is there yet."""
     try:
         if MICROPYTHON:
-            return sock.readinto(buf) or 0
+            return sock.readinto(buf)  # (None: EAGAIN)
         return sock.recv_into(buf)
-    except OSError:
-        return 0
+    except OSError as e:
+        return None if e.errno == 11 else 0  # EAGAIN (CPython: BlockingIOError)
 
 
 async def stream(sock):

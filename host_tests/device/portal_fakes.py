@@ -128,12 +128,18 @@ class Conn:
         return len(data)
 
     def recv_into(self, buf):
+        if not self.inbox and not self.eof and not self.closed:
+            raise OSError(11, "nothing yet")  # EAGAIN, as a non-blocking socket (CPython)
         n = min(len(buf), len(self.inbox))
         buf[:n] = self.inbox[:n]
         self.inbox = self.inbox[n:]
         return n
 
-    readinto = recv_into
+    def readinto(self, buf):  # MicroPython's: None when nothing is there yet
+        try:
+            return self.recv_into(buf)
+        except OSError:
+            return None
 
     def close(self):
         if not self.closed and self.reading:

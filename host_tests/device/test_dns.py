@@ -125,6 +125,35 @@ def test_server_answers_over_udp_and_survives_garbage():
     support.run(main())
 
 
+def test_no_heap_for_a_reply_loses_that_reply_not_the_server():
+    """The reply is built in a buffer of its query's size, per query: without heap for it that query
+    gets no answer (the client asks again) and the server goes on (its task does not end)."""
+
+    async def main():
+        port = pf.rand_port()
+        task = await _serve(port)
+        sizes = []
+
+        def starved(n):
+            sizes.append(n)
+            raise MemoryError("memory allocation failed, allocating %d bytes" % n)
+
+        try:
+            query = pf.dns_query("no.heap", 1)
+            dns.bytearray = starved  # (the module's own name comes before the builtin)
+            try:
+                assert await pf.udp_ask(port, query, timeout=0.2) is None
+            finally:
+                del dns.bytearray
+            assert sizes and sizes[0] == len(query) + 16 and not task.done()
+            r = await pf.udp_ask(port, pf.dns_query("heap.again", 1))
+            assert r is not None and r[-4:] == bytes([127, 0, 0, 1])
+        finally:
+            await _stop(task)
+
+    support.run(main())
+
+
 def test_setup_mode_serves_dns_on_the_board_port():
     async def main():
         p = await pf.start_portal(dns=True)

@@ -364,6 +364,217 @@ def test_setup_console_loads_improv_when_a_frame_starts_and_a_lone_ctrl_c_stops_
     support.run(main())
 
 
+SETUP_QUIET_MS = 5000  # controller._QUIET_MS: setup mode's console unloads Improv after this silence
+
+
+class _Seen(_Reader):
+    """A _Reader on a TestClock that also runs callables of the script (awaited: the test acting
+    between two bytes) and notes, for every chunk it hands out, whether Improv's framing was loaded."""
+
+    def __init__(self, script, clock):
+        super().__init__(script, clock)
+        self.seen = []  # (chunk, loaded)
+
+    async def read(self, n):
+        import sys
+
+        while not self.buf and self.script and callable(self.script[0]):
+            await self.script.pop(0)()
+        got = await _Reader.read(self, n)
+        self.seen.append((got, "twomes.ap.improv_serial" in sys.modules))
+        return got
+
+
+def test_setup_console_unloads_improv_after_its_quiet_time_but_never_during_a_provisioning():
+    """Setup mode's console (Controller.console) unloads Improv's framing and RPC core after
+    SETUP_QUIET_MS of silence (still loaded at 4,999 ms, gone at 5,000: the next frame loads them again
+    and is answered), but not while a provisioning runs (however long the credential test takes: its
+    outcome goes out) nor after one that joined (its state stays "provisioned"); after one that failed
+    they go at the next silence. Ctrl-C is off all along until a lone 0x03. On the test's clock,
+    across the wrap-around, both runtimes."""
+    import sys
+
+    from twomes import unload
+
+    def first_of(seen, chunk, k=0):
+        """Whether Improv was loaded when the k-th chunk starting with `chunk`'s first byte came."""
+        hits = [ld for got, ld in seen if got == chunk[:1]]
+        return hits[k]
+
+    async def main(t0, password, joined):
+        clock = pf.TestClock(t0)
+        board, ident, cfg, ctl = pf.make(clock=clock)
+        unload("ap.improv_serial", "ap.improv")  # as when setup mode starts
+        ctl.app.board = con = _Console(board)
+        ctl.hold = True  # the credential test runs until release()
+
+        async def release():
+            ctl.hold = False
+            for _ in range(500):  # the simulated join (30 ms of real time), bounded
+                if ctl.testing is None:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError("the credential test did not end")
+
+        w = _wifi_rpc("home", password)
+        script = [REQ_STATE, SETUP_QUIET_MS - 1, REQ_STATE, SETUP_QUIET_MS, REQ_STATE, w]
+        script += [3 * SETUP_QUIET_MS, REQ_STATE, release, SETUP_QUIET_MS - 1, REQ_STATE]
+        script += [SETUP_QUIET_MS, b"\x03"]
+        reader = _Seen(script, clock)
+        await ctl.console(reader, sleep=clock.sleep)
+        seen = reader.seen
+        got = _frames(con.written)
+        # the frames' first bytes: loaded for the first, still at 4,999 ms, unloaded at 5,000 ms
+        assert [first_of(seen, REQ_STATE, k) for k in range(3)] == [False, True, False], seen
+        assert got[:3] == [(T_STATE, bytes([READY]))] * 3
+        assert got[3:5] == [(T_ERROR, b"\x00"), (T_STATE, bytes([PROVISIONING]))]
+        # 15 s of silence during the credential test: still loaded, it answers "provisioning"
+        assert first_of(seen, REQ_STATE, 3) is True and got[5] == (T_STATE, bytes([PROVISIONING]))
+        if joined:
+            assert got[6] == (T_STATE, bytes([PROVISIONED])) and got[7][0] == T_RESULT
+            assert ctl.saved == ("home", password)
+            rest = got[8:]
+            state = PROVISIONED
+        else:
+            assert got[6:8] == [(T_ERROR, b"\x03"), (T_STATE, bytes([READY]))]
+            rest = got[8:]
+            state = READY
+        assert first_of(seen, REQ_STATE, 4) is True and rest[0] == (T_STATE, bytes([state]))
+        # the last silence: gone unless it joined; the lone 0x03 is Ctrl-C either way
+        assert seen[-1] == (b"\x03", joined), seen[-3:]
+        assert ("twomes.ap.improv_serial" in sys.modules) is False  # the console ended: unloaded
+        assert ctl.interrupted and con.intr[0] == -1 and con.intr[-1] == 3 and 3 not in con.intr[:-1]
+
+    for t0 in (5000, WRAP - 3 * SETUP_QUIET_MS):
+        support.run(main(t0, "wrong-pass", False))
+        support.run(main(t0, "secret-pass", True))
+
+
+class _Raising(_Reader):
+    """A _Reader whose script may hold exceptions: the read that meets one raises it."""
+
+    async def read(self, n):
+        if not self.buf and self.script and isinstance(self.script[0], BaseException):
+            raise self.script.pop(0)
+        return await _Reader.read(self, n)
+
+
+def _oom():
+    return MemoryError("memory allocation failed, allocating 64 bytes")
+
+
+def test_setup_console_after_a_failure_takes_a_0x03_for_ctrl_c_only_after_a_silence():
+    """Setup mode's console fails mid-frame (a bug; its supervisor starts it again): Ctrl-C stays off
+    meanwhile, and the new listener may start inside the frame whose bytes it lost, so a 0x03 is
+    Ctrl-C only after 100 ms of silence on the line (not at 99), as after a frame with a bad checksum.
+    A console that ended normally leaves the next one sure again. On the test's clock, both runtimes."""
+    from twomes import unload
+
+    async def main(t0, gap):
+        clock = pf.TestClock(t0)
+        board, ident, cfg, ctl = pf.make(clock=clock)
+        unload("ap.improv_serial", "ap.improv")
+        ctl.app.board = con = _Console(board)
+        seen = []  # whether the lone 0x03 was Ctrl-C, per failure
+        for lost_at in (4, 0):  # inside Improv's framing (loaded), or in the listener before it
+            try:
+                script = [b"text"] + ([REQ_STATE[:lost_at]] if lost_at else []) + [RuntimeError("a bug")]
+                await ctl.console(_Raising(script, clock), sleep=clock.sleep)
+            except RuntimeError:
+                pass
+            assert 3 not in con.intr and not ctl.interrupted, con.intr  # Ctrl-C stays off
+            # the rest of the frame (its type byte is 0x03), then a lone 0x03 after `gap` of silence
+            await ctl.console(_Reader([REQ_STATE[7:], gap, b"\x03", REQ_STATE], clock), sleep=clock.sleep)
+            seen.append(ctl.interrupted)
+            assert con.intr[-1] == 3  # it ended normally (Ctrl-C, or the console closed)
+            ctl.interrupted = False
+            con.intr = []
+        # a console that ended normally: the next one takes a lone 0x03 at once
+        await ctl.console(_Reader([b"\x03"], clock), sleep=clock.sleep)
+        seen.append(ctl.interrupted)
+        return seen
+
+    for t0 in (5000, WRAP):
+        assert support.run(main(t0, 99)) == [False, False, True], t0
+        assert support.run(main(t0, 100)) == [True, True, True], t0
+
+
+def test_setup_console_goes_on_in_step_when_the_heap_runs_out():
+    """No heap for a read of the console (in the listener or inside a frame) or for a reply: not a
+    failure, the console waits a moment and reads on, in step (no byte of a frame taken for Ctrl-C,
+    the next request answered). No heap to load Improv at a frame's "I": that frame is lost, its 0x03
+    is not Ctrl-C (a lone 0x03 is, after 100 ms of silence), the next frame loads it and is answered."""
+    from twomes import unload
+
+    async def main():
+        clock = pf.TestClock(5000)
+        board, ident, cfg, ctl = pf.make(clock=clock)
+        unload("ap.improv_serial", "ap.improv")
+        ctl.app.board = con = _Console(board)
+        script = [b"x", _oom(), REQ_STATE[:5], _oom(), REQ_STATE[5:], b"x", _oom(), REQ_STATE, 100, b"\x03"]
+        await ctl.console(_Raising(script, clock), sleep=clock.sleep)
+        assert _frames(con.written) == [(T_STATE, bytes([READY]))] * 2 and ctl.interrupted
+        assert con.intr[0] == -1 and con.intr[-1] == 3 and 3 not in con.intr[:-1]
+        # Improv cannot be loaded at the first frame
+        ctl.interrupted = False
+        con.written = bytearray()
+        import twomes.ap
+
+        calls = []
+
+        class _Starved:  # what the first import finds: its console has no heap
+            @staticmethod
+            async def console(*args):
+                calls.append(1)
+                raise _oom()
+
+        twomes.ap.improv_serial = _Starved  # (the console unloads it: the next frame imports the real one)
+        script = [REQ_STATE, 99, b"\x03", REQ_STATE, 100, b"\x03"]
+        await ctl.console(_Reader(script, clock), sleep=clock.sleep)
+        assert calls == [1] and _frames(con.written) == [(T_STATE, bytes([READY]))] and ctl.interrupted
+        assert "improv_serial" not in twomes.ap.__dict__
+
+    support.run(main())
+
+
+def test_setup_console_hands_back_after_a_silence_also_while_its_reads_find_no_heap():
+    """The silence's watch may cancel the console while it waits out a MemoryError (no heap for a read
+    for 5 s): that is still the hand-back (Improv unloaded, the listener goes on, Ctrl-C stays off),
+    never the end of the console. On the test's clock, both runtimes."""
+    import sys
+
+    from twomes import unload
+
+    class _NoHeap(_Reader):
+        async def read(self, n):
+            if not self.buf and self.script and self.script[0] == "oom":
+                self.script.pop(0)
+                self.clock.advance(1000)  # (then straight to the console's wait)
+                raise _oom()
+            return await _Reader.read(self, n)
+
+    async def main():
+        clock = pf.TestClock(5000)
+        board, ident, cfg, ctl = pf.make(clock=clock)
+        unload("ap.improv_serial", "ap.improv")
+        ctl.app.board = con = _Console(board)
+        reader = _NoHeap([REQ_STATE] + ["oom"] * 6 + [REQ_STATE], clock)
+        seen = []
+
+        async def read(n):
+            got = await _NoHeap.read(reader, n)
+            seen.append((got, "twomes.ap.improv_serial" in sys.modules))
+            return got
+
+        reader.read = read
+        await ctl.console(reader, sleep=clock.sleep)
+        assert _frames(con.written) == [(T_STATE, bytes([READY]))] * 2
+        assert [ld for got, ld in seen if got == b"I"] == [False, False], seen  # unloaded in between
+        assert not ctl.interrupted and con.intr[-1] == 3 and 3 not in con.intr[:-1]
+
+    support.run(main())
+
+
 def test_running_console_answers_provisioned_and_a_lone_ctrl_c_stops_the_app():
     """The running app's console (twomes.ap.improv_run): provisioned with the URL; Improv's modules are
     loaded when a frame starts and unloaded after the quiet time; 0x03 inside frames is data, a lone

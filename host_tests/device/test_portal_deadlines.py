@@ -105,10 +105,11 @@ def test_a_head_that_never_ends_gets_408_at_head_ms_and_not_one_tick_before():
             c = await _admit(p, sent)
             await _at(p, clock, t0, p.head_ms - 1)
             assert not c.out and not c.closed and p.busy() == 1, c.out
-            # what arrives meanwhile is read, but does not move the head's deadline
+            # what arrives meanwhile is read (a silent connection's first bytes at the accept loop's
+            # next turn: its deadline check), but does not move the head's deadline
             c.feed(b"X-More: 1\r\n" if sent else b"GET / HTTP/1.1\r\n")
-            await _settle()
-            assert not c.inbox and p.busy() == 1
+            await _at(p, clock, t0, p.head_ms - 1)
+            assert not c.inbox and p.busy() == 1 and not c.out
             await _at(p, clock, t0, p.head_ms)
             assert _status(c) == b"408" and b"request too slow" in c.out, c.out
             assert p.too_slow == (1 if not sent else 2)
@@ -117,6 +118,61 @@ def test_a_head_that_never_ends_gets_408_at_head_ms_and_not_one_tick_before():
             assert c.closed and p.busy() == 0
 
     _go(body)
+
+
+def test_a_silent_connection_is_held_without_a_task_until_its_first_bytes():
+    """A connection that has sent nothing (a browser's spare one, an idle client) has its slot and
+    socket but no task (no stream, no coroutines) until its first bytes are in: the accept loop's
+    deadline check (tick) looks at it, starts its request then, frees the slot of one that hangs up,
+    and answers 408 at head_ms to one that stays silent."""
+
+    async def body(p, clock):
+        t0 = clock.now
+        talks, quits, silent = await _admit(p), await _admit(p), await _admit(p)
+        assert p.busy() == 3 and all(s.task is None for s in p.slots if s.sock is not None)
+        talks.feed(INFO)
+        quits.shut()
+        await _settle()
+        assert talks.inbox and not quits.closed  # nobody reads them between two turns of the loop
+        await _at(p, clock, t0, 1)
+        assert not talks.inbox and talks.closed and _status(talks) == b"200"
+        assert quits.closed and not quits.out and p.busy() == 1
+        assert [s.task for s in p.slots if s.sock is not None] == [None]
+        await _at(p, clock, t0, p.head_ms - 1)
+        assert not silent.out and not silent.closed and p.busy() == 1
+        await _at(p, clock, t0, p.head_ms)
+        assert silent.closed and _status(silent) == b"408" and p.busy() == 0 and p.too_slow == 1
+        head, _, text = bytes(silent.out).partition(b"\r\n\r\n")
+        assert text == b"408 request too slow\n", silent.out
+        assert head.endswith(b"\r\nContent-Length: 21"), head
+        assert b"Content-Type: text/plain; charset=utf-8" in head
+
+    _go(body)
+
+
+def test_a_silent_connection_without_heap_for_its_task_gets_come_again():
+    """No heap for the task of a connection whose first bytes came: the "come again" 503 at once, its
+    slot free, and the next connection is served."""
+
+    async def body(p, clock):
+        c = await _admit(p)
+        real = asyncio.create_task
+        asyncio.create_task = _starved
+        try:
+            c.feed(INFO)
+            await _at(p, clock, clock.now, 1)
+        finally:
+            asyncio.create_task = real
+        assert c.closed and _status(c) == b"503" and p.refused == 1 and p.busy() == 0
+        again = await _admit(p, INFO, reading=False)
+        await _all_answered(p, [again])
+
+    _go(body)
+
+
+def _starved(coro):
+    coro.close()
+    raise MemoryError("memory allocation failed, allocating 64 bytes")
 
 
 def test_a_body_too_slow_gets_408_at_body_ms_after_the_head():
@@ -220,7 +276,8 @@ def test_a_task_that_ignores_its_cancellation_is_cancelled_again_after_the_grace
         await ev.wait()
 
     async def body(p, clock):
-        p.routes["/api/stuck"] = (stuck, None)
+        table = p.routes
+        p.routes = lambda path: (stuck, None) if path == "/api/stuck" else table(path)
         t0 = clock.now
         c = await _admit(p, b"GET /api/stuck HTTP/1.1\r\n\r\n")
         await _at(p, clock, t0, p.write_ms)

@@ -44,10 +44,32 @@ def _complete(r, head=False):
 
 def test_crowded_air_scan_is_deduplicated_sorted_and_capped():
     board, ident, cfg, ctl = pf.make(air=CROWDED)
-    nets, more = creds.scan(board)
+    packed, more = creds.scan(board)
+    nets = list(creds.listed(packed))
     assert len(nets) == creds.SHOWN_MAX and more == 30 - creds.SHOWN_MAX
     assert [n[0] for n in nets] == [("%02d" % i) * 16 for i in range(creds.SHOWN_MAX)]  # strongest first
     assert [n[1] for n in nets] == [-40 - i for i in range(creds.SHOWN_MAX)]  # each name at its best
+    assert all(n[2] is True for n in nets)
+    # one bytes object: length, name, RSSI, secured per network (a list of tuples held ~4x the heap)
+    assert isinstance(packed, bytes) and len(packed) == creds.SHOWN_MAX * (1 + 32 + 2)
+
+
+def test_the_scan_list_keeps_names_rssi_and_security_as_they_were():
+    air = [
+        {"ssid": pf.CAFE, "password": "whatever1", "rssi": -1},
+        {"ssid": "x" * 32, "password": "", "rssi": -128},
+        {"ssid": "open", "password": "", "rssi": -127},
+        {"ssid": "weak", "password": "whatever2", "rssi": -100},
+    ]
+    board, ident, cfg, ctl = pf.make(air=air)
+    packed, more = creds.scan(board)
+    assert list(creds.listed(packed)) == [
+        (pf.CAFE, -1, True),
+        ("weak", -100, True),
+        ("open", -127, False),
+        ("x" * 32, -128, False),
+    ]
+    assert more == 0 and list(creds.listed(b"")) == []
 
 
 def test_crowded_air_in_the_form_the_app_api_and_improv():

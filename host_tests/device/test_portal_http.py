@@ -253,8 +253,7 @@ def test_no_heap_for_an_answer_asks_to_come_again_and_the_portal_goes_on():
         raise MemoryError("memory allocation failed, allocating 795 bytes")
 
     class NoHeapList:  # the scan list, as the page finds it when its strings find no heap
-        def __iter__(self):
-            no_heap()
+        __len__ = no_heap
 
     async def body(p):
         nets = p.ctl.nets
@@ -315,6 +314,34 @@ def test_open_access_point_when_configured():
         ap = vstate.read_json("ap.json")
         await pf.stop_portal(p)
         assert ap["active"] and not ap["secured"]
+
+    support.run(main())
+
+
+def test_no_heap_even_to_admit_a_connection_gets_come_again_and_the_loop_goes_on():
+    # a MemoryError while the accept loop admits a connection (its slot, its first read): that client
+    # gets the "come again" 503 at once, and the accept loop is neither failed nor paused
+    async def main():
+        from twomes import log
+
+        p = await pf.start_portal()
+        lines = log.sink = []
+        try:
+            admit = p.admit
+
+            async def starved(conn):
+                p.admit = admit
+                raise MemoryError("memory allocation failed, allocating 216 bytes")
+
+            p.admit = starved
+            r = await pf.get(p, "/api/info")
+            assert r.status == 503 and r.headers["retry-after"] == "1" and p.refused == 1, r.raw
+            r = await pf.get(p, "/api/info")
+            assert r.status == 200
+            assert not [ln for ln in lines if "task failed" in ln], lines
+        finally:
+            log.sink = None
+            await pf.stop_portal(p)
 
     support.run(main())
 

@@ -32,7 +32,7 @@ async def networks(p, req, w):
         return
     w.write(b'{"networks": [')
     first = True
-    for ssid, rssi, secured in ctl.nets:
+    for ssid, rssi, secured in creds.listed(ctl.nets):
         if not first:
             w.write(b", ")
         first = False

@@ -12,7 +12,7 @@ import asyncio
 
 from micropython import const
 
-from twomes import VERSION, wifi
+from twomes import VERSION, hw, unload, wifi
 from twomes.ap import creds, dns
 from twomes.ap.creds import shown
 from twomes.ap.portal import Portal
@@ -23,6 +23,7 @@ JOINING = "joining"
 _GRACE_MS = const(4000)  # after a join: time for the phone (or the Improv tool) to see the result
 _RESCAN_MIN_MS = const(10000)  # a scan costs the chip about two seconds and disturbs the AP's clients
 _PAUSE_MS = const(500)  # before a failed task is started again (more after repeated failures)
+_NOISY_MS = const(100)  # silence before a 0x03 is Ctrl-C after the console failed (improv_serial's too)
 
 
 async def supervise(name, fn, *args, sleep=None):
@@ -50,7 +51,7 @@ class Controller:
     def __init__(self, app, streams=None):
         self.app = app
         self._streams = streams  # the portal's connection streams (tests: in-process, no socket)
-        self.nets = []  # the last scan, as shown: [(ssid, rssi, secured)] strongest first (creds.scan)
+        self.nets = b""  # the last scan, as shown (creds.scan; creds.listed reads it)
         self.more = 0  # networks seen beyond those
         self.testing = None  # the SSID under test
         self.result = None  # (ssid, code, text) of the last test
@@ -61,6 +62,7 @@ class Controller:
         self._job = None
         self._rescan_at = None
         self._ended = None  # ticks when the last credential test ended (the saved network waits after it)
+        self._unsure = False  # the console task failed: bytes of a frame may have been lost
 
     # ---- what the portal, the app API and Improv ask ----------------------------------------------
     def status(self):
@@ -169,36 +171,69 @@ class Controller:
             self.result = (ssid, code, wifi.REASONS.get(code, code))
         return code
 
-    async def console(self, reader=None):
+    async def console(self, reader=None, sleep=None):
         """The serial console in setup mode, until cancelled, a lone Ctrl-C (then self.interrupted is
         set) or the console closes. Improv's framing and RPC core (twomes.ap.improv_serial and
-        twomes.ap.improv) are loaded when the first byte of its magic ("I") comes, and stay for the rest
-        of setup mode: a setup that never sees Improv never holds its code, names or buffers. Until
-        then a lone 0x03 is Ctrl-C and other bytes are nothing (as improv_serial.Serial judges them
-        outside a frame). `reader` replaces the console stream in tests."""
-        app = self.app
-        b = app.board
+        twomes.ap.improv) are loaded when the first byte of its magic ("I") comes, and unloaded again
+        after 5 s of silence with nothing under way (no provisioning running or done): a setup that
+        does not use Improv holds neither its code nor its buffers. Without them a lone 0x03 is Ctrl-C
+        and other bytes are nothing (as improv_serial.Serial judges them outside a frame). Where bytes
+        of a frame may have been lost (this task failed and its supervisor started it again, or there
+        was no heap to load Improv at a frame) a 0x03 is Ctrl-C only after _NOISY_MS of silence.
+        `reader` (the console stream) and `sleep` (asyncio.sleep unless given: the silence's clock)
+        are the tests'."""
+        b = self.app.board
         b.kbd_intr(-1)  # 0x03 is data from here on (improv_serial.console: the same)
-        first = None
+        done = False  # Improv's console ended it (Ctrl-C on again, logged)
+        unsure = self._unsure  # the last console failed: mid-frame bytes may follow
+        self._unsure = True  # until this one ends normally
         try:
             if reader is None:
                 reader = asyncio.StreamReader(b.console_in())
-            while first is None:
-                data = await reader.read(1)
+            while True:
+                t = b.ticks_ms()
+                try:
+                    data = await reader.read(1)
+                except MemoryError:  # no heap for this read just now: again in a moment
+                    await hw.sleep_ms(10)
+                    continue
+                # the line was silent for the read's own wait (a stall of the loop before it does not
+                # count: the bytes waited in the console's buffer meanwhile)
+                if unsure and b.ticks_diff(b.ticks_ms(), t) >= _NOISY_MS:
+                    unsure = False
                 if not data:
-                    return  # console closed (host tests)
-                if data[0] == 3:
+                    break  # console closed (host tests)
+                if data[0] == 3 and not unsure:
                     self.interrupted = True
-                    return
-                if data[0] == 73:  # "I"
-                    first = data
+                    break
+                if data[0] != 73:  # "I": Improv's magic starts
+                    continue
+                done = True
+                improv_serial = None
+                try:
+                    from twomes.ap import improv_serial
+
+                    app = self.app
+                    args = (b, self, app.ident, VERSION, reader, data, sleep or asyncio.sleep, unsure)
+                    if not await improv_serial.console(*args):
+                        break
+                    unsure = False  # handed back after a silence: listening here again
+                except MemoryError:
+                    # no heap to load Improv: the rest of its frame (a 0x03 in it) comes here, so a
+                    # 0x03 is Ctrl-C only after a silence again; the next "I" tries again
+                    unsure = True
+                finally:
+                    args = improv_serial = None
+                    unload("ap.improv_serial", "ap.improv")
+                done = False
+            self._unsure = False
+        except Exception:
+            done = True  # a failure: the supervisor starts this again, 0x03 stays data until then
+            raise
         finally:
-            if first is None:
+            if not done:
                 b.kbd_intr(3)
                 log("improv", "console listener ended")
-        from twomes.ap import improv_serial
-
-        await improv_serial.console(b, self, app.ident, VERSION, reader, first)
 
     # ---- the phase ---------------------------------------------------------------------------------
     def _tasks(self, portal):
@@ -273,6 +308,10 @@ class Controller:
                 if t is not None:
                     t.cancel()
             for t in tasks:
+                # (the console may take one cancellation for its silence's, improv_serial.console)
+                while not t.done():
+                    t.cancel()
+                    await asyncio.sleep(0)
                 try:
                     await t
                 except BaseException:  # noqa: BLE001 - cancelled: its `finally` has run

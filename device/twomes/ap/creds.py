@@ -109,22 +109,38 @@ def shown(s):
 
 
 def scan(board):
-    """(nets, more): nets = [(ssid, rssi, secured)] strongest first, one entry per name, at most
-    SHOWN_MAX; more = how many other names were seen. Hidden networks and names that are not UTF-8 text
-    are left out. Blocking on the chip (~2 s): before the AP starts or from a refresh request."""
+    """(nets, more): nets = the networks shown, strongest first, one entry per name, at most SHOWN_MAX,
+    packed in one bytes object (listed() reads them: held for the whole of setup mode, a list of
+    tuples and strings took ~130 bytes of heap a network on the 64-bit unix port, this ~35); more = how
+    many other names were seen. Hidden networks and names that are not UTF-8 text are left out.
+    Blocking on the chip (~2 s): before the AP starts or from a refresh request."""
     board.sta.active(True)
     found = board.sta.scan()
     # strongest first, then the first of each name is its best: no dict of every name in the air
     found.sort(key=lambda r: -r[3])
-    nets = []
+    nets = bytearray()
     names = []
     more = 0
     for ssid, _bssid, _ch, rssi, auth, hidden in found:
         if hidden or not ssid or not utf8_ok(ssid) or ssid in names:
             continue
         names.append(ssid)
-        if len(nets) < SHOWN_MAX:
-            nets.append((ssid.decode(), rssi, auth != 0))
+        if len(names) <= SHOWN_MAX:  # length, name, RSSI (a byte, two's complement), secured
+            nets.append(len(ssid))
+            nets.extend(ssid)
+            nets.append(rssi & 0xFF)
+            nets.append(1 if auth != 0 else 0)
         else:
             more += 1
-    return nets, more
+    return bytes(nets), more
+
+
+def listed(nets):
+    """(ssid, rssi, secured) of each network of a scan() list, in its order."""
+    i = 0
+    n = len(nets)
+    while i < n:
+        k = nets[i]
+        r = nets[i + k + 1]
+        yield bytes(nets[i + 1 : i + 1 + k]).decode(), r - 256 if r > 127 else r, nets[i + k + 2] != 0
+        i += k + 3

@@ -2,7 +2,9 @@
 # answer (answering AAAA with an A record confuses clients). Anything that is not one well-formed
 # standard query is dropped without a reply, and so is a question name longer than 255 octets (RFC 1035
 # 3.1). One non-blocking UDP socket the task waits on (hw.recvfrom: asyncio's poll, no timer, nothing
-# allocated while idle); one preallocated reply buffer. serve() is a task the setup controller supervises (restarted if it fails).
+# allocated while idle); each reply is built in a buffer of its query's size (allocated per query, as the
+# query itself is: nothing is held between queries). serve() is a task the setup controller supervises
+# (restarted if it fails).
 import asyncio
 
 from micropython import const
@@ -25,7 +27,7 @@ def ip_bytes(ip):
 
 
 def answer(query, ip, out):
-    """Write the reply to `query` (bytes) into `out` (bytearray >= _MAX + 16); returns its length, or 0
+    """Write the reply to `query` (bytes) into `out` (bytearray >= len(query) + 16); returns its length, or 0
     when the packet gets no reply. `ip` is the 4-byte address given to every A question."""
     n = len(query)
     if n < 17 or n > _MAX:  # 12 header + root name (1) + type + class
@@ -84,19 +86,17 @@ async def serve(ip, port):
         s.bind(socket.getaddrinfo(ip, port, 0, socket.SOCK_DGRAM)[0][-1])
         s.setblocking(False)
         log("dns", "answering every name with %s (udp port %d)" % (ip, port))
-        out = bytearray(_MAX + 16)
         waiter = hw.datagram_waiter(s)
         while True:
             data, peer = await hw.recvfrom(s, _MAX + 1, waiter)
             try:
+                out = bytearray(len(data) + 16)
                 n = answer(data, addr4, out)
                 if n:
                     s.sendto(memoryview(out)[:n], peer)
-            except (
-                OSError
-            ):  # the peer is gone, a full send buffer: this answer is lost, the client asks again
-                pass
-            data = None
+            except (OSError, MemoryError):
+                pass  # the peer is gone, a full send buffer, no heap: this answer is lost, asked again
+            data = out = None
             await asyncio.sleep(0)  # a flood of queries must not starve the HTTP server
     finally:
         s.close()

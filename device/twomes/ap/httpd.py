@@ -80,26 +80,26 @@ def escape(s):
     )
 
 
-async def read_head(reader, buf, req):
-    """Read a request head into `buf` (its size bounds the head: 431) and fill `req`. Returns (n, end):
-    bytes in buf, offset of the blank line. An error after the request line still knows the path (API
-    errors are answered in JSON)."""
-    end = -1
-    n = 0
+async def read_head(reader, buf, req, n=0):
+    """Read a request head into `buf` (its size bounds the head: 431) and fill `req`; `n`: bytes of it
+    in `buf` already (read by the portal's accept loop). Returns (n, end): bytes in buf, offset of the
+    blank line. An error after the request line still knows the path (API errors are answered in JSON)."""
     line = False  # the request line is read (the path and HEAD are known even if the rest fails)
-    while end < 0:
-        if n >= len(buf):
-            raise HttpError(431, "request head too large")
-        got = await hw.readinto(reader, memoryview(buf)[n:])
-        if not got:
-            raise HttpError(400 if n else 0, "closed mid-request")
-        n += got
+    while True:
         if not line:
             pos = buf.find(b"\r\n", 0, n)
             if pos >= 0:
                 _request_line(buf, pos, req)
                 line = True
         end = buf.find(b"\r\n\r\n", 0, n)
+        if end >= 0:
+            break
+        if n >= len(buf):
+            raise HttpError(431, "request head too large")
+        got = await hw.readinto(reader, memoryview(buf)[n:])
+        if not got:
+            raise HttpError(400 if n else 0, "closed mid-request")
+        n += got
     pos = buf.find(b"\r\n") + 2
     try:
         while pos < end:

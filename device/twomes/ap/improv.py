@@ -14,7 +14,7 @@ import sys
 from micropython import const
 
 from twomes import wifi
-from twomes.ap.creds import shown
+from twomes.ap.creds import listed, shown
 from twomes.log import log
 
 # reply kinds (= the serial packet types). Private (_NAME) but for the two the framing sends itself:
@@ -109,9 +109,9 @@ class Improv:
             if self.state == _PROVISIONING:  # one attempt at a time
                 self.send(_STATE, bytes([_PROVISIONING]))
                 return None
-            self.state = _PROVISIONING
             self.send(ERROR, bytes([_E_NONE]))
             self.send(_STATE, bytes([_PROVISIONING]))
+            self.state = _PROVISIONING  # (after the replies: if they fail for want of heap, nothing runs)
             return creds
         if cmd == _C_STATE:
             self.send(_STATE, bytes([self.state]))
@@ -120,8 +120,8 @@ class Improv:
         elif cmd == _C_INFO:
             self.send(_RESULT, strings(_C_INFO, ("twomes", self.version, chip_family(), self.ident.name)))
         elif cmd == _C_SCAN:
-            nets = () if self.fixed else self.ctl.nets
-            for ssid, rssi, secured in nets:  # one result per network, as they go
+            nets = b"" if self.fixed else self.ctl.nets
+            for ssid, rssi, secured in listed(nets):  # one result per network, as they go
                 self.send(_RESULT, strings(_C_SCAN, (ssid, str(rssi), "YES" if secured else "NO")))
             self.send(_RESULT, strings(_C_SCAN, ()))
         else:

@@ -12,6 +12,7 @@ import asyncio
 
 from micropython import const
 
+from twomes import hw
 from twomes.ap.improv import E_INVALID, ERROR, Improv
 from twomes.log import log
 
@@ -21,6 +22,8 @@ _T_RPC = const(0x03)
 _FRAME_MAX = const(6 + 3 + 255 + 1)
 _STALE_MS = const(1000)  # silence after which a partial frame is dropped (its length byte lied)
 _QUIET_MS = const(100)  # silence that ends the "noisy" state after a broken frame
+_BACK_MS = const(5000)  # console(): silence after which it hands the console back (Improv unloaded)
+_READY = const(0x02)  # improv's state "ready" (its consts are private to it)
 
 
 def frame(ptype, data):
@@ -49,6 +52,7 @@ class Serial:
         self._foreign = 0  # inside a frame of another version: 7 type next, 8 length next, 9 its data
         self._skip = 0  # bytes of that frame still to come
         self._noisy = False  # a frame with a bad checksum came last: a 0x03 now is not a person's Ctrl-C
+        self.last = 0  # ticks of the last byte (console(); None: its silence's watch asks it to hand back)
 
     def _send(self, kind, data):
         self.write(frame(kind, data) + b"\n")
@@ -122,44 +126,92 @@ class Serial:
                 self.pending = creds
 
 
-async def console(board, ctl, ident, version, reader=None, first=None):
+async def console(board, ctl, ident, version, reader=None, first=None, sleep=None, _noisy=False):
     """Listen for Improv on the serial console until cancelled, the console closes (host tests) or a
-    lone Ctrl-C comes (then ctl.interrupted is set). `reader` (anything with `async read(n)`) replaces
-    the console stream in tests; `first`: bytes already read from it (the controller's console, which
-    loads this module when the start of a frame comes). Run by the setup controller's console task."""
+    lone Ctrl-C comes (then ctl.interrupted is set): False, Ctrl-C back on (not after a failure: the
+    supervisor starts the listener again, and 0x03 stays data until then). With `sleep` (the silence's
+    clock, asyncio.sleep): True after _BACK_MS of silence with nothing under way (Improv "ready"; a
+    provisioning's end starts the silence again), the console handed back as it is (0x03 still data)
+    for its caller to unload this. `reader` (anything with `async read(n)`) replaces the console
+    stream in tests; `first`: bytes already read from it (the controller's console, which loads this
+    module when the start of a frame comes); `_noisy`: bytes before `first` may have been lost (a 0x03
+    is Ctrl-C only after a silence). Run by the setup controller's console task."""
     board.kbd_intr(-1)  # 0x03 is data here, not Ctrl-C
-    job = None
+    job = watch = None
+    quiet = False
     ser = Serial(ctl, ident, version, board.console_write)
+    ser._noisy = _noisy
     if first:
         ser.feed(first)
     try:
         if reader is None:
             reader = asyncio.StreamReader(board.console_in())
-        last = board.ticks_ms()
+        ser.last = board.ticks_ms()
+        if sleep:  # one watch for the whole time (no time limit per read: nothing allocated per byte)
+            me = asyncio.current_task()
+            watch = asyncio.create_task(_silence(board, ser, me, sleep))
         while True:
             # one byte per read: console streams block until `n` bytes are there. A frame's staleness
-            # is judged when its next byte comes (no timeout task per byte)
-            data = await reader.read(1)
+            # is judged when its next byte comes (no timer per frame), by how long the line was silent:
+            # the read's own wait (a stall of the loop before it does not count: the bytes waited in the
+            # console's buffer meanwhile)
+            t = board.ticks_ms()
+            try:
+                data = await reader.read(1)
+            except MemoryError:  # no heap for this read just now: again in a moment, in step
+                await hw.sleep_ms(10)
+                continue
             now = board.ticks_ms()
-            gap = board.ticks_diff(now, last)
+            gap = board.ticks_diff(now, t)
             if gap >= _QUIET_MS:
                 ser.quiet()
                 if gap >= _STALE_MS and not ser.idle():
                     ser.drop()
-            last = now
+            ser.last = now
             if not data:
-                return  # console closed (host tests)
-            ser.feed(data)
+                return False  # console closed (host tests)
+            try:
+                ser.feed(data)
+            except MemoryError:  # no heap for a reply: that reply is lost, the framing stays in step
+                pass
             if ser.interrupted:
                 ctl.interrupted = True
-                return
+                return False
             if ser.pending is not None and (job is None or job.done()):
                 ssid, password = ser.pending
                 ser.pending = None
                 job = asyncio.create_task(ser.improv.provision(ssid, password))
                 password = None
+    except asyncio.CancelledError:
+        if ser.last is not None:
+            raise
+        hw.uncancel(me)  # (the watch's cancellation, wherever it met the loop: the silence, not the end)
+        quiet = True
+        return True
+    except Exception:
+        quiet = True  # a failure: the supervisor starts the listener again, 0x03 stays data until then
+        raise
     finally:
+        if watch is not None:
+            watch.cancel()
         if job is not None:
             job.cancel()
-        board.kbd_intr(3)
-        log("improv", "console listener ended")
+        if not quiet:
+            board.kbd_intr(3)
+            log("improv", "console listener ended")
+
+
+async def _silence(board, ser, task, sleep):
+    """Cancel `task` (the console's, reading) with ser.last None once the console was silent for
+    _BACK_MS with Improv "ready" (while it is not, a provisioning running or done, the silence starts
+    again)."""
+    while True:
+        now = board.ticks_ms()
+        if ser.improv.state != _READY:
+            ser.last = now
+        left = _BACK_MS - board.ticks_diff(now, ser.last)
+        if left <= 0:
+            ser.last = None
+            task.cancel()
+            return
+        await sleep(left / 1000)

@@ -2,6 +2,7 @@
 # while a credential test runs. The style is written once, in head(). Everything that came from outside
 # (SSIDs from the air, text typed in a form) is HTML-escaped; the network list is streamed row by row.
 from twomes import wifi
+from twomes.ap import creds
 from twomes.ap.httpd import HTML, escape, send
 
 INVALID = "invalid"  # result code of credentials the controller refused (its reason is the text)
@@ -101,7 +102,7 @@ async def form(p, req, w, error=()):
     )
     if not ctl.nets:
         w.write(b'<p class="s">No networks found.</p>')
-    for ssid, rssi, secured in ctl.nets:
+    for ssid, rssi, secured in creds.listed(ctl.nets):
         e = escape(ssid)
         w.write(
             (

@@ -7,7 +7,9 @@
 # bound: 431), body <= 1024 bytes (413), head within head_ms of the connection (408), body within
 # body_ms of the head (408), the answer within write_ms. A connection beyond the slots closes the
 # oldest one still waiting for its request (idle or slow), or, when every slot is answering, gets a
-# 503 at once. One request per connection (Connection: close).
+# 503 at once. One request per connection (Connection: close). A connection that has sent nothing yet
+# (a browser's spare connection, an idle client) is held by the accept loop without a task: its socket
+# and slot only; it gets its task (stream, coroutines) when its first bytes are in.
 import asyncio
 import gc
 import json
@@ -32,6 +34,7 @@ _BACKLOG = const(8)  # connections the stack holds until accepted (beyond: SYNs 
 # again" 503 at once instead of a slot that would run out of heap mid-answer
 _ROOM = const(2048)
 _ACCEPT_ROOM = const(512)  # for accept()'s socket object; below it connections wait in the backlog
+_SCRATCH = const(64)  # what a refused connection sent is read (and dropped) this much at a time
 _GRACE_MS = const(1000)  # an error answer, or what the client still sends after one (200 ms of it)
 _FREE = const(0)
 _HEAD = const(1)  # waiting for / reading the head (idle or slow clients are here)
@@ -46,6 +49,12 @@ _REFUSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nCache-Control: no-store\r\n"
     b"Retry-After: 1\r\nRefresh: 1\r\nContent-Length: 0\r\n\r\n"
 )
+# the 408 of a connection that sent nothing within _HEAD_MS (as send() writes an HttpError's answer)
+_SILENT = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nCache-Control: no-store\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
+    b"Content-Length: 21\r\n\r\n408 request too slow\n"
+)
 _BUSY = b'<meta http-equiv="refresh" content="2"><p>Busy, one moment&hellip;</p>'
 
 
@@ -56,7 +65,7 @@ class Slot:
         self.buf = bytearray(_HEAD_MAX)
         self.req = Request()
         self.phase = _FREE
-        self.task = None
+        self.task = None  # None while it waits for its first bytes (held by the accept loop)
         self.sock = None  # the connection's socket (for a 503 written at once when it is evicted)
         self.since = 0  # ticks of the connection
         self.until = 0  # ticks of its current deadline
@@ -77,20 +86,30 @@ class Portal:
         self.ip = self.origin = ""
         self.hosts = ()
         self.evicted = self.refused = self.too_slow = 0  # counts, for the log and the tests
-        self._scratch = bytearray(512)  # what a refused or evicted connection sent, read and dropped
+        self._scratch = bytearray(_SCRATCH)  # what a refused or evicted connection sent, read and dropped
         self._sock = None
         self._last = board.ticks_ms()
-        # the route table: path -> (GET/HEAD handler, POST handler); any other GET: the form (captive)
-        self.routes = {
-            "/": (pages.form, None),
-            "/result": (pages.result, None),
-            "/rescan": (pages.rescan, None),
-            "/connect": (None, form.post),
-            "/api/info": (api.info, None),
-            "/api/status": (api.status, None),
-            "/api/networks": (api.networks, None),
-            "/api/wifi": (None, api.wifi),
-        }
+
+    def routes(self, path):
+        """The route table: (GET/HEAD handler, POST handler) of `path`, or None (any other GET: the
+        form, captive). Code, not a dict of tuples held for the whole of setup mode."""
+        if path == "/":
+            return pages.form, None
+        if path == "/result":
+            return pages.result, None
+        if path == "/rescan":
+            return pages.rescan, None
+        if path == "/connect":
+            return None, form.post
+        if path == "/api/info":
+            return api.info, None
+        if path == "/api/status":
+            return api.status, None
+        if path == "/api/networks":
+            return api.networks, None
+        if path == "/api/wifi":
+            return None, api.wifi
+        return None
 
     # ---- up and down ------------------------------------------------------------------------------
     async def start(self):
@@ -143,6 +162,8 @@ class Portal:
             if slot.task is not None:
                 slot.why = _GONE
                 slot.task.cancel()
+            elif slot.phase != _FREE:  # waiting for its first bytes: no task to end
+                self._release(slot, True)
         for _ in range(50):  # let the cancelled handlers run their `finally` (sockets closed)
             if not self.busy():
                 break
@@ -176,12 +197,18 @@ class Portal:
                 # connection would be lost, unanswered. Short of that, it waits in the backlog a turn
                 if self.room(_ACCEPT_ROOM):
                     conn, _ = self._sock.accept()
+                    conn.setblocking(False)  # (never a read that waits: this loop serves them all)
             except OSError:  # nothing waiting (EAGAIN)
                 pass
             except MemoryError:  # no heap for the socket object: the next turn tries again
                 pass
             if conn is not None:
-                await self.admit(conn)
+                try:
+                    await self.admit(conn)
+                except MemoryError:  # (no heap even for its admission: "come again" at once)
+                    self.refused += 1
+                    self._refuse(conn)
+                    conn.close()
             self.tick()
             await hw.sleep_ms(0 if conn is not None else 20)  # (allocates nothing)
 
@@ -200,13 +227,16 @@ class Portal:
                         victim = s
             if victim is not None:
                 self._refuse(victim.sock)
-                victim.why = _EVICTED
-                victim.task.cancel()  # pyright: ignore[reportAttributeAccessIssue] - set when a slot is taken
                 self.evicted += 1
-                for _ in range(3):  # its `finally` frees the slot when it runs
-                    await asyncio.sleep(0)
-                    if victim.phase == _FREE:
-                        break
+                if victim.task is None:  # it sent nothing yet: no task to end
+                    self._release(victim, True)
+                else:
+                    victim.why = _EVICTED
+                    victim.task.cancel()  # pyright: ignore[reportOptionalMemberAccess] - set in this branch
+                    for _ in range(3):  # its `finally` frees the slot when it runs
+                        await asyncio.sleep(0)
+                        if victim.phase == _FREE:
+                            break
                 slot = self._free()
                 room = self.room(_ROOM)
         if slot is None or not room:  # no slot, or no heap to answer it: "come again" at once
@@ -227,19 +257,9 @@ class Portal:
         slot.sock = conn
         try:
             conn.setblocking(False)
-            reader, w = await self._streams(conn)
-            slot.task = asyncio.create_task(self._conn(slot, reader, w))  # pyright: ignore[reportAttributeAccessIssue]
-        except MemoryError:
-            # no heap for its stream or task just now: "come again" at once, as when every slot is
-            # taken (_REFUSE is a constant), and the accept loop goes on (no restart, no pause)
-            self._release(slot)
-            self.refused += 1
-            self._refuse(conn)
-            conn.close()
-        except BaseException:
-            self._release(slot)
-            conn.close()
-            raise
+        except OSError:
+            pass
+        self.tick()  # what it sent already starts its request at once
 
     def room(self, need):
         """Whether `need` bytes of heap are free, after a collection if garbage holds them (CPython,
@@ -259,11 +279,33 @@ class Portal:
     def tick(self):
         """Hold every connection to its deadline at the board's ticks now: cancel the tasks of those
         past it (408 while reading, closed otherwise). serve() calls this after every accept and every
-        20 ms; tests call it on a board clock they move themselves. A deadline fires at its tick."""
+        20 ms; tests call it on a board clock they move themselves. A deadline fires at its tick. It
+        also looks at the connections waiting for their first bytes (admit() calls it too): those
+        that sent some get their task, those that hang up free their slots."""
         b = self.board
         now = b.ticks_ms()
         for slot in self.slots:
-            if slot.phase != _FREE and slot.task is not None and b.ticks_diff(now, slot.until) >= 0:
+            if slot.phase != _FREE and slot.task is None:
+                # waiting for its first bytes (no task; nothing is allocated while it stays silent):
+                # what it sent now starts its request (its task, which makes its stream); one the
+                # client closed frees its slot; one silent until its deadline gets the 408
+                n = hw.sock_readinto(slot.sock, slot.buf)
+                if n:
+                    try:
+                        slot.task = asyncio.create_task(self._conn(slot, n))  # pyright: ignore[reportAttributeAccessIssue]
+                        continue
+                    except MemoryError:
+                        # no heap for its task just now: "come again" at once, as when every slot
+                        # is taken (_REFUSE is a constant), and the accept loop goes on
+                        self.refused += 1
+                        self._refuse(slot.sock)
+                elif n is None:
+                    if b.ticks_diff(now, slot.until) < 0:
+                        continue
+                    self.too_slow += 1
+                    self._refuse(slot.sock, _SILENT)
+                self._release(slot, True)  # (closed before it sent anything: nothing to answer)
+            elif slot.phase != _FREE and b.ticks_diff(now, slot.until) >= 0:
                 if not slot.why:
                     slot.why = _TOO_SLOW if slot.phase != _ANSWER else _GONE
                     if slot.why == _TOO_SLOW:
@@ -271,15 +313,20 @@ class Portal:
                 else:
                     slot.why = _GONE  # past the grace of its answer too: closed
                 slot.until = b.ticks_add(now, _GRACE_MS)
-                slot.task.cancel()
+                slot.task.cancel()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
 
     # ---- one connection = one request -------------------------------------------------------------
-    async def _conn(self, slot, reader, w):
+    async def _conn(self, slot, n):
+        """The request of a connection whose first `n` bytes are in its slot's buffer."""
         b = self.board
         req = slot.req
+        sock = slot.sock
+        w = None
         try:
             try:
-                n, end = await read_head(reader, slot.buf, req)
+                # (pyright: the stubs' StreamReader has no writer calls; MicroPython's Stream is both)
+                reader, w = await self._streams(sock)
+                n, end = await read_head(reader, slot.buf, req, n)
                 if req.length:
                     slot.phase = _BODY
                     slot.until = b.ticks_add(b.ticks_ms(), self.body_ms)
@@ -294,7 +341,7 @@ class Portal:
             self._last = now = b.ticks_ms()
             slot.until = b.ticks_add(now, self.write_ms)
             await self._route(req, w)
-            await w.drain()
+            await w.drain()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
         except HttpError as e:
             status = e.args[0]
             if status and not req.answered:
@@ -309,7 +356,7 @@ class Portal:
                     ctype = TEXT
                 try:
                     send(w, status, ctype, body, req.head)
-                    await w.drain()
+                    await w.drain()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
                     # what the client still sends (a refused head or body): closing before it is in
                     # would reset the answer on its way; read until it pauses for 100 ms (12 KB at most)
                     mv = memoryview(slot.buf)
@@ -324,13 +371,16 @@ class Portal:
             # (an error page would end its captive-portal window)
             slot.phase = _ANSWER
             try:
-                if req.answered:  # mid-page: browsers follow a refresh in the body too
-                    w.write(_BUSY)
+                if w is None:  # no heap for its stream: "come again" at once (_REFUSE is a constant)
+                    self.refused += 1
+                    self._refuse(sock)
+                elif req.answered:  # mid-page: browsers follow a refresh in the body too
+                    w.write(_BUSY)  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
                 elif req.path[:5] == "/api/":
                     send(w, 503, JSON, b'{"error": "busy, try again"}', req.head)
                 else:
                     send(w, 503, HTML, _BUSY, req.head)
-                await w.drain()
+                await w.drain()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
                 log("portal", "out of memory for %s: asked to come again" % shown(req.path))
             except BaseException:  # noqa: BLE001 - best effort, for its grace at most
                 pass
@@ -342,29 +392,43 @@ class Portal:
                 for _ in range(4):  # what the client still sent, unread: closing with it would reset
                     if not slot.sock or not hw.sock_readinto(slot.sock, slot.buf):  # the answer
                         break
-                w.close()
+                if w is None:
+                    sock.close()
+                else:
+                    w.close()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
             except BaseException:  # noqa: BLE001 - the peer may already be gone
                 pass
             if slot.task is asyncio.current_task():
                 self._release(slot)  # the slot is free before we wait for the close
             try:
-                await w.wait_closed()
+                if w is not None:
+                    await w.wait_closed()  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
             except BaseException:  # noqa: BLE001 - the peer may already be gone; or we are cancelled
                 pass
 
-    def _release(self, slot):
+    def _release(self, slot, close=False):
+        """Free the slot (`close`: and close its socket: a connection without a task)."""
+        if close:
+            try:
+                slot.sock.close()  # pyright: ignore[reportOptionalMemberAccess] - a taken slot has one
+            except OSError:
+                pass
         slot.task = slot.sock = None
         slot.phase = _FREE
         slot.why = 0
+        slot.req.reset()  # what it read (path, headers, body) is not kept: small pieces all over the heap
 
-    def _refuse(self, sock):
-        """A whole 503 on a connection that gets no slot, at once (nothing waits for it), after reading
-        what it sent already: closing with that unread would reset the answer on its way."""
+    def _refuse(self, sock, data=_REFUSE):
+        """A whole answer (by default the 503) on a connection that gets no slot or no task, at once
+        (nothing waits for it), after reading what it sent already: closing with that unread would
+        reset the answer on its way."""
         if sock is None:
             return
-        hw.sock_readinto(sock, self._scratch)
+        for _ in range(_HEAD_MAX // _SCRATCH):  # (a head's worth at most)
+            if hw.sock_readinto(sock, self._scratch) != _SCRATCH:
+                break
         try:
-            sock.send(_REFUSE)
+            sock.send(data)
         except OSError:
             pass
 
@@ -378,7 +442,7 @@ class Portal:
             req.answered = True  # probes (foreign names): a redirect to the form, nothing else
             send(w, 302, where=self.origin + "/")
             return
-        r = self.routes.get(path)
+        r = self.routes(path)
         if method == "POST":
             if req.origin is not None and req.origin != "null" and req.origin != self.origin:
                 raise HttpError(403, "foreign origin")

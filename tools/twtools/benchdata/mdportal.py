@@ -130,7 +130,7 @@ def make_app(ctl, ident, origin, hosts):
         msg = ("bad", escape(err[0])) if err else box(False)
         chosen = err[1] if err else None
         rows = []
-        for ssid, rssi, secured in ctl.nets:
+        for ssid, rssi, secured in creds.listed(ctl.nets):
             e = escape(ssid)
             rows.append(
                 '<label class="n"><input type="radio" name="ssid" value="%s"%s><span>%s</span><i class="%s">'
@@ -230,7 +230,7 @@ def make_app(ctl, ident, origin, hosts):
     async def networks(request):
         if request.args.get("refresh") == "1":
             await ctl.rescan()
-        nets = [{"ssid": s, "rssi": r, "secured": sec} for s, r, sec in ctl.nets]
+        nets = [{"ssid": s, "rssi": r, "secured": sec} for s, r, sec in creds.listed(ctl.nets)]
         return json.dumps({"networks": nets, "more": ctl.more}), 200, {"Content-Type": JSON}
 
     @app.post("/api/wifi")
