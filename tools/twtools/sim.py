@@ -153,18 +153,42 @@ def _cli(*argv: str, env: dict[str, str]) -> str:
     return stdout.strip()
 
 
+def _portal_json(r: httpx.Response) -> dict[str, Any]:
+    """The portal's JSON answer, or StepFailed saying what came instead (a 503 "come again" of a
+    device short of heap, a page, nothing)."""
+    try:
+        value = r.json()
+    except ValueError:
+        value = None
+    if r.status_code != 200 or not isinstance(value, dict):
+        got = r.text[:200].strip() or "an empty body"
+        raise StepFailed(f"portal answered {r.request.url.path} with {r.status_code}, not its JSON: {got}")
+    return value
+
+
+def _portal_get(http: httpx.Client, url: str, deadline: float) -> dict[str, Any]:
+    """GET a portal API answer as a phone's app does: a 503 "come again" (a device short of heap or
+    of connection slots) is asked again after its Retry-After, until the deadline."""
+    while True:
+        r = http.get(url)
+        if r.status_code != 503 or time.monotonic() >= deadline:
+            return _portal_json(r)
+        after = r.headers.get("retry-after", "1")
+        time.sleep(int(after) if after.isdigit() else 1)
+
+
 def _portal_join(board: VirtualBoard, net: dict[str, Any], timeout: float = 30) -> str:
     """What the phone's provisioning app does: POST the credentials, poll the status."""
     base = board.portal_url
     with httpx.Client(timeout=10) as http:
-        info = http.get(base + "/api/info").json()
+        info = _portal_get(http, base + "/api/info", time.monotonic() + timeout)
         r = http.post(base + "/api/wifi", json={"ssid": net["ssid"], "password": net["password"]})
         if r.status_code not in (200, 202):
             raise StepFailed(f"portal refused the credentials: {r.status_code} {r.text[:200]}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                st = http.get(base + "/api/status").json()
+                st = _portal_get(http, base + "/api/status", deadline)
             except httpx.HTTPError:
                 return "joined (portal closed)"  # the device left AP mode after a successful join
             if st.get("wifi") == "joined":
