@@ -142,5 +142,5 @@ def listed(nets):
     while i < n:
         k = nets[i]
         r = nets[i + k + 1]
-        yield bytes(nets[i + 1 : i + 1 + k]).decode(), r - 256 if r > 127 else r, nets[i + k + 2] != 0
+        yield nets[i + 1 : i + 1 + k].decode(), r - 256 if r > 127 else r, nets[i + k + 2] != 0
         i += k + 3
