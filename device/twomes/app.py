@@ -192,9 +192,9 @@ class App:
                 % (self.state, VERSION, self.ident.name, ", " + self.message if self.message else ""),
             )
             return
-        boot_loop(True)  # a person's action, not a boot that went wrong
+        self._stop = True  # the restart is due whatever follows meets (a full heap)
+        good_boot()  # a person's action, not a boot that went wrong
         self.set_state("resetting")
-        self._stop = True
 
     # ---- the flow --------------------------------------------------------------------------------
     async def run(self):
@@ -227,7 +227,7 @@ class App:
                         # leaves no holes in the heap (the station joins again in ~1 s). A restart
                         # somebody asked for is a good boot: it never counts towards safe mode
                         log("setup", "Wi-Fi settings work: restarting to go online")
-                        boot_loop(True)
+                        good_boot()
                         raise Restart()
                     if outcome == "restart":
                         raise Restart()
@@ -237,14 +237,14 @@ class App:
                     # Setup's names stay interned after its unload (docs/heap.md): with the online
                     # phase's on top they would take the qstr pool past its next doubling (7.4 KB)
                     log("setup", "the saved network works again: restarting to go online")
-                    boot_loop(True)
+                    good_boot()
                     raise Restart()
                 listener = self.listen()  # Improv: provisioned, the device's URL
                 try:
                     # an update the previous boot found is installed now, from a clean heap
                     if await self.phase(self.update_boot) == "installed":
                         self.set_state("rebooting", "into the new version")
-                        boot_loop(True)  # deliberate: the new version's boots are counted from here
+                        good_boot()  # deliberate: the new version's boots are counted from here
                         raise Restart()
                     if await self.phase(self.online, creds) == "update":
                         self.set_state("rebooting", "to install an update")
@@ -253,7 +253,7 @@ class App:
                     # boot: the online phase's names stay interned after its unload, and setup mode on
                     # top of them would pass the qstr pool's next doubling (docs/heap.md)
                     log("online", "Wi-Fi gone: restarting to try it again from a clean heap")
-                    boot_loop(True)
+                    good_boot()
                     raise Restart()
                 finally:
                     listener.cancel()
@@ -361,6 +361,20 @@ def boot_loop(good=False):
     finally:
         state = None
         unload("update.state", "update")
+
+
+def good_boot():
+    """A restart somebody asked for (a person, a phase's outcome) is a good boot: the boot-loop count
+    starts again. Without heap for the counter's module (setup mode's holes just after a join, at the
+    smallest heaps) the count is left as it is - this boot then counts once towards safe mode, until
+    the next good one - and the restart goes on: a full heap never stops one."""
+    try:
+        boot_loop(True)
+    except MemoryError:
+        try:
+            log("app", "no heap to count this boot as good: restarting all the same")
+        except MemoryError:
+            pass
 
 
 def main():

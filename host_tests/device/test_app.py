@@ -113,6 +113,34 @@ def test_long_press_forgets_wifi_with_the_led_off_while_held():
     assert app.state == "resetting" and app._stop
 
 
+def test_a_long_press_restarts_even_without_heap_to_count_the_good_boot():
+    """A person's long press forgets Wi-Fi and restarts; when the boot-loop counter's module finds no
+    heap (a MemoryError), the restart still happens (before: the poll was skipped with Wi-Fi already
+    forgotten and the app ran on), and the log says the boot was not counted."""
+    import twomes.app as appmod
+
+    app, b = _app("running")
+    wifi.save(app.st, "home", "12345678")
+    real = appmod.boot_loop
+    calls = []
+
+    def boot_loop(good=False):
+        calls.append(good)
+        raise MemoryError("memory allocation failed, allocating 464 bytes")
+
+    appmod.boot_loop = boot_loop
+    try:
+        b.pressed = True
+        _run(app, b, 4000)
+        b.pressed = False
+        _run(app, b, 4100)
+    finally:
+        appmod.boot_loop = real
+    assert calls == [True] and wifi.saved(app.st) is None
+    assert app._stop and app.state == "resetting"
+    assert [ln for ln in support.logged() if "no heap to count this boot as good" in ln]
+
+
 def test_very_long_press_is_a_factory_reset_with_a_flicker():
     app, b = _app("running")
     wifi.save(app.st, "home", "12345678")
