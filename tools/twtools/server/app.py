@@ -32,12 +32,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from . import db as dbm
+from . import fastpath
 from . import schemas as s
 from .ratelimit import Rate, RateLimiter, retry_after
 from .storage import (
@@ -255,6 +256,7 @@ class TwomesApp(FastAPI):
 
     firmware_api = True
     declared_routes: list[Any] | None = None  # the OpenAPI document's order (see create_app)
+    fast_handlers: dict[str, fastpath.Handler] | None = None  # the device's fast path (create_app)
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None and self.declared_routes is not None:
@@ -269,6 +271,8 @@ class TwomesApp(FastAPI):
         stack = super().build_middleware_stack()
         if self.firmware_api:
             stack = FirmwareApiHeaderMiddleware(stack)
+        if self.fast_handlers:
+            stack = fastpath.DevicePath(stack, self.fast_handlers, JSON_BODY_LIMIT)
         return stack
 
 
@@ -353,9 +357,14 @@ class _DeviceBearer(_Bearer):
         credentials = await super().__call__(request)
         assert credentials is not None  # auto_error: no token is a 403
         token = credentials.credentials
+        database: dbm.Database = request.app.state.db
+        if not self.record_seen:
+            device = _checked_device(database, token)
+            if device is not None:
+                return device
+            raise HTTPException(status_code=401, detail="Invalid device session token")
         ident = dbm.token_ident(token)
         if ident is not None:
-            database: dbm.Database = request.app.state.db
             if self.record_seen:
 
                 def seen(conn: sqlite3.Connection) -> AuthedDevice | None:
@@ -368,14 +377,23 @@ class _DeviceBearer(_Bearer):
                 device = await database.transact(seen)
                 if device is not None:
                     return device
-            else:
-                row = database.read_row(_AUTH_DEVICE_SQL, (ident,))
-                if row is not None and dbm.token_matches(token, row[3]):
-                    return AuthedDevice(row[0], row[1], row[2])
         raise HTTPException(status_code=401, detail="Invalid device session token")
 
 
 _AUTH_DEVICE_SQL = "SELECT id, name, device_type_id, session_token_hash FROM device WHERE id = ?"
+
+
+def _checked_device(database: dbm.Database, token: str) -> AuthedDevice | None:
+    """The device whose session token this is (one indexed read), or None."""
+    ident = dbm.token_ident(token)
+    if ident is None:
+        return None
+    row = database.read_row(_AUTH_DEVICE_SQL, (ident,))
+    if row is None or not dbm.token_matches(token, row[3]):
+        return None
+    return AuthedDevice(row[0], row[1], row[2])
+
+
 # Checks the device session token and records the device as seen now.
 require_device = _DeviceBearer(record_seen=True)
 # Checks the device session token only (a read): the endpoint records the device as seen in its own
@@ -422,11 +440,16 @@ def _guess(request: Request) -> tuple[Settings, tuple[str, str]]:
     """An activation-token guess from the client's address, within its rate (429 + Retry-After when
     over it). The caller refunds the guess when the token was right: only failed guesses count."""
     settings = _settings(request)
-    key = ("address", _client_address(request))
+    return settings, _take_guess(settings, _client_address(request))
+
+
+def _take_guess(settings: Settings, address: str) -> tuple[str, str]:
+    """:func:`_guess` for a client address (the device fast path has no ``Request``)."""
+    key = ("address", address)
     wait = settings.by_address.take(key)
     if wait:
         raise _too_many(wait, "activation attempts from this address")
-    return settings, key
+    return key
 
 
 def _too_many(wait: float, what: str) -> HTTPException:
@@ -785,13 +808,24 @@ def account_device_activate(
     summary="Activate: get a new device session token (no auth)",
 )
 async def device_activate(body: s.ActivationRequest, request: Request) -> dict[str, str]:
-    settings, guess = _guess(request)
+    token = await _activate_device(
+        request.app.state.db, _settings(request), _client_address(request), body.activation_token
+    )
+    return {"session_token": token}
+
+
+async def _activate_device(
+    database: dbm.Database, settings: Settings, address: str, activation_token: str
+) -> str:
+    """A new session token for the device with this activation token (the route's and the fast
+    path's work): 429 over the address's or the device's rate, 404 unknown token, 403 not attached."""
+    guess = _take_guess(settings, address)
 
     def activate(conn: sqlite3.Connection) -> str:
         row = _find_by_activation(
             conn,
             settings.key,
-            body.activation_token,
+            activation_token,
             "SELECT d.id, d.account_id, d.activation_token_hash FROM device d",
         )
         if row is None:
@@ -811,8 +845,7 @@ async def device_activate(body: s.ActivationRequest, request: Request) -> dict[s
         )
         return token
 
-    database: dbm.Database = request.app.state.db
-    return {"session_token": await database.transact(activate)}
+    return await database.transact(activate)
 
 
 @twomes.get(
@@ -840,13 +873,16 @@ def device_read_self(database: DB, device: Device) -> dict[str, Any]:
 async def upload_variable(
     body: s.MeasurementsUploadVariable, request: Request, device: CheckedDevice
 ) -> dict[str, Any]:
-    items = [
+    return await _store_measurements(
+        request.app.state.db, device, s.timestamp_seconds(body.upload_time), _variable_items(body)
+    )
+
+
+def _variable_items(body: s.MeasurementsUploadVariable) -> list[tuple[str, list[tuple[float, str]]]]:
+    return [
         (pm.property_name, [(s.timestamp_seconds(m.timestamp), m.value) for m in pm.measurements])
         for pm in body.property_measurements
     ]
-    return await _store_measurements(
-        request.app.state.db, device, s.timestamp_seconds(body.upload_time), items
-    )
 
 
 @twomes.post(
@@ -858,6 +894,13 @@ async def upload_variable(
 async def upload_fixed(
     body: s.MeasurementsUploadFixed, request: Request, device: CheckedDevice
 ) -> dict[str, Any]:
+    return await _store_measurements(
+        request.app.state.db, device, s.timestamp_seconds(body.upload_time), _fixed_items(body)
+    )
+
+
+def _fixed_items(body: s.MeasurementsUploadFixed) -> list[tuple[str, list[tuple[float, str]]]]:
+    """Each measurement with its time; 422 (``RequestValidationError``) when the times leave the range."""
     items: list[tuple[str, list[tuple[float, str]]]] = []
     errors: list[dict[str, Any]] = []
     for index, pm in enumerate(body.property_measurements):
@@ -877,9 +920,57 @@ async def upload_fixed(
         items.append((pm.property_name, list(zip(times, pm.measurements, strict=True))))
     if errors:
         raise RequestValidationError(errors)
-    return await _store_measurements(
-        request.app.state.db, device, s.timestamp_seconds(body.upload_time), items
-    )
+    return items
+
+
+# ------------------------------------------------------------------------- the device's fast path
+
+
+async def _fast_activate(scope: fastpath.Scope, body: bytes) -> fastpath.Answer | None:
+    """``POST /device/activate`` as its route answers it (module fastpath); None: leave it to the route."""
+    try:
+        request = s.ActivationRequest.model_validate(strict_json(body))
+    except (json.JSONDecodeError, ValidationError):
+        return None
+    state = scope["app"].state
+    client = scope.get("client")
+    address = client[0] if client else "?"
+    token = await _activate_device(state.db, state.settings, address, request.activation_token)
+    return fastpath.Answer(_SESSION_TOKEN.dump_json(_SESSION_TOKEN.validate_python({"session_token": token})))
+
+
+def _fast_upload(
+    model: type[s.MeasurementsUploadVariable] | type[s.MeasurementsUploadFixed],
+    items_of: Callable[[Any], list[tuple[str, list[tuple[float, str]]]]],
+) -> fastpath.Handler:
+    """An upload route's fast path: the bearer token, the body, then the route's work."""
+
+    async def upload(scope: fastpath.Scope, body: bytes) -> fastpath.Answer | None:
+        token = fastpath.bearer_token(scope)
+        if token is None:
+            return None
+        try:
+            upload = model.model_validate(strict_json(body))
+            items = items_of(upload)
+        except (json.JSONDecodeError, ValidationError, RequestValidationError):
+            return None
+        database: dbm.Database = scope["app"].state.db
+        device = _checked_device(database, token)
+        if device is None:
+            return None
+        result = await _store_measurements(database, device, s.timestamp_seconds(upload.upload_time), items)
+        return fastpath.Answer(_UPLOAD_RESULT.dump_json(_UPLOAD_RESULT.validate_python(result)))
+
+    return upload
+
+
+_SESSION_TOKEN = TypeAdapter(s.SessionToken)
+_UPLOAD_RESULT = TypeAdapter(s.MeasurementsUploadResult)
+FAST_HANDLERS: dict[str, fastpath.Handler] = {
+    "/device/measurements/variable-interval": _fast_upload(s.MeasurementsUploadVariable, _variable_items),
+    "/device/measurements/fixed-interval": _fast_upload(s.MeasurementsUploadFixed, _fixed_items),
+    "/device/activate": _fast_activate,
+}
 
 
 # ------------------------------------------------------------------------------------- firmware API
@@ -1623,6 +1714,7 @@ def create_app(
     firmware_api: bool = True,
     admin_api: bool = True,
     device_types: Sequence[DeviceTypeSpec] = (),
+    fast_path: bool = True,
 ) -> FastAPI:
     """Build the server application.
 
@@ -1635,7 +1727,9 @@ def create_app(
     ``firmware_api=False`` and ``admin_api=False`` make it a plain Twomes v1 server (no firmware API:
     ``GET /device/firmware/target`` is 404 without the marker header; no ``/admin/`` API), for testing
     devices and tools against what a real Twomes server offers. ``device_types`` are created at start
-    when missing (Twomes seeds its device types in the database).
+    when missing (Twomes seeds its device types in the database). ``fast_path`` (the default) answers
+    the device's uploads and activations beneath FastAPI's per-request layers (module ``fastpath``);
+    off, the FastAPI routes answer them (the same answers: tested).
     """
     if max_upload < 1:
         raise ValueError("max_upload must be positive")
@@ -1706,6 +1800,8 @@ def create_app(
     # route matches them, so what answers a request is unchanged; the OpenAPI document keeps the
     # declared order.
     app.declared_routes = list(app.router.routes)
+    if fast_path:
+        app.fast_handlers = FAST_HANDLERS  # the same paths, answered beneath FastAPI (module fastpath)
     hot = [r for r in app.router.routes if isinstance(r, APIRoute) and r.path in HOT_PATHS]
     app.router.routes[:] = hot + [r for r in app.router.routes if r not in hot]
     return app
