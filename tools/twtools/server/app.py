@@ -1623,6 +1623,7 @@ def create_app(
     firmware_api: bool = True,
     admin_api: bool = True,
     device_types: Sequence[DeviceTypeSpec] = (),
+    sync_interval: float | None = None,
 ) -> FastAPI:
     """Build the server application.
 
@@ -1636,6 +1637,9 @@ def create_app(
     ``GET /device/firmware/target`` is 404 without the marker header; no ``/admin/`` API), for testing
     devices and tools against what a real Twomes server offers. ``device_types`` are created at start
     when missing (Twomes seeds its device types in the database).
+
+    ``sync_interval`` (seconds) selects the bounded-loss durability mode (``db.Database``); the default
+    None keeps every answered write on disk before its answer.
     """
     if max_upload < 1:
         raise ValueError("max_upload must be positive")
@@ -1653,7 +1657,8 @@ def create_app(
         redoc_url=None,
     )
     app.firmware_api = firmware_api  # type: ignore[attr-defined]
-    app.state.db = dbm.Database(db_path)
+    app.state.db = dbm.Database(db_path, sync_interval=sync_interval)
+    app.router.lifespan_context = app.state.db.lifespan  # the final sync on a clean shutdown
     app.state.files_dir = Path(files_dir)
     app.state.max_upload = max_upload
     limiter_clock = {"clock": clock} if clock is not None else {}
