@@ -21,6 +21,7 @@ from server_helpers import Twomes
 
 from twtools.cli import main
 from twtools.server import app as appm
+from twtools.server import commit_cost
 from twtools.server import db as dbm
 from twtools.server.testing import ReferenceServer
 
@@ -286,6 +287,18 @@ def test_the_app_makes_the_final_sync_when_its_lifespan_ends(tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------------------------ the command line
+
+
+def test_commit_cost_prints_the_figures(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert commit_cost.main(["--dir", str(tmp_path), "--commits", "20"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "synchronous = FULL  ",
+        "synchronous = NORMAL",
+        "fsync of the WAL after 20 commits",
+        "wal_checkpoint(PASSIVE) after 20 commits",
+    ]
+    assert list(tmp_path.iterdir()) == []  # its databases are removed
 
 
 @pytest.mark.parametrize(
