@@ -1,4 +1,4 @@
-"""What a durable COMMIT costs on a disk: the figures behind ``twomes-server run --sync-interval``.
+"""What a durable COMMIT costs on a disk: the figures behind ``twomes server run --sync-interval``.
 
     python -m twtools.server.commit_cost [--dir DIR] [--commits N]
 

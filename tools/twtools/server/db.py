@@ -419,7 +419,7 @@ class Database:
       (the device retries them; uploads are idempotent). The price: every commit (every group of
       requests) waits for an fsync (~0.25 ms on this project's disk; ~75 us of CPU per COMMIT
       against ~8 us without it).
-    * ``sync_interval=SECONDS`` (``twomes-server run --sync-interval``; 0 < SECONDS <= 60):
+    * ``sync_interval=SECONDS`` (``twomes server run --sync-interval``; 0 < SECONDS <= 60):
       ``synchronous = NORMAL``, COMMIT does not wait for the disk, and a :class:`WalSyncer` thread
       fsyncs the WAL at most every SECONDS when something was committed (and once more at
       :meth:`close`). A power loss or OS crash can lose the answered writes of the last SECONDS
