@@ -86,8 +86,8 @@ def test_the_syncer_fsyncs_the_wal_after_a_commit_and_not_without_one(tmp_path: 
     assert syncer.sync() is True
     assert disk.synced[2:] == [_inode(wal)]  # one fsync for both commits; the directory is not synced again
     # SQLite removed the WAL (last connection closed, after a checkpoint) and made a new file later:
-    wal.unlink()
-    (tmp_path / "other").write_bytes(b"")  # keeps the old inode number from being reused at once
+    # (the old file is kept under another name so that the new one cannot get its inode number)
+    wal.rename(tmp_path / "old-wal")
     wal.write_bytes(b"new frames")
     syncer.committed()
     assert syncer.sync() is True
