@@ -1715,6 +1715,7 @@ def create_app(
     admin_api: bool = True,
     device_types: Sequence[DeviceTypeSpec] = (),
     fast_path: bool = True,
+    sync_interval: float | None = None,
 ) -> FastAPI:
     """Build the server application.
 
@@ -1730,6 +1731,9 @@ def create_app(
     when missing (Twomes seeds its device types in the database). ``fast_path`` (the default) answers
     the device's uploads and activations beneath FastAPI's per-request layers (module ``fastpath``);
     off, the FastAPI routes answer them (the same answers: tested).
+
+    ``sync_interval`` (seconds) selects the bounded-loss durability mode (``db.Database``); the default
+    None keeps every answered write on disk before its answer.
     """
     if max_upload < 1:
         raise ValueError("max_upload must be positive")
@@ -1747,7 +1751,8 @@ def create_app(
         redoc_url=None,
     )
     app.firmware_api = firmware_api  # type: ignore[attr-defined]
-    app.state.db = dbm.Database(db_path)
+    app.state.db = dbm.Database(db_path, sync_interval=sync_interval)
+    app.router.lifespan_context = app.state.db.lifespan  # the final sync on a clean shutdown
     app.state.files_dir = Path(files_dir)
     app.state.max_upload = max_upload
     limiter_clock = {"clock": clock} if clock is not None else {}
