@@ -61,9 +61,8 @@ class Side:
         self.fast: DevicePath | None = None
 
     async def start(self) -> None:
-        # the ASGI stack is built at the first call: count what reaches the FastAPI layers
-        await self.send(Request("/nothing", b"", content_type=None))
-        stack = self.app.middleware_stack
+        # count what reaches the FastAPI app behind the fast path
+        stack = self.app.device_path
         if isinstance(stack, DevicePath):
             self.fast = stack
             inner = stack.app

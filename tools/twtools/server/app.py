@@ -256,7 +256,17 @@ class TwomesApp(FastAPI):
 
     firmware_api = True
     declared_routes: list[Any] | None = None  # the OpenAPI document's order (see create_app)
-    fast_handlers: dict[str, fastpath.Handler] | None = None  # the device's fast path (create_app)
+    device_path: fastpath.DevicePath | None = None  # the device's fast path, in front (create_app)
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if self.device_path is not None and scope["type"] == "http":
+            scope["app"] = self  # as Starlette sets it: the handlers find the app's state there
+            await self.device_path(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def _framework(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None and self.declared_routes is not None:
@@ -271,8 +281,6 @@ class TwomesApp(FastAPI):
         stack = super().build_middleware_stack()
         if self.firmware_api:
             stack = FirmwareApiHeaderMiddleware(stack)
-        if self.fast_handlers:
-            stack = fastpath.DevicePath(stack, self.fast_handlers, JSON_BODY_LIMIT)
         return stack
 
 
@@ -1806,7 +1814,9 @@ def create_app(
     # declared order.
     app.declared_routes = list(app.router.routes)
     if fast_path:
-        app.fast_handlers = FAST_HANDLERS  # the same paths, answered beneath FastAPI (module fastpath)
+        # the same paths, answered in front of FastAPI (module fastpath); what it declines goes to
+        # the whole FastAPI app, its telemetry check and middlewares included
+        app.device_path = fastpath.DevicePath(app._framework, FAST_HANDLERS, JSON_BODY_LIMIT)
     hot = [r for r in app.router.routes if isinstance(r, APIRoute) and r.path in HOT_PATHS]
     app.router.routes[:] = hot + [r for r in app.router.routes if r not in hot]
     return app

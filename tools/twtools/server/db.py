@@ -265,6 +265,8 @@ class _Alone(Exception):
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 MAX_GROUP = 256  # units of work in one group commit at most
+# --sync-interval: after this many groups of one in a row, a unit is committed at once (transact)
+ALONE_GROUPS = 8
 
 
 def durability_warning(interval: float) -> str:
@@ -447,6 +449,10 @@ class Database:
             log.warning("%s", durability_warning(sync_interval))
             self.syncer.start()
         self._local = threading.local()
+        # --sync-interval (transact): groups of one in a row, and whether a unit was committed at
+        # once in this turn of the event loop
+        self._alone = 0
+        self._turn_taken = False
         # SQLite has one writer at a time; a writer that finds the lock taken sleeps in its busy
         # handler (up to 100 ms a nap). The workers of this process queue here instead and are woken
         # at once when the writer before them commits.
@@ -555,13 +561,32 @@ class Database:
         on the event loop (short statements on its own connection: no hand-off to a thread, which
         cost more CPU than it saved on this server's 2 cores; the loop waits for the fsync, once per
         group).
+
+        With ``--sync-interval`` a COMMIT costs no fsync (~20-35 us of CPU here), and the two turns
+        a lone request waits for its group are most of what it costs beyond the work itself. So
+        after ``ALONE_GROUPS`` groups of one in a row (requests that come one at a time) a unit is its
+        own transaction at once, answered with no wait; as soon as a second unit comes in the same
+        turn of the loop as such a one (others' requests whose data came in together), units are
+        grouped again. Measured against the framework answering constants (uploads): always grouped
+        0.72-0.77x at 1 client and 0.96-1.00x at 10; always at once 0.75-0.91x and 0.73-0.78x (a
+        commit per request: more WAL pages written, more checkpoints).
         """
         loop = asyncio.get_running_loop()
+        if self.syncer is not None and self._alone >= ALONE_GROUPS:
+            if not self._turn_taken:
+                self._turn_taken = True
+                loop.call_soon(self._turn_over)
+                with self.write() as conn:
+                    return work(conn)
+            self._alone = 0  # a second unit in the turn: others are coming, group again
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((work, future))
         if len(self._pending) == 1:
             loop.call_soon(loop.call_soon, self._commit_pending)
         return await future
+
+    def _turn_over(self) -> None:
+        self._turn_taken = False
 
     def _commit_pending(self) -> None:
         jobs, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
@@ -591,6 +616,7 @@ class Database:
                             outcomes.append((future, result, None))
             self.group_commits += 1
             self.grouped_units += len(jobs)
+            self._alone = self._alone + 1 if len(jobs) == 1 else 0
         except _Alone:  # a group of one whose unit raised: rolled back, its error is its answer
             pass
         except Exception as exc:  # the transaction itself failed (BEGIN/COMMIT/savepoint): all of them

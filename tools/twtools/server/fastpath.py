@@ -1,12 +1,13 @@
 """The device's frequent requests answered beneath FastAPI's per-request layers.
 
-An upload or an activation through FastAPI passes its middleware stack (error and exception
-middlewares, telemetry, an exit stack), the router, a ``Request`` object, dependency solving and the
-response model's validation: ~70 us of CPU per request here, as much as the server's own work for an
+An upload or an activation through FastAPI passes its telemetry check, its middleware stack (error
+and exception middlewares, an exit stack), the router, a ``Request`` object, dependency solving and
+the response model's validation: ~70 us of CPU per request here, as much as the server's own work for an
 upload (its SQLite writes included) and more than an activation's. Devices send these requests all
 day; the rest of the API is rare.
 
-:class:`DevicePath` sits outermost in the ASGI stack and takes only ``POST`` to the paths it is given.
+:class:`DevicePath` sits in front of the FastAPI app (``TwomesApp.__call__``) and takes only
+``POST`` to the paths it is given.
 For each it reads the body, then calls the path's *handler*, which does the same checks the FastAPI
 route does (strict JSON, the same pydantic model, the bearer token) with no side effect, and either
 answers (:class:`Answer`, or an ``HTTPException`` once it has done something, such as taking a
@@ -17,7 +18,8 @@ exactly the route's answer (its 403, 401, 413, 422), and the handlers share the 
 work itself (``app.py``). The equality of both ways is tested request by request
 (``host_tests/server/test_server_fast_path.py``).
 
-What it does not do: FastAPI's telemetry does not see these requests (the server configures none).
+What it does not do: FastAPI's telemetry does not see the requests it answers (the server
+configures none); those it declines go through the whole FastAPI app.
 """
 
 from __future__ import annotations
