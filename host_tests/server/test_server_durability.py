@@ -8,12 +8,14 @@ crash of the process (SIGKILL) loses nothing that was answered.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -377,3 +379,97 @@ def test_a_killed_server_process_loses_no_answered_write(tmp_path: Path, sync_in
         assert conn.execute("SELECT count(*) FROM upload").fetchone()[0] == 5
     finally:
         conn.close()
+
+
+def _table(database: dbm.Database) -> None:
+    database.initialise(b"k" * 32)
+    with database.write() as conn:
+        conn.execute("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)")
+
+
+def _insert(value: int, turns: list[int], clock: list[int]) -> Any:
+    def work(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        turns.append(clock[0])
+        return value
+
+    return work
+
+
+@pytest.mark.parametrize("bounded_mode", [True, False])
+def test_one_at_a_time_units_are_committed_at_once_only_in_the_bounded_mode(
+    tmp_path: Path, bounded_mode: bool
+) -> None:
+    """--sync-interval: after ALONE_GROUPS groups of one in a row a unit is committed in its own
+    request's turn (no group, no wait); a second unit in that turn brings grouping back. The default
+    (an fsync per commit) always groups."""
+    database = dbm.Database(
+        tmp_path / "t.sqlite3", sync_interval=60 if bounded_mode else None, fsync=FakeDisk()
+    )
+    _table(database)
+    ran: list[int] = []  # the loop turn each unit's work ran in
+    clock = [0]  # loop turns, counted by a callback that reschedules itself
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = False
+
+        def tick() -> None:
+            clock[0] += 1
+            if not stop:
+                loop.call_soon(tick)
+
+        loop.call_soon(tick)
+        for v in range(dbm.ALONE_GROUPS + 3):  # one at a time
+            started = clock[0]
+            assert await database.transact(_insert(v, ran, clock)) == v
+            assert ran[-1] - started == (0 if bounded_mode and v >= dbm.ALONE_GROUPS else 2), v
+            await asyncio.sleep(0)  # the next request comes in a later turn
+        groups = database.group_commits
+        # three requests whose data came in together: the first at once, the others grouped
+        started = clock[0]
+        values = await asyncio.gather(*(database.transact(_insert(100 + k, ran, clock)) for k in range(3)))
+        assert values == [100, 101, 102]
+        first = ran[-3]
+        assert first > started  # gather starts its tasks in the next turn
+        if bounded_mode:
+            assert ran[-3:] == [first, first + 2, first + 2]
+            assert database.group_commits == groups + 1 and database._alone == 0
+            await asyncio.sleep(0)
+            started = clock[0]
+            await database.transact(_insert(200, ran, clock))  # grouping again: waits its turns
+            assert ran[-1] - started == 2
+        else:
+            assert ran[-3:] == [first] * 3
+        stop = True
+
+    try:
+        asyncio.run(main())
+        conn = database.connect()
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == dbm.ALONE_GROUPS + 3 + 3 + bounded_mode
+        conn.close()
+    finally:
+        database.close()
+
+
+def test_a_unit_committed_at_once_that_raises_is_rolled_back(tmp_path: Path) -> None:
+    database = dbm.Database(tmp_path / "t.sqlite3", sync_interval=60, fsync=FakeDisk())
+    _table(database)
+    database._alone = dbm.ALONE_GROUPS
+
+    def failing(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (v) VALUES (1)")
+        raise ValueError("the unit's own error")
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match="own error"):
+            await database.transact(failing)
+        assert await database.transact(_insert(2, [], [0])) == 2
+
+    try:
+        asyncio.run(main())
+        conn = database.connect()
+        assert [r[0] for r in conn.execute("SELECT v FROM t")] == [2]
+        conn.close()
+    finally:
+        database.close()
