@@ -241,6 +241,16 @@ UPLOAD_CASES: list[Case] = [
         "route",
     ),
     ("wrong token", lambda tok: Request(VARIABLE, _upload(T0 + 50), tok[:-2] + "zz"), "route"),
+    (
+        "wrong token, bad body",
+        lambda tok: Request(VARIABLE, b'{"upload_time": []}', tok[:-2] + "zz"),
+        "route",
+    ),
+    (  # "NA": device 4, the one never activated (no session token stored)
+        "another device's id",
+        lambda tok: Request(VARIABLE, _upload(T0 + 50), "NA" + tok[tok.index(".") :]),
+        "route",
+    ),
     ("not a token", lambda tok: Request(VARIABLE, _upload(T0 + 50), "abc"), "route"),
     ("not json", lambda tok: Request(VARIABLE, b'{"upload_time": 1,', tok), "route"),
     ("nan", lambda tok: Request(VARIABLE, _upload(T0 + 50).replace(b'"0"', b"NaN"), tok), "route"),
@@ -377,3 +387,17 @@ def test_an_unexpected_error_is_a_500_and_logged(tmp_path: Path, caplog: pytest.
         logger.removeHandler(caplog.handler)
     assert "unhandled error in POST /device/measurements/variable-interval" in caplog.text
     assert "disk on fire" in caplog.text
+
+
+@pytest.mark.parametrize("micro", [0, 1, 123456, 999999])
+def test_the_upload_answer_is_the_response_models(micro: int) -> None:
+    from datetime import UTC, datetime
+
+    from pydantic import TypeAdapter
+
+    from twtools.server import schemas as s
+    from twtools.server.app import upload_answer
+
+    model = TypeAdapter(s.MeasurementsUploadResult)
+    result = {"server_time": datetime(2026, 12, 5, 3, 4, 5, micro, tzinfo=UTC), "size": 4}
+    assert upload_answer(result) == model.dump_json(model.validate_python(result))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 log = logging.getLogger("twtools.server")
 
@@ -82,7 +82,10 @@ class DevicePath:
         if answer is None:
             await self.app(scope, _replay(messages, receive), send)
             return
-        await Response(answer.body, media_type="application/json")(scope, receive, send)
+        # what a Starlette Response(answer.body, media_type="application/json") sends
+        headers = [(b"content-length", b"%d" % len(answer.body)), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
 
     async def _read(self, scope: Scope, receive: Any, messages: list[Message]) -> bytes | None:
         """The whole body, or None (the messages read so far kept for the replay): over the limit,
