@@ -95,6 +95,10 @@ def test_bench_quick_prints_every_figure_with_its_ratio(capsys):
     assert any("whole story: device work" in x and "story wall time" in x for x in lines)
     assert any("raw socket loop" in x and "x" in x for x in lines)
     assert any("constants" in x for x in lines)
+    # the durability the server ran with is stated, and the default's cost is shown at 1 client
+    assert any("--sync-interval 1" in x and "power loss" in x for x in lines)
+    assert any(x.startswith("  upload req/s, 1 client(s), on disk first") for x in lines)
+    assert r["server"]["durable_upload"] and r["server"]["durable_activate"]
     assert any(x.startswith("  image install") and "bundle install" in x for x in lines)
 
 

@@ -277,16 +277,30 @@ def http_table(r: dict[str, dict[str, object]], size: int) -> list[str]:
 
 
 def server_table(r: dict[str, Any]) -> list[str]:
+    sync = r.get("sync_interval")
     out = [
-        "reference server vs the same FastAPI/uvicorn stack answering constants (keep-alive clients on 127.0.0.1)"
+        "reference server vs the same FastAPI/uvicorn stack answering constants (keep-alive clients on 127.0.0.1)",
+        f"  server run with --sync-interval {sync:g}: an answered write is on disk within {sync:g} s (a power loss"
+        f" of the server can lose the last {sync:g} s of answered writes, a crash of its process nothing)",
     ]
+    out += _server_rows(r, "")
+    if any(r.get("durable_" + what) for what in ("upload", "activate")):
+        out.append(
+            "  the default durability: every answered write on disk before its answer (an fsync per request at 1 client)"
+        )
+        out += _server_rows(r, "durable_", ", on disk first")
+    return out
+
+
+def _server_rows(r: dict[str, Any], prefix: str, label: str = "") -> list[str]:
+    out = []
     for what in ("upload", "activate"):
-        for c, runs in r[what].items():
+        for c, runs in r.get(prefix + what, {}).items():
             srv = [p["server"]["rps"] for p in runs]
             ref = [p["constants"]["rps"] for p in runs]
             out.append(
                 _row(
-                    f"  {what} req/s, {c} client(s)",
+                    f"  {what} req/s, {c} client(s){label}",
                     srv,
                     "req/s",
                     ".0f",
@@ -294,26 +308,17 @@ def server_table(r: dict[str, Any]) -> list[str]:
                     [a / b for a, b in zip(srv, ref, strict=True)],
                 )
             )
-            out.append(
-                _row(
-                    f"  {what} p50, {c} client(s)",
-                    [p["server"]["p50_ms"] for p in runs],
-                    "ms",
-                    ".1f",
-                    "constants",
-                    [p["server"]["p50_ms"] / p["constants"]["p50_ms"] for p in runs],
+            for q in ("p50", "p99"):
+                out.append(
+                    _row(
+                        f"  {what} {q}, {c} client(s){label}",
+                        [p["server"][q + "_ms"] for p in runs],
+                        "ms",
+                        ".1f",
+                        "constants",
+                        [p["server"][q + "_ms"] / p["constants"][q + "_ms"] for p in runs],
+                    )
                 )
-            )
-            out.append(
-                _row(
-                    f"  {what} p99, {c} client(s)",
-                    [p["server"]["p99_ms"] for p in runs],
-                    "ms",
-                    ".1f",
-                    "constants",
-                    [p["server"]["p99_ms"] / p["constants"]["p99_ms"] for p in runs],
-                )
-            )
     return out
 
 

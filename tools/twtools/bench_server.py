@@ -11,6 +11,11 @@ must be a 200 (else the benchmark fails). Uploads: 4 new measurements each (vari
 devices activated beforehand, every upload a new one (a repeat is not stored again, which is cheaper);
 activations: POST /device/activate of devices attached to an account (the server's per-device
 activation rate is lifted: the limiter is not what is measured).
+
+Durability is part of the figure: the server runs with ``--sync-interval 1`` (an answered write is on
+disk within a second; a power loss of the server can lose the last second's answered writes, a crash of
+its process nothing), and a second server with the default (every answered write on disk before its
+answer) is measured at 1 client, where its fsync per request shows: docs/api.md, "Durability".
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from twtools.server import schemas as s
 from twtools.server.testing import ReferenceServer
 
 LEVELS = (1, 10, 100)
+SYNC_INTERVAL = "1"  # the measured server's --sync-interval (seconds)
+DURABLE_LEVELS = (1,)  # the default durability is measured at these levels too
 _BEARER = HTTPBearer()  # module level: the annotations are resolved in the module's namespace
 
 
@@ -193,8 +200,15 @@ def _provision(server: ReferenceServer, n: int, prefix: str) -> tuple[list[str],
     return acts, sessions
 
 
-def measure(runs: int, seconds: float, levels: tuple[int, ...] = LEVELS) -> dict[str, Any]:
-    """{"upload"|"activate": {C: [{"server": {...}, "constants": {...}} per run]}}"""
+def measure(
+    runs: int,
+    seconds: float,
+    levels: tuple[int, ...] = LEVELS,
+    durable_levels: tuple[int, ...] = DURABLE_LEVELS,
+) -> dict[str, Any]:
+    """{"upload"|"activate": {C: [{"server": {...}, "constants": {...}} per run]}, "durable_upload"|
+    "durable_activate": the same for the server with the default durability at ``durable_levels``,
+    "sync_interval": the measured server's --sync-interval}"""
     env = dict(os.environ)
     ref = subprocess.Popen(
         [sys.executable, "-m", "twtools.bench_server"], stdout=subprocess.PIPE, text=True, env=env
@@ -203,38 +217,50 @@ def measure(runs: int, seconds: float, levels: tuple[int, ...] = LEVELS) -> dict
         assert ref.stdout is not None
         ref_port = int(ref.stdout.readline())
         limits = ["--activation-rate-device", "1000000/1", "--activation-rate-address", "1000000/1"]
-        with ReferenceServer(access_log=False, extra_args=limits) as server:
-            port = int(server.url.rsplit(":", 1)[1])
-            n = max(levels)
-            acts, sessions = _provision(server, n, "a")
-            _, upload_sessions = _provision(server, n, "u")
+        with (
+            ReferenceServer(
+                access_log=False, extra_args=limits + ["--sync-interval", SYNC_INTERVAL]
+            ) as server,
+            ReferenceServer(access_log=False, extra_args=limits) as durable,
+        ):
+            targets = [("", server, levels), ("durable_", durable, durable_levels)]
+            n = max(levels + durable_levels)
+            bodies_of = {}
+            for prefix, srv, _ in targets:
+                acts, _sessions = _provision(srv, n, "a")
+                _, upload_sessions = _provision(srv, n, "u")
+                bodies_of[prefix] = (acts, upload_sessions)
             stamp = _Stamp()
-            act_bodies = [(b"", json.dumps({"activation_token": a}).encode()) for a in acts]
-            out: dict[str, Any] = {"upload": {}, "activate": {}}
-            for c in levels:
+            out: dict[str, Any] = {"sync_interval": float(SYNC_INTERVAL)}
+            for prefix, _, lv in targets:
                 for what in ("upload", "activate"):
-                    out[what][c] = []
+                    out[prefix + what] = {c: [] for c in lv}
             for _ in range(runs):
-                for c in levels:
-                    for what, path in (
-                        ("upload", "/device/measurements/variable-interval"),
-                        ("activate", "/device/activate"),
-                    ):
-                        # every upload new (a repeat is answered without storing anything), one
-                        # list for both: the constants do not store, the server sees each body once
-                        if what == "upload":
-                            bodies = _upload_bodies(
-                                upload_sessions[:c], stamp, _bodies_per_client(seconds, c)
-                            )
-                        else:
-                            bodies = act_bodies[:c]
-                        pair = {}
-                        for who, p in (("constants", ref_port), ("server", port)):
-                            pair[who] = run_load(p, Load(path, bodies), c, seconds)
-                            if what == "upload" and pair[who]["count"] > len(bodies):
-                                raise RuntimeError(f"{what}: {len(bodies)} bodies were not enough for {who}")
-                        out[what][c].append(pair)
-            del sessions
+                for prefix, srv, lv in targets:
+                    port = int(srv.url.rsplit(":", 1)[1])
+                    acts, upload_sessions = bodies_of[prefix]
+                    act_bodies = [(b"", json.dumps({"activation_token": a}).encode()) for a in acts]
+                    for c in lv:
+                        for what, path in (
+                            ("upload", "/device/measurements/variable-interval"),
+                            ("activate", "/device/activate"),
+                        ):
+                            # every upload new (a repeat is answered without storing anything), one
+                            # list for both: the constants do not store, the server sees each body once
+                            if what == "upload":
+                                bodies = _upload_bodies(
+                                    upload_sessions[:c], stamp, _bodies_per_client(seconds, c)
+                                )
+                            else:
+                                bodies = act_bodies[:c]
+                            pair = {}
+                            for who, p in (("constants", ref_port), ("server", port)):
+                                pair[who] = run_load(p, Load(path, bodies), c, seconds)
+                                if what == "upload" and pair[who]["count"] > len(bodies):
+                                    raise RuntimeError(
+                                        f"{what}: {len(bodies)} bodies were not enough for {who}"
+                                    )
+                            out[prefix + what][c].append(pair)
             return out
     finally:
         ref.terminate()
