@@ -420,13 +420,13 @@ def test_one_at_a_time_units_are_committed_at_once_only_in_the_bounded_mode(
                 loop.call_soon(tick)
 
         loop.call_soon(tick)
-        for v in range(dbm.ALONE_GROUPS + 3):  # one at a time
+        for v in range(dbm.ALONE_GROUPS + dbm.PROBE):  # one at a time: the next one is a probe
             started = clock[0]
             assert await database.transact(_insert(v, ran, clock)) == v
             assert ran[-1] - started == (0 if bounded_mode and v >= dbm.ALONE_GROUPS else 2), v
             await asyncio.sleep(0)  # the next request comes in a later turn
         groups = database.group_commits
-        # three requests whose data came in together: the first at once, the others grouped
+        # three requests whose data came in together: the first (a probe) at once, the others grouped
         started = clock[0]
         values = await asyncio.gather(*(database.transact(_insert(100 + k, ran, clock)) for k in range(3)))
         assert values == [100, 101, 102]
@@ -446,7 +446,10 @@ def test_one_at_a_time_units_are_committed_at_once_only_in_the_bounded_mode(
     try:
         asyncio.run(main())
         conn = database.connect()
-        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == dbm.ALONE_GROUPS + 3 + 3 + bounded_mode
+        assert (
+            conn.execute("SELECT count(*) FROM t").fetchone()[0]
+            == dbm.ALONE_GROUPS + dbm.PROBE + 3 + bounded_mode
+        )
         conn.close()
     finally:
         database.close()
