@@ -79,6 +79,35 @@ def test_variable_interval_upload(http: httpx.Client, tw: Twomes, dev: Provision
     ]
 
 
+@pytest.mark.parametrize("n", [3, 16, 17, 40])  # one INSERT up to 16 measurements, executemany above
+def test_a_measurement_already_stored_keeps_its_first_value(
+    http: httpx.Client, tw: Twomes, dev: Provisioned, n: int
+) -> None:
+    url = "/device/measurements/variable-interval"
+    first = {
+        "upload_time": T0,
+        "property_measurements": [
+            {
+                "property_name": "heartbeat",
+                "measurements": [{"timestamp": T0 + k, "value": f"a{k}"} for k in range(0, n, 2)],
+            }
+        ],
+    }
+    assert http.post(url, json=first, headers=dev.headers).json()["size"] == len(range(0, n, 2))
+    # every second one again with another value, and the new ones twice within the upload
+    again = [{"timestamp": T0 + k, "value": f"b{k}"} for k in range(n)]
+    again += [{"timestamp": T0 + k, "value": f"c{k}"} for k in range(1, n, 2)]
+    body = {
+        "upload_time": T0 + 1,
+        "property_measurements": [{"property_name": "heartbeat", "measurements": again}],
+    }
+    r = http.post(url, json=body, headers=dev.headers)
+    assert r.status_code == 200 and r.json()["size"] == len(again)  # as Twomes: the upload's measurements
+    assert stored(tw, dev) == [
+        ("heartbeat", iso(T0 + k), f"a{k}" if k % 2 == 0 else f"b{k}") for k in range(n)
+    ]
+
+
 def test_numeric_string_timestamps_are_unix_seconds(http: httpx.Client, tw: Twomes, dev: Provisioned) -> None:
     body = {
         "upload_time": str(T0),
