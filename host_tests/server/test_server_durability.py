@@ -227,6 +227,10 @@ def test_the_modes_set_synchronous(tmp_path: Path, bounded: tuple[dbm.Database, 
     assert _synchronous(database) == 1  # NORMAL
     with database.write() as conn:
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+        # a checkpoint fsyncs twice on the writer's thread (the event loop): rarer in this mode
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == dbm.WAL_PAGES_BOUNDED == 10_000
+    with full.write() as conn:
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # SQLite's own
     assert database.connect().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
