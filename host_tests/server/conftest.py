@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import httpx
@@ -29,3 +30,19 @@ def http(server: ReferenceServer) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def tw(server: ReferenceServer, http: httpx.Client) -> Twomes:
     return Twomes(server, http)
+
+
+@pytest.fixture(autouse=True)
+def _server_log_reaches_caplog() -> Iterator[None]:
+    """The server's logger as a fresh process has it, for each test: an earlier test in the same
+    pytest process may have run the CLI's logging setup (its own handler, no propagation, a level) or
+    a library's ``dictConfig`` (which disables the loggers that exist), and caplog would see nothing."""
+    logger = logging.getLogger("twtools.server")
+    saved = (logger.disabled, logger.propagate, logger.level, list(logger.handlers))
+    logger.disabled, logger.propagate, logger.handlers[:] = False, True, []
+    logger.setLevel(logging.NOTSET)
+    try:
+        yield
+    finally:
+        logger.disabled, logger.propagate, logger.handlers[:] = saved[0], saved[1], saved[3]
+        logger.setLevel(saved[2])

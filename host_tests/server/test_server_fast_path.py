@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -361,10 +360,6 @@ def test_activations_are_answered_alike(tmp_path: Path) -> None:
 
 
 def test_an_unexpected_error_is_a_500_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # the server's logger may not propagate (the CLI's logging setup, when a test ran it in-process)
-    logger = logging.getLogger("twtools.server")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.ERROR, logger="twtools.server")
 
     async def main() -> None:
         async with _sides(tmp_path) as (fast, route, provisioned):
@@ -381,10 +376,7 @@ def test_an_unexpected_error_is_a_500_and_logged(tmp_path: Path, caplog: pytest.
             assert (answer.status, json.loads(answer.body)) == (500, {"detail": "Internal server error"})
             assert not answer.by_route
 
-    try:
-        asyncio.run(main())
-    finally:
-        logger.removeHandler(caplog.handler)
+    asyncio.run(main())
     assert "unhandled error in POST /device/measurements/variable-interval" in caplog.text
     assert "disk on fire" in caplog.text
 
