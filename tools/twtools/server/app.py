@@ -367,26 +367,23 @@ class _DeviceBearer(_Bearer):
         assert credentials is not None  # auto_error: no token is a 403
         token = credentials.credentials
         database: dbm.Database = request.app.state.db
+        ident = dbm.token_ident(token)
+        device: AuthedDevice | None = None
         if not self.record_seen:
             device = _checked_device(database, token)
-            if device is not None:
-                return device
+        elif ident is not None:
+
+            def seen(conn: sqlite3.Connection) -> AuthedDevice | None:
+                row = conn.execute(_AUTH_DEVICE_SQL, (ident,)).fetchone()
+                if row is None or not dbm.token_matches(token, row[3]):
+                    return None
+                conn.execute("UPDATE device SET last_seen = ? WHERE id = ?", (dbm.utcnow(), ident))
+                return AuthedDevice(row[0], row[1], row[2])
+
+            device = await database.transact(seen)
+        if device is None:
             raise HTTPException(status_code=401, detail="Invalid device session token")
-        ident = dbm.token_ident(token)
-        if ident is not None:
-            if self.record_seen:
-
-                def seen(conn: sqlite3.Connection) -> AuthedDevice | None:
-                    row = conn.execute(_AUTH_DEVICE_SQL, (ident,)).fetchone()
-                    if row is None or not dbm.token_matches(token, row[3]):
-                        return None
-                    conn.execute("UPDATE device SET last_seen = ? WHERE id = ?", (dbm.utcnow(), ident))
-                    return AuthedDevice(row[0], row[1], row[2])
-
-                device = await database.transact(seen)
-                if device is not None:
-                    return device
-        raise HTTPException(status_code=401, detail="Invalid device session token")
+        return device
 
 
 _AUTH_DEVICE_SQL = "SELECT id, name, device_type_id, session_token_hash FROM device WHERE id = ?"
