@@ -24,7 +24,6 @@ configures none); those it declines go through the whole FastAPI app.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -141,8 +140,3 @@ def bearer_token(scope: Scope) -> str | None:
             token = token.strip()
             return token if scheme.lower() == "bearer" and token else None
     return None
-
-
-def encode(value: Any) -> bytes:
-    """``value`` as the JSON of a Starlette ``JSONResponse``."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
