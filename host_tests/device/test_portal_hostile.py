@@ -34,7 +34,7 @@ def _run(body, **kw):
 
 def _complete(r, head=False):
     """An answer with a status line, its headers, and (with a Content-Length) its whole body."""
-    assert r.status in (200, 202, 302, 303, 400, 403, 404, 405, 408, 409, 411, 413, 415, 431, 503), r.raw
+    assert r.status in (200, 202, 302, 303, 400, 403, 404, 405, 408, 409, 411, 413, 414, 415, 431, 503), r.raw
     ln = r.headers.get("content-length")
     if ln is not None and not head:
         assert len(r.body) == int(ln), r.raw

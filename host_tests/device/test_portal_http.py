@@ -187,10 +187,17 @@ def test_post_needs_form_type_same_origin_and_valid_encoding():
 def test_oversized_requests_are_refused():
     async def body(p):
         port = p.cfg.portal_port
+        # a header the portal does not read may be longer than its line buffer (skipped)
         r = await pf.request(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 3000 + b"\r\n\r\n")
+        assert r.status == 302
+        r = await pf.request(
+            port, b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Junk: aaaaaaaaaa\r\n" * 500 + b"\r\n"
+        )
+        assert r.status == 431
+        r = await pf.request(port, b"GET / HTTP/1.1\r\nHost: " + b"h" * 600 + b"\r\n\r\n")
         assert r.status == 431
         r = await pf.request(port, b"GET /" + b"a" * 2100 + b" HTTP/1.1\r\n\r\n")
-        assert r.status == 431
+        assert r.status == 414
         r = await pf.post(p, "/connect", "ssid=home&password=" + "x" * 2000)
         assert r.status == 413
         r = await pf.post(

@@ -295,10 +295,10 @@ def _fuzzed(rng: random.Random, port: int) -> bytes:
 
 
 def _is_head(raw: bytes) -> bool | None:
-    """Whether the portal can tell `raw` is a HEAD request (its request line whole, in the head buffer);
+    """Whether the portal can tell `raw` is a HEAD request (its request line whole, in a slot's buffer);
     None: it may or may not (a request line with non-ASCII bytes: MicroPython's decoding is lenient)."""
     end = raw.find(b"\r\n")
-    if end < 0 or end + 2 > 1536:
+    if end < 0 or end + 2 > 512:  # (portal._LINE)
         return False
     line = raw[:end]
     if not line.isascii():

@@ -3,8 +3,8 @@
 # probes (any foreign Host) get a 302 to the form, so the setup page pops up by itself; only a
 # deliberate POST (the form or the app API) acts, through the controller.
 #
-# Limits (docs/setup-mode.md): _SLOTS connections at once, each with its own _HEAD_MAX buffer (the head
-# bound: 431), body <= 1024 bytes (413), head within head_ms of the connection (408), body within
+# Limits (docs/setup-mode.md): _SLOTS connections at once, each with its own _LINE buffer (the bound of
+# the request line: 414, and of a header the portal reads: 431), head <= 8 KB (431), body <= 1024 bytes (413), head within head_ms of the connection (408), body within
 # body_ms of the head (408), the answer within write_ms. A connection beyond the slots closes the
 # oldest one still waiting for its request (idle or slow), or, when every slot is answering, gets a
 # 503 at once. One request per connection (Connection: close). A connection that has sent nothing yet
@@ -23,8 +23,11 @@ from twomes.ap.creds import shown
 from twomes.ap.httpd import HTML, JSON, TEXT, HttpError, Request, read_body, read_head, send
 from twomes.log import log
 
-SLOTS = const(4)  # connections served at once (4 x 1.6 KB of buffers and request state)
-_HEAD_MAX = const(1536)  # request head bound; phones send ~0.4-1 KB
+SLOTS = const(4)  # connections served at once (4 x 0.5 KB of buffers, and their request state)
+# a slot's buffer: one line of a head at a time (phones' heads are ~0.4-1 KB, their longest lines the
+# User-Agent and Accept headers, which the portal skips), the first bytes of a body
+_LINE = const(512)
+_DRAIN = const(1536)  # what a refused connection sent is read (and dropped) this much at most
 _HEAD_MS = const(5000)
 _BODY_MS = const(5000)
 _WRITE_MS = const(10000)
@@ -62,7 +65,7 @@ class Slot:
     """One connection's place: its buffer and request, its task, its phase and deadline."""
 
     def __init__(self):
-        self.buf = bytearray(_HEAD_MAX)
+        self.buf = bytearray(_LINE)
         self.req = Request()
         self.phase = _FREE
         self.task = None  # None while it waits for its first bytes (held by the accept loop)
@@ -326,11 +329,11 @@ class Portal:
             try:
                 # (pyright: the stubs' StreamReader has no writer calls; MicroPython's Stream is both)
                 reader, w = await self._streams(sock)
-                n, end = await read_head(reader, slot.buf, req, n)
+                n, pos = await read_head(reader, slot.buf, req, n)
                 if req.length:
                     slot.phase = _BODY
                     slot.until = b.ticks_add(b.ticks_ms(), self.body_ms)
-                    await read_body(reader, slot.buf, req, n, end)
+                    await read_body(reader, slot.buf, req, n, pos)
             except asyncio.CancelledError:
                 if slot.why == _EVICTED:  # answered already (_refuse): closed
                     return
@@ -360,7 +363,7 @@ class Portal:
                     # what the client still sends (a refused head or body): closing before it is in
                     # would reset the answer on its way; read until it pauses for 100 ms (12 KB at most)
                     mv = memoryview(slot.buf)
-                    for _ in range(8):
+                    for _ in range(12288 // _LINE):
                         slot.until = b.ticks_add(b.ticks_ms(), 100)
                         if not await hw.readinto(reader, mv):
                             break
@@ -424,7 +427,7 @@ class Portal:
         reset the answer on its way."""
         if sock is None:
             return
-        for _ in range(_HEAD_MAX // _SCRATCH):  # (a head's worth at most)
+        for _ in range(_DRAIN // _SCRATCH):
             if hw.sock_readinto(sock, self._scratch) != _SCRATCH:
                 break
         try:
