@@ -102,8 +102,19 @@ def test_an_update_found_is_saved_and_installed_by_the_next_boot():
         app.st.put(store.SESSION, TOKEN)
         app.st.commit()
         from twomes.online import phase
+        from twomes.update import signing
 
+        # the update state's module is not held through the signature check (the check's peak heap)
+        checked = signing.check_release
+        held = []
+
+        def spy(*args):
+            held.append("twomes.update.state" in sys.modules)
+            return checked(*args)
+
+        signing.check_release = spy
         assert await phase.firmware(app, on, False) is True  # saved: the app restarts into the update boot
+        assert held == [False] and "twomes.update.signing" not in sys.modules
         saved = dict(rel)
         saved["counter"] = 1  # from its signed manifest: kept once the new version confirms itself
         assert _job() == saved and _pointer() is None

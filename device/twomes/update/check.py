@@ -40,13 +40,13 @@ def _plain(text):
     return True
 
 
-def verify_signature(app, rel):
+def verify_signature(app, rel, counter):
     """The release's signed manifest (twomes/update/signing.py), checked before a job is saved: a
     trusted key's signature, this device type, the release's version/kind/size/sha256 equal to the
-    manifest's, and a security counter not below the highest one kept (anti-rollback). Returns None
-    when the release may be installed, else the reason it is refused. Unsigned releases only with
-    allow_unsigned (lab; said on the console)."""
-    from twomes.update import signing, state
+    manifest's, and a security counter not below `counter`, the highest one kept (anti-rollback).
+    Returns None when the release may be installed, else the reason it is refused. Unsigned releases
+    only with allow_unsigned (lab; said on the console)."""
+    from twomes.update import signing
 
     cfg = app.cfg
     try:
@@ -54,7 +54,7 @@ def verify_signature(app, rel):
         if m is None:
             log("firmware", "unsigned release %s accepted: allow_unsigned is set (lab only)" % rel["version"])
             return None
-        signing.rollback_ok(m, state.counter(app.st))
+        signing.rollback_ok(m, counter)
         rel["counter"] = m["counter"]
         return None
     except Error as e:
@@ -78,10 +78,12 @@ def decide(app, rel):
         log("firmware", "up to date (%s)" % VERSION)
         return False
     # the update state's owner: loaded only for a target that differs from what runs (3 KB of heap, not
-    # held by a check that finds nothing to do; the online phase unloads it with this module)
+    # held by a check that finds nothing to do), and not through the signature check either (the
+    # check's peak: docs/heap.md); the online phase unloads it with this module
     from twomes.update import state
 
     fails = state.fails(app.st, version)
+    counter = state.counter(app.st)
     if fails >= state.FAILS_MAX:
         log(
             "firmware",
@@ -91,12 +93,16 @@ def decide(app, rel):
     if app.safe:
         log("firmware", "target %s, running %s: no update attempts in safe mode" % (version, VERSION))
         return False
-    why = verify_signature(app, rel)
+    state = None
+    app.unload("update.state")
+    why = verify_signature(app, rel, counter)
     if why is not None:
         log("firmware", "target %s refused: %s" % (printable(version), why))
         return why
     signed = "signature verified, counter %d" % rel["counter"] if "counter" in rel else "unsigned"
     log("firmware", "target %s (%s), running %s: updating in the next boot" % (version, signed, VERSION))
+    from twomes.update import state  # (again: the job's writer)
+
     state.save_job(rel)
     return True
 
