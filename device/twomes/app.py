@@ -25,21 +25,24 @@ from twomes import VERSION, hw, store, unload, wifi
 from twomes.errors import Restart
 from twomes.log import log, printable
 
-# Every state: (LED pattern as on/off ms, None = solid on; the part of the firmware that sets it).
-# Plain strings: they are what the console, the portal API and the button report.
+# Every state: its LED pattern (on/off ms; None: solid on) and, as the comment, the part of the firmware
+# that sets it: app (this module), setup (twomes.ap), online (twomes.online), update (twomes.update);
+# host_tests/test_device_states.py holds every set_state() in device/ to it. (The owner is not data
+# here: nothing reads it at run time, and as a second column it cost 0.6K of heap.) Plain strings:
+# they are what the console, the portal API and the button report.
 STATES = {
-    "boot": ((0, 1000), "app"),
-    "portal": ((500, 500), "setup"),  # AP mode: once per second, as the B00M users know it
-    "joining": ((100, 200), "app, setup"),
-    "activating": ((100, 200), "online"),
-    "waiting": ((100, 100, 100, 700), "online"),  # double blink: waiting for the operator / owner
-    "confirming": ((100, 200), "update"),
-    "checking": ((100, 200), "online"),
-    "updating": ((50, 50), "update"),
-    "rebooting": ((50, 50), "app"),
-    "running": (None, "online"),  # solid
-    "offline": ((100, 900), "online"),
-    "resetting": ((0, 1000), "app"),
+    "boot": (0, 1000),  # app
+    "portal": (500, 500),  # setup - AP mode: once per second, as the B00M users know it
+    "joining": (100, 200),  # app, setup
+    "activating": (100, 200),  # online
+    "waiting": (100, 100, 100, 700),  # online - double blink: waiting for the operator / owner
+    "confirming": (100, 200),  # update
+    "checking": (100, 200),  # update
+    "updating": (50, 50),  # update
+    "rebooting": (50, 50),  # app
+    "running": None,  # online - solid
+    "offline": (100, 900),  # online
+    "resetting": (0, 1000),  # app
 }
 _HOLD_WIFI = const((0, 1000))  # button held past the Wi-Fi-reset time: LED off
 _HOLD_FACTORY = const((50, 50))  # past the factory-reset time: flicker (one change per poll)
@@ -153,7 +156,7 @@ class App:
         b = self.board
         cfg = self.cfg
         up = b.ticks_diff(now, self._t0)
-        pattern = self._hold or STATES[self.state][0]
+        pattern = self._hold or STATES[self.state]
         on = pattern is None or _lit(pattern, up)
         if on != self._lit:
             b.led_set(on)
