@@ -49,7 +49,8 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualBoard]:
 
 # ---- a raw HTTP client ----------------------------------------------------------------------------
 def exchange(port: int, raw: bytes, timeout: float = ANSWER_S) -> bytes:
-    """Send raw bytes, read the answer until the portal closes (or the time is up)."""
+    """Send raw bytes, read the answer until the portal closes (or the time is up); TimeoutError when
+    nothing came in the time (a closed connection without an answer returns b"")."""
     data = b""
     deadline = time.monotonic() + timeout
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -62,6 +63,8 @@ def exchange(port: int, raw: bytes, timeout: float = ANSWER_S) -> bytes:
             try:
                 chunk = s.recv(8192)
             except TimeoutError:
+                if not data:
+                    raise
                 break
             except OSError:
                 if not data:
@@ -223,7 +226,8 @@ def test_concurrent_requests(board: VirtualBoard) -> None:
 
 
 def _tried(port: int, raw: bytes) -> tuple[bytes, str]:
-    """(answer, "" or the client's error: a connect that timed out in the stack's SYN backoff, a reset)."""
+    """(answer, "" or the client's error: TimeoutError - no answer within the time, also a connect still
+    in the stack's SYN backoff; a reset)."""
     try:
         return exchange(port, raw, 10), ""
     except OSError as e:
