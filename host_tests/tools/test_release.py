@@ -25,7 +25,8 @@ def _admin(server):
 
 def test_bundle_built_published_and_targeted(tmp_path, server, capsys):
     out = tmp_path / "b.bundle"
-    assert main(["release", "--version", "1.2.0", "--out", str(out), *_admin(server), "--target"]) == 0
+    argv = ["release", "--version", "1.2.0", "--mpy", "--out", str(out), *_admin(server), "--target"]
+    assert main(argv) == 0
     text = capsys.readouterr().out
     data = out.read_bytes()
     assert data.startswith(BUNDLE_MAGIC)
@@ -46,7 +47,11 @@ def test_bundle_built_published_and_targeted(tmp_path, server, capsys):
 def test_bundle_without_server(tmp_path, capsys):
     out = tmp_path / "x.bundle"
     assert main(["release", "--version", "9.9.9", "--out", str(out)]) == 0
-    assert "not published" in capsys.readouterr().out and out.exists()
+    text = capsys.readouterr().out
+    assert "not published" in text and "(ROMFS image)" in text
+    assert out.read_bytes()[:3] == b"\xd2\xcd\x31"  # the default form: a ROMFS image, as the app ships
+    assert main(["release", "--version", "9.9.9", "--mpy", "--romfs", "--out", str(out)]) == 2
+    assert "give one of them" in capsys.readouterr().err
     assert main(["release", "--version", "9.9.9", "--out", str(out), "--target"]) == 2
     assert "--target needs --server" in capsys.readouterr().err
 

@@ -1,11 +1,13 @@
-"""`twomes release --version V`: build an app bundle (build.build_bundle, version stamped) or check an
-ESP32 app image (``--image FILE``), and optionally publish it on a server and make it the device type's
-target (``--target``): what the device's OTA will install next.
+"""`twomes release --version V`: build an app bundle (version stamped) or check an ESP32 app image
+(``--image FILE``), and optionally publish it on a server and make it the device type's target
+(``--target``): what the device's OTA will install next.
 
-``--romfs``: the bundle is a ROMFS image of the app (build.build_romfs), the form a board that runs its
-app from a "romfs" partition installs (into its inactive slot; docs/ota.md). It is published as kind
-``bundle`` too: the device tells the two forms apart by their first bytes, and a device type's fleet
-gets the form its boards run.
+The bundle is by default a ROMFS image of the app (build.build_romfs), the form a board installs that
+runs its app from its "romfs" partition, as the firmware ships (into the partition's inactive half;
+docs/ota.md). ``--mpy``: the ``.mpy`` overlay (build.build_bundle) for boards that run the app from
+``.mpy`` files in /lib (the development mode); on a ROMFS board such a bundle runs from the heap
+(docs/heap.md). Both are published as kind ``bundle``: the device tells the two forms apart by their
+first bytes, and a device type's fleet gets the form its boards run.
 
 A merged ``firmware.bin`` given as ``--image`` is not what OTA writes into an app slot: its app part is
 cut out (from the partition table) and published instead, and the user is told so.
@@ -70,25 +72,27 @@ def prepare_image(path: Path, version: str, out: Path | None) -> tuple[Path, str
 
 def release(args: argparse.Namespace) -> int:
     version = args.version
-    if args.image and args.romfs:
+    if args.image and (args.romfs or args.mpy):
         raise ReleaseError(
-            "--romfs makes an app bundle; --image publishes a firmware image: give one of them"
+            "--romfs/--mpy make an app bundle; --image publishes a firmware image: give one of them"
         )
+    if args.romfs and args.mpy:
+        raise ReleaseError("--romfs (the default) and --mpy are two forms of a bundle: give one of them")
     if args.image:
         path, what = prepare_image(Path(args.image), version, Path(args.out) if args.out else None)
         kind = "image"
         size = path.stat().st_size
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    elif args.romfs:
+    elif args.mpy:
+        path = Path(args.out) if args.out else BUILD_DIR / "release" / f"twomes-{version}.bundle"
+        size, digest = build_bundle(path, version)
+        kind = "bundle"
+        what = f"app bundle {version} (.mpy overlay, for boards that run the app from /lib)"
+    else:
         path = Path(args.out) if args.out else BUILD_DIR / "release" / f"twomes-{version}.romfs"
         size, digest = build_romfs(path, version)
         kind = "bundle"
         what = f"app bundle {version} (ROMFS image)"
-    else:
-        path = Path(args.out) if args.out else BUILD_DIR / "release" / f"twomes-{version}.bundle"
-        size, digest = build_bundle(path, version)
-        kind = "bundle"
-        what = f"app bundle {version}"
     print(f"{what}: {path} ({size} bytes, sha256 {digest})")
     key = keys.signing_from_args(args)
     manifest = signature = None
@@ -165,9 +169,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser(
         "release",
         help="build an app bundle (or check a firmware image), publish it, make it the target",
-        description="Without --image: compile device/ into an app bundle stamped with --version. With "
-        "--image: check an ESP32 app image for OTA. With --server: publish it; with --target: make it "
-        "the device type's target release.",
+        description="Without --image: compile device/ into an app bundle stamped with --version, a "
+        "ROMFS image (boards that run the app from their romfs partition, as it ships) or with --mpy an "
+        ".mpy overlay (boards that run it from /lib). With --image: check an ESP32 app image for OTA. "
+        "With --server: publish it; with --target: make it the device type's target release.",
     )
     p.add_argument("--version", required=True, help="release version, e.g. 1.2.0 (stamped into the bundle)")
     add_admin_options(p)
@@ -178,7 +183,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--romfs",
         action="store_true",
-        help="make the bundle a ROMFS image (for boards that run the app from their romfs partition)",
+        help="make the bundle a ROMFS image (the default: boards that run the app from their romfs partition)",
+    )
+    p.add_argument(
+        "--mpy",
+        action="store_true",
+        help="make the bundle an .mpy overlay (boards that run the app from .mpy files in /lib)",
     )
     p.add_argument("--device-type", default=DEFAULT_TYPE, help=f"device type (default {DEFAULT_TYPE})")
     p.add_argument("--out", metavar="FILE", help="where to write the bundle (or the image's app part)")

@@ -350,7 +350,7 @@ def run_story(args: argparse.Namespace) -> int:
                         gb.url,
                         "--rollout",
                         "sim",
-                        *(["--romfs"] if romfs else []),
+                        *(["--romfs"] if romfs else ["--mpy"]),
                         env=env,
                     )
                 )
