@@ -245,9 +245,16 @@ class App:
                 listener = self.listen()  # Improv: provisioned, the device's URL
                 try:
                     # an update the previous boot found is installed now, from a clean heap
-                    if await self.phase(self.update_boot) == "installed":
+                    done = await self.phase(self.update_boot)
+                    if done == "installed":
                         self.set_state("rebooting", "into the new version")
                         good_boot()  # deliberate: the new version's boots are counted from here
+                        raise Restart()
+                    if done == "failed":
+                        # counted and reported: the online phase from a clean boot, as after setup
+                        # mode (the installer's names stay interned; a download can leave holes)
+                        log("update", "restarting to go online from a clean heap")
+                        good_boot()
                         raise Restart()
                     if await self.phase(self.online, creds) == "update":
                         self.set_state("rebooting", "to install an update")

@@ -273,6 +273,7 @@ def test_setup_mode_and_the_online_phase_never_share_a_boot():
             App.__init__(self, b, cfg, st, ident)
             self.joins = joins
             self.phases = []
+            self.update = "none"
 
         async def join(self, creds):
             return self.joins.pop(0)
@@ -286,7 +287,7 @@ def test_setup_mode_and_the_online_phase_never_share_a_boot():
             return "offline"
 
         async def update_boot(self):
-            return "none"
+            return self.update
 
         def listen(self):
             class _Task:
@@ -306,6 +307,13 @@ def test_setup_mode_and_the_online_phase_never_share_a_boot():
     support.run(direct.flow())
     assert direct.phases == ["online"] and direct._stop and direct._crash is None  # no setup after it
     assert [ln for ln in support.logged() if "Wi-Fi gone: restarting" in ln]
+    # a failed update boot: the online phase in the next boot, from a clean heap (a good boot)
+    support.logged().clear()
+    failed = Flow(b, app.cfg, app.st, app.ident, [wifi.JOINED])
+    failed.update = "failed"
+    support.run(failed.flow())
+    assert failed.phases == [] and failed._stop and failed._crash is None
+    assert [ln for ln in support.logged() if "restarting to go online from a clean heap" in ln]
 
 
 def test_joining_shows_the_ssid_without_its_control_characters():
