@@ -135,6 +135,51 @@ def test_an_update_found_is_saved_and_installed_by_the_next_boot():
     _go(_fw_server(rel, Reply(200, blob)), body)
 
 
+def test_a_romfs_bundle_is_installed_by_its_own_installer_only():
+    """The update boot tells a bundle's form by its first bytes: a ROMFS image goes to romfs.py into the
+    half of the "romfs" partition that does not run, and the .mpy overlay's installer is not loaded for
+    it (2 KB less in the update boot's heap)."""
+    import sys
+
+    import romfsutil
+
+    from twomes.update import romfs
+
+    blob = romfsutil.app("9.9.9")
+    rel = release(blob)
+
+    async def body(app, on, srv):
+        on.session = TOKEN
+        app.st.put(store.SESSION, TOKEN)
+        app.st.commit()
+        from twomes.online import phase
+
+        assert await phase.firmware(app, on, False) is True
+        support.power_cycle()
+        app2, _ = support.make_app(srv.url)
+        seen = []
+        real = romfs.install_release
+
+        async def spy(*args):
+            seen.append("twomes.update.bundle" in sys.modules)
+            return await real(*args)
+
+        pkg = sys.modules["twomes.update"]
+        sys.modules.pop("twomes.update.bundle", None)
+        pkg.__dict__.pop("bundle", None)
+        romfs.install_release = spy
+        try:
+            assert await app2.phase(app2.update_boot) == "installed"
+        finally:
+            romfs.install_release = real
+            sys.modules["twomes.update.bundle"] = installer
+        assert seen == [False]
+        assert _pointer()["slot"] == "rom-b" and _pointer()["version"] == "9.9.9" and _job() is None
+        assert _lines("(ROMFS, %d bytes)" % len(blob))
+
+    _go(_fw_server(rel, Reply(200, blob)), body)
+
+
 def test_update_boot_drops_jobs_it_must_not_run():
     from twomes import VERSION
 

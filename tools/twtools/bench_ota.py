@@ -10,7 +10,8 @@ bundle's size. Per run, in the same device process and in turn, the device's rea
   through the app's 1 KB buffer into a file, nothing else;
 * raw download into the OTA partition: the same, into the next OTA partition (each 4 KB block erased
   before its first write), nothing checked;
-* bundle install: ``twomes.update.bundle.install`` (files into an ``ota/`` slot, read back, slot switch);
+* bundle install: ``twomes.update.job.install`` with the .mpy form (``bundle.py``: files into an ``ota/``
+  slot, read back, slot switch);
 * ROMFS bundle install: the same entry point with the ROMFS form (``romfs.py``: into a half of the
   "romfs" partition, read back, magic written last);
 * image install: ``twomes.update.image.install`` (into the next OTA partition, read back, ``set_boot``
@@ -53,7 +54,7 @@ from twomes import config, identity, store
 from twomes.app import App
 from twomes.hw import Board
 from twomes.online.server import Server
-from twomes.update import bundle, image, state
+from twomes.update import image, job, state
 
 with open("bench.json") as f:
     A = json.loads(f.read())
@@ -116,7 +117,7 @@ async def raw_flash(rel):
 
 
 async def install_bundle(rel):
-    await bundle.install(app, on, rel)
+    await job.install(app, on, rel)
 
 
 async def install_image(rel):

@@ -1,8 +1,8 @@
 # App-bundle installer: stream the bundle into the inactive slot directory (ota/a or ota/b) through
 # the app's one buffer, check every file's and the whole bundle's size and sha256, read the files back,
 # and only then switch the slot pointer (state.switch_slot: one atomic rename). Format:
-# tools/twtools/build.py. Loaded by job.py for a bundle release only. A bundle that starts with the
-# ROMFS magic is the ROMFS form (build_romfs) and goes to romfs.py.
+# tools/twtools/build.py. Loaded by job.py for a bundle in this form only (a bundle in ROMFS form goes
+# to romfs.py: job.py tells them apart by the first bytes).
 import hashlib
 import os
 import sys
@@ -15,7 +15,6 @@ from twomes.update import state
 
 _BAD = const(-1)  # errors.Error status: not what the server promised
 _MAGIC = b"TWOMES-BUNDLE 2"
-_ROMFS = b"\xd2\xcd\x31"  # a bundle in ROMFS form starts with the ROMFS magic (romfs.MAGIC)
 _LINE_MAX = const(128)
 _FILES_MAX = const(200)
 _PATH_OK = "abcdefghijklmnopqrstuvwxyz0123456789_./"
@@ -64,30 +63,17 @@ def check_path(p):
     return True
 
 
-def running_slot(app, pointer):
-    """The slot of the slot pointer that runs now (None: the deployed app): the rollback target of the
-    next install. A bundle that belongs to another image does not run (otaboot)."""
-    prev = pointer.get("slot")
-    if prev and state.rom_half(prev) is None:
-        return prev if "ota/" + prev in sys.path else None
-    try:
-        running = app.board.partition("running").info()[4]
-    except (AttributeError, OSError):  # no partition table (host fakes): no image in play
-        running = None
-    return state.slot_in_use(pointer, running)
-
-
 class _Stream:
     """Reads exactly the promised number of bytes from a download, hashing them as they arrive. Header
     lines are taken from whole reads of up to a line's size, not byte by byte: the bytes after a line
     wait in buf[pos:end] and are what the next read() returns first."""
 
-    def __init__(self, resp, size, buf):
+    def __init__(self, resp, size, buf, have):
         self.resp = resp
-        self.left = size  # bytes of the download not fetched yet
         self.buf = buf
-        self.sha = hashlib.sha256()
-        self.pos = self.end = 0  # fetched, not yet consumed: buf[pos:end]
+        self.sha = hashlib.sha256(buf[:have])  # (the first `have` bytes are in buf already)
+        self.left = size - have  # bytes of the download not fetched yet
+        self.pos, self.end = 0, have  # fetched, not yet consumed: buf[pos:end]
 
     async def _fetch(self, at, n):
         """The next n bytes of the download (n <= left) into buf[at:at + n], hashed."""
@@ -151,10 +137,10 @@ class _Stream:
             raise Error(_BAD, "bundle header is not text")
 
 
-async def install(app, server, rel):
-    """Download (`server.open_release`) and install a bundle release (this form, or a ROMFS image:
-    romfs.install_release, told apart by the first bytes). Raises Error (a bad bundle, no
-    answer, an HTTP status); on success the new slot is new: the next boot runs it, and it must confirm
+async def install_release(app, resp, rel, have):
+    """Install a bundle release in this form from the download `resp` (job.py opened it; its first
+    `have` bytes are at the start of the app's buffer; the caller closes it). Raises Error (a bad
+    bundle, no answer); on success the new slot is new: the next boot runs it, and it must confirm
     itself to stay.
 
     Format (tools/twtools/build.py): "TWOMES-BUNDLE 2", "version V", "mpy M", "files N", then N times
@@ -165,91 +151,70 @@ async def install(app, server, rel):
 
     buf = app.buffers()[0]
     pointer = state.slot() or {}  # none, or damaged: otaboot boots the factory app
-    resp, _ = await server.open_release(rel, 0)
+    size = rel["size"]
+    s = _Stream(resp, size, buf, have)
+    n = await s.read(len(_MAGIC) + 1)
+    if bytes(buf[:n]) != _MAGIC + b"\n":
+        raise Error(_BAD, "not an app bundle")
+    lb = bytearray(_LINE_MAX)
+    head = {}
+    for key in ("version", "mpy", "files"):
+        k, _, v = (await s.line(lb)).partition(" ")
+        if k != key or not v:
+            raise Error(_BAD, "bad bundle header")
+        head[key] = v
+    version = head["version"]
+    if version != rel["version"]:
+        raise Error(_BAD, "bundle is version %s, release says %s" % (version, rel["version"]))
+    tag = mpy_tag()
+    if tag is not None and head["mpy"] != tag:
+        raise Error(_BAD, "bundle built for mpy %s, this firmware runs %s" % (head["mpy"], tag))
     try:
-        size = rel["size"]
-        if resp.length is not None and resp.length != size:
-            raise Error(_BAD, "server sends %d bytes, release says %d" % (resp.length, size))
-        s = _Stream(resp, size, buf)
-        n = await s.read(len(_ROMFS))
-        if bytes(buf[:n]) == _ROMFS:  # the ROMFS form: an image for a half of the "romfs" partition
-            s = None
-            from twomes.update import romfs
-
-            await romfs.install_release(app, resp, rel, running_slot(app, pointer), n)
-            return
-        start = bytes(buf[:n])
-        n = await s.read(len(_MAGIC) + 1 - n)
-        if start + bytes(buf[:n]) != _MAGIC + b"\n":
-            raise Error(_BAD, "not an app bundle")
-        start = None
-        lb = bytearray(_LINE_MAX)
-        head = {}
-        for key in ("version", "mpy", "files"):
-            k, _, v = (await s.line(lb)).partition(" ")
-            if k != key or not v:
-                raise Error(_BAD, "bad bundle header")
-            head[key] = v
-        version = head["version"]
-        if version != rel["version"]:
-            raise Error(_BAD, "bundle is version %s, release says %s" % (version, rel["version"]))
-        tag = mpy_tag()
-        if tag is not None and head["mpy"] != tag:
-            raise Error(_BAD, "bundle built for mpy %s, this firmware runs %s" % (head["mpy"], tag))
-        try:
-            count = int(head["files"])
-        except ValueError:
-            raise Error(_BAD, "bad bundle header")
-        if not 0 < count <= _FILES_MAX:
-            raise Error(_BAD, "bad bundle header")
-        head = None  # done with: what is not needed any more goes back to the heap as early as it can
-        slot = "b" if pointer.get("slot") == "a" else "a"
-        root = "ota/" + slot
-        makedirs("ota")
-        rmtree(root)
-        makedirs(root)
-        log("ota", "installing %s into slot %s (%d files, %d bytes)" % (version, slot, count, size))
-        # what was written, for the read-back check and the slot's manifest
-        with open(root + "/manifest.txt", "w") as man:
-            man.write("version %s\n" % version)
-            for _ in range(count):
-                parts = (await s.line(lb)).split(" ")
-                try:
-                    path, fsize, fsha = parts[1], int(parts[2]), parts[3]
-                except (IndexError, ValueError):
-                    raise Error(_BAD, "bad file entry in bundle")
-                if (
-                    parts[0] != "file"
-                    or len(parts) != 4
-                    or not check_path(path)
-                    or fsize < 0
-                    or len(fsha) != 64
-                ):
-                    raise Error(_BAD, "bad file entry in bundle")
-                d = path.rfind("/")
-                if d > 0:
-                    makedirs(root + "/" + path[:d])
-                h = hashlib.sha256()
-                left = fsize
-                with open(root + "/" + path, "wb") as out:
-                    while left:
-                        n = await s.read(left)
-                        out.write(buf[:n])
-                        h.update(buf[:n])
-                        left -= n
-                if hexdigest(h) != fsha:
-                    raise Error(_BAD, "%s: sha256 mismatch" % path)
-                man.write("%s %d %s\n" % (path, fsize, fsha))
-        parts = h = lb = None
-        if s.left != 0 or s.pending():
-            raise Error(_BAD, "bundle size mismatch")
-        if await resp.readinto(buf[:1]):
-            raise Error(_BAD, "download longer than promised")
-        if hexdigest(s.sha) != rel["sha256"]:
-            raise Error(_BAD, "bundle sha256 mismatch")
-        s = None
-    finally:
-        await resp.close()
+        count = int(head["files"])
+    except ValueError:
+        raise Error(_BAD, "bad bundle header")
+    if not 0 < count <= _FILES_MAX:
+        raise Error(_BAD, "bad bundle header")
+    head = None  # done with: what is not needed any more goes back to the heap as early as it can
+    slot = "b" if pointer.get("slot") == "a" else "a"
+    root = "ota/" + slot
+    makedirs("ota")
+    rmtree(root)
+    makedirs(root)
+    log("ota", "installing %s into slot %s (%d files, %d bytes)" % (version, slot, count, size))
+    # what was written, for the read-back check and the slot's manifest
+    with open(root + "/manifest.txt", "w") as man:
+        man.write("version %s\n" % version)
+        for _ in range(count):
+            parts = (await s.line(lb)).split(" ")
+            try:
+                path, fsize, fsha = parts[1], int(parts[2]), parts[3]
+            except (IndexError, ValueError):
+                raise Error(_BAD, "bad file entry in bundle")
+            if parts[0] != "file" or len(parts) != 4 or not check_path(path) or fsize < 0 or len(fsha) != 64:
+                raise Error(_BAD, "bad file entry in bundle")
+            d = path.rfind("/")
+            if d > 0:
+                makedirs(root + "/" + path[:d])
+            h = hashlib.sha256()
+            left = fsize
+            with open(root + "/" + path, "wb") as out:
+                while left:
+                    n = await s.read(left)
+                    out.write(buf[:n])
+                    h.update(buf[:n])
+                    left -= n
+            if hexdigest(h) != fsha:
+                raise Error(_BAD, "%s: sha256 mismatch" % path)
+            man.write("%s %d %s\n" % (path, fsize, fsha))
+    parts = h = lb = None
+    if s.left != 0 or s.pending():
+        raise Error(_BAD, "bundle size mismatch")
+    if await resp.readinto(buf[:1]):
+        raise Error(_BAD, "download longer than promised")
+    if hexdigest(s.sha) != rel["sha256"]:
+        raise Error(_BAD, "bundle sha256 mismatch")
+    s = None
     # read every file back from the filesystem and check it against the slot's manifest
     with open(root + "/manifest.txt") as man:
         man.readline()
@@ -266,6 +231,6 @@ async def install(app, server, rel):
                     total += n
             if total != int(fsize) or hexdigest(h) != fsha:
                 raise Error(_BAD, "%s: read-back mismatch" % path)
-    prev = running_slot(app, pointer)
+    prev = state.running_slot(app.board, pointer)
     state.switch_slot(slot, version, prev, VERSION, app.cfg.confirm_boots)
     log("ota", "slot %s holds %s, verified; it runs after the reboot" % (slot, version))

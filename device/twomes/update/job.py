@@ -1,8 +1,8 @@
 # The update boot. The firmware check (check.py) saves the release it chose as the job (state.py) and
 # restarts; that boot joins Wi-Fi and, before the online phase, runs the job here with only the server
-# interface and one installer loaded, so the online phase never shares the heap with a download. A
-# power cut anywhere leaves either the job (the next boot installs again; images resume) or the new
-# version (which drops the job).
+# interface and one installer loaded (for a bundle, the one of its form), so the online phase never
+# shares the heap with a download. A power cut anywhere leaves either the job (the next boot installs
+# again; images resume) or the new version (which drops the job).
 from micropython import const
 
 from twomes import VERSION
@@ -10,7 +10,10 @@ from twomes.errors import Error
 from twomes.log import log
 from twomes.update import state
 
-_BAD = const(-1)  # errors.Error status: not what the server promised / cannot be installed here
+_BAD = const(-1)  # errors.Error statuses: not what the server promised / cannot be installed here;
+_NET = const(0)  # the download stopped early
+_ROMFS = const(b"\xd2\xcd\x31")  # a bundle in ROMFS form starts with the ROMFS magic (romfs.MAGIC)
+_HEAD = const(3)
 
 
 async def run(app, server):
@@ -38,21 +41,12 @@ async def run(app, server):
         log("update", "could not ask whether %s is still wanted: %s" % (version, e))
     app.set_state("updating", version)
 
-    installer = None
     try:
-        if rel.get("kind") == "bundle":
-            from twomes.update import bundle as installer
-        else:
-            try:
-                from twomes.update import image as installer
-            except ImportError:
-                raise Error(_BAD, "this build cannot install ESP32 app images")
-        await installer.install(app, server, rel)
+        await install(app, server, rel)
         ok = True
     except (Error, OSError, MemoryError, ValueError, KeyError, TypeError) as e:  # the device runs on
         ok = e
     finally:
-        installer = None
         app.unload("update.bundle", "update.romfs", "update.image")
     state.drop_job()
     if ok is True:
@@ -67,6 +61,43 @@ async def run(app, server):
     state.count_failure(app.st, version)
     await _report(server, rel, False, str(ok))
     return "failed"
+
+
+async def install(app, server, rel):
+    """Download and install `rel` with the one installer it needs: an image (image.py, which opens the
+    download itself: it resumes), or a bundle in its form, told by its first bytes - a ROMFS image
+    (romfs.py, the shipping mode's) or the `.mpy` overlay (bundle.py); the other form's installer is
+    never loaded (2 KB of the update boot's heap). Raises Error."""
+    if rel.get("kind") != "bundle":
+        try:
+            from twomes.update import image
+        except ImportError:
+            raise Error(_BAD, "this build cannot install ESP32 app images")
+        await image.install(app, server, rel)
+        return
+    buf = app.buffers()[0]
+    resp, _ = await server.open_release(rel, 0)
+    try:
+        size = rel["size"]
+        if resp.length is not None and resp.length != size:
+            raise Error(_BAD, "server sends %d bytes, release says %d" % (resp.length, size))
+        mv = memoryview(buf)
+        n = 0
+        while n < _HEAD and n < size:  # the first bytes: the ROMFS magic or the bundle's
+            k = resp.read_now(mv[n:_HEAD])  # (what has come in already: no await)
+            if k is None:
+                k = await resp.readinto(mv[n:_HEAD])
+            if not k:
+                raise Error(_NET, "download ended at %d of %d bytes" % (n, size))
+            n += k
+        if bytes(buf[:n]) == _ROMFS:
+            from twomes.update import romfs as form
+        else:
+            from twomes.update import bundle as form
+        await form.install_release(app, resp, rel, n)
+    finally:
+        form = None
+        await resp.close()
 
 
 async def _report(server, rel, ok, details):
