@@ -10,10 +10,10 @@ from twomes.errors import Error
 from twomes.log import log
 from twomes.update import state
 
-_BAD = const(-1)  # errors.Error statuses: not what the server promised / cannot be installed here;
-_NET = const(0)  # the download stopped early
+_BAD = const(-1)  # errors.Error status: not what the server promised / cannot be installed here
+_NET = const(0)  # errors.Error status: the download stopped early
 _ROMFS = const(b"\xd2\xcd\x31")  # a bundle in ROMFS form starts with the ROMFS magic (romfs.MAGIC)
-_HEAD = const(3)
+_HEAD = const(3)  # bytes that tell a bundle's form
 
 
 async def run(app, server):
