@@ -137,11 +137,11 @@ class _Stream:
             raise Error(_BAD, "bundle header is not text")
 
 
-async def install_release(app, resp, rel, have):
+async def install_release(app, resp, rel, prev, have):
     """Install a bundle release in this form from the download `resp` (job.py opened it; its first
-    `have` bytes are at the start of the app's buffer; the caller closes it). Raises Error (a bad
-    bundle, no answer); on success the new slot is new: the next boot runs it, and it must confirm
-    itself to stay.
+    `have` bytes are at the start of the app's buffer; the caller closes it; `prev`: the slot that runs
+    now, None for the deployed app). Raises Error (a bad bundle, no answer); on success the new slot is
+    new: the next boot runs it, and it must confirm itself to stay.
 
     Format (tools/twtools/build.py): "TWOMES-BUNDLE 2", "version V", "mpy M", "files N", then N times
     "file PATH SIZE SHA256" followed by SIZE bytes. Every line is checked before anything is written
@@ -231,6 +231,5 @@ async def install_release(app, resp, rel, have):
                     total += n
             if total != int(fsize) or hexdigest(h) != fsha:
                 raise Error(_BAD, "%s: read-back mismatch" % path)
-    prev = state.running_slot(app.board, pointer)
     state.switch_slot(slot, version, prev, VERSION, app.cfg.confirm_boots)
     log("ota", "slot %s holds %s, verified; it runs after the reboot" % (slot, version))

@@ -94,10 +94,29 @@ async def install(app, server, rel):
             from twomes.update import romfs as form
         else:
             from twomes.update import bundle as form
-        await form.install_release(app, resp, rel, n)
+        await form.install_release(app, resp, rel, _running_slot(app), n)
     finally:
         form = None
         await resp.close()
+
+
+def _running_slot(app):
+    """The slot of the slot pointer that runs now (None: the deployed app, or no pointer, or a damaged
+    one): the rollback target of the install. A bundle that belongs to another image does not run
+    (otaboot); an `.mpy` slot runs when it is on sys.path. (Here, not in state.py: its names would be
+    interned in every firmware check that loads the update state, at the qstr pool's edge in hawkBit
+    mode: docs/heap.md.)"""
+    import sys
+
+    pointer = state.slot() or {}
+    prev = pointer.get("slot")
+    if prev and state.rom_half(prev) is None:
+        return prev if "ota/" + prev in sys.path else None
+    try:
+        running = app.board.partition("running").info()[4]
+    except (AttributeError, OSError):  # no partition table (host fakes): no image in play
+        running = None
+    return state.slot_in_use(pointer, running)
 
 
 async def _report(server, rel, ok, details):

@@ -76,18 +76,18 @@ def check_head(b, size, version):
         raise Error(_BAD, "image is version %s, release says %s" % (v.decode(), version))
 
 
-async def install_release(app, resp, rel, have):
+async def install_release(app, resp, rel, prev, have):
     """A bundle in ROMFS form from the download `resp` (job.py opened it; its first `have` bytes are at
-    the start of the app's buffer; the caller closes it): the image into the half of the "romfs"
-    partition that does not run, verified, then the slot pointer switched to it (state.switch_slot;
-    the boot mounts it, otaboot; the slot that runs now is what it rolls back to). Raises Error."""
+    the start of the app's buffer; the caller closes it; `prev`: the slot that runs now, None for the
+    deployed app): the image into the half of the "romfs" partition that does not run, verified, then
+    the slot pointer switched to it (state.switch_slot; the boot mounts it, otaboot; `prev` is what it
+    rolls back to). Raises Error."""
     from twomes import VERSION
     from twomes.log import log
 
     part = app.board.partition("romfs")
     if part is None:
         raise Error(_BAD, "this board has no romfs partition for a ROMFS bundle")
-    prev = state.running_slot(app.board, state.slot() or {})  # (none, or damaged: the deployed app)
     half = 0 if state.rom_half(prev) == 1 else 1  # the deployed app runs from the first half
     first, count = slot(part, half)
     name = state.rom_slot(half)

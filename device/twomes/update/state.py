@@ -46,7 +46,6 @@
 #                    confirms itself and is kept, fw_ctr becomes the higher of the two (confirm_kept)
 import json
 import os
-import sys
 
 from micropython import const
 
@@ -149,20 +148,6 @@ def slot_in_use(st, running):
     if st.get("base") is not None and st["base"] != running:
         return None
     return st["slot"]
-
-
-def running_slot(board, st):
-    """The slot that runs now by pointer `st` (None: the deployed app): the rollback target of the next
-    install. A bundle that belongs to another image does not run (otaboot); an `.mpy` slot runs when it
-    is on sys.path."""
-    prev = st.get("slot") if st else None
-    if prev and rom_half(prev) is None:
-        return prev if "ota/" + prev in sys.path else None
-    try:
-        running = board.partition("running").info()[4]
-    except (AttributeError, OSError):  # no partition table (host fakes): no image in play
-        running = None
-    return slot_in_use(st, running)
 
 
 def write_slot(st):
