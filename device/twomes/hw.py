@@ -62,7 +62,7 @@ def tls_context(cadata):
 # ---- client connections (the HTTP client, twomes/online/http.py) ----------------------------------
 # A connection is [socket, stream]: on MicroPython a non-blocking socket and asyncio's Stream over it
 # (the public way to wait for a socket; the socket is kept next to it, not read from the Stream's
-# attributes), on CPython (the host tests) _host_conn's pair. No class of our own per connection on
+# attributes), on CPython (the host tests) the pair of _host_conn (host_tests/shims/hostconn.py). No class of our own per connection on
 # the device and no coroutine per read: read_now() takes what has arrived from the socket, wait_read()
 # and write() return asyncio's own awaitables. An https connection has a TLS context of its own (3 KB
 # of heap on the 64-bit unix port): made here from the CA, it goes with the socket, and close() empties
@@ -175,41 +175,12 @@ def put(buf, at, text, i=0, j=-1):
 
 
 def _host_conn(host, port, ctx):
-    """CPython (host tests only): (socket stand-in, asyncio streams) with the device's calls, opened at
-    the first write. (Made here, at the first use: on MicroPython nothing of it is built.)"""
+    """CPython (host tests only): the host's own [socket stand-in, stream] pair with the device's calls
+    (host_tests/shims/hostconn.py; not device code: its classes would cost the device ~0.4K of heap
+    for their functions' records, docs/heap.md)."""
+    from hostconn import conn  # pyright: ignore[reportMissingImports]
 
-    class Stream:
-        def __init__(self):
-            self.r = self.w = None
-
-        def write(self, data):
-            self.out = bytes(data)
-
-        async def drain(self):
-            if self.w is None:
-                kw = {"ssl": ctx, "server_hostname": host} if ctx is not None else {}
-                self.r, self.w = await asyncio.open_connection(host, port, **kw)
-            self.w.write(self.out)
-            await self.w.drain()
-
-        async def readinto(self, mv):
-            data = await self.r.read(len(mv))  # pyright: ignore[reportOptionalMemberAccess]
-            mv[: len(data)] = data
-            return len(data)
-
-    class Sock:
-        def __init__(self, st):
-            self.st = st
-
-        def readinto(self, mv):
-            return None  # what read_now() asks: nothing without waiting here
-
-        def close(self):
-            if self.st.w is not None:
-                self.st.w.close()
-
-    st = Stream()
-    return [Sock(st), st]
+    return conn(host, port, ctx)
 
 
 def sleep_ms(ms):
