@@ -16,22 +16,14 @@ def mem_free():
     return gc.mem_free() if MICROPYTHON else -1
 
 
-# (pyright checks against MicroPython's stubs: their opaque tick type is not the CPython branch's int,
-# and their `time` has no monotonic(), which only CPython runs)
+# The host's side of the differences (the CPython clock, its client connection) lives with the host
+# tests, host_tests/shims/hosthw.py: in device code its functions' records would be heap on the device.
 if MICROPYTHON:
-    ticks_ms = time.ticks_ms  # pyright: ignore[reportAssignmentType]
-    ticks_diff = time.ticks_diff  # pyright: ignore[reportAssignmentType]
-    ticks_add = time.ticks_add  # pyright: ignore[reportAssignmentType]
+    ticks_ms = time.ticks_ms
+    ticks_diff = time.ticks_diff
+    ticks_add = time.ticks_add
 else:  # CPython: a monotonic millisecond clock with the same three calls (no wrap-around)
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)  # pyright: ignore[reportAttributeAccessIssue]
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def ticks_add(a, b):
-        return a + b
+    from hosthw import ticks_add, ticks_diff, ticks_ms  # noqa: F401  # pyright: ignore[reportMissingImports]
 
 
 def uncancel(task):
@@ -62,7 +54,7 @@ def tls_context(cadata):
 # ---- client connections (the HTTP client, twomes/online/http.py) ----------------------------------
 # A connection is [socket, stream]: on MicroPython a non-blocking socket and asyncio's Stream over it
 # (the public way to wait for a socket; the socket is kept next to it, not read from the Stream's
-# attributes), on CPython (the host tests) the pair of _host_conn (host_tests/shims/hostconn.py). No class of our own per connection on
+# attributes), on CPython (the host tests) the pair of _host_conn (host_tests/shims/hosthw.py). No class of our own per connection on
 # the device and no coroutine per read: read_now() takes what has arrived from the socket, wait_read()
 # and write() return asyncio's own awaitables. An https connection has a TLS context of its own (3 KB
 # of heap on the 64-bit unix port): made here from the CA, it goes with the socket, and close() empties
@@ -176,9 +168,9 @@ def put(buf, at, text, i=0, j=-1):
 
 def _host_conn(host, port, ctx):
     """CPython (host tests only): the host's own [socket stand-in, stream] pair with the device's calls
-    (host_tests/shims/hostconn.py; not device code: its classes would cost the device ~0.4K of heap
+    (host_tests/shims/hosthw.py; not device code: its classes would cost the device ~0.4K of heap
     for their functions' records, docs/heap.md)."""
-    from hostconn import conn  # pyright: ignore[reportMissingImports]
+    from hosthw import conn  # pyright: ignore[reportMissingImports]
 
     return conn(host, port, ctx)
 

@@ -1,11 +1,26 @@
-"""CPython (host tests only): a client connection with the calls twomes.hw gives the device's HTTP
-client - [socket stand-in, stream], opened at the first write - over asyncio's own streams. Lives with
-the host tests, not in device/: on the device its classes would cost heap for nothing (docs/heap.md)."""
+"""CPython (host tests only): the host's side of twomes.hw - a monotonic millisecond clock with the
+calls of MicroPython's `time.ticks_*` (no wrap-around), and a client connection with the calls twomes.hw
+gives the device's HTTP client ([socket stand-in, stream], opened at the first write, over asyncio's
+own streams). It lives with the host tests, not in device/: on the device its functions would cost heap
+for nothing (docs/heap.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
+
+
+def ticks_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+def ticks_diff(a: int, b: int) -> int:
+    return a - b
+
+
+def ticks_add(a: int, b: int) -> int:
+    return a + b
 
 
 def conn(host: str, port: int, ctx: Any) -> list[Any]:
