@@ -367,18 +367,16 @@ class _DeviceBearer(_Bearer):
         assert credentials is not None  # auto_error: no token is a 403
         token = credentials.credentials
         database: dbm.Database = request.app.state.db
-        ident = dbm.token_ident(token)
         device: AuthedDevice | None = None
         if not self.record_seen:
             device = _checked_device(database, token)
-        elif ident is not None:
+        elif (ident := dbm.token_ident(token)) is not None:
 
             def seen(conn: sqlite3.Connection) -> AuthedDevice | None:
-                row = conn.execute(_AUTH_DEVICE_SQL, (ident,)).fetchone()
-                if row is None or not dbm.token_matches(token, row[3]):
-                    return None
-                conn.execute("UPDATE device SET last_seen = ? WHERE id = ?", (dbm.utcnow(), ident))
-                return AuthedDevice(row[0], row[1], row[2])
+                found = _device_of(conn.execute(_AUTH_DEVICE_SQL, (ident,)).fetchone(), token)
+                if found is not None:
+                    conn.execute("UPDATE device SET last_seen = ? WHERE id = ?", (dbm.utcnow(), ident))
+                return found
 
             device = await database.transact(seen)
         if device is None:
@@ -392,9 +390,11 @@ _AUTH_DEVICE_SQL = "SELECT id, name, device_type_id, session_token_hash FROM dev
 def _checked_device(database: dbm.Database, token: str) -> AuthedDevice | None:
     """The device whose session token this is (one indexed read), or None."""
     ident = dbm.token_ident(token)
-    if ident is None:
-        return None
-    row = database.read_row(_AUTH_DEVICE_SQL, (ident,))
+    return None if ident is None else _device_of(database.read_row(_AUTH_DEVICE_SQL, (ident,)), token)
+
+
+def _device_of(row: Any, token: str) -> AuthedDevice | None:
+    """The device of an ``_AUTH_DEVICE_SQL`` row if ``token`` is its session token, else None."""
     if row is None or not dbm.token_matches(token, row[3]):
         return None
     return AuthedDevice(row[0], row[1], row[2])

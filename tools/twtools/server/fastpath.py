@@ -113,8 +113,6 @@ class DevicePath:
                 break
         if size == 0:
             return None
-        if len(messages) == 1:
-            return bytes(messages[0].get("body", b""))
         return b"".join(m.get("body", b"") for m in messages)
 
 
