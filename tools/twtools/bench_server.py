@@ -223,23 +223,21 @@ def measure(
             ) as server,
             ReferenceServer(access_log=False, extra_args=limits) as durable,
         ):
-            targets = [("", server, levels), ("durable_", durable, durable_levels)]
             n = max(levels + durable_levels)
-            bodies_of = {}
-            for prefix, srv, _ in targets:
+            # per server: (prefix of its figures, port, its levels, activation bodies, upload sessions)
+            targets = []
+            for prefix, srv, lv in (("", server, levels), ("durable_", durable, durable_levels)):
                 acts, _sessions = _provision(srv, n, "a")
                 _, upload_sessions = _provision(srv, n, "u")
-                bodies_of[prefix] = (acts, upload_sessions)
+                act_bodies = [(b"", json.dumps({"activation_token": a}).encode()) for a in acts]
+                targets.append((prefix, int(srv.url.rsplit(":", 1)[1]), lv, act_bodies, upload_sessions))
             stamp = _Stamp()
             out: dict[str, Any] = {"sync_interval": float(SYNC_INTERVAL)}
-            for prefix, _, lv in targets:
+            for prefix, _, lv, _, _ in targets:
                 for what in ("upload", "activate"):
                     out[prefix + what] = {c: [] for c in lv}
             for _ in range(runs):
-                for prefix, srv, lv in targets:
-                    port = int(srv.url.rsplit(":", 1)[1])
-                    acts, upload_sessions = bodies_of[prefix]
-                    act_bodies = [(b"", json.dumps({"activation_token": a}).encode()) for a in acts]
+                for prefix, port, lv, act_bodies, upload_sessions in targets:
                     for c in lv:
                         for what, path in (
                             ("upload", "/device/measurements/variable-interval"),
