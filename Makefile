@@ -36,8 +36,10 @@ server: install
 board: install
 	$(BIN)/twomes board
 
-## Benchmark (prints figures): the smallest MicroPython heap that walks the whole sim story.
+## Benchmark (prints figures): the heap the code alone holds per phase and module, then the smallest
+## MicroPython heap that walks the whole sim story.
 heap: install
+	$(BIN)/twomes heap --floor
 	$(BIN)/twomes heap
 
 ## Benchmarks (prints figures, ~7 min): per figure min/median/max over 5 runs and the ratio against a

@@ -11,6 +11,10 @@ MicroPython loads into the heap. For each mode it prints the smallest passing he
 and the least free heap the device logged in each state (after a collection): at the reference heap
 (`--at`, the virtual board's default) for both modes side by side, and at each mode's smallest heap.
 What is and is not charged to the heap in each mode: docs/heap.md.
+
+`--floor` measures something else: the heap the code alone holds (each phase's modules imported on a
+fresh board, nothing run, after a collection), module by module: the floor under which no state of
+that phase can go, whatever its working memory, and what it leaves of a heap `--target`.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import argparse
 import re
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from twtools.vboard.runner import CODE_MODES, MPY_HEAP
+from twtools.vboard.runner import CODE_MODES, MPY_HEAP, VirtualBoard
 
 _STATE = re.compile(r"\] state: (\w+).*\(free heap (\d+)\)$")
 _BOOT = re.compile(r"\] boot: twomes firmware \S+-sim\.(\d+)$")
@@ -131,12 +137,122 @@ def smallest(
     return hi, lows
 
 
+# The code alone (`--floor`): per phase, the modules it holds at its peak, in the order the app imports
+# them (the order decides which module's row pays for a dict's or the qstr pool's growth; this one gives
+# the app's own total, within ~0.2K). `twomes.hw`'s row includes the package `twomes`. Setup mode: the
+# app and twomes.ap but Improv (loaded when a frame comes); the online phase: the app, the phase, the
+# running state and the firmware check at its signature check (the update state's module is let go
+# there, docs/heap.md). Both phases read and write through asyncio's streams.
+_APP = ("asyncio", "twomes.hw", "twomes.store", "twomes.wifi", "twomes.errors", "twomes.log", "twomes.app")
+FLOOR_PHASES = (
+    (
+        "setup mode",
+        (
+            *_APP,
+            "asyncio.stream",
+            "twomes.ap.creds",
+            "twomes.ap.dns",
+            "twomes.ap.httpd",
+            "twomes.ap.api",
+            "twomes.ap.pages",
+            "twomes.ap.form",
+            "twomes.ap.portal",
+            "twomes.ap.controller",
+        ),
+    ),
+    (
+        "online phase (running, a firmware check's signature check)",
+        (
+            *_APP,
+            "asyncio.stream",
+            "twomes.online.http",
+            "twomes.online.server",
+            "twomes.online.phase",
+            "twomes.online.running",
+            "twomes.update.check",
+            "twomes.update.signing",
+            "twomes.update.ed25519",
+        ),
+    ),
+)
+# A board's main.py that imports the given modules one by one and prints the heap in use (after a
+# collection) and the qstr pool after each: the first line is the port, the simulation, boot.py and
+# this probe (its own code, compiled from source, a few hundred bytes).
+FLOOR_MAIN = """
+import gc, micropython
+def _at(what):
+    gc.collect()
+    print("floor:", what, gc.mem_alloc())
+    micropython.qstr_info()
+_at("-")
+for _m in %r:
+    __import__(_m)
+    _at(_m)
+print("floor: done")
+"""
+_FLOOR = re.compile(r"^floor: (\S+) (\d+)$")
+
+
+def floor_rows(lines: list[str]) -> list[tuple[str, int, int, int]]:
+    """(module, heap in use, names, qstr pools) of each `floor:` line FLOOR_MAIN printed, with the pool
+    line after it; "-" is the start (no app code)."""
+    rows: list[tuple[str, int, int, int]] = []
+    for i, line in enumerate(lines):
+        m = _FLOOR.match(line.strip())
+        if not m:
+            continue
+        pool = next((_POOL.search(x) for x in lines[i + 1 : i + 3] if _POOL.search(x)), None)
+        if pool is None:
+            raise ValueError(f"no qstr pool line after {line!r}")
+        rows.append((m.group(1), int(m.group(2)), int(pool.group(2)), int(pool.group(1))))
+    return rows
+
+
+def floor(code: str, modules: tuple[str, ...], work: Path) -> list[tuple[str, int, int, int]]:
+    """Boot a fresh board of mode `code` whose main.py imports `modules` and report floor_rows()."""
+    b = VirtualBoard(work, config={"server_url": "https://127.0.0.1:9"}, code=code, heap="256K")
+    b.install_app()
+    (b.fs / "main.py").write_text(FLOOR_MAIN % (modules,))
+    with b:
+        b.start()
+        b.wait_for(r"^floor: done", 60)
+    rows = floor_rows(b.lines)
+    if [r[0] for r in rows] != ["-", *modules]:
+        raise RuntimeError("the probe did not import every module:\n" + "\n".join(b.lines[-15:]))
+    return rows
+
+
+def run_floor(modes: tuple[str, ...], target: int, free: int) -> int:
+    print(
+        "the code alone: heap in use after a collection with a phase's modules imported on a fresh board, "
+        "nothing run (64-bit unix port; a module's row includes the qstr pool its names opened)"
+    )
+    for code in modes:
+        for phase, modules in FLOOR_PHASES:
+            with tempfile.TemporaryDirectory(prefix="twomes-floor-") as tmp:
+                rows = floor(code, modules, Path(tmp))
+            print(f"\n[{code}] {phase}")
+            prev = 0
+            for name, used, names, pools in rows:
+                what = "port, simulation, boot.py, probe" if name == "-" else "+ " + name
+                print(f"  {what:36s} {used - prev:+7d} {used:7d} bytes  {names:4d} names, {pools} pools")
+                prev = used
+            left = target * 1024 - prev - free * 1024
+            print(
+                f"  at {target}K with {free}K free: {left:+d} bytes left for the phase's own objects "
+                "(buffers, sockets, tasks, the boot's results)"
+            )
+    return 0
+
+
 def _kib(text: str) -> int:
     return int(text.upper().removesuffix("K"))
 
 
 def run(args: argparse.Namespace) -> int:
     modes = CODE_MODES if args.code == "both" else (args.code,)
+    if args.floor:
+        return run_floor(modes, _kib(args.target), args.free)
     at = _kib(args.at)
     found: dict[str, tuple[int | None, dict[str, int], dict[str, int]]] = {}
     for code in modes:
@@ -185,4 +301,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--low", type=int, default=24, help="known or assumed failing size, KiB")
     p.add_argument("--high", type=int, default=128, help="size expected to pass, KiB")
     p.add_argument("--step", type=int, default=4, help="grid, KiB")
+    p.add_argument(
+        "--floor", action="store_true", help="instead: the heap the code alone holds, per phase and module"
+    )
+    p.add_argument("--target", default="48K", help="--floor: the heap to compare the floor with (48K)")
+    p.add_argument("--free", type=int, default=8, help="--floor: free heap every state must keep, KiB (8)")
     p.set_defaults(func=run)
