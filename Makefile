@@ -84,8 +84,12 @@ npm-deps:
 	  $(IMPROV_WEB)/package-lock.json -nt $(IMPROV_WEB)/node_modules/.package-lock.json ]; then \
 	  npm ci --prefix $(IMPROV_WEB) --no-audit --no-fund --loglevel=error; fi
 
+## The suite mostly waits (virtual boards, servers, real timeouts): whole files run in TEST_WORKERS
+## processes (pytest-xdist; a file's tests stay together in one process, in their order, with their
+## module fixtures), the longest files first (host_tests/conftest.py, LONG_FILES).
+TEST_WORKERS ?= 2
 test: install browser-deps npm-deps lint
-	$(BIN)/pytest -q host_tests
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder host_tests
 
 ## ruff on everything; pyright on the device code against micropython-esp32-stubs ([tool.pyright]).
 lint: install

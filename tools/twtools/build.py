@@ -102,15 +102,18 @@ def compile_tree(out: Path, version: str | None = None, src: Path = DEVICE_DIR) 
         key = hashlib.sha256(source.encode() + b"\0" + text.encode()).hexdigest()[:32]
         cached = cache / f"{key}.mpy"
         if not cached.exists():
-            tmp_src = cache / f"{key}.src" / rel
+            # names of this process and thread only: parallel builds (test workers, boards starting) may
+            # compile the same module at the same time; the last atomic rename wins, with the same bytes
+            mine = f"{key}.{os.getpid()}-{threading.get_ident()}"
+            tmp_src = cache / f"{mine}.src" / rel
             tmp_src.parent.mkdir(parents=True, exist_ok=True)
             tmp_src.write_text(text)
             subprocess.run(
-                [mpy_cross, "-s", source, "-o", str(cached) + ".tmp", str(tmp_src)],
+                [mpy_cross, "-s", source, "-o", str(cache / f"{mine}.tmp"), str(tmp_src)],
                 check=True,
             )
-            Path(str(cached) + ".tmp").rename(cached)
-            shutil.rmtree(cache / f"{key}.src", ignore_errors=True)
+            (cache / f"{mine}.tmp").replace(cached)
+            shutil.rmtree(cache / f"{mine}.src", ignore_errors=True)
         dest = out / rel.with_suffix(".mpy")
         dest.parent.mkdir(parents=True, exist_ok=True)
         data = cached.read_bytes()

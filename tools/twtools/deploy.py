@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twtools import REPO, devicecode, term
-from twtools.build import BUILD_DIR, compile_tree
+from twtools.build import compile_tree
 from twtools.ports import PortError, check_port, pick_port
 
 CONFIG_FILE = "twomes.json"
@@ -544,6 +544,13 @@ def deploy(
     ca: str | None = None,
     release_keys: list[str] | None = None,
 ) -> int:
+    if out is None:
+        # what this run puts on the board, in a directory of its own: two deploys at once (two boards,
+        # parallel tests) must not rebuild each other's files between the copy and the check
+        with tempfile.TemporaryDirectory(prefix="twomes-deploy-") as tmp:
+            return deploy(
+                port, config_items, erase, via, reset, soft_reset, Path(tmp), fresh_config, ca, release_keys
+            )
     changes = parse_config_args(config_items)
     trust, ca_der = trust_changes(ca, release_keys or [])
     changes |= trust
@@ -565,9 +572,9 @@ def deploy(
             "no server_url configured; the device will use http://127.0.0.1:8000, which only a "
             "virtual board can reach. Add --config server_url=https://your.server"
         )
-    local = build_local(out or BUILD_DIR / "deploy", config)
+    local = build_local(out, config)
     if ca_der is not None:
-        local[ca_name] = (out or BUILD_DIR / "deploy") / "ca.der"
+        local[ca_name] = out / "ca.der"
         local[ca_name].write_bytes(ca_der)
     check_mpy(board, local)  # before anything on the board changes
     plan = make_plan(local, board, erase)

@@ -19,6 +19,8 @@ an image like the bootloader does and, when its partition boots, unpacks the bun
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from pathlib import Path
 
 from twtools import DEVICE_DIR, esp32image
@@ -54,7 +56,8 @@ def build_sim_image_bytes(
         raise ValueError("the version must be 1..31 bytes to fit esp_app_desc_t")
     work = BUILD_DIR / "image-work"
     work.mkdir(parents=True, exist_ok=True)
-    bundle_path = work / f"{version}.bundle"
+    # one name per process and thread: parallel test workers build the same version at the same time
+    bundle_path = work / f"{version}-{os.getpid()}-{threading.get_ident()}.bundle"
     build_bundle(bundle_path, version, src, exclude=())
     bundle = bundle_path.read_bytes()
     bundle_path.unlink()
