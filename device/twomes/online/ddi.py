@@ -233,7 +233,7 @@ class Ddi:
         self.sleep_s = None  # the polling interval the server asks for (config.polling.sleep), seconds
         self.cancelled = None  # the id of the last action the server cancelled (acknowledged)
         self.rel = None  # the release of the last target() that named one
-        self._ca = None  # the CA file's bytes (server.ca())
+        self.context = [None]  # the TLS context (server.tls(); the online phase shares the Server's)
 
     # ---- requests --------------------------------------------------------------------------------
     def _auth(self, url):
