@@ -222,7 +222,7 @@ class Ddi:
     def __init__(self, app):
         self.app = app
         self.board, self.cfg, self.st = app.board, app.cfg, app.st
-        self.buf, self.head = app.buffers()
+        self.head = app.buffers(False)[1]  # (no streaming buffer: twomes.update's installers take it)
         cfg = app.cfg
         if not cfg.ddi_url:
             raise Error(_NET, "updates = hawkbit but no ddi_url in the config")
@@ -246,8 +246,9 @@ class Ddi:
     def _abs(self, url):
         return self._origin + url if url[:1] == "/" else url
 
-    async def open(self, method, url, extra="", body=None):
-        return await request(self, method, url, self._auth(url) + extra, body)
+    def open(self, method, url, extra="", body=None):
+        """One request -> an awaitable: the Response (the caller awaits it at once and closes it)."""
+        return request(self, method, url, self._auth(url) + extra, body)
 
     async def call(self, method, url, payload=None):
         """One DDI request -> its JSON answer (None for an empty body)."""

@@ -86,18 +86,20 @@ def tls(on, url):
     return held[0]
 
 
-async def request(on, method, url, extra, body):
+def request(on, method, url, extra, body):
     """One request of a server seam `on` (Server, Ddi: cfg, board, head buffer, TLS context) within the
-    config's time limits -> Response (the caller closes)."""
+    config's time limits -> an awaitable: the Response (the caller awaits it at once and closes it).
+    (A function, not a coroutine, as http.request and the seams' open(): no coroutine frame of their
+    own in the heap while a request runs.)"""
     t = on.cfg.http_timeout_s
-    return await http.request(method, url, extra, body, t, on.head, on.board, tls(on, url), 3 * t)
+    return http.request(method, url, extra, body, t, on.head, on.board, tls(on, url), 3 * t)
 
 
 class Server:
     def __init__(self, app):
         self.app = app
         self.board, self.cfg, self.st = app.board, app.cfg, app.st
-        self.buf, self.head = app.buffers()
+        self.head = app.buffers(False)[1]  # (no streaming buffer: twomes.update's installers take it)
         self.session = session(app.st)
         self.fw_api = True  # False: a plain Twomes server, no firmware endpoints (learnt once)
         self.props = None  # the device type's property names (GET /device), None: not known
@@ -121,9 +123,10 @@ class Server:
         return self._time[0] + self.board.ticks_diff(ticks, self._time[1]) // 1000
 
     # ---- requests --------------------------------------------------------------------------------
-    async def open(self, method, url, extra="", body=None):
-        """One request to `url` (this server or a release URL on it) -> Response (the caller closes)."""
-        return await request(self, method, url, extra, body)
+    def open(self, method, url, extra="", body=None):
+        """One request to `url` (this server or a release URL on it) -> an awaitable: the Response (the
+        caller awaits it at once and closes it)."""
+        return request(self, method, url, extra, body)
 
     async def call(self, method, path, payload=None, auth=True, limit=_JSON_MAX):
         """One API request -> its JSON answer (see the module's note for the errors)."""
