@@ -9,6 +9,7 @@ from twomes.errors import Error
 from twomes.log import log, printable
 
 _NO_FW_API = const(-2)  # errors.Error status: the server has no firmware API (a plain Twomes server)
+_UNSIGNED = const("unsigned")  # (folded: a string of up to 10 characters is interned otherwise)
 
 
 def valid(rel):
@@ -103,7 +104,7 @@ def decide(app, rel, server):
     if why is not None:
         log("firmware", "target %s refused: %s" % (printable(version), why))
         return why
-    signed = "signature verified, counter %d" % rel["counter"] if "counter" in rel else "unsigned"
+    signed = "signature verified, counter %d" % rel["counter"] if "counter" in rel else _UNSIGNED
     log("firmware", "target %s (%s), running %s: updating in the next boot" % (version, signed, VERSION))
     from twomes.update import state  # (again: the job's writer)
 
