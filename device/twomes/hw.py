@@ -128,13 +128,20 @@ def close(conn):
     away (docs/heap.md). One ipoll(0) with an always-writable UDP socket registered hands
     out a pair that is not the closed socket; poll is level-triggered, so any other event it passes is
     handed to asyncio again by its next poll. (MicroPython's asyncio has no public way to its poller:
-    asyncio.core._io_queue.) The TLS context stays with its owner (the seam) for the next connection."""
+    asyncio.core._io_queue.) Only with 1 KB free: a MemoryError inside poll.register() leaves the
+    poller a table entry without its object, and its next poll dereferences it (MicroPython's
+    extmod/modselect.c: "may crash. This case is not handled"; seen as a segfault in asyncio's next
+    ipoll on the unix port with ~1.5 KB free). Short of that the poller keeps the closed socket until
+    its next event. The TLS context stays with its owner (the seam) for the next connection."""
     try:
         conn[0].close()
     except Exception:  # noqa: BLE001 - closing must never raise
         pass
     if MICROPYTHON:
         conn[1].s = None
+        if gc.mem_free() < 1024:
+            conn[0] = conn[1] = None
+            return
         import select
         import socket
 
