@@ -128,7 +128,7 @@ def close(conn):
     away (docs/heap.md). One ipoll(0) with an always-writable UDP socket registered hands
     out a pair that is not the closed socket; poll is level-triggered, so any other event it passes is
     handed to asyncio again by its next poll. (MicroPython's asyncio has no public way to its poller:
-    asyncio.core._io_queue.) Only with 1 KB free: a MemoryError inside poll.register() leaves the
+    asyncio.core._io_queue.) Only with 1 KB free (after a collection): a MemoryError inside poll.register() leaves the
     poller a table entry without its object, and its next poll dereferences it (MicroPython's
     extmod/modselect.c: "may crash. This case is not handled"; seen as a segfault in asyncio's next
     ipoll on the unix port with ~1.5 KB free). Short of that the poller keeps the closed socket until
@@ -140,8 +140,10 @@ def close(conn):
     if MICROPYTHON:
         conn[1].s = None
         if gc.mem_free() < 1024:
-            conn[0] = conn[1] = None
-            return
+            gc.collect()  # (garbage is most of what is not free after a request)
+            if gc.mem_free() < 1024:
+                conn[0] = conn[1] = None
+                return
         import select
         import socket
 

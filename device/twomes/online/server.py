@@ -129,11 +129,12 @@ class Server:
         return request(self, method, url, extra, body)
 
     async def call(self, method, path, payload=None, auth=True, limit=_JSON_MAX):
-        """One API request -> its JSON answer (see the module's note for the errors)."""
+        """One API request -> its JSON answer (see the module's note for the errors). `payload`: what
+        the request sends as JSON, or its JSON text already encoded (bytes)."""
         extra = "Accept: application/json\r\n"
         body = None
         if payload is not None:
-            body = json.dumps(payload).encode()
+            body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             extra += "Content-Type: application/json\r\n"
         if auth:
             extra += "Authorization: Bearer %s\r\n" % self.session
@@ -190,7 +191,8 @@ class Server:
         return data
 
     async def upload(self, payload):
-        """POST /device/measurements/variable-interval."""
+        """POST /device/measurements/variable-interval. `payload`: the upload's JSON object, or its
+        JSON text (bytes: the caller lets go of the objects before the request)."""
         return await self.authed("POST", "/device/measurements/variable-interval", payload)
 
     # ---- the firmware API (ours) -----------------------------------------------------------------
