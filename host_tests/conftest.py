@@ -40,8 +40,45 @@ def _mp_build(tmp_root: Path) -> Path:
     return _build
 
 
+def test_certs(tmp_root: Path) -> Path:
+    """TLS material for the device tests' https servers (both runtimes), made once per session with
+    twtools.tls.make_test_certs and named by $TW_CERTS (the MicroPython runs inherit it): the CA in DER
+    (the device's ca_file) and per case (good, self_signed, wrong_name, expired, other_ca) the PEM
+    chain and key (CPython's ssl) and <case>.der / <case>.key.der, the leaf and its key in DER
+    (MicroPython's tls takes DER)."""
+    if os.environ.get("TW_CERTS"):
+        return Path(os.environ["TW_CERTS"])
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from twtools import tls
+
+    out = tmp_root / "tls-certs"
+    paths = tls.make_test_certs(out)
+    for case in ("good", "self_signed", "wrong_name", "expired", "other_ca"):
+        leaf = x509.load_pem_x509_certificate(paths[f"{case}_cert"].read_bytes())
+        (out / f"{case}.der").write_bytes(leaf.public_bytes(serialization.Encoding.DER))
+        key = serialization.load_pem_private_key(paths[f"{case}_key"].read_bytes(), password=None)
+        der = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        (out / f"{case}.key.der").write_bytes(der)
+    os.environ["TW_CERTS"] = str(out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _device_test_certs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """$TW_CERTS for the device tests on CPython (made at the first one that runs)."""
+    if Path(str(request.node.path)).parent == DEVICE_TESTS:
+        test_certs(Path(tmp_path_factory.getbasetemp()))
+
+
 def _run_file(path: Path, tmp_root: Path) -> dict[str, dict]:
     if path not in _results:
+        test_certs(tmp_root)
         from twtools.vboard.runner import micropython_bin
 
         lib = _mp_build(tmp_root)

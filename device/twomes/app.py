@@ -95,12 +95,17 @@ class App:
             raise ValueError(key)
         setattr(self, key, value)
 
-    def buffers(self):
-        """(buf, head_buf): the streaming buffer (a memoryview) and the HTTP head buffer, 1 KB each,
-        allocated once by the first online or update phase, before the heap fragments."""
-        if self._bufs is None:
-            self._bufs = (memoryview(bytearray(_BUF)), bytearray(_BUF))
-        return self._bufs
+    def buffers(self, stream=True):
+        """[buf, head_buf]: the streaming buffer (a memoryview) of the update boot's installers and the
+        HTTP head buffer of every request, 1 KB each, each allocated once, at the first call that
+        wants it - before the heap fragments. buf is None until a caller wants it (stream): the
+        online phase streams nothing, and its running state has 1 KB more without it."""
+        b = self._bufs
+        if b is None:
+            b = self._bufs = [None, bytearray(_BUF)]
+        if stream and b[0] is None:
+            b[0] = memoryview(bytearray(_BUF))
+        return b
 
     def backoff(self):
         from twomes.backoff import Backoff

@@ -56,18 +56,20 @@ def tls_context(cadata):
 # (the public way to wait for a socket; the socket is kept next to it, not read from the Stream's
 # attributes), on CPython (the host tests) the pair of _host_conn (host_tests/shims/hosthw.py). No class of our own per connection on
 # the device and no coroutine per read: read_now() takes what has arrived from the socket, wait_read()
-# and write() return asyncio's own awaitables. An https connection has a TLS context of its own (3 KB
-# of heap on the 64-bit unix port): made here from the CA, it goes with the socket, and close() empties
-# the list, so a finished coroutine that still holds the list holds neither (docs/heap.md).
+# and write() return asyncio's own awaitables. An https connection is wrapped with the TLS context its
+# caller gives (tls_context(): 3 KB of heap on the 64-bit unix port, made once per phase by the server
+# seam, twomes/online/server.py tls()); the wrap names the server, so every connection verifies the
+# certificate chain and the name again. close() empties the list, so a finished coroutine that still
+# holds the list does not hold the socket (docs/heap.md).
 
 
-def connect(host, port, ca):
-    """A TCP connection (TLS verified against `ca`, DER bytes, and the server's name when given) ->
-    [socket, stream], at once: the TCP connect and the TLS handshake complete in the background, the
-    first write waits for them."""
-    ctx = tls_context(ca) if ca is not None else None
+def connect(host, port, context):
+    """A TCP connection -> [socket, stream], at once: the TCP connect and the TLS handshake complete in
+    the background, the first write waits for them. `context`: None (plain TCP) or a tls_context(): the
+    handshake verifies the server's certificate chain against its CA and the certificate's name
+    against `host` (server_hostname), in every connection made with it."""
     if not MICROPYTHON:
-        return _host_conn(host, port, ctx)
+        return _host_conn(host, port, context)
     import socket
 
     ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
@@ -80,8 +82,8 @@ def connect(host, port, ca):
             if e.errno != 115:  # EINPROGRESS
                 raise
         ai = None
-        if ctx is not None:
-            s = ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
+        if context is not None:
+            s = context.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
             s.setblocking(False)
         return [s, asyncio.StreamReader(s)]
     except BaseException:
@@ -119,20 +121,29 @@ def write(conn, data):
 def close(conn):
     """Close the connection's socket and let go of it; never raises. What a finished coroutine still
     holds (MicroPython keeps a coroutine's dead stack slots until it is freed) - the list, asyncio's
-    Stream - no longer leads to the socket and its TLS context, and neither does asyncio's poller:
-    MicroPython's select.poll keeps the last (object, events) pair its ipoll() handed out until it hands
-    out another, so it holds the last socket it woke a task for - a closed TLS socket with its context,
-    3.6 KB on the 64-bit unix port - until another stream has an event, which in the running state can
-    be minutes away (docs/heap.md). One ipoll(0) with an always-writable UDP socket registered hands
+    Stream - no longer leads to the socket, and neither does asyncio's poller: MicroPython's
+    select.poll keeps the last (object, events) pair its ipoll() handed out until it hands out another,
+    so it holds the last socket it woke a task for - a closed socket and its TLS state, ~0.7 KB on the
+    64-bit unix port - until another stream has an event, which in the running state can be minutes
+    away (docs/heap.md). One ipoll(0) with an always-writable UDP socket registered hands
     out a pair that is not the closed socket; poll is level-triggered, so any other event it passes is
     handed to asyncio again by its next poll. (MicroPython's asyncio has no public way to its poller:
-    asyncio.core._io_queue.)"""
+    asyncio.core._io_queue.) Only with 1 KB free (after a collection): a MemoryError inside poll.register() leaves the
+    poller a table entry without its object, and its next poll dereferences it (MicroPython's
+    extmod/modselect.c: "may crash. This case is not handled"; seen as a segfault in asyncio's next
+    ipoll on the unix port with ~1.5 KB free). Short of that the poller keeps the closed socket until
+    its next event. The TLS context stays with its owner (the seam) for the next connection."""
     try:
         conn[0].close()
     except Exception:  # noqa: BLE001 - closing must never raise
         pass
     if MICROPYTHON:
         conn[1].s = None
+        if gc.mem_free() < 1024:
+            gc.collect()  # (garbage is most of what is not free after a request)
+            if gc.mem_free() < 1024:
+                conn[0] = conn[1] = None
+                return
         import select
         import socket
 

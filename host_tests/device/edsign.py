@@ -13,13 +13,22 @@ _D2 = 2 * (-121665 * pow(121666, _P - 2, _P)) % _P  # 2d, as the verifier's _add
 
 
 def _mul(n, pt):
+    # (the verifier's addition doubles too: RFC 8032's formulas for edwards25519 are complete)
     q = (0, 1, 1, 0)
     while n:
         if n & 1:
             q = e._add(q, pt, _D2)
-        pt = e._double(pt)
+        pt = e._add(pt, pt, _D2)
         n >>= 1
     return q
+
+
+def _encode(pt):
+    """A point's 32-byte encoding (RFC 8032 5.1.2): y, and x's lowest bit as the top bit."""
+    x, y, z, _ = pt
+    zi = pow(z, _P - 2, _P)
+    x = x * zi % _P
+    return (y * zi % _P | (x & 1) << 255).to_bytes(32, "little")
 
 
 def _base():
@@ -36,14 +45,14 @@ def _secret(seed):
 
 def public_key(seed):
     a, _ = _secret(seed)
-    return e._encode(_mul(a, _base()))
+    return _encode(_mul(a, _base()))
 
 
 def sign(seed, message):
     a, prefix = _secret(seed)
-    pub = e._encode(_mul(a, _base()))
+    pub = _encode(_mul(a, _base()))
     r = int.from_bytes(e.sha512(prefix + message), "little") % _L
-    rb = e._encode(_mul(r, _base()))
+    rb = _encode(_mul(r, _base()))
     k = int.from_bytes(e.sha512(rb + pub + message), "little") % _L
     return rb + ((r + k * a) % _L).to_bytes(32, "little")
 

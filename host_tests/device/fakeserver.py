@@ -25,8 +25,9 @@ def fw(status=200, body=None):
 
 
 class FakeServer:
-    def __init__(self, handler):
+    def __init__(self, handler, context=None):
         self.handler = handler
+        self.context = context  # a server-side TLS context (support.server_tls): https
         self.requests = []  # (method, path, headers dict, body bytes)
         self.server = None
         self.port = None
@@ -35,7 +36,7 @@ class FakeServer:
         for _ in range(20):
             port = 20000 + (os.urandom(2)[0] << 8 | os.urandom(1)[0]) % 30000
             try:
-                self.server = await asyncio.start_server(self._conn, "127.0.0.1", port)
+                self.server = await asyncio.start_server(self._conn, "127.0.0.1", port, ssl=self.context)
                 self.port = port
                 return self
             except OSError:
@@ -44,7 +45,7 @@ class FakeServer:
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("http" if self.context is None else "https", self.port)
 
     async def stop(self):
         self.server.close()

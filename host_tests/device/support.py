@@ -205,6 +205,34 @@ def go(handler, body, **settings):
     run(main())
 
 
+def certs(name):
+    """The path of a file of the session's TLS material (conftest.test_certs: $TW_CERTS): "ca.der",
+    "<case>.pem" / ".key" (PEM), "<case>.der" / ".key.der" (DER)."""
+    return "%s/%s" % (os.getenv("TW_CERTS"), name)
+
+
+def server_tls(case):
+    """A server-side TLS context with the certificate of `case` (good, self_signed, wrong_name,
+    expired, other_ca: conftest.test_certs) on this runtime."""
+    import sys
+
+    if sys.implementation.name != "micropython":
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certs(case + ".pem"), certs(case + ".key"))
+        return ctx
+    import tls  # MicroPython's: it takes the leaf and the key in DER
+
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_SERVER)
+    with open(certs(case + ".der"), "rb") as f:
+        cert = f.read()
+    with open(certs(case + ".key.der"), "rb") as f:
+        key = f.read()
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 def lines(word):
     """The console lines the device logged that contain `word`."""
     return [ln for ln in logged() if word in ln]

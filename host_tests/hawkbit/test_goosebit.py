@@ -278,6 +278,7 @@ def test_a_release_published_while_the_board_runs_is_taken_within_the_heap(
     ident, token = _identity(lab, goosebit, "24:6F:28:DD:10:08")
     v2 = f"{BASE}-ddi.8"
     board = _board(lab, ident, token, "running", heap=DDI_HEAP)
+    (board.fs / "main.py").write_text(QSTR_MAIN)
     try:
         board.start()
         board.wait_for(r"state: running - firmware", 60)
@@ -291,3 +292,6 @@ def test_a_release_published_while_the_board_runs_is_taken_within_the_heap(
     found = next(i for i, ln in enumerate(lines) if f"target {v2}" in ln)
     boot = max(i for i in range(found) if "boot: twomes firmware" in lines[i])
     assert any("state: running" in ln for ln in lines[boot:found]), "not found by a running state's poll"
+    seen = qstr_pools(lines)
+    print(f"\nDDI mode at {DDI_HEAP}, a release found by a running state's poll; per state change:")
+    print("\n".join(f"  {s:<12} {n} names, {p} pools, {f} bytes free" for n, p, s, f in seen))

@@ -222,7 +222,7 @@ class Ddi:
     def __init__(self, app):
         self.app = app
         self.board, self.cfg, self.st = app.board, app.cfg, app.st
-        self.buf, self.head = app.buffers()
+        self.head = app.buffers(False)[1]  # (no streaming buffer: twomes.update's installers take it)
         cfg = app.cfg
         if not cfg.ddi_url:
             raise Error(_NET, "updates = hawkbit but no ddi_url in the config")
@@ -233,7 +233,7 @@ class Ddi:
         self.sleep_s = None  # the polling interval the server asks for (config.polling.sleep), seconds
         self.cancelled = None  # the id of the last action the server cancelled (acknowledged)
         self.rel = None  # the release of the last target() that named one
-        self._ca = None  # the CA file's bytes (server.ca())
+        self.context = [None]  # the TLS context (server.tls(); the online phase shares the Server's)
 
     # ---- requests --------------------------------------------------------------------------------
     def _auth(self, url):
@@ -246,8 +246,9 @@ class Ddi:
     def _abs(self, url):
         return self._origin + url if url[:1] == "/" else url
 
-    async def open(self, method, url, extra="", body=None):
-        return await request(self, method, url, self._auth(url) + extra, body)
+    def open(self, method, url, extra="", body=None):
+        """One request -> an awaitable: the Response (the caller awaits it at once and closes it)."""
+        return request(self, method, url, self._auth(url) + extra, body)
 
     async def call(self, method, url, payload=None):
         """One DDI request -> its JSON answer (None for an empty body)."""

@@ -1,5 +1,6 @@
 # A small asyncio HTTP/1.1 client for the device: one request per connection; https verified against
-# the deployed CA (twomes/hw.py connect); bodies streamed with readinto() into the caller's buffer
+# the deployed CA by the caller's TLS context, the server's name in every connection (twomes/hw.py
+# connect); bodies streamed with readinto() into the caller's buffer
 # (a firmware image never sits in RAM). Whatever a server sends, the caller gets a Response or an
 # errors.Error - never a crash:
 #   - time: every request has ONE watchdog task that bounds the silence (timeout_s) and the whole
@@ -371,10 +372,10 @@ class Response:
 
     async def close(self):
         """Stop the watchdog, close the socket, then one turn of the event loop: the socket and its TLS
-        context (3.6 KB on the 64-bit unix port) are let go only when nothing points at them, and until
-        the loop turns the C stack of the calls that read them still may (MicroPython scans it
-        conservatively). Measured: without the turn the next request or the signature check found the
-        last connection's context still in the heap (docs/heap.md)."""
+        state are let go only when nothing points at them, and until the loop turns the C stack of the
+        calls that read them still may (MicroPython scans it conservatively). Measured when each
+        connection had its own TLS context: without the turn the next request or the signature check
+        found the last connection's context still in the heap (docs/heap.md)."""
         self._close()
         await hw.sleep_ms(0)
 
@@ -444,15 +445,18 @@ def _io_error(e, what):
     return Error(_NET, "%s (%s)" % (what, printable(text, 60)))
 
 
-def request(method, url, extra="", body=None, timeout_s=20, head_buf=None, clk=hw, ca=None, deadline_s=0):
+def request(
+    method, url, extra="", body=None, timeout_s=20, head_buf=None, clk=hw, context=None, deadline_s=0
+):
     """One request (`extra`: more header lines, each ending in CRLF) -> an awaitable: the Response with
-    the answer's head read; the caller awaits it at once and closes the Response (finally). `ca`: the
-    CA (DER bytes) that verifies the server: https needs one, its connection makes a TLS context of it.
+    the answer's head read; the caller awaits it at once and closes the Response (finally). `context`:
+    the TLS context that verifies the server (hw.tls_context, made from the CA): https needs one; the
+    caller keeps it for its next connections (each verifies the server's certificate and name again).
     Error (_NET) when there is no HTTP answer within timeout_s of silence / deadline_s in all (default 3 x timeout_s: head and body), when the connection cannot be made or
     the request head does not fit the head buffer. (A function, not a coroutine: the awaitable is the
     Response's own, one coroutine less in the heap.)"""
     tls, host, port, at = split_url(url)
-    if tls and ca is None:
+    if tls and context is None:
         raise Error(_NET, "https without a CA to verify the server")
     if head_buf is None:
         head_buf = bytearray(_HEAD_MAX)
@@ -470,7 +474,7 @@ def request(method, url, extra="", body=None, timeout_s=20, head_buf=None, clk=h
     if n < 0:
         raise Error(_NET, "request head larger than the head buffer")
     try:
-        st = hw.connect(host, port, ca if tls else None)
+        st = hw.connect(host, port, context if tls else None)
     except (OSError, ValueError) as e:
         raise _io_error(e, "cannot connect")
     try:

@@ -7,13 +7,14 @@ from micropython import const
 
 from twomes.errors import Error, Restart
 from twomes.log import log, printable
-from twomes.online.server import Server
+from twomes.online.server import Server, tls
 
 _NET = const(0)
 
 
 async def run(app, creds):
     srv = Server(app)
+    context(app, srv)
     if srv.session is None:
         await activate(app, srv)
     upd = updates(app, srv)
@@ -31,7 +32,20 @@ def updates(app, srv):
         return srv
     from twomes.online.ddi import Ddi
 
-    return Ddi(app)
+    upd = Ddi(app)
+    upd.context = srv.context  # the same CA file: one TLS context for both servers (server.tls)
+    return upd
+
+
+def context(app, srv):
+    """The phase's one TLS context (3 KB of heap; server.tls), made now unless it is there: first in
+    the phase, so that it sits where the heap is whole and not in the holes that the phase's modules
+    and requests leave, and again at once after a signature check let go of it (docs/heap.md). A
+    missing or unusable CA file is said by each request that needs it."""
+    try:
+        tls(srv, app.cfg.server_url)
+    except Error:
+        pass
 
 
 async def activate(app, srv):
@@ -74,11 +88,13 @@ async def firmware(app, srv, confirm):
     from twomes.update import check
 
     try:
-        if await check.run(app, srv) != "update":
-            return False
+        done = await check.run(app, srv) == "update"
     finally:
         check = None
         app.unload("update.check", "update.state")  # (the state's owner: loaded by the check, 3 KB)
+    if not done:
+        context(app, srv)  # (the signature check may have let go of it)
+        return False
     try:  # the server hears that the action is taken (hawkBit shows it running)
         await srv.report(srv.rel, True, "%s saved: installing it in the next boot" % srv.rel["version"])
     except Error as e:

@@ -6,6 +6,8 @@
 # with 400 "Invalid property name(s): {...}" is sent again without the named properties; a 400 that
 # names none drops that batch with one console line. Nothing else in the queue is lost, and a refused
 # batch never blocks the ones behind it.
+import json
+
 from micropython import const
 
 from twomes import VERSION, wifi
@@ -103,6 +105,9 @@ async def upload(app, srv):
             "property_measurements": [{"property_name": p, "measurements": groups[p]} for p in groups],
         }
         groups = None
+        # sent as its JSON text: the request's peak holds the bytes, not the objects they were made
+        # of (measured on the unix port: 20 measurements 1.9 KB of objects, 1.0 KB of text; 2: 0.5, 0.3)
+        payload = json.dumps(payload).encode()
         try:
             await srv.upload(payload)
         except Error as e:

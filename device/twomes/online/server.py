@@ -53,17 +53,25 @@ def parse_http_date(text):
     return days * 86400 + hh * 3600 + mm * 60 + ss
 
 
-def ca(on, url):
-    """The CA that verifies `url`'s server (DER bytes; None for http), read from the CA file deployed
-    with the config at the first https request of the seam `on` (Server, Ddi) and kept in on._ca; a
-    file that no TLS context takes is refused here. Plain http only with allow_http (a lab setting,
-    logged at boot by the config)."""
+def tls(on, url):
+    """The TLS context that verifies `url`'s server (None for http). It is on.context[0]: a one-element
+    list that the online phase's seams (Server, Ddi) share, so the phase has one context (3 KB of heap
+    on the 64-bit unix port), made once from the CA file deployed with the config - by the phase at
+    its start, before anything else of the phase is in the heap (twomes/online/phase.py), else here at
+    a seam's first https request - and used by every connection of the phase. Each connection wraps
+    its socket with it and the server's name, so every one verifies the certificate chain and the name
+    again (twomes/hw.py connect). Not one per connection: a running state's request found 7.9K free
+    at 64K but no 3K piece for a new one (docs/heap.md). Whoever needs the heap for a while (the
+    signature check) empties the list; the next call makes a new context. A CA file that no context
+    takes is refused here. Plain http only with allow_http (a lab setting, logged at boot by the
+    config)."""
     cfg = on.cfg
     if url.startswith("http://"):
         if not cfg.allow_http:
             raise Error(_NET, "plain http refused (set allow_http for a lab server)")
         return None
-    if on._ca is None:
+    held = on.context
+    if held[0] is None:
         try:
             with open(cfg.ca_file, "rb") as f:
                 cadata = f.read()
@@ -72,27 +80,26 @@ def ca(on, url):
         from twomes import hw
 
         try:
-            hw.tls_context(cadata)
+            held[0] = hw.tls_context(cadata)
         except (ValueError, OSError) as e:
             raise Error(_NET, "CA file %s unusable (%s)" % (cfg.ca_file, e))
-        on._ca = cadata
-    return on._ca
+    return held[0]
 
 
-async def request(on, method, url, extra, body):
-    """One request of a server seam `on` (Server, Ddi: cfg, board, head buffer, CA) within the config's
-    time limits -> Response (the caller closes). An https connection makes its own TLS context from the
-    CA (twomes/hw.py connect), which goes with the connection: no context (3 KB of heap on the 64-bit
-    unix port, docs/heap.md) is held between requests, in the running state or the signature check."""
+def request(on, method, url, extra, body):
+    """One request of a server seam `on` (Server, Ddi: cfg, board, head buffer, TLS context) within the
+    config's time limits -> an awaitable: the Response (the caller awaits it at once and closes it).
+    (A function, not a coroutine, as http.request and the seams' open(): no coroutine frame of their
+    own in the heap while a request runs.)"""
     t = on.cfg.http_timeout_s
-    return await http.request(method, url, extra, body, t, on.head, on.board, ca(on, url), 3 * t)
+    return http.request(method, url, extra, body, t, on.head, on.board, tls(on, url), 3 * t)
 
 
 class Server:
     def __init__(self, app):
         self.app = app
         self.board, self.cfg, self.st = app.board, app.cfg, app.st
-        self.buf, self.head = app.buffers()
+        self.head = app.buffers(False)[1]  # (no streaming buffer: twomes.update's installers take it)
         self.session = session(app.st)
         self.fw_api = True  # False: a plain Twomes server, no firmware endpoints (learnt once)
         self.props = None  # the device type's property names (GET /device), None: not known
@@ -100,7 +107,7 @@ class Server:
         self.unconfirmed = False  # this version's confirmation is still to be taken by the server
         self.rel = None  # the release of the last target() that named one
         self._time = None  # (unix seconds, ticks) from the server's last Date header: no NTP needed
-        self._ca = None  # the CA file's bytes, read at the first https request (ca())
+        self.context = [None]  # the phase's TLS context, shared with its Ddi (tls())
         self._url = app.cfg.server_url.rstrip("/")
 
     # ---- time from the server ------------------------------------------------------------------
@@ -116,16 +123,18 @@ class Server:
         return self._time[0] + self.board.ticks_diff(ticks, self._time[1]) // 1000
 
     # ---- requests --------------------------------------------------------------------------------
-    async def open(self, method, url, extra="", body=None):
-        """One request to `url` (this server or a release URL on it) -> Response (the caller closes)."""
-        return await request(self, method, url, extra, body)
+    def open(self, method, url, extra="", body=None):
+        """One request to `url` (this server or a release URL on it) -> an awaitable: the Response (the
+        caller awaits it at once and closes it)."""
+        return request(self, method, url, extra, body)
 
     async def call(self, method, path, payload=None, auth=True, limit=_JSON_MAX):
-        """One API request -> its JSON answer (see the module's note for the errors)."""
+        """One API request -> its JSON answer (see the module's note for the errors). `payload`: what
+        the request sends as JSON, or its JSON text already encoded (bytes)."""
         extra = "Accept: application/json\r\n"
         body = None
         if payload is not None:
-            body = json.dumps(payload).encode()
+            body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             extra += "Content-Type: application/json\r\n"
         if auth:
             extra += "Authorization: Bearer %s\r\n" % self.session
@@ -182,7 +191,8 @@ class Server:
         return data
 
     async def upload(self, payload):
-        """POST /device/measurements/variable-interval."""
+        """POST /device/measurements/variable-interval. `payload`: the upload's JSON object, or its
+        JSON text (bytes: the caller lets go of the objects before the request)."""
         return await self.authed("POST", "/device/measurements/variable-interval", payload)
 
     # ---- the firmware API (ours) -----------------------------------------------------------------

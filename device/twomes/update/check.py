@@ -9,6 +9,7 @@ from twomes.errors import Error
 from twomes.log import log, printable
 
 _NO_FW_API = const(-2)  # errors.Error status: the server has no firmware API (a plain Twomes server)
+_UNSIGNED = const("unsigned")  # (folded: a string of up to 10 characters is interned otherwise)
 
 
 def valid(rel):
@@ -64,9 +65,10 @@ def verify_signature(app, rel, counter):
         app.unload("update.signing", "update.ed25519")
 
 
-def decide(app, rel):
+def decide(app, rel, server):
     """`rel`: the server's target (None: none set). True when an update is due: it is saved as the next
-    boot's job (the caller restarts). A release refused for its signature: the reason (a str)."""
+    boot's job (the caller restarts). A release refused for its signature: the reason (a str).
+    `server`: the seam that named it, whose TLS context the signature check lets go of."""
     if rel is None:
         log("firmware", "no target version set on the server; running %s" % VERSION)
         return False
@@ -94,12 +96,15 @@ def decide(app, rel):
         log("firmware", "target %s, running %s: no update attempts in safe mode" % (version, VERSION))
         return False
     state = None
+    # nor the seam's TLS context (3 KB; twomes/online/server.py tls): the phase makes it again after a
+    # check that saves nothing, the next request when there is one before
+    server.context[0] = None
     app.unload("update.state")
     why = verify_signature(app, rel, counter)
     if why is not None:
         log("firmware", "target %s refused: %s" % (printable(version), why))
         return why
-    signed = "signature verified, counter %d" % rel["counter"] if "counter" in rel else "unsigned"
+    signed = "signature verified, counter %d" % rel["counter"] if "counter" in rel else _UNSIGNED
     log("firmware", "target %s (%s), running %s: updating in the next boot" % (version, signed, VERSION))
     from twomes.update import state  # (again: the job's writer)
 
@@ -120,7 +125,7 @@ async def run(app, server):
             return "no_api"
         log("firmware", "check failed: %s" % e)
         return "none"
-    done = decide(app, rel)
+    done = decide(app, rel, server)
     if isinstance(done, str):  # refused: the server is told why (where its protocol has a way)
         try:
             await server.report(rel, False, done)

@@ -2,7 +2,7 @@
 # manifests are signed with an offline key and verified here before anything is written. Verification
 # only (no secrets live on the device), no table beyond the SHA-512 constants, big ints only.
 #
-# verify(public_key, message, signature) -> True or False. Every malformed input is False: a key or
+# verify(key, message, signature) -> True or False. Every malformed input is False: a key or
 # signature of the wrong length, S >= L (non-canonical, RFC 8032 5.1.7 step 1), a key that is not a
 # point on the curve or not canonically encoded. The check is cofactorless ([S]B == R + [k]A, compared
 # as the canonical encoding of R), like most libraries; R's encoding must be the canonical one.
@@ -145,17 +145,6 @@ def _add(p1, p2, d2):
     return (a * c % p, d * b % p, c * d % p, a * b % p)  # (E*F, G*H, F*G, E*H)
 
 
-def _double(p1):
-    p = _P
-    x1, y1, z1, _ = p1
-    a = x1 * x1 % p
-    b = y1 * y1 % p
-    a, b = a + b, a - b  # H, G
-    c = 2 * z1 * z1 % p + b  # F
-    e = a - (x1 + y1) * (x1 + y1) % p  # E
-    return (e * c % p, b * a % p, c * b % p, e * a % p)  # (E*F, G*H, F*G, E*H)
-
-
 def _decode(s):
     """32 bytes -> point, or None if not a canonical encoding of a point on the curve (RFC 8032 5.1.3)."""
     p = _P
@@ -181,27 +170,11 @@ def _decode(s):
     return (x, y, 1, x * y % p)
 
 
-def _encode(pt):
-    p = _P
-    x, y, z, _ = pt
-    zi = pow(z, p - 2, p)
-    x = x * zi % p
-    y = y * zi % p
-    return (y | (x & 1) << 255).to_bytes(32, "little")
-
-
-def valid_key(public_key):
-    """True if the bytes are a 32-byte canonical encoding of a curve point (a usable public key)."""
-    return (
-        isinstance(public_key, (bytes, bytearray))
-        and len(public_key) == 32
-        and _decode(public_key) is not None
-    )
-
-
-def verify(public_key, message, signature):
-    """True if signature (64 bytes) is a valid Ed25519 signature of message under public_key (32 bytes)."""
-    if len(public_key) != 32 or len(signature) != 64:
+def verify(key, message, signature):
+    """True if signature (64 bytes) is a valid Ed25519 signature of message under the public key `key`
+    (32 bytes). (The doubling and the encoding of the result are written out here, where they are
+    used: a function of their own is a name interned for good, docs/heap.md.)"""
+    if len(key) != 32 or len(signature) != 64:
         return False
     s = int.from_bytes(signature[32:], "little")
     if s >= _L:
@@ -209,8 +182,8 @@ def verify(public_key, message, signature):
     r = bytes(signature[:32])
     # the hash first: SHA-512 is the largest working set of the check, and nothing of the curve is
     # live meanwhile (docs/heap.md)
-    k = int.from_bytes(sha512(r, public_key, message), "little") % _L
-    a = _decode(public_key)
+    k = int.from_bytes(sha512(r, key, message), "little") % _L
+    a = _decode(key)
     if a is None:
         return False
     na = (_P - a[0], a[1], 1, _P - a[3])
@@ -219,12 +192,20 @@ def verify(public_key, message, signature):
     # set (B - A is not kept for the bits set in both: one point less live); then R must be its
     # canonical encoding
     b = _decode(_B)
-    d2 = 2 * _D % _P
+    p = _P
+    d2 = 2 * _D % p
     q = None
     i = 253
     while i >= 0:
-        if q is not None:
-            q = _double(q)
+        if q is not None:  # q = 2q (RFC 8032 5.1.4's doubling: A..H)
+            x1, y1, z1, _ = q
+            q = x1 * x1 % p
+            a = y1 * y1 % p
+            q, a = q + a, q - a  # H, G
+            c = 2 * z1 * z1 % p + a  # F
+            e = q - (x1 + y1) * (x1 + y1) % p  # E
+            q = (e * c % p, a * q % p, c * a % p, e * q % p)  # (E*F, G*H, F*G, E*H)
+            x1 = y1 = z1 = e = c = a = None
         if s >> i & 1:
             q = b if q is None else _add(q, b, d2)
         if k >> i & 1:
@@ -232,4 +213,7 @@ def verify(public_key, message, signature):
         i -= 1
     if q is None:
         q = (0, 1, 1, 0)  # the neutral element
-    return _encode(q) == r
+    # its encoding: y, and x's lowest bit as the top bit (RFC 8032 5.1.2)
+    z = pow(q[2], p - 2, p)
+    x = q[0] * z % p
+    return (q[1] * z % p | (x & 1) << 255).to_bytes(32, "little") == r

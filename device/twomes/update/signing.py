@@ -39,64 +39,55 @@ def _hex(text, n):
 
 
 def _chars(s, n, lo):
-    """s is a str of 1..n characters from lo to "~" (printable ASCII; lo "!" also excludes spaces)."""
+    """s is a str of 1..n characters from the code `lo` to "~" (printable ASCII; lo 33, "!", also
+    excludes spaces)."""
     if not isinstance(s, str) or not 0 < len(s) <= n:
         return False
-    lo = ord(lo)
     for c in s.encode():  # (bytes, as in _hex)
         if not lo <= c <= 126:  # "~"
             return False
     return True
 
 
-def version_ok(v):
-    """A release version: 1..64 of [0-9A-Za-z._+-], starting with a letter or digit."""
-    if not _chars(v, 64, "!"):
-        return False
-    b = v.encode()  # (bytes, as in _hex)
-    if b[0] in b"._+-":
-        return False
-    for c in b:
-        if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in b"._+-"):
-            return False
-    return True
-
-
-def url_ok(url):
-    """A release URL from the server: a path on the same server, printable ASCII without spaces, bounded."""
-    return _chars(url, _URL_MAX, "!") and url[0] == "/" and url[:2] != "//"
-
-
 def _ok(name, v):
-    """Is v a well-formed value of the manifest or release field `name`?"""
+    """Is v a well-formed value of the manifest or release field `name`? (Each field's rule is written
+    here, not in a function of its own: every function's name is interned for good, docs/heap.md.)"""
     if name == "counter" or name == "size":
         return isinstance(v, int) and not isinstance(v, bool) and (name == "size") <= v <= _INT_MAX
     if name == "kind":
         return v in ("bundle", "image")
     if name == "sha256":
         return _hex(v, 64) is not None
-    if name == "version":
-        return version_ok(v)
-    if name == "url":
-        return url_ok(v)
-    return _chars(v, 64, " ")  # device_type
+    if name == "version":  # 1..64 of [0-9A-Za-z._+-], starting with a letter or digit
+        if not _chars(v, 64, 33):
+            return False
+        b = v.encode()  # (bytes, as in _hex)
+        if b[0] in b"._+-":
+            return False
+        for c in b:
+            if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in b"._+-"):
+                return False
+        return True
+    if name == "url":  # a path on the same server, printable ASCII without spaces, bounded
+        return _chars(v, _URL_MAX, 33) and v[0] == "/" and v[1:2] != "/"
+    return _chars(v, 64, 32)  # device_type
 
 
-def verify(manifest_text, signature, keys, device_type):
-    """The parsed manifest (dict) if `signature` is a trusted key's signature of `manifest_text` and the
-    manifest is well formed and for `device_type`; else raises Error(-1, reason). `keys`: 32-byte
-    public keys (bytes) or their 64-hex-digit form."""
-    if not manifest_text or not signature:
+def verify(text, signature, keys, device_type):
+    """The parsed manifest (dict) if `signature` is a trusted key's signature of the manifest's `text`
+    and the manifest is well formed and for `device_type`; else raises Error(-1, reason). `keys`:
+    32-byte public keys (bytes) or their 64-hex-digit form."""
+    if not text or not signature:
         raise Error(_BAD, "unsigned release")
     what = "malformed manifest"
-    if not isinstance(manifest_text, str) or len(manifest_text) > _MANIFEST_MAX:
+    if not isinstance(text, str) or len(text) > _MANIFEST_MAX:
         raise Error(_BAD, what)
     sig = _hex(signature, 128)
     if sig is None:
         raise Error(_BAD, "malformed signature")
     if not keys:
         raise Error(_BAD, "no release keys configured")
-    data = manifest_text.encode()
+    data = text.encode()
     from twomes.update import ed25519
 
     for key in keys:
@@ -107,16 +98,16 @@ def verify(manifest_text, signature, keys, device_type):
     else:
         raise Error(_BAD, "bad signature or unknown key")
     try:
-        m = json.loads(manifest_text)
+        m = json.loads(text)
     except ValueError:
         raise Error(_BAD, what)
     if not isinstance(m, dict) or len(m) != len(_FIELDS):
         raise Error(_BAD, what)
     for name in _FIELDS:
         if name not in m:
-            raise Error(_BAD, what + ": no " + name)
+            raise Error(_BAD, "malformed manifest: no %s" % name)
         if not _ok(name, m[name]):
-            raise Error(_BAD, what + ": " + name)
+            raise Error(_BAD, "malformed manifest: %s" % name)
     if m["device_type"] != device_type:
         raise Error(_BAD, "release for device type %s, not %s" % (m["device_type"], device_type))
     return m
@@ -141,13 +132,12 @@ def check_release(rel, keys, device_type, allow_unsigned=False):
     return m
 
 
-def rollback_ok(manifest, stored_counter):
+def rollback_ok(manifest, counter):
     """Anti-rollback: raises Error(-1) if the manifest's security counter is below the highest counter
-    installed so far (`stored_counter`, None before the first signed install). An equal counter is
-    allowed: releases of one security level may replace each other in any order."""
-    if stored_counter is not None and manifest["counter"] < stored_counter:
+    installed so far (`counter`, None before the first signed install). An equal counter is allowed:
+    releases of one security level may replace each other in any order."""
+    if counter is not None and manifest["counter"] < counter:
         raise Error(
             _BAD,
-            "security counter %d below the installed %d: rollback refused"
-            % (manifest["counter"], stored_counter),
+            "security counter %d below the installed %d: rollback refused" % (manifest["counter"], counter),
         )
