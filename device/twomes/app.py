@@ -54,10 +54,6 @@ _SAFE_S = const(600)  # safe mode lasts this long, then a normal restart
 
 
 class App:
-    # until the ap and update packages land: what the old setup/update modules reach through the app
-    Restart = Restart
-    unload = staticmethod(unload)
-
     def __init__(self, board, cfg, st, ident):
         self.board = board
         self.cfg = cfg

@@ -126,6 +126,7 @@ def test_the_signature_check_lets_go_of_the_context_and_the_phase_makes_it_again
     once, and the next connection verifies with it. A check that finds nothing to do keeps it."""
     import os
 
+    import twomes
     from twomes import VERSION
 
     os.chdir(support.new_board())
@@ -139,14 +140,14 @@ def test_the_signature_check_lets_go_of_the_context_and_the_phase_makes_it_again
     async def main():
         srv = await FakeServer(handler, support.server_tls("good")).start()
         app, on = _app(srv.url)
-        unload = app.unload
+        unload = twomes.unload
 
         def spy(*names):  # the signature check's end unloads its modules: what is held then
             if "update.signing" in names:
                 seen.append(on.context[0])
             unload(*names)
 
-        app.unload = spy
+        twomes.unload = spy  # (the check, imported afresh for each check, takes it from the package)
         try:
             phase.context(app, on)
             first = on.context[0]
@@ -161,6 +162,7 @@ def test_the_signature_check_lets_go_of_the_context_and_the_phase_makes_it_again
             assert await phase.firmware(app, on, False) is False
             assert on.context[0] is again and len(srv.requests) == 3
         finally:
+            twomes.unload = unload
             await srv.stop()
 
     support.run(main())

@@ -5,6 +5,7 @@
 #   "offline"  Wi-Fi is gone for good: the app opens the portal (which keeps retrying the network)
 from micropython import const
 
+from twomes import unload
 from twomes.errors import Error, Restart
 from twomes.log import log, printable
 from twomes.online.server import Server, tls
@@ -91,7 +92,7 @@ async def firmware(app, srv, confirm):
         done = await check.run(app, srv) == "update"
     finally:
         check = None
-        app.unload("update.check", "update.state")  # (the state's owner: loaded by the check, 3 KB)
+        unload("update.check", "update.state")  # (the state's owner: loaded by the check, 3 KB)
     if not done:
         context(app, srv)  # (the signature check may have let go of it)
         return False
@@ -112,7 +113,7 @@ async def confirmation(app, srv):
         outcome = await confirm.run(app, srv)
     finally:
         confirm = None
-        app.unload("update.confirm", "update.state")
+        unload("update.confirm", "update.state")
     if outcome == "restart":
         raise Restart()
     return outcome

@@ -4,7 +4,7 @@
 # (at each connection and every fw_check_s), before its request, and unloaded afterwards.
 from micropython import const
 
-from twomes import VERSION
+from twomes import VERSION, unload
 from twomes.errors import Error
 from twomes.log import log, printable
 
@@ -62,7 +62,7 @@ def verify_signature(app, rel, counter):
         return str(e)
     finally:
         signing = None
-        app.unload("update.signing", "update.ed25519")
+        unload("update.signing", "update.ed25519")
 
 
 def decide(app, rel, server):
@@ -99,7 +99,7 @@ def decide(app, rel, server):
     # nor the seam's TLS context (3 KB; twomes/online/server.py tls): the phase makes it again after a
     # check that saves nothing, the next request when there is one before
     server.context[0] = None
-    app.unload("update.state")
+    unload("update.state")
     why = verify_signature(app, rel, counter)
     if why is not None:
         log("firmware", "target %s refused: %s" % (printable(version), why))

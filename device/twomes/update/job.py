@@ -5,7 +5,7 @@
 # again; images resume) or the new version (which drops the job).
 from micropython import const
 
-from twomes import VERSION
+from twomes import VERSION, unload
 from twomes.errors import Error
 from twomes.log import log
 from twomes.update import state
@@ -47,7 +47,7 @@ async def run(app, server):
     except (Error, OSError, MemoryError, ValueError, KeyError, TypeError) as e:  # the device runs on
         ok = e
     finally:
-        app.unload("update.bundle", "update.romfs", "update.image")
+        unload("update.bundle", "update.romfs", "update.image")
     state.drop_job()
     if ok is True:
         if "counter" in rel:  # signed: kept (anti-rollback) once this version confirms itself
