@@ -38,13 +38,13 @@ HW_DIR = Path(__file__).resolve().parent / "hw"
 REBOOT_EXIT = 93
 # The MicroPython heap of a virtual board (-X heapsize): the project's budget, so `make sim` and the
 # tests walk the whole story in it. Measured (docs/heap.md, `make heap`): with the app in ROMFS, as it
-# ships (v1 deployed there, v2 installed as a ROMFS bundle), the whole story passes at 76K with at least
-# 9K free after a collection in every state (72K: the online phase's TLS - mbedTLS allocates from the
-# GC heap on the unix port, not on the chip - and setup mode under attack run out); 92K leaves 16K of
-# margin. 64-bit objects make a unix-port figure ~1.5-2x what the ESP32 needs.
+# ships (v1 deployed there, v2 installed as a ROMFS bundle), the whole story passes at 64K, and at 68K
+# with at least 8K free after a collection in every state and under the hostile-client attacks; 92K
+# leaves ~24K of margin (hawkBit's running-poll check, the tests' probes, a slow machine's backlog).
+# 64-bit objects make a unix-port figure ~1.5-2x what the ESP32 needs.
 DEFAULT_HEAP = "92K"
 # The .mpy-files mode (development) loads the app's code into the heap and needs more (the whole story:
-# 100K): its tests and tools say so (heap=MPY_HEAP; `twomes sim --code mpy` picks it when --heap is not
+# 92K): its tests and tools say so (heap=MPY_HEAP; `twomes sim --code mpy` picks it when --heap is not
 # given).
 MPY_HEAP = "112K"
 # The hardware process's heap: the simulation's own, not the device's (on the chip this is C and ROM).
