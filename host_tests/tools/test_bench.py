@@ -104,11 +104,14 @@ def test_bench_quick_prints_every_figure_with_its_ratio(capsys):
 
 def test_portal_smallest_heap_is_where_the_sequence_starts_failing(tmp_path):
     """The bisection's answer is real: the phone's sequence passes at the heap found and fails one grid
-    step below it (a MemoryError, a 503 'busy' or a wrong answer), for both portals."""
+    step below it (a MemoryError, a 503 'busy' or a wrong answer), for both portals. Each check with 1K
+    for run-to-run jitter: the edge can fall on a grid point (the device portal's did: 80K passed and
+    79K failed, 3 of 3 runs each), where a run passes or fails by a few hundred bytes of timing (how
+    often the phone polls during the credential test), which made a check at the grid point flaky."""
     roots = bench_portal.prepare(tmp_path)
     for v in bench_portal.VARIANTS:
         idle = bench_portal.visit(v, roots[v], f"{bench_portal.ROOMY_K}K")["ready"]
         lo = idle // 1024 // 8 * 8
         need = bench_portal.smallest(v, roots[v], lo, lo + 64, 8)
-        assert bench_portal.passes(v, roots[v], need)
-        assert not bench_portal.passes(v, roots[v], need - 8)
+        assert bench_portal.passes(v, roots[v], need + 1)
+        assert not bench_portal.passes(v, roots[v], need - 8 - 1)
