@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+
+from twtools.tcpport import free_port
 
 HOST = "127.0.0.1"
 TENANT = "DEFAULT"
@@ -113,12 +114,6 @@ class GooseBitClient:
         self.http.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 class GooseBit:
     """Start/stop a gooseBit subprocess on 127.0.0.1; its data in `workdir` (a temporary one by default,
     removed on stop)."""
@@ -195,7 +190,7 @@ class GooseBit:
         raise AssertionError("unreachable")
 
     def _start(self) -> GooseBit:
-        port = _free_port()
+        port = free_port()
         self._settings(port)
         self.migrate()
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes it until stop()

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from typing import Any
 
 from twtools import REPO
 from twtools.build import BOOT_MODULES, BUILD_DIR, build_romfs, compile_tree
+from twtools.tcpport import free_port
 from twtools.vboard.console import ReplWatch, SerialLine
 
 HW_DIR = Path(__file__).resolve().parent / "hw"
@@ -99,12 +99,6 @@ def queued_ns(pid: int) -> int:
         return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
     except (OSError, ValueError, IndexError):
         return 0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def hw_modules() -> Path:
