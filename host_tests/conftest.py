@@ -57,7 +57,7 @@ def test_certs(tmp_root: Path) -> Path:
     paths = tls.make_test_certs(out)
     for case in ("good", "self_signed", "wrong_name", "expired", "other_ca"):
         leaf = x509.load_pem_x509_certificate(paths[f"{case}_cert"].read_bytes())
-        (out / f"{case}.der").write_bytes(leaf.public_bytes(serialization.Encoding.DER))
+        (out / f"{case}.der").write_bytes(tls.cert_der(leaf))
         key = serialization.load_pem_private_key(paths[f"{case}_key"].read_bytes(), password=None)
         der = key.private_bytes(
             serialization.Encoding.DER,
